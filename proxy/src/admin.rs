@@ -1,0 +1,178 @@
+//! The proxy's admin HTTP API, on its own port:
+//! `GET /api/model` (config and slot table), `GET /api/stats` (JSON), `GET /metrics` (Prometheus).
+
+use std::fmt::Write;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::watch;
+use warp::Filter;
+
+use crate::error::ProxyError;
+use crate::router::SlotState;
+use crate::server::Shared;
+use crate::stats::BUCKETS_US;
+
+/// Binds the admin server; the returned future serves until `shutdown` changes.
+pub fn bind(
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(SocketAddr, impl Future<Output = ()> + Send + 'static), ProxyError> {
+    let s = shared.clone();
+    let model = warp::path!("api" / "model").map(move || warp::reply::json(&model(&s)));
+    let s = shared.clone();
+    let stats = warp::path!("api" / "stats").map(move || warp::reply::json(&stats(&s)));
+    let s = shared;
+    let metrics = warp::path!("metrics").map(move || {
+        warp::reply::with_header(metrics(&s), "content-type", "text/plain; version=0.0.4")
+    });
+    let routes = warp::get().and(model.or(stats).or(metrics));
+    warp::serve(routes)
+        .try_bind_with_graceful_shutdown(addr, async move {
+            let _ = shutdown.changed().await;
+        })
+        .map_err(|e| ProxyError::Listen {
+            addr,
+            source: std::io::Error::other(e.to_string()),
+        })
+}
+
+#[derive(Serialize)]
+struct SlotRangeJson {
+    range: String,
+    #[serde(flatten)]
+    state: SlotState,
+}
+
+fn model(shared: &Shared) -> serde_json::Value {
+    let table = shared.table.load();
+    let slots: Vec<SlotRangeJson> = table
+        .ranges()
+        .into_iter()
+        .map(|r| SlotRangeJson {
+            range: format!("{}-{}", r.lo, r.hi),
+            state: r.state,
+        })
+        .collect();
+    let mut config = serde_json::to_value(&shared.config).unwrap_or_default();
+    // The model is for operators; passwords stay out of it.
+    for key in [["proxy", "password"], ["backend", "password"]] {
+        if let Some(p) = config.get_mut(key[0]).and_then(|t| t.get_mut(key[1])) {
+            if p.as_str().is_some_and(|s| !s.is_empty()) {
+                *p = json!("********");
+            }
+        }
+    }
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": table.revision,
+        "config": config,
+        "groups": table.groups().collect::<Vec<_>>(),
+        "slots": slots,
+    })
+}
+
+fn stats(shared: &Shared) -> serde_json::Value {
+    let snap = shared.stats.snapshot();
+    let backends: Vec<_> = shared
+        .registry
+        .all()
+        .iter()
+        .map(|b| {
+            json!({
+                "addr": &*b.addr,
+                "state": b.state(),
+                "connections": b.connected.load(Relaxed),
+                "failures": b.failures.load(Relaxed),
+            })
+        })
+        .collect();
+    let mut v = serde_json::to_value(&snap).unwrap_or_default();
+    v["backends"] = json!(backends);
+    v
+}
+
+fn metrics(shared: &Shared) -> String {
+    let snap = shared.stats.snapshot();
+    let mut out = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    metric("tessera_ops_total", "counter", "Commands answered.");
+    metric("tessera_ops_errors_total", "counter", "Commands answered with an error.");
+    metric("tessera_sessions_alive", "gauge", "Client connections open.");
+    metric("tessera_sessions_total", "counter", "Client connections accepted.");
+    metric("tessera_uptime_seconds", "gauge", "Seconds since the proxy started.");
+    let _ = writeln!(out, "tessera_ops_total {}", snap.ops.total);
+    let _ = writeln!(out, "tessera_ops_errors_total {}", snap.ops.errors);
+    let _ = writeln!(out, "tessera_sessions_alive {}", snap.sessions.alive);
+    let _ = writeln!(out, "tessera_sessions_total {}", snap.sessions.total);
+    let _ = writeln!(out, "tessera_uptime_seconds {}", snap.uptime_secs);
+
+    let _ = writeln!(
+        out,
+        "# HELP tessera_commands_total Calls per command.\n# TYPE tessera_commands_total counter"
+    );
+    for c in &snap.commands {
+        let _ = writeln!(out, "tessera_commands_total{{command=\"{}\"}} {}", c.name, c.calls);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tessera_command_errors_total Error replies per command.\n# TYPE tessera_command_errors_total counter"
+    );
+    for c in &snap.commands {
+        let _ = writeln!(out, "tessera_command_errors_total{{command=\"{}\"}} {}", c.name, c.errors);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tessera_command_seconds_total Time spent per command, from read to reply.\n# TYPE tessera_command_seconds_total counter"
+    );
+    for c in &snap.commands {
+        let _ = writeln!(
+            out,
+            "tessera_command_seconds_total{{command=\"{}\"}} {}",
+            c.name,
+            c.usecs as f64 / 1e6
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "# HELP tessera_command_duration_seconds Command latency, from read to reply.\n# TYPE tessera_command_duration_seconds histogram"
+    );
+    let mut cumulative = 0;
+    for (i, count) in snap.latency_buckets.iter().enumerate() {
+        cumulative += count;
+        let le = BUCKETS_US.get(i).map_or("+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
+        let _ = writeln!(out, "tessera_command_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(
+        out,
+        "tessera_command_duration_seconds_sum {}",
+        snap.latency_usecs_total as f64 / 1e6
+    );
+    let _ = writeln!(out, "tessera_command_duration_seconds_count {cumulative}");
+
+    let _ = writeln!(
+        out,
+        "# HELP tessera_backend_up Whether the proxy's connections to a backend are up.\n# TYPE tessera_backend_up gauge"
+    );
+    let backends = shared.registry.all();
+    for b in &backends {
+        let up = (b.state() == "up") as u8;
+        let _ = writeln!(out, "tessera_backend_up{{addr=\"{}\"}} {up}", b.addr);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tessera_backend_failures_total Backend connection failures and timeouts.\n# TYPE tessera_backend_failures_total counter"
+    );
+    for b in &backends {
+        let _ = writeln!(out, "tessera_backend_failures_total{{addr=\"{}\"}} {}", b.addr, b.failures.load(Relaxed));
+    }
+    out
+}

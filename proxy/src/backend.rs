@@ -1,0 +1,371 @@
+//! Connections to Redis. Each is one task on a worker thread that owns the socket: sessions
+//! hand it batches of commands, it writes them in one go and returns each batch's replies.
+//!
+//! A connection that fails or stops answering within the bound fails every command it holds
+//! with `-ERR backend <addr> unavailable: <reason>`, fails new ones at once while it waits to
+//! reconnect, and reconnects with exponential backoff. Nothing waits longer than the bound.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+
+use crate::config::BackendConfig;
+use crate::resp::{ReplyScanner, encode};
+use crate::router::BackendInfo;
+
+/// Commands for one backend connection, sent by one session after one read.
+pub struct Batch {
+    /// The commands, in RESP, back to back.
+    pub data: Bytes,
+    pub count: u32,
+    /// The session's tag for this batch, returned with the replies.
+    pub tag: u32,
+    pub reply_to: mpsc::UnboundedSender<ReplyBatch>,
+}
+
+/// The replies to one [`Batch`], in order, exactly `count` of them (error replies included).
+pub struct ReplyBatch {
+    pub tag: u32,
+    pub replies: Vec<Bytes>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    Connecting,
+    Up,
+    /// Waiting to reconnect: commands fail at once.
+    Down,
+}
+
+/// A session's way to one backend connection on its worker.
+#[derive(Clone)]
+pub struct BackendConn {
+    tx: mpsc::UnboundedSender<Batch>,
+    state: Rc<Cell<ConnState>>,
+    down_reply: Rc<Cell<Option<Bytes>>>,
+}
+
+impl BackendConn {
+    /// Starts the connection task for `info.addr`, database `db`, on the current `LocalSet`.
+    pub fn spawn(info: Arc<BackendInfo>, db: u32, config: &BackendConfig) -> BackendConn {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = Rc::new(Cell::new(ConnState::Connecting));
+        let down_reply = Rc::new(Cell::new(None));
+        let task = ConnTask {
+            info,
+            db,
+            config: config.clone(),
+            rx,
+            state: state.clone(),
+            down_reply: down_reply.clone(),
+        };
+        tokio::task::spawn_local(task.run());
+        BackendConn {
+            tx,
+            state,
+            down_reply,
+        }
+    }
+
+    /// If the connection is waiting to reconnect, the error reply its commands get now.
+    #[inline]
+    pub fn unavailable(&self) -> Option<Bytes> {
+        if self.state.get() != ConnState::Down {
+            return None;
+        }
+        let r = self.down_reply.take();
+        self.down_reply.set(r.clone());
+        r
+    }
+
+    /// Queues a batch. Its replies always come back, errors included.
+    pub fn send(&self, batch: Batch) {
+        if let Err(mpsc::error::SendError(batch)) = self.tx.send(batch) {
+            // The task is gone (worker shutting down): answer the batch here.
+            let reply = Bytes::from_static(b"-ERR backend connection closed\r\n");
+            let _ = batch.reply_to.send(ReplyBatch {
+                tag: batch.tag,
+                replies: vec![reply; batch.count as usize],
+            });
+        }
+    }
+}
+
+struct InFlight {
+    count: u32,
+    tag: u32,
+    reply_to: mpsc::UnboundedSender<ReplyBatch>,
+    replies: Vec<Bytes>,
+    sent: Instant,
+}
+
+impl InFlight {
+    fn fail(mut self, reply: &Bytes) {
+        self.replies.resize(self.count as usize, reply.clone());
+        let _ = self.reply_to.send(ReplyBatch {
+            tag: self.tag,
+            replies: self.replies,
+        });
+    }
+}
+
+struct ConnTask {
+    info: Arc<BackendInfo>,
+    db: u32,
+    config: BackendConfig,
+    rx: mpsc::UnboundedReceiver<Batch>,
+    state: Rc<Cell<ConnState>>,
+    down_reply: Rc<Cell<Option<Bytes>>>,
+}
+
+impl ConnTask {
+    async fn run(mut self) {
+        let min = Duration::from_millis(self.config.min_backoff_ms);
+        let max = Duration::from_millis(self.config.max_backoff_ms);
+        let mut backoff = min;
+        let mut reported = false;
+        loop {
+            self.state.set(ConnState::Connecting);
+            let reason = match self.connect().await {
+                Ok(stream) => {
+                    self.state.set(ConnState::Up);
+                    self.info.connected.fetch_add(1, Relaxed);
+                    if reported {
+                        tracing::info!(backend = %self.info.addr, db = self.db, "backend reconnected");
+                        reported = false;
+                    }
+                    backoff = min;
+                    let reason = self.serve(stream).await;
+                    self.info.connected.fetch_sub(1, Relaxed);
+                    match reason {
+                        Some(r) => r,
+                        None => return,
+                    }
+                }
+                Err(reason) => reason,
+            };
+            self.info.failures.fetch_add(1, Relaxed);
+            if !reported {
+                tracing::warn!(backend = %self.info.addr, db = self.db, %reason, "backend unavailable");
+                reported = true;
+            }
+            let reply = unavailable_reply(&self.info.addr, &reason);
+            self.down_reply.set(Some(reply.clone()));
+            self.state.set(ConnState::Down);
+            self.info.failing.fetch_add(1, Relaxed);
+            let until = tokio::time::Instant::now() + backoff;
+            backoff = (backoff * 2).min(max);
+            let open = loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => break true,
+                    batch = self.rx.recv() => match batch {
+                        Some(b) => in_flight(b).fail(&reply),
+                        None => break false,
+                    },
+                }
+            };
+            self.info.failing.fetch_sub(1, Relaxed);
+            if !open {
+                return;
+            }
+        }
+    }
+
+    /// Connects, authenticates and selects the database, all within the connect bound.
+    async fn connect(&mut self) -> Result<TcpStream, String> {
+        let work = async {
+            let mut stream = TcpStream::connect(&*self.info.addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            let mut hello = BytesMut::new();
+            let mut expect = 0;
+            if !self.config.password.is_empty() {
+                encode::command(&mut hello, &["AUTH", self.config.password.as_str()]);
+                expect += 1;
+            }
+            if self.db != 0 {
+                encode::command(&mut hello, &["SELECT", &self.db.to_string()]);
+                expect += 1;
+            }
+            if expect > 0 {
+                stream.write_all(&hello).await.map_err(|e| e.to_string())?;
+                let mut buf = BytesMut::with_capacity(256);
+                let mut scanner = ReplyScanner::default();
+                while expect > 0 {
+                    match scanner.scan(&buf).map_err(|e| e.to_string())? {
+                        Some(n) => {
+                            let reply = buf.split_to(n);
+                            if reply.first() == Some(&b'-') {
+                                let text = String::from_utf8_lossy(&reply[1..]);
+                                return Err(format!("refused the connection setup: {}", text.trim_end()));
+                            }
+                            expect -= 1;
+                        }
+                        None => {
+                            if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                                return Err("closed the connection during setup".to_string());
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(stream)
+        };
+        match tokio::time::timeout(self.config.connect_timeout(), work).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("connect timed out after {} ms", self.config.connect_timeout_ms)),
+        }
+    }
+
+    /// Pumps batches and replies until the connection breaks (`Some(reason)`) or every
+    /// session and the worker have let go of it (`None`).
+    async fn serve(&mut self, stream: TcpStream) -> Option<String> {
+        let timeout = self.config.timeout();
+        let mut pending: VecDeque<InFlight> = VecDeque::new();
+        let mut wbuf = BytesMut::with_capacity(16 * 1024);
+        let mut rbuf = BytesMut::with_capacity(16 * 1024);
+        let mut scanner = ReplyScanner::default();
+        let mut tick = tokio::time::interval(timeout.min(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut open = true;
+        let failure = loop {
+            if !open && pending.is_empty() && wbuf.is_empty() {
+                return None;
+            }
+            let interest = if wbuf.is_empty() {
+                Interest::READABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            };
+            tokio::select! {
+                biased;
+                ready = stream.ready(interest) => {
+                    let ready = match ready {
+                        Ok(r) => r,
+                        Err(e) => break e.to_string(),
+                    };
+                    if ready.is_readable() || ready.is_read_closed() {
+                        if let Err(reason) = read_replies(&stream, &mut rbuf, &mut scanner, &mut pending) {
+                            break reason;
+                        }
+                    }
+                    if ready.is_writable() && !wbuf.is_empty() {
+                        if let Err(e) = write_some(&stream, &mut wbuf) {
+                            break e.to_string();
+                        }
+                    }
+                }
+                batch = self.rx.recv(), if open => {
+                    match batch {
+                        Some(b) => {
+                            let now = Instant::now();
+                            self.queue(b, now, &mut wbuf, &mut pending);
+                            while let Ok(b) = self.rx.try_recv() {
+                                self.queue(b, now, &mut wbuf, &mut pending);
+                            }
+                            if let Err(e) = write_some(&stream, &mut wbuf) {
+                                break e.to_string();
+                            }
+                        }
+                        None => open = false,
+                    }
+                }
+                _ = tick.tick(), if !pending.is_empty() => {
+                    if pending.front().is_some_and(|f| f.sent.elapsed() >= timeout) {
+                        break format!("no reply within {} ms", self.config.timeout_ms);
+                    }
+                }
+            }
+        };
+        let reply = unavailable_reply(&self.info.addr, &failure);
+        for f in pending.drain(..) {
+            f.fail(&reply);
+        }
+        Some(failure)
+    }
+
+    fn queue(&self, b: Batch, now: Instant, wbuf: &mut BytesMut, pending: &mut VecDeque<InFlight>) {
+        wbuf.extend_from_slice(&b.data);
+        let mut f = in_flight(b);
+        f.sent = now;
+        pending.push_back(f);
+    }
+}
+
+fn in_flight(b: Batch) -> InFlight {
+    InFlight {
+        count: b.count,
+        tag: b.tag,
+        reply_to: b.reply_to,
+        replies: Vec::with_capacity(b.count as usize),
+        sent: Instant::now(),
+    }
+}
+
+/// Writes as much of `wbuf` as the socket takes now.
+fn write_some(stream: &TcpStream, wbuf: &mut BytesMut) -> std::io::Result<()> {
+    while !wbuf.is_empty() {
+        match stream.try_write(wbuf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                let _ = wbuf.split_to(n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if wbuf.is_empty() {
+        wbuf.clear();
+    }
+    Ok(())
+}
+
+/// Reads what the socket has and hands every complete reply to its batch.
+fn read_replies(
+    stream: &TcpStream,
+    rbuf: &mut BytesMut,
+    scanner: &mut ReplyScanner,
+    pending: &mut VecDeque<InFlight>,
+) -> Result<(), String> {
+    loop {
+        if rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(16 * 1024);
+        }
+        match stream.try_read_buf(rbuf) {
+            Ok(0) => return Err("connection closed by the server".to_string()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
+        while let Some(n) = scanner.scan(rbuf).map_err(|e| e.to_string())? {
+            let reply = rbuf.split_to(n).freeze();
+            let Some(front) = pending.front_mut() else {
+                return Err("reply without a request (protocol out of step)".to_string());
+            };
+            front.replies.push(reply);
+            if front.replies.len() == front.count as usize {
+                let done = pending.pop_front().expect("front exists");
+                let _ = done.reply_to.send(ReplyBatch {
+                    tag: done.tag,
+                    replies: done.replies,
+                });
+            }
+        }
+    }
+}
+
+fn unavailable_reply(addr: &str, reason: &str) -> Bytes {
+    let mut out = BytesMut::new();
+    encode::error(&mut out, &format!("ERR backend {addr} unavailable: {reason}"));
+    out.freeze()
+}

@@ -1,0 +1,299 @@
+//! The proxy's configuration: a TOML file read with serde, validated once at start-up.
+//! Every limit a session or backend enforces is named here, with Redis's default where one exists.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::slot::SLOT_COUNT;
+
+/// Why a configuration was refused. The message names the file, the field and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML for Tessera: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole proxy configuration (`tessera proxy --config FILE`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    #[serde(default)]
+    pub backend: BackendConfig,
+    /// Redis groups: the first server of each is its master.
+    #[serde(default, rename = "group")]
+    pub groups: Vec<GroupConfig>,
+    /// Slot ranges and the group that owns them. Slots not named are offline.
+    #[serde(default, rename = "slots")]
+    pub slots: Vec<SlotRangeConfig>,
+}
+
+/// Client-facing settings of the proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// Where the admin HTTP API (`/api/model`, `/api/stats`, `/metrics`) listens; none if absent.
+    pub admin_listen: Option<SocketAddr>,
+    /// Worker threads, each with its own event loop and backend connections. 0 = one per core.
+    pub workers: usize,
+    /// Password clients must send with AUTH. Empty: no authentication.
+    pub password: String,
+    /// Most client connections served at once; more are refused with an error.
+    pub max_clients: usize,
+    /// Largest bulk string a client may send (Redis: proto-max-bulk-len, 512 MiB).
+    pub max_bulk_len: usize,
+    /// Most elements of a command array (Redis: 1024 * 1024).
+    pub max_array_len: usize,
+    /// Most bytes of an inline command (Redis: 64 KiB).
+    pub max_inline_len: usize,
+    /// Most commands of one session in flight; the proxy stops reading the socket beyond it.
+    pub max_pipeline: usize,
+    /// Close a client connection idle this many seconds; 0 = never.
+    pub idle_timeout_secs: u64,
+    /// Number of logical databases a client may SELECT.
+    pub databases: u32,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 19000)),
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 19080))),
+            workers: 0,
+            password: String::new(),
+            max_clients: 10_000,
+            max_bulk_len: 512 * 1024 * 1024,
+            max_array_len: 1024 * 1024,
+            max_inline_len: 64 * 1024,
+            max_pipeline: 10_000,
+            idle_timeout_secs: 0,
+            databases: 16,
+        }
+    }
+}
+
+/// Settings of the proxy's connections to Redis.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendConfig {
+    /// Password sent with AUTH on every backend connection. Empty: none.
+    pub password: String,
+    /// Connections per backend server (and database) on each worker thread.
+    pub connections: usize,
+    /// Bound on connecting to a backend.
+    pub connect_timeout_ms: u64,
+    /// Bound on waiting for a reply; past it the connection is reset and its commands fail.
+    pub timeout_ms: u64,
+    /// First reconnect delay after a failure; doubled up to `max_backoff_ms`.
+    pub min_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            password: String::new(),
+            connections: 1,
+            connect_timeout_ms: 500,
+            timeout_ms: 1000,
+            min_backoff_ms: 50,
+            max_backoff_ms: 1000,
+        }
+    }
+}
+
+impl BackendConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// A group: one master and its replicas.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub id: u32,
+    /// `host:port` of each server; the first is the master.
+    pub servers: Vec<String>,
+}
+
+/// `range = "0-511"` (or a single slot `"7"`) served by `group`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotRangeConfig {
+    pub range: String,
+    pub group: u32,
+}
+
+impl Config {
+    /// Reads and validates a TOML config file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: references between groups and slots, and sane limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let mut ids = BTreeMap::new();
+        for g in &self.groups {
+            if g.id == 0 {
+                return invalid("group id 0 is reserved; number groups from 1".into());
+            }
+            if ids.insert(g.id, ()).is_some() {
+                return invalid(format!("group {} is defined twice", g.id));
+            }
+            if g.servers.is_empty() {
+                return invalid(format!("group {} has no servers; its first server is the master", g.id));
+            }
+            for s in &g.servers {
+                if s.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                    return invalid(format!("group {}: server address {s:?} is not host:port", g.id));
+                }
+            }
+        }
+        let mut owner = vec![None::<u32>; SLOT_COUNT];
+        for r in &self.slots {
+            let (lo, hi) = parse_slot_range(&r.range).map_err(ConfigError::Invalid)?;
+            if !ids.contains_key(&r.group) {
+                return invalid(format!("slots {:?} name group {}, which is not defined", r.range, r.group));
+            }
+            for (slot, o) in owner.iter_mut().enumerate().take(hi + 1).skip(lo) {
+                if let Some(prev) = o {
+                    return invalid(format!("slot {slot} is assigned twice (groups {prev} and {})", r.group));
+                }
+                *o = Some(r.group);
+            }
+        }
+        let p = &self.proxy;
+        if p.max_pipeline == 0 || p.max_clients == 0 || p.databases == 0 {
+            return invalid("proxy.max_pipeline, proxy.max_clients and proxy.databases must be at least 1".into());
+        }
+        if p.max_array_len == 0 || p.max_bulk_len == 0 || p.max_inline_len == 0 {
+            return invalid("proxy.max_array_len, max_bulk_len and max_inline_len must be at least 1".into());
+        }
+        let b = &self.backend;
+        if b.connections == 0 || b.timeout_ms == 0 || b.connect_timeout_ms == 0 {
+            return invalid("backend.connections, timeout_ms and connect_timeout_ms must be at least 1".into());
+        }
+        if b.min_backoff_ms == 0 || b.max_backoff_ms < b.min_backoff_ms {
+            return invalid("backend.min_backoff_ms must be at least 1 and at most max_backoff_ms".into());
+        }
+        Ok(())
+    }
+
+    /// The number of worker threads to run.
+    pub fn worker_count(&self) -> usize {
+        if self.proxy.workers > 0 {
+            self.proxy.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// Serializes back to TOML (for `tessera up` and the admin model).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+/// Parses `"lo-hi"` or `"n"` into an inclusive slot range.
+pub fn parse_slot_range(s: &str) -> Result<(usize, usize), String> {
+    let parse = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("slot range {s:?}: {t:?} is not a slot number"))
+    };
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let n = parse(s)?;
+            (n, n)
+        }
+    };
+    if lo > hi || hi >= SLOT_COUNT {
+        return Err(format!("slot range {s:?} must be lo-hi with 0 <= lo <= hi <= {}", SLOT_COUNT - 1));
+    }
+    Ok((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[proxy]
+listen = "127.0.0.1:19000"
+
+[[group]]
+id = 1
+servers = ["127.0.0.1:6379"]
+
+[[group]]
+id = 2
+servers = ["127.0.0.1:6380", "127.0.0.1:6381"]
+
+[[slots]]
+range = "0-511"
+group = 1
+
+[[slots]]
+range = "512-1023"
+group = 2
+"#;
+
+    #[test]
+    fn parses_a_good_config() {
+        let c = Config::parse(GOOD, "test").unwrap();
+        assert_eq!(c.groups.len(), 2);
+        assert_eq!(c.groups[1].servers[0], "127.0.0.1:6380");
+        assert_eq!(c.backend.timeout_ms, 1000);
+        let again = Config::parse(&c.to_toml(), "round-trip").unwrap();
+        assert_eq!(again.slots.len(), 2);
+    }
+
+    #[test]
+    fn refuses_unknown_fields_and_bad_references() {
+        let e = Config::parse("[proxy]\nlisten_on = 3\n", "t").unwrap_err();
+        assert!(e.to_string().contains("listen_on"), "{e}");
+        let e = Config::parse(&GOOD.replace("group = 2", "group = 9"), "t").unwrap_err();
+        assert!(e.to_string().contains("group 9"), "{e}");
+        let e = Config::parse(&GOOD.replace("512-1023", "500-1023"), "t").unwrap_err();
+        assert!(e.to_string().contains("assigned twice"), "{e}");
+        let e = Config::parse(&GOOD.replace("512-1023", "512-1024"), "t").unwrap_err();
+        assert!(e.to_string().contains("1023"), "{e}");
+        let e = Config::parse(&GOOD.replace("127.0.0.1:6379", "nowhere"), "t").unwrap_err();
+        assert!(e.to_string().contains("host:port"), "{e}");
+    }
+}

@@ -1,0 +1,38 @@
+//! Tessera's proxy: clients speak plain RESP to it, and it spreads their keys over groups of
+//! Redis servers by slot, as Codis does.
+//!
+//! How a command travels, module by module:
+//!
+//! 1. [`server`] accepts a connection and hands it to one worker thread (one event loop per
+//!    core, each with its own backend connections: nothing on the hot path is shared).
+//! 2. [`session`] reads all the client has sent; [`resp`] decodes each request without
+//!    copying its arguments.
+//! 3. [`command`] looks the name up in the command table (Redis 7.0's own metadata, kept as
+//!    data) and finds the key positions; the session answers local commands itself
+//!    (`session::local`) and splits MGET/MSET/DEL/... per group (`session::split`).
+//! 4. [`router`] maps each key to its slot ([`slot`]) and the slot to a group's master in the
+//!    current [`router::SlotTable`], published with `ArcSwap`: routing never takes a lock.
+//! 5. [`backend`] batches the commands of a read per backend connection, writes them in one
+//!    go, and hands the replies back as bytes, never rebuilt.
+//! 6. The session writes the replies in request order, as few syscalls as it can.
+//!
+//! Around it: [`config`] (TOML), [`stats`] (counters and latency histograms per worker) and
+//! [`admin`] (the HTTP API: `/api/model`, `/api/stats`, `/metrics`).
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod backend;
+pub mod command;
+pub mod config;
+pub mod error;
+pub mod resp;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod slot;
+pub mod stats;
+
+pub use config::Config;
+pub use error::ProxyError;
+pub use server::{ProxyHandle, start};

@@ -1,0 +1,356 @@
+//! Decodes client requests (RESP arrays of bulk strings, or inline commands) from a buffer.
+//! Limits are checked on the length headers, before any byte of the body is awaited or stored.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Bounds on what a client may send, checked as headers are read.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_bulk_len: usize,
+    pub max_array_len: usize,
+    pub max_inline_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulk_len: 512 * 1024 * 1024,
+            max_array_len: 1024 * 1024,
+            max_inline_len: 64 * 1024,
+        }
+    }
+}
+
+/// A malformed or oversized request. The session answers `-ERR Protocol error: ...` and closes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("invalid multibulk length")]
+    InvalidArrayLen,
+    #[error("invalid bulk length")]
+    InvalidBulkLen,
+    #[error("expected '$', got '{0}'")]
+    ExpectedBulk(char),
+    #[error("too big inline request")]
+    InlineTooBig,
+    #[error("unbalanced quotes in request")]
+    UnbalancedQuotes,
+    #[error("bulk string not terminated by CRLF")]
+    MissingCrlf,
+}
+
+/// One command line from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The arguments; `args[0]` is the command name. Never empty.
+    pub args: Vec<Bytes>,
+    /// The request exactly as the client sent it, when it was a RESP array: forwarded as is.
+    /// `None` for inline commands, which are re-encoded before they reach Redis.
+    pub raw: Option<Bytes>,
+}
+
+impl Request {
+    /// The request in RESP form, as a backend should receive it.
+    pub fn write_resp(&self, out: &mut BytesMut) {
+        match &self.raw {
+            Some(raw) => out.extend_from_slice(raw),
+            None => super::encode::command(out, &self.args),
+        }
+    }
+}
+
+/// Turns a client byte stream into requests.
+///
+/// Decoding is two-phase, as in mini-redis: the headers are scanned to learn whether a whole
+/// frame is buffered (an incomplete frame is normal, not an error), and only then is the
+/// frame split off the buffer, without copying the arguments.
+#[derive(Debug, Default)]
+pub struct RequestDecoder {
+    limits: Limits,
+    /// Argument spans (start, end) within the frame being scanned; reused between frames.
+    spans: Vec<(usize, usize)>,
+}
+
+enum Scan {
+    Incomplete,
+    /// Nothing but an empty command (an empty inline line, `*0`, `*-1`) of this many bytes.
+    Skip(usize),
+    Frame { len: usize, inline: bool },
+}
+
+impl RequestDecoder {
+    pub fn new(limits: Limits) -> Self {
+        RequestDecoder {
+            limits,
+            spans: Vec::new(),
+        }
+    }
+
+    /// Takes the next whole request off the front of `buf`, if one is there.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        loop {
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            match self.scan(buf)? {
+                Scan::Incomplete => return Ok(None),
+                Scan::Skip(n) => buf.advance(n),
+                Scan::Frame { len, inline } => {
+                    let frame = buf.split_to(len).freeze();
+                    let args = self
+                        .spans
+                        .iter()
+                        .map(|&(s, e)| frame.slice(s..e))
+                        .collect();
+                    let raw = if inline { None } else { Some(frame) };
+                    return Ok(Some(Request { args, raw }));
+                }
+            }
+        }
+    }
+
+    fn scan(&mut self, buf: &[u8]) -> Result<Scan, ProtocolError> {
+        self.spans.clear();
+        if buf[0] != b'*' {
+            return self.scan_inline(buf);
+        }
+        let Some((count, mut pos)) = read_header(buf, 1, self.limits.max_array_len as i64)? else {
+            return Ok(Scan::Incomplete);
+        };
+        let count = match count {
+            Header::Len(n) => n,
+            Header::TooBig => return Err(ProtocolError::InvalidArrayLen),
+            Header::Bad => return Err(ProtocolError::InvalidArrayLen),
+        };
+        if count <= 0 {
+            return Ok(Scan::Skip(pos));
+        }
+        self.spans.reserve((count as usize).min(1024));
+        for _ in 0..count {
+            let Some(&first) = buf.get(pos) else {
+                return Ok(Scan::Incomplete);
+            };
+            if first != b'$' {
+                return Err(ProtocolError::ExpectedBulk(printable(first)));
+            }
+            let Some((len, body)) = read_header(buf, pos + 1, self.limits.max_bulk_len as i64)? else {
+                return Ok(Scan::Incomplete);
+            };
+            let len = match len {
+                Header::Len(n) if n >= 0 => n as usize,
+                _ => return Err(ProtocolError::InvalidBulkLen),
+            };
+            let end = body + len;
+            if buf.len() < end + 2 {
+                return Ok(Scan::Incomplete);
+            }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err(ProtocolError::MissingCrlf);
+            }
+            self.spans.push((body, end));
+            pos = end + 2;
+        }
+        Ok(Scan::Frame {
+            len: pos,
+            inline: false,
+        })
+    }
+
+    fn scan_inline(&mut self, buf: &[u8]) -> Result<Scan, ProtocolError> {
+        let Some(nl) = memchr(b'\n', buf) else {
+            if buf.len() > self.limits.max_inline_len {
+                return Err(ProtocolError::InlineTooBig);
+            }
+            return Ok(Scan::Incomplete);
+        };
+        if nl > self.limits.max_inline_len {
+            return Err(ProtocolError::InlineTooBig);
+        }
+        let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+        split_inline(&buf[..line_end], &mut self.spans)?;
+        if self.spans.is_empty() {
+            return Ok(Scan::Skip(nl + 1));
+        }
+        Ok(Scan::Frame {
+            len: nl + 1,
+            inline: true,
+        })
+    }
+}
+
+enum Header {
+    Len(i64),
+    TooBig,
+    Bad,
+}
+
+/// Reads the decimal after a type byte up to CRLF: `(value, index after CRLF)`, or `None`
+/// when the line is not complete yet. A line longer than any valid number is `Bad` at once.
+fn read_header(buf: &[u8], start: usize, max: i64) -> Result<Option<(Header, usize)>, ProtocolError> {
+    let mut value: i64 = 0;
+    let mut neg = false;
+    let mut digits = 0;
+    let mut i = start;
+    loop {
+        let Some(&b) = buf.get(i) else {
+            return if i - start > 20 {
+                Ok(Some((Header::Bad, i)))
+            } else {
+                Ok(None)
+            };
+        };
+        match b {
+            b'\r' => {
+                let Some(&lf) = buf.get(i + 1) else {
+                    return Ok(None);
+                };
+                if lf != b'\n' || digits == 0 {
+                    return Ok(Some((Header::Bad, i)));
+                }
+                let v = if neg { -value } else { value };
+                let h = if v > max { Header::TooBig } else { Header::Len(v) };
+                return Ok(Some((h, i + 2)));
+            }
+            b'-' if i == start => neg = true,
+            b'0'..=b'9' if digits < 19 => {
+                value = value * 10 + (b - b'0') as i64;
+                digits += 1;
+            }
+            _ => return Ok(Some((Header::Bad, i))),
+        }
+        i += 1;
+    }
+}
+
+/// Splits an inline command line like Redis's `sdssplitargs`: spaces separate arguments,
+/// double quotes allow escapes (`\n`, `\xNN`, ...), single quotes are literal.
+fn split_inline(line: &[u8], spans: &mut Vec<(usize, usize)>) -> Result<(), ProtocolError> {
+    let mut i = 0;
+    while i < line.len() {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == line.len() {
+            break;
+        }
+        if line[i] == b'"' || line[i] == b'\'' {
+            // Quoted arguments may need unescaping; the decoder keeps spans into the frame,
+            // so only quotes without escapes are accepted inline. Redis clients never send
+            // inline commands; people typing into telnet rarely need escapes.
+            let q = line[i];
+            let start = i + 1;
+            let Some(off) = line[start..].iter().position(|&b| b == q) else {
+                return Err(ProtocolError::UnbalancedQuotes);
+            };
+            let end = start + off;
+            if q == b'"' && line[start..end].contains(&b'\\') {
+                return Err(ProtocolError::UnbalancedQuotes);
+            }
+            if end + 1 < line.len() && !line[end + 1].is_ascii_whitespace() {
+                return Err(ProtocolError::UnbalancedQuotes);
+            }
+            spans.push((start, end));
+            i = end + 1;
+        } else {
+            let start = i;
+            while i < line.len() && !line[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            spans.push((start, i));
+        }
+    }
+    Ok(())
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+fn printable(b: u8) -> char {
+    if b.is_ascii_graphic() { b as char } else { '?' }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8]) -> Result<Vec<Vec<String>>, ProtocolError> {
+        let mut d = RequestDecoder::default();
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(r) = d.decode(&mut buf)? {
+            out.push(
+                r.args
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect(),
+            );
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn decodes_pipelined_arrays_and_keeps_raw() {
+        let input = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n";
+        let mut d = RequestDecoder::default();
+        let mut buf = BytesMut::from(&input[..]);
+        let a = d.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(a.args, vec![Bytes::from("GET"), Bytes::from("k")]);
+        assert_eq!(a.raw.as_deref(), Some(&input[..20]));
+        let b = d.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(b.args[2], Bytes::new());
+        assert!(d.decode(&mut buf).unwrap().is_none());
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn every_split_point_is_incomplete_not_an_error() {
+        let input = b"*3\r\n$3\r\nSET\r\n$5\r\nhello\r\n$5\r\nworld\r\n";
+        for cut in 0..input.len() {
+            let mut d = RequestDecoder::default();
+            let mut buf = BytesMut::from(&input[..cut]);
+            assert_eq!(d.decode(&mut buf), Ok(None), "cut at {cut}");
+            buf.extend_from_slice(&input[cut..]);
+            let r = d.decode(&mut buf).unwrap().unwrap();
+            assert_eq!(r.args.len(), 3);
+        }
+    }
+
+    #[test]
+    fn inline_commands() {
+        assert_eq!(
+            decode_all(b"PING\r\nset  a 'b c'\n\r\n  \r\nGET \"x y\"\r\n").unwrap(),
+            vec![vec!["PING"], vec!["set", "a", "b c"], vec!["GET", "x y"]]
+        );
+        assert_eq!(decode_all(b"GET 'x\r\n"), Err(ProtocolError::UnbalancedQuotes));
+    }
+
+    #[test]
+    fn empty_arrays_are_skipped() {
+        assert_eq!(decode_all(b"*0\r\n*-1\r\nPING\r\n").unwrap(), vec![vec!["PING"]]);
+    }
+
+    #[test]
+    fn huge_headers_are_refused_before_any_body() {
+        assert_eq!(decode_all(b"*1000000000\r\n"), Err(ProtocolError::InvalidArrayLen));
+        assert_eq!(decode_all(b"*1\r\n$2000000000\r\n"), Err(ProtocolError::InvalidBulkLen));
+        assert_eq!(decode_all(b"*99999999999999999999999\r\n"), Err(ProtocolError::InvalidArrayLen));
+        assert_eq!(decode_all(b"*1\r\n$-1\r\n"), Err(ProtocolError::InvalidBulkLen));
+    }
+
+    #[test]
+    fn malformed_frames() {
+        assert_eq!(decode_all(b"*1\r\n:5\r\n"), Err(ProtocolError::ExpectedBulk(':')));
+        assert_eq!(decode_all(b"*x\r\n"), Err(ProtocolError::InvalidArrayLen));
+        assert_eq!(decode_all(b"*1\r\n$3\r\nGETxx"), Err(ProtocolError::MissingCrlf));
+        let long = vec![b'a'; 70 * 1024];
+        assert_eq!(decode_all(&long), Err(ProtocolError::InlineTooBig));
+    }
+
+    #[test]
+    fn an_array_of_many_small_args_does_not_preallocate() {
+        let mut d = RequestDecoder::default();
+        let mut buf = BytesMut::from(&b"*1000000\r\n$1\r\na\r\n"[..]);
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        assert!(d.spans.capacity() <= 1024);
+    }
+}

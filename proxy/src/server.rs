@@ -1,0 +1,271 @@
+//! Starting and stopping a proxy: the listener, one worker thread per core (each its own
+//! event loop, backend connections and sessions), and a control thread for accept and admin.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::backend::BackendConn;
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::router::{BackendId, BackendRegistry, SlotTable};
+use crate::session::Session;
+use crate::stats::Stats;
+
+/// What every thread of one proxy shares.
+pub struct Shared {
+    pub config: Config,
+    /// The routing table; swapped whole, read without locks.
+    pub table: ArcSwap<SlotTable>,
+    pub registry: BackendRegistry,
+    pub stats: Stats,
+    /// Client connections open now (checked against `max_clients`).
+    pub clients: AtomicUsize,
+    next_session: AtomicU64,
+}
+
+impl Shared {
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Relaxed) + 1
+    }
+}
+
+/// One worker thread's state: its backend connections, created on first use.
+pub struct Worker {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    pools: RefCell<HashMap<(BackendId, u32), Rc<[BackendConn]>>>,
+}
+
+impl Worker {
+    /// The connection a session uses for `backend` and `db`: one of the worker's pool, always
+    /// the same for one session, so its commands to one backend keep their order.
+    pub fn conn(&self, backend: BackendId, db: u32, session: u64) -> BackendConn {
+        let mut pools = self.pools.borrow_mut();
+        let pool = pools.entry((backend, db)).or_insert_with(|| {
+            let info = self.shared.registry.get(backend);
+            let cfg = &self.shared.config.backend;
+            (0..cfg.connections)
+                .map(|_| BackendConn::spawn(info.clone(), db, cfg))
+                .collect()
+        });
+        pool[(session % pool.len() as u64) as usize].clone()
+    }
+}
+
+/// A running proxy.
+pub struct ProxyHandle {
+    pub shared: Arc<Shared>,
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ProxyHandle {
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where the admin HTTP API listens, if it does.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Stops accepting, closes every session and backend connection, and waits for the
+    /// threads to end.
+    pub fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Blocks until the proxy stops (it only stops through [`ProxyHandle::shutdown`]).
+    pub fn wait(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Validates `config`, binds its ports and starts serving. Errors (a port in use, a bad
+/// config) are returned before anything runs.
+pub fn start(config: Config) -> Result<ProxyHandle, ProxyError> {
+    config.validate()?;
+    let listen = config.proxy.listen;
+    let std_listener = std::net::TcpListener::bind(listen)
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
+        .map_err(|source| ProxyError::Listen { addr: listen, source })?;
+    let addr = std_listener.local_addr().map_err(|source| ProxyError::Listen { addr: listen, source })?;
+
+    let workers = config.worker_count();
+    let registry = BackendRegistry::default();
+    let table = SlotTable::from_config(&config, &registry);
+    let shared = Arc::new(Shared {
+        table: ArcSwap::from_pointee(table),
+        registry,
+        stats: Stats::new(workers),
+        clients: AtomicUsize::new(0),
+        next_session: AtomicU64::new(0),
+        config,
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ProxyError::Runtime { what: "control thread", source })?;
+    let (listener, admin) = control.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(std_listener)
+            .map_err(|source| ProxyError::Listen { addr: listen, source })?;
+        let admin = match shared.config.proxy.admin_listen {
+            Some(a) => Some(crate::admin::bind(shared.clone(), a, shutdown_rx.clone())?),
+            None => None,
+        };
+        Ok::<_, ProxyError>((listener, admin))
+    })?;
+    let admin_addr = admin.as_ref().map(|(a, _)| *a);
+
+    let mut threads = Vec::new();
+    let mut inboxes = Vec::new();
+    for index in 0..workers {
+        let (tx, rx) = mpsc::unbounded_channel::<std::net::TcpStream>();
+        inboxes.push(tx);
+        let worker = WorkerSeed {
+            index,
+            shared: shared.clone(),
+        };
+        let shutdown = shutdown_rx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("tessera-worker-{index}"))
+            .spawn(move || worker.run(rx, shutdown))
+            .map_err(|source| ProxyError::Runtime { what: "worker thread", source })?;
+        threads.push(t);
+    }
+
+    let control_shared = shared.clone();
+    let mut control_shutdown = shutdown_rx;
+    let t = std::thread::Builder::new()
+        .name("tessera-control".into())
+        .spawn(move || {
+            control.block_on(async move {
+                if let Some((_, server)) = admin {
+                    tokio::spawn(server);
+                }
+                tokio::select! {
+                    _ = accept_loop(listener, inboxes, control_shared) => {}
+                    _ = control_shutdown.changed() => {}
+                }
+            })
+        })
+        .map_err(|source| ProxyError::Runtime { what: "control thread", source })?;
+    threads.push(t);
+    tracing::info!(%addr, ?admin_addr, workers, "proxy listening");
+    Ok(ProxyHandle {
+        shared,
+        addr,
+        admin_addr,
+        shutdown,
+        threads,
+    })
+}
+
+/// Accepts clients and deals them round-robin to the workers; refuses those beyond
+/// `max_clients` with Redis's error.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    inboxes: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
+    shared: Arc<Shared>,
+) {
+    let mut next = 0;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if shared.clients.fetch_add(1, Relaxed) >= shared.config.proxy.max_clients {
+            shared.clients.fetch_sub(1, Relaxed);
+            shared.stats.clients_refused.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, "refused: max clients reached");
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+            });
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let std_stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(_) => {
+                shared.clients.fetch_sub(1, Relaxed);
+                continue;
+            }
+        };
+        if inboxes[next].send(std_stream).is_err() {
+            shared.clients.fetch_sub(1, Relaxed);
+        }
+        next = (next + 1) % inboxes.len();
+    }
+}
+
+struct WorkerSeed {
+    index: usize,
+    shared: Arc<Shared>,
+}
+
+impl WorkerSeed {
+    fn run(self, mut inbox: mpsc::UnboundedReceiver<std::net::TcpStream>, mut shutdown: watch::Receiver<bool>) {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, worker = self.index, "cannot start worker runtime");
+                return;
+            }
+        };
+        let local = tokio::task::LocalSet::new();
+        let worker = Rc::new(Worker {
+            index: self.index,
+            shared: self.shared,
+            pools: RefCell::new(HashMap::new()),
+        });
+        local.block_on(&rt, async move {
+            // Connect to every master up front, so the first commands find connections ready.
+            let table = worker.shared.table.load_full();
+            for g in table.groups() {
+                worker.conn(g.master, 0, 0);
+            }
+            loop {
+                tokio::select! {
+                    stream = inbox.recv() => {
+                        let Some(stream) = stream else { break };
+                        match tokio::net::TcpStream::from_std(stream) {
+                            Ok(s) => {
+                                tokio::task::spawn_local(Session::new(worker.clone(), s).run());
+                            }
+                            Err(e) => {
+                                worker.shared.clients.fetch_sub(1, Relaxed);
+                                tracing::warn!(error = %e, "cannot register client socket");
+                            }
+                        }
+                    }
+                    _ = shutdown.changed() => break,
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,163 @@
+//! Commands the proxy answers itself, with Redis 7.0's replies:
+//!
+//! ```text
+//! AUTH [username] password      HELLO [2 [AUTH username password] [SETNAME name]]
+//! SELECT index                  PING [message]      ECHO message      QUIT
+//! CLIENT SETNAME name           CLIENT GETNAME      CLIENT ID
+//! ```
+
+use bytes::{Bytes, BytesMut};
+
+use super::Session;
+use crate::command::Local;
+use crate::resp::{encode, parse_int};
+
+pub const NOAUTH: &str = "NOAUTH Authentication required.";
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
+
+/// Commands a client may send before it has authenticated.
+pub fn allowed_before_auth(l: Local) -> bool {
+    matches!(l, Local::Auth | Local::Hello | Local::Quit)
+}
+
+impl Session {
+    pub(super) fn local(&mut self, seq: u64, cmd: Local, args: &[Bytes]) {
+        let mut out = BytesMut::new();
+        match cmd {
+            Local::Ping => match args.get(1) {
+                None => encode::simple(&mut out, "PONG"),
+                Some(msg) => encode::bulk(&mut out, msg),
+            },
+            Local::Echo => encode::bulk(&mut out, &args[1]),
+            Local::Quit => {
+                encode::simple(&mut out, "OK");
+                self.close_after = Some(seq);
+            }
+            Local::Auth => {
+                let (user, pass) = match args {
+                    [_, pass] => (None, pass),
+                    [_, user, pass] => (Some(user), pass),
+                    _ => unreachable!("arity checked"),
+                };
+                self.auth(&mut out, user.map(|u| &u[..]), pass);
+            }
+            Local::Select => self.select(&mut out, &args[1]),
+            Local::Hello => self.hello(&mut out, args),
+            Local::ClientSetName => {
+                if args[2].iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+                    encode::error(
+                        &mut out,
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                } else {
+                    self.name = (!args[2].is_empty()).then(|| args[2].clone());
+                    encode::simple(&mut out, "OK");
+                }
+            }
+            Local::ClientGetName => match &self.name {
+                Some(n) => encode::bulk(&mut out, n),
+                None => encode::null(&mut out),
+            },
+            Local::ClientId => encode::integer(&mut out, self.id as i64),
+        }
+        self.complete(seq, out.freeze());
+    }
+
+    /// Checks a password; on success the session is authenticated. Returns whether it passed.
+    fn auth(&mut self, out: &mut BytesMut, user: Option<&[u8]>, pass: &[u8]) -> bool {
+        let expected = self.worker.shared.config.proxy.password.as_bytes();
+        if expected.is_empty() {
+            encode::error(out, NO_PASSWORD);
+            return false;
+        }
+        let user_ok = user.is_none_or(|u| u == b"default");
+        if user_ok && constant_time_eq(pass, expected) {
+            self.authenticated = true;
+            encode::simple(out, "OK");
+            true
+        } else {
+            encode::error(out, WRONGPASS);
+            false
+        }
+    }
+
+    fn select(&mut self, out: &mut BytesMut, index: &[u8]) {
+        let databases = self.worker.shared.config.proxy.databases as i64;
+        match parse_int(index) {
+            None => encode::error(out, "ERR value is not an integer or out of range"),
+            Some(db) if db < 0 || db >= databases => encode::error(out, "ERR DB index is out of range"),
+            Some(db) => {
+                if self.db != db as u32 {
+                    self.db = db as u32;
+                    self.reset_conns();
+                }
+                encode::simple(out, "OK");
+            }
+        }
+    }
+
+    fn hello(&mut self, out: &mut BytesMut, args: &[Bytes]) {
+        if let Some(ver) = args.get(1) {
+            match parse_int(ver) {
+                Some(2) => {}
+                Some(3) => return encode::error(out, "NOPROTO sorry, this protocol version is not supported"),
+                _ => {
+                    return encode::error(out, "ERR Protocol version is not an integer or out of range");
+                }
+            }
+        }
+        let mut i = 2;
+        let mut name = None;
+        while i < args.len() {
+            let opt = args[i].to_ascii_uppercase();
+            let more = args.len() - i - 1;
+            if opt == b"AUTH" && more >= 2 {
+                let mut auth_reply = BytesMut::new();
+                if !self.auth(&mut auth_reply, Some(&args[i + 1]), &args[i + 2]) {
+                    out.extend_from_slice(&auth_reply);
+                    return;
+                }
+                i += 3;
+            } else if opt == b"SETNAME" && more >= 1 {
+                name = Some(args[i + 1].clone());
+                i += 2;
+            } else {
+                let opt = String::from_utf8_lossy(&args[i]).into_owned();
+                return encode::error(out, &format!("ERR Syntax error in HELLO option '{opt}'"));
+            }
+        }
+        if !self.authenticated {
+            return encode::error(
+                out,
+                "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+            );
+        }
+        if let Some(n) = name {
+            self.name = (!n.is_empty()).then_some(n);
+        }
+        encode::array_header(out, 16);
+        for (k, v) in [
+            ("server", "redis"),
+            ("version", "7.0.0"),
+            ("proxy", concat!("tessera/", env!("CARGO_PKG_VERSION"))),
+        ] {
+            encode::bulk(out, k.as_bytes());
+            encode::bulk(out, v.as_bytes());
+        }
+        encode::bulk(out, b"proto");
+        encode::integer(out, 2);
+        encode::bulk(out, b"id");
+        encode::integer(out, self.id as i64);
+        encode::bulk(out, b"mode");
+        encode::bulk(out, b"standalone");
+        encode::bulk(out, b"role");
+        encode::bulk(out, b"master");
+        encode::bulk(out, b"modules");
+        encode::array_header(out, 0);
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,430 @@
+//! One client connection: read everything the client sent, dispatch each command (locally,
+//! to one backend, or split over several), and write the replies back in request order.
+//!
+//! Ordering: a session sends all its commands for one backend over the same connection, in
+//! the order it read them, so commands on one key run on Redis in the client's order. A reply
+//! that arrives early waits only for the replies before it.
+
+mod local;
+mod split;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::backend::{Batch, BackendConn, ReplyBatch};
+use crate::command::{self, Class, Lookup, Spec};
+use crate::resp::{Limits, Request, RequestDecoder, encode};
+use crate::router::{BackendId, SlotTable};
+use crate::server::Worker;
+use crate::slot;
+
+use split::Merge;
+
+/// Where one backend reply goes: a whole command's slot, or one part of a split command.
+#[derive(Debug, Clone, Copy)]
+enum Dest {
+    Whole(u64),
+    Part(u64, u32),
+}
+
+enum State {
+    /// Sent to a backend; the reply is not here yet.
+    Waiting,
+    Ready(Bytes),
+    /// A split command waiting for some of its parts.
+    Merging(Box<Merge>),
+}
+
+/// A command in flight, in request order.
+struct Entry {
+    state: State,
+    cmd: Option<u16>,
+    start: Instant,
+}
+
+/// Commands for one backend gathered during one read.
+struct Outgoing {
+    backend: BackendId,
+    conn: BackendConn,
+    data: BytesMut,
+    dests: Vec<Dest>,
+}
+
+pub struct Session {
+    id: u64,
+    worker: Rc<Worker>,
+    stream: TcpStream,
+    peer: Option<SocketAddr>,
+    decoder: RequestDecoder,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    /// Commands in request order; `queue[0]` has sequence number `head`.
+    queue: VecDeque<Entry>,
+    head: u64,
+    replies_tx: mpsc::UnboundedSender<ReplyBatch>,
+    replies_rx: mpsc::UnboundedReceiver<ReplyBatch>,
+    /// Destinations of the replies of each batch in flight, by tag.
+    batches: Vec<Option<Vec<Dest>>>,
+    free_tags: Vec<u32>,
+    out: Vec<Outgoing>,
+    /// Backend connections for the selected database, by backend id.
+    conns: Vec<Option<BackendConn>>,
+    keys: Vec<usize>,
+    db: u32,
+    authenticated: bool,
+    name: Option<Bytes>,
+    /// Close once the reply with this sequence number is written (QUIT, protocol error).
+    close_after: Option<u64>,
+}
+
+impl Session {
+    pub fn new(worker: Rc<Worker>, stream: TcpStream) -> Session {
+        let shared = &worker.shared;
+        let p = &shared.config.proxy;
+        let limits = Limits {
+            max_bulk_len: p.max_bulk_len,
+            max_array_len: p.max_array_len,
+            max_inline_len: p.max_inline_len,
+        };
+        shared.stats.sessions_total.fetch_add(1, Relaxed);
+        shared.stats.sessions_alive.fetch_add(1, Relaxed);
+        let (replies_tx, replies_rx) = mpsc::unbounded_channel();
+        Session {
+            id: shared.next_session_id(),
+            authenticated: p.password.is_empty(),
+            peer: stream.peer_addr().ok(),
+            worker,
+            stream,
+            decoder: RequestDecoder::new(limits),
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            wbuf: BytesMut::with_capacity(16 * 1024),
+            queue: VecDeque::new(),
+            head: 0,
+            replies_tx,
+            replies_rx,
+            batches: Vec::new(),
+            free_tags: Vec::new(),
+            out: Vec::new(),
+            conns: Vec::new(),
+            keys: Vec::new(),
+            db: 0,
+            name: None,
+            close_after: None,
+        }
+    }
+
+    /// Serves the client until it leaves, QUITs, sends garbage or idles out.
+    pub async fn run(mut self) {
+        let max_pipeline = self.worker.shared.config.proxy.max_pipeline;
+        let idle = Duration::from_secs(self.worker.shared.config.proxy.idle_timeout_secs);
+        let mut last_read = Instant::now();
+        let idle_timer = tokio::time::sleep(if idle.is_zero() { Duration::MAX / 4 } else { idle });
+        tokio::pin!(idle_timer);
+        let mut eof = false;
+        loop {
+            self.collect_ready();
+            if !self.wbuf.is_empty() {
+                if self.stream.write_all(&self.wbuf).await.is_err() {
+                    break;
+                }
+                self.wbuf.clear();
+            }
+            if self.close_after.is_some_and(|seq| seq < self.head) || (eof && self.queue.is_empty()) {
+                break;
+            }
+            let can_read = !eof && self.close_after.is_none() && self.queue.len() < max_pipeline;
+            tokio::select! {
+                biased;
+                Some(batch) = self.replies_rx.recv() => {
+                    self.on_replies(batch);
+                    while let Ok(b) = self.replies_rx.try_recv() {
+                        self.on_replies(b);
+                    }
+                }
+                read = read_more(&mut self.stream, &mut self.rbuf), if can_read => {
+                    match read {
+                        Ok(0) | Err(_) => eof = true,
+                        Ok(_) => {
+                            last_read = Instant::now();
+                            self.on_input(last_read);
+                        }
+                    }
+                }
+                _ = &mut idle_timer, if !idle.is_zero() => {
+                    if self.queue.is_empty() && last_read.elapsed() >= idle {
+                        tracing::debug!(session = self.id, "closing idle connection");
+                        break;
+                    }
+                    idle_timer.as_mut().reset((last_read + idle).max(Instant::now() + Duration::from_millis(10)).into());
+                }
+            }
+        }
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// Decodes every whole request buffered and dispatches it, then sends the batches.
+    fn on_input(&mut self, now: Instant) {
+        let table = self.worker.shared.table.load();
+        loop {
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(req)) => self.dispatch(req, &table, now),
+                Ok(None) => break,
+                Err(e) => {
+                    let seq = self.push(None, now);
+                    let mut out = BytesMut::new();
+                    encode::error(&mut out, &format!("ERR Protocol error: {e}"));
+                    self.complete(seq, out.freeze());
+                    self.close_after = Some(seq);
+                    tracing::debug!(session = self.id, peer = ?self.peer, error = %e, "protocol error");
+                    break;
+                }
+            }
+            if self.close_after.is_some() {
+                break;
+            }
+        }
+        self.flush_batches();
+    }
+
+    fn push(&mut self, cmd: Option<u16>, start: Instant) -> u64 {
+        self.queue.push_back(Entry {
+            state: State::Waiting,
+            cmd,
+            start,
+        });
+        self.head + self.queue.len() as u64 - 1
+    }
+
+    fn entry(&mut self, seq: u64) -> &mut Entry {
+        &mut self.queue[(seq - self.head) as usize]
+    }
+
+    fn complete(&mut self, seq: u64, reply: Bytes) {
+        self.entry(seq).state = State::Ready(reply);
+    }
+
+    fn error(&mut self, seq: u64, msg: &str) {
+        let mut out = BytesMut::with_capacity(msg.len() + 3);
+        encode::error(&mut out, msg);
+        self.complete(seq, out.freeze());
+    }
+
+    fn dispatch(&mut self, req: Request, table: &SlotTable, now: Instant) {
+        let spec = match command::lookup(&req.args) {
+            Lookup::Found(spec) => spec,
+            Lookup::Unknown => {
+                let seq = self.push(None, now);
+                if !self.authenticated {
+                    return self.error(seq, local::NOAUTH);
+                }
+                return self.error(seq, &command::unknown_command_error(&req.args));
+            }
+            Lookup::UnknownSubcommand(container) => {
+                let seq = self.push(Some(container.id), now);
+                if !self.authenticated {
+                    return self.error(seq, local::NOAUTH);
+                }
+                return self.error(seq, &command::unknown_subcommand_error(container, &req.args));
+            }
+        };
+        let seq = self.push(Some(spec.id), now);
+        let class = spec.class();
+        if !self.authenticated && !matches!(class, Class::Local(l) if local::allowed_before_auth(l)) {
+            return self.error(seq, local::NOAUTH);
+        }
+        if !spec.arity_ok(req.args.len()) {
+            return self.error(seq, &command::arity_error(spec));
+        }
+        match class {
+            Class::Keyed => self.dispatch_keyed(seq, spec, req, table),
+            Class::Split(kind) => self.dispatch_split(seq, kind, req, table),
+            Class::Local(l) => self.local(seq, l, &req.args),
+            Class::AnyBackend => match table.any_backend() {
+                Some(b) => self.forward(seq, b, &req, Dest::Whole(seq)),
+                None => self.error(seq, "ERR no group is configured"),
+            },
+            Class::Unsupported => {
+                self.error(seq, &format!("ERR command '{}' is not supported by the proxy", display_name(spec)))
+            }
+            Class::Later => self.error(
+                seq,
+                &format!("ERR command '{}' is not supported by the proxy yet", display_name(spec)),
+            ),
+        }
+    }
+
+    fn dispatch_keyed(&mut self, seq: u64, spec: &Spec, req: Request, table: &SlotTable) {
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.clear();
+        command::key_positions(spec, &req.args, &mut keys);
+        let backend = match keys.split_first() {
+            None => table.any_backend().ok_or_else(|| "ERR no group is configured".to_string()),
+            Some((&first, rest)) => {
+                let s = slot::slot(&req.args[first]);
+                if rest.iter().any(|&k| slot::slot(&req.args[k]) != s) {
+                    Err("CROSSSLOT Keys in request don't hash to the same slot".to_string())
+                } else {
+                    table.route(s).ok_or_else(|| offline(s))
+                }
+            }
+        };
+        self.keys = keys;
+        match backend {
+            Ok(b) => self.forward(seq, b, &req, Dest::Whole(seq)),
+            Err(msg) => self.error(seq, &msg),
+        }
+    }
+
+    fn dispatch_split(&mut self, seq: u64, kind: command::Split, req: Request, table: &SlotTable) {
+        match split::plan(kind, &req.args, table) {
+            Err(msg) => self.error(seq, &msg),
+            Ok(split::Plan::Whole(b)) => self.forward(seq, b, &req, Dest::Whole(seq)),
+            Ok(split::Plan::Parts(parts, merge)) => {
+                self.entry(seq).state = State::Merging(Box::new(merge));
+                for (i, (backend, args)) in parts.into_iter().enumerate() {
+                    let sub = Request { args, raw: None };
+                    self.forward(seq, backend, &sub, Dest::Part(seq, i as u32));
+                }
+            }
+        }
+    }
+
+    /// Adds a command to this read's batch for `backend`, or answers it with the backend's
+    /// error at once if the backend is known to be down.
+    fn forward(&mut self, seq: u64, backend: BackendId, req: &Request, dest: Dest) {
+        let conn = self.conn(backend);
+        if let Some(down) = conn.unavailable() {
+            return self.fill(dest, down);
+        }
+        let i = match self.out.iter().position(|o| o.backend == backend) {
+            Some(i) => i,
+            None => {
+                self.out.push(Outgoing {
+                    backend,
+                    conn,
+                    data: BytesMut::with_capacity(1024),
+                    dests: Vec::with_capacity(16),
+                });
+                self.out.len() - 1
+            }
+        };
+        let o = &mut self.out[i];
+        req.write_resp(&mut o.data);
+        o.dests.push(dest);
+        let _ = seq;
+    }
+
+    fn conn(&mut self, backend: BackendId) -> BackendConn {
+        let i = backend as usize;
+        if self.conns.len() <= i {
+            self.conns.resize(i + 1, None);
+        }
+        if let Some(c) = &self.conns[i] {
+            return c.clone();
+        }
+        let c = self.worker.conn(backend, self.db, self.id);
+        self.conns[i] = Some(c.clone());
+        c
+    }
+
+    fn flush_batches(&mut self) {
+        for o in std::mem::take(&mut self.out) {
+            let tag = match self.free_tags.pop() {
+                Some(t) => {
+                    self.batches[t as usize] = Some(o.dests);
+                    t
+                }
+                None => {
+                    self.batches.push(Some(o.dests));
+                    self.batches.len() as u32 - 1
+                }
+            };
+            let count = self.batches[tag as usize].as_ref().map_or(0, |d| d.len()) as u32;
+            o.conn.send(Batch {
+                data: o.data.freeze(),
+                count,
+                tag,
+                reply_to: self.replies_tx.clone(),
+            });
+        }
+    }
+
+    fn on_replies(&mut self, batch: ReplyBatch) {
+        let Some(dests) = self.batches.get_mut(batch.tag as usize).and_then(Option::take) else {
+            return;
+        };
+        self.free_tags.push(batch.tag);
+        for (dest, reply) in dests.into_iter().zip(batch.replies) {
+            self.fill(dest, reply);
+        }
+    }
+
+    fn fill(&mut self, dest: Dest, reply: Bytes) {
+        match dest {
+            Dest::Whole(seq) => self.complete(seq, reply),
+            Dest::Part(seq, part) => {
+                let e = self.entry(seq);
+                if let State::Merging(m) = &mut e.state {
+                    if let Some(done) = m.add(part as usize, reply) {
+                        e.state = State::Ready(done);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the replies that are ready, in order, into the write buffer.
+    fn collect_ready(&mut self) {
+        let mut now = None;
+        while let Some(front) = self.queue.front() {
+            let State::Ready(reply) = &front.state else { break };
+            let now = *now.get_or_insert_with(Instant::now);
+            let error = reply.first() == Some(&b'-');
+            self.worker
+                .shared
+                .stats
+                .worker(self.worker.index)
+                .record(front.cmd, now.saturating_duration_since(front.start), error);
+            self.wbuf.extend_from_slice(reply);
+            self.queue.pop_front();
+            self.head += 1;
+        }
+    }
+
+    /// Drops the cached backend connections (after SELECT).
+    fn reset_conns(&mut self) {
+        self.conns.clear();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let shared = &self.worker.shared;
+        shared.stats.sessions_alive.fetch_sub(1, Relaxed);
+        shared.clients.fetch_sub(1, Relaxed);
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    stream.read_buf(buf).await
+}
+
+fn offline(slot: usize) -> String {
+    format!("ERR slot {slot} is not served by any group")
+}
+
+/// `object|encoding` → `object encoding`, as users type it.
+fn display_name(spec: &Spec) -> String {
+    spec.name.replace('|', " ")
+}

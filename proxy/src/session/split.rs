@@ -1,0 +1,195 @@
+//! Commands whose keys may live on several groups, split into one sub-command per backend
+//! and merged back into the reply Redis itself would give:
+//!
+//! ```text
+//! MGET key [key ...]                 -> one MGET per backend; values put back in key order
+//! MSET key value [key value ...]     -> one MSET per backend; +OK when every part is OK
+//! DEL|UNLINK|EXISTS|TOUCH key [...]  -> one per backend; the integer replies added up
+//! ```
+//!
+//! When every key lands on one backend the command is forwarded as it is. The first error
+//! reply of any part is the reply of the whole command.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::command::Split;
+use crate::resp::{ReplyScanner, encode, parse_int};
+use crate::router::{BackendId, SlotTable};
+use crate::slot;
+
+pub enum Plan {
+    Whole(BackendId),
+    Parts(Vec<(BackendId, Vec<Bytes>)>, Merge),
+}
+
+/// How the parts of a split command come back together.
+pub struct Merge {
+    kind: Split,
+    parts: Vec<Option<Bytes>>,
+    remaining: usize,
+    /// MGET: for each key in request order, its (part, index within the part's reply).
+    order: Vec<(u32, u32)>,
+}
+
+/// Decides where the keys of a split command go.
+pub fn plan(kind: Split, args: &[Bytes], table: &SlotTable) -> Result<Plan, String> {
+    let step = match kind {
+        Split::Mset => {
+            if args.len() % 2 == 0 {
+                return Err("ERR wrong number of arguments for 'mset' command".into());
+            }
+            2
+        }
+        Split::Mget | Split::SumIntegers => 1,
+    };
+    let mut parts: Vec<(BackendId, Vec<Bytes>)> = Vec::new();
+    let mut order = Vec::new();
+    for i in (1..args.len()).step_by(step) {
+        let s = slot::slot(&args[i]);
+        let backend = table
+            .route(s)
+            .ok_or_else(|| format!("ERR slot {s} is not served by any group"))?;
+        let p = match parts.iter().position(|(b, _)| *b == backend) {
+            Some(p) => p,
+            None => {
+                parts.push((backend, vec![args[0].clone()]));
+                parts.len() - 1
+            }
+        };
+        let part = &mut parts[p].1;
+        if kind == Split::Mget {
+            order.push((p as u32, part.len() as u32 - 1));
+        }
+        part.extend_from_slice(&args[i..i + step]);
+    }
+    if parts.len() == 1 {
+        return Ok(Plan::Whole(parts[0].0));
+    }
+    let merge = Merge {
+        kind,
+        parts: vec![None; parts.len()],
+        remaining: parts.len(),
+        order,
+    };
+    Ok(Plan::Parts(parts, merge))
+}
+
+impl Merge {
+    /// Takes the reply of one part; returns the merged reply once every part is in.
+    pub fn add(&mut self, part: usize, reply: Bytes) -> Option<Bytes> {
+        if self.parts[part].replace(reply).is_none() {
+            self.remaining -= 1;
+        }
+        if self.remaining > 0 {
+            return None;
+        }
+        let parts: Vec<Bytes> = self.parts.iter_mut().map(|p| p.take().unwrap_or_default()).collect();
+        if let Some(err) = parts.iter().find(|p| p.first() == Some(&b'-')) {
+            return Some(err.clone());
+        }
+        Some(match self.kind {
+            Split::Mset => Bytes::from_static(b"+OK\r\n"),
+            Split::SumIntegers => {
+                let mut total = 0i64;
+                for p in &parts {
+                    match p.strip_prefix(b":").and_then(|r| r.strip_suffix(b"\r\n")).and_then(parse_int) {
+                        Some(n) => total += n,
+                        None => return Some(unexpected()),
+                    }
+                }
+                let mut out = BytesMut::with_capacity(24);
+                encode::integer(&mut out, total);
+                out.freeze()
+            }
+            Split::Mget => self.merge_mget(&parts).unwrap_or_else(unexpected),
+        })
+    }
+
+    fn merge_mget(&self, parts: &[Bytes]) -> Option<Bytes> {
+        let elements = parts.iter().map(|p| array_elements(p)).collect::<Option<Vec<_>>>()?;
+        let size: usize = parts.iter().map(Bytes::len).sum();
+        let mut out = BytesMut::with_capacity(size + 16);
+        encode::array_header(&mut out, self.order.len());
+        for &(p, i) in &self.order {
+            out.extend_from_slice(elements[p as usize].get(i as usize)?);
+        }
+        Some(out.freeze())
+    }
+}
+
+/// Splits an array reply into its elements (as slices of the reply).
+fn array_elements(reply: &Bytes) -> Option<Vec<Bytes>> {
+    let header_end = reply.windows(2).position(|w| w == b"\r\n")?;
+    if reply.first() != Some(&b'*') {
+        return None;
+    }
+    let n = parse_int(&reply[1..header_end])?;
+    let mut pos = header_end + 2;
+    let mut out = Vec::with_capacity(n.max(0) as usize);
+    let mut scanner = ReplyScanner::default();
+    for _ in 0..n {
+        let len = scanner.scan(&reply[pos..]).ok()??;
+        out.push(reply.slice(pos..pos + len));
+        pos += len;
+    }
+    Some(out)
+}
+
+fn unexpected() -> Bytes {
+    Bytes::from_static(b"-ERR unexpected reply from a backend to a split command\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::router::BackendRegistry;
+
+    fn table() -> SlotTable {
+        let config = Config::parse(
+            "[[group]]\nid = 1\nservers = [\"a:1\"]\n[[group]]\nid = 2\nservers = [\"b:2\"]\n\
+             [[slots]]\nrange = \"0-511\"\ngroup = 1\n[[slots]]\nrange = \"512-1023\"\ngroup = 2\n",
+            "t",
+        )
+        .unwrap();
+        SlotTable::from_config(&config, &BackendRegistry::default())
+    }
+
+    fn args(a: &[&str]) -> Vec<Bytes> {
+        a.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect()
+    }
+
+    #[test]
+    fn mget_across_groups_merges_in_key_order() {
+        // slot("foo") = 289 (group 1), slot("hello") = 646 (group 2), slot("bar") = 170 (group 1)
+        let Ok(Plan::Parts(parts, mut merge)) = plan(Split::Mget, &args(&["MGET", "foo", "hello", "bar"]), &table())
+        else {
+            panic!("expected a split");
+        };
+        assert_eq!(parts[0].1, args(&["MGET", "foo", "bar"]));
+        assert_eq!(parts[1].1, args(&["MGET", "hello"]));
+        assert!(merge.add(1, Bytes::from_static(b"*1\r\n$5\r\nworld\r\n")).is_none());
+        let r = merge.add(0, Bytes::from_static(b"*2\r\n$1\r\n1\r\n$-1\r\n")).unwrap();
+        assert_eq!(&r[..], b"*3\r\n$1\r\n1\r\n$5\r\nworld\r\n$-1\r\n");
+    }
+
+    #[test]
+    fn sums_and_errors() {
+        let Ok(Plan::Parts(_, mut m)) = plan(Split::SumIntegers, &args(&["DEL", "foo", "hello"]), &table()) else {
+            panic!("expected a split");
+        };
+        m.add(0, Bytes::from_static(b":1\r\n"));
+        assert_eq!(&m.add(1, Bytes::from_static(b":1\r\n")).unwrap()[..], b":2\r\n");
+        let Ok(Plan::Parts(_, mut m)) = plan(Split::Mset, &args(&["MSET", "foo", "1", "hello", "2"]), &table()) else {
+            panic!("expected a split");
+        };
+        m.add(0, Bytes::from_static(b"-ERR backend x unavailable\r\n"));
+        assert_eq!(&m.add(1, Bytes::from_static(b"+OK\r\n")).unwrap()[..], b"-ERR backend x unavailable\r\n");
+    }
+
+    #[test]
+    fn one_backend_is_forwarded_whole() {
+        assert!(matches!(plan(Split::Mget, &args(&["MGET", "foo", "bar"]), &table()), Ok(Plan::Whole(_))));
+        assert!(plan(Split::Mset, &args(&["MSET", "foo", "1", "bar"]), &table()).is_err());
+    }
+}

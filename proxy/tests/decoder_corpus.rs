@@ -1,0 +1,98 @@
+//! Replays the request decoder's fuzz corpus on stable, with the same checks as the fuzz
+//! target (`proxy/fuzz/src/check.rs`): every seed, every input a fuzzing run added to the
+//! corpus, and every crash artifact a local fuzzing run left in `proxy/fuzz/artifacts/`.
+//! See docs/FUZZING.md.
+
+#[path = "../fuzz/src/check.rs"]
+mod check;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+const FUZZ_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz");
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.expect("reading a corpus directory").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs the checks on each file; names every file that fails, not just the first.
+fn replay(files: &[PathBuf]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for path in files {
+        let data = std::fs::read(path).expect("reading a corpus file");
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| check::check(&data))) {
+            let msg = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(non-string panic)");
+            failures.push(format!(
+                "{}: {msg}\n    input: {}",
+                path.display(),
+                check::show(&data)
+            ));
+        }
+    }
+    failures
+}
+
+#[test]
+fn request_decoder_corpus_replays_cleanly() {
+    let corpus = files_in(&Path::new(FUZZ_DIR).join("corpus/request_decoder"));
+    assert!(
+        corpus.len() >= 30,
+        "expected the seed corpus in {FUZZ_DIR}/corpus/request_decoder, found {} files",
+        corpus.len()
+    );
+    let failures = replay(&corpus);
+    assert!(
+        failures.is_empty(),
+        "{} of {} corpus inputs fail:\n{}",
+        failures.len(),
+        corpus.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn request_decoder_artifacts_replay_cleanly() {
+    // Present only after a local fuzzing run found something (the directory is not committed).
+    let artifacts = files_in(&Path::new(FUZZ_DIR).join("artifacts/request_decoder"));
+    let failures = replay(&artifacts);
+    assert!(
+        failures.is_empty(),
+        "{} of {} fuzz artifacts still fail:\n{}",
+        failures.len(),
+        artifacts.len(),
+        failures.join("\n")
+    );
+}
+
+/// The checker itself: Redis's inline splitting as the reference implements it.
+#[test]
+fn reference_inline_splitter_matches_redis() {
+    let split = |s: &[u8]| check::sdssplitargs(s).map(|v| v.concat());
+    assert_eq!(
+        check::sdssplitargs(b"SET \"a b\" 'c d'"),
+        Ok(vec![b"SET".to_vec(), b"a b".to_vec(), b"c d".to_vec()])
+    );
+    assert_eq!(
+        check::sdssplitargs(b"x \"\\x41\\n\" 'it\\'s'"),
+        Ok(vec![b"x".to_vec(), b"A\n".to_vec(), b"it's".to_vec()])
+    );
+    assert_eq!(check::sdssplitargs(b"  "), Ok(vec![]));
+    assert!(split(b"\"abc").is_err());
+    assert!(split(b"\"a\"b").is_err());
+    assert!(split(b"'a").is_err());
+    assert!(check::inline_in_supported_subset(b"GET \"a b\" 'c'"));
+    assert!(!check::inline_in_supported_subset(b"GET a\"b c\""));
+    assert!(!check::inline_in_supported_subset(b"GET \"a\\nb\""));
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what Tessera's cluster, tests and benchmarks need on a Debian machine, skipping
+# what is already there: redis-server and redis-tools (tests, `tessera up`), nutcracker
+# (twemproxy, for the load benchmark), etcd-server and protobuf-compiler (topology service).
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+command -v redis-benchmark >/dev/null || missing+=(redis-tools)
+command -v etcd >/dev/null || missing+=(etcd-server)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+if [ "${TESSERA_BENCH_DEPS:-0}" = 1 ]; then
+  command -v nutcracker >/dev/null || missing+=(nutcracker)
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "install-deps: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
+  exit 1
+fi

@@ -1,0 +1,94 @@
+//! `tessera`: the one binary. `proxy` serves clients over a slot table; `up` starts a whole
+//! local cluster (redis-servers and a proxy) for a newcomer.
+
+#![forbid(unsafe_code)]
+
+mod up;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "A proxy-based Redis cluster with WebAssembly plugins")]
+struct Cli {
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `tessera_proxy=debug`.
+    #[arg(long, global = true, env = "TESSERA_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a proxy over the groups and slots of a config file.
+    Proxy(ProxyArgs),
+    /// Start a local cluster: redis-servers, a proxy with all slots assigned. Ctrl-C stops it.
+    Up(up::UpArgs),
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// The TOML config file (see README.md, "Configuration").
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Overrides `proxy.listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Overrides `proxy.admin_listen`.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Proxy(args) => run_proxy(args),
+        Command::Up(args) => up::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("tessera: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let mut config = tessera_proxy::Config::from_file(&args.config)?;
+    if let Some(l) = args.listen {
+        config.proxy.listen = l;
+    }
+    if let Some(a) = args.admin_listen {
+        config.proxy.admin_listen = Some(a);
+    }
+    let proxy = tessera_proxy::start(config)?;
+    println!("tessera proxy: serving on {}", proxy.addr());
+    if let Some(a) = proxy.admin_addr() {
+        println!("tessera proxy: admin API on http://{a}/api/stats");
+    }
+    wait_for_signal()?;
+    tracing::info!("stopping");
+    proxy.shutdown();
+    Ok(())
+}
+
+/// Blocks until SIGINT or SIGTERM.
+pub(crate) fn wait_for_signal() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal handler")?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })
+    .context("waiting for a signal")
+}

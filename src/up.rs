@@ -1,0 +1,187 @@
+//! `tessera up`: a whole local cluster in one command, for a newcomer. It starts one
+//! redis-server per group, a proxy over them with the slots split evenly, and stops it all.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tessera_proxy::config::{Config, GroupConfig, SlotRangeConfig};
+use tessera_proxy::slot::SLOT_COUNT;
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Number of groups (one redis-server each).
+    #[arg(long, default_value_t = 2)]
+    groups: u16,
+    /// Port of the first redis-server; the others follow.
+    #[arg(long, default_value_t = 16379)]
+    redis_port_base: u16,
+    /// Where the redis-servers keep their data and logs.
+    #[arg(long, default_value = "tessera-data")]
+    dir: PathBuf,
+    /// Where the proxy listens.
+    #[arg(long, default_value = "127.0.0.1:19000")]
+    proxy_addr: SocketAddr,
+    /// Where the proxy's admin HTTP API listens.
+    #[arg(long, default_value = "127.0.0.1:19080")]
+    admin_addr: SocketAddr,
+    /// The redis-server program to run.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: PathBuf,
+}
+
+/// Redis servers started by `up`; shut down (then killed, if they linger) when dropped.
+struct Servers(Vec<(u16, Child)>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for (port, _) in &self.0 {
+            // A clean SHUTDOWN lets Redis save its data; a kill follows if it does not exit.
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", *port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = s.write_all(b"*1\r\n$8\r\nSHUTDOWN\r\n");
+                let _ = s.read(&mut [0u8; 64]);
+            }
+        }
+        for (port, child) in &mut self.0 {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            println!("tessera up: stopped redis-server on port {port}");
+        }
+    }
+}
+
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    if args.groups == 0 || args.groups as usize > SLOT_COUNT {
+        bail!("--groups must be between 1 and {SLOT_COUNT}");
+    }
+    check_redis_server(&args.redis_server)?;
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    let dir = args.dir.canonicalize()?;
+
+    let mut servers = Servers(Vec::new());
+    for i in 0..args.groups {
+        let port = args
+            .redis_port_base
+            .checked_add(i)
+            .context("--redis-port-base is too high for that many groups")?;
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            bail!("port {port} is in use: stop what listens there or pick another --redis-port-base");
+        }
+        let child = start_redis(&args.redis_server, port, &dir)?;
+        servers.0.push((port, child));
+    }
+    for (port, child) in &mut servers.0 {
+        wait_for_redis(*port, child, &dir)?;
+    }
+
+    let config = cluster_config(&args, &servers);
+    std::fs::write(dir.join("proxy.toml"), config.to_toml())?;
+    let proxy = tessera_proxy::start(config).context("starting the proxy")?;
+    let addrs: Vec<String> = servers.0.iter().map(|(p, _)| format!("127.0.0.1:{p}")).collect();
+    println!("tessera up: {} groups on {} (data in {})", args.groups, addrs.join(", "), dir.display());
+    if let Some(a) = proxy.admin_addr() {
+        println!("tessera up: admin API on http://{a}/api/stats");
+    }
+    println!(
+        "tessera up: ready on {} (connect with: redis-cli -p {}; proxy config in {})",
+        proxy.addr(),
+        proxy.addr().port(),
+        dir.join("proxy.toml").display()
+    );
+    println!("tessera up: press Ctrl-C to stop");
+    let waited = crate::wait_for_signal();
+    println!("tessera up: stopping");
+    proxy.shutdown();
+    drop(servers);
+    waited
+}
+
+fn check_redis_server(program: &Path) -> anyhow::Result<()> {
+    match Command::new(program).arg("--version").output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => bail!("{} --version failed: {}", program.display(), String::from_utf8_lossy(&out.stderr)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "{} not found on PATH. Install it (Debian/Ubuntu: `sudo apt-get install redis-server`) \
+             or run ./scripts/up.sh, which installs what is missing",
+            program.display()
+        ),
+        Err(e) => bail!("cannot run {}: {e}", program.display()),
+    }
+}
+
+fn start_redis(program: &Path, port: u16, dir: &Path) -> anyhow::Result<Child> {
+    let data = dir.join(format!("redis-{port}"));
+    std::fs::create_dir_all(&data)?;
+    let log = std::fs::File::create(data.join("redis.log"))?;
+    Command::new(program)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(&data)
+        .args(["--save", "60 1000", "--appendonly", "no"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting redis-server on port {port}"))
+}
+
+fn wait_for_redis(port: u16, child: &mut Child, dir: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(dir.join(format!("redis-{port}/redis.log"))).unwrap_or_default();
+            bail!("redis-server on port {port} exited ({status}):\n{log}");
+        }
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut buf = [0u8; 7];
+            if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("redis-server on port {port} did not answer PING within 10 s")
+}
+
+/// Groups 1..=n, one server each, and the slots in n equal contiguous ranges (group 1 gets
+/// slot 0; the last group takes the remainder).
+fn cluster_config(args: &UpArgs, servers: &Servers) -> Config {
+    let n = servers.0.len();
+    let mut config = Config {
+        proxy: Default::default(),
+        backend: Default::default(),
+        groups: Vec::new(),
+        slots: Vec::new(),
+    };
+    config.proxy.listen = args.proxy_addr;
+    config.proxy.admin_listen = Some(args.admin_addr);
+    let per = SLOT_COUNT / n;
+    for (i, (port, _)) in servers.0.iter().enumerate() {
+        let id = i as u32 + 1;
+        config.groups.push(GroupConfig {
+            id,
+            servers: vec![format!("127.0.0.1:{port}")],
+        });
+        let lo = i * per;
+        let hi = if i + 1 == n { SLOT_COUNT - 1 } else { lo + per - 1 };
+        config.slots.push(SlotRangeConfig {
+            range: format!("{lo}-{hi}"),
+            group: id,
+        });
+    }
+    config
+}
