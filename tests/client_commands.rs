@@ -51,7 +51,8 @@ async fn same(
 }
 
 fn ok(v: &Reply) -> &Value {
-    v.as_ref().unwrap_or_else(|e| panic!("unexpected error {e}"))
+    v.as_ref()
+        .unwrap_or_else(|e| panic!("unexpected error {e}"))
 }
 
 fn int(v: &Reply) -> i64 {
@@ -202,7 +203,7 @@ async fn every_data_type_matches_redis() {
         &["OBJECT", "ENCODING", "l:a"],
     ];
     for args in script {
-        same(&mut p, &mut r, args).await;
+        let _ = same(&mut p, &mut r, args).await;
     }
 
     // Explicit values, so that identical-but-wrong replies cannot pass.
@@ -243,7 +244,9 @@ async fn every_data_type_matches_redis() {
     assert!(gone, "key with PX 100 still present after 5 s");
 
     // Every key written went to the group the harness predicts.
-    for key in ["str:a", "ctr:a", "h:a", "l:a", "s:a", "z:a", "x:a", "hll:a", "bits:a"] {
+    for key in [
+        "str:a", "ctr:a", "h:a", "l:a", "s:a", "z:a", "x:a", "hll:a", "bits:a",
+    ] {
         let owner = if group_of_key(key.as_bytes(), 2) == 1 {
             &s.r1
         } else {
@@ -340,12 +343,12 @@ async fn split_multi_key_commands_match_redis() {
     assert_eq!(int(&exists), 2);
     let mut mget = vec!["MGET"];
     mget.extend(keys.iter().map(|k| k.as_str()));
-    same(&mut p, &mut r, &mget).await;
+    let _ = same(&mut p, &mut r, &mget).await;
     // Single-key forms of the split commands.
     assert_eq!(int(&same(&mut p, &mut r, &["DEL", &keys[6]]).await), 1);
     assert_eq!(int(&same(&mut p, &mut r, &["EXISTS", &keys[6]]).await), 0);
-    same(&mut p, &mut r, &["MGET", &keys[7]]).await;
-    same(&mut p, &mut r, &["MSET", &keys[6], "again"]).await;
+    let _ = same(&mut p, &mut r, &["MGET", &keys[7]]).await;
+    let _ = same(&mut p, &mut r, &["MSET", &keys[6], "again"]).await;
     assert_eq!(bulk(&run(&mut p, &["GET", &keys[6]]).await), "again");
 }
 
@@ -374,7 +377,16 @@ async fn same_slot_multi_key_commands_work_with_hash_tags() {
         &["ZADD", "{t}z2", "10", "b", "20", "c"],
         &["ZUNIONSTORE", "{t}zu", "2", "{t}z1", "{t}z2"],
         &["ZRANGE", "{t}zu", "0", "-1", "WITHSCORES"],
-        &["ZINTERSTORE", "{t}zi", "2", "{t}z1", "{t}z2", "WEIGHTS", "1", "2"],
+        &[
+            "ZINTERSTORE",
+            "{t}zi",
+            "2",
+            "{t}z1",
+            "{t}z2",
+            "WEIGHTS",
+            "1",
+            "2",
+        ],
         &["ZRANGE", "{t}zi", "0", "-1", "WITHSCORES"],
         &["PFADD", "{t}h1", "a", "b"],
         &["PFADD", "{t}h2", "b", "c"],
@@ -397,12 +409,17 @@ async fn same_slot_multi_key_commands_work_with_hash_tags() {
             "ev",
         ],
         &["EVAL", "return redis.call('GET', KEYS[1])", "1", "{t}e1"],
-        &["EVALSHA", "0000000000000000000000000000000000000000", "1", "{t}e1"],
+        &[
+            "EVALSHA",
+            "0000000000000000000000000000000000000000",
+            "1",
+            "{t}e1",
+        ],
         &["COPY", "{t}e1", "{t}e2"],
         &["GET", "{t}e2"],
     ];
     for args in script {
-        same(&mut p, &mut r, args).await;
+        let _ = same(&mut p, &mut r, args).await;
     }
     assert_eq!(bulk(&run(&mut p, &["GET", "{t}e2"]).await), "ev");
     assert_eq!(bulk(&run(&mut p, &["GET", "{t}b3"]).await), "cf");
@@ -425,7 +442,9 @@ async fn multi_key_commands_across_slots_get_crossslot() {
     let mut p = s.proxy.async_conn().await;
     // a and b on different groups; c on a's group but in another slot.
     let (a, b) = keys_on_both_groups("x:");
-    let c = find_key("y:", |k| group_of_key(k, 2) == 1 && slot(k) != slot(a.as_bytes()));
+    let c = find_key("y:", |k| {
+        group_of_key(k, 2) == 1 && slot(k) != slot(a.as_bytes())
+    });
     for k in [&a, &b, &c] {
         run(&mut p, &["SET", k, "1"]).await.unwrap();
     }
@@ -531,7 +550,12 @@ async fn select_isolates_databases() {
 fn auth_with_a_proxy_password() {
     let s = setup(&[("proxy.password", &toml_str("s3cret"))]);
     let mut c = s.proxy.raw();
-    for args in [&["GET", "k"][..], &["SET", "k", "v"], &["PING"], &["SELECT", "1"]] {
+    for args in [
+        &["GET", "k"][..],
+        &["SET", "k", "v"],
+        &["PING"],
+        &["SELECT", "1"],
+    ] {
         assert_eq!(
             c.cmd(args),
             Resp::err("NOAUTH Authentication required."),
@@ -583,7 +607,10 @@ async fn session_commands() {
     let mut other = s.proxy.async_conn().await;
     let id2 = int(&run(&mut other, &["CLIENT", "ID"]).await);
     assert_ne!(id1, id2, "two sessions with the same CLIENT ID");
-    assert_eq!(run(&mut other, &["CLIENT", "GETNAME"]).await, Ok(Value::Nil));
+    assert_eq!(
+        run(&mut other, &["CLIENT", "GETNAME"]).await,
+        Ok(Value::Nil)
+    );
 
     let count = int(&run(&mut p, &["COMMAND", "COUNT"]).await);
     assert!(count > 200, "COMMAND COUNT = {count}");
@@ -661,11 +688,7 @@ fn unsupported_unknown_and_wrong_arity_errors_keep_the_connection() {
             args[0].to_ascii_lowercase()
         );
         assert!(text.starts_with("err "), "{args:?}: {got:?}");
-        assert_eq!(
-            c.cmd(&["PING"]),
-            Resp::simple("PONG"),
-            "after {args:?}"
-        );
+        assert_eq!(c.cmd(&["PING"]), Resp::simple("PONG"), "after {args:?}");
     }
     // Unknown commands and wrong arity: exactly Redis 7.0's replies.
     let same_as_redis: &[&[&str]] = &[
@@ -693,11 +716,7 @@ fn unsupported_unknown_and_wrong_arity_errors_keep_the_connection() {
         let got = c.cmd(args);
         assert!(want.is_error(), "reference accepted {args:?}: {want:?}");
         assert_eq!(got, want, "{args:?}");
-        assert_eq!(
-            c.cmd(&["PING"]),
-            Resp::simple("PONG"),
-            "after {args:?}"
-        );
+        assert_eq!(c.cmd(&["PING"]), Resp::simple("PONG"), "after {args:?}");
     }
     assert_eq!(c.cmd(&["SET", "still", "works"]), Resp::ok());
     assert_eq!(c.cmd(&["GET", "still"]), Resp::bulk("works"));

@@ -64,7 +64,12 @@ fn build(n: usize) -> (Vec<Vec<Vec<u8>>>, Vec<Resp>) {
                 let k = counter(&mut rng);
                 let cur = model
                     .get(&k)
-                    .map(|v| String::from_utf8(v.clone()).unwrap().parse::<i64>().unwrap())
+                    .map(|v| {
+                        String::from_utf8(v.clone())
+                            .unwrap()
+                            .parse::<i64>()
+                            .unwrap()
+                    })
                     .unwrap_or(0);
                 model.insert(k.clone(), (cur + 1).to_string().into_bytes());
                 (vec![b"INCR".to_vec(), k], Resp::Int(cur + 1))
@@ -141,7 +146,10 @@ fn build(n: usize) -> (Vec<Vec<Vec<u8>>>, Vec<Resp>) {
         cmds.push(cmd);
         want.push(reply);
     }
-    assert!(big_values >= 3, "the generator made only {big_values} big values");
+    assert!(
+        big_values >= 3,
+        "the generator made only {big_values} big values"
+    );
     (cmds, want)
 }
 

@@ -346,7 +346,10 @@ impl RedisServer {
 
     /// The pid of the running server (panics if it was killed).
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("redis-server is not running").id()
+        self.child
+            .as_ref()
+            .expect("redis-server is not running")
+            .id()
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -388,8 +391,10 @@ impl RedisServer {
         let conn = client
             .get_connection_with_timeout(Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("connect to redis {}: {e}", self.addr()));
-        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        conn.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        conn.set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         conn
     }
 
@@ -779,8 +784,10 @@ impl Proxy {
             .client()
             .get_connection_with_timeout(Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("connect to proxy {}: {e}", self.addr));
-        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        conn.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        conn.set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         conn
     }
 
@@ -848,12 +855,12 @@ pub fn crc32_ieee(data: &[u8]) -> u32 {
 /// Codis's hash tag: the bytes between the first `{` and the first `}` after it (possibly
 /// empty), else the whole key.
 pub fn hashtag(key: &[u8]) -> &[u8] {
-    if let Some(open) = key.iter().position(|&b| b == b'{') {
-        if let Some(len) = key[open + 1..].iter().position(|&b| b == b'}') {
-            return &key[open + 1..open + 1 + len];
-        }
-    }
-    key
+    let open = key.iter().position(|&b| b == b'{');
+    let tag = open.and_then(|o| {
+        let rest = &key[o + 1..];
+        rest.iter().position(|&b| b == b'}').map(|len| &rest[..len])
+    });
+    tag.unwrap_or(key)
 }
 
 /// `crc32(hashtag(key)) % 1024`.
@@ -941,12 +948,9 @@ impl fmt::Debug for Resp {
             Resp::Error(s) => write!(f, "-{s}"),
             Resp::Int(i) => write!(f, ":{i}"),
             Resp::Bulk(None) => write!(f, "(nil)"),
-            Resp::Bulk(Some(b)) if b.len() > 64 => write!(
-                f,
-                "${}:{:?}...",
-                b.len(),
-                String::from_utf8_lossy(&b[..32])
-            ),
+            Resp::Bulk(Some(b)) if b.len() > 64 => {
+                write!(f, "${}:{:?}...", b.len(), String::from_utf8_lossy(&b[..32]))
+            }
             Resp::Bulk(Some(b)) => write!(f, "{:?}", String::from_utf8_lossy(b)),
             Resp::Array(None) => write!(f, "(nil array)"),
             Resp::Array(Some(v)) => f.debug_list().entries(v).finish(),
@@ -974,7 +978,10 @@ fn read_line(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
     let mut line = Vec::new();
     let n = r.read_until(b'\n', &mut line)?;
     if n == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
     }
     if !line.ends_with(b"\r\n") {
         return Err(bad(format!(
@@ -1212,10 +1219,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&data[..eol]);
         let size_text = size_text.split(';').next().unwrap_or("").trim();
         let Ok(size) = usize::from_str_radix(size_text, 16) else {
@@ -1234,13 +1238,11 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 /// The value of the Prometheus sample whose name-and-labels text is exactly `series`
 /// (e.g. `tessera_commands_total{command="get"}`), if present.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let rest = l.strip_prefix(series)?;
-            if !rest.starts_with(' ') {
-                return None;
-            }
-            rest.split_whitespace().next()?.parse().ok()
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        if !rest.starts_with(' ') {
+            return None;
+        }
+        rest.split_whitespace().next()?.parse().ok()
+    })
 }

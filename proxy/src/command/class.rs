@@ -448,7 +448,8 @@ pub(super) static CLASSES: [Class; COUNT] = build();
 /// Every name with its class, in the order of the groups above.
 #[cfg(test)]
 pub(super) fn entries() -> impl Iterator<Item = (&'static str, Class)> {
-    let plain = |names: &'static [&'static str], class: Class| names.iter().map(move |&n| (n, class));
+    let plain =
+        |names: &'static [&'static str], class: Class| names.iter().map(move |&n| (n, class));
     plain(KEYED, Class::Keyed)
         .chain(SPLIT.iter().map(|&(n, s)| (n, Class::Split(s))))
         .chain(LOCAL.iter().map(|&(n, l)| (n, Class::Local(l))))

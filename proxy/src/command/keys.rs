@@ -207,7 +207,14 @@ mod tests {
 
     #[test]
     fn numkeys() {
-        for cmd in ["eval", "EVALSHA", "eval_ro", "evalsha_ro", "fcall", "FCALL_RO"] {
+        for cmd in [
+            "eval",
+            "EVALSHA",
+            "eval_ro",
+            "evalsha_ro",
+            "fcall",
+            "FCALL_RO",
+        ] {
             assert_eq!(keys(&format!("{cmd} s 0")), [] as [usize; 0], "{cmd}");
             assert_eq!(keys(&format!("{cmd} s 0 arg")), [] as [usize; 0], "{cmd}");
             assert_eq!(keys(&format!("{cmd} s 2 a b arg")), [3, 4], "{cmd}");
@@ -220,12 +227,16 @@ mod tests {
             );
             assert_eq!(keys(&format!("{cmd} s 9223372036854775807 a")), [3]);
             // Not a non-negative integer as string2ll reads it: no keys.
-            for bogus in ["-1", "x", "01", "+1", " 1", "1 ", "1x", ""] {
-                assert_eq!(
-                    keys(&format!("{cmd} s {bogus} a b")),
-                    [] as [usize; 0],
-                    "{cmd} {bogus:?}"
-                );
+            let spec = match lookup(&args(cmd)) {
+                Lookup::Found(spec) => spec,
+                other => panic!("{other:?}"),
+            };
+            for bogus in ["-1", "x", "01", "+1", " 1", "1 ", "1x", "", "-0", "1.0"] {
+                let line =
+                    [cmd, "s", bogus, "a", "b"].map(|w| Bytes::copy_from_slice(w.as_bytes()));
+                let mut out = Vec::new();
+                key_positions(spec, &line, &mut out);
+                assert_eq!(out, [] as [usize; 0], "{cmd} {bogus:?}");
             }
         }
     }
@@ -270,7 +281,10 @@ mod tests {
         assert_eq!(keys("GEORADIUS src 0 0 10 km STORE dst"), [1, 7]);
         assert_eq!(keys("georadius src 0 0 10 km ASC storedist dst"), [1, 8]);
         assert_eq!(keys("georadiusbymember src m 10 km STORE dst"), [1, 6]);
-        assert_eq!(keys("geosearchstore dst src FROMMEMBER m BYRADIUS 1 km"), [1, 2]);
+        assert_eq!(
+            keys("geosearchstore dst src FROMMEMBER m BYRADIUS 1 km"),
+            [1, 2]
+        );
     }
 
     #[test]
@@ -278,7 +292,7 @@ mod tests {
         assert_eq!(keys("sort k"), [1]);
         assert_eq!(keys("SORT k BY w_* GET o_* LIMIT 0 10 ALPHA"), [1]);
         assert_eq!(keys("sort k STORE dst"), [1, 3]);
-        assert_eq!(keys("sort k store a LIMIT 0 1 STORE b"), [1, 7]);
+        assert_eq!(keys("sort k store a LIMIT 0 1 STORE b"), [1, 8]);
         // STORE as an argument of BY/GET/LIMIT is not the option.
         assert_eq!(keys("sort k BY store GET store LIMIT store store"), [1]);
         assert_eq!(keys("sort k STORE"), [1]);

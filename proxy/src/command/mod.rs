@@ -118,7 +118,11 @@ impl Spec {
     pub fn arity_ok(&self, argc: usize) -> bool {
         let arity = self.arity as i64;
         let argc = argc as i64;
-        if arity > 0 { argc == arity } else { argc >= -arity }
+        if arity > 0 {
+            argc == arity
+        } else {
+            argc >= -arity
+        }
     }
 
     /// Whether this is a container command (has subcommands).
@@ -272,7 +276,10 @@ fn find_top(name: &[u8]) -> Option<&'static Spec> {
     let slot = (h ^ disp as u32).wrapping_mul(0x9E37_79B1) >> (32 - table::HASH_SLOT_BITS);
     let index = table::HASH_SLOTS[slot as usize];
     let spec = COMMANDS.get(index as usize)?;
-    spec.name.as_bytes().eq_ignore_ascii_case(name).then_some(spec)
+    spec.name
+        .as_bytes()
+        .eq_ignore_ascii_case(name)
+        .then_some(spec)
 }
 
 /// The subcommand `sub` (ASCII case-insensitive) of `container`: binary search on the part of
@@ -383,4 +390,589 @@ fn finish_error(mut s: Vec<u8>) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    fn args(words: &[&[u8]]) -> Vec<Bytes> {
+        words.iter().map(|w| Bytes::copy_from_slice(w)).collect()
+    }
+
+    fn found(words: &[&[u8]]) -> &'static Spec {
+        match lookup(&args(words)) {
+            Lookup::Found(spec) => spec,
+            other => panic!("{words:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lookup_is_case_insensitive() {
+        for name in [&b"get"[..], b"GET", b"Get", b"gEt"] {
+            assert_eq!(found(&[name, b"k"]).name, "get");
+        }
+        assert_eq!(
+            found(&[b"GEORADIUSBYMEMBER_RO"]).name,
+            "georadiusbymember_ro"
+        );
+        assert_eq!(found(&[b"restore-ASKING"]).name, "restore-asking");
+        assert_eq!(found(&[b"zunionstore"]).name, "zunionstore");
+    }
+
+    #[test]
+    fn lookup_finds_every_command() {
+        for spec in all() {
+            let mut parts = spec.name.split('|');
+            let name = parts.next().unwrap().to_ascii_uppercase();
+            let mut line = vec![Bytes::from(name)];
+            line.extend(parts.next().map(|s| Bytes::from(s.to_string())));
+            match lookup(&line) {
+                Lookup::Found(s) => assert!(std::ptr::eq(s, spec), "{}", spec.name),
+                other => panic!("{}: {other:?}", spec.name),
+            }
+            assert!(std::ptr::eq(by_id(spec.id), spec));
+        }
+    }
+
+    #[test]
+    fn lookup_finds_subcommands() {
+        assert_eq!(
+            found(&[b"object", b"encoding", b"k"]).name,
+            "object|encoding"
+        );
+        assert_eq!(
+            found(&[b"OBJECT", b"Encoding", b"k"]).name,
+            "object|encoding"
+        );
+        assert_eq!(found(&[b"CLIENT", b"setname", b"n"]).name, "client|setname");
+        assert_eq!(
+            found(&[b"client", b"NO-EVICT", b"on"]).name,
+            "client|no-evict"
+        );
+        assert_eq!(found(&[b"memory", b"usage", b"k"]).name, "memory|usage");
+        assert_eq!(found(&[b"xinfo", b"STREAM", b"s"]).name, "xinfo|stream");
+        assert_eq!(found(&[b"config", b"get", b"x"]).name, "config|get");
+        assert_eq!(
+            found(&[b"cluster", b"COUNT-FAILURE-REPORTS", b"x"]).name,
+            "cluster|count-failure-reports"
+        );
+        assert_eq!(found(&[b"command", b"getkeys"]).name, "command|getkeys");
+        // A container without its subcommand: the container, for the arity check.
+        let object = found(&[b"OBJECT"]);
+        assert_eq!(object.name, "object");
+        assert!(!object.arity_ok(1));
+        let command = found(&[b"command"]);
+        assert!(command.arity_ok(1));
+        assert_eq!(command.class(), Class::AnyBackend);
+        // A command without subcommands ignores args[1].
+        assert_eq!(found(&[b"get", b"encoding"]).name, "get");
+    }
+
+    #[test]
+    fn lookup_reports_unknown() {
+        for words in [
+            &[&b"foo"[..]][..],
+            &[b"foo", b"a"],
+            &[b""],
+            &[b"g"],
+            &[b"gett"],
+            &[b"ge"],
+            &[b"georadiusbymember_rox"],
+            &[b"get\0", b"k"],
+            &[b"object|encoding", b"k"],
+            &[b"\xff\xfe"],
+            &[&[b'a'; 1000]],
+        ] {
+            assert!(matches!(lookup(&args(words)), Lookup::Unknown), "{words:?}");
+        }
+        assert!(matches!(lookup(&[]), Lookup::Unknown));
+        for (words, container) in [
+            (&[&b"object"[..], b"foo"][..], "object"),
+            (&[b"OBJECT", b"encodingx", b"k"], "object"),
+            (&[b"object", b"encodin"], "object"),
+            (&[b"object", b""], "object"),
+            (&[b"client", b"setname\0"], "client"),
+            (&[b"config", b"zzz"], "config"),
+            (&[b"config", b"aaa"], "config"),
+            (&[b"xinfo", &[b'x'; 300]], "xinfo"),
+        ] {
+            match lookup(&args(words)) {
+                Lookup::UnknownSubcommand(spec) => assert_eq!(spec.name, container),
+                other => panic!("{words:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn ids_are_dense() {
+        assert_eq!(count(), all().count());
+        assert_eq!(count(), 366);
+        assert_eq!(COMMANDS.len(), 240);
+        for (i, spec) in all().enumerate() {
+            assert_eq!(spec.id as usize, i);
+        }
+        assert!(COMMANDS.windows(2).all(|w| w[0].name < w[1].name));
+        for c in COMMANDS {
+            assert!(c.subcommands.windows(2).all(|w| w[0].name < w[1].name));
+            for s in c.subcommands {
+                assert!(s.name.starts_with(&format!("{}|", c.name)));
+                assert!(s.subcommands.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn arity() {
+        let get = found(&[b"get"]);
+        assert_eq!(get.arity, 2);
+        assert!(!get.arity_ok(1));
+        assert!(get.arity_ok(2));
+        assert!(!get.arity_ok(3));
+        let set = found(&[b"set"]);
+        assert_eq!(set.arity, -3);
+        assert!(!set.arity_ok(2));
+        assert!(set.arity_ok(3));
+        assert!(set.arity_ok(100));
+        let encoding = found(&[b"object", b"encoding"]);
+        assert_eq!(encoding.arity, 3);
+        assert!(!encoding.arity_ok(2));
+        assert!(encoding.arity_ok(3));
+        // PING's arity is -1: `PING a b` passes the arity check, and Redis's PING itself
+        // then replies "wrong number of arguments for 'ping' command".
+        assert!(found(&[b"ping"]).arity_ok(1));
+        assert!(found(&[b"ping"]).arity_ok(3));
+    }
+
+    #[test]
+    fn flags() {
+        let get = found(&[b"get"]);
+        assert!(get.has_flag(READONLY));
+        assert!(get.has_flag(READONLY | FAST));
+        assert!(!get.has_flag(WRITE));
+        assert!(!get.has_flag(READONLY | WRITE));
+        assert!(found(&[b"set"]).has_flag(WRITE | DENYOOM));
+        assert!(found(&[b"blpop"]).has_flag(BLOCKING));
+        assert!(found(&[b"subscribe"]).has_flag(PUBSUB));
+        assert!(found(&[b"eval"]).has_flag(NOSCRIPT | NO_MANDATORY_KEYS | MOVABLEKEYS));
+        assert!(found(&[b"config", b"set"]).has_flag(ADMIN));
+        assert!(found(&[b"sync"]).has_flag(NO_MULTI));
+        let ks = found(&[b"del"]).key_specs;
+        assert_eq!(ks.len(), 1);
+        assert_eq!(ks[0].flags, KS_RM | KS_DELETE);
+        assert_eq!(ks[0].begin_search, BeginSearch::Index(1));
+        assert_eq!(
+            ks[0].find_keys,
+            FindKeys::Range {
+                lastkey: -1,
+                step: 1,
+                limit: 0
+            }
+        );
+    }
+
+    // The error texts below were observed on redis-server 7.0.15.
+
+    #[test]
+    fn unknown_command_error_text() {
+        let e = |words: &[&[u8]]| unknown_command_error(&args(words));
+        assert_eq!(
+            e(&[b"foo", b"a", b"b"]),
+            "ERR unknown command 'foo', with args beginning with: 'a' 'b' "
+        );
+        assert_eq!(
+            e(&[b"foo"]),
+            "ERR unknown command 'foo', with args beginning with: "
+        );
+        assert_eq!(
+            e(&[b""]),
+            "ERR unknown command '', with args beginning with: "
+        );
+        assert_eq!(
+            e(&[b"FOO", b"a b", b"c'd"]),
+            "ERR unknown command 'FOO', with args beginning with: 'a b' 'c'd' "
+        );
+        // CR and LF become spaces; %s stops at a NUL.
+        assert_eq!(
+            e(&[b"foo", b"a\r\nb", b"c\0d", b"e"]),
+            "ERR unknown command 'foo', with args beginning with: 'a  b' 'c' 'e' "
+        );
+        assert_eq!(
+            e(&[b"fo\0o", b"a"]),
+            "ERR unknown command 'fo', with args beginning with: 'a' "
+        );
+        // The name is cut at 128 bytes.
+        let long = [b'x'; 200];
+        assert_eq!(
+            e(&[&long]),
+            format!(
+                "ERR unknown command '{}', with args beginning with: ",
+                "x".repeat(128)
+            )
+        );
+        // Arguments are added while the list is shorter than 128 bytes, the last one cut.
+        let (x, y, z) = ([b'x'; 60], [b'y'; 60], [b'z'; 60]);
+        assert_eq!(
+            e(&[b"foo", &x, &y, &z, b"w"]),
+            format!(
+                "ERR unknown command 'foo', with args beginning with: '{}' '{}' 'zz' ",
+                "x".repeat(60),
+                "y".repeat(60)
+            )
+        );
+        let x125 = [b'x'; 125];
+        assert_eq!(
+            e(&[b"foo", &x125, b"yyyyy"]),
+            format!(
+                "ERR unknown command 'foo', with args beginning with: '{}' ",
+                "x".repeat(125)
+            )
+        );
+        let x124 = [b'x'; 124];
+        assert_eq!(
+            e(&[b"foo", &x124, b"yyyyy"]),
+            format!(
+                "ERR unknown command 'foo', with args beginning with: '{}' 'y' ",
+                "x".repeat(124)
+            )
+        );
+        let many: Vec<String> = (1..=30).map(|i| i.to_string()).collect();
+        let mut line = vec![Bytes::from_static(b"foo")];
+        line.extend(many.iter().map(|s| Bytes::from(s.clone())));
+        assert_eq!(
+            unknown_command_error(&line),
+            "ERR unknown command 'foo', with args beginning with: '1' '2' '3' '4' '5' '6' '7' \
+             '8' '9' '10' '11' '12' '13' '14' '15' '16' '17' '18' '19' '20' '21' '22' '23' '24' \
+             '25' '26' '27' '28' "
+        );
+        // Not UTF-8: replaced (Redis sends the raw bytes).
+        assert_eq!(
+            e(&[b"foo", b"\xff"]),
+            "ERR unknown command 'foo', with args beginning with: '\u{fffd}' "
+        );
+    }
+
+    #[test]
+    fn unknown_subcommand_error_text() {
+        let e = |words: &[&[u8]]| {
+            let line = args(words);
+            match lookup(&line) {
+                Lookup::UnknownSubcommand(c) => unknown_subcommand_error(c, &line),
+                other => panic!("{words:?}: {other:?}"),
+            }
+        };
+        assert_eq!(
+            e(&[b"object", b"foo", b"k"]),
+            "ERR unknown subcommand 'foo'. Try OBJECT HELP."
+        );
+        assert_eq!(
+            e(&[b"OBJECT", b"Foo"]),
+            "ERR unknown subcommand 'Foo'. Try OBJECT HELP."
+        );
+        assert_eq!(
+            e(&[b"config", b"foo"]),
+            "ERR unknown subcommand 'foo'. Try CONFIG HELP."
+        );
+        assert_eq!(
+            e(&[b"Command", b"foo"]),
+            "ERR unknown subcommand 'foo'. Try COMMAND HELP."
+        );
+        assert_eq!(
+            e(&[b"xinfo", b"foo"]),
+            "ERR unknown subcommand 'foo'. Try XINFO HELP."
+        );
+        assert_eq!(
+            e(&[b"memory", b"foo"]),
+            "ERR unknown subcommand 'foo'. Try MEMORY HELP."
+        );
+        assert_eq!(
+            e(&[b"client", b"foo"]),
+            "ERR unknown subcommand 'foo'. Try CLIENT HELP."
+        );
+        assert_eq!(
+            e(&[b"acl", b"foo"]),
+            "ERR unknown subcommand 'foo'. Try ACL HELP."
+        );
+        assert_eq!(
+            e(&[b"config", b""]),
+            "ERR unknown subcommand ''. Try CONFIG HELP."
+        );
+        assert_eq!(
+            e(&[b"object", b"a\r\nb"]),
+            "ERR unknown subcommand 'a  b'. Try OBJECT HELP."
+        );
+        assert_eq!(
+            e(&[b"Object", b"x\0y"]),
+            "ERR unknown subcommand 'x'. Try OBJECT HELP."
+        );
+        assert_eq!(
+            e(&[b"object", b"encoding\0x", b"k"]),
+            "ERR unknown subcommand 'encoding'. Try OBJECT HELP."
+        );
+        let long = [b's'; 200];
+        assert_eq!(
+            e(&[b"object", &long]),
+            format!(
+                "ERR unknown subcommand '{}'. Try OBJECT HELP.",
+                "s".repeat(128)
+            )
+        );
+    }
+
+    #[test]
+    fn arity_error_text() {
+        assert_eq!(
+            arity_error(found(&[b"GET"])),
+            "ERR wrong number of arguments for 'get' command"
+        );
+        assert_eq!(
+            arity_error(found(&[b"object", b"ENCODING"])),
+            "ERR wrong number of arguments for 'object|encoding' command"
+        );
+        assert_eq!(
+            arity_error(found(&[b"CLIENT", b"SETNAME"])),
+            "ERR wrong number of arguments for 'client|setname' command"
+        );
+        assert_eq!(
+            arity_error(found(&[b"command", b"count"])),
+            "ERR wrong number of arguments for 'command|count' command"
+        );
+        assert_eq!(
+            arity_error(found(&[b"MEMORY"])),
+            "ERR wrong number of arguments for 'memory' command"
+        );
+        assert_eq!(
+            arity_error(found(&[b"xinfo"])),
+            "ERR wrong number of arguments for 'xinfo' command"
+        );
+    }
+
+    #[test]
+    fn classes() {
+        let class = |words: &[&[u8]]| found(words).class();
+        assert_eq!(class(&[b"get"]), Class::Keyed);
+        assert_eq!(class(&[b"msetnx"]), Class::Keyed);
+        assert_eq!(class(&[b"move"]), Class::Keyed);
+        assert_eq!(class(&[b"xread"]), Class::Keyed);
+        assert_eq!(class(&[b"eval"]), Class::Keyed);
+        assert_eq!(class(&[b"object", b"encoding"]), Class::Keyed);
+        assert_eq!(class(&[b"memory", b"usage"]), Class::Keyed);
+        assert_eq!(class(&[b"mget"]), Class::Split(Split::Mget));
+        assert_eq!(class(&[b"MSET"]), Class::Split(Split::Mset));
+        for c in [&b"del"[..], b"unlink", b"exists", b"touch"] {
+            assert_eq!(class(&[c]), Class::Split(Split::SumIntegers));
+        }
+        assert_eq!(class(&[b"auth"]), Class::Local(Local::Auth));
+        assert_eq!(class(&[b"select"]), Class::Local(Local::Select));
+        assert_eq!(class(&[b"ping"]), Class::Local(Local::Ping));
+        assert_eq!(class(&[b"echo"]), Class::Local(Local::Echo));
+        assert_eq!(class(&[b"quit"]), Class::Local(Local::Quit));
+        assert_eq!(class(&[b"hello"]), Class::Local(Local::Hello));
+        assert_eq!(
+            class(&[b"client", b"setname"]),
+            Class::Local(Local::ClientSetName)
+        );
+        assert_eq!(
+            class(&[b"client", b"getname"]),
+            Class::Local(Local::ClientGetName)
+        );
+        assert_eq!(class(&[b"client", b"id"]), Class::Local(Local::ClientId));
+        assert_eq!(class(&[b"command"]), Class::AnyBackend);
+        assert_eq!(class(&[b"command", b"getkeys"]), Class::AnyBackend);
+        assert_eq!(class(&[b"time"]), Class::AnyBackend);
+        assert_eq!(class(&[b"lolwut"]), Class::AnyBackend);
+        for c in [
+            &b"blpop"[..],
+            b"brpop",
+            b"blmove",
+            b"bzpopmin",
+            b"wait",
+            b"multi",
+            b"exec",
+        ] {
+            assert_eq!(class(&[c]), Class::Later, "{c:?}");
+        }
+        for c in [
+            &b"subscribe"[..],
+            b"publish",
+            b"scan",
+            b"keys",
+            b"dbsize",
+            b"flushall",
+        ] {
+            assert_eq!(class(&[c]), Class::Later, "{c:?}");
+        }
+        assert_eq!(class(&[b"script", b"load"]), Class::Later);
+        assert_eq!(class(&[b"memory", b"stats"]), Class::Later);
+        for c in [
+            &b"config"[..],
+            b"debug",
+            b"shutdown",
+            b"monitor",
+            b"sync",
+            b"swapdb",
+            b"migrate",
+        ] {
+            assert_eq!(class(&[c]), Class::Unsupported, "{c:?}");
+        }
+        assert_eq!(class(&[b"client", b"list"]), Class::Unsupported);
+        assert_eq!(class(&[b"config", b"get"]), Class::Unsupported);
+        assert_eq!(class(&[b"acl", b"whoami"]), Class::Unsupported);
+    }
+
+    /// Every spec is classified exactly once and every classified name exists (the build
+    /// checks the same; this says which names are wrong).
+    #[test]
+    fn classification_is_exhaustive() {
+        let mut seen = std::collections::HashMap::new();
+        let mut problems = Vec::new();
+        for (name, class) in class::entries() {
+            if !all().any(|s| s.name == name) {
+                problems.push(format!("{name}: classified, but no such command"));
+            }
+            if seen.insert(name, class).is_some() {
+                problems.push(format!("{name}: classified twice"));
+            }
+        }
+        for spec in all() {
+            match seen.get(spec.name) {
+                None => problems.push(format!("{}: not classified", spec.name)),
+                Some(&class) => assert_eq!(spec.class(), class, "{}", spec.name),
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert_eq!(seen.len(), count());
+    }
+
+    /// Commands with keys are Keyed unless listed otherwise; keyless ones are not Keyed
+    /// (except containers, only reached without a subcommand).
+    #[test]
+    fn keyed_means_keys() {
+        for spec in all() {
+            let has_keys = spec.key_specs.iter().any(|k| k.flags & KS_NOT_KEY == 0);
+            if spec.class() == Class::Keyed && !spec.is_container() {
+                assert!(has_keys, "{} is Keyed without keys", spec.name);
+            }
+            if matches!(spec.class(), Class::Split(_)) {
+                assert!(has_keys, "{}", spec.name);
+            }
+            if matches!(spec.class(), Class::Local(_) | Class::AnyBackend) {
+                assert!(!has_keys, "{} has keys", spec.name);
+            }
+        }
+    }
+
+    fn render_docs() -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        out.push_str(DOCS_HEAD);
+        fn label(class: Class) -> &'static str {
+            match class {
+                Class::Keyed => "Keyed",
+                Class::Split(_) => "Split",
+                Class::Local(_) => "Local",
+                Class::AnyBackend => "AnyBackend",
+                Class::Later => "Later",
+                Class::Unsupported => "Unsupported",
+            }
+        }
+        out.push_str("| Class | Commands and subcommands |\n| --- | ---: |\n");
+        for group in [
+            "Keyed",
+            "Split",
+            "Local",
+            "AnyBackend",
+            "Later",
+            "Unsupported",
+        ] {
+            let n = all().filter(|s| label(s.class()) == group).count();
+            writeln!(out, "| {group} | {n} |").unwrap();
+        }
+        writeln!(out, "| total | {} |", count()).unwrap();
+        out.push_str(DOCS_NOTES);
+        out.push_str("\n## All commands\n\n");
+        out.push_str("| Command | Arity | Class | How |\n| --- | ---: | --- | --- |\n");
+        for spec in all() {
+            let name = spec.name.replace('|', " ").to_ascii_uppercase();
+            let class = match spec.class() {
+                Class::Split(s) => format!("Split ({s:?})"),
+                Class::Local(l) => format!("Local ({l:?})"),
+                c => format!("{c:?}"),
+            };
+            let how = if spec.is_container() && !spec.arity_ok(1) {
+                "see its subcommands".to_string()
+            } else if spec.is_container() {
+                format!("{}; see also its subcommands", describe(spec.class()))
+            } else {
+                describe(spec.class()).to_string()
+            };
+            writeln!(out, "| `{name}` | {} | {class} | {how} |", spec.arity).unwrap();
+        }
+        out
+    }
+
+    const DOCS_HEAD: &str = "# Commands
+
+<!-- Generated from proxy/src/command/ (the table generated by tools/gen-command-table.py
+from Redis 7.0.15, and the classification in class.rs). Do not edit: regenerate with
+`TESSERA_BLESS=1 cargo test -p tessera-proxy --lib command`. -->
+
+Tessera speaks the Redis 7.0 protocol. Every Redis 7.0 command and subcommand is in one of
+these classes:
+
+- **Keyed**: routed to the group that owns the slot of its keys. All keys of one command
+  must hash to the same slot (use hash tags, `{user1}.a` and `{user1}.b`), else the proxy
+  replies `-CROSSSLOT`.
+- **Split**: the keys may be anywhere. MGET, MSET, DEL, UNLINK, EXISTS and TOUCH are split
+  per group and the replies merged (MGET values in key order; MSET `+OK` when every group
+  succeeds; DEL, UNLINK, EXISTS and TOUCH sum the counts). Each group's part is atomic, the
+  whole is not.
+- **Local**: answered by the proxy itself: AUTH, SELECT, PING, ECHO, QUIT, HELLO, CLIENT
+  SETNAME, CLIENT GETNAME, CLIENT ID.
+- **AnyBackend**: keyless commands any backend answers for all: COMMAND and its
+  subcommands (they describe Redis's commands, not which ones the proxy supports), TIME,
+  LOLWUT, and the HELP of containers the proxy supports.
+- **Later**: not supported yet, planned: transactions (MULTI, EXEC, DISCARD, WATCH,
+  UNWATCH), blocking commands (BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN, BZPOPMAX,
+  BZMPOP, WAIT), pub/sub, RESET, and keyless commands that need every group (SCAN, KEYS,
+  DBSIZE, RANDOMKEY, FLUSHALL, FLUSHDB, INFO, MEMORY STATS, SCRIPT and FUNCTION
+  management).
+- **Unsupported**: makes no sense through a proxy; the proxy replies with an error. Use the
+  backends directly for these: server administration and persistence (CONFIG, SHUTDOWN,
+  SAVE, BGSAVE, ...), replication (REPLICAOF, SYNC, MONITOR, ROLE, ...), Redis Cluster
+  (CLUSTER, READONLY, ASKING, ...), MIGRATE, SWAPDB, ACL, CLIENT subcommands other than the
+  local ones, per-server diagnostics (LATENCY, SLOWLOG, MEMORY DOCTOR, ...) and debugging.
+
+";
+
+    const DOCS_NOTES: &str = "
+Notes:
+
+- Arity is checked by the proxy with Redis's rule (a positive arity is exact, a negative
+  one a minimum) and reported with Redis's texts, e.g.
+  `-ERR wrong number of arguments for 'object|encoding' command`.
+- EVAL, EVALSHA, FCALL and their `_RO` forms are routed by the keys after `numkeys`. The
+  script or function library must be loaded on the group that owns them (SCRIPT LOAD and
+  FUNCTION LOAD through the proxy come later).
+- XREAD and XREADGROUP are keyed; with `BLOCK` they are blocking commands (later).
+- SORT is routed by its key and its STORE destination; the keys its BY and GET patterns
+  name are read on the same group, so give them the same hash tag.
+- MSETNX is atomic, so it is keyed (one slot), not split. MOVE and COPY ... DB use the
+  databases of the group that owns the key.
+- A container command (OBJECT, CLIENT, CONFIG, ...) alone is an arity error, except
+  COMMAND, which lists Redis's commands.
+";
+
+    /// docs/commands.md is rendered from the table; `TESSERA_BLESS=1` rewrites it.
+    #[test]
+    fn docs_are_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/commands.md");
+        let rendered = render_docs();
+        if std::env::var_os("TESSERA_BLESS").is_some() {
+            std::fs::write(&path, &rendered).unwrap();
+            return;
+        }
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            current == rendered,
+            "docs/commands.md is out of date: run TESSERA_BLESS=1 cargo test -p tessera-proxy --lib command"
+        );
+    }
+}

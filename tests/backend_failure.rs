@@ -1,0 +1,170 @@
+//! A dead or hung backend: its slots get a bounded error naming it, the other group keeps
+//! working, and once the backend is back the proxy serves its keys again without a restart.
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::*;
+
+/// Wall-time bound on an error reply for a dead backend (default timeout_ms is 1 s).
+const DEAD_BOUND: Duration = Duration::from_secs(2);
+
+fn two_groups() -> (RedisServer, RedisServer, String, String) {
+    let r1 = RedisServer::start();
+    let r2 = RedisServer::start();
+    let k1 = find_key("alive:", |k| group_of_key(k, 2) == 1);
+    let k2 = find_key("dead:", |k| group_of_key(k, 2) == 2);
+    (r1, r2, k1, k2)
+}
+
+/// Sends one command and returns its reply and how long it took.
+fn timed<A: AsRef<[u8]>>(c: &mut RawConn, args: &[A]) -> (Resp, Duration) {
+    let t = Instant::now();
+    let r = c.cmd(args);
+    (r, t.elapsed())
+}
+
+#[test]
+fn killed_backend_fails_fast_and_recovers_after_restart() {
+    let (r1, mut r2, k1, k2) = two_groups();
+    let proxy = Proxy::start(&[&[&r1], &[&r2]]);
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&["SET", &k1, "one"]), Resp::ok());
+    assert_eq!(c.cmd(&["SET", &k2, "two"]), Resp::ok());
+
+    r2.kill();
+    let expected = format!("backend {} unavailable", r2.addr());
+    for attempt in 0..5 {
+        let (reply, took) = timed(&mut c, &["GET", &k2]);
+        assert!(
+            reply.error_text().contains(&expected),
+            "attempt {attempt}: GET of a key on the dead backend answered {reply:?}, \
+             expected an error containing {expected:?}"
+        );
+        assert!(took < DEAD_BOUND, "attempt {attempt}: error took {took:?}");
+        // The other group is unaffected, on the same session.
+        let (reply, took) = timed(&mut c, &["GET", &k1]);
+        assert_eq!(reply, Resp::bulk("one"), "attempt {attempt}");
+        assert!(took < DEAD_BOUND, "GET on the live group took {took:?}");
+    }
+    // Writes too, and from a fresh session.
+    let mut fresh = proxy.raw();
+    let (reply, took) = timed(&mut fresh, &["SET", &k2, "x"]);
+    assert!(reply.error_text().contains(&expected), "SET: {reply:?}");
+    assert!(took < DEAD_BOUND, "SET error took {took:?}");
+    assert_eq!(fresh.cmd(&["SET", &k1, "uno"]), Resp::ok());
+    // A split command touching both groups answers (with an error) within the bound.
+    let (reply, took) = timed(&mut fresh, &["MGET", &k1, &k2]);
+    assert!(reply.is_error(), "MGET over a dead group: {reply:?}");
+    assert!(took < DEAD_BOUND, "MGET took {took:?}");
+    assert_eq!(fresh.cmd(&["PING"]), Resp::simple("PONG"));
+
+    // Back on the same port (empty: no persistence): served again without a proxy restart.
+    r2.restart();
+    let t = Instant::now();
+    let mut last = Resp::nil();
+    let recovered = wait_until(Duration::from_secs(10), || {
+        last = c.cmd(&["SET", &k2, "again"]);
+        last == Resp::ok()
+    });
+    assert!(
+        recovered,
+        "backend not used again 10 s after restart; last reply {last:?}"
+    );
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(5), "recovery took {took:?}");
+    assert_eq!(c.cmd(&["GET", &k2]), Resp::bulk("again"));
+    let direct: Option<String> = redis::cmd("GET").arg(&k2).query(&mut r2.conn()).unwrap();
+    assert_eq!(direct.as_deref(), Some("again"));
+    assert_eq!(c.cmd(&["GET", &k1]), Resp::bulk("uno"));
+    // Every session recovers, including one opened while the backend was down.
+    assert_eq!(fresh.cmd(&["GET", &k2]), Resp::bulk("again"));
+}
+
+#[test]
+fn proxy_starts_while_a_backend_is_down() {
+    let (r1, mut r2, k1, k2) = two_groups();
+    r2.kill();
+    let proxy = Proxy::start(&[&[&r1], &[&r2]]);
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&["SET", &k1, "one"]), Resp::ok());
+    let (reply, took) = timed(&mut c, &["GET", &k2]);
+    assert!(
+        reply
+            .error_text()
+            .contains(&format!("backend {} unavailable", r2.addr())),
+        "{reply:?}"
+    );
+    assert!(took < DEAD_BOUND, "{took:?}");
+    r2.restart();
+    let mut last = Resp::nil();
+    let ok = wait_until(Duration::from_secs(10), || {
+        last = c.cmd(&["SET", &k2, "two"]);
+        last == Resp::ok()
+    });
+    assert!(ok, "never recovered; last reply {last:?}");
+    assert_eq!(c.cmd(&["GET", &k2]), Resp::bulk("two"));
+}
+
+#[test]
+fn hung_backend_times_out_and_recovers_after_sigcont() {
+    let (r1, r2, k1, k2) = two_groups();
+    let timeout_ms = 500;
+    let proxy = Proxy::start_with(
+        &[&[&r1], &[&r2]],
+        &[("backend.timeout_ms", &timeout_ms.to_string())],
+    );
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&["SET", &k1, "one"]), Resp::ok());
+    assert_eq!(c.cmd(&["SET", &k2, "two"]), Resp::ok());
+
+    let bound = Duration::from_millis(timeout_ms) + Duration::from_millis(1500);
+    {
+        let paused = r2.pause(); // SIGCONT on drop, also if an assertion fails
+        for attempt in 0..3 {
+            let (reply, took) = timed(&mut c, &["GET", &k2]);
+            assert!(
+                reply.is_error(),
+                "attempt {attempt}: GET on a hung backend answered {reply:?}"
+            );
+            assert!(
+                took < bound,
+                "attempt {attempt}: error after {took:?} (timeout_ms {timeout_ms})"
+            );
+            let (reply, took) = timed(&mut c, &["GET", &k1]);
+            assert_eq!(reply, Resp::bulk("one"));
+            assert!(took < bound, "live group took {took:?}");
+        }
+        // A pipeline of commands to the hung group: every one gets an error, in bounded time.
+        let mut bytes = Vec::new();
+        for _ in 0..20 {
+            bytes.extend(encode(&["GET", &k2]));
+            bytes.extend(encode(&["GET", &k1]));
+        }
+        let t = Instant::now();
+        c.send(&bytes);
+        for i in 0..20 {
+            let r = c.read().unwrap();
+            assert!(r.is_error(), "pipelined GET {i} to hung group: {r:?}");
+            assert_eq!(c.read().unwrap(), Resp::bulk("one"));
+        }
+        assert!(
+            t.elapsed() < bound * 3,
+            "20 pipelined commands to a hung group took {:?}",
+            t.elapsed()
+        );
+        paused.resume();
+    }
+
+    // After SIGCONT the data is still there and is served again.
+    let mut last = Resp::nil();
+    let ok = wait_until(Duration::from_secs(10), || {
+        last = c.cmd(&["GET", &k2]);
+        last == Resp::bulk("two")
+    });
+    assert!(ok, "not recovered 10 s after SIGCONT; last reply {last:?}");
+    assert_eq!(c.cmd(&["SET", &k2, "three"]), Resp::ok());
+    let direct: Option<String> = redis::cmd("GET").arg(&k2).query(&mut r2.conn()).unwrap();
+    assert_eq!(direct.as_deref(), Some("three"));
+}
