@@ -339,7 +339,10 @@ fn probe_command(w: &Workload) -> Vec<String> {
             vec!["SET".into(), format!("key:{key}"), "xxx".into()]
         }
         [t, test] if t == "-t" && test == "get" => vec!["GET".into(), format!("key:{key}")],
-        args => args.iter().map(|a| a.replace("__rand_int__", key)).collect(),
+        args => args
+            .iter()
+            .map(|a| a.replace("__rand_int__", key))
+            .collect(),
     }
 }
 
@@ -367,7 +370,11 @@ fn fill_big_keys(ep: &Endpoint) -> Result<(), String> {
         let mut buf = Vec::with_capacity((end - start) as usize * (BIG_VALUE + 48));
         for n in start..end {
             let key = format!("big:{n:012}");
-            buf.extend_from_slice(&harness::encode(&[b"SET".as_slice(), key.as_bytes(), &value]));
+            buf.extend_from_slice(&harness::encode(&[
+                b"SET".as_slice(),
+                key.as_bytes(),
+                &value,
+            ]));
         }
         conn.send(&buf);
         for _ in start..end {
@@ -661,7 +668,10 @@ struct Meta {
 fn render(workloads: &[Workload], endpoints: &[Endpoint], cells: &[Vec<Cell>], m: &Meta) -> String {
     let find = |_row: &[Cell], sys: Sys| endpoints.iter().position(|e| e.sys == sys);
     let mut out = String::new();
-    let _ = writeln!(out, "## Load benchmark: direct Redis vs Tessera vs twemproxy\n");
+    let _ = writeln!(
+        out,
+        "## Load benchmark: direct Redis vs Tessera vs twemproxy\n"
+    );
     let _ = writeln!(
         out,
         "Median of {} interleaved runs of `redis-benchmark -c {CLIENTS} -r {KEYSPACE}`; ratios \
@@ -714,11 +724,7 @@ fn render(workloads: &[Workload], endpoints: &[Endpoint], cells: &[Vec<Cell>], m
             mark(t_ratio.map(|r| r >= w.target.min_ratio))
         );
         if let Some(max) = w.target.max_cpu_us {
-            let _ = write!(
-                target,
-                ", ≤ {max} µs/op{}",
-                mark(t_cpu_v.map(|c| c <= max))
-            );
+            let _ = write!(target, ", ≤ {max} µs/op{}", mark(t_cpu_v.map(|c| c <= max)));
         }
         let _ = writeln!(
             out,
@@ -751,7 +757,13 @@ fn render(workloads: &[Workload], endpoints: &[Endpoint], cells: &[Vec<Cell>], m
             if let Some(e) = &c.error {
                 runs.push(format!("error: {e}"));
             }
-            let _ = writeln!(out, "| {} | {} | {} |", w.name, ep.sys.label(), runs.join(", "));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                w.name,
+                ep.sys.label(),
+                runs.join(", ")
+            );
         }
     }
     let _ = writeln!(
@@ -760,9 +772,7 @@ fn render(workloads: &[Workload], endpoints: &[Endpoint], cells: &[Vec<Cell>], m
          workers: {}; base requests {} (`TESSERA_BENCH_REQUESTS`); took {:.0} s.",
         m.cores,
         m.redis_benchmark,
-        m.nutcracker
-            .as_deref()
-            .unwrap_or("twemproxy not run"),
+        m.nutcracker.as_deref().unwrap_or("twemproxy not run"),
         m.workers.as_deref().unwrap_or("default (one per core)"),
         m.base,
         m.elapsed.as_secs_f64()

@@ -12,7 +12,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "A proxy-based Redis cluster with WebAssembly plugins")]
+#[command(
+    name = "tessera",
+    version,
+    about = "A proxy-based Redis cluster with WebAssembly plugins"
+)]
 struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `info` or `tessera_proxy=debug`.
     #[arg(long, global = true, env = "TESSERA_LOG", default_value = "info")]
@@ -45,7 +49,9 @@ struct ProxyArgs {
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {

@@ -68,7 +68,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         bail!("--groups must be between 1 and {SLOT_COUNT}");
     }
     check_redis_server(&args.redis_server)?;
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = args.dir.canonicalize()?;
 
     let mut servers = Servers(Vec::new());
@@ -78,7 +79,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             .checked_add(i)
             .context("--redis-port-base is too high for that many groups")?;
         if TcpListener::bind(("127.0.0.1", port)).is_err() {
-            bail!("port {port} is in use: stop what listens there or pick another --redis-port-base");
+            bail!(
+                "port {port} is in use: stop what listens there or pick another --redis-port-base"
+            );
         }
         let child = start_redis(&args.redis_server, port, &dir)?;
         servers.0.push((port, child));
@@ -90,8 +93,17 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let config = cluster_config(&args, &servers);
     std::fs::write(dir.join("proxy.toml"), config.to_toml())?;
     let proxy = tessera_proxy::start(config).context("starting the proxy")?;
-    let addrs: Vec<String> = servers.0.iter().map(|(p, _)| format!("127.0.0.1:{p}")).collect();
-    println!("tessera up: {} groups on {} (data in {})", args.groups, addrs.join(", "), dir.display());
+    let addrs: Vec<String> = servers
+        .0
+        .iter()
+        .map(|(p, _)| format!("127.0.0.1:{p}"))
+        .collect();
+    println!(
+        "tessera up: {} groups on {} (data in {})",
+        args.groups,
+        addrs.join(", "),
+        dir.display()
+    );
     if let Some(a) = proxy.admin_addr() {
         println!("tessera up: admin API on http://{a}/api/stats");
     }
@@ -112,7 +124,11 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 fn check_redis_server(program: &Path) -> anyhow::Result<()> {
     match Command::new(program).arg("--version").output() {
         Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => bail!("{} --version failed: {}", program.display(), String::from_utf8_lossy(&out.stderr)),
+        Ok(out) => bail!(
+            "{} --version failed: {}",
+            program.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
             "{} not found on PATH. Install it (Debian/Ubuntu: `sudo apt-get install redis-server`) \
              or run ./scripts/up.sh, which installs what is missing",
@@ -127,7 +143,14 @@ fn start_redis(program: &Path, port: u16, dir: &Path) -> anyhow::Result<Child> {
     std::fs::create_dir_all(&data)?;
     let log = std::fs::File::create(data.join("redis.log"))?;
     Command::new(program)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--daemonize", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--daemonize",
+            "no",
+        ])
         .arg("--dir")
         .arg(&data)
         .args(["--save", "60 1000", "--appendonly", "no"])
@@ -142,13 +165,17 @@ fn wait_for_redis(port: u16, child: &mut Child, dir: &Path) -> anyhow::Result<()
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
-            let log = std::fs::read_to_string(dir.join(format!("redis-{port}/redis.log"))).unwrap_or_default();
+            let log = std::fs::read_to_string(dir.join(format!("redis-{port}/redis.log")))
+                .unwrap_or_default();
             bail!("redis-server on port {port} exited ({status}):\n{log}");
         }
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
             let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
             let mut buf = [0u8; 7];
-            if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+            if s.write_all(b"PING\r\n").is_ok()
+                && s.read_exact(&mut buf).is_ok()
+                && &buf == b"+PONG\r\n"
+            {
                 return Ok(());
             }
         }
@@ -177,7 +204,11 @@ fn cluster_config(args: &UpArgs, servers: &Servers) -> Config {
             servers: vec![format!("127.0.0.1:{port}")],
         });
         let lo = i * per;
-        let hi = if i + 1 == n { SLOT_COUNT - 1 } else { lo + per - 1 };
+        let hi = if i + 1 == n {
+            SLOT_COUNT - 1
+        } else {
+            lo + per - 1
+        };
         config.slots.push(SlotRangeConfig {
             range: format!("{lo}-{hi}"),
             group: id,

@@ -124,6 +124,7 @@ fn hung_backend_times_out_and_recovers_after_sigcont() {
         let paused = r2.pause(); // SIGCONT on drop, also if an assertion fails
         for attempt in 0..3 {
             let (reply, took) = timed(&mut c, &["GET", &k2]);
+            eprintln!("hung backend, attempt {attempt}: {reply:?} after {took:?}");
             assert!(
                 reply.is_error(),
                 "attempt {attempt}: GET on a hung backend answered {reply:?}"
@@ -167,4 +168,89 @@ fn hung_backend_times_out_and_recovers_after_sigcont() {
     assert_eq!(c.cmd(&["SET", &k2, "three"]), Resp::ok());
     let direct: Option<String> = redis::cmd("GET").arg(&k2).query(&mut r2.conn()).unwrap();
     assert_eq!(direct.as_deref(), Some("three"));
+}
+
+#[test]
+fn pipeline_over_a_dead_group_keeps_reply_order() {
+    let (r1, mut r2, k1, k2) = two_groups();
+    let proxy = Proxy::start(&[&[&r1], &[&r2]]);
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&["SET", &k1, "one"]), Resp::ok());
+    r2.kill();
+    let mut bytes = Vec::new();
+    for i in 0..50 {
+        bytes.extend(encode(&["GET", &k2]));
+        bytes.extend(encode(&["ECHO", &i.to_string()]));
+        bytes.extend(encode(&["GET", &k1]));
+    }
+    let t = Instant::now();
+    c.send(&bytes);
+    for i in 0..50 {
+        let r = c.read().unwrap();
+        assert!(
+            r.error_text()
+                .contains(&format!("backend {} unavailable", r2.addr())),
+            "{i}: {r:?}"
+        );
+        assert_eq!(c.read().unwrap(), Resp::bulk(i.to_string()), "{i}");
+        assert_eq!(c.read().unwrap(), Resp::bulk("one"), "{i}");
+    }
+    assert!(t.elapsed() < DEAD_BOUND * 2, "took {:?}", t.elapsed());
+}
+
+#[test]
+fn reconnect_keeps_the_selected_db_and_the_backend_password() {
+    // Backends require a password; the proxy sends it (backend.password) on every new
+    // connection, and a session's SELECT applies to connections made after a restart too.
+    let r1 = RedisServer::start_with_args(&["--requirepass", "bpw"]);
+    let mut r2 = RedisServer::start_with_args(&["--requirepass", "bpw"]);
+    let k2 = find_key("db5:", |k| group_of_key(k, 2) == 2);
+    let k1 = find_key("db5:", |k| group_of_key(k, 2) == 1);
+    let proxy = Proxy::start_with(&[&[&r1], &[&r2]], &[("backend.password", &toml_str("bpw"))]);
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&["SELECT", "5"]), Resp::ok());
+    assert_eq!(c.cmd(&["SET", &k1, "a"]), Resp::ok());
+    assert_eq!(c.cmd(&["SET", &k2, "b"]), Resp::ok());
+    let direct = |s: &RedisServer, db: u32, key: &str| -> Option<String> {
+        let client =
+            redis::Client::open(format!("redis://:bpw@127.0.0.1:{}/{db}", s.port)).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        redis::cmd("GET").arg(key).query(&mut conn).unwrap()
+    };
+    assert_eq!(direct(&r1, 5, &k1).as_deref(), Some("a"));
+    assert_eq!(direct(&r2, 5, &k2).as_deref(), Some("b"));
+    assert_eq!(direct(&r2, 0, &k2), None);
+
+    r2.restart();
+    let mut last = Resp::nil();
+    let ok = wait_until(Duration::from_secs(10), || {
+        last = c.cmd(&["SET", &k2, "after-restart"]);
+        last == Resp::ok()
+    });
+    assert!(ok, "not recovered after restart; last reply {last:?}");
+    assert_eq!(
+        direct(&r2, 5, &k2).as_deref(),
+        Some("after-restart"),
+        "write after reconnect did not go to the session's db 5"
+    );
+    assert_eq!(
+        direct(&r2, 0, &k2),
+        None,
+        "write after reconnect went to db 0"
+    );
+    assert_eq!(c.cmd(&["GET", &k2]), Resp::bulk("after-restart"));
+}
+
+#[test]
+fn wrong_backend_password_gives_an_error_not_a_hang() {
+    let r1 = RedisServer::start_with_args(&["--requirepass", "right"]);
+    let proxy = Proxy::start_with(&[&[&r1]], &[("backend.password", &toml_str("wrong"))]);
+    let mut c = proxy.raw();
+    let (reply, took) = timed(&mut c, &["GET", "k"]);
+    assert!(
+        reply.is_error(),
+        "GET with a wrong backend password: {reply:?}"
+    );
+    assert!(took < DEAD_BOUND, "took {took:?}");
+    assert_eq!(c.cmd(&["PING"]), Resp::simple("PONG"));
 }

@@ -365,10 +365,11 @@ async fn same_slot_multi_key_commands_work_with_hash_tags() {
         &["SADD", "{t}s2", "y", "z", "w"],
         &["SMOVE", "{t}s1", "{t}s2", "x"],
         &["SINTERSTORE", "{t}si", "{t}s1", "{t}s2"],
-        &["SMEMBERS", "{t}si"],
+        &["SMISMEMBER", "{t}si", "x", "y", "z", "w"],
         &["SUNIONSTORE", "{t}su", "{t}s1", "{t}s2"],
         &["SCARD", "{t}su"],
-        &["SDIFF", "{t}s2", "{t}s1"],
+        &["SDIFFSTORE", "{t}sd", "{t}s2", "{t}s1"],
+        &["SMISMEMBER", "{t}sd", "x", "y", "z", "w"],
         &["RPUSH", "{t}l1", "a", "b", "c"],
         &["LMOVE", "{t}l1", "{t}l2", "LEFT", "RIGHT"],
         &["RPOPLPUSH", "{t}l1", "{t}l2"],
@@ -430,7 +431,7 @@ async fn same_slot_multi_key_commands_work_with_hash_tags() {
         &s.r2
     };
     let n: i64 = redis::cmd("EXISTS")
-        .arg(&["{t}b", "{t}s2", "{t}l2", "{t}zu", "{t}h3", "{t}b3", "{t}e2"])
+        .arg(&["{t}c", "{t}s2", "{t}l2", "{t}zu", "{t}h3", "{t}b3", "{t}e2"])
         .query(&mut owner.conn())
         .unwrap();
     assert_eq!(n, 7);
@@ -683,7 +684,7 @@ fn unsupported_unknown_and_wrong_arity_errors_keep_the_connection() {
         let text = got.error_text().to_ascii_lowercase();
         assert!(
             text.contains("not supported by the proxy")
-                && text.contains(&format!("'{}'", args[0].to_ascii_lowercase())),
+                && text.contains(&format!("'{}", args[0].to_ascii_lowercase())),
             "{args:?}: expected \"ERR command '{}' is not supported by the proxy\", got {got:?}",
             args[0].to_ascii_lowercase()
         );
@@ -720,4 +721,303 @@ fn unsupported_unknown_and_wrong_arity_errors_keep_the_connection() {
     }
     assert_eq!(c.cmd(&["SET", "still", "works"]), Resp::ok());
     assert_eq!(c.cmd(&["GET", "still"]), Resp::bulk("works"));
+}
+
+#[test]
+fn quit_in_a_pipeline_answers_what_came_before_and_closes() {
+    let s = setup(&[]);
+    let mut c = s.proxy.raw();
+    let mut bytes = encode(&["SET", "q", "1"]);
+    bytes.extend(encode(&["PING"]));
+    bytes.extend(encode(&["QUIT"]));
+    bytes.extend(encode(&["SET", "q", "2"]));
+    c.send(&bytes);
+    assert_eq!(c.read().unwrap(), Resp::ok());
+    assert_eq!(c.read().unwrap(), Resp::simple("PONG"));
+    assert_eq!(c.read().unwrap(), Resp::ok());
+    assert!(c.closed_within(std::time::Duration::from_secs(5)));
+    let mut d = s.proxy.raw();
+    assert_eq!(
+        d.cmd(&["GET", "q"]),
+        Resp::bulk("1"),
+        "a command after QUIT was executed"
+    );
+}
+
+#[test]
+fn command_without_arguments_lists_redis_commands() {
+    let s = setup(&[]);
+    let mut c = s.proxy.raw();
+    let all = c.cmd(&["COMMAND"]);
+    let n = all
+        .items()
+        .unwrap_or_else(|| panic!("COMMAND: {all:?}"))
+        .len();
+    assert!(n > 200, "COMMAND listed {n} commands");
+    assert_eq!(c.cmd(&["COMMAND", "COUNT"]), Resp::Int(n as i64));
+}
+
+#[test]
+fn replicas_in_a_group_receive_no_routed_writes() {
+    // The first server of a group is its master: the proxy writes there only.
+    let master = RedisServer::start();
+    let replica = RedisServer::start();
+    let proxy = Proxy::start(&[&[&master, &replica]]);
+    let mut c = proxy.raw();
+    for i in 0..50 {
+        assert_eq!(c.cmd(&["SET", &format!("r{i}"), "v"]), Resp::ok());
+    }
+    let on_master: i64 = redis::cmd("DBSIZE").query(&mut master.conn()).unwrap();
+    let on_replica: i64 = redis::cmd("DBSIZE").query(&mut replica.conn()).unwrap();
+    assert_eq!((on_master, on_replica), (50, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variable_key_position_commands() {
+    // Commands whose keys follow a numkeys argument, a STREAMS keyword, a STORE option, or
+    // sit after a subcommand: same-slot forms match Redis, cross-slot forms are refused.
+    let s = setup(&[]);
+    let (mut p, mut r) = s.conns().await;
+    let same_slot: &[&[&str]] = &[
+        &["RPUSH", "{v}l1", "3", "1", "2"],
+        &["RPUSH", "{v}l2", "9"],
+        &["LMPOP", "2", "{v}empty", "{v}l1", "LEFT", "COUNT", "2"],
+        &["LPOS", "{v}l1", "2"],
+        &["SORT", "{v}l1"],
+        &["RPUSH", "{v}l1", "0"],
+        &["SORT", "{v}l1", "STORE", "{v}sorted"],
+        &["LRANGE", "{v}sorted", "0", "-1"],
+        &["SADD", "{v}s1", "a", "b", "c"],
+        &["SADD", "{v}s2", "b", "c", "d"],
+        &["SINTERCARD", "2", "{v}s1", "{v}s2"],
+        &["SINTERCARD", "2", "{v}s1", "{v}s2", "LIMIT", "1"],
+        &["ZADD", "{v}z1", "1", "a", "2", "b"],
+        &["ZADD", "{v}z2", "3", "b", "4", "c"],
+        &["ZUNION", "2", "{v}z1", "{v}z2", "WITHSCORES"],
+        &["ZINTER", "2", "{v}z1", "{v}z2"],
+        &["ZDIFF", "2", "{v}z1", "{v}z2"],
+        &["ZINTERCARD", "2", "{v}z1", "{v}z2"],
+        &["ZDIFFSTORE", "{v}zd", "2", "{v}z1", "{v}z2"],
+        &["ZRANGESTORE", "{v}zr", "{v}z2", "0", "-1"],
+        &["ZMPOP", "2", "{v}none", "{v}zr", "MIN"],
+        &["XADD", "{v}x1", "1-1", "f", "1"],
+        &["XADD", "{v}x2", "2-1", "f", "2"],
+        &["XREAD", "COUNT", "5", "STREAMS", "{v}x1", "{v}x2", "0", "0"],
+        &["XGROUP", "CREATE", "{v}x1", "g", "0"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "{v}x1",
+            ">",
+        ],
+        &["XACK", "{v}x1", "g", "1-1"],
+        &["XPENDING", "{v}x1", "g"],
+        &["GEOADD", "{v}geo", "13.361389", "38.115556", "Palermo"],
+        &["GEOADD", "{v}geo", "15.087269", "37.502669", "Catania"],
+        &["GEODIST", "{v}geo", "Palermo", "Catania", "km"],
+        &[
+            "GEOSEARCHSTORE",
+            "{v}geo2",
+            "{v}geo",
+            "FROMLONLAT",
+            "15",
+            "37",
+            "BYRADIUS",
+            "200",
+            "km",
+            "ASC",
+        ],
+        &["ZRANGE", "{v}geo2", "0", "-1"],
+        &["SET", "{v}a", "ohmytext"],
+        &["SET", "{v}b", "mynewtext"],
+        &["LCS", "{v}a", "{v}b"],
+        &["OBJECT", "ENCODING", "{v}a"],
+        &["MEMORY", "USAGE", "{v}a"],
+        &["BITFIELD", "{v}bf", "INCRBY", "u8", "0", "200"],
+        &["GETEX", "{v}a", "PERSIST"],
+        &["EXPIRETIME", "{v}a"],
+        &["LPUSH", "{v}a", "x"],
+        &["EVAL", "return #KEYS", "0"],
+        &["EVAL", "return 1", "-1"],
+        &["EVAL", "return 1", "3", "{v}a"],
+        &["EVAL", "return 1", "x"],
+    ];
+    for args in same_slot {
+        let _ = same(&mut p, &mut r, args).await;
+    }
+    let (a, b) = keys_on_both_groups("vk:");
+    let cross: Vec<Vec<&str>> = vec![
+        vec!["LMPOP", "2", &a, &b, "LEFT"],
+        vec!["SINTERCARD", "2", &a, &b],
+        vec!["ZUNION", "2", &a, &b],
+        vec!["ZINTERCARD", "2", &a, &b],
+        vec!["ZMPOP", "2", &a, &b, "MIN"],
+        vec!["ZDIFFSTORE", &a, "1", &b],
+        vec!["ZRANGESTORE", &a, &b, "0", "-1"],
+        vec!["XREAD", "STREAMS", &a, &b, "0", "0"],
+        vec!["SORT", &a, "STORE", &b],
+        vec![
+            "GEOSEARCHSTORE",
+            &a,
+            &b,
+            "FROMLONLAT",
+            "0",
+            "0",
+            "BYRADIUS",
+            "1",
+            "km",
+        ],
+        vec!["LCS", &a, &b],
+    ];
+    for args in &cross {
+        assert_eq!(
+            run(&mut p, args).await,
+            Err(CROSSSLOT.to_string()),
+            "`{}`",
+            args_text(args)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_commands_with_duplicates_and_any_case() {
+    let s = setup(&[]);
+    let (mut p, mut r) = s.conns().await;
+    let (a, b) = keys_on_both_groups("dup:");
+    let c = find_key("dupc:", |k| group_of_key(k, 2) == 1);
+    let script: Vec<Vec<&str>> = vec![
+        vec!["MSET", &a, "1", &b, "2", &a, "3", &c, "4", &b, "5"],
+        vec!["MGET", &a, &b, &c, &a, "nokey", &b],
+        vec!["mget", &b, &a],
+        vec!["mSet", &c, "6"],
+        vec!["exists", &a, &a, &b, &b, &c, "nokey"],
+        vec!["Touch", &a, &b, &b],
+        vec!["del", &a, &a, &b, &b],
+        vec!["MGET", &a, &b, &c],
+        vec!["Unlink", &c, &c, "nokey"],
+        vec!["get", &c],
+        vec!["set", &a, "x"],
+        vec!["GET", &a],
+    ];
+    for args in &script {
+        let _ = same(&mut p, &mut r, args).await;
+    }
+    // A large MGET spanning both groups: 5,000 keys, half present.
+    let keys: Vec<String> = (0..5000).map(|i| format!("many:{i}")).collect();
+    let mut mset = vec!["MSET"];
+    let vals: Vec<String> = (0..5000).map(|i| format!("v{i}")).collect();
+    for i in (0..5000).step_by(2) {
+        mset.push(&keys[i]);
+        mset.push(&vals[i]);
+    }
+    assert_eq!(same(&mut p, &mut r, &mset).await, Ok(Value::Okay));
+    let mut mget = vec!["MGET"];
+    mget.extend(keys.iter().map(String::as_str));
+    let _ = same(&mut p, &mut r, &mget).await;
+    let mut del = vec!["DEL"];
+    del.extend(keys.iter().map(String::as_str));
+    assert_eq!(int(&same(&mut p, &mut r, &del).await), 2500);
+}
+
+#[test]
+fn error_texts_match_redis() {
+    let s = setup(&[]);
+    let mut c = s.proxy.raw();
+    let mut reference = s.reference.raw();
+    let long_name = "x".repeat(200);
+    let long_arg = "y".repeat(300);
+    let cases: Vec<Vec<&str>> = vec![
+        vec![&long_name, "a"],
+        vec!["nosuch", &long_arg, "b"],
+        vec![
+            "nosuch",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+            "cccccccccccccccccccccccccccccc",
+            "dddddddddddddddddddddddddddddd",
+            "eeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+            "f",
+        ],
+        vec!["SELECT", "abc"],
+        vec!["SELECT", "-1"],
+        vec!["PING", "a", "b"],
+        vec!["ECHO", "a", "b"],
+        vec!["CLIENT"],
+        vec!["CLIENT", "NOSUCHSUB"],
+        vec!["COMMAND", "NOSUCHSUB"],
+        vec!["OBJECT"],
+        vec!["XGROUP"],
+        vec!["SET", "k", "v", "EX", "notanumber"],
+        vec!["SET", "k", "v", "NX", "XX"],
+        vec!["INCRBY", "k", "1.5"],
+        vec!["LPUSH", "k", "x"],
+        vec!["GETRANGE", "k", "a", "b"],
+        vec!["HELLO", "4"],
+        vec!["HELLO", "two"],
+    ];
+    // k is a string on both sides.
+    assert_eq!(reference.cmd(&["SET", "k", "v"]), Resp::ok());
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Resp::ok());
+    // All cases are run; the mismatches are reported together.
+    let mut mismatches = Vec::new();
+    for args in &cases {
+        let want = reference.cmd(args);
+        let got = c.cmd(args);
+        assert!(want.is_error(), "reference accepted {args:?}: {want:?}");
+        if got != want {
+            mismatches.push(format!(
+                "`{}`: proxy {got:?}, Redis {want:?}",
+                args_text(args)
+            ));
+        }
+        assert_eq!(c.cmd(&["PING"]), Resp::simple("PONG"), "after {args:?}");
+    }
+    assert!(
+        mismatches.is_empty(),
+        "replies differing from Redis 7.0:\n{}",
+        mismatches.join("\n")
+    );
+}
+
+#[test]
+fn auth_and_hello_forms_with_a_password() {
+    let s = setup(&[("proxy.password", &toml_str("pw"))]);
+    let mut c = s.proxy.raw();
+    assert_eq!(
+        c.cmd(&["AUTH", "default", "pw"]),
+        Resp::ok(),
+        "AUTH user pass"
+    );
+    assert_eq!(c.cmd(&["GET", "k"]), Resp::nil());
+    let mut d = s.proxy.raw();
+    let hello = d.cmd(&["HELLO", "2", "AUTH", "default", "pw"]);
+    assert!(
+        hello.items().is_some(),
+        "HELLO 2 AUTH default pw: {hello:?}"
+    );
+    assert_eq!(d.cmd(&["GET", "k"]), Resp::nil());
+    let mut e = s.proxy.raw();
+    let hello = e.cmd(&["HELLO", "2", "AUTH", "default", "bad"]);
+    assert!(
+        hello.error_text().starts_with("WRONGPASS"),
+        "HELLO with a wrong password: {hello:?}"
+    );
+    assert_eq!(
+        e.cmd(&["GET", "k"]),
+        Resp::err("NOAUTH Authentication required.")
+    );
+    // HELLO without AUTH before authenticating: NOAUTH, like Redis.
+    let mut f = s.proxy.raw();
+    let hello = f.cmd(&["HELLO", "2"]);
+    assert!(hello.error_text().starts_with("NOAUTH"), "{hello:?}");
+    // AUTH when no password is configured: Redis's error.
+    let plain = setup(&[]);
+    let mut g = plain.proxy.raw();
+    let want = plain.reference.raw().cmd(&["AUTH", "x"]);
+    assert_eq!(g.cmd(&["AUTH", "x"]), want);
 }

@@ -251,6 +251,9 @@ fn a_slow_group_does_not_delay_a_pipeline_to_the_other_group() {
     let fast_keys: Vec<String> = (0..50)
         .map(|i| find_key(&format!("fast{i}:"), |k| group_of_key(k, 2) == 1))
         .collect();
+    let fast_counters: Vec<String> = (0..50)
+        .map(|i| find_key(&format!("fastctr{i}:"), |k| group_of_key(k, 2) == 1))
+        .collect();
     let slow_key = find_key("slow:", |k| group_of_key(k, 2) == 2);
 
     // Warm up: every connection to both backends exists.
@@ -280,9 +283,9 @@ fn a_slow_group_does_not_delay_a_pipeline_to_the_other_group() {
 
     // Another session pipelines 100 commands that touch only group 1.
     let mut bytes = Vec::new();
-    for k in &fast_keys {
+    for (k, n) in fast_keys.iter().zip(&fast_counters) {
         bytes.extend(encode(&["GET", k]));
-        bytes.extend(encode(&["INCR", &format!("{k}:n")]));
+        bytes.extend(encode(&["INCR", n]));
     }
     let t0 = Instant::now();
     fast.send(&bytes);
@@ -340,4 +343,178 @@ fn one_session_mixing_slow_and_fast_groups_keeps_order() {
     assert_eq!(c.read().unwrap(), Resp::bulk("fast"));
     assert_eq!(c.read().unwrap(), Resp::bulk("slow2"));
     assert_eq!(sleeper.read().unwrap(), Resp::ok());
+}
+
+#[test]
+fn a_client_that_does_not_read_is_held_back_by_max_pipeline() {
+    // The proxy stops reading a session with max_pipeline commands in flight, so a client
+    // that writes without reading is eventually blocked by TCP, and the proxy's memory
+    // does not absorb the whole stream.
+    let r1 = RedisServer::start();
+    let proxy = Proxy::start_with(&[&[&r1]], &[("proxy.max_pipeline", "100")]);
+    let pid = proxy.pid();
+    let before = rss_kib(pid);
+    let mut c = proxy.raw();
+    let one = encode(&["PING"]);
+    let chunk: Vec<u8> = one.repeat(64 * 1024 / one.len());
+    let total: usize = 200 * 1024 * 1024;
+    c.stream
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut written = 0usize;
+    let t = Instant::now();
+    let blocked = loop {
+        if written >= total {
+            break false;
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            panic!("writing {written} bytes took over 120 s");
+        }
+        match c.stream.write(&chunk) {
+            Ok(n) => written += n,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                break true;
+            }
+            Err(e) => panic!("write failed after {written} bytes: {e}"),
+        }
+    };
+    let grew_mib = rss_kib(pid).saturating_sub(before) / 1024;
+    assert!(
+        blocked,
+        "the proxy read all {total} bytes of PINGs from a client that never reads replies"
+    );
+    assert!(
+        grew_mib < 100,
+        "proxy RSS grew {grew_mib} MiB while a client ignored {written} bytes of replies"
+    );
+    // The replies to what was accepted arrive in order once the client reads.
+    let sent = written / one.len();
+    c.set_read_timeout(Duration::from_secs(30));
+    for i in 0..sent.min(1000) {
+        assert_eq!(c.read().unwrap(), Resp::simple("PONG"), "reply {i}");
+    }
+    drop(c);
+    let mut other = proxy.raw();
+    assert_eq!(other.cmd(&["PING"]), Resp::simple("PONG"));
+}
+
+#[test]
+fn concurrent_clients_each_see_their_own_writes_in_order() {
+    let r1 = RedisServer::start();
+    let r2 = RedisServer::start();
+    let proxy = Proxy::start(&[&[&r1], &[&r2]]);
+    let addr = proxy.addr;
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = RawConn::connect(addr);
+                c.set_read_timeout(Duration::from_secs(30));
+                // Pipelined SET k v_i; GET k; APPEND log i: each GET sees its own SET.
+                for round in 0..20 {
+                    let mut bytes = Vec::new();
+                    let mut want = Vec::new();
+                    for i in 0..25 {
+                        let key = format!("c{t}:{}", i % 7);
+                        let val = format!("t{t}r{round}i{i}");
+                        bytes.extend(encode(&["SET", &key, &val]));
+                        want.push(Resp::ok());
+                        bytes.extend(encode(&["GET", &key]));
+                        want.push(Resp::bulk(&val));
+                        bytes.extend(encode(&["RPUSH", &format!("log{t}"), &val]));
+                        want.push(Resp::Int((round * 25 + i + 1) as i64));
+                    }
+                    c.send(&bytes);
+                    for (j, w) in want.iter().enumerate() {
+                        let got = c.read().unwrap_or_else(|e| panic!("client {t}: {e}"));
+                        assert_eq!(&got, w, "client {t} round {round} reply {j}");
+                    }
+                }
+                let all = c.cmd(&["LRANGE", &format!("log{t}"), "0", "-1"]);
+                assert_eq!(all.items().map(|v| v.len()), Some(500), "client {t}");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a client thread failed");
+    }
+}
+
+#[test]
+fn large_values_round_trip() {
+    let r1 = RedisServer::start();
+    let r2 = RedisServer::start();
+    let proxy = Proxy::start(&[&[&r1], &[&r2]]);
+    let mut c = proxy.raw();
+    c.set_read_timeout(Duration::from_secs(30));
+    let mut keys = Vec::new();
+    for (i, size) in [0usize, 1, 16 * 1024, 1 << 20, 8 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let key = find_key(&format!("big{i}:"), |k| {
+            group_of_key(k, 2) == (i % 2) as u32 + 1
+        });
+        keys.push(key.clone());
+        let val: Vec<u8> = (0..size).map(|j| (j * 31 + i) as u8).collect();
+        assert_eq!(
+            c.cmd(&[&b"SET"[..], key.as_bytes(), &val[..]]),
+            Resp::ok(),
+            "SET of {size} bytes"
+        );
+        let got = c.cmd(&[&b"GET"[..], key.as_bytes()]);
+        assert!(got == Resp::bulk(&val), "GET of {size} bytes: {got:?}");
+    }
+    // Big values from both groups in one MGET.
+    assert_ne!(
+        group_of_key(keys[3].as_bytes(), 2),
+        group_of_key(keys[4].as_bytes(), 2)
+    );
+    let mget = c.cmd(&["MGET", keys[3].as_str(), keys[4].as_str(), "nope"]);
+    let items = mget.items().expect("MGET array");
+    assert_eq!(items.len(), 3);
+    assert_eq!(items[0].bytes().map(<[u8]>::len), Some(1 << 20));
+    assert_eq!(items[1].bytes().map(<[u8]>::len), Some(8 << 20));
+    assert_eq!(items[2], Resp::nil());
+}
+
+#[test]
+fn select_in_a_pipeline_applies_in_order() {
+    let r1 = RedisServer::start();
+    let r2 = RedisServer::start();
+    let proxy = Proxy::start(&[&[&r1], &[&r2]]);
+    let (a, b) = (
+        find_key("sel:a", |k| group_of_key(k, 2) == 1),
+        find_key("sel:b", |k| group_of_key(k, 2) == 2),
+    );
+    let mut bytes = Vec::new();
+    let mut want = Vec::new();
+    for db in 0..8 {
+        bytes.extend(encode(&["SELECT", &db.to_string()]));
+        want.push(Resp::ok());
+        for k in [&a, &b] {
+            bytes.extend(encode(&["SET", k, &format!("db{db}")]));
+            want.push(Resp::ok());
+            bytes.extend(encode(&["GET", k]));
+            want.push(Resp::bulk(format!("db{db}")));
+        }
+        bytes.extend(encode(&["MGET", &a, &b]));
+        want.push(Resp::array(vec![
+            Resp::bulk(format!("db{db}")),
+            Resp::bulk(format!("db{db}")),
+        ]));
+    }
+    let mut c = proxy.raw();
+    c.send(&bytes);
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(&c.read().unwrap(), w, "reply {i}");
+    }
+    for db in 0..8u32 {
+        for (k, s) in [(&a, &r1), (&b, &r2)] {
+            let v: Option<String> = redis::cmd("GET").arg(k).query(&mut s.conn_db(db)).unwrap();
+            assert_eq!(v, Some(format!("db{db}")), "{k} in db {db}");
+        }
+    }
 }

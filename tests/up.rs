@@ -150,6 +150,12 @@ fn run_up_and_stop(sig: libc::c_int) {
         frontier = next;
     }
     up.redis_pids = pids.clone();
+    assert_eq!(
+        pids.len(),
+        2,
+        "expected 2 redis-server processes under `tessera up` (pid {}), found {pids:?}",
+        up.child.id()
+    );
 
     // Served through the printed address.
     let mut c = RawConn::connect(proxy_addr);

@@ -4,7 +4,7 @@
 Starts a throw-away redis-server on a free 127.0.0.1 port (no persistence), asks it for
 `COMMAND INFO` and `INFO server`, stops it again (by pid, also on error) and writes the
 command table: every command and subcommand with its arity, flags and key specs, dense
-ids, and a perfect hash over the top-level names for the proxy's lookup.
+ids, and perfect hashes over the names for the proxy's lookup.
 
 Usage:
     tools/gen-command-table.py                 # regenerate proxy/src/command/table.rs
@@ -67,12 +67,16 @@ KEY_SPEC_FLAGS = {
     "variable_flags": "KS_VARIABLE_FLAGS",
 }
 
-# Perfect hash parameters; proxy/src/command/mod.rs computes the same function.
-FNV_PRIME = 0x0100_0193
+# Perfect hash parameters; proxy/src/command/mod.rs computes the same functions.
+P0 = 0xA076_1D64_78BD_642F
+P1 = 0xE703_7ED1_A0B4_28DB
 MIX = 0x9E37_79B1
 BUCKET_BITS = 6
 SLOT_BITS = 9
+SUB_BUCKET_BITS = 5
+SUB_SLOT_BITS = 8
 MASK32 = 0xFFFF_FFFF
+MASK64 = 0xFFFF_FFFF_FFFF_FFFF
 EMPTY = 0xFFFF
 
 
@@ -283,46 +287,89 @@ class Command:
 # --------------------------------------------------------------------------- perfect hash
 
 
-def fnv(seed, name):
-    h = seed
-    for b in name.encode():
-        h = ((h ^ (b | 0x20)) * FNV_PRIME) & MASK32
-    return h
+def fold_mul(a, b):
+    r = a * b
+    return (r & MASK64) ^ (r >> 64)
 
 
-def slot_of(h, disp):
-    return (((h ^ disp) * MIX) & MASK32) >> (32 - SLOT_BITS)
+def load8(s, i):
+    return int.from_bytes(s[i:i + 8], "little") | 0x2020_2020_2020_2020
 
 
-def perfect_hash(names):
-    """(seed, displacements, slots): slots[slot_of(h, disp[h >> (32 - BUCKET_BITS)])] = index."""
-    if len(names) > (1 << SLOT_BITS) * 3 // 4:
-        raise GenError("too many commands for %d hash slots" % (1 << SLOT_BITS))
-    for seed in range(1, 10_000):
-        hashes = [fnv(seed, n) for n in names]
-        buckets = [[] for _ in range(1 << BUCKET_BITS)]
-        for i, h in enumerate(hashes):
-            buckets[h >> (32 - BUCKET_BITS)].append(i)
-        order = sorted(range(len(buckets)), key=lambda b: -len(buckets[b]))
-        slots = [EMPTY] * (1 << SLOT_BITS)
-        disp = [0] * len(buckets)
-        ok = True
-        for b in order:
-            members = buckets[b]
-            if not members:
-                continue
-            for d in range(0, 1 << 16):
-                taken = [slot_of(hashes[i], d) for i in members]
-                if len(set(taken)) == len(taken) and all(slots[s] == EMPTY for s in taken):
-                    for i, s in zip(members, taken):
-                        slots[s] = i
-                    disp[b] = d
-                    break
-            else:
-                ok = False
+def load4(s, i):
+    return int.from_bytes(s[i:i + 4], "little") | 0x2020_2020
+
+
+def name_hash(seed, name):
+    """`hash_name` in mod.rs: ASCII case folded (b | 0x20), overlapping little-endian loads,
+    folded 64x64->128 multiplies."""
+    s = name.encode()
+    n = len(s)
+    h = seed ^ ((n * P0) & MASK64)
+    if n == 0:
+        a, b = 0, 0
+    elif n <= 3:
+        a, b = ((s[0] | 0x20) << 16) | ((s[n // 2] | 0x20) << 8) | (s[n - 1] | 0x20), 0
+    elif n < 8:
+        a, b = load4(s, 0), load4(s, n - 4)
+    elif n <= 16:
+        a, b = load8(s, 0), load8(s, n - 8)
+    else:
+        i = 0
+        while n - i > 16:
+            h = fold_mul(load8(s, i) ^ P1, load8(s, i + 8) ^ h)
+            i += 16
+        a, b = load8(s, n - 16), load8(s, n - 8)
+    h = fold_mul(a ^ P1, b ^ h)
+    return (h ^ (h >> 32)) & MASK32
+
+
+def sub_seed(seed, container_id):
+    return (seed + container_id + 1) & MASK64
+
+
+def slot_of(h, disp, slot_bits):
+    return (((h ^ disp) * MIX) & MASK32) >> (32 - slot_bits)
+
+
+def displace(hashes, bucket_bits, slot_bits):
+    """CHD: (displacements, slots) with slots[slot_of(h, disp[h >> (32 - bucket_bits)])] =
+    index of h, or None if some bucket cannot be placed."""
+    buckets = [[] for _ in range(1 << bucket_bits)]
+    for i, h in enumerate(hashes):
+        buckets[h >> (32 - bucket_bits)].append(i)
+    order = sorted(range(len(buckets)), key=lambda b: (-len(buckets[b]), b))
+    slots = [None] * (1 << slot_bits)
+    disp = [0] * len(buckets)
+    for b in order:
+        members = buckets[b]
+        if not members:
+            continue
+        for d in range(0, 1 << 16):
+            taken = [slot_of(hashes[i], d, slot_bits) for i in members]
+            if len(set(taken)) == len(taken) and all(slots[t] is None for t in taken):
+                for i, t in zip(members, taken):
+                    slots[t] = i
+                disp[b] = d
                 break
-        if ok:
-            return seed, disp, slots
+        else:
+            return None
+    return disp, slots
+
+
+def perfect_hash(top_names, subs):
+    """A seed and two CHD tables: over the top-level names, and over the subcommands
+    (container id, name after `container|`), hashed with a seed that depends on the
+    container."""
+    for seed in range(1, 10_000):
+        top = displace([name_hash(seed, n) for n in top_names], BUCKET_BITS, SLOT_BITS)
+        if top is None:
+            continue
+        sub = displace([name_hash(sub_seed(seed, cid), n) for cid, n in subs],
+                       SUB_BUCKET_BITS, SUB_SLOT_BITS)
+        if sub is None:
+            continue
+        return seed, top, sub
     raise GenError("no perfect hash found")
 
 
@@ -378,14 +425,31 @@ def render(version, commands):
             w("&%s[%d]," % (c.static_name(), j))
     w("];")
     w("")
-    seed, disp, slots = perfect_hash([c.name for c in commands])
-    w("/// Perfect hash over the top-level names (see `hash_name` in mod.rs).")
-    w("pub(super) const HASH_SEED: u32 = %d;" % seed)
+    subs = [s for c in commands for s in c.subcommands]
+    if len(commands) > (1 << SLOT_BITS) * 3 // 4 or len(subs) > (1 << SUB_SLOT_BITS) * 3 // 4:
+        raise GenError("too many commands for the hash tables: raise SLOT_BITS/SUB_SLOT_BITS")
+    seed, (disp, slots), (sub_disp, sub_slots) = perfect_hash(
+        [c.name for c in commands],
+        [(c.id, s.name.split("|", 1)[1]) for c in commands for s in c.subcommands])
+    w("/// The length of the longest subcommand name (the part after `container|`).")
+    w("pub(super) const MAX_SUB_LEN: usize = %d;" % max(len(s.name.split("|", 1)[1]) for s in subs))
+    w("")
+    w("// Perfect hashes (see `hash_name` in mod.rs): over the top-level names, and over the")
+    w("// subcommands' names after `container|`, seeded with HASH_SEED + container id + 1.")
+    w("pub(super) const HASH_SEED: u64 = %d;" % seed)
     w("pub(super) const HASH_BUCKET_BITS: u32 = %d;" % BUCKET_BITS)
     w("pub(super) const HASH_SLOT_BITS: u32 = %d;" % SLOT_BITS)
     w("pub(super) static HASH_DISPLACEMENTS: [u16; %d] = [%s];" % (len(disp), ", ".join(map(str, disp))))
     w("/// Index into `COMMANDS`, or `u16::MAX` for an empty slot.")
-    w("pub(super) static HASH_SLOTS: [u16; %d] = [%s];" % (len(slots), ", ".join(map(str, slots))))
+    w("pub(super) static HASH_SLOTS: [u16; %d] = [%s];"
+      % (len(slots), ", ".join(str(EMPTY if i is None else i) for i in slots)))
+    w("pub(super) const SUB_HASH_BUCKET_BITS: u32 = %d;" % SUB_BUCKET_BITS)
+    w("pub(super) const SUB_HASH_SLOT_BITS: u32 = %d;" % SUB_SLOT_BITS)
+    w("pub(super) static SUB_HASH_DISPLACEMENTS: [u16; %d] = [%s];"
+      % (len(sub_disp), ", ".join(map(str, sub_disp))))
+    w("/// A subcommand's id, or `u16::MAX` for an empty slot.")
+    w("pub(super) static SUB_HASH_SLOTS: [u16; %d] = [%s];"
+      % (len(sub_slots), ", ".join(str(EMPTY if i is None else subs[i].id) for i in sub_slots)))
     return "\n".join(out) + "\n"
 
 

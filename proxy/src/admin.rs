@@ -104,10 +104,26 @@ fn metrics(shared: &Shared) -> String {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
     metric("tessera_ops_total", "counter", "Commands answered.");
-    metric("tessera_ops_errors_total", "counter", "Commands answered with an error.");
-    metric("tessera_sessions_alive", "gauge", "Client connections open.");
-    metric("tessera_sessions_total", "counter", "Client connections accepted.");
-    metric("tessera_uptime_seconds", "gauge", "Seconds since the proxy started.");
+    metric(
+        "tessera_ops_errors_total",
+        "counter",
+        "Commands answered with an error.",
+    );
+    metric(
+        "tessera_sessions_alive",
+        "gauge",
+        "Client connections open.",
+    );
+    metric(
+        "tessera_sessions_total",
+        "counter",
+        "Client connections accepted.",
+    );
+    metric(
+        "tessera_uptime_seconds",
+        "gauge",
+        "Seconds since the proxy started.",
+    );
     let _ = writeln!(out, "tessera_ops_total {}", snap.ops.total);
     let _ = writeln!(out, "tessera_ops_errors_total {}", snap.ops.errors);
     let _ = writeln!(out, "tessera_sessions_alive {}", snap.sessions.alive);
@@ -119,14 +135,22 @@ fn metrics(shared: &Shared) -> String {
         "# HELP tessera_commands_total Calls per command.\n# TYPE tessera_commands_total counter"
     );
     for c in &snap.commands {
-        let _ = writeln!(out, "tessera_commands_total{{command=\"{}\"}} {}", c.name, c.calls);
+        let _ = writeln!(
+            out,
+            "tessera_commands_total{{command=\"{}\"}} {}",
+            c.name, c.calls
+        );
     }
     let _ = writeln!(
         out,
         "# HELP tessera_command_errors_total Error replies per command.\n# TYPE tessera_command_errors_total counter"
     );
     for c in &snap.commands {
-        let _ = writeln!(out, "tessera_command_errors_total{{command=\"{}\"}} {}", c.name, c.errors);
+        let _ = writeln!(
+            out,
+            "tessera_command_errors_total{{command=\"{}\"}} {}",
+            c.name, c.errors
+        );
     }
     let _ = writeln!(
         out,
@@ -148,8 +172,13 @@ fn metrics(shared: &Shared) -> String {
     let mut cumulative = 0;
     for (i, count) in snap.latency_buckets.iter().enumerate() {
         cumulative += count;
-        let le = BUCKETS_US.get(i).map_or("+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
-        let _ = writeln!(out, "tessera_command_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}");
+        let le = BUCKETS_US
+            .get(i)
+            .map_or("+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
+        let _ = writeln!(
+            out,
+            "tessera_command_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+        );
     }
     let _ = writeln!(
         out,
@@ -172,7 +201,12 @@ fn metrics(shared: &Shared) -> String {
         "# HELP tessera_backend_failures_total Backend connection failures and timeouts.\n# TYPE tessera_backend_failures_total counter"
     );
     for b in &backends {
-        let _ = writeln!(out, "tessera_backend_failures_total{{addr=\"{}\"}} {}", b.addr, b.failures.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "tessera_backend_failures_total{{addr=\"{}\"}} {}",
+            b.addr,
+            b.failures.load(Relaxed)
+        );
     }
     out
 }

@@ -13,8 +13,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
@@ -207,7 +208,10 @@ impl ConnTask {
                             let reply = buf.split_to(n);
                             if reply.first() == Some(&b'-') {
                                 let text = String::from_utf8_lossy(&reply[1..]);
-                                return Err(format!("refused the connection setup: {}", text.trim_end()));
+                                return Err(format!(
+                                    "refused the connection setup: {}",
+                                    text.trim_end()
+                                ));
                             }
                             expect -= 1;
                         }
@@ -223,7 +227,10 @@ impl ConnTask {
         };
         match tokio::time::timeout(self.config.connect_timeout(), work).await {
             Ok(r) => r,
-            Err(_) => Err(format!("connect timed out after {} ms", self.config.connect_timeout_ms)),
+            Err(_) => Err(format!(
+                "connect timed out after {} ms",
+                self.config.connect_timeout_ms
+            )),
         }
     }
 
@@ -238,31 +245,30 @@ impl ConnTask {
         let mut tick = tokio::time::interval(timeout.min(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut open = true;
+        let (mut rd, wr) = stream.into_split();
         let failure = loop {
             if !open && pending.is_empty() && wbuf.is_empty() {
                 return None;
             }
-            let interest = if wbuf.is_empty() {
-                Interest::READABLE
-            } else {
-                Interest::READABLE | Interest::WRITABLE
-            };
+            if rbuf.capacity() - rbuf.len() < 4096 {
+                rbuf.reserve(16 * 1024);
+            }
             tokio::select! {
                 biased;
-                ready = stream.ready(interest) => {
-                    let ready = match ready {
-                        Ok(r) => r,
+                read = rd.read_buf(&mut rbuf) => {
+                    match read {
+                        Ok(0) => break "connection closed by the server".to_string(),
+                        Ok(_) => {
+                            if let Err(reason) = take_replies(&mut rbuf, &mut scanner, &mut pending) {
+                                break reason;
+                            }
+                        }
                         Err(e) => break e.to_string(),
-                    };
-                    if ready.is_readable() || ready.is_read_closed() {
-                        if let Err(reason) = read_replies(&stream, &mut rbuf, &mut scanner, &mut pending) {
-                            break reason;
-                        }
                     }
-                    if ready.is_writable() && !wbuf.is_empty() {
-                        if let Err(e) = write_some(&stream, &mut wbuf) {
-                            break e.to_string();
-                        }
+                }
+                ready = wr.writable(), if !wbuf.is_empty() => {
+                    if let Err(e) = ready.and_then(|_| write_some(&wr, &mut wbuf)) {
+                        break e.to_string();
                     }
                 }
                 batch = self.rx.recv(), if open => {
@@ -273,7 +279,7 @@ impl ConnTask {
                             while let Ok(b) = self.rx.try_recv() {
                                 self.queue(b, now, &mut wbuf, &mut pending);
                             }
-                            if let Err(e) = write_some(&stream, &mut wbuf) {
+                            if let Err(e) = write_some(&wr, &mut wbuf) {
                                 break e.to_string();
                             }
                         }
@@ -313,7 +319,7 @@ fn in_flight(b: Batch) -> InFlight {
 }
 
 /// Writes as much of `wbuf` as the socket takes now.
-fn write_some(stream: &TcpStream, wbuf: &mut BytesMut) -> std::io::Result<()> {
+fn write_some(stream: &OwnedWriteHalf, wbuf: &mut BytesMut) -> std::io::Result<()> {
     while !wbuf.is_empty() {
         match stream.try_write(wbuf) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
@@ -330,42 +336,34 @@ fn write_some(stream: &TcpStream, wbuf: &mut BytesMut) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reads what the socket has and hands every complete reply to its batch.
-fn read_replies(
-    stream: &TcpStream,
+/// Hands every complete reply in `rbuf` to its batch, and each finished batch to its session.
+fn take_replies(
     rbuf: &mut BytesMut,
     scanner: &mut ReplyScanner,
     pending: &mut VecDeque<InFlight>,
 ) -> Result<(), String> {
-    loop {
-        if rbuf.capacity() - rbuf.len() < 4096 {
-            rbuf.reserve(16 * 1024);
-        }
-        match stream.try_read_buf(rbuf) {
-            Ok(0) => return Err("connection closed by the server".to_string()),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e.to_string()),
-        }
-        while let Some(n) = scanner.scan(rbuf).map_err(|e| e.to_string())? {
-            let reply = rbuf.split_to(n).freeze();
-            let Some(front) = pending.front_mut() else {
-                return Err("reply without a request (protocol out of step)".to_string());
-            };
-            front.replies.push(reply);
-            if front.replies.len() == front.count as usize {
-                let done = pending.pop_front().expect("front exists");
-                let _ = done.reply_to.send(ReplyBatch {
-                    tag: done.tag,
-                    replies: done.replies,
-                });
-            }
+    while let Some(n) = scanner.scan(rbuf).map_err(|e| e.to_string())? {
+        let reply = rbuf.split_to(n).freeze();
+        let Some(front) = pending.front_mut() else {
+            return Err("reply without a request (protocol out of step)".to_string());
+        };
+        front.replies.push(reply);
+        if front.replies.len() == front.count as usize {
+            let done = pending.pop_front().expect("front exists");
+            let _ = done.reply_to.send(ReplyBatch {
+                tag: done.tag,
+                replies: done.replies,
+            });
         }
     }
+    Ok(())
 }
 
 fn unavailable_reply(addr: &str, reason: &str) -> Bytes {
     let mut out = BytesMut::new();
-    encode::error(&mut out, &format!("ERR backend {addr} unavailable: {reason}"));
+    encode::error(
+        &mut out,
+        &format!("ERR backend {addr} unavailable: {reason}"),
+    );
     out.freeze()
 }

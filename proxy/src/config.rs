@@ -60,6 +60,9 @@ pub struct ProxyConfig {
     pub max_array_len: usize,
     /// Most bytes of an inline command (Redis: 64 KiB).
     pub max_inline_len: usize,
+    /// Most bytes of one unfinished request a client may have buffered
+    /// (Redis: client-query-buffer-limit, 1 GiB).
+    pub max_query_buffer: usize,
     /// Most commands of one session in flight; the proxy stops reading the socket beyond it.
     pub max_pipeline: usize,
     /// Close a client connection idle this many seconds; 0 = never.
@@ -79,6 +82,7 @@ impl Default for ProxyConfig {
             max_bulk_len: 512 * 1024 * 1024,
             max_array_len: 1024 * 1024,
             max_inline_len: 64 * 1024,
+            max_query_buffer: 1024 * 1024 * 1024,
             max_pipeline: 10_000,
             idle_timeout_secs: 0,
             databases: 16,
@@ -175,11 +179,20 @@ impl Config {
                 return invalid(format!("group {} is defined twice", g.id));
             }
             if g.servers.is_empty() {
-                return invalid(format!("group {} has no servers; its first server is the master", g.id));
+                return invalid(format!(
+                    "group {} has no servers; its first server is the master",
+                    g.id
+                ));
             }
             for s in &g.servers {
-                if s.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-                    return invalid(format!("group {}: server address {s:?} is not host:port", g.id));
+                if s.rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+                {
+                    return invalid(format!(
+                        "group {}: server address {s:?} is not host:port",
+                        g.id
+                    ));
                 }
             }
         }
@@ -187,28 +200,43 @@ impl Config {
         for r in &self.slots {
             let (lo, hi) = parse_slot_range(&r.range).map_err(ConfigError::Invalid)?;
             if !ids.contains_key(&r.group) {
-                return invalid(format!("slots {:?} name group {}, which is not defined", r.range, r.group));
+                return invalid(format!(
+                    "slots {:?} name group {}, which is not defined",
+                    r.range, r.group
+                ));
             }
             for (slot, o) in owner.iter_mut().enumerate().take(hi + 1).skip(lo) {
                 if let Some(prev) = o {
-                    return invalid(format!("slot {slot} is assigned twice (groups {prev} and {})", r.group));
+                    return invalid(format!(
+                        "slot {slot} is assigned twice (groups {prev} and {})",
+                        r.group
+                    ));
                 }
                 *o = Some(r.group);
             }
         }
         let p = &self.proxy;
         if p.max_pipeline == 0 || p.max_clients == 0 || p.databases == 0 {
-            return invalid("proxy.max_pipeline, proxy.max_clients and proxy.databases must be at least 1".into());
+            return invalid(
+                "proxy.max_pipeline, proxy.max_clients and proxy.databases must be at least 1"
+                    .into(),
+            );
         }
         if p.max_array_len == 0 || p.max_bulk_len == 0 || p.max_inline_len == 0 {
-            return invalid("proxy.max_array_len, max_bulk_len and max_inline_len must be at least 1".into());
+            return invalid(
+                "proxy.max_array_len, max_bulk_len and max_inline_len must be at least 1".into(),
+            );
         }
         let b = &self.backend;
         if b.connections == 0 || b.timeout_ms == 0 || b.connect_timeout_ms == 0 {
-            return invalid("backend.connections, timeout_ms and connect_timeout_ms must be at least 1".into());
+            return invalid(
+                "backend.connections, timeout_ms and connect_timeout_ms must be at least 1".into(),
+            );
         }
         if b.min_backoff_ms == 0 || b.max_backoff_ms < b.min_backoff_ms {
-            return invalid("backend.min_backoff_ms must be at least 1 and at most max_backoff_ms".into());
+            return invalid(
+                "backend.min_backoff_ms must be at least 1 and at most max_backoff_ms".into(),
+            );
         }
         Ok(())
     }
@@ -243,7 +271,10 @@ pub fn parse_slot_range(s: &str) -> Result<(usize, usize), String> {
         }
     };
     if lo > hi || hi >= SLOT_COUNT {
-        return Err(format!("slot range {s:?} must be lo-hi with 0 <= lo <= hi <= {}", SLOT_COUNT - 1));
+        return Err(format!(
+            "slot range {s:?} must be lo-hi with 0 <= lo <= hi <= {}",
+            SLOT_COUNT - 1
+        ));
     }
     Ok((lo, hi))
 }

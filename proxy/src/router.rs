@@ -230,7 +230,10 @@ group = 2
         assert_eq!(t.route(slot(b"{}x")), Some(b1));
         let r = t.ranges();
         assert_eq!(r.len(), 3);
-        assert_eq!((r[1].lo, r[1].hi, r[1].state), (100, 1022, SlotState::Owned { group: 2 }));
+        assert_eq!(
+            (r[1].lo, r[1].hi, r[1].state),
+            (100, 1022, SlotState::Owned { group: 2 })
+        );
         assert_eq!(r[2].state, SlotState::Offline);
         assert_eq!(reg.get(b1).addr.as_ref(), "127.0.0.1:7001");
     }

@@ -38,11 +38,14 @@ impl Shared {
     }
 }
 
+/// A backend and a database.
+type PoolKey = (BackendId, u32);
+
 /// One worker thread's state: its backend connections, created on first use.
 pub struct Worker {
     pub index: usize,
     pub shared: Arc<Shared>,
-    pools: RefCell<HashMap<(BackendId, u32), Rc<[BackendConn]>>>,
+    pools: RefCell<HashMap<PoolKey, Rc<[BackendConn]>>>,
 }
 
 impl Worker {
@@ -105,8 +108,16 @@ pub fn start(config: Config) -> Result<ProxyHandle, ProxyError> {
     let listen = config.proxy.listen;
     let std_listener = std::net::TcpListener::bind(listen)
         .and_then(|l| l.set_nonblocking(true).map(|_| l))
-        .map_err(|source| ProxyError::Listen { addr: listen, source })?;
-    let addr = std_listener.local_addr().map_err(|source| ProxyError::Listen { addr: listen, source })?;
+        .map_err(|source| ProxyError::Listen {
+            addr: listen,
+            source,
+        })?;
+    let addr = std_listener
+        .local_addr()
+        .map_err(|source| ProxyError::Listen {
+            addr: listen,
+            source,
+        })?;
 
     let workers = config.worker_count();
     let registry = BackendRegistry::default();
@@ -124,10 +135,17 @@ pub fn start(config: Config) -> Result<ProxyHandle, ProxyError> {
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| ProxyError::Runtime { what: "control thread", source })?;
+        .map_err(|source| ProxyError::Runtime {
+            what: "control thread",
+            source,
+        })?;
     let (listener, admin) = control.block_on(async {
-        let listener = tokio::net::TcpListener::from_std(std_listener)
-            .map_err(|source| ProxyError::Listen { addr: listen, source })?;
+        let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|source| {
+            ProxyError::Listen {
+                addr: listen,
+                source,
+            }
+        })?;
         let admin = match shared.config.proxy.admin_listen {
             Some(a) => Some(crate::admin::bind(shared.clone(), a, shutdown_rx.clone())?),
             None => None,
@@ -149,7 +167,10 @@ pub fn start(config: Config) -> Result<ProxyHandle, ProxyError> {
         let t = std::thread::Builder::new()
             .name(format!("tessera-worker-{index}"))
             .spawn(move || worker.run(rx, shutdown))
-            .map_err(|source| ProxyError::Runtime { what: "worker thread", source })?;
+            .map_err(|source| ProxyError::Runtime {
+                what: "worker thread",
+                source,
+            })?;
         threads.push(t);
     }
 
@@ -168,7 +189,10 @@ pub fn start(config: Config) -> Result<ProxyHandle, ProxyError> {
                 }
             })
         })
-        .map_err(|source| ProxyError::Runtime { what: "control thread", source })?;
+        .map_err(|source| ProxyError::Runtime {
+            what: "control thread",
+            source,
+        })?;
     threads.push(t);
     tracing::info!(%addr, ?admin_addr, workers, "proxy listening");
     Ok(ProxyHandle {
@@ -204,7 +228,9 @@ async fn accept_loop(
             tracing::debug!(%peer, "refused: max clients reached");
             tokio::spawn(async move {
                 let mut stream = stream;
-                let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                let _ = stream
+                    .write_all(b"-ERR max number of clients reached\r\n")
+                    .await;
             });
             continue;
         }
@@ -229,8 +255,15 @@ struct WorkerSeed {
 }
 
 impl WorkerSeed {
-    fn run(self, mut inbox: mpsc::UnboundedReceiver<std::net::TcpStream>, mut shutdown: watch::Receiver<bool>) {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    fn run(
+        self,
+        mut inbox: mpsc::UnboundedReceiver<std::net::TcpStream>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::error!(error = %e, worker = self.index, "cannot start worker runtime");

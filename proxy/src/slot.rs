@@ -48,9 +48,24 @@ mod tests {
     #[test]
     fn codis_vectors() {
         for &(key, tag, crc, want) in VECTORS {
-            assert_eq!(hashtag(key), tag, "hashtag of {:?}", String::from_utf8_lossy(key));
-            assert_eq!(crc32fast::hash(tag), crc, "crc of {:?}", String::from_utf8_lossy(tag));
-            assert_eq!(slot(key), want, "slot of {:?}", String::from_utf8_lossy(key));
+            assert_eq!(
+                hashtag(key),
+                tag,
+                "hashtag of {:?}",
+                String::from_utf8_lossy(key)
+            );
+            assert_eq!(
+                crc32fast::hash(tag),
+                crc,
+                "crc of {:?}",
+                String::from_utf8_lossy(tag)
+            );
+            assert_eq!(
+                slot(key),
+                want,
+                "slot of {:?}",
+                String::from_utf8_lossy(key)
+            );
         }
     }
 

@@ -49,7 +49,9 @@ pub struct WorkerStats {
 impl Default for WorkerStats {
     fn default() -> Self {
         WorkerStats {
-            commands: (0..command::count()).map(|_| CommandCounters::default()).collect(),
+            commands: (0..command::count())
+                .map(|_| CommandCounters::default())
+                .collect(),
             ops: Counter::default(),
             errors: Counter::default(),
             buckets: Default::default(),
@@ -65,7 +67,10 @@ impl WorkerStats {
         let us = elapsed.as_micros() as u64;
         self.ops.add(1);
         self.usecs_total.add(us);
-        let bucket = BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(BUCKETS_US.len());
+        let bucket = BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(BUCKETS_US.len());
         self.buckets[bucket].add(1);
         if error {
             self.errors.add(1);
@@ -188,8 +193,12 @@ mod tests {
     fn records_add_up_across_workers() {
         let stats = Stats::new(2);
         let get = command::all().find(|s| s.name == "get").unwrap().id;
-        stats.worker(0).record(Some(get), Duration::from_micros(5), false);
-        stats.worker(1).record(Some(get), Duration::from_micros(300), true);
+        stats
+            .worker(0)
+            .record(Some(get), Duration::from_micros(5), false);
+        stats
+            .worker(1)
+            .record(Some(get), Duration::from_micros(300), true);
         stats.worker(1).record(None, Duration::from_secs(3), true);
         let s = stats.snapshot();
         assert_eq!(s.ops.total, 3);

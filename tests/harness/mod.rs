@@ -7,7 +7,7 @@
 //! test does not leak servers. Waits poll a condition with a bound; none sleeps blindly.
 //!
 //! Depends only on std and the root `[dev-dependencies]` (redis, libc, tokio).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::duplicated_attributes)]
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -248,7 +248,9 @@ fn check_request(req: &Request, consumed: &[u8], limits: Limits) {
                     show(consumed)
                 )
             });
-            let (line, skips) = items.split_last().expect("an inline request consumed nothing");
+            let (line, skips) = items
+                .split_last()
+                .expect("an inline request consumed nothing");
             for s in skips {
                 assert!(is_skip_item(s), "not an empty command: {:?}", show(s));
             }
@@ -398,6 +400,23 @@ fn check_error(e: &ProtocolError, rest: &[u8], limits: Limits) {
                         show(body)
                     );
                 }
+            }
+            ProtocolError::InvalidArrayLen => {
+                // More arguments than max_array_len on one inline line.
+                let nl = rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .expect("an inline line refused before it ended");
+                let line = strip_eol(&rest[..=nl]);
+                let runs = line
+                    .split(|b| b.is_ascii_whitespace())
+                    .filter(|run| !run.is_empty())
+                    .count();
+                assert!(
+                    runs > limits.max_array_len,
+                    "an inline line of at most {runs} arguments refused with max_array_len {}",
+                    limits.max_array_len
+                );
             }
             other => panic!("{other:?} for an inline command"),
         }

@@ -254,15 +254,114 @@ pub fn lookup(args: &[Bytes]) -> Lookup {
     }
 }
 
-/// The perfect hash of a top-level name, ASCII case folded (`b | 0x20`, exact for letters;
-/// the final comparison is exact). `tools/gen-command-table.py` computes the same.
+/// The perfect hashes' function (`tools/gen-command-table.py` computes the same): the name
+/// ASCII case folded (`b | 0x20`: exact for letters, the final comparison is exact) in
+/// overlapping little-endian loads, mixed with folded 64x64->128 multiplies. A handful of
+/// instructions for a command name.
 #[inline]
-fn hash_name(name: &[u8]) -> u32 {
-    let mut h = table::HASH_SEED;
-    for &b in name {
-        h = (h ^ (b | 0x20) as u32).wrapping_mul(0x0100_0193);
+fn hash_name(seed: u64, s: &[u8]) -> u32 {
+    const P0: u64 = 0xA076_1D64_78BD_642F;
+    const P1: u64 = 0xE703_7ED1_A0B4_28DB;
+    let n = s.len();
+    let mut h = seed ^ (n as u64).wrapping_mul(P0);
+    let (a, b) = match n {
+        0 => (0, 0),
+        1..=3 => {
+            let fold = |b: u8| (b | 0x20) as u64;
+            (fold(s[0]) << 16 | fold(s[n / 2]) << 8 | fold(s[n - 1]), 0)
+        }
+        4..=7 => (load4(s, 0), load4(s, n - 4)),
+        8..=16 => (load8(s, 0), load8(s, n - 8)),
+        _ => {
+            let mut i = 0;
+            while n - i > 16 {
+                h = fold_mul(load8(s, i) ^ P1, load8(s, i + 8) ^ h);
+                i += 16;
+            }
+            (load8(s, n - 16), load8(s, n - 8))
+        }
+    };
+    let h = fold_mul(a ^ P1, b ^ h);
+    (h ^ (h >> 32)) as u32
+}
+
+#[inline]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let r = a as u128 * b as u128;
+    r as u64 ^ (r >> 64) as u64
+}
+
+/// Whether `s` lowercased (ASCII) is `lower`, which has no uppercase letter: like
+/// `eq_ignore_ascii_case`, eight bytes at a time.
+#[inline]
+fn eq_lower(lower: &[u8], s: &[u8]) -> bool {
+    let n = lower.len();
+    if n != s.len() {
+        return false;
     }
-    h
+    match n {
+        0..=3 => lower
+            .iter()
+            .zip(s)
+            .all(|(&l, &b)| l == b.to_ascii_lowercase()),
+        4..=7 => {
+            let (l, b) = (word4(lower, 0), word4(s, 0));
+            let (l2, b2) = (word4(lower, n - 4), word4(s, n - 4));
+            l == to_lower8(b) && l2 == to_lower8(b2)
+        }
+        _ => {
+            let mut i = 0;
+            while n - i > 8 {
+                if word8(lower, i) != to_lower8(word8(s, i)) {
+                    return false;
+                }
+                i += 8;
+            }
+            word8(lower, n - 8) == to_lower8(word8(s, n - 8))
+        }
+    }
+}
+
+/// `x` with the ASCII uppercase letters among its eight bytes lowercased (SWAR).
+#[inline]
+fn to_lower8(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let low7 = x & (0x7f * ONES);
+    let above_z = low7 + (0x7f - b'Z') as u64 * ONES; // high bit set where > 'Z'
+    let from_a = low7 + (0x80 - b'A') as u64 * ONES; // high bit set where >= 'A'
+    let upper = (from_a ^ above_z) & !x & (0x80 * ONES);
+    x | (upper >> 2)
+}
+
+#[inline]
+fn word8(s: &[u8], i: usize) -> u64 {
+    let mut w = [0; 8];
+    w.copy_from_slice(&s[i..i + 8]);
+    u64::from_le_bytes(w)
+}
+
+#[inline]
+fn word4(s: &[u8], i: usize) -> u64 {
+    let mut w = [0; 4];
+    w.copy_from_slice(&s[i..i + 4]);
+    u32::from_le_bytes(w) as u64
+}
+
+#[inline]
+fn load8(s: &[u8], i: usize) -> u64 {
+    word8(s, i) | 0x2020_2020_2020_2020
+}
+
+#[inline]
+fn load4(s: &[u8], i: usize) -> u64 {
+    word4(s, i) | 0x2020_2020
+}
+
+/// The slot of hash `h` in a hash-and-displace table.
+#[inline]
+fn hash_slot(h: u32, displacements: &[u16], bucket_bits: u32, slot_bits: u32) -> usize {
+    let disp = displacements[(h >> (32 - bucket_bits)) as usize];
+    ((h ^ disp as u32).wrapping_mul(0x9E37_79B1) >> (32 - slot_bits)) as usize
 }
 
 /// The top-level command named `name` (ASCII case-insensitive).
@@ -271,36 +370,33 @@ fn find_top(name: &[u8]) -> Option<&'static Spec> {
     if name.is_empty() || name.len() > table::MAX_NAME_LEN {
         return None;
     }
-    let h = hash_name(name);
-    let disp = table::HASH_DISPLACEMENTS[(h >> (32 - table::HASH_BUCKET_BITS)) as usize];
-    let slot = (h ^ disp as u32).wrapping_mul(0x9E37_79B1) >> (32 - table::HASH_SLOT_BITS);
-    let index = table::HASH_SLOTS[slot as usize];
-    let spec = COMMANDS.get(index as usize)?;
-    spec.name
-        .as_bytes()
-        .eq_ignore_ascii_case(name)
-        .then_some(spec)
+    let slot = hash_slot(
+        hash_name(table::HASH_SEED, name),
+        &table::HASH_DISPLACEMENTS,
+        table::HASH_BUCKET_BITS,
+        table::HASH_SLOT_BITS,
+    );
+    let spec = COMMANDS.get(table::HASH_SLOTS[slot] as usize)?;
+    eq_lower(spec.name.as_bytes(), name).then_some(spec)
 }
 
-/// The subcommand `sub` (ASCII case-insensitive) of `container`: binary search on the part of
-/// the names after `container|`.
+/// The subcommand `sub` (ASCII case-insensitive) of `container`.
 #[inline]
 fn find_sub(container: &'static Spec, sub: &[u8]) -> Option<&'static Spec> {
-    let prefix = container.name.len() + 1;
-    container
-        .subcommands
-        .binary_search_by(|s| cmp_lower(&s.name.as_bytes()[prefix..], sub))
-        .ok()
-        .map(|i| &container.subcommands[i])
-}
-
-/// Compares a lowercase name with `other` lowercased, without copying.
-#[inline]
-fn cmp_lower(lower: &[u8], other: &[u8]) -> std::cmp::Ordering {
-    lower
-        .iter()
-        .copied()
-        .cmp(other.iter().map(|b| b.to_ascii_lowercase()))
+    if sub.is_empty() || sub.len() > table::MAX_SUB_LEN {
+        return None;
+    }
+    let seed = table::HASH_SEED.wrapping_add(container.id as u64 + 1);
+    let slot = hash_slot(
+        hash_name(seed, sub),
+        &table::SUB_HASH_DISPLACEMENTS,
+        table::SUB_HASH_BUCKET_BITS,
+        table::SUB_HASH_SLOT_BITS,
+    );
+    // Ids are in pre-order: a container's subcommands follow it.
+    let index = (table::SUB_HASH_SLOTS[slot] as usize).checked_sub(container.id as usize + 1)?;
+    let spec = container.subcommands.get(index)?;
+    eq_lower(&spec.name.as_bytes()[container.name.len() + 1..], sub).then_some(spec)
 }
 
 /// Every command and subcommand, by id (a container is followed by its subcommands).
@@ -497,6 +593,41 @@ mod tests {
             match lookup(&args(words)) {
                 Lookup::UnknownSubcommand(spec) => assert_eq!(spec.name, container),
                 other => panic!("{words:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn eq_lower_is_eq_ignore_ascii_case() {
+        // Every byte value at every position of names of every length up to 21.
+        for spec in all() {
+            let name = spec.name.as_bytes();
+            assert!(eq_lower(name, name));
+            assert!(eq_lower(name, &name.to_ascii_uppercase()));
+            for i in 0..name.len() {
+                for b in 0..=255u8 {
+                    let mut other = name.to_vec();
+                    other[i] = b;
+                    assert_eq!(
+                        eq_lower(name, &other),
+                        name.eq_ignore_ascii_case(&other),
+                        "{} {i} {b}",
+                        spec.name
+                    );
+                }
+            }
+        }
+        for n in 0..40 {
+            let lower: Vec<u8> = (0..n).map(|i| b"az09_-|x"[i % 8]).collect();
+            for b in 0..=255u8 {
+                let other = vec![b; n];
+                let lower = vec![b.to_ascii_lowercase(); n];
+                assert!(eq_lower(&lower, &other));
+            }
+            assert!(eq_lower(&lower, &lower.to_ascii_uppercase()));
+            if n > 0 {
+                assert!(!eq_lower(&lower, &lower[..n - 1]));
+                assert!(!eq_lower(&lower[1..], &lower[..n - 1]) || lower[1..] == lower[..n - 1]);
             }
         }
     }

@@ -4,6 +4,6 @@
 mod reply;
 mod request;
 
-pub use reply::{MalformedReply, ReplyScanner, encode};
 pub(crate) use reply::parse_int;
+pub use reply::{MalformedReply, ReplyScanner, encode};
 pub use request::{Limits, ProtocolError, Request, RequestDecoder};

@@ -54,7 +54,11 @@ impl ReplyScanner {
                 b'*' | b'~' | b'>' | b'%' | b'|' => {
                     let n = parse_int(&buf[self.pos + 1..eol]).ok_or(bad.clone())?;
                     self.pos = after;
-                    let n = if matches!(kind, b'%' | b'|') { n * 2 } else { n };
+                    let n = if matches!(kind, b'%' | b'|') {
+                        n * 2
+                    } else {
+                        n
+                    };
                     if n > 0 {
                         self.stack.push(n);
                         continue;
@@ -137,7 +141,10 @@ pub mod encode {
         out.reserve(msg.len() + 3);
         out.put_u8(b'-');
         // An error line must not break the framing, whatever text it carries.
-        out.extend(msg.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+        out.extend(
+            msg.bytes()
+                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
         out.extend_from_slice(b"\r\n");
     }
 
@@ -226,7 +233,12 @@ mod tests {
                     break;
                 }
             }
-            assert_eq!(found, Some(r.len()), "reply {:?}", String::from_utf8_lossy(r));
+            assert_eq!(
+                found,
+                Some(r.len()),
+                "reply {:?}",
+                String::from_utf8_lossy(r)
+            );
             off += r.len();
         }
     }

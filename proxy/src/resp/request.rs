@@ -74,7 +74,10 @@ enum Scan {
     Incomplete,
     /// Nothing but an empty command (an empty inline line, `*0`, `*-1`) of this many bytes.
     Skip(usize),
-    Frame { len: usize, inline: bool },
+    Frame {
+        len: usize,
+        inline: bool,
+    },
 }
 
 impl RequestDecoder {
@@ -96,11 +99,7 @@ impl RequestDecoder {
                 Scan::Skip(n) => buf.advance(n),
                 Scan::Frame { len, inline } => {
                     let frame = buf.split_to(len).freeze();
-                    let args = self
-                        .spans
-                        .iter()
-                        .map(|&(s, e)| frame.slice(s..e))
-                        .collect();
+                    let args = self.spans.iter().map(|&(s, e)| frame.slice(s..e)).collect();
                     let raw = if inline { None } else { Some(frame) };
                     return Ok(Some(Request { args, raw }));
                 }
@@ -132,7 +131,8 @@ impl RequestDecoder {
             if first != b'$' {
                 return Err(ProtocolError::ExpectedBulk(printable(first)));
             }
-            let Some((len, body)) = read_header(buf, pos + 1, self.limits.max_bulk_len as i64)? else {
+            let Some((len, body)) = read_header(buf, pos + 1, self.limits.max_bulk_len as i64)?
+            else {
                 return Ok(Scan::Incomplete);
             };
             let len = match len {
@@ -165,7 +165,11 @@ impl RequestDecoder {
         if nl > self.limits.max_inline_len {
             return Err(ProtocolError::InlineTooBig);
         }
-        let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+        let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
         split_inline(&buf[..line_end], &mut self.spans)?;
         if self.spans.is_empty() {
             return Ok(Scan::Skip(nl + 1));
@@ -185,10 +189,15 @@ enum Header {
 
 /// Reads the decimal after a type byte up to CRLF: `(value, index after CRLF)`, or `None`
 /// when the line is not complete yet. A line longer than any valid number is `Bad` at once.
-fn read_header(buf: &[u8], start: usize, max: i64) -> Result<Option<(Header, usize)>, ProtocolError> {
+fn read_header(
+    buf: &[u8],
+    start: usize,
+    max: i64,
+) -> Result<Option<(Header, usize)>, ProtocolError> {
     let mut value: i64 = 0;
     let mut neg = false;
     let mut digits = 0;
+    let mut overflow = false;
     let mut i = start;
     loop {
         let Some(&b) = buf.get(i) else {
@@ -207,12 +216,20 @@ fn read_header(buf: &[u8], start: usize, max: i64) -> Result<Option<(Header, usi
                     return Ok(Some((Header::Bad, i)));
                 }
                 let v = if neg { -value } else { value };
-                let h = if v > max { Header::TooBig } else { Header::Len(v) };
+                let h = if overflow || v > max {
+                    Header::TooBig
+                } else {
+                    Header::Len(v)
+                };
                 return Ok(Some((h, i + 2)));
             }
             b'-' if i == start => neg = true,
-            b'0'..=b'9' if digits < 19 => {
-                value = value * 10 + (b - b'0') as i64;
+            b'0'..=b'9' => {
+                if digits < 18 {
+                    value = value * 10 + (b - b'0') as i64;
+                } else {
+                    overflow = true;
+                }
                 digits += 1;
             }
             _ => return Ok(Some((Header::Bad, i))),
@@ -321,27 +338,51 @@ mod tests {
             decode_all(b"PING\r\nset  a 'b c'\n\r\n  \r\nGET \"x y\"\r\n").unwrap(),
             vec![vec!["PING"], vec!["set", "a", "b c"], vec!["GET", "x y"]]
         );
-        assert_eq!(decode_all(b"GET 'x\r\n"), Err(ProtocolError::UnbalancedQuotes));
+        assert_eq!(
+            decode_all(b"GET 'x\r\n"),
+            Err(ProtocolError::UnbalancedQuotes)
+        );
     }
 
     #[test]
     fn empty_arrays_are_skipped() {
-        assert_eq!(decode_all(b"*0\r\n*-1\r\nPING\r\n").unwrap(), vec![vec!["PING"]]);
+        assert_eq!(
+            decode_all(b"*0\r\n*-1\r\nPING\r\n").unwrap(),
+            vec![vec!["PING"]]
+        );
     }
 
     #[test]
     fn huge_headers_are_refused_before_any_body() {
-        assert_eq!(decode_all(b"*1000000000\r\n"), Err(ProtocolError::InvalidArrayLen));
-        assert_eq!(decode_all(b"*1\r\n$2000000000\r\n"), Err(ProtocolError::InvalidBulkLen));
-        assert_eq!(decode_all(b"*99999999999999999999999\r\n"), Err(ProtocolError::InvalidArrayLen));
-        assert_eq!(decode_all(b"*1\r\n$-1\r\n"), Err(ProtocolError::InvalidBulkLen));
+        assert_eq!(
+            decode_all(b"*1000000000\r\n"),
+            Err(ProtocolError::InvalidArrayLen)
+        );
+        assert_eq!(
+            decode_all(b"*1\r\n$2000000000\r\n"),
+            Err(ProtocolError::InvalidBulkLen)
+        );
+        assert_eq!(
+            decode_all(b"*99999999999999999999999\r\n"),
+            Err(ProtocolError::InvalidArrayLen)
+        );
+        assert_eq!(
+            decode_all(b"*1\r\n$-1\r\n"),
+            Err(ProtocolError::InvalidBulkLen)
+        );
     }
 
     #[test]
     fn malformed_frames() {
-        assert_eq!(decode_all(b"*1\r\n:5\r\n"), Err(ProtocolError::ExpectedBulk(':')));
+        assert_eq!(
+            decode_all(b"*1\r\n:5\r\n"),
+            Err(ProtocolError::ExpectedBulk(':'))
+        );
         assert_eq!(decode_all(b"*x\r\n"), Err(ProtocolError::InvalidArrayLen));
-        assert_eq!(decode_all(b"*1\r\n$3\r\nGETxx"), Err(ProtocolError::MissingCrlf));
+        assert_eq!(
+            decode_all(b"*1\r\n$3\r\nGETxx"),
+            Err(ProtocolError::MissingCrlf)
+        );
         let long = vec![b'a'; 70 * 1024];
         assert_eq!(decode_all(&long), Err(ProtocolError::InlineTooBig));
     }

@@ -86,7 +86,9 @@ impl Session {
         let databases = self.worker.shared.config.proxy.databases as i64;
         match parse_int(index) {
             None => encode::error(out, "ERR value is not an integer or out of range"),
-            Some(db) if db < 0 || db >= databases => encode::error(out, "ERR DB index is out of range"),
+            Some(db) if db < 0 || db >= databases => {
+                encode::error(out, "ERR DB index is out of range")
+            }
             Some(db) => {
                 if self.db != db as u32 {
                     self.db = db as u32;
@@ -101,9 +103,17 @@ impl Session {
         if let Some(ver) = args.get(1) {
             match parse_int(ver) {
                 Some(2) => {}
-                Some(3) => return encode::error(out, "NOPROTO sorry, this protocol version is not supported"),
+                Some(3) => {
+                    return encode::error(
+                        out,
+                        "NOPROTO sorry, this protocol version is not supported",
+                    );
+                }
                 _ => {
-                    return encode::error(out, "ERR Protocol version is not an integer or out of range");
+                    return encode::error(
+                        out,
+                        "ERR Protocol version is not an integer or out of range",
+                    );
                 }
             }
         }

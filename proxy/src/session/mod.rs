@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::backend::{Batch, BackendConn, ReplyBatch};
+use crate::backend::{BackendConn, Batch, ReplyBatch};
 use crate::command::{self, Class, Lookup, Spec};
 use crate::resp::{Limits, Request, RequestDecoder, encode};
 use crate::router::{BackendId, SlotTable};
@@ -126,7 +126,11 @@ impl Session {
         let max_pipeline = self.worker.shared.config.proxy.max_pipeline;
         let idle = Duration::from_secs(self.worker.shared.config.proxy.idle_timeout_secs);
         let mut last_read = Instant::now();
-        let idle_timer = tokio::time::sleep(if idle.is_zero() { Duration::MAX / 4 } else { idle });
+        let idle_timer = tokio::time::sleep(if idle.is_zero() {
+            Duration::MAX / 4
+        } else {
+            idle
+        });
         tokio::pin!(idle_timer);
         let mut eof = false;
         loop {
@@ -137,7 +141,8 @@ impl Session {
                 }
                 self.wbuf.clear();
             }
-            if self.close_after.is_some_and(|seq| seq < self.head) || (eof && self.queue.is_empty()) {
+            if self.close_after.is_some_and(|seq| seq < self.head) || (eof && self.queue.is_empty())
+            {
                 break;
             }
             let can_read = !eof && self.close_after.is_none() && self.queue.len() < max_pipeline;
@@ -176,14 +181,14 @@ impl Session {
         loop {
             match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(req)) => self.dispatch(req, &table, now),
-                Ok(None) => break,
+                Ok(None) => {
+                    if self.rbuf.len() > self.worker.shared.config.proxy.max_query_buffer {
+                        self.protocol_error("query buffer limit reached", now);
+                    }
+                    break;
+                }
                 Err(e) => {
-                    let seq = self.push(None, now);
-                    let mut out = BytesMut::new();
-                    encode::error(&mut out, &format!("ERR Protocol error: {e}"));
-                    self.complete(seq, out.freeze());
-                    self.close_after = Some(seq);
-                    tracing::debug!(session = self.id, peer = ?self.peer, error = %e, "protocol error");
+                    self.protocol_error(&e.to_string(), now);
                     break;
                 }
             }
@@ -192,6 +197,15 @@ impl Session {
             }
         }
         self.flush_batches();
+    }
+
+    /// Answers `-ERR Protocol error: ...` after the replies before it, then closes.
+    fn protocol_error(&mut self, what: &str, now: Instant) {
+        let seq = self.push(None, now);
+        self.error(seq, &format!("ERR Protocol error: {what}"));
+        self.close_after = Some(seq);
+        self.rbuf.clear();
+        tracing::debug!(session = self.id, peer = ?self.peer, error = what, "protocol error");
     }
 
     fn push(&mut self, cmd: Option<u16>, start: Instant) -> u64 {
@@ -232,12 +246,16 @@ impl Session {
                 if !self.authenticated {
                     return self.error(seq, local::NOAUTH);
                 }
-                return self.error(seq, &command::unknown_subcommand_error(container, &req.args));
+                return self.error(
+                    seq,
+                    &command::unknown_subcommand_error(container, &req.args),
+                );
             }
         };
         let seq = self.push(Some(spec.id), now);
         let class = spec.class();
-        if !self.authenticated && !matches!(class, Class::Local(l) if local::allowed_before_auth(l)) {
+        if !self.authenticated && !matches!(class, Class::Local(l) if local::allowed_before_auth(l))
+        {
             return self.error(seq, local::NOAUTH);
         }
         if !spec.arity_ok(req.args.len()) {
@@ -248,15 +266,22 @@ impl Session {
             Class::Split(kind) => self.dispatch_split(seq, kind, req, table),
             Class::Local(l) => self.local(seq, l, &req.args),
             Class::AnyBackend => match table.any_backend() {
-                Some(b) => self.forward(seq, b, &req, Dest::Whole(seq)),
+                Some(b) => self.forward(b, &req, Dest::Whole(seq)),
                 None => self.error(seq, "ERR no group is configured"),
             },
-            Class::Unsupported => {
-                self.error(seq, &format!("ERR command '{}' is not supported by the proxy", display_name(spec)))
-            }
+            Class::Unsupported => self.error(
+                seq,
+                &format!(
+                    "ERR command '{}' is not supported by the proxy",
+                    display_name(spec)
+                ),
+            ),
             Class::Later => self.error(
                 seq,
-                &format!("ERR command '{}' is not supported by the proxy yet", display_name(spec)),
+                &format!(
+                    "ERR command '{}' is not supported by the proxy yet",
+                    display_name(spec)
+                ),
             ),
         }
     }
@@ -266,7 +291,9 @@ impl Session {
         keys.clear();
         command::key_positions(spec, &req.args, &mut keys);
         let backend = match keys.split_first() {
-            None => table.any_backend().ok_or_else(|| "ERR no group is configured".to_string()),
+            None => table
+                .any_backend()
+                .ok_or_else(|| "ERR no group is configured".to_string()),
             Some((&first, rest)) => {
                 let s = slot::slot(&req.args[first]);
                 if rest.iter().any(|&k| slot::slot(&req.args[k]) != s) {
@@ -278,7 +305,7 @@ impl Session {
         };
         self.keys = keys;
         match backend {
-            Ok(b) => self.forward(seq, b, &req, Dest::Whole(seq)),
+            Ok(b) => self.forward(b, &req, Dest::Whole(seq)),
             Err(msg) => self.error(seq, &msg),
         }
     }
@@ -286,12 +313,12 @@ impl Session {
     fn dispatch_split(&mut self, seq: u64, kind: command::Split, req: Request, table: &SlotTable) {
         match split::plan(kind, &req.args, table) {
             Err(msg) => self.error(seq, &msg),
-            Ok(split::Plan::Whole(b)) => self.forward(seq, b, &req, Dest::Whole(seq)),
+            Ok(split::Plan::Whole(b)) => self.forward(b, &req, Dest::Whole(seq)),
             Ok(split::Plan::Parts(parts, merge)) => {
                 self.entry(seq).state = State::Merging(Box::new(merge));
                 for (i, (backend, args)) in parts.into_iter().enumerate() {
                     let sub = Request { args, raw: None };
-                    self.forward(seq, backend, &sub, Dest::Part(seq, i as u32));
+                    self.forward(backend, &sub, Dest::Part(seq, i as u32));
                 }
             }
         }
@@ -299,7 +326,7 @@ impl Session {
 
     /// Adds a command to this read's batch for `backend`, or answers it with the backend's
     /// error at once if the backend is known to be down.
-    fn forward(&mut self, seq: u64, backend: BackendId, req: &Request, dest: Dest) {
+    fn forward(&mut self, backend: BackendId, req: &Request, dest: Dest) {
         let conn = self.conn(backend);
         if let Some(down) = conn.unavailable() {
             return self.fill(dest, down);
@@ -319,7 +346,6 @@ impl Session {
         let o = &mut self.out[i];
         req.write_resp(&mut o.data);
         o.dests.push(dest);
-        let _ = seq;
     }
 
     fn conn(&mut self, backend: BackendId) -> BackendConn {
@@ -358,7 +384,11 @@ impl Session {
     }
 
     fn on_replies(&mut self, batch: ReplyBatch) {
-        let Some(dests) = self.batches.get_mut(batch.tag as usize).and_then(Option::take) else {
+        let Some(dests) = self
+            .batches
+            .get_mut(batch.tag as usize)
+            .and_then(Option::take)
+        else {
             return;
         };
         self.free_tags.push(batch.tag);
@@ -385,14 +415,16 @@ impl Session {
     fn collect_ready(&mut self) {
         let mut now = None;
         while let Some(front) = self.queue.front() {
-            let State::Ready(reply) = &front.state else { break };
+            let State::Ready(reply) = &front.state else {
+                break;
+            };
             let now = *now.get_or_insert_with(Instant::now);
             let error = reply.first() == Some(&b'-');
-            self.worker
-                .shared
-                .stats
-                .worker(self.worker.index)
-                .record(front.cmd, now.saturating_duration_since(front.start), error);
+            self.worker.shared.stats.worker(self.worker.index).record(
+                front.cmd,
+                now.saturating_duration_since(front.start),
+                error,
+            );
             self.wbuf.extend_from_slice(reply);
             self.queue.pop_front();
             self.head += 1;

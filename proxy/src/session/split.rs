@@ -83,7 +83,11 @@ impl Merge {
         if self.remaining > 0 {
             return None;
         }
-        let parts: Vec<Bytes> = self.parts.iter_mut().map(|p| p.take().unwrap_or_default()).collect();
+        let parts: Vec<Bytes> = self
+            .parts
+            .iter_mut()
+            .map(|p| p.take().unwrap_or_default())
+            .collect();
         if let Some(err) = parts.iter().find(|p| p.first() == Some(&b'-')) {
             return Some(err.clone());
         }
@@ -92,7 +96,11 @@ impl Merge {
             Split::SumIntegers => {
                 let mut total = 0i64;
                 for p in &parts {
-                    match p.strip_prefix(b":").and_then(|r| r.strip_suffix(b"\r\n")).and_then(parse_int) {
+                    match p
+                        .strip_prefix(b":")
+                        .and_then(|r| r.strip_suffix(b"\r\n"))
+                        .and_then(parse_int)
+                    {
                         Some(n) => total += n,
                         None => return Some(unexpected()),
                     }
@@ -106,7 +114,10 @@ impl Merge {
     }
 
     fn merge_mget(&self, parts: &[Bytes]) -> Option<Bytes> {
-        let elements = parts.iter().map(|p| array_elements(p)).collect::<Option<Vec<_>>>()?;
+        let elements = parts
+            .iter()
+            .map(array_elements)
+            .collect::<Option<Vec<_>>>()?;
         let size: usize = parts.iter().map(Bytes::len).sum();
         let mut out = BytesMut::with_capacity(size + 16);
         encode::array_header(&mut out, self.order.len());
@@ -156,40 +167,68 @@ mod tests {
     }
 
     fn args(a: &[&str]) -> Vec<Bytes> {
-        a.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect()
+        a.iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect()
     }
 
     #[test]
     fn mget_across_groups_merges_in_key_order() {
         // slot("foo") = 289 (group 1), slot("hello") = 646 (group 2), slot("bar") = 170 (group 1)
-        let Ok(Plan::Parts(parts, mut merge)) = plan(Split::Mget, &args(&["MGET", "foo", "hello", "bar"]), &table())
-        else {
+        let Ok(Plan::Parts(parts, mut merge)) = plan(
+            Split::Mget,
+            &args(&["MGET", "foo", "hello", "bar"]),
+            &table(),
+        ) else {
             panic!("expected a split");
         };
         assert_eq!(parts[0].1, args(&["MGET", "foo", "bar"]));
         assert_eq!(parts[1].1, args(&["MGET", "hello"]));
-        assert!(merge.add(1, Bytes::from_static(b"*1\r\n$5\r\nworld\r\n")).is_none());
-        let r = merge.add(0, Bytes::from_static(b"*2\r\n$1\r\n1\r\n$-1\r\n")).unwrap();
+        assert!(
+            merge
+                .add(1, Bytes::from_static(b"*1\r\n$5\r\nworld\r\n"))
+                .is_none()
+        );
+        let r = merge
+            .add(0, Bytes::from_static(b"*2\r\n$1\r\n1\r\n$-1\r\n"))
+            .unwrap();
         assert_eq!(&r[..], b"*3\r\n$1\r\n1\r\n$5\r\nworld\r\n$-1\r\n");
     }
 
     #[test]
     fn sums_and_errors() {
-        let Ok(Plan::Parts(_, mut m)) = plan(Split::SumIntegers, &args(&["DEL", "foo", "hello"]), &table()) else {
+        let Ok(Plan::Parts(_, mut m)) = plan(
+            Split::SumIntegers,
+            &args(&["DEL", "foo", "hello"]),
+            &table(),
+        ) else {
             panic!("expected a split");
         };
         m.add(0, Bytes::from_static(b":1\r\n"));
-        assert_eq!(&m.add(1, Bytes::from_static(b":1\r\n")).unwrap()[..], b":2\r\n");
-        let Ok(Plan::Parts(_, mut m)) = plan(Split::Mset, &args(&["MSET", "foo", "1", "hello", "2"]), &table()) else {
+        assert_eq!(
+            &m.add(1, Bytes::from_static(b":1\r\n")).unwrap()[..],
+            b":2\r\n"
+        );
+        let Ok(Plan::Parts(_, mut m)) = plan(
+            Split::Mset,
+            &args(&["MSET", "foo", "1", "hello", "2"]),
+            &table(),
+        ) else {
             panic!("expected a split");
         };
         m.add(0, Bytes::from_static(b"-ERR backend x unavailable\r\n"));
-        assert_eq!(&m.add(1, Bytes::from_static(b"+OK\r\n")).unwrap()[..], b"-ERR backend x unavailable\r\n");
+        assert_eq!(
+            &m.add(1, Bytes::from_static(b"+OK\r\n")).unwrap()[..],
+            b"-ERR backend x unavailable\r\n"
+        );
     }
 
     #[test]
     fn one_backend_is_forwarded_whole() {
-        assert!(matches!(plan(Split::Mget, &args(&["MGET", "foo", "bar"]), &table()), Ok(Plan::Whole(_))));
+        assert!(matches!(
+            plan(Split::Mget, &args(&["MGET", "foo", "bar"]), &table()),
+            Ok(Plan::Whole(_))
+        ));
         assert!(plan(Split::Mset, &args(&["MSET", "foo", "1", "bar"]), &table()).is_err());
     }
 }
