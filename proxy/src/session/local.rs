@@ -25,9 +25,10 @@ impl Session {
     pub(super) fn local(&mut self, seq: u64, cmd: Local, args: &[Bytes]) {
         let mut out = BytesMut::new();
         match cmd {
-            Local::Ping => match args.get(1) {
-                None => encode::simple(&mut out, "PONG"),
-                Some(msg) => encode::bulk(&mut out, msg),
+            Local::Ping => match args {
+                [_] => encode::simple(&mut out, "PONG"),
+                [_, msg] => encode::bulk(&mut out, msg),
+                _ => encode::error(&mut out, "ERR wrong number of arguments for 'ping' command"),
             },
             Local::Echo => encode::bulk(&mut out, &args[1]),
             Local::Quit => {
