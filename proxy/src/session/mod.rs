@@ -234,32 +234,23 @@ impl Session {
     fn dispatch(&mut self, req: Request, table: &SlotTable, now: Instant) {
         let spec = match command::lookup(&req.args) {
             Lookup::Found(spec) => spec,
+            // Redis reports unknown commands and wrong arity before it asks for AUTH.
             Lookup::Unknown => {
                 let seq = self.push(None, now);
-                if !self.authenticated {
-                    return self.error(seq, local::NOAUTH);
-                }
                 return self.error(seq, &command::unknown_command_error(&req.args));
             }
             Lookup::UnknownSubcommand(container) => {
                 let seq = self.push(Some(container.id), now);
-                if !self.authenticated {
-                    return self.error(seq, local::NOAUTH);
-                }
-                return self.error(
-                    seq,
-                    &command::unknown_subcommand_error(container, &req.args),
-                );
+                return self.error(seq, &command::unknown_subcommand_error(container, &req.args));
             }
         };
         let seq = self.push(Some(spec.id), now);
-        let class = spec.class();
-        if !self.authenticated && !matches!(class, Class::Local(l) if local::allowed_before_auth(l))
-        {
-            return self.error(seq, local::NOAUTH);
-        }
         if !spec.arity_ok(req.args.len()) {
             return self.error(seq, &command::arity_error(spec));
+        }
+        let class = spec.class();
+        if !self.authenticated && !matches!(class, Class::Local(l) if local::allowed_before_auth(l)) {
+            return self.error(seq, local::NOAUTH);
         }
         match class {
             Class::Keyed => self.dispatch_keyed(seq, spec, req, table),
