@@ -293,3 +293,33 @@ fn metrics_are_prometheus_text_with_counters_that_grow() {
     let unknown = proxy.http_get("/no/such/path");
     assert_eq!(unknown.status, 404);
 }
+
+#[test]
+fn unassigned_slots_are_listed_and_refused() {
+    let r1 = RedisServer::start();
+    let proxy = Proxy::builder(&[&[&r1]]).slots(&[("0-511", 1)]).start();
+    let model = get_json(&proxy, "/api/model");
+    let slots = model["slots"]
+        .as_array()
+        .unwrap_or_else(|| panic!("model.slots: {model}"));
+    assert_eq!(
+        slots[0],
+        serde_json::json!({"range": "0-511", "state": "owned", "group": 1}),
+        "{model}"
+    );
+    assert_eq!(slots.len(), 2, "{model}");
+    assert_eq!(slots[1]["range"].as_str(), Some("512-1023"), "{model}");
+    assert_ne!(slots[1]["state"].as_str(), Some("owned"), "{model}");
+    // A key of an unassigned slot gets an error, at once; the owned ones work.
+    let orphan = find_key("o:", |k| slot(k) >= 512);
+    let owned = find_key("o:", |k| slot(k) < 512);
+    let mut c = proxy.raw();
+    let t = std::time::Instant::now();
+    let reply = c.cmd(&["GET", &orphan]);
+    assert!(
+        reply.is_error(),
+        "GET of a key in an unassigned slot: {reply:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(c.cmd(&["SET", &owned, "v"]), Resp::ok());
+}

@@ -456,3 +456,100 @@ fn clients_vanishing_mid_pipeline_do_not_hurt_the_proxy() {
         "sessions still alive after their clients left: {last}"
     );
 }
+
+#[test]
+fn inline_parsing_matches_redis() {
+    let (_r, proxy) = one_group();
+    let reference = RedisServer::start();
+    let lines: &[&[u8]] = &[
+        b"ECHO plain\r\n",
+        b"ECHO \"double quoted\"\r\n",
+        b"ECHO 'single quoted'\r\n",
+        b"ECHO \"esc\\x41\\n\\t\\\\\"\r\n",
+        b"ECHO 'it\\'s'\r\n",
+        b"   ECHO    spaced    \r\n",
+        b"echo \"\"\r\n",
+        b"NOSUCH a 'b c'\r\n",
+        b"GET\r\n",
+    ];
+    // All lines are tried; the differences are reported together.
+    let mut mismatches = Vec::new();
+    for line in lines {
+        let mut p = proxy.raw();
+        let mut r = RawConn::connect(reference.socket_addr());
+        p.send(line);
+        r.send(line);
+        let want = r.read().unwrap();
+        let got = p.read().unwrap();
+        if got != want {
+            mismatches.push(format!(
+                "inline {:?}: proxy {got:?}, Redis {want:?}",
+                String::from_utf8_lossy(line)
+            ));
+        } else {
+            assert_eq!(p.cmd(&["PING"]), Resp::simple("PONG"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "inline parsing differs from Redis:\n{}",
+        mismatches.join("\n")
+    );
+    // Unbalanced quotes: a protocol error and a close, as in Redis.
+    let mut r = RawConn::connect(reference.socket_addr());
+    r.send(b"ECHO \"unbalanced\r\n");
+    let want = r.read().unwrap();
+    assert!(want.is_error());
+    expect_protocol_error(&proxy, b"ECHO \"unbalanced\r\n", want.error_text());
+    assert_serves(&proxy, "unbalanced quotes");
+}
+
+#[test]
+fn idle_timeout_does_not_close_a_client_waiting_for_a_reply() {
+    let r = RedisServer::start();
+    let proxy = Proxy::start_with(
+        &[&[&r]],
+        &[
+            ("proxy.idle_timeout_secs", "1"),
+            ("backend.timeout_ms", "10000"),
+        ],
+    );
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Resp::ok());
+    let mut sleeper = r.raw();
+    sleeper.send(&encode(&["DEBUG", "SLEEP", "2.5"]));
+    let asleep = wait_until(Duration::from_secs(2), || {
+        let mut probe = RawConn::connect(r.socket_addr());
+        probe.send(&encode(&["PING"]));
+        !probe.has_data_within(Duration::from_millis(50))
+    });
+    assert!(asleep, "redis did not start sleeping");
+    // The client then waits on the proxy for 2+ s: busy, not idle.
+    c.send(&encode(&["GET", "k"]));
+    let got = c.read();
+    assert_eq!(
+        got.as_ref().ok(),
+        Some(&Resp::bulk("v")),
+        "a client waiting 2.5 s for a reply was treated as idle: {got:?}"
+    );
+}
+
+#[test]
+fn many_concurrent_connections() {
+    let (_r, proxy) = one_group();
+    let mut conns: Vec<RawConn> = (0..1000).map(|_| proxy.raw()).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.send(&encode(&["SET", &format!("conn{i}"), &i.to_string()]));
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        assert_eq!(c.read().unwrap(), Resp::ok(), "connection {i}");
+    }
+    for (i, c) in conns.iter_mut().enumerate().step_by(97) {
+        assert_eq!(
+            c.cmd(&["GET", &format!("conn{i}")]),
+            Resp::bulk(i.to_string())
+        );
+    }
+    drop(conns);
+    assert_serves(&proxy, "1000 connections");
+}

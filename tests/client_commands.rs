@@ -1021,3 +1021,53 @@ fn auth_and_hello_forms_with_a_password() {
     let want = plain.reference.raw().cmd(&["AUTH", "x"]);
     assert_eq!(g.cmd(&["AUTH", "x"]), want);
 }
+
+#[test]
+fn databases_setting_bounds_select() {
+    let s = setup(&[("proxy.databases", "4")]);
+    let mut c = s.proxy.raw();
+    assert_eq!(c.cmd(&["SELECT", "3"]), Resp::ok());
+    assert_eq!(
+        c.cmd(&["SELECT", "4"]),
+        Resp::err("ERR DB index is out of range")
+    );
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Resp::ok());
+    let owner = if group_of_key(b"k", 2) == 1 {
+        &s.r1
+    } else {
+        &s.r2
+    };
+    let v: Option<String> = redis::cmd("GET")
+        .arg("k")
+        .query(&mut owner.conn_db(3))
+        .unwrap();
+    assert_eq!(
+        v.as_deref(),
+        Some("v"),
+        "SET after a refused SELECT 4 must stay in db 3"
+    );
+}
+
+#[test]
+fn auth_in_a_pipeline_applies_in_order() {
+    let s = setup(&[("proxy.password", &toml_str("pw"))]);
+    let mut c = s.proxy.raw();
+    let mut bytes = encode(&["SET", "k", "before"]);
+    bytes.extend(encode(&["AUTH", "wrong"]));
+    bytes.extend(encode(&["GET", "k"]));
+    bytes.extend(encode(&["AUTH", "pw"]));
+    bytes.extend(encode(&["SET", "k", "after"]));
+    bytes.extend(encode(&["GET", "k"]));
+    c.send(&bytes);
+    let want = [
+        Resp::err("NOAUTH Authentication required."),
+        Resp::err("WRONGPASS invalid username-password pair or user is disabled."),
+        Resp::err("NOAUTH Authentication required."),
+        Resp::ok(),
+        Resp::ok(),
+        Resp::bulk("after"),
+    ];
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(&c.read().unwrap(), w, "reply {i}");
+    }
+}

@@ -403,9 +403,25 @@ fn a_client_that_does_not_read_is_held_back_by_max_pipeline() {
 
 #[test]
 fn concurrent_clients_each_see_their_own_writes_in_order() {
+    concurrent_clients(&[]);
+}
+
+#[test]
+fn per_session_order_holds_with_several_backend_connections() {
+    // Several connections per backend: a session's commands to one key must still execute
+    // in the order sent.
+    concurrent_clients(&[("backend.connections", "4")]);
+}
+
+#[test]
+fn one_worker_serves_many_clients() {
+    concurrent_clients(&[("proxy.workers", "1"), ("backend.connections", "2")]);
+}
+
+fn concurrent_clients(settings: &[(&str, &str)]) {
     let r1 = RedisServer::start();
     let r2 = RedisServer::start();
-    let proxy = Proxy::start(&[&[&r1], &[&r2]]);
+    let proxy = Proxy::start_with(&[&[&r1], &[&r2]], settings);
     let addr = proxy.addr;
     let threads: Vec<_> = (0..16)
         .map(|t| {
@@ -517,4 +533,29 @@ fn select_in_a_pipeline_applies_in_order() {
             assert_eq!(v, Some(format!("db{db}")), "{k} in db {db}");
         }
     }
+}
+
+#[test]
+fn quit_waits_for_replies_in_flight() {
+    let r1 = RedisServer::start();
+    let proxy = Proxy::start_with(&[&[&r1]], &[("backend.timeout_ms", "10000")]);
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Resp::ok());
+    let mut sleeper = r1.raw();
+    sleeper.send(&encode(&["DEBUG", "SLEEP", "0.5"]));
+    let asleep = wait_until(Duration::from_secs(2), || {
+        let mut probe = RawConn::connect(r1.socket_addr());
+        probe.send(&encode(&["PING"]));
+        !probe.has_data_within(Duration::from_millis(50))
+    });
+    assert!(asleep, "redis did not start sleeping");
+    let mut bytes = encode(&["GET", "k"]);
+    bytes.extend(encode(&["SET", "k", "w"]));
+    bytes.extend(encode(&["QUIT"]));
+    c.send(&bytes);
+    assert_eq!(c.read().unwrap(), Resp::bulk("v"));
+    assert_eq!(c.read().unwrap(), Resp::ok());
+    assert_eq!(c.read().unwrap(), Resp::ok(), "QUIT");
+    assert!(c.closed_within(Duration::from_secs(5)));
+    assert_eq!(proxy.raw().cmd(&["GET", "k"]), Resp::bulk("w"));
 }

@@ -627,10 +627,11 @@ impl ProxyBuilder {
         }
     }
 
-    /// Starts the proxy; panics with its log if it does not listen within 10 s.
+    /// Starts the proxy; panics with its log if it does not listen (both the client and the
+    /// admin addresses) within 10 s.
     pub fn start(&self) -> Proxy {
         let cfg = self.config();
-        match Proxy::start_config(&cfg.text, cfg.listen, cfg.admin) {
+        match Proxy::start_config(&cfg.text, cfg.listen, cfg.admin, true) {
             Ok(p) => p,
             Err(e) => panic!("proxy did not start: {e}\nconfig:\n{}", cfg.text),
         }
@@ -688,7 +689,8 @@ impl Proxy {
 
     /// Starts the proxy on config text as given. `Err` if the process exits before listening
     /// (bad config) or does not listen within 10 s. The listen addresses are read from the
-    /// `listen = "..."` / `admin_listen = "..."` lines (defaults 127.0.0.1:19000 / :19080).
+    /// `listen = "..."` / `admin_listen = "..."` lines (defaults 127.0.0.1:19000 / :19080);
+    /// the admin address is waited for only if the text names it.
     pub fn start_raw(config_text: &str) -> Result<Proxy, ProxyExited> {
         let find = |name: &str, default: &str| -> SocketAddr {
             config_text
@@ -700,13 +702,18 @@ impl Proxy {
         };
         let listen = find("listen", "127.0.0.1:19000");
         let admin = find("admin_listen", "127.0.0.1:19080");
-        Proxy::start_config(config_text, listen, admin)
+        let names_admin = config_text
+            .lines()
+            .any(|l| l.trim_start().starts_with("admin_listen"));
+        Proxy::start_config(config_text, listen, admin, names_admin)
     }
 
+    /// Writes the config, runs the proxy, waits for `listen` (and `admin` if `wait_admin`).
     fn start_config(
         text: &str,
         listen: SocketAddr,
         admin: SocketAddr,
+        wait_admin: bool,
     ) -> Result<Proxy, ProxyExited> {
         let dir = TempDir::new("proxy");
         let config_path = dir.path().join("tessera.toml");
@@ -736,7 +743,7 @@ impl Proxy {
                 exited = Some(s);
                 return true;
             }
-            accepts(listen)
+            accepts(listen) && (!wait_admin || accepts(admin))
         });
         if exited.is_some() || !listening {
             proxy.kill();

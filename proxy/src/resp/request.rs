@@ -68,6 +68,8 @@ pub struct RequestDecoder {
     limits: Limits,
     /// Argument spans (start, end) within the frame being scanned; reused between frames.
     spans: Vec<(usize, usize)>,
+    /// The arguments of the inline command being scanned (unescaped, so owned).
+    inline_args: Vec<Vec<u8>>,
 }
 
 enum Scan {
@@ -85,6 +87,7 @@ impl RequestDecoder {
         RequestDecoder {
             limits,
             spans: Vec::new(),
+            inline_args: Vec::new(),
         }
     }
 
@@ -99,8 +102,12 @@ impl RequestDecoder {
                 Scan::Skip(n) => buf.advance(n),
                 Scan::Frame { len, inline } => {
                     let frame = buf.split_to(len).freeze();
+                    if inline {
+                        let args = self.inline_args.drain(..).map(Bytes::from).collect();
+                        return Ok(Some(Request { args, raw: None }));
+                    }
                     let args = self.spans.iter().map(|&(s, e)| frame.slice(s..e)).collect();
-                    let raw = if inline { None } else { Some(frame) };
+                    let raw = Some(frame);
                     return Ok(Some(Request { args, raw }));
                 }
             }
@@ -170,8 +177,9 @@ impl RequestDecoder {
         } else {
             nl
         };
-        split_inline(&buf[..line_end], &mut self.spans)?;
-        if self.spans.is_empty() {
+        self.inline_args.clear();
+        split_inline(&buf[..line_end], &mut self.inline_args)?;
+        if self.inline_args.is_empty() {
             return Ok(Scan::Skip(nl + 1));
         }
         Ok(Scan::Frame {
@@ -238,44 +246,84 @@ fn read_header(
     }
 }
 
-/// Splits an inline command line like Redis's `sdssplitargs`: spaces separate arguments,
-/// double quotes allow escapes (`\n`, `\xNN`, ...), single quotes are literal.
-fn split_inline(line: &[u8], spans: &mut Vec<(usize, usize)>) -> Result<(), ProtocolError> {
-    let mut i = 0;
-    while i < line.len() {
-        while i < line.len() && line[i].is_ascii_whitespace() {
-            i += 1;
+/// Splits an inline command line exactly like Redis's `sdssplitargs`: blanks separate
+/// arguments; double quotes allow escapes (`\n`, `\r`, `\t`, `\b`, `\a`, `\xNN`, `\"`);
+/// single quotes are literal but for `\'`; a closing quote must end the argument.
+fn split_inline(line: &[u8], args: &mut Vec<Vec<u8>>) -> Result<(), ProtocolError> {
+    let at = |i: usize| line.get(i).copied().unwrap_or(0);
+    let mut p = 0;
+    loop {
+        while p < line.len() && at(p).is_ascii_whitespace() {
+            p += 1;
         }
-        if i == line.len() {
-            break;
+        if p >= line.len() {
+            return Ok(());
         }
-        if line[i] == b'"' || line[i] == b'\'' {
-            // Quoted arguments may need unescaping; the decoder keeps spans into the frame,
-            // so only quotes without escapes are accepted inline. Redis clients never send
-            // inline commands; people typing into telnet rarely need escapes.
-            let q = line[i];
-            let start = i + 1;
-            let Some(off) = line[start..].iter().position(|&b| b == q) else {
-                return Err(ProtocolError::UnbalancedQuotes);
-            };
-            let end = start + off;
-            if q == b'"' && line[start..end].contains(&b'\\') {
-                return Err(ProtocolError::UnbalancedQuotes);
+        let (mut in_dq, mut in_sq) = (false, false);
+        let mut current = Vec::new();
+        loop {
+            let c = at(p);
+            if in_dq {
+                if c == b'\\' && at(p + 1) == b'x' && at(p + 2).is_ascii_hexdigit() && at(p + 3).is_ascii_hexdigit() {
+                    current.push(hex(at(p + 2)) * 16 + hex(at(p + 3)));
+                    p += 3;
+                } else if c == b'\\' && p + 1 < line.len() {
+                    p += 1;
+                    current.push(match at(p) {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 8,
+                        b'a' => 7,
+                        other => other,
+                    });
+                } else if c == b'"' {
+                    if p + 1 < line.len() && !at(p + 1).is_ascii_whitespace() {
+                        return Err(ProtocolError::UnbalancedQuotes);
+                    }
+                    p += 1;
+                    break;
+                } else if p >= line.len() {
+                    return Err(ProtocolError::UnbalancedQuotes);
+                } else {
+                    current.push(c);
+                }
+            } else if in_sq {
+                if c == b'\\' && at(p + 1) == b'\'' {
+                    p += 1;
+                    current.push(b'\'');
+                } else if c == b'\'' {
+                    if p + 1 < line.len() && !at(p + 1).is_ascii_whitespace() {
+                        return Err(ProtocolError::UnbalancedQuotes);
+                    }
+                    p += 1;
+                    break;
+                } else if p >= line.len() {
+                    return Err(ProtocolError::UnbalancedQuotes);
+                } else {
+                    current.push(c);
+                }
+            } else {
+                match c {
+                    _ if p >= line.len() => break,
+                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    b'"' => in_dq = true,
+                    b'\'' => in_sq = true,
+                    _ => current.push(c),
+                }
             }
-            if end + 1 < line.len() && !line[end + 1].is_ascii_whitespace() {
-                return Err(ProtocolError::UnbalancedQuotes);
-            }
-            spans.push((start, end));
-            i = end + 1;
-        } else {
-            let start = i;
-            while i < line.len() && !line[i].is_ascii_whitespace() {
-                i += 1;
-            }
-            spans.push((start, i));
+            p += 1;
         }
+        args.push(current);
     }
-    Ok(())
+}
+
+fn hex(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => c - b'A' + 10,
+    }
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
@@ -342,6 +390,16 @@ mod tests {
             decode_all(b"GET 'x\r\n"),
             Err(ProtocolError::UnbalancedQuotes)
         );
+    }
+
+    #[test]
+    fn inline_escapes_as_redis() {
+        assert_eq!(
+            decode_all(b"ECHO \"esc\\x41\\n\" 'it\\'s' a\"b c\"\r\n").unwrap(),
+            vec![vec!["ECHO", "escA\n", "it's", "ab c"]]
+        );
+        assert_eq!(decode_all(b"ECHO \"a\"b\r\n"), Err(ProtocolError::UnbalancedQuotes));
+        assert_eq!(decode_all(b"ECHO \"abc\r\n"), Err(ProtocolError::UnbalancedQuotes));
     }
 
     #[test]

@@ -92,8 +92,7 @@ impl Session {
             }
             Some(db) => {
                 if self.db != db as u32 {
-                    self.db = db as u32;
-                    self.reset_conns();
+                    self.switch_db(db as u32);
                 }
                 encode::simple(out, "OK");
             }
@@ -104,17 +103,9 @@ impl Session {
         if let Some(ver) = args.get(1) {
             match parse_int(ver) {
                 Some(2) => {}
-                Some(3) => {
-                    return encode::error(
-                        out,
-                        "NOPROTO sorry, this protocol version is not supported",
-                    );
-                }
-                _ => {
-                    return encode::error(
-                        out,
-                        "ERR Protocol version is not an integer or out of range",
-                    );
+                Some(_) => return encode::error(out, "NOPROTO unsupported protocol version"),
+                None => {
+                    return encode::error(out, "ERR Protocol version is not an integer or out of range");
                 }
             }
         }

@@ -422,9 +422,12 @@ impl Session {
         }
     }
 
-    /// Drops the cached backend connections (after SELECT).
-    fn reset_conns(&mut self) {
+    /// Switches to another database: the commands gathered so far go out on the old
+    /// database's connections, later ones on the new database's.
+    fn switch_db(&mut self, db: u32) {
+        self.flush_batches();
         self.conns.clear();
+        self.db = db;
     }
 }
 
