@@ -179,6 +179,9 @@ impl RequestDecoder {
         };
         self.inline_args.clear();
         split_inline(&buf[..line_end], &mut self.inline_args)?;
+        if self.inline_args.len() > self.limits.max_array_len {
+            return Err(ProtocolError::InvalidArrayLen);
+        }
         if self.inline_args.is_empty() {
             return Ok(Scan::Skip(nl + 1));
         }
@@ -250,6 +253,8 @@ fn read_header(
 /// arguments; double quotes allow escapes (`\n`, `\r`, `\t`, `\b`, `\a`, `\xNN`, `\"`);
 /// single quotes are literal but for `\'`; a closing quote must end the argument.
 fn split_inline(line: &[u8], args: &mut Vec<Vec<u8>>) -> Result<(), ProtocolError> {
+    // Redis parses the line as a C string: a NUL byte ends it.
+    let line = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
     let at = |i: usize| line.get(i).copied().unwrap_or(0);
     let mut p = 0;
     loop {
@@ -306,7 +311,7 @@ fn split_inline(line: &[u8], args: &mut Vec<Vec<u8>>) -> Result<(), ProtocolErro
             } else {
                 match c {
                     _ if p >= line.len() => break,
-                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    b' ' | b'\n' | b'\r' | b'\t' => break,
                     b'"' => in_dq = true,
                     b'\'' => in_sq = true,
                     _ => current.push(c),
@@ -400,6 +405,7 @@ mod tests {
         );
         assert_eq!(decode_all(b"ECHO \"a\"b\r\n"), Err(ProtocolError::UnbalancedQuotes));
         assert_eq!(decode_all(b"ECHO \"abc\r\n"), Err(ProtocolError::UnbalancedQuotes));
+        assert_eq!(decode_all(b"ECHO a\0b c\r\nPING\r\n").unwrap(), vec![vec!["ECHO", "a"], vec!["PING"]]);
     }
 
     #[test]
