@@ -2,7 +2,7 @@
 //! twemproxy, interleaved, with each proxy's CPU time per operation.
 //!
 //! Run: `cargo bench --bench load` (release profile). Environment:
-//! - `TESSERA_BENCH_REQUESTS` — requests of a `-P 16` single-key run (default 400000); the
+//! - `TESSERA_BENCH_REQUESTS` — requests of a `-P 16` single-key run (default 1000000); the
 //!   other workloads use a fixed fraction of it (the `requests` column);
 //! - `TESSERA_BENCH_REPS` — repetitions per workload and system (default 3; the median counts);
 //! - `TESSERA_BENCH_WORKERS` — Tessera's `proxy.workers` (default: the proxy's own, one per core).
@@ -472,7 +472,7 @@ fn fmt_ops(x: Option<f64>) -> String {
             let s = n.to_string();
             let mut out = String::new();
             for (i, c) in s.chars().enumerate() {
-                if i > 0 && (s.len() - i) % 3 == 0 {
+                if i > 0 && (s.len() - i).is_multiple_of(3) {
                     out.push(',');
                 }
                 out.push(c);
@@ -515,7 +515,7 @@ fn main() {
              `apt-get install nutcracker`. The twemproxy column is skipped."
         );
     }
-    let base = env_u64("TESSERA_BENCH_REQUESTS", 400_000).max(1000);
+    let base = env_u64("TESSERA_BENCH_REQUESTS", 1_000_000).max(1000);
     let reps = env_u64("TESSERA_BENCH_REPS", 3).max(1) as usize;
     let workers = std::env::var("TESSERA_BENCH_WORKERS").ok();
     let clk_tck = clock_ticks_per_sec();

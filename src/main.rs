@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tessera_proxy::config::CoordinatorConfig;
 
 #[derive(Parser)]
 #[command(
@@ -35,9 +36,19 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ProxyArgs {
-    /// The TOML config file (see README.md, "Configuration").
-    #[arg(long, short)]
-    config: PathBuf,
+    /// The TOML config file (see README.md, "Configuration"). Optional with --coordinator.
+    #[arg(long, short, required_unless_present = "coordinator")]
+    config: Option<PathBuf>,
+    /// Take groups and slots from a topology store instead of the config:
+    /// `etcd://HOST:PORT[,HOST:PORT...]` or `file://DIR`. Overrides `coordinator.url`.
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// The product (cluster) name in the store. Overrides `coordinator.product`.
+    #[arg(long)]
+    product: Option<String>,
+    /// TTL of the proxy's registration lease, in seconds. Overrides `coordinator.lease_ttl_secs`.
+    #[arg(long)]
+    lease_ttl: Option<u64>,
     /// Overrides `proxy.listen`.
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -65,7 +76,29 @@ fn main() {
 }
 
 fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
-    let mut config = tessera_proxy::Config::from_file(&args.config)?;
+    let mut config = match &args.config {
+        Some(path) => tessera_proxy::Config::from_file(path)?,
+        None => tessera_proxy::Config::default(),
+    };
+    if let Some(url) = args.coordinator {
+        let c = config.coordinator.get_or_insert_with(|| CoordinatorConfig {
+            url: String::new(),
+            product: "tessera".to_string(),
+            lease_ttl_secs: 10,
+            lease_rule: true,
+        });
+        c.url = url;
+    }
+    if let Some(c) = config.coordinator.as_mut() {
+        if let Some(p) = args.product {
+            c.product = p;
+        }
+        if let Some(t) = args.lease_ttl {
+            c.lease_ttl_secs = t;
+        }
+    } else if args.product.is_some() || args.lease_ttl.is_some() {
+        anyhow::bail!("--product and --lease-ttl need --coordinator (or a [coordinator] table in the config)");
+    }
     if let Some(l) = args.listen {
         config.proxy.listen = l;
     }

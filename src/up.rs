@@ -188,12 +188,7 @@ fn wait_for_redis(port: u16, child: &mut Child, dir: &Path) -> anyhow::Result<()
 /// slot 0; the last group takes the remainder).
 fn cluster_config(args: &UpArgs, servers: &Servers) -> Config {
     let n = servers.0.len();
-    let mut config = Config {
-        proxy: Default::default(),
-        backend: Default::default(),
-        groups: Vec::new(),
-        slots: Vec::new(),
-    };
+    let mut config = Config::default();
     config.proxy.listen = args.proxy_addr;
     config.proxy.admin_listen = Some(args.admin_addr);
     let per = SLOT_COUNT / n;

@@ -69,10 +69,10 @@ impl Up {
             match self.lines.recv_timeout(left.max(Duration::from_millis(1))) {
                 Ok(line) => {
                     self.output.push(line.clone());
-                    if let Some(l) = line.strip_prefix("stdout: ") {
-                        if l.contains("ready") {
-                            return l.to_string();
-                        }
+                    if let Some(l) = line.strip_prefix("stdout: ")
+                        && l.contains("ready")
+                    {
+                        return l.to_string();
                     }
                 }
                 Err(_) => {

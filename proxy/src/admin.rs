@@ -62,10 +62,10 @@ fn model(shared: &Shared) -> serde_json::Value {
     let mut config = serde_json::to_value(&shared.config).unwrap_or_default();
     // The model is for operators; passwords stay out of it.
     for key in [["proxy", "password"], ["backend", "password"]] {
-        if let Some(p) = config.get_mut(key[0]).and_then(|t| t.get_mut(key[1])) {
-            if p.as_str().is_some_and(|s| !s.is_empty()) {
-                *p = json!("********");
-            }
+        if let Some(p) = config.get_mut(key[0]).and_then(|t| t.get_mut(key[1]))
+            && p.as_str().is_some_and(|s| !s.is_empty())
+        {
+            *p = json!("********");
         }
     }
     json!({

@@ -19,9 +19,12 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
+use arc_swap::ArcSwap;
+
 use crate::config::BackendConfig;
 use crate::resp::{ReplyScanner, encode};
 use crate::router::BackendInfo;
+use crate::server::Passwords;
 
 /// Commands for one backend connection, sent by one session after one read.
 pub struct Batch {
@@ -57,7 +60,12 @@ pub struct BackendConn {
 
 impl BackendConn {
     /// Starts the connection task for `info.addr`, database `db`, on the current `LocalSet`.
-    pub fn spawn(info: Arc<BackendInfo>, db: u32, config: &BackendConfig) -> BackendConn {
+    pub fn spawn(
+        info: Arc<BackendInfo>,
+        db: u32,
+        config: &BackendConfig,
+        passwords: Arc<ArcSwap<Passwords>>,
+    ) -> BackendConn {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Rc::new(Cell::new(ConnState::Connecting));
         let down_reply = Rc::new(Cell::new(None));
@@ -65,6 +73,7 @@ impl BackendConn {
             info,
             db,
             config: config.clone(),
+            passwords,
             rx,
             state: state.clone(),
             down_reply: down_reply.clone(),
@@ -123,6 +132,7 @@ struct ConnTask {
     info: Arc<BackendInfo>,
     db: u32,
     config: BackendConfig,
+    passwords: Arc<ArcSwap<Passwords>>,
     rx: mpsc::UnboundedReceiver<Batch>,
     state: Rc<Cell<ConnState>>,
     down_reply: Rc<Cell<Option<Bytes>>>,
@@ -190,8 +200,9 @@ impl ConnTask {
             stream.set_nodelay(true).map_err(|e| e.to_string())?;
             let mut hello = BytesMut::new();
             let mut expect = 0;
-            if !self.config.password.is_empty() {
-                encode::command(&mut hello, &["AUTH", self.config.password.as_str()]);
+            let password = self.passwords.load().backend.clone();
+            if !password.is_empty() {
+                encode::command(&mut hello, &["AUTH", password.as_str()]);
                 expect += 1;
             }
             if self.db != 0 {

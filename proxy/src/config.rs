@@ -25,7 +25,7 @@ pub enum ConfigError {
 }
 
 /// The whole proxy configuration (`tessera proxy --config FILE`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -38,6 +38,38 @@ pub struct Config {
     /// Slot ranges and the group that owns them. Slots not named are offline.
     #[serde(default, rename = "slots")]
     pub slots: Vec<SlotRangeConfig>,
+    /// Where the topology comes from instead of `group`/`slots` (coordinator mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<CoordinatorConfig>,
+}
+
+/// Coordinator mode: groups and slots come from the topology store, watched live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// `etcd://HOST:PORT[,HOST:PORT...]` or `file://DIR`.
+    pub url: String,
+    /// The product (cluster) name: its topology lives under `/tessera/<product>/`.
+    #[serde(default = "default_product")]
+    pub product: String,
+    /// TTL of the proxy's registration lease, renewed every third of it.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u64,
+    /// Stop serving when the lease cannot be renewed, before it can expire in the store
+    /// (after two thirds of the TTL without a renewal). Turning it off risks routing on a
+    /// stale slot table while a migration the proxy never acknowledged moves keys.
+    #[serde(default = "default_true")]
+    pub lease_rule: bool,
+}
+
+fn default_product() -> String {
+    "tessera".to_string()
+}
+fn default_lease_ttl() -> u64 {
+    10
+}
+fn default_true() -> bool {
+    true
 }
 
 /// Client-facing settings of the proxy.
@@ -213,6 +245,19 @@ impl Config {
                     ));
                 }
                 *o = Some(r.group);
+            }
+        }
+        if let Some(c) = &self.coordinator {
+            if !self.groups.is_empty() || !self.slots.is_empty() {
+                return invalid(
+                    "in coordinator mode groups and slots come from the coordinator; remove [[group]] and [[slots]] from the config".into(),
+                );
+            }
+            if c.lease_ttl_secs < 2 {
+                return invalid("coordinator.lease_ttl_secs must be at least 2".into());
+            }
+            if c.product.is_empty() || c.product.contains('/') {
+                return invalid(format!("coordinator.product {:?} must be a non-empty name without '/'", c.product));
             }
         }
         let p = &self.proxy;

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 pub enum ProxyError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Coordinator(#[from] crate::coordinator::CoordinatorError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,

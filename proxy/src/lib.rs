@@ -25,6 +25,7 @@ pub mod admin;
 pub mod backend;
 pub mod command;
 pub mod config;
+pub mod coordinator;
 pub mod error;
 pub mod resp;
 pub mod router;

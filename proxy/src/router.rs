@@ -49,26 +49,40 @@ const NONE: BackendId = BackendId::MAX;
 impl SlotTable {
     /// Builds the table a static config describes.
     pub fn from_config(config: &Config, registry: &BackendRegistry) -> SlotTable {
-        let groups: BTreeMap<u32, Group> = config
-            .groups
-            .iter()
-            .map(|g| {
-                let group = Group {
-                    id: g.id,
-                    servers: g.servers.clone(),
-                    master: registry.id(&g.servers[0]),
-                };
-                (g.id, group)
-            })
-            .collect();
-        let mut slots = vec![SlotState::Offline; SLOT_COUNT];
+        let groups = config.groups.iter().map(|g| (g.id, g.servers.clone())).collect();
+        let mut owners = vec![None; SLOT_COUNT];
         for r in &config.slots {
             let (lo, hi) = parse_slot_range(&r.range).expect("validated config");
-            for s in &mut slots[lo..=hi] {
-                *s = SlotState::Owned { group: r.group };
+            for o in &mut owners[lo..=hi] {
+                *o = Some(r.group);
             }
         }
-        Self::new(0, slots, groups)
+        Self::build(0, groups, &owners, registry)
+    }
+
+    /// Builds a table from groups (id, servers with the master first) and the owner of
+    /// each slot. A group without servers serves nothing: its slots are offline.
+    pub fn build(
+        revision: u64,
+        groups: Vec<(u32, Vec<String>)>,
+        owners: &[Option<u32>],
+        registry: &BackendRegistry,
+    ) -> SlotTable {
+        let groups: BTreeMap<u32, Group> = groups
+            .into_iter()
+            .filter(|(_, servers)| !servers.is_empty())
+            .map(|(id, servers)| {
+                let master = registry.id(&servers[0]);
+                (id, Group { id, servers, master })
+            })
+            .collect();
+        let slots = (0..SLOT_COUNT)
+            .map(|s| match owners.get(s).copied().flatten() {
+                Some(group) => SlotState::Owned { group },
+                None => SlotState::Offline,
+            })
+            .collect();
+        Self::new(revision, slots, groups)
     }
 
     fn new(revision: u64, slots: Vec<SlotState>, groups: BTreeMap<u32, Group>) -> SlotTable {

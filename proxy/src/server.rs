@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::thread::JoinHandle;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::backend::BackendConn;
 use crate::config::Config;
+use crate::coordinator::Coordinator;
 use crate::error::ProxyError;
 use crate::router::{BackendId, BackendRegistry, SlotTable};
 use crate::session::Session;
@@ -29,7 +30,20 @@ pub struct Shared {
     pub stats: Stats,
     /// Client connections open now (checked against `max_clients`).
     pub clients: AtomicUsize,
+    /// The client and backend passwords (from the config, or the product in the store).
+    pub passwords: Arc<ArcSwap<Passwords>>,
+    /// Why the proxy refuses commands right now, if it does (e.g. it lost its lease).
+    pub refusal: ArcSwapOption<String>,
     next_session: AtomicU64,
+}
+
+/// The passwords the proxy checks and sends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Passwords {
+    /// What clients must send with AUTH ("" = no authentication).
+    pub session: String,
+    /// What the proxy sends with AUTH to Redis ("" = nothing).
+    pub backend: String,
 }
 
 impl Shared {
@@ -57,7 +71,7 @@ impl Worker {
             let info = self.shared.registry.get(backend);
             let cfg = &self.shared.config.backend;
             (0..cfg.connections)
-                .map(|_| BackendConn::spawn(info.clone(), db, cfg))
+                .map(|_| BackendConn::spawn(info.clone(), db, cfg, self.shared.passwords.clone()))
                 .collect()
         });
         pool[(session % pool.len() as u64) as usize].clone()
@@ -127,6 +141,11 @@ pub fn start(config: Config) -> Result<ProxyHandle, ProxyError> {
         registry,
         stats: Stats::new(workers),
         clients: AtomicUsize::new(0),
+        passwords: Arc::new(ArcSwap::from_pointee(Passwords {
+            session: config.proxy.password.clone(),
+            backend: config.backend.password.clone(),
+        })),
+        refusal: ArcSwapOption::empty(),
         next_session: AtomicU64::new(0),
         config,
     });
@@ -153,6 +172,10 @@ pub fn start(config: Config) -> Result<ProxyHandle, ProxyError> {
         Ok::<_, ProxyError>((listener, admin))
     })?;
     let admin_addr = admin.as_ref().map(|(a, _)| *a);
+    let coordinator = match shared.config.coordinator.clone() {
+        Some(c) => Some(control.block_on(Coordinator::start(c, shared.clone(), addr, admin_addr))?),
+        None => None,
+    };
 
     let mut threads = Vec::new();
     let mut inboxes = Vec::new();
@@ -175,7 +198,8 @@ pub fn start(config: Config) -> Result<ProxyHandle, ProxyError> {
     }
 
     let control_shared = shared.clone();
-    let mut control_shutdown = shutdown_rx;
+    let mut control_shutdown = shutdown_rx.clone();
+    let coordinator_shutdown = shutdown_rx;
     let t = std::thread::Builder::new()
         .name("tessera-control".into())
         .spawn(move || {
@@ -183,9 +207,14 @@ pub fn start(config: Config) -> Result<ProxyHandle, ProxyError> {
                 if let Some((_, server)) = admin {
                     tokio::spawn(server);
                 }
+                let coordinator = coordinator.map(|c| tokio::spawn(c.run(coordinator_shutdown)));
                 tokio::select! {
                     _ = accept_loop(listener, inboxes, control_shared) => {}
                     _ = control_shutdown.changed() => {}
+                }
+                if let Some(c) = coordinator {
+                    // Let it revoke its lease, so the registration disappears at once.
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), c).await;
                 }
             })
         })

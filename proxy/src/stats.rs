@@ -111,6 +111,11 @@ impl Stats {
         &self.workers[i]
     }
 
+    /// Commands answered so far, over all workers.
+    pub fn ops_total(&self) -> u64 {
+        self.workers.iter().map(|w| w.ops.get()).sum()
+    }
+
     /// A consistent-enough sum over all workers, for the admin API.
     pub fn snapshot(&self) -> Snapshot {
         let sum = |f: &dyn Fn(&WorkerStats) -> u64| self.workers.iter().map(f).sum::<u64>();

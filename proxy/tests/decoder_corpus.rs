@@ -92,7 +92,12 @@ fn reference_inline_splitter_matches_redis() {
     assert!(split(b"\"abc").is_err());
     assert!(split(b"\"a\"b").is_err());
     assert!(split(b"'a").is_err());
-    assert!(check::inline_in_supported_subset(b"GET \"a b\" 'c'"));
-    assert!(!check::inline_in_supported_subset(b"GET a\"b c\""));
-    assert!(!check::inline_in_supported_subset(b"GET \"a\\nb\""));
+    // C-string semantics: NUL ends the line; isspace() includes \v and \f between arguments,
+    // but only space, \t, \r and \n end an unquoted argument.
+    assert_eq!(check::sdssplitargs(b"GET k\0junk"), Ok(vec![b"GET".to_vec(), b"k".to_vec()]));
+    assert_eq!(
+        check::sdssplitargs(b"\x0bGET a\x0cb"),
+        Ok(vec![b"GET".to_vec(), b"a\x0cb".to_vec()])
+    );
+    assert_eq!(check::sdssplitargs(b"\"a\"\x0b"), Ok(vec![b"a".to_vec()]));
 }

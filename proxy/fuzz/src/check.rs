@@ -17,9 +17,9 @@
 //! 4. differential, RESP arrays: the `redis-protocol` crate decodes each `raw` into an array of
 //!    bulk strings equal to `args`, consuming exactly `raw`; a frame `redis-protocol` finds
 //!    complete is never left waiting; a canonical frame within the limits is never refused;
-//! 5. differential, inline commands: where the line stays within the part of Redis's
-//!    `sdssplitargs` syntax Tessera implements (see [`inline_in_supported_subset`]), the
-//!    arguments (or the unbalanced-quotes error) are the ones Redis would produce;
+//! 5. differential, inline commands: the arguments of an inline line, whether it is skipped as
+//!    blank, and whether its quotes are refused, are those of Redis's `sdssplitargs` (a port of
+//!    it is below, [`sdssplitargs`]);
 //! 6. accepted requests respect the limits.
 
 use bytes::{Bytes, BytesMut};
@@ -263,15 +263,12 @@ fn check_request(req: &Request, consumed: &[u8], limits: Limits) {
                 line.len() - 1,
                 limits.max_inline_len
             );
-            if inline_in_supported_subset(body) {
-                let want = sdssplitargs(body);
-                assert_eq!(
-                    Ok(req.args.iter().map(|a| a.to_vec()).collect::<Vec<_>>()),
-                    want,
-                    "inline line {:?} split differently from Redis",
-                    show(body)
-                );
-            }
+            assert_eq!(
+                Ok(req.args.iter().map(|a| a.to_vec()).collect::<Vec<_>>()),
+                sdssplitargs(body),
+                "inline line {:?} split differently from Redis",
+                show(body)
+            );
         }
     }
 }
@@ -393,13 +390,11 @@ fn check_error(e: &ProtocolError, rest: &[u8], limits: Limits) {
                     .position(|&b| b == b'\n')
                     .expect("unbalanced quotes reported before the line ended");
                 let body = strip_eol(&rest[..=nl]);
-                if inline_in_supported_subset(body) {
-                    assert!(
-                        sdssplitargs(body).is_err(),
-                        "unbalanced quotes reported for {:?}, which Redis accepts",
-                        show(body)
-                    );
-                }
+                assert!(
+                    sdssplitargs(body).is_err(),
+                    "unbalanced quotes reported for {:?}, which Redis accepts",
+                    show(body)
+                );
             }
             ProtocolError::InvalidArrayLen => {
                 // More arguments than max_array_len on one inline line.
@@ -463,7 +458,7 @@ fn is_skips(bytes: &[u8]) -> bool {
     items(bytes).is_some_and(|items| items.iter().all(|i| is_skip_item(i)))
 }
 
-/// `*N\r\n` with N <= 0, or a blank inline line.
+/// `*N\r\n` with N <= 0, or an inline line in which Redis finds no argument.
 fn is_skip_item(item: &[u8]) -> bool {
     if item.first() == Some(&b'*') {
         let Some(digits) = item[1..].strip_suffix(b"\r\n") else {
@@ -478,7 +473,7 @@ fn is_skip_item(item: &[u8]) -> bool {
         }
         neg || digits.iter().all(|&d| d == b'0')
     } else {
-        item.ends_with(b"\n") && item.iter().all(u8::is_ascii_whitespace)
+        item.ends_with(b"\n") && sdssplitargs(strip_eol(item)).is_ok_and(|a| a.is_empty())
     }
 }
 
@@ -487,64 +482,7 @@ fn strip_eol(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// Inline lines on which Tessera is meant to split exactly as Redis does. Outside this
-/// subset Tessera knowingly differs (its decoder keeps arguments as views into the frame, so
-/// it takes no escapes), or Redis's C-string handling does something nobody relies on:
-/// - a backslash anywhere (escapes inside quotes: Tessera refuses them);
-/// - NUL (Redis stops reading the line there), vertical tab and form feed (Redis's `isspace`
-///   and its token splitter disagree on them);
-/// - a quote that does not start an argument (`a"b c"`: Redis joins it into one argument).
-pub fn inline_in_supported_subset(line: &[u8]) -> bool {
-    if line.iter().any(|&b| matches!(b, b'\\' | 0 | 0x0b | 0x0c)) {
-        return false;
-    }
-    line.iter().enumerate().all(|(i, &b)| {
-        !(b == b'"' || b == b'\'') || i == 0 || is_c_space(line[i - 1]) || {
-            // A closing quote: preceded by its argument's bytes. Accept it only when the
-            // quote that opened the argument is the same character and started a token.
-            closes_a_token(line, i)
-        }
-    })
-}
-
-/// Whether the quote at `i` closes a quoted argument that opened at a token start.
-fn closes_a_token(line: &[u8], i: usize) -> bool {
-    // Walk from the start like sdssplitargs and see where quoted arguments begin and end.
-    let mut p = 0;
-    while p < line.len() {
-        while p < line.len() && is_c_space(line[p]) {
-            p += 1;
-        }
-        if p >= line.len() {
-            return false;
-        }
-        let q = line[p];
-        if q == b'"' || q == b'\'' {
-            match line[p + 1..].iter().position(|&b| b == q) {
-                Some(off) => {
-                    let close = p + 1 + off;
-                    if close == i {
-                        return true;
-                    }
-                    if i < close {
-                        return false;
-                    }
-                    p = close + 1;
-                }
-                None => return false,
-            }
-        } else {
-            while p < line.len() && !is_c_space(line[p]) {
-                if p == i {
-                    return false;
-                }
-                p += 1;
-            }
-        }
-    }
-    false
-}
-
+/// C's `isspace` in the "C" locale, which `sdssplitargs` uses between arguments.
 fn is_c_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }

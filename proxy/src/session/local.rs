@@ -67,7 +67,8 @@ impl Session {
 
     /// Checks a password; on success the session is authenticated. Returns whether it passed.
     fn auth(&mut self, out: &mut BytesMut, user: Option<&[u8]>, pass: &[u8]) -> bool {
-        let expected = self.worker.shared.config.proxy.password.as_bytes();
+        let passwords = self.worker.shared.passwords.load();
+        let expected = passwords.session.as_bytes();
         if expected.is_empty() {
             encode::error(out, NO_PASSWORD);
             return false;

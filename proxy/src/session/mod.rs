@@ -99,7 +99,7 @@ impl Session {
         let (replies_tx, replies_rx) = mpsc::unbounded_channel();
         Session {
             id: shared.next_session_id(),
-            authenticated: p.password.is_empty(),
+            authenticated: shared.passwords.load().session.is_empty(),
             peer: stream.peer_addr().ok(),
             worker,
             stream,
@@ -178,9 +178,10 @@ impl Session {
     /// Decodes every whole request buffered and dispatches it, then sends the batches.
     fn on_input(&mut self, now: Instant) {
         let table = self.worker.shared.table.load();
+        let refusal = self.worker.shared.refusal.load();
         loop {
             match self.decoder.decode(&mut self.rbuf) {
-                Ok(Some(req)) => self.dispatch(req, &table, now),
+                Ok(Some(req)) => self.dispatch(req, &table, refusal.as_deref().map(String::as_str), now),
                 Ok(None) => {
                     if self.rbuf.len() > self.worker.shared.config.proxy.max_query_buffer {
                         self.protocol_error("query buffer limit reached", now);
@@ -231,7 +232,7 @@ impl Session {
         self.complete(seq, out.freeze());
     }
 
-    fn dispatch(&mut self, req: Request, table: &SlotTable, now: Instant) {
+    fn dispatch(&mut self, req: Request, table: &SlotTable, refusal: Option<&str>, now: Instant) {
         let spec = match command::lookup(&req.args) {
             Lookup::Found(spec) => spec,
             // Redis reports unknown commands and wrong arity before it asks for AUTH.
@@ -251,6 +252,11 @@ impl Session {
         let class = spec.class();
         if !self.authenticated && !matches!(class, Class::Local(l) if local::allowed_before_auth(l)) {
             return self.error(seq, local::NOAUTH);
+        }
+        if let Some(why) = refusal
+            && !matches!(class, Class::Local(_))
+        {
+            return self.error(seq, why);
         }
         match class {
             Class::Keyed => self.dispatch_keyed(seq, spec, req, table),
@@ -393,10 +399,10 @@ impl Session {
             Dest::Whole(seq) => self.complete(seq, reply),
             Dest::Part(seq, part) => {
                 let e = self.entry(seq);
-                if let State::Merging(m) = &mut e.state {
-                    if let Some(done) = m.add(part as usize, reply) {
-                        e.state = State::Ready(done);
-                    }
+                if let State::Merging(m) = &mut e.state
+                    && let Some(done) = m.add(part as usize, reply)
+                {
+                    e.state = State::Ready(done);
                 }
             }
         }

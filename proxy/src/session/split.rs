@@ -35,7 +35,7 @@ pub struct Merge {
 pub fn plan(kind: Split, args: &[Bytes], table: &SlotTable) -> Result<Plan, String> {
     let step = match kind {
         Split::Mset => {
-            if args.len() % 2 == 0 {
+            if args.len().is_multiple_of(2) {
                 return Err("ERR wrong number of arguments for 'mset' command".into());
             }
             2

@@ -1,0 +1,94 @@
+//! The documents the store holds for one product, as JSON (serde). Shapes are documented in
+//! `docs/topology.md`; fields are only ever added, with defaults, so old readers keep working.
+
+use serde::{Deserialize, Serialize};
+
+/// The number of slots.
+pub const SLOT_COUNT: usize = 1024;
+
+/// `/tessera/<product>/product`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Product {
+    pub name: String,
+    /// Password the proxies send with AUTH to every Redis ("" = none).
+    #[serde(default)]
+    pub backend_password: String,
+    /// Password clients must give the proxies with AUTH ("" = none).
+    #[serde(default)]
+    pub session_password: String,
+}
+
+/// `/tessera/<product>/groups/<id>`: a master and its replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub id: u32,
+    /// Server addresses, `host:port`; the first is the master.
+    #[serde(default)]
+    pub servers: Vec<String>,
+}
+
+/// One slot's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum SlotState {
+    #[default]
+    Offline,
+    Owned {
+        group: u32,
+    },
+}
+
+/// `/tessera/<product>/slots`: the state of every slot, index = slot number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slots {
+    pub slots: Vec<SlotState>,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots {
+            slots: vec![SlotState::Offline; SLOT_COUNT],
+        }
+    }
+}
+
+/// `/tessera/<product>/proxies/<token>`: a live proxy, under its lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxyInfo {
+    /// Unique per proxy process.
+    pub token: String,
+    /// Where clients connect.
+    pub addr: String,
+    /// The proxy's admin HTTP address, if it has one.
+    #[serde(default)]
+    pub admin_addr: Option<String>,
+    pub version: String,
+    pub pid: u32,
+    /// Unix time, seconds.
+    pub start_time: u64,
+    /// The topology revision the proxy has applied (the dashboard's barrier).
+    #[serde(default)]
+    pub applied_revision: i64,
+    /// Commands per second, averaged over the last few seconds.
+    #[serde(default)]
+    pub ops_per_sec: f64,
+}
+
+/// `/tessera/<product>/dashboard`: who holds the single-writer lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DashboardLock {
+    pub addr: String,
+    pub pid: u32,
+    pub start_time: u64,
+    pub token: String,
+}
+
+/// Everything of one product, as read at one revision.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Topology {
+    pub revision: i64,
+    pub product: Product,
+    pub groups: Vec<Group>,
+    pub slots: Slots,
+    pub proxies: Vec<ProxyInfo>,
+}
