@@ -9,6 +9,8 @@
 //! Depends only on std and the root `[dev-dependencies]` (redis, libc, tokio).
 #![allow(dead_code, clippy::duplicated_attributes)]
 
+pub mod etcd;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{self, File};

@@ -1,6 +1,8 @@
 //! The etcd backend against a real etcd (started by the harness on free ports): the same
 //! behaviours the file store's unit tests check, plus etcd going away and coming back.
 
+#[allow(dead_code)]
+#[path = "../../tests/harness/etcd.rs"]
 mod etcd_harness;
 
 use std::future::Future;

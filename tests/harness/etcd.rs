@@ -4,7 +4,7 @@
 //! std only (std::process, std::net), so it can move to any test crate as it is.
 //! Needs the `etcd` binary (Debian `etcd-server`); `$ETCD_BIN` overrides the path.
 
-#![allow(dead_code)]
+
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
