@@ -65,7 +65,10 @@ async fn follow(store: Arc<dyn Store>, product: String, proxies: Proxies) -> any
 
 /// Sends one inline command and reads a one-line reply.
 fn request(addr: &str, line: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr.parse().map_err(std::io::Error::other)?, Duration::from_millis(500))?;
+    let mut s = TcpStream::connect_timeout(
+        &addr.parse().map_err(std::io::Error::other)?,
+        Duration::from_millis(500),
+    )?;
     s.set_read_timeout(Some(Duration::from_secs(1)))?;
     s.write_all(format!("{line}\r\n").as_bytes())?;
     let mut reply = String::new();
@@ -84,7 +87,10 @@ async fn main() -> anyhow::Result<()> {
     let mut interval_ms = 100u64;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut value = || args.next().ok_or_else(|| anyhow::anyhow!("{a} needs a value"));
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| anyhow::anyhow!("{a} needs a value"))
+        };
         match a.as_str() {
             "--coordinator" => coordinator = value()?,
             "--product" => product = value()?,

@@ -1,5 +1,5 @@
-//! `tessera`: the one binary. `proxy` serves clients over a slot table; `up` starts a whole
-//! local cluster (redis-servers and a proxy) for a newcomer.
+//! `tessera`: the one binary. `proxy` serves clients over a slot table; `dashboard` keeps the
+//! topology; `admin` calls its API; `up` starts a whole local cluster for a newcomer.
 
 #![forbid(unsafe_code)]
 
@@ -30,7 +30,12 @@ struct Cli {
 enum Command {
     /// Run a proxy over the groups and slots of a config file.
     Proxy(ProxyArgs),
-    /// Start a local cluster: redis-servers, a proxy with all slots assigned. Ctrl-C stops it.
+    /// Run the dashboard: the single writer of a product's topology, and its REST API.
+    Dashboard(tessera_dashboard::DashboardArgs),
+    /// Call the dashboard's API: groups, servers, slots, proxies, product.
+    Admin(tessera_dashboard::AdminArgs),
+    /// Start a local cluster: redis-servers, a dashboard, a proxy with all slots assigned.
+    /// Ctrl-C stops it.
     Up(up::UpArgs),
 }
 
@@ -67,6 +72,8 @@ fn main() {
         .init();
     let result = match cli.command {
         Command::Proxy(args) => run_proxy(args),
+        Command::Dashboard(args) => tessera_dashboard::run_dashboard(args),
+        Command::Admin(args) => tessera_dashboard::run_admin(args),
         Command::Up(args) => up::run(args),
     };
     if let Err(e) = result {
@@ -97,7 +104,9 @@ fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
             c.lease_ttl_secs = t;
         }
     } else if args.product.is_some() || args.lease_ttl.is_some() {
-        anyhow::bail!("--product and --lease-ttl need --coordinator (or a [coordinator] table in the config)");
+        anyhow::bail!(
+            "--product and --lease-ttl need --coordinator (or a [coordinator] table in the config)"
+        );
     }
     if let Some(l) = args.listen {
         config.proxy.listen = l;

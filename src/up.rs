@@ -1,5 +1,6 @@
 //! `tessera up`: a whole local cluster in one command, for a newcomer. It starts one
-//! redis-server per group, a proxy over them with the slots split evenly, and stops it all.
+//! redis-server per group, a dashboard on the embedded store (or etcd), a proxy in
+//! coordinator mode, assigns the slots evenly through the dashboard's API, and stops it all.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -8,7 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tessera_proxy::config::{Config, GroupConfig, SlotRangeConfig};
+use serde_json::json;
+use tessera_dashboard::DashboardArgs;
+use tessera_dashboard::admin::Client;
+use tessera_proxy::config::{Config, CoordinatorConfig};
 use tessera_proxy::slot::SLOT_COUNT;
 
 #[derive(clap::Args)]
@@ -28,6 +32,15 @@ pub struct UpArgs {
     /// Where the proxy's admin HTTP API listens.
     #[arg(long, default_value = "127.0.0.1:19080")]
     admin_addr: SocketAddr,
+    /// Where the dashboard's REST API listens.
+    #[arg(long, default_value = "127.0.0.1:18080")]
+    dashboard_addr: SocketAddr,
+    /// Keep the topology in this etcd (`HOST:PORT`) instead of the embedded store in --dir.
+    #[arg(long)]
+    etcd: Option<String>,
+    /// The product (cluster) name.
+    #[arg(long, default_value = "tessera")]
+    product: String,
     /// The redis-server program to run.
     #[arg(long, default_value = "redis-server")]
     redis_server: PathBuf,
@@ -90,9 +103,38 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         wait_for_redis(*port, child, &dir)?;
     }
 
-    let config = cluster_config(&args, &servers);
-    std::fs::write(dir.join("proxy.toml"), config.to_toml())?;
-    let proxy = tessera_proxy::start(config).context("starting the proxy")?;
+    let coordinator = match &args.etcd {
+        Some(addr) => format!("etcd://{addr}"),
+        None => format!("file://{}", dir.join("store").display()),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the dashboard runtime")?;
+    let dashboard = rt
+        .block_on(tessera_dashboard::start(DashboardArgs {
+            coordinator: coordinator.clone(),
+            product: args.product.clone(),
+            listen: args.dashboard_addr,
+            admin_token: None,
+            lock_ttl: 10,
+        }))
+        .context("starting the dashboard")?;
+    let token = dashboard.admin_token().to_string();
+    let api = Client::new(&dashboard.addr().to_string(), Some(token.clone()));
+    let result = assign_slots(&api, &servers).and_then(|()| {
+        let config = proxy_config(&args, &coordinator);
+        std::fs::write(dir.join("proxy.toml"), config.to_toml())?;
+        tessera_proxy::start(config).context("starting the proxy")
+    });
+    let proxy = match result {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = rt.block_on(dashboard.shutdown());
+            return Err(e);
+        }
+    };
     let addrs: Vec<String> = servers
         .0
         .iter()
@@ -104,21 +146,87 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         addrs.join(", "),
         dir.display()
     );
+    println!(
+        "tessera up: topology in {coordinator}, product {:?}",
+        args.product
+    );
+    println!(
+        "tessera up: dashboard on http://{0} (try: tessera admin --dashboard {0} --token {token} topology)",
+        dashboard.addr()
+    );
     if let Some(a) = proxy.admin_addr() {
-        println!("tessera up: admin API on http://{a}/api/stats");
+        println!("tessera up: proxy admin API on http://{a}/api/stats");
     }
     println!(
-        "tessera up: ready on {} (connect with: redis-cli -p {}; proxy config in {})",
+        "tessera up: ready on {} (connect with: redis-cli -p {})",
         proxy.addr(),
-        proxy.addr().port(),
-        dir.join("proxy.toml").display()
+        proxy.addr().port()
     );
     println!("tessera up: press Ctrl-C to stop");
     let waited = crate::wait_for_signal();
     println!("tessera up: stopping");
     proxy.shutdown();
+    if let Err(e) = rt.block_on(dashboard.shutdown()) {
+        eprintln!("tessera up: dashboard did not stop cleanly: {e}");
+    }
     drop(servers);
     waited
+}
+
+/// Creates the groups (one server each) and splits the slots in equal contiguous ranges in
+/// group order (group 1 gets slot 0; the last takes the remainder), through the REST API.
+/// Idempotent, so `tessera up` on an existing --dir finds its cluster as it left it.
+fn assign_slots(api: &Client, servers: &Servers) -> anyhow::Result<()> {
+    let topology = api.call("GET", "/api/topology", None)?;
+    let n = servers.0.len();
+    let per = SLOT_COUNT / n;
+    for (i, (port, _)) in servers.0.iter().enumerate() {
+        let id = i as u64 + 1;
+        let addr = format!("127.0.0.1:{port}");
+        let existing = topology["groups"]
+            .as_array()
+            .and_then(|gs| gs.iter().find(|g| g["id"].as_u64() == Some(id)));
+        if existing.is_none() {
+            api.call("POST", "/api/groups", Some(json!({ "id": id })))?;
+        }
+        let has_server = existing.is_some_and(|g| {
+            g["servers"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|a| a.as_str() == Some(&addr)))
+        });
+        if !has_server {
+            api.call(
+                "POST",
+                &format!("/api/groups/{id}/servers"),
+                Some(json!({ "addr": addr })),
+            )?;
+        }
+        let lo = i * per;
+        let hi = if i + 1 == n {
+            SLOT_COUNT - 1
+        } else {
+            lo + per - 1
+        };
+        api.call(
+            "POST",
+            "/api/slots/assign",
+            Some(json!({ "range": format!("{lo}-{hi}"), "group": id })),
+        )?;
+    }
+    Ok(())
+}
+
+fn proxy_config(args: &UpArgs, coordinator: &str) -> Config {
+    let mut config = Config::default();
+    config.proxy.listen = args.proxy_addr;
+    config.proxy.admin_listen = Some(args.admin_addr);
+    config.coordinator = Some(CoordinatorConfig {
+        url: coordinator.to_string(),
+        product: args.product.clone(),
+        lease_ttl_secs: 10,
+        lease_rule: true,
+    });
+    config
 }
 
 fn check_redis_server(program: &Path) -> anyhow::Result<()> {
@@ -182,32 +290,4 @@ fn wait_for_redis(port: u16, child: &mut Child, dir: &Path) -> anyhow::Result<()
         std::thread::sleep(Duration::from_millis(20));
     }
     bail!("redis-server on port {port} did not answer PING within 10 s")
-}
-
-/// Groups 1..=n, one server each, and the slots in n equal contiguous ranges (group 1 gets
-/// slot 0; the last group takes the remainder).
-fn cluster_config(args: &UpArgs, servers: &Servers) -> Config {
-    let n = servers.0.len();
-    let mut config = Config::default();
-    config.proxy.listen = args.proxy_addr;
-    config.proxy.admin_listen = Some(args.admin_addr);
-    let per = SLOT_COUNT / n;
-    for (i, (port, _)) in servers.0.iter().enumerate() {
-        let id = i as u32 + 1;
-        config.groups.push(GroupConfig {
-            id,
-            servers: vec![format!("127.0.0.1:{port}")],
-        });
-        let lo = i * per;
-        let hi = if i + 1 == n {
-            SLOT_COUNT - 1
-        } else {
-            lo + per - 1
-        };
-        config.slots.push(SlotRangeConfig {
-            range: format!("{lo}-{hi}"),
-            group: id,
-        });
-    }
-    config
 }

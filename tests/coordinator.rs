@@ -13,27 +13,51 @@ use tessera_topology::model::{Group, Product, SlotState, Slots};
 use tessera_topology::{Store, keys};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn store(rt: &tokio::runtime::Runtime, etcd: &Etcd) -> Arc<dyn Store> {
-    rt.block_on(tessera_topology::connect(&etcd.url())).expect("connect to etcd")
+    rt.block_on(tessera_topology::connect(&etcd.url()))
+        .expect("connect to etcd")
 }
 
 /// Writes a product with `groups` and every slot owned by `owner`; returns the revision.
-fn seed(rt: &tokio::runtime::Runtime, store: &Arc<dyn Store>, product: &str, groups: &[&RedisServer], owner: u32) -> i64 {
+fn seed(
+    rt: &tokio::runtime::Runtime,
+    store: &Arc<dyn Store>,
+    product: &str,
+    groups: &[&RedisServer],
+    owner: u32,
+) -> i64 {
     rt.block_on(async {
         let p = Product {
             name: product.to_string(),
             ..Default::default()
         };
-        store.put(&keys::product(product), serde_json::to_vec(&p).unwrap(), None).await.unwrap();
+        store
+            .put(
+                &keys::product(product),
+                serde_json::to_vec(&p).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
         for (i, r) in groups.iter().enumerate() {
             let g = Group {
                 id: i as u32 + 1,
                 servers: vec![r.addr()],
             };
-            store.put(&keys::group(product, g.id), serde_json::to_vec(&g).unwrap(), None).await.unwrap();
+            store
+                .put(
+                    &keys::group(product, g.id),
+                    serde_json::to_vec(&g).unwrap(),
+                    None,
+                )
+                .await
+                .unwrap();
         }
         assign_all(store, product, owner).await
     })
@@ -43,7 +67,14 @@ async fn assign_all(store: &Arc<dyn Store>, product: &str, group: u32) -> i64 {
     let slots = Slots {
         slots: vec![SlotState::Owned { group }; 1024],
     };
-    store.put(&keys::slots(product), serde_json::to_vec(&slots).unwrap(), None).await.unwrap()
+    store
+        .put(
+            &keys::slots(product),
+            serde_json::to_vec(&slots).unwrap(),
+            None,
+        )
+        .await
+        .unwrap()
 }
 
 fn coordinator_proxy(etcd: &Etcd, product: &str, ttl: u64) -> Proxy {
@@ -84,14 +115,24 @@ fn follows_slot_reassignment_live() {
         let group = if round % 2 == 0 { 2 } else { 1 };
         let start = Instant::now();
         let revision = rt.block_on(assign_all(&store, "live", group));
-        let applied = wait_until(Duration::from_secs(5), || applied_revision(&proxy) >= revision);
+        let applied = wait_until(Duration::from_secs(5), || {
+            applied_revision(&proxy) >= revision
+        });
         let took = start.elapsed();
-        assert!(applied, "proxy did not apply revision {revision}; log:\n{}", proxy.log());
+        assert!(
+            applied,
+            "proxy did not apply revision {revision}; log:\n{}",
+            proxy.log()
+        );
         times.push(took);
         let key = format!("k-round-{round}");
         assert_eq!(c.cmd(&["SET", &key, "v"]), Resp::ok());
         let owner = if group == 2 { &r2 } else { &r1 };
-        assert_eq!(get(owner, &key).as_deref(), Some("v"), "round {round}: key not on group {group}");
+        assert_eq!(
+            get(owner, &key).as_deref(),
+            Some("v"),
+            "round {round}: key not on group {group}"
+        );
     }
     times.sort();
     println!(
@@ -103,12 +144,18 @@ fn follows_slot_reassignment_live() {
     assert!(times[times.len() / 2] < Duration::from_secs(1), "{times:?}");
 
     // The registration carries the applied revision (the dashboard's barrier).
-    let regs = rt.block_on(store.get_prefix(&keys::proxies_prefix("live"))).unwrap().0;
+    let regs = rt
+        .block_on(store.get_prefix(&keys::proxies_prefix("live")))
+        .unwrap()
+        .0;
     assert_eq!(regs.len(), 1);
     let info: serde_json::Value = serde_json::from_slice(&regs[0].value).unwrap();
     assert_eq!(info["addr"], proxy.addr.to_string());
     assert!(wait_until(Duration::from_secs(5), || {
-        let regs = rt.block_on(store.get_prefix(&keys::proxies_prefix("live"))).unwrap().0;
+        let regs = rt
+            .block_on(store.get_prefix(&keys::proxies_prefix("live")))
+            .unwrap()
+            .0;
         let info: serde_json::Value = serde_json::from_slice(&regs[0].value).unwrap();
         info["applied_revision"].as_i64() == Some(applied_revision(&proxy))
     }));
@@ -122,7 +169,12 @@ fn killed_proxy_registration_disappears_within_its_ttl() {
     let store = store(&rt, &etcd);
     seed(&rt, &store, "reg", &[&r1], 1);
     let mut proxy = coordinator_proxy(&etcd, "reg", 2);
-    let registered = || rt.block_on(store.get_prefix(&keys::proxies_prefix("reg"))).unwrap().0.len();
+    let registered = || {
+        rt.block_on(store.get_prefix(&keys::proxies_prefix("reg")))
+            .unwrap()
+            .0
+            .len()
+    };
     assert_eq!(registered(), 1);
     proxy.kill();
     let killed = Instant::now();
@@ -130,7 +182,10 @@ fn killed_proxy_registration_disappears_within_its_ttl() {
         wait_until(Duration::from_secs(6), || registered() == 0),
         "registration still there 6 s after the kill"
     );
-    println!("registration gone {:?} after SIGKILL (TTL 2 s)", killed.elapsed());
+    println!(
+        "registration gone {:?} after SIGKILL (TTL 2 s)",
+        killed.elapsed()
+    );
     assert!(killed.elapsed() < Duration::from_secs(4));
 }
 
@@ -160,20 +215,35 @@ fn etcd_outage_refuses_after_the_lease_rule_and_recovers() {
         _ => false,
     });
     let refused_after = stopped.elapsed();
-    let refusal = refusal.unwrap_or_else(|| panic!("proxy kept serving without its lease; log:\n{}", proxy.log()));
-    assert!(refusal.contains("lost its registration with the coordinator"), "{refusal}");
-    assert!(refused_after < Duration::from_secs(3), "refused only after {refused_after:?}");
+    let refusal = refusal.unwrap_or_else(|| {
+        panic!(
+            "proxy kept serving without its lease; log:\n{}",
+            proxy.log()
+        )
+    });
+    assert!(
+        refusal.contains("lost its registration with the coordinator"),
+        "{refusal}"
+    );
+    assert!(
+        refused_after < Duration::from_secs(3),
+        "refused only after {refused_after:?}"
+    );
     // Local commands still work, so clients and health checks can tell what is going on.
     assert_eq!(c.cmd(&["PING"]), Resp::simple("PONG"));
 
     etcd.restart();
     let back = Instant::now();
     assert!(
-        wait_until(Duration::from_secs(15), || c.cmd(&["GET", "k"]) == Resp::bulk(b"v")),
+        wait_until(Duration::from_secs(15), || c.cmd(&["GET", "k"])
+            == Resp::bulk(b"v")),
         "proxy did not recover after etcd came back; log:\n{}",
         proxy.log()
     );
-    println!("refused {refused_after:?} after etcd stopped; serving again {:?} after it restarted", back.elapsed());
+    println!(
+        "refused {refused_after:?} after etcd stopped; serving again {:?} after it restarted",
+        back.elapsed()
+    );
 }
 
 #[test]
@@ -184,7 +254,13 @@ fn unreachable_coordinator_fails_the_start_with_a_clear_error() {
         free_addr(),
         free_addr()
     );
-    let err = Proxy::start_raw(&config).err().expect("proxy must not start without its coordinator");
-    assert!(err.log.contains(&format!("etcd://{nowhere}")), "{}", err.log);
+    let err = Proxy::start_raw(&config)
+        .err()
+        .expect("proxy must not start without its coordinator");
+    assert!(
+        err.log.contains(&format!("etcd://{nowhere}")),
+        "{}",
+        err.log
+    );
     assert!(err.status.is_some_and(|s| !s.success()), "{err}");
 }

@@ -31,6 +31,7 @@ impl Up {
             .arg(dir.path())
             .args(["--proxy-addr", &proxy.to_string()])
             .args(["--admin-addr", &admin.to_string()])
+            .args(["--dashboard-addr", &free_addr().to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

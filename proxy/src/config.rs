@@ -257,7 +257,10 @@ impl Config {
                 return invalid("coordinator.lease_ttl_secs must be at least 2".into());
             }
             if c.product.is_empty() || c.product.contains('/') {
-                return invalid(format!("coordinator.product {:?} must be a non-empty name without '/'", c.product));
+                return invalid(format!(
+                    "coordinator.product {:?} must be a non-empty name without '/'",
+                    c.product
+                ));
             }
         }
         let p = &self.proxy;

@@ -54,7 +54,9 @@ impl Coordinator {
             url: url.clone(),
             message,
         };
-        let store = bounded(tessera_topology::connect(&config.url)).await.map_err(|e| err(e.to_string()))?;
+        let store = bounded(tessera_topology::connect(&config.url))
+            .await
+            .map_err(|e| err(e.to_string()))?;
         let topology = bounded(load::load_topology(&*store, &config.product))
             .await
             .map_err(|e| err(e.to_string()))?;
@@ -64,7 +66,9 @@ impl Coordinator {
             admin_addr: admin_addr.map(|a| a.to_string()),
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
-            start_time: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            start_time: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             applied_revision: 0,
             ops_per_sec: 0.0,
         };
@@ -96,7 +100,12 @@ impl Coordinator {
         let renewed = Arc::new(LeaseClock::new());
         if self.config.lease_rule {
             let fence = ttl * 2 / 3;
-            tokio::spawn(enforce_lease_rule(renewed.clone(), fence, self.shared.clone(), self.store.endpoint()));
+            tokio::spawn(enforce_lease_rule(
+                renewed.clone(),
+                fence,
+                self.shared.clone(),
+                self.store.endpoint(),
+            ));
         }
         let mut last_ops = (Instant::now(), self.shared.stats.ops_total());
         let mut events = self.watch().await;
@@ -178,12 +187,18 @@ impl Coordinator {
             self.write_info().await?;
         }
         let prefix = keys::product_prefix(&self.config.product);
-        self.store.watch_prefix(&prefix, self.topology.revision).await
+        self.store
+            .watch_prefix(&prefix, self.topology.revision)
+            .await
     }
 
     async fn watch(&mut self) -> Option<mpsc::Receiver<WatchEvent>> {
         let prefix = keys::product_prefix(&self.config.product);
-        match self.store.watch_prefix(&prefix, self.topology.revision).await {
+        match self
+            .store
+            .watch_prefix(&prefix, self.topology.revision)
+            .await
+        {
             Ok(rx) => Some(rx),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch the topology");
@@ -210,7 +225,11 @@ impl Coordinator {
         }
         if changed {
             self.publish();
-            tracing::info!(from = before, to = self.topology.revision, "applied a new topology");
+            tracing::info!(
+                from = before,
+                to = self.topology.revision,
+                "applied a new topology"
+            );
             if let Err(e) = self.write_info().await {
                 tracing::warn!(error = %e, "cannot report the applied revision");
             }
@@ -251,7 +270,10 @@ impl Coordinator {
     async fn write_info(&self) -> Result<(), StoreError> {
         let key = keys::proxy(&self.config.product, &self.info.token);
         let value = serde_json::to_vec(&self.info).map_err(|e| StoreError::Other(e.to_string()))?;
-        self.store.put(&key, value, Some(self.lease)).await.map(|_| ())
+        self.store
+            .put(&key, value, Some(self.lease))
+            .await
+            .map(|_| ())
     }
 }
 
@@ -281,7 +303,12 @@ impl LeaseClock {
 /// The lease rule, on its own task so that no slow store call can delay it: once the lease
 /// has gone `fence` without a renewal, every command is refused until the proxy is
 /// registered again with a fresh table (the main loop lifts the refusal).
-async fn enforce_lease_rule(clock: Arc<LeaseClock>, fence: Duration, shared: Arc<Shared>, endpoint: String) {
+async fn enforce_lease_rule(
+    clock: Arc<LeaseClock>,
+    fence: Duration,
+    shared: Arc<Shared>,
+    endpoint: String,
+) {
     loop {
         let since = clock.elapsed();
         if since < fence {
@@ -309,9 +336,14 @@ async fn recv(events: &mut Option<mpsc::Receiver<WatchEvent>>) -> Option<WatchEv
 }
 
 async fn bounded<T>(f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-    tokio::time::timeout(START_BOUND, f).await.unwrap_or_else(|_| {
-        Err(StoreError::Other(format!("no answer within {} s", START_BOUND.as_secs())))
-    })
+    tokio::time::timeout(START_BOUND, f)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Other(format!(
+                "no answer within {} s",
+                START_BOUND.as_secs()
+            )))
+        })
 }
 
 /// A token unique to this proxy process.
@@ -319,6 +351,10 @@ fn token() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
-    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     format!("{:016x}", h.finish())
 }

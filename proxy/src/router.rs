@@ -49,7 +49,11 @@ const NONE: BackendId = BackendId::MAX;
 impl SlotTable {
     /// Builds the table a static config describes.
     pub fn from_config(config: &Config, registry: &BackendRegistry) -> SlotTable {
-        let groups = config.groups.iter().map(|g| (g.id, g.servers.clone())).collect();
+        let groups = config
+            .groups
+            .iter()
+            .map(|g| (g.id, g.servers.clone()))
+            .collect();
         let mut owners = vec![None; SLOT_COUNT];
         for r in &config.slots {
             let (lo, hi) = parse_slot_range(&r.range).expect("validated config");
@@ -73,7 +77,14 @@ impl SlotTable {
             .filter(|(_, servers)| !servers.is_empty())
             .map(|(id, servers)| {
                 let master = registry.id(&servers[0]);
-                (id, Group { id, servers, master })
+                (
+                    id,
+                    Group {
+                        id,
+                        servers,
+                        master,
+                    },
+                )
             })
             .collect();
         let slots = (0..SLOT_COUNT)

@@ -173,7 +173,9 @@ pub fn start(config: Config) -> Result<ProxyHandle, ProxyError> {
     })?;
     let admin_addr = admin.as_ref().map(|(a, _)| *a);
     let coordinator = match shared.config.coordinator.clone() {
-        Some(c) => Some(control.block_on(Coordinator::start(c, shared.clone(), addr, admin_addr))?),
+        Some(c) => {
+            Some(control.block_on(Coordinator::start(c, shared.clone(), addr, admin_addr))?)
+        }
         None => None,
     };
 

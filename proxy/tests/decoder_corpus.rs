@@ -94,7 +94,10 @@ fn reference_inline_splitter_matches_redis() {
     assert!(split(b"'a").is_err());
     // C-string semantics: NUL ends the line; isspace() includes \v and \f between arguments,
     // but only space, \t, \r and \n end an unquoted argument.
-    assert_eq!(check::sdssplitargs(b"GET k\0junk"), Ok(vec![b"GET".to_vec(), b"k".to_vec()]));
+    assert_eq!(
+        check::sdssplitargs(b"GET k\0junk"),
+        Ok(vec![b"GET".to_vec(), b"k".to_vec()])
+    );
     assert_eq!(
         check::sdssplitargs(b"\x0bGET a\x0cb"),
         Ok(vec![b"GET".to_vec(), b"a\x0cb".to_vec()])

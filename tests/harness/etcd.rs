@@ -4,8 +4,6 @@
 //! std only (std::process, std::net), so it can move to any test crate as it is.
 //! Needs the `etcd` binary (Debian `etcd-server`); `$ETCD_BIN` overrides the path.
 
-
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

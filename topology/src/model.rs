@@ -81,6 +81,9 @@ pub struct DashboardLock {
     pub pid: u32,
     pub start_time: u64,
     pub token: String,
+    /// The TTL of the lease the lock is held under, seconds.
+    #[serde(default)]
+    pub ttl_secs: u64,
 }
 
 /// Everything of one product, as read at one revision.

@@ -73,7 +73,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies `ops` atomically if every compare holds: `Some(new revision)`, else `None`
     /// (nothing written).
-    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<Option<Revision>, StoreError>;
+    async fn txn(
+        &self,
+        compares: Vec<Compare>,
+        ops: Vec<Op>,
+    ) -> Result<Option<Revision>, StoreError>;
 
     /// Grants a lease of `ttl_secs`.
     async fn grant_lease(&self, ttl_secs: i64) -> Result<LeaseId, StoreError>;
@@ -87,27 +91,45 @@ pub trait Store: Send + Sync + 'static {
     /// Every change under `prefix` after revision `after`, in order, until the receiver is
     /// dropped. If the watch breaks (store unreachable), the channel closes; the caller
     /// re-reads and watches again.
-    async fn watch_prefix(&self, prefix: &str, after: Revision) -> Result<mpsc::Receiver<WatchEvent>, StoreError>;
+    async fn watch_prefix(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<mpsc::Receiver<WatchEvent>, StoreError>;
 
     /// Convenience: a plain put (one transaction without compares).
-    async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision, StoreError> {
+    async fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<Revision, StoreError> {
         let op = Op::Put {
             key: key.to_string(),
             value,
             lease,
         };
-        Ok(self.txn(vec![], vec![op]).await?.expect("a transaction without compares succeeds"))
+        Ok(self
+            .txn(vec![], vec![op])
+            .await?
+            .expect("a transaction without compares succeeds"))
     }
 }
 
 /// Opens the store a coordinator URL names: `etcd://HOST:PORT[,HOST:PORT...]` or `file://DIR`.
 pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if let Some(endpoints) = url.strip_prefix("etcd://") {
-        let endpoints: Vec<String> = endpoints.split(',').filter(|e| !e.is_empty()).map(String::from).collect();
+        let endpoints: Vec<String> = endpoints
+            .split(',')
+            .filter(|e| !e.is_empty())
+            .map(String::from)
+            .collect();
         if endpoints.is_empty() {
             return Err(StoreError::BadUrl(url.to_string()));
         }
-        Ok(std::sync::Arc::new(crate::etcd::EtcdStore::connect(endpoints).await?))
+        Ok(std::sync::Arc::new(
+            crate::etcd::EtcdStore::connect(endpoints).await?,
+        ))
     } else if let Some(dir) = url.strip_prefix("file://") {
         if dir.is_empty() {
             return Err(StoreError::BadUrl(url.to_string()));

@@ -269,7 +269,11 @@ fn split_inline(line: &[u8], args: &mut Vec<Vec<u8>>) -> Result<(), ProtocolErro
         loop {
             let c = at(p);
             if in_dq {
-                if c == b'\\' && at(p + 1) == b'x' && at(p + 2).is_ascii_hexdigit() && at(p + 3).is_ascii_hexdigit() {
+                if c == b'\\'
+                    && at(p + 1) == b'x'
+                    && at(p + 2).is_ascii_hexdigit()
+                    && at(p + 3).is_ascii_hexdigit()
+                {
                     current.push(hex(at(p + 2)) * 16 + hex(at(p + 3)));
                     p += 3;
                 } else if c == b'\\' && p + 1 < line.len() {
@@ -403,9 +407,18 @@ mod tests {
             decode_all(b"ECHO \"esc\\x41\\n\" 'it\\'s' a\"b c\"\r\n").unwrap(),
             vec![vec!["ECHO", "escA\n", "it's", "ab c"]]
         );
-        assert_eq!(decode_all(b"ECHO \"a\"b\r\n"), Err(ProtocolError::UnbalancedQuotes));
-        assert_eq!(decode_all(b"ECHO \"abc\r\n"), Err(ProtocolError::UnbalancedQuotes));
-        assert_eq!(decode_all(b"ECHO a\0b c\r\nPING\r\n").unwrap(), vec![vec!["ECHO", "a"], vec!["PING"]]);
+        assert_eq!(
+            decode_all(b"ECHO \"a\"b\r\n"),
+            Err(ProtocolError::UnbalancedQuotes)
+        );
+        assert_eq!(
+            decode_all(b"ECHO \"abc\r\n"),
+            Err(ProtocolError::UnbalancedQuotes)
+        );
+        assert_eq!(
+            decode_all(b"ECHO a\0b c\r\nPING\r\n").unwrap(),
+            vec![vec!["ECHO", "a"], vec!["PING"]]
+        );
     }
 
     #[test]

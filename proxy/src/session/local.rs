@@ -106,7 +106,10 @@ impl Session {
                 Some(2) => {}
                 Some(_) => return encode::error(out, "NOPROTO unsupported protocol version"),
                 None => {
-                    return encode::error(out, "ERR Protocol version is not an integer or out of range");
+                    return encode::error(
+                        out,
+                        "ERR Protocol version is not an integer or out of range",
+                    );
                 }
             }
         }

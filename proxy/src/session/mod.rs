@@ -181,7 +181,9 @@ impl Session {
         let refusal = self.worker.shared.refusal.load();
         loop {
             match self.decoder.decode(&mut self.rbuf) {
-                Ok(Some(req)) => self.dispatch(req, &table, refusal.as_deref().map(String::as_str), now),
+                Ok(Some(req)) => {
+                    self.dispatch(req, &table, refusal.as_deref().map(String::as_str), now)
+                }
                 Ok(None) => {
                     if self.rbuf.len() > self.worker.shared.config.proxy.max_query_buffer {
                         self.protocol_error("query buffer limit reached", now);
@@ -242,7 +244,10 @@ impl Session {
             }
             Lookup::UnknownSubcommand(container) => {
                 let seq = self.push(Some(container.id), now);
-                return self.error(seq, &command::unknown_subcommand_error(container, &req.args));
+                return self.error(
+                    seq,
+                    &command::unknown_subcommand_error(container, &req.args),
+                );
             }
         };
         let seq = self.push(Some(spec.id), now);
@@ -250,7 +255,8 @@ impl Session {
             return self.error(seq, &command::arity_error(spec));
         }
         let class = spec.class();
-        if !self.authenticated && !matches!(class, Class::Local(l) if local::allowed_before_auth(l)) {
+        if !self.authenticated && !matches!(class, Class::Local(l) if local::allowed_before_auth(l))
+        {
             return self.error(seq, local::NOAUTH);
         }
         if let Some(why) = refusal

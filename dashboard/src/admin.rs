@@ -1,0 +1,512 @@
+//! `tessera admin`: a blocking HTTP client for the dashboard's API, one subcommand per call;
+//! aligned tables for people by default, the API's JSON with `--json` for scripts.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// `tessera admin`: calls a running dashboard.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AdminArgs {
+    /// The dashboard's address: `HOST:PORT` or `http://HOST:PORT`.
+    #[arg(
+        long,
+        global = true,
+        env = "TESSERA_DASHBOARD",
+        default_value = "127.0.0.1:18080"
+    )]
+    pub dashboard: String,
+    /// The admin token, for calls that change something.
+    #[arg(
+        long,
+        global = true,
+        env = "TESSERA_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub cmd: AdminCommand,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum AdminCommand {
+    /// Everything at once: product, groups, slots, proxies.
+    Topology,
+    /// Show the product settings (default) or change its passwords.
+    Product {
+        #[command(subcommand)]
+        cmd: Option<ProductCommand>,
+    },
+    /// List, add and remove groups and their servers.
+    Group {
+        #[command(subcommand)]
+        cmd: GroupCommand,
+    },
+    /// Show the slot table (as ranges; `--full` for every slot), or assign a range.
+    Slots {
+        /// One line per slot instead of ranges.
+        #[arg(long)]
+        full: bool,
+        #[command(subcommand)]
+        cmd: Option<SlotsCommand>,
+    },
+    /// The registered proxies and the topology revision each has applied.
+    Proxies,
+    /// Whether the dashboard and its store answer.
+    Health,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum ProductCommand {
+    /// Show the product settings (passwords masked).
+    Show,
+    /// Change the passwords given ("" clears one).
+    Set {
+        /// Password the proxies send to every Redis.
+        #[arg(long)]
+        backend_password: Option<String>,
+        /// Password clients must give the proxies.
+        #[arg(long)]
+        session_password: Option<String>,
+    },
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum GroupCommand {
+    /// List the groups, their servers and slot counts.
+    List,
+    /// Create an empty group.
+    Add { id: u32 },
+    /// Remove a group that owns no slots.
+    Remove { id: u32 },
+    /// Add a server (`host:port`); a group's first server is its master.
+    AddServer { id: u32, addr: String },
+    /// Remove a server from a group.
+    RemoveServer { id: u32, addr: String },
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum SlotsCommand {
+    /// Assign RANGE (`LO-HI` or `N`) to GROUP without moving data (`offline` or 0: offline).
+    Assign { range: String, group: String },
+}
+
+/// What can go wrong calling the dashboard.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot reach the dashboard at {addr}: {message}")]
+    Unreachable { addr: String, message: String },
+    /// The API answered with an error status and this message.
+    #[error("{message}")]
+    Api { status: u16, message: String },
+    #[error("unexpected answer from the dashboard at {addr}: {message}")]
+    BadAnswer { addr: String, message: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// A blocking client for one dashboard.
+pub struct Client {
+    addr: String,
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(addr: &str, token: Option<String>) -> Client {
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{}", addr.trim_end_matches('/'))
+        };
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(3))
+            .timeout(Duration::from_secs(30))
+            .build();
+        Client {
+            addr: addr.to_string(),
+            base,
+            token: token.filter(|t| !t.is_empty()),
+            agent,
+        }
+    }
+
+    /// One call: the JSON answer, or the API's error message.
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, AdminError> {
+        let mut request = self.agent.request(method, &format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.set("Authorization", &format!("Bearer {token}"));
+        }
+        let result = match body {
+            Some(body) => request.send_json(body),
+            None => request.call(),
+        };
+        let bad = |message: String| AdminError::BadAnswer {
+            addr: self.addr.clone(),
+            message,
+        };
+        match result {
+            Ok(response) => response.into_json().map_err(|e| bad(e.to_string())),
+            Err(ureq::Error::Status(status, response)) => {
+                let text = response.into_string().unwrap_or_default();
+                let mut message = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(String::from))
+                    .unwrap_or_else(|| format!("HTTP {status}: {}", text.trim()));
+                if status == 401 && self.token.is_none() {
+                    message.push_str(" (give --token or set TESSERA_ADMIN_TOKEN)");
+                }
+                Err(AdminError::Api { status, message })
+            }
+            Err(ureq::Error::Transport(t)) => {
+                // ureq's text starts with the URL; the address is in our message already.
+                let text = t.to_string();
+                let message = match t.url() {
+                    Some(url) => text.strip_prefix(&format!("{url}: ")).unwrap_or(&text),
+                    None => &text,
+                };
+                Err(AdminError::Unreachable {
+                    addr: self.addr.clone(),
+                    message: message.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// `tessera admin`: runs one call and prints its answer; exits non-zero on any error.
+pub fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
+    let out = execute(&args)?;
+    print!("{out}");
+    Ok(())
+}
+
+/// Turns an answer into what a person reads.
+type Render = Box<dyn Fn(&Value) -> String>;
+
+/// Runs one call and returns what `tessera admin` prints (a table, or the JSON).
+pub fn execute(args: &AdminArgs) -> Result<String, AdminError> {
+    let client = Client::new(&args.dashboard, args.token.clone());
+    let (value, render): (Value, Render) = match &args.cmd {
+        AdminCommand::Topology => (
+            client.call("GET", "/api/topology", None)?,
+            Box::new(topology),
+        ),
+        AdminCommand::Health => (client.call("GET", "/api/health", None)?, Box::new(health)),
+        AdminCommand::Proxies => (client.call("GET", "/api/proxies", None)?, Box::new(proxies)),
+        AdminCommand::Product { cmd } => match cmd {
+            None | Some(ProductCommand::Show) => {
+                (client.call("GET", "/api/product", None)?, Box::new(product))
+            }
+            Some(ProductCommand::Set {
+                backend_password,
+                session_password,
+            }) => {
+                let mut body = json!({});
+                if let Some(p) = backend_password {
+                    body["backend_password"] = json!(p);
+                }
+                if let Some(p) = session_password {
+                    body["session_password"] = json!(p);
+                }
+                let v = client.call("PUT", "/api/product", Some(body))?;
+                (v, Box::new(|v: &Value| done("product updated", v)))
+            }
+        },
+        AdminCommand::Group { cmd } => match cmd {
+            GroupCommand::List => (client.call("GET", "/api/groups", None)?, Box::new(groups)),
+            GroupCommand::Add { id } => {
+                let v = client.call("POST", "/api/groups", Some(json!({ "id": id })))?;
+                let what = format!("group {id} added");
+                (v, Box::new(move |v: &Value| done(&what, v)))
+            }
+            GroupCommand::Remove { id } => {
+                let v = client.call("DELETE", &format!("/api/groups/{id}"), None)?;
+                let what = format!("group {id} removed");
+                (v, Box::new(move |v: &Value| done(&what, v)))
+            }
+            GroupCommand::AddServer { id, addr } => {
+                let path = format!("/api/groups/{id}/servers");
+                let v = client.call("POST", &path, Some(json!({ "addr": addr })))?;
+                let (id, addr) = (*id, addr.clone());
+                let render = move |v: &Value| {
+                    let servers = v["group"]["servers"].as_array().map_or(0, Vec::len);
+                    let role = if servers <= 1 { "master" } else { "replica" };
+                    done(&format!("server {addr} added to group {id} as {role}"), v)
+                };
+                (v, Box::new(render))
+            }
+            GroupCommand::RemoveServer { id, addr } => {
+                let path = format!("/api/groups/{id}/servers/{}", encode_segment(addr));
+                let v = client.call("DELETE", &path, None)?;
+                let what = format!("server {addr} removed from group {id}");
+                (v, Box::new(move |v: &Value| done(&what, v)))
+            }
+        },
+        AdminCommand::Slots { full, cmd } => match cmd {
+            None => {
+                let path = if *full {
+                    "/api/slots?full=1"
+                } else {
+                    "/api/slots"
+                };
+                (client.call("GET", path, None)?, Box::new(slots))
+            }
+            Some(SlotsCommand::Assign { range, group }) => {
+                let group = match group.as_str() {
+                    "offline" | "0" => Value::Null,
+                    g => json!(g.parse::<u32>().map_err(|_| AdminError::Usage(format!(
+                        "bad GROUP {g:?}: a group id, or `offline`"
+                    )))?),
+                };
+                let body = json!({ "range": range, "group": group });
+                let v = client.call("POST", "/api/slots/assign", Some(body))?;
+                let render = |v: &Value| {
+                    let head = format!("{} slots changed", text(&v["changed"]));
+                    format!("{}\n{}", done(&head, v).trim_end(), slots(v))
+                };
+                (v, Box::new(render))
+            }
+        },
+    };
+    if args.json {
+        let mut out = serde_json::to_string_pretty(&value).unwrap_or_default();
+        out.push('\n');
+        Ok(out)
+    } else {
+        Ok(render(&value))
+    }
+}
+
+/// A value as table text: strings bare, `null` as `-`.
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => (if *b { "yes" } else { "no" }).to_string(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => format!("{f:.1}"),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+fn items(v: &Value) -> &[Value] {
+    v.as_array().map_or(&[], Vec::as_slice)
+}
+
+/// Left-aligned columns, two spaces apart, headers first.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header_row: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header_row).chain(rows) {
+        let mut line = String::new();
+        for (cell, w) in row.iter().zip(&widths) {
+            line.push_str(&format!("{cell:<w$}  "));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn done(what: &str, v: &Value) -> String {
+    format!("{what} (revision {})\n", text(&v["revision"]))
+}
+
+fn health(v: &Value) -> String {
+    format!(
+        "ok: product {}, store {}, revision {}\n",
+        text(&v["product"]),
+        text(&v["store"]),
+        text(&v["revision"])
+    )
+}
+
+fn password(v: &Value) -> String {
+    match v.as_str() {
+        None | Some("") => "(none)".to_string(),
+        Some(s) => s.to_string(),
+    }
+}
+
+fn product(v: &Value) -> String {
+    let p = &v["product"];
+    let rows = [
+        vec!["name".to_string(), text(&p["name"])],
+        vec![
+            "backend password".to_string(),
+            password(&p["backend_password"]),
+        ],
+        vec![
+            "session password".to_string(),
+            password(&p["session_password"]),
+        ],
+        vec!["revision".to_string(), text(&v["revision"])],
+    ];
+    table(&["SETTING", "VALUE"], &rows)
+}
+
+fn group_rows(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = items(v)
+        .iter()
+        .map(|g| {
+            let servers: Vec<String> = items(&g["servers"]).iter().map(text).collect();
+            vec![
+                text(&g["id"]),
+                text(&g["slots"]),
+                servers.first().cloned().unwrap_or_else(|| "-".to_string()),
+                if servers.len() > 1 {
+                    servers[1..].join(", ")
+                } else {
+                    "-".to_string()
+                },
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "no groups\n".to_string();
+    }
+    table(&["GROUP", "SLOTS", "MASTER", "REPLICAS"], &rows)
+}
+
+fn groups(v: &Value) -> String {
+    group_rows(&v["groups"])
+}
+
+fn slot_rows(v: &Value) -> String {
+    let full = items(v).first().is_some_and(|s| s.get("range").is_none());
+    let rows: Vec<Vec<String>> = items(v)
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let first = if full {
+                i.to_string()
+            } else {
+                text(&s["range"])
+            };
+            vec![first, text(&s["state"]), text(&s["group"])]
+        })
+        .collect();
+    table(
+        &[if full { "SLOT" } else { "RANGE" }, "STATE", "GROUP"],
+        &rows,
+    )
+}
+
+fn slots(v: &Value) -> String {
+    slot_rows(&v["slots"])
+}
+
+fn proxy_rows(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = items(v)
+        .iter()
+        .map(|p| {
+            vec![
+                text(&p["addr"]),
+                text(&p["admin_addr"]),
+                text(&p["version"]),
+                text(&p["pid"]),
+                p["start_time"]
+                    .as_u64()
+                    .map_or_else(|| "-".to_string(), crate::fmt_unix_time),
+                text(&p["applied_revision"]),
+                format!("{:.1}", p["ops_per_sec"].as_f64().unwrap_or(0.0)),
+                (if p["behind"].as_bool() == Some(true) {
+                    "behind"
+                } else {
+                    "current"
+                })
+                .to_string(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "no proxies registered\n".to_string();
+    }
+    table(
+        &[
+            "ADDR", "ADMIN", "VERSION", "PID", "STARTED", "APPLIED", "OPS/S", "TABLE",
+        ],
+        &rows,
+    )
+}
+
+fn proxies(v: &Value) -> String {
+    format!(
+        "revision {}\n{}",
+        text(&v["revision"]),
+        proxy_rows(&v["proxies"])
+    )
+}
+
+fn topology(v: &Value) -> String {
+    let p = &v["product"];
+    let head = table(
+        &[
+            "PRODUCT",
+            "REVISION",
+            "BACKEND PASSWORD",
+            "SESSION PASSWORD",
+        ],
+        &[vec![
+            text(&p["name"]),
+            text(&v["revision"]),
+            password(&p["backend_password"]),
+            password(&p["session_password"]),
+        ]],
+    );
+    format!(
+        "{head}\n{}\n{}\n{}",
+        group_rows(&v["groups"]),
+        slot_rows(&v["slots"]),
+        proxy_rows(&v["proxies"])
+    )
+}
+
+/// Percent-encodes a path segment (keeps letters, digits, `-._~:`).
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["A", "LONG HEADER"],
+            &[
+                vec!["wide cell".into(), "x".into()],
+                vec!["y".into(), "z".into()],
+            ],
+        );
+        assert_eq!(t, "A          LONG HEADER\nwide cell  x\ny          z\n");
+    }
+
+    #[test]
+    fn segments_encode() {
+        assert_eq!(encode_segment("[::1]:6379"), "%5B::1%5D:6379");
+        assert_eq!(encode_segment("host-1:6379"), "host-1:6379");
+    }
+}

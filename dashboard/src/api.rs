@@ -1,0 +1,323 @@
+//! The REST API: one warp filter takes every request and [`dispatch`] routes it by method and
+//! path; handlers answer JSON or a [`DashboardError`], turned into a response in one place.
+//!
+//! Mutating calls need `Authorization: Bearer <admin token>`; reads are open.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use warp::Filter;
+use warp::http::{Method, StatusCode};
+
+use crate::error::DashboardError;
+use crate::service::{ProductUpdate, Service};
+use crate::view::slot_ranges;
+
+/// Bodies larger than this are refused.
+const MAX_BODY: usize = 64 * 1024;
+
+/// What the handlers share.
+pub struct AppState {
+    pub service: Service,
+    pub admin_token: String,
+}
+
+/// One request, as the router sees it.
+struct Request {
+    method: Method,
+    path: String,
+    query: HashMap<String, String>,
+    authorization: Option<String>,
+    body: Body,
+}
+
+/// The raw request body.
+type Body = warp::hyper::body::Bytes;
+
+/// The filter serving the whole API; it never rejects: every answer is JSON.
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
+{
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::method()
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::body::bytes())
+        .then(
+            move |method, path: warp::path::FullPath, query: String, authorization, body| {
+                let state = state.clone();
+                async move {
+                    let request = Request {
+                        method,
+                        path: path.as_str().to_string(),
+                        query: parse_query(&query),
+                        authorization,
+                        body,
+                    };
+                    match dispatch(&state, request).await {
+                        Ok((status, value)) => {
+                            use warp::Reply;
+                            warp::reply::with_status(warp::reply::json(&value), status)
+                                .into_response()
+                        }
+                        Err(e) => e.into_response(),
+                    }
+                }
+            },
+        )
+        .recover(|rejection: warp::Rejection| async move {
+            // Only reading the body or a header can fail before `dispatch`.
+            let message = format!("unreadable request: {rejection:?}");
+            Ok::<_, Infallible>(DashboardError::BadRequest(message).into_response())
+        })
+}
+
+type Answer = Result<(StatusCode, Value), DashboardError>;
+
+fn ok(value: impl serde::Serialize) -> Answer {
+    Ok((StatusCode::OK, json!(value)))
+}
+
+/// Routes one request. Order of checks: route (404/405), token (401), body (400), then the
+/// topology itself (404/409).
+async fn dispatch(state: &AppState, req: Request) -> Answer {
+    let segments: Vec<String> = req
+        .path
+        .trim_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect::<Result<_, _>>()?;
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let svc = &state.service;
+    let m = &req.method;
+    let allowed: &[Method] = match segs.as_slice() {
+        ["api", "health"] | ["api", "topology"] | ["api", "slots"] | ["api", "proxies"] => {
+            &[Method::GET]
+        }
+        ["api", "product"] => &[Method::GET, Method::PUT],
+        ["api", "groups"] => &[Method::GET, Method::POST],
+        ["api", "groups", _] | ["api", "groups", _, "servers", _] => &[Method::DELETE],
+        ["api", "groups", _, "servers"] | ["api", "slots", "assign"] => &[Method::POST],
+        _ => {
+            return Err(DashboardError::NotFound(format!(
+                "no route {} {}",
+                req.method, req.path
+            )));
+        }
+    };
+    if !allowed.contains(m) {
+        return Err(DashboardError::MethodNotAllowed {
+            method: m.to_string(),
+            path: req.path.clone(),
+        });
+    }
+    if *m != Method::GET {
+        check_token(state, req.authorization.as_deref())?;
+    }
+    match segs.as_slice() {
+        ["api", "health"] => {
+            let snap = svc.snapshot().await?;
+            if let Some(reason) = svc.lock_problem() {
+                return Err(DashboardError::LockLost(reason));
+            }
+            ok(json!({
+                "ok": true,
+                "product": svc.product(),
+                "store": svc.store().endpoint(),
+                "revision": snap.revision(),
+            }))
+        }
+        ["api", "topology"] => ok(svc.snapshot().await?.topology_view(svc.product())),
+        ["api", "product"] if *m == Method::GET => {
+            let snap = svc.snapshot().await?;
+            ok(json!({ "revision": snap.revision(), "product": snap.product_view(svc.product()) }))
+        }
+        ["api", "product"] => {
+            let update: ProductUpdate = body(&req.body)?;
+            let (revision, product) = svc.update_product(update).await?;
+            let product = crate::view::ProductView::from(&product);
+            ok(json!({ "revision": revision, "product": product }))
+        }
+        ["api", "groups"] if *m == Method::GET => {
+            let snap = svc.snapshot().await?;
+            ok(json!({ "revision": snap.revision(), "groups": snap.group_views() }))
+        }
+        ["api", "groups"] => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct NewGroup {
+                id: u32,
+            }
+            let NewGroup { id } = body(&req.body)?;
+            let (revision, group) = svc.add_group(id).await?;
+            Ok((
+                StatusCode::CREATED,
+                json!({ "revision": revision, "group": group }),
+            ))
+        }
+        ["api", "groups", id] => {
+            let revision = svc.remove_group(group_id(id)?).await?;
+            ok(json!({ "revision": revision }))
+        }
+        ["api", "groups", id, "servers"] => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct NewServer {
+                addr: String,
+            }
+            let id = group_id(id)?;
+            let NewServer { addr } = body(&req.body)?;
+            let (revision, group) = svc.add_server(id, &addr).await?;
+            Ok((
+                StatusCode::CREATED,
+                json!({ "revision": revision, "group": group }),
+            ))
+        }
+        ["api", "groups", id, "servers", addr] => {
+            let (revision, group) = svc.remove_server(group_id(id)?, addr).await?;
+            ok(json!({ "revision": revision, "group": group }))
+        }
+        ["api", "slots"] => {
+            let snap = svc.snapshot().await?;
+            let full = matches!(
+                req.query.get("full").map(String::as_str),
+                Some("1" | "true" | "yes" | "")
+            );
+            if full {
+                ok(json!({ "revision": snap.revision(), "slots": snap.slot_states() }))
+            } else {
+                let ranges = slot_ranges(&snap.slot_states());
+                ok(json!({ "revision": snap.revision(), "slots": ranges }))
+            }
+        }
+        ["api", "slots", "assign"] => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Assign {
+                range: String,
+                #[serde(default, deserialize_with = "present")]
+                group: Option<Option<u32>>,
+            }
+            let Assign { range, group } = body(&req.body)?;
+            let Some(group) = group else {
+                return Err(DashboardError::BadRequest(
+                    "missing field `group`: a group id, or null or 0 to set the range offline"
+                        .to_string(),
+                ));
+            };
+            let (revision, (changed, slots)) = svc.assign_slots(&range, group).await?;
+            ok(json!({
+                "revision": revision,
+                "changed": changed,
+                "slots": slot_ranges(&slots),
+            }))
+        }
+        ["api", "proxies"] => {
+            let snap = svc.snapshot().await?;
+            ok(json!({ "revision": snap.revision(), "proxies": snap.proxy_views() }))
+        }
+        _ => unreachable!("every route allowed above is handled"),
+    }
+}
+
+/// Distinguishes a field given as `null` (`Some(None)`) from a missing one (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
+    Option::<u32>::deserialize(d).map(Some)
+}
+
+fn check_token(state: &AppState, header: Option<&str>) -> Result<(), DashboardError> {
+    let given = header
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .unwrap_or("");
+    if !given.is_empty() && constant_time_eq(given.as_bytes(), state.admin_token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(DashboardError::Unauthorized)
+    }
+}
+
+/// Compares without stopping at the first difference, so timing says nothing of the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn body<T: DeserializeOwned>(body: &Body) -> Result<T, DashboardError> {
+    if body.len() > MAX_BODY {
+        return Err(DashboardError::BadRequest(format!(
+            "the body is larger than {MAX_BODY} bytes"
+        )));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(DashboardError::BadRequest(
+            "this call needs a JSON body".to_string(),
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| DashboardError::BadRequest(format!("bad JSON body: {e}")))
+}
+
+fn group_id(text: &str) -> Result<u32, DashboardError> {
+    text.parse().map_err(|_| {
+        DashboardError::BadRequest(format!("bad group id {text:?}: expected a number"))
+    })
+}
+
+fn parse_query(query: &str) -> HashMap<String, String> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (p.to_string(), String::new()),
+        })
+        .collect()
+}
+
+/// Decodes `%XX` escapes in a path segment (`[::1]:6379` arrives as `%5B%3A%3A1%5D:6379`).
+fn percent_decode(segment: &str) -> Result<String, DashboardError> {
+    let bad = || DashboardError::BadRequest(format!("bad percent-encoding in {segment:?}"));
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding() {
+        assert_eq!(percent_decode("%5B%3A%3A1%5D:6379").unwrap(), "[::1]:6379");
+        assert!(percent_decode("%zz").is_err());
+        assert!(percent_decode("%4").is_err());
+    }
+
+    #[test]
+    fn token_compare() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
