@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo bench --bench republish`. Needs etcd (Debian `etcd-server`) and
 //! redis-benchmark (`redis-tools`). `TESSERA_BENCH_REQUESTS` sets the requests of a run
-//! (default 1000000), `TESSERA_BENCH_REPS` the repetitions (default 3; medians compared).
+//! (default 1000000), `TESSERA_BENCH_REPS` the repetitions (default 5; medians compared).
 //! Target (issue 3): with re-publishing within 5% of without.
 
 #[path = "../tests/harness/mod.rs"]
@@ -107,7 +107,7 @@ fn main() {
         return;
     }
     let requests = env_u64("TESSERA_BENCH_REQUESTS", 1_000_000);
-    let reps = env_u64("TESSERA_BENCH_REPS", 3).max(1);
+    let reps = env_u64("TESSERA_BENCH_REPS", 5).max(1);
     let etcd = Etcd::start();
     let (r1, r2) = (RedisServer::start(), RedisServer::start());
     let rt = tokio::runtime::Builder::new_multi_thread()
