@@ -444,6 +444,14 @@ fn tool_version(cmd: &str, arg: &str) -> Option<String> {
     }
 }
 
+/// The 1-minute load average, to show how busy the machine was around the runs.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
         Ok(v) => v
@@ -494,6 +502,7 @@ fn main() {
         return;
     }
     let started = Instant::now();
+    let load_before = load_average();
     let Some(rb_version) = tool_version("redis-benchmark", "--version") else {
         println!(
             "load bench: redis-benchmark not found; install it with \
@@ -642,6 +651,7 @@ fn main() {
             workers,
             redis_benchmark: rb_version,
             nutcracker: twemproxy.as_ref().and(nc_version.clone()),
+            load: (load_before, load_average()),
             elapsed: started.elapsed(),
         },
     );
@@ -662,6 +672,8 @@ struct Meta {
     workers: Option<String>,
     redis_benchmark: String,
     nutcracker: Option<String>,
+    /// 1-minute load average before and after the runs.
+    load: (String, String),
     elapsed: Duration,
 }
 
@@ -701,8 +713,9 @@ fn render(workloads: &[Workload], endpoints: &[Endpoint], cells: &[Vec<Cell>], m
                 (Some(o), Some(d)) if d > 0.0 => Some(o / d),
                 _ => None,
             };
+            // Rounded down, so that a ratio shown as 0.85 does meet a 0.85 target.
             let text = match ratio {
-                Some(r) => format!("{} ({r:.2})", fmt_ops(ops)),
+                Some(r) => format!("{} ({:.2})", fmt_ops(ops), (r * 100.0).floor() / 100.0),
                 None => fmt_ops(ops),
             };
             (text, fmt_cpu(c.cpu()), ratio, c.cpu())
@@ -769,12 +782,18 @@ fn render(workloads: &[Workload], endpoints: &[Endpoint], cells: &[Vec<Cell>], m
     let _ = writeln!(
         out,
         "\nSetup: {} cores shared by the client, the proxy and the servers; {}; {}; Tessera \
-         workers: {}; base requests {} (`TESSERA_BENCH_REQUESTS`); took {:.0} s.",
+         workers: {}; base requests {} (`TESSERA_BENCH_REQUESTS`); load average {} before, {} \
+         after; took {:.0} s.",
         m.cores,
         m.redis_benchmark,
-        m.nutcracker.as_deref().unwrap_or("twemproxy not run"),
+        m.nutcracker
+            .as_deref()
+            .map(|v| v.trim_start_matches("This is "))
+            .unwrap_or("twemproxy not run"),
         m.workers.as_deref().unwrap_or("default (one per core)"),
         m.base,
+        m.load.0,
+        m.load.1,
         m.elapsed.as_secs_f64()
     );
     let _ = writeln!(

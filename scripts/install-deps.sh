@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Tessera's cluster, tests and benchmarks need on a Debian machine, skipping
 # what is already there: redis-server and redis-tools (tests, `tessera up`), nutcracker
-# (twemproxy, for the load benchmark), etcd-server and protobuf-compiler (topology service).
+# (twemproxy, for the load benchmark), etcd-server and protobuf-compiler (topology service),
+# clang and lld (the C example plugin) and Rust's wasm32-unknown-unknown target (plugins).
 set -euo pipefail
 
 SUDO=""
@@ -13,6 +14,8 @@ command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v redis-benchmark >/dev/null || missing+=(redis-tools)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v clang >/dev/null || missing+=(clang)
+command -v wasm-ld >/dev/null || missing+=(lld)
 if [ "${TESSERA_BENCH_DEPS:-0}" = 1 ]; then
   command -v nutcracker >/dev/null || missing+=(nutcracker)
 fi
@@ -27,4 +30,9 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "install-deps: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
   exit 1
+fi
+# Plugins are built for WebAssembly.
+if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'; then
+  echo "install-deps: adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
 fi

@@ -175,7 +175,12 @@ fn killed_proxy_registration_disappears_within_its_ttl() {
             .0
             .len()
     };
-    assert_eq!(registered(), 1);
+    // The listening socket is bound before the registration is written: wait for it.
+    assert!(
+        wait_until(Duration::from_secs(5), || registered() == 1),
+        "the proxy never registered; log:\n{}",
+        proxy.log()
+    );
     proxy.kill();
     let killed = Instant::now();
     assert!(

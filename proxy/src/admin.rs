@@ -94,7 +94,35 @@ fn stats(shared: &Shared) -> serde_json::Value {
         .collect();
     let mut v = serde_json::to_value(&snap).unwrap_or_default();
     v["backends"] = json!(backends);
+    v["plugins"] = json!(plugin_stats(shared));
     v
+}
+
+/// Per-plugin counters of the current chain.
+fn plugin_stats(shared: &Shared) -> Vec<serde_json::Value> {
+    let chain = shared.plugins.load();
+    chain
+        .plugins
+        .iter()
+        .map(|p| {
+            let s = &p.stats;
+            let calls = s.calls.load(Relaxed);
+            let nanos = s.nanos.load(Relaxed);
+            json!({
+                "name": p.config.name,
+                "path": p.config.path.display().to_string(),
+                "fail": p.config.fail,
+                "calls": calls,
+                "continues": s.continues.load(Relaxed),
+                "rewrites": s.rewrites.load(Relaxed),
+                "replies": s.replies.load(Relaxed),
+                "rejects": s.rejects.load(Relaxed),
+                "failures": s.failures.load(Relaxed),
+                "nanos": nanos,
+                "nanos_per_call": if calls > 0 { nanos as f64 / calls as f64 } else { 0.0 },
+            })
+        })
+        .collect()
 }
 
 fn metrics(shared: &Shared) -> String {
@@ -206,6 +234,52 @@ fn metrics(shared: &Shared) -> String {
             "tessera_backend_failures_total{{addr=\"{}\"}} {}",
             b.addr,
             b.failures.load(Relaxed)
+        );
+    }
+    let chain = shared.plugins.load();
+    let _ = writeln!(
+        out,
+        "# HELP tessera_plugin_calls_total Plugin hook calls by verdict.\n# TYPE tessera_plugin_calls_total counter"
+    );
+    for p in &chain.plugins {
+        let s = &p.stats;
+        for (verdict, n) in [
+            ("continue", &s.continues),
+            ("rewrite", &s.rewrites),
+            ("reply", &s.replies),
+            ("reject", &s.rejects),
+            ("failure", &s.failures),
+        ] {
+            let _ = writeln!(
+                out,
+                "tessera_plugin_calls_total{{plugin=\"{}\",verdict=\"{verdict}\"}} {}",
+                p.config.name,
+                n.load(Relaxed)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tessera_plugin_failures_total Plugin traps, timeouts, memory overruns and malformed verdicts.\n# TYPE tessera_plugin_failures_total counter"
+    );
+    for p in &chain.plugins {
+        let _ = writeln!(
+            out,
+            "tessera_plugin_failures_total{{plugin=\"{}\"}} {}",
+            p.config.name,
+            p.stats.failures.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tessera_plugin_seconds_total Time spent in plugin calls.\n# TYPE tessera_plugin_seconds_total counter"
+    );
+    for p in &chain.plugins {
+        let _ = writeln!(
+            out,
+            "tessera_plugin_seconds_total{{plugin=\"{}\"}} {}",
+            p.config.name,
+            p.stats.nanos.load(Relaxed) as f64 / 1e9
         );
     }
     out

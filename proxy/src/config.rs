@@ -38,6 +38,9 @@ pub struct Config {
     /// Slot ranges and the group that owns them. Slots not named are offline.
     #[serde(default, rename = "slots")]
     pub slots: Vec<SlotRangeConfig>,
+    /// The plugin chain, in order.
+    #[serde(default, rename = "plugin", skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<crate::plugin::PluginConfig>,
     /// Where the topology comes from instead of `group`/`slots` (coordinator mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordinator: Option<CoordinatorConfig>,

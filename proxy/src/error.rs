@@ -8,6 +8,8 @@ pub enum ProxyError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
+    Plugin(#[from] crate::plugin::PluginError),
+    #[error(transparent)]
     Coordinator(#[from] crate::coordinator::CoordinatorError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {

@@ -27,6 +27,7 @@ pub mod command;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod plugin;
 pub mod resp;
 pub mod router;
 pub mod server;

@@ -17,6 +17,7 @@ use crate::backend::BackendConn;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::error::ProxyError;
+use crate::plugin::{PluginChain, WorkerChain};
 use crate::router::{BackendId, BackendRegistry, SlotTable};
 use crate::session::Session;
 use crate::stats::Stats;
@@ -34,6 +35,8 @@ pub struct Shared {
     pub passwords: Arc<ArcSwap<Passwords>>,
     /// Why the proxy refuses commands right now, if it does (e.g. it lost its lease).
     pub refusal: ArcSwapOption<String>,
+    /// The plugin chain; swapped whole, each worker instantiates its own copy.
+    pub plugins: ArcSwap<PluginChain>,
     next_session: AtomicU64,
 }
 
@@ -59,10 +62,22 @@ type PoolKey = (BackendId, u32);
 pub struct Worker {
     pub index: usize,
     pub shared: Arc<Shared>,
+    /// This worker's instances of the plugin chain.
+    pub chain: RefCell<WorkerChain>,
     pools: RefCell<HashMap<PoolKey, Rc<[BackendConn]>>>,
 }
 
 impl Worker {
+    /// Picks up a new plugin chain if one was published; whether any plugin is active.
+    pub fn refresh_chain(&self) -> bool {
+        let current = self.shared.plugins.load();
+        let mut chain = self.chain.borrow_mut();
+        if chain.version != current.version {
+            *chain = WorkerChain::new(&current);
+        }
+        !chain.is_empty()
+    }
+
     /// The connection a session uses for `backend` and `db`: one of the worker's pool, always
     /// the same for one session, so its commands to one backend keep their order.
     pub fn conn(&self, backend: BackendId, db: u32, session: u64) -> BackendConn {
@@ -134,6 +149,7 @@ pub fn start(config: Config) -> Result<ProxyHandle, ProxyError> {
         })?;
 
     let workers = config.worker_count();
+    let plugins = PluginChain::load(&config.plugins, 1)?;
     let registry = BackendRegistry::default();
     let table = SlotTable::from_config(&config, &registry);
     let shared = Arc::new(Shared {
@@ -146,6 +162,7 @@ pub fn start(config: Config) -> Result<ProxyHandle, ProxyError> {
             backend: config.backend.password.clone(),
         })),
         refusal: ArcSwapOption::empty(),
+        plugins: ArcSwap::from_pointee(plugins),
         next_session: AtomicU64::new(0),
         config,
     });
@@ -302,8 +319,10 @@ impl WorkerSeed {
             }
         };
         let local = tokio::task::LocalSet::new();
+        let chain = RefCell::new(WorkerChain::new(&self.shared.plugins.load()));
         let worker = Rc::new(Worker {
             index: self.index,
+            chain,
             shared: self.shared,
             pools: RefCell::new(HashMap::new()),
         });

@@ -1255,3 +1255,163 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         rest.split_whitespace().next()?.parse().ok()
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Other processes, coordinator-mode proxies, HTTP with a method and a body
+// ---------------------------------------------------------------------------------------------
+
+/// Any child process, SIGKILLed by pid and reaped on drop (also when a test panics).
+pub struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    pub fn new(child: Child) -> ChildGuard {
+        ChildGuard(Some(child))
+    }
+
+    /// The pid (panics once the child was killed).
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("the process was killed").id()
+    }
+
+    /// The exit status if the child has exited (None while it runs, or after `kill`).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.0.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits (bounded) for the child to exit; None if it still runs after `bound`.
+    pub fn wait_exit(&mut self, bound: Duration) -> Option<ExitStatus> {
+        self.0.as_mut().and_then(|c| wait_exit(c, bound))
+    }
+
+    /// The child itself (for its pipes).
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("the process was killed")
+    }
+
+    /// SIGKILL (if still running) and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            kill_child(&mut child);
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Proxy {
+    /// `tessera proxy --coordinator URL --product P --lease-ttl SECS` on free ports, without a
+    /// config file (`config_path` names no file). `Err` if it exits or does not listen (client
+    /// and admin addresses) within 10 s.
+    pub fn start_coordinator(
+        url: &str,
+        product: &str,
+        lease_ttl_secs: u64,
+    ) -> Result<Proxy, ProxyExited> {
+        let (listen, admin) = (free_addr(), free_addr());
+        let dir = TempDir::new("proxy");
+        let config_path = dir.path().join("no-config-file");
+        let log_path = dir.path().join("proxy.log");
+        let log = File::create(&log_path).expect("create proxy log");
+        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("proxy")
+            .args(["--coordinator", url, "--product", product])
+            .args(["--lease-ttl", &lease_ttl_secs.to_string()])
+            .args(["--listen", &listen.to_string()])
+            .args(["--admin-listen", &admin.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", env!("CARGO_BIN_EXE_tessera")));
+        let mut proxy = Proxy {
+            addr: listen,
+            admin,
+            child: Some(child),
+            dir,
+            log_path,
+            config_path,
+        };
+        let mut exited = None;
+        let listening = wait_until(START_BOUND, || {
+            if let Some(s) = proxy.child.as_mut().unwrap().try_wait().ok().flatten() {
+                exited = Some(s);
+                return true;
+            }
+            accepts(listen) && accepts(admin)
+        });
+        if exited.is_some() || !listening {
+            proxy.kill();
+            return Err(ProxyExited {
+                status: exited,
+                log: proxy.log(),
+            });
+        }
+        Ok(proxy)
+    }
+}
+
+/// One HTTP/1.1 request (Connection: close; `Content-Length` added when there is a body),
+/// e.g. `http_request(addr, "POST", "/api/groups", &[("Authorization", "Bearer t")], "{}")`.
+/// Chunked bodies are decoded. Panics on I/O errors.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).ok();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || !matches!(method, "GET" | "HEAD") {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).expect("write HTTP request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("read HTTP response from {addr}{path}: {e}"));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "no end of headers in {:?}",
+                String::from_utf8_lossy(&raw[..raw.len().min(500)])
+            )
+        });
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}

@@ -6,6 +6,7 @@
 //! that arrives early waits only for the replies before it.
 
 mod local;
+mod plugins;
 mod split;
 
 use std::collections::VecDeque;
@@ -48,6 +49,8 @@ struct Entry {
     state: State,
     cmd: Option<u16>,
     start: Instant,
+    /// The command as sent, when a plugin wants to see its reply.
+    reply_hook: Option<Box<plugins::ReplyHook>>,
 }
 
 /// Commands for one backend gathered during one read.
@@ -81,6 +84,12 @@ pub struct Session {
     db: u32,
     authenticated: bool,
     name: Option<Bytes>,
+    /// Connection attributes set by plugins (`user`, `tenant`, ...).
+    attrs: Vec<(String, String)>,
+    /// The peer address as plugins see it.
+    peer_text: String,
+    /// Whether the worker's plugin chain has any plugin (refreshed once per read).
+    plugins: bool,
     /// Close once the reply with this sequence number is written (QUIT, protocol error).
     close_after: Option<u64>,
 }
@@ -117,6 +126,9 @@ impl Session {
             keys: Vec::new(),
             db: 0,
             name: None,
+            attrs: Vec::new(),
+            peer_text: String::new(),
+            plugins: false,
             close_after: None,
         }
     }
@@ -133,6 +145,12 @@ impl Session {
         });
         tokio::pin!(idle_timer);
         let mut eof = false;
+        self.peer_text = self.peer.map(|p| p.to_string()).unwrap_or_default();
+        if let Err(reply) = self.plugins_on_connect() {
+            let _ = self.stream.write_all(&reply).await;
+            let _ = self.stream.shutdown().await;
+            return;
+        }
         loop {
             self.collect_ready();
             if !self.wbuf.is_empty() {
@@ -179,6 +197,7 @@ impl Session {
     fn on_input(&mut self, now: Instant) {
         let table = self.worker.shared.table.load();
         let refusal = self.worker.shared.refusal.load();
+        self.plugins = self.worker.refresh_chain();
         loop {
             match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(req)) => {
@@ -216,6 +235,7 @@ impl Session {
             state: State::Waiting,
             cmd,
             start,
+            reply_hook: None,
         });
         self.head + self.queue.len() as u64 - 1
     }
@@ -234,7 +254,22 @@ impl Session {
         self.complete(seq, out.freeze());
     }
 
-    fn dispatch(&mut self, req: Request, table: &SlotTable, refusal: Option<&str>, now: Instant) {
+    fn dispatch(
+        &mut self,
+        mut req: Request,
+        table: &SlotTable,
+        refusal: Option<&str>,
+        now: Instant,
+    ) {
+        if self.plugins {
+            match self.plugins_on_command(req) {
+                Ok(r) => req = r,
+                Err((cmd, reply)) => {
+                    let seq = self.push(cmd, now);
+                    return self.complete(seq, reply);
+                }
+            }
+        }
         let spec = match command::lookup(&req.args) {
             Lookup::Found(spec) => spec,
             // Redis reports unknown commands and wrong arity before it asks for AUTH.
@@ -263,6 +298,9 @@ impl Session {
             && !matches!(class, Class::Local(_))
         {
             return self.error(seq, why);
+        }
+        if self.plugins && matches!(class, Class::Keyed | Class::Split(_) | Class::AnyBackend) {
+            self.keep_for_reply_hook(seq, spec, &req);
         }
         match class {
             Class::Keyed => self.dispatch_keyed(seq, spec, req, table),
@@ -417,7 +455,17 @@ impl Session {
     /// Moves the replies that are ready, in order, into the write buffer.
     fn collect_ready(&mut self) {
         let mut now = None;
-        while let Some(front) = self.queue.front() {
+        while let Some(front) = self.queue.front_mut() {
+            if !matches!(front.state, State::Ready(_)) {
+                break;
+            }
+            if let Some(hook) = front.reply_hook.take()
+                && let State::Ready(reply) = std::mem::replace(&mut front.state, State::Waiting)
+            {
+                let reply = self.plugins_on_reply(&hook, reply);
+                self.queue.front_mut().expect("front exists").state = State::Ready(reply);
+            }
+            let front = self.queue.front().expect("front exists");
             let State::Ready(reply) = &front.state else {
                 break;
             };

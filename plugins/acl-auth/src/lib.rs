@@ -1,0 +1,485 @@
+//! `acl-auth`: users, hashed passwords, and per-user commands and key patterns, answered
+//! with Redis's own ACL errors.
+//!
+//! Configuration (JSON):
+//!
+//! ```json
+//! {
+//!   "users": {
+//!     "alice": {
+//!       "password": "sha256:<64 hex digits>",
+//!       "commands": ["get", "set", "del"],
+//!       "keys": ["app:*"]
+//!     }
+//!   }
+//! }
+//! ```
+//!
+//! - `password`: `sha256:` and the hex SHA-256 of the password
+//!   (`printf %s 'secret' | sha256sum`).
+//! - `commands`: rules applied in order, the last one that matches a command decides (as in
+//!   Redis's ACL): `"get"` or `"+get"` allows, `"-get"` denies, `"config|get"` names one
+//!   subcommand, `"*"`, `"+@all"` or `"allcommands"` allow everything, `"-@all"` or
+//!   `"nocommands"` deny everything. Other categories are refused at configure time.
+//! - `keys`: glob patterns (`*`, `?`, `\` escapes; a leading `~` is allowed) every key of a
+//!   command must match one of; `"*"` (or `"allkeys"`) is any key. `[]`: no key at all.
+//!
+//! Behaviour:
+//!
+//! - `AUTH user pass` (or `AUTH pass`, user `default`) answers `+OK` and sets the
+//!   connection's `user` attribute, or `-WRONGPASS invalid username-password pair or user
+//!   is disabled.`
+//! - `HELLO protover AUTH user pass [SETNAME name]` authenticates the same way, then goes on
+//!   to the proxy as `HELLO protover [SETNAME name]`.
+//! - Before authentication every command but `AUTH`, `HELLO ... AUTH` and `QUIT` gets
+//!   `-NOAUTH Authentication required.` (`HELLO` without `AUTH` gets Redis's `-NOAUTH HELLO
+//!   must be called ...`).
+//! - After it, a command the user may not run gets `-NOPERM this user has no permissions to
+//!   run the '<name>' command`, a key outside its patterns `-NOPERM this user has no
+//!   permissions to access one of the keys used as arguments`. A connection whose user is
+//!   not in `users` (e.g. `default`, set by the proxy's own password) may run nothing.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tessera_sdk::{Command, Context, Plugin, Verdict, export_plugin, reply};
+
+pub mod glob;
+
+/// Redis's answer to a wrong user or password.
+pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+/// Redis's answer to a command before authentication.
+pub const NOAUTH: &str = "NOAUTH Authentication required.";
+/// Redis's answer to `HELLO` without `AUTH` before authentication.
+pub const NOAUTH_HELLO: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
+/// Redis's answer to a key outside the user's patterns.
+pub const NOPERM_KEY: &str =
+    "NOPERM this user has no permissions to access one of the keys used as arguments";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    users: BTreeMap<String, UserConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserConfig {
+    password: String,
+    commands: Vec<String>,
+    keys: Vec<String>,
+}
+
+/// One command rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rule {
+    AllowAll,
+    DenyAll,
+    Allow(String),
+    Deny(String),
+}
+
+impl Rule {
+    fn parse(s: &str) -> Result<Rule, String> {
+        let s = s.to_ascii_lowercase();
+        Ok(match s.as_str() {
+            "*" | "+@all" | "allcommands" => Rule::AllowAll,
+            "-@all" | "nocommands" => Rule::DenyAll,
+            _ if s.contains('@') => {
+                return Err(format!(
+                    "command rule '{s}': categories other than @all are not supported"
+                ));
+            }
+            _ => match s.strip_prefix('-') {
+                Some(name) => Rule::Deny(name.to_owned()),
+                None => Rule::Allow(s.strip_prefix('+').unwrap_or(&s).to_owned()),
+            },
+        })
+    }
+}
+
+/// A configured user.
+#[derive(Debug)]
+struct User {
+    password_sha256: [u8; 32],
+    rules: Vec<Rule>,
+    keys: Vec<Vec<u8>>,
+}
+
+impl User {
+    fn from_config(name: &str, c: UserConfig) -> Result<User, String> {
+        let hex = c
+            .password
+            .strip_prefix("sha256:")
+            .ok_or_else(|| format!("user '{name}': password must be \"sha256:<64 hex digits>\""))?;
+        let password_sha256 = parse_hex32(hex).ok_or_else(|| {
+            format!("user '{name}': the sha256 of the password must be 64 hex digits")
+        })?;
+        let rules = c
+            .commands
+            .iter()
+            .map(|r| Rule::parse(r).map_err(|e| format!("user '{name}': {e}")))
+            .collect::<Result<_, _>>()?;
+        let keys = c
+            .keys
+            .into_iter()
+            .map(|k| match k.as_str() {
+                "allkeys" => b"*".to_vec(),
+                _ => k.strip_prefix('~').unwrap_or(&k).as_bytes().to_vec(),
+            })
+            .collect();
+        Ok(User {
+            password_sha256,
+            rules,
+            keys,
+        })
+    }
+
+    fn password_is(&self, password: &[u8]) -> bool {
+        let got: [u8; 32] = Sha256::digest(password).into();
+        // Compare every byte, whatever the first difference.
+        got.iter()
+            .zip(&self.password_sha256)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+
+    fn may_run(&self, cmd: &Command) -> bool {
+        let with_sub = cmd.name_with_subcommand();
+        let names = |n: &str| n == cmd.name() || with_sub.as_deref() == Some(n);
+        self.rules.iter().fold(false, |allowed, rule| match rule {
+            Rule::AllowAll => true,
+            Rule::DenyAll => false,
+            Rule::Allow(n) if names(n) => true,
+            Rule::Deny(n) if names(n) => false,
+            _ => allowed,
+        })
+    }
+
+    fn may_access(&self, key: &[u8]) -> bool {
+        self.keys.iter().any(|p| glob::matches(p, key))
+    }
+}
+
+fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// The plugin: the configured users.
+#[derive(Debug)]
+pub struct AclAuth {
+    users: BTreeMap<String, User>,
+}
+
+impl AclAuth {
+    /// Parses the JSON configuration.
+    pub fn from_json(config: &[u8]) -> Result<Self, String> {
+        let c: Config =
+            serde_json::from_slice(config).map_err(|e| format!("acl-auth: bad config: {e}"))?;
+        let users = c
+            .users
+            .into_iter()
+            .map(|(name, u)| {
+                let user = User::from_config(&name, u).map_err(|e| format!("acl-auth: {e}"))?;
+                Ok((name, user))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(AclAuth { users })
+    }
+
+    /// Whether `user` exists and `password` is theirs.
+    pub fn check_password(&self, user: &[u8], password: &[u8]) -> bool {
+        std::str::from_utf8(user)
+            .ok()
+            .and_then(|u| self.users.get(u))
+            .is_some_and(|u| u.password_is(password))
+    }
+
+    fn auth(&self, ctx: &Context, cmd: &Command) -> Verdict {
+        let (user, pass) = match (cmd.len(), cmd.arg(1), cmd.arg(2)) {
+            (2, Some(pass), _) => (&b"default"[..], pass),
+            (3, Some(user), Some(pass)) => (user, pass),
+            _ => return Verdict::reject("ERR wrong number of arguments for 'auth' command"),
+        };
+        if !self.check_password(user, pass) {
+            return Verdict::reject(WRONGPASS);
+        }
+        ctx.set_attr("user", String::from_utf8_lossy(user));
+        Verdict::Reply(reply::ok())
+    }
+
+    fn hello(&self, ctx: &Context, cmd: &mut Command) -> Verdict {
+        // HELLO [protover [AUTH username password] [SETNAME clientname]]
+        let auth_at = (2..cmd.len()).find(|&i| {
+            cmd.arg(i)
+                .is_some_and(|a| a.eq_ignore_ascii_case(b"auth"))
+                // SETNAME's argument may itself be the word "auth".
+                && !cmd
+                    .arg(i - 1)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"setname"))
+        });
+        let Some(i) = auth_at else {
+            return if ctx.is_authenticated() {
+                Verdict::Continue
+            } else {
+                Verdict::reject(NOAUTH_HELLO)
+            };
+        };
+        let (Some(user), Some(pass)) = (cmd.arg(i + 1), cmd.arg(i + 2)) else {
+            return Verdict::reject("ERR Syntax error in HELLO option 'auth'");
+        };
+        if !self.check_password(user, pass) {
+            return Verdict::reject(WRONGPASS);
+        }
+        ctx.set_attr("user", String::from_utf8_lossy(user));
+        for _ in 0..3 {
+            let _ = cmd.remove_arg(i);
+        }
+        Verdict::Continue
+    }
+}
+
+impl Plugin for AclAuth {
+    fn configure(config: &[u8]) -> Result<Self, String> {
+        Self::from_json(config)
+    }
+
+    fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
+        match cmd.name() {
+            "auth" => return self.auth(ctx, cmd),
+            "hello" => return self.hello(ctx, cmd),
+            "quit" => return Verdict::Continue,
+            _ => {}
+        }
+        if !ctx.is_authenticated() {
+            return Verdict::reject(NOAUTH);
+        }
+        let user = self.users.get(ctx.user());
+        if !user.is_some_and(|u| u.may_run(cmd)) {
+            return Verdict::Reject(format!(
+                "NOPERM this user has no permissions to run the '{}' command",
+                cmd.name()
+            ));
+        }
+        if !cmd
+            .keys()
+            .all(|(_, k)| user.is_some_and(|u| u.may_access(k)))
+        {
+            return Verdict::reject(NOPERM_KEY);
+        }
+        Verdict::Continue
+    }
+}
+
+export_plugin!(AclAuth, hooks = [on_command]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// sha256("secret")
+    const SECRET: &str = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+
+    fn plugin() -> AclAuth {
+        let json = format!(
+            r#"{{"users": {{
+                "alice": {{"password": "sha256:{SECRET}", "commands": ["get", "set", "config|get"], "keys": ["app:*", "~x?"]}},
+                "root": {{"password": "sha256:{SECRET}", "commands": ["+@all", "-flushall"], "keys": ["*"]}},
+                "default": {{"password": "sha256:{SECRET}", "commands": ["*"], "keys": ["allkeys"]}}
+            }}}}"#
+        );
+        AclAuth::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn run(p: &mut AclAuth, ctx: &Context, args: &[&str], keys: &[usize]) -> (Verdict, Command) {
+        let mut cmd = Command::new(args.iter().copied());
+        for &k in keys {
+            cmd = cmd.with_key(k);
+        }
+        (p.on_command(ctx, &mut cmd), cmd)
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        AclAuth::from_json(include_bytes!("../config.example.json")).unwrap();
+    }
+
+    #[test]
+    fn auth_sets_the_user() {
+        let mut p = plugin();
+        let ctx = Context::default();
+        let (v, _) = run(&mut p, &ctx, &["AUTH", "alice", "secret"], &[]);
+        assert_eq!(v, Verdict::Reply(b"+OK\r\n".to_vec()));
+        assert_eq!(
+            ctx.attr_changes(),
+            [("user".to_owned(), "alice".to_owned())]
+        );
+
+        let ctx = Context::default();
+        let (v, _) = run(&mut p, &ctx, &["auth", "secret"], &[]);
+        assert_eq!(v, Verdict::Reply(b"+OK\r\n".to_vec()));
+        assert_eq!(
+            ctx.attr_changes(),
+            [("user".to_owned(), "default".to_owned())]
+        );
+    }
+
+    #[test]
+    fn wrong_passwords_and_users() {
+        let mut p = plugin();
+        for args in [
+            &["AUTH", "alice", "nope"][..],
+            &["AUTH", "mallory", "secret"],
+            &["AUTH", "nope"],
+        ] {
+            let ctx = Context::default();
+            assert_eq!(run(&mut p, &ctx, args, &[]).0, Verdict::reject(WRONGPASS));
+            assert!(ctx.attr_changes().is_empty());
+        }
+        assert!(matches!(
+            run(&mut p, &Context::default(), &["AUTH"], &[]).0,
+            Verdict::Reject(m) if m.starts_with("ERR wrong number")
+        ));
+    }
+
+    #[test]
+    fn hello_auth_is_rewritten_away() {
+        let mut p = plugin();
+        let ctx = Context::default();
+        let (v, cmd) = run(
+            &mut p,
+            &ctx,
+            &["HELLO", "3", "AUTH", "alice", "secret", "SETNAME", "app"],
+            &[],
+        );
+        assert_eq!(v, Verdict::Continue);
+        assert!(cmd.is_modified());
+        assert_eq!(
+            cmd.args().collect::<Vec<_>>(),
+            [&b"HELLO"[..], b"3", b"SETNAME", b"app"]
+        );
+        assert_eq!(
+            ctx.attr_changes(),
+            [("user".to_owned(), "alice".to_owned())]
+        );
+
+        let ctx = Context::default();
+        let (v, _) = run(&mut p, &ctx, &["HELLO", "2", "AUTH", "alice", "bad"], &[]);
+        assert_eq!(v, Verdict::reject(WRONGPASS));
+        let (v, _) = run(&mut p, &ctx, &["HELLO", "2", "AUTH", "alice"], &[]);
+        assert!(matches!(v, Verdict::Reject(m) if m.contains("Syntax error")));
+
+        // SETNAME auth is a name, not the AUTH option.
+        let (v, _) = run(&mut p, &ctx, &["HELLO", "2", "SETNAME", "auth"], &[]);
+        assert_eq!(v, Verdict::reject(NOAUTH_HELLO));
+        let alice = Context::default().with_user("alice");
+        let (v, cmd) = run(&mut p, &alice, &["HELLO", "3"], &[]);
+        assert_eq!(v, Verdict::Continue);
+        assert!(!cmd.is_modified());
+    }
+
+    #[test]
+    fn unauthenticated_connections_get_noauth() {
+        let mut p = plugin();
+        let ctx = Context::default();
+        assert_eq!(
+            run(&mut p, &ctx, &["GET", "app:1"], &[1]).0,
+            Verdict::reject(NOAUTH)
+        );
+        assert_eq!(run(&mut p, &ctx, &["PING"], &[]).0, Verdict::reject(NOAUTH));
+        assert_eq!(run(&mut p, &ctx, &["QUIT"], &[]).0, Verdict::Continue);
+    }
+
+    #[test]
+    fn commands_follow_the_rules_in_order() {
+        let mut p = plugin();
+        let alice = Context::default().with_user("alice");
+        assert_eq!(
+            run(&mut p, &alice, &["GET", "app:1"], &[1]).0,
+            Verdict::Continue
+        );
+        assert_eq!(
+            run(&mut p, &alice, &["DEL", "app:1"], &[1]).0,
+            Verdict::reject("NOPERM this user has no permissions to run the 'del' command")
+        );
+        assert_eq!(
+            run(&mut p, &alice, &["CONFIG", "GET", "x"], &[]).0,
+            Verdict::Continue
+        );
+        assert!(matches!(
+            run(&mut p, &alice, &["CONFIG", "SET", "x", "y"], &[]).0,
+            Verdict::Reject(_)
+        ));
+
+        let root = Context::default().with_user("root");
+        assert_eq!(
+            run(&mut p, &root, &["DEL", "anything"], &[1]).0,
+            Verdict::Continue
+        );
+        assert!(
+            matches!(run(&mut p, &root, &["FLUSHALL"], &[]).0, Verdict::Reject(m) if m.contains("'flushall'"))
+        );
+
+        let stranger = Context::default().with_user("stranger");
+        assert!(
+            matches!(run(&mut p, &stranger, &["PING"], &[]).0, Verdict::Reject(m) if m.starts_with("NOPERM"))
+        );
+    }
+
+    #[test]
+    fn keys_must_match_a_pattern() {
+        let mut p = plugin();
+        let alice = Context::default().with_user("alice");
+        assert_eq!(
+            run(&mut p, &alice, &["SET", "xy", "v"], &[1]).0,
+            Verdict::Continue
+        );
+        assert_eq!(
+            run(&mut p, &alice, &["SET", "other", "v"], &[1]).0,
+            Verdict::reject(NOPERM_KEY)
+        );
+        let root = Context::default().with_user("root");
+        assert_eq!(
+            run(&mut p, &root, &["GET", "other"], &[1]).0,
+            Verdict::Continue
+        );
+    }
+
+    #[test]
+    fn bad_configs_name_the_user_and_the_problem() {
+        let cases = [
+            (
+                r#"{"users": {"a": {"password": "secret", "commands": [], "keys": []}}}"#,
+                "user 'a': password",
+            ),
+            (
+                r#"{"users": {"a": {"password": "sha256:12", "commands": [], "keys": []}}}"#,
+                "64 hex",
+            ),
+            (
+                &*format!(
+                    r#"{{"users": {{"a": {{"password": "sha256:{SECRET}", "commands": ["+@read"], "keys": []}}}}}}"#
+                ),
+                "categories",
+            ),
+            (
+                r#"{"users": {"a": {"password": "sha256:00"}}}"#,
+                "bad config",
+            ),
+        ];
+        for (json, want) in cases {
+            let e = AclAuth::from_json(json.as_bytes()).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+}

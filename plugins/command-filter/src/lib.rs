@@ -1,0 +1,234 @@
+//! `command-filter`: deny or allow commands by name, for everyone and per user.
+//!
+//! Configuration (JSON):
+//!
+//! ```json
+//! {
+//!   "deny": ["flushall", "keys"],
+//!   "allow": null,
+//!   "users": { "alice": { "allow": ["get", "set"] } },
+//!   "message": "NOPERM command not allowed by policy"
+//! }
+//! ```
+//!
+//! A *rule set* is an `allow` list (optional) and a `deny` list. With an `allow` list only
+//! the commands in it pass (the `deny` list is then ignored); without one every command
+//! passes except those in `deny`. The top-level rule set applies to every connection and,
+//! for a connection whose user has an entry in `users`, that entry's rule set applies too:
+//! a command must pass both. Names are lowercase; `"object|encoding"` names one subcommand
+//! and `"object"` all of them.
+//!
+//! A refused command gets `-<message>: '<name>'`, or `message` with `{command}` replaced by
+//! the name if it contains `{command}`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use tessera_sdk::{Command, Context, Plugin, Verdict, export_plugin};
+
+/// The default reject message.
+pub const DEFAULT_MESSAGE: &str = "NOPERM command not allowed by policy";
+
+/// An allow list and a deny list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rules {
+    #[serde(default)]
+    allow: Option<Vec<String>>,
+    #[serde(default)]
+    deny: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    allow: Option<Vec<String>>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    users: BTreeMap<String, Rules>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// The plugin: the parsed policy.
+#[derive(Debug)]
+pub struct CommandFilter {
+    global: Rules,
+    users: BTreeMap<String, Rules>,
+    message: String,
+}
+
+impl Rules {
+    fn normalize(&mut self) {
+        let lower = |v: &mut Vec<String>| v.iter_mut().for_each(|s| *s = s.to_ascii_lowercase());
+        if let Some(a) = self.allow.as_mut() {
+            lower(a);
+        }
+        lower(&mut self.deny);
+    }
+
+    /// Whether the rules let the command named `name` (and `name|sub`) through.
+    fn allows(&self, name: &str, with_sub: Option<&str>) -> bool {
+        let listed = |list: &[String]| {
+            list.iter()
+                .any(|e| e == name || with_sub.is_some_and(|s| e == s))
+        };
+        match &self.allow {
+            Some(allow) => listed(allow),
+            None => !listed(&self.deny),
+        }
+    }
+}
+
+impl CommandFilter {
+    /// Parses the JSON configuration.
+    pub fn from_json(config: &[u8]) -> Result<Self, String> {
+        let mut c: Config = serde_json::from_slice(config)
+            .map_err(|e| format!("command-filter: bad config: {e}"))?;
+        let mut global = Rules {
+            allow: c.allow,
+            deny: c.deny,
+        };
+        global.normalize();
+        c.users.values_mut().for_each(Rules::normalize);
+        Ok(CommandFilter {
+            global,
+            users: c.users,
+            message: c.message.unwrap_or_else(|| DEFAULT_MESSAGE.to_owned()),
+        })
+    }
+
+    /// `None` if `user` may run `cmd`, else the error message.
+    pub fn check(&self, user: &str, cmd: &Command) -> Option<String> {
+        let name = cmd.name();
+        let with_sub = cmd.name_with_subcommand();
+        let ok = self.global.allows(name, with_sub.as_deref())
+            && self
+                .users
+                .get(user)
+                .is_none_or(|r| r.allows(name, with_sub.as_deref()));
+        if ok {
+            return None;
+        }
+        Some(if self.message.contains("{command}") {
+            self.message.replace("{command}", name)
+        } else {
+            format!("{}: '{name}'", self.message)
+        })
+    }
+}
+
+impl Plugin for CommandFilter {
+    fn configure(config: &[u8]) -> Result<Self, String> {
+        Self::from_json(config)
+    }
+
+    fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
+        match self.check(ctx.user(), cmd) {
+            None => Verdict::Continue,
+            Some(msg) => Verdict::Reject(msg),
+        }
+    }
+}
+
+export_plugin!(CommandFilter, hooks = [on_command]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(json: &str) -> CommandFilter {
+        CommandFilter::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn run(f: &mut CommandFilter, user: &str, args: &[&str]) -> Verdict {
+        let ctx = Context::default().with_user(user);
+        f.on_command(&ctx, &mut Command::new(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        CommandFilter::from_json(include_bytes!("../config.example.json")).unwrap();
+    }
+
+    #[test]
+    fn deny_list_names_the_command() {
+        let mut f = filter(r#"{"deny": ["flushall", "KEYS"]}"#);
+        assert_eq!(run(&mut f, "", &["GET", "k"]), Verdict::Continue);
+        assert_eq!(
+            run(&mut f, "", &["FlushAll"]),
+            Verdict::Reject("NOPERM command not allowed by policy: 'flushall'".into())
+        );
+        assert!(matches!(
+            run(&mut f, "bob", &["keys", "*"]),
+            Verdict::Reject(_)
+        ));
+    }
+
+    #[test]
+    fn allow_list_wins_over_deny() {
+        let mut f = filter(
+            r#"{"allow": ["get", "ping"], "deny": ["get"], "message": "ERR no {command} here"}"#,
+        );
+        assert_eq!(run(&mut f, "", &["get", "k"]), Verdict::Continue);
+        assert_eq!(
+            run(&mut f, "", &["set", "k", "v"]),
+            Verdict::Reject("ERR no set here".into())
+        );
+    }
+
+    #[test]
+    fn user_rules_apply_on_top_of_global_ones() {
+        let mut f = filter(
+            r#"{"deny": ["flushall"], "users": {"alice": {"allow": ["get", "set", "flushall"]}, "bob": {"deny": ["set"]}}}"#,
+        );
+        assert_eq!(run(&mut f, "alice", &["get", "k"]), Verdict::Continue);
+        assert!(matches!(
+            run(&mut f, "alice", &["del", "k"]),
+            Verdict::Reject(_)
+        ));
+        assert!(matches!(
+            run(&mut f, "alice", &["flushall"]),
+            Verdict::Reject(_)
+        ));
+        assert!(matches!(
+            run(&mut f, "bob", &["set", "k", "v"]),
+            Verdict::Reject(_)
+        ));
+        assert_eq!(run(&mut f, "bob", &["del", "k"]), Verdict::Continue);
+        assert_eq!(run(&mut f, "", &["set", "k", "v"]), Verdict::Continue);
+    }
+
+    #[test]
+    fn subcommands() {
+        let mut f = filter(r#"{"deny": ["config|set", "debug"]}"#);
+        assert_eq!(run(&mut f, "", &["CONFIG", "GET", "x"]), Verdict::Continue);
+        assert!(matches!(
+            run(&mut f, "", &["config", "SET", "x", "y"]),
+            Verdict::Reject(_)
+        ));
+        assert!(matches!(
+            run(&mut f, "", &["debug", "sleep", "0"]),
+            Verdict::Reject(_)
+        ));
+        let mut f = filter(r#"{"allow": ["object|encoding"]}"#);
+        assert_eq!(
+            run(&mut f, "", &["OBJECT", "ENCODING", "k"]),
+            Verdict::Continue
+        );
+        assert!(matches!(
+            run(&mut f, "", &["object", "freq", "k"]),
+            Verdict::Reject(_)
+        ));
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_a_reason() {
+        let e = CommandFilter::from_json(br#"{"deny": "flushall"}"#).unwrap_err();
+        assert!(e.starts_with("command-filter: bad config:"), "{e}");
+        assert!(CommandFilter::from_json(br#"{"denny": []}"#).is_err());
+        assert!(CommandFilter::from_json(b"").is_err());
+    }
+}

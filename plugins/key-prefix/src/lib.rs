@@ -1,0 +1,309 @@
+//! `key-prefix`: tenant namespaces on one Redis cluster.
+//!
+//! Configuration (JSON):
+//!
+//! ```json
+//! { "tenants": { "alice": "t1:", "bob": "t2:" }, "default": null }
+//! ```
+//!
+//! Each connection's user (the `user` attribute, e.g. set by `acl-auth`) maps to a prefix;
+//! `default` is the prefix of users not listed (`null`: none). For every command that
+//! touches keys:
+//!
+//! - every key argument (as marked by the proxy) gets the prefix: `GET k` → `GET t1:k`;
+//! - `KEYS pattern` → `KEYS t1:pattern`; `SCAN cursor [MATCH p]` → `SCAN cursor MATCH t1:p`
+//!   (`MATCH t1:*` added when absent); glob characters in the prefix are escaped;
+//! - the replies of `KEYS`, `SCAN` and `RANDOMKEY` have the prefix stripped again (a
+//!   `RANDOMKEY` that lands on another tenant's key answers null).
+//!
+//! A user with no tenant and no default gets `-NOPERM no tenant for this user` for any
+//! command with keys; commands without keys (`PING`, `AUTH`, ...) pass, so the plugin can
+//! sit before an auth plugin in the chain.
+//!
+//! Not rewritten: key *patterns* inside other arguments (`SORT ... BY/GET`), and keys a Lua
+//! script builds itself.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use tessera_sdk::{Command, Context, Plugin, Verdict, export_plugin, reply};
+
+pub mod resp;
+
+/// The error for a user without a tenant.
+pub const NO_TENANT: &str = "NOPERM no tenant for this user";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    tenants: BTreeMap<String, String>,
+    #[serde(default)]
+    default: Option<String>,
+}
+
+/// The plugin: users' prefixes.
+#[derive(Debug)]
+pub struct KeyPrefix {
+    tenants: BTreeMap<String, String>,
+    default: Option<String>,
+}
+
+impl KeyPrefix {
+    /// Parses the JSON configuration.
+    pub fn from_json(config: &[u8]) -> Result<Self, String> {
+        let c: Config =
+            serde_json::from_slice(config).map_err(|e| format!("key-prefix: bad config: {e}"))?;
+        if let Some((user, _)) = c.tenants.iter().find(|(_, p)| p.is_empty()) {
+            return Err(format!(
+                "key-prefix: bad config: empty prefix for user '{user}'"
+            ));
+        }
+        Ok(KeyPrefix {
+            tenants: c.tenants,
+            default: c.default.filter(|p| !p.is_empty()),
+        })
+    }
+
+    /// The prefix of `user`, if any.
+    pub fn prefix_of(&self, user: &str) -> Option<&str> {
+        self.tenants
+            .get(user)
+            .or(self.default.as_ref())
+            .map(String::as_str)
+    }
+}
+
+/// Whether the command needs a tenant: it has keys, or lists keys.
+fn touches_keys(cmd: &Command) -> bool {
+    cmd.keys().next().is_some() || matches!(cmd.name(), "keys" | "scan" | "randomkey")
+}
+
+/// `prefix` with the glob characters of Redis's pattern syntax escaped.
+pub fn escape_glob(prefix: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + 2);
+    for b in prefix.bytes() {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// Rewrites `cmd` into the namespace `prefix`.
+pub fn prefix_command(cmd: &mut Command, prefix: &str) {
+    let p = prefix.as_bytes();
+    cmd.map_keys(|k| [p, k].concat());
+    match cmd.name() {
+        "keys" => {
+            if let Some(pattern) = cmd.arg(1) {
+                let new = [escape_glob(prefix).as_slice(), pattern].concat();
+                let _ = cmd.set_arg(1, new);
+            }
+        }
+        "scan" => {
+            // SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]: options come in pairs.
+            let mut i = 2;
+            let mut found = false;
+            while i + 1 < cmd.len() {
+                if cmd.arg(i).is_some_and(|a| a.eq_ignore_ascii_case(b"match")) {
+                    let pattern = cmd.arg(i + 1).unwrap_or_default();
+                    let new = [escape_glob(prefix).as_slice(), pattern].concat();
+                    let _ = cmd.set_arg(i + 1, new);
+                    found = true;
+                }
+                i += 2;
+            }
+            if !found {
+                cmd.push_arg("MATCH");
+                cmd.push_arg([escape_glob(prefix).as_slice(), b"*"].concat());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The reply to `name` with `prefix` stripped from the keys it carries, or `None` to send
+/// it unchanged (not a key-carrying command, an error, or not parsable).
+pub fn strip_reply(name: &str, reply: &[u8], prefix: &str) -> Option<Vec<u8>> {
+    use resp::Value;
+    let p = prefix.as_bytes();
+    // Keeps the keys in the namespace, stripped; drops any other (cannot happen with the
+    // prefixed pattern, but a tenant must never see another tenant's key).
+    let strip_all = |items: Vec<Value>| -> Vec<u8> {
+        let keys: Vec<Vec<u8>> = items
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::Bulk(k) => k.strip_prefix(p).map(reply::bulk),
+                _ => None,
+            })
+            .collect();
+        reply::array(keys)
+    };
+    match (name, resp::parse(reply)?) {
+        ("keys", Value::Array(items)) => Some(strip_all(items)),
+        ("scan", Value::Array(mut items)) if items.len() == 2 => {
+            let Value::Array(keys) = items.pop()? else {
+                return None;
+            };
+            let Value::Bulk(cursor) = items.pop()? else {
+                return None;
+            };
+            Some(reply::array([reply::bulk(cursor), strip_all(keys)]))
+        }
+        ("randomkey", Value::Bulk(k)) => Some(match k.strip_prefix(p) {
+            Some(k) => reply::bulk(k),
+            None => reply::null(),
+        }),
+        _ => None,
+    }
+}
+
+impl Plugin for KeyPrefix {
+    fn configure(config: &[u8]) -> Result<Self, String> {
+        Self::from_json(config)
+    }
+
+    fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
+        if !touches_keys(cmd) {
+            return Verdict::Continue;
+        }
+        match self.prefix_of(ctx.user()) {
+            Some(prefix) => {
+                prefix_command(cmd, prefix);
+                Verdict::Continue
+            }
+            None => Verdict::reject(NO_TENANT),
+        }
+    }
+
+    fn on_reply(&mut self, ctx: &Context, cmd: &Command, reply: &[u8]) -> Option<Vec<u8>> {
+        if !matches!(cmd.name(), "keys" | "scan" | "randomkey") {
+            return None;
+        }
+        strip_reply(cmd.name(), reply, self.prefix_of(ctx.user())?)
+    }
+}
+
+export_plugin!(KeyPrefix, hooks = [on_command, on_reply]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin() -> KeyPrefix {
+        KeyPrefix::from_json(br#"{"tenants": {"alice": "t1:", "eve": "a*b:"}}"#).unwrap()
+    }
+
+    fn alice() -> Context {
+        Context::default().with_user("alice")
+    }
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.args()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        KeyPrefix::from_json(include_bytes!("../config.example.json")).unwrap();
+    }
+
+    #[test]
+    fn keys_get_the_tenant_prefix() {
+        let mut p = plugin();
+        let mut cmd = Command::new(["MSET", "a", "1", "b", "2"])
+            .with_key(1)
+            .with_key(3);
+        assert_eq!(p.on_command(&alice(), &mut cmd), Verdict::Continue);
+        assert_eq!(args(&cmd), ["MSET", "t1:a", "1", "t1:b", "2"]);
+        assert!(cmd.is_modified());
+    }
+
+    #[test]
+    fn keyless_commands_pass_untouched_even_without_tenant() {
+        let mut p = plugin();
+        let mut cmd = Command::new(["PING"]);
+        assert_eq!(
+            p.on_command(&Context::default(), &mut cmd),
+            Verdict::Continue
+        );
+        assert!(!cmd.is_modified());
+    }
+
+    #[test]
+    fn no_tenant_no_default_is_refused() {
+        let mut p = plugin();
+        let mut cmd = Command::new(["GET", "k"]).with_key(1);
+        let bob = Context::default().with_user("bob");
+        assert_eq!(p.on_command(&bob, &mut cmd), Verdict::reject(NO_TENANT));
+        let mut p = KeyPrefix::from_json(br#"{"tenants": {}, "default": "shared:"}"#).unwrap();
+        assert_eq!(p.on_command(&bob, &mut cmd), Verdict::Continue);
+        assert_eq!(args(&cmd), ["GET", "shared:k"]);
+    }
+
+    #[test]
+    fn keys_and_scan_patterns_are_namespaced() {
+        let mut p = plugin();
+        let mut keys = Command::new(["KEYS", "user:*"]);
+        p.on_command(&alice(), &mut keys);
+        assert_eq!(args(&keys), ["KEYS", "t1:user:*"]);
+
+        let mut scan = Command::new(["SCAN", "0", "COUNT", "10"]);
+        p.on_command(&alice(), &mut scan);
+        assert_eq!(args(&scan), ["SCAN", "0", "COUNT", "10", "MATCH", "t1:*"]);
+
+        let mut scan = Command::new(["scan", "0", "match", "u*", "type", "string"]);
+        p.on_command(&alice(), &mut scan);
+        assert_eq!(
+            args(&scan),
+            ["scan", "0", "match", "t1:u*", "type", "string"]
+        );
+
+        let eve = Context::default().with_user("eve");
+        let mut keys = Command::new(["KEYS", "*"]);
+        p.on_command(&eve, &mut keys);
+        assert_eq!(args(&keys), ["KEYS", "a\\*b:*"]);
+    }
+
+    #[test]
+    fn replies_carrying_keys_are_stripped() {
+        let mut p = plugin();
+        let keys = Command::new(["KEYS", "t1:*"]);
+        let reply = b"*3\r\n$4\r\nt1:a\r\n$5\r\nt1:bc\r\n$4\r\nt2:x\r\n";
+        assert_eq!(
+            p.on_reply(&alice(), &keys, reply).unwrap(),
+            b"*2\r\n$1\r\na\r\n$2\r\nbc\r\n"
+        );
+
+        let scan = Command::new(["SCAN", "0"]);
+        let reply = b"*2\r\n$2\r\n17\r\n*1\r\n$4\r\nt1:k\r\n";
+        assert_eq!(
+            p.on_reply(&alice(), &scan, reply).unwrap(),
+            b"*2\r\n$2\r\n17\r\n*1\r\n$1\r\nk\r\n"
+        );
+
+        let rk = Command::new(["RANDOMKEY"]);
+        assert_eq!(
+            p.on_reply(&alice(), &rk, b"$4\r\nt1:k\r\n").unwrap(),
+            b"$1\r\nk\r\n"
+        );
+        assert_eq!(
+            p.on_reply(&alice(), &rk, b"$4\r\nt2:k\r\n").unwrap(),
+            b"$-1\r\n"
+        );
+        assert_eq!(p.on_reply(&alice(), &rk, b"$-1\r\n"), None);
+        assert_eq!(p.on_reply(&alice(), &rk, b"_\r\n"), None);
+        assert_eq!(p.on_reply(&alice(), &keys, b"-ERR x\r\n"), None);
+
+        let get = Command::new(["GET", "t1:k"]).with_key(1);
+        assert_eq!(p.on_reply(&alice(), &get, b"$4\r\nt1:v\r\n"), None);
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        assert!(KeyPrefix::from_json(br#"{"tenants": {"a": ""}}"#).is_err());
+        assert!(KeyPrefix::from_json(br#"{"default": "x"}"#).is_err());
+    }
+}

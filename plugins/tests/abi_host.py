@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""A tiny second host for the plugin ABI (docs/plugin-abi.md, version 1), in Python.
+
+It loads the bundled modules with wasmtime-py (`pip install wasmtime`), written from the
+ABI text alone, and checks each plugin's behaviour through the raw exports — so the SDK's
+encoding, the WAT and the C plugins are checked against the spec independently of the
+proxy. Run `plugins/build.sh` first, then `python3 plugins/tests/abi_host.py`.
+"""
+
+import json
+import os
+import struct
+import sys
+
+import wasmtime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "wasm32-unknown-unknown", "release")
+
+
+class Trap(Exception):
+    pass
+
+
+def enc_bytes(b):
+    if isinstance(b, str):
+        b = b.encode()
+    return struct.pack("<I", len(b)) + b
+
+
+def enc_context(conn=1, db=0, peer="127.0.0.1:5000", attrs=None):
+    attrs = dict(attrs or {})
+    user = attrs.get("user", "")
+    out = struct.pack("<QI", conn, db) + enc_bytes(peer) + enc_bytes(user)
+    out += struct.pack("<I", len(attrs))
+    for k, v in sorted(attrs.items()):
+        out += enc_bytes(k) + enc_bytes(v)
+    return out
+
+
+def enc_command(args, keys=()):
+    out = struct.pack("<I", len(args))
+    for i, a in enumerate(args):
+        out += bytes([1 if i in keys else 0]) + enc_bytes(a)
+    return out
+
+
+class Reader:
+    def __init__(self, b):
+        self.b, self.i = b, 0
+
+    def take(self, n):
+        if self.i + n > len(self.b):
+            raise ValueError("truncated")
+        v = self.b[self.i : self.i + n]
+        self.i += n
+        return v
+
+    def u32(self):
+        return struct.unpack("<I", self.take(4))[0]
+
+    def bytes(self):
+        return self.take(self.u32())
+
+
+def dec_verdict(b):
+    r = Reader(b)
+    kind = r.take(1)[0]
+    if kind == 0:
+        action = ("continue",)
+    elif kind == 1:
+        action = ("rewrite", [r.bytes() for _ in range(r.u32())])
+    elif kind == 2:
+        action = ("reply", r.bytes())
+    elif kind == 3:
+        action = ("reject", r.bytes().decode())
+    else:
+        raise ValueError(f"bad kind {kind}")
+    attrs = [(r.bytes().decode(), r.bytes().decode()) for _ in range(r.u32())]
+    if r.i != len(b):
+        raise ValueError("trailing bytes")
+    return action, attrs
+
+
+class Plugin:
+    """One instance of a module, as the proxy would hold it."""
+
+    def __init__(self, path, config=b"", memory_limit=16 << 20, fuel=10_000_000):
+        cfg = wasmtime.Config()
+        cfg.consume_fuel = True  # stands in for the proxy's epoch deadline
+        self.engine = wasmtime.Engine(cfg)
+        if path.endswith(".wat"):
+            module = wasmtime.Module(self.engine, open(path).read())
+        else:
+            module = wasmtime.Module.from_file(self.engine, path)
+        self.logs = []
+        self.fuel = fuel
+        self.store = wasmtime.Store(self.engine)
+        self.store.set_limits(memory_size=memory_limit)
+        linker = wasmtime.Linker(self.engine)
+        for imp in module.imports:
+            if imp.module != "tessera" or imp.name not in ("log", "now_ms"):
+                raise RuntimeError(f"import {imp.module}.{imp.name} is not allowed")
+        linker.define_func(
+            "tessera",
+            "log",
+            wasmtime.FuncType([wasmtime.ValType.i32()] * 3, []),
+            self._log,
+            access_caller=True,
+        )
+        linker.define_func(
+            "tessera", "now_ms", wasmtime.FuncType([], [wasmtime.ValType.i64()]), lambda: 0
+        )
+        self.inst = linker.instantiate(self.store, module)
+        self.ex = self.inst.exports(self.store)
+        self.mem = self.ex["memory"]
+        version = self._call("tessera_abi_version")
+        if version != 1:
+            raise RuntimeError(f"ABI version {version}, this host speaks 1")
+        if "tessera_on_configure" in self.ex:
+            v = self._hook("tessera_on_configure", config)
+            if v is not None and v[0][0] == "reject":
+                raise RuntimeError(f"configure refused: {v[0][1]}")
+
+    def _log(self, caller, level, ptr, length):
+        mem = caller["memory"]
+        self.logs.append((level, bytes(mem.read(caller, ptr, ptr + length)).decode()))
+
+    def _call(self, name, *args):
+        self.store.set_fuel(self.fuel)
+        try:
+            return self.ex[name](self.store, *args)
+        except wasmtime.Trap as e:
+            raise Trap(" ".join(str(e).split())) from None
+
+    def _read_packed(self, packed):
+        packed &= (1 << 64) - 1
+        ptr, length = packed >> 32, packed & 0xFFFFFFFF
+        return bytes(self.mem.read(self.store, ptr, ptr + length))
+
+    def _hook(self, name, data):
+        ptr = self._call("tessera_alloc", len(data))
+        self.mem.write(self.store, data, ptr)
+        packed = self._call(name, ptr, len(data))
+        if packed == 0:
+            return None
+        return dec_verdict(self._read_packed(packed))
+
+    def subscriptions(self):
+        if "tessera_subscriptions" not in self.ex:
+            return []
+        packed = self._call("tessera_subscriptions")
+        if packed == 0:
+            return []
+        r = Reader(self._read_packed(packed))
+        return [r.bytes().decode() for _ in range(r.u32())]
+
+    def has(self, hook):
+        return f"tessera_{hook}" in self.ex
+
+    def on_command(self, args, keys=(), attrs=None):
+        return self._hook("tessera_on_command", enc_context(attrs=attrs) + enc_command(args, keys))
+
+    def on_reply(self, args, reply, keys=(), attrs=None):
+        data = enc_context(attrs=attrs) + enc_command(args, keys) + enc_bytes(reply)
+        return self._hook("tessera_on_reply", data)
+
+
+FAILS = []
+
+
+def check(what, got, want):
+    if got != want:
+        FAILS.append(what)
+        print(f"FAIL {what}: got {got!r}, want {want!r}")
+    else:
+        print(f"ok   {what}")
+
+
+def rust(name):
+    return os.path.join(RELEASE, name + ".wasm")
+
+
+def main():
+    # command-filter
+    cfg = json.load(open(os.path.join(ROOT, "command-filter", "config.example.json")))
+    p = Plugin(rust("command_filter"), json.dumps(cfg).encode())
+    check("command-filter exports", [p.has(h) for h in ("on_connect", "on_command", "on_reply")], [False, True, False])
+    check("command-filter subscribes to all", p.subscriptions(), [])
+    check("command-filter GET continues", p.on_command([b"GET", b"k"], {1}), None)
+    check(
+        "command-filter FLUSHALL rejected",
+        p.on_command([b"FLUSHALL"]),
+        (("reject", "NOPERM command not allowed by policy: 'flushall'"), []),
+    )
+    check(
+        "command-filter alice's allow list",
+        p.on_command([b"INCR", b"k"], {1}, {"user": "alice"})[0][0],
+        "reject",
+    )
+    try:
+        Plugin(rust("command_filter"), b'{"deny": 3}')
+        check("command-filter bad config refused", False, True)
+    except RuntimeError as e:
+        check("command-filter bad config refused", "bad config" in str(e), True)
+
+    # key-prefix
+    p = Plugin(rust("key_prefix"), b'{"tenants": {"alice": "t1:"}}')
+    alice = {"user": "alice"}
+    check(
+        "key-prefix rewrites keys",
+        p.on_command([b"MGET", b"a", b"b"], {1, 2}, alice),
+        (("rewrite", [b"MGET", b"t1:a", b"t1:b"]), []),
+    )
+    check("key-prefix no tenant", p.on_command([b"GET", b"a"], {1}), (("reject", "NOPERM no tenant for this user"), []))
+    check("key-prefix keyless", p.on_command([b"PING"]), None)
+    check(
+        "key-prefix strips KEYS reply",
+        p.on_reply([b"KEYS", b"t1:*"], b"*1\r\n$4\r\nt1:a\r\n", attrs=alice),
+        (("reply", b"*1\r\n$1\r\na\r\n"), []),
+    )
+    check("key-prefix leaves GET reply", p.on_reply([b"GET", b"t1:a"], b"$1\r\nv\r\n", {1}, alice), None)
+
+    # acl-auth
+    cfg = open(os.path.join(ROOT, "acl-auth", "config.example.json")).read().encode()
+    p = Plugin(rust("acl_auth"), cfg)
+    check("acl-auth NOAUTH", p.on_command([b"GET", b"app:1"], {1}), (("reject", "NOAUTH Authentication required."), []))
+    check(
+        "acl-auth AUTH ok",
+        p.on_command([b"AUTH", b"alice", b"secret"]),
+        (("reply", b"+OK\r\n"), [("user", "alice")]),
+    )
+    check(
+        "acl-auth AUTH wrong",
+        p.on_command([b"AUTH", b"alice", b"x"]),
+        (("reject", "WRONGPASS invalid username-password pair or user is disabled."), []),
+    )
+    check(
+        "acl-auth HELLO AUTH rewritten",
+        p.on_command([b"HELLO", b"3", b"AUTH", b"alice", b"secret"]),
+        (("rewrite", [b"HELLO", b"3"]), [("user", "alice")]),
+    )
+    check("acl-auth allowed", p.on_command([b"GET", b"app:1"], {1}, {"user": "alice"}), None)
+    check(
+        "acl-auth key denied",
+        p.on_command([b"GET", b"other"], {1}, {"user": "alice"})[0][1],
+        "NOPERM this user has no permissions to access one of the keys used as arguments",
+    )
+    big = b"x" * 3_000_000
+    check("acl-auth big input", p.on_command([b"SET", b"app:big", big], {1}, {"user": "alice"}), None)
+    check("acl-auth after big input", p.on_command([b"GET", b"app:1"], {1}, {"user": "alice"}), None)
+
+    # deny-secret.wat
+    p = Plugin(os.path.join(ROOT, "wat", "deny-secret.wat"))
+    check("wat secret", p.on_command([b"get", b"secret:x"], {1}), (("reject", "ERR secret keys are off limits (wat)"), []))
+    check("wat GET other", p.on_command([b"GET", b"public"], {1}, {"user": "bob", "t": "1"}), None)
+    check("wat SET secret", p.on_command([b"SET", b"secret:x", b"v"], {1}), None)
+
+    # C
+    c = os.path.join(ROOT, "target", "c", "deny-flushall.wasm")
+    if os.path.exists(c):
+        p = Plugin(c)
+        check("c subscriptions", p.subscriptions(), ["flushall", "flushdb"])
+        check("c FLUSHDB", p.on_command([b"FlushDB"]), (("reject", "NOPERM 'flushdb' is disabled by policy (c plugin)"), []))
+        check("c other", p.on_command([b"flushallx"]), None)
+
+    # misbehaving modules
+    for name, key, want in [("trap", b"boom", "unreachable"), ("loop", b"loop", "fuel"), ("grow", b"grow", "unreachable")]:
+        p = Plugin(os.path.join(ROOT, "wat", name + ".wat"), memory_limit=4 << 20)
+        check(f"{name}.wat continues GET k", p.on_command([b"GET", b"k"], {1}), None)
+        try:
+            p.on_command([b"GET", key], {1})
+            check(f"{name}.wat fails", "no trap", want)
+        except Trap as e:
+            check(f"{name}.wat fails ({want})", want in str(e), True)
+    try:
+        Plugin(os.path.join(ROOT, "wat", "bad-version.wat"))
+        check("bad-version refused", False, True)
+    except RuntimeError as e:
+        check(f"bad-version refused ({e})", "version 2" in str(e), True)
+
+    print(f"{len(FAILS)} failure(s)")
+    return 1 if FAILS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+//! The plugin ABI's byte formats (docs/plugin-abi.md): the context and command the host
+//! writes into a plugin's memory, and the verdict it reads back.
+
+use bytes::Bytes;
+
+use crate::resp::ReplyScanner;
+
+/// What a hook is told about the connection.
+pub struct CallContext<'a> {
+    pub conn_id: u64,
+    pub db: u32,
+    pub peer: &'a str,
+    pub attrs: &'a [(String, String)],
+}
+
+impl CallContext<'_> {
+    fn user(&self) -> &str {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == "user")
+            .map_or("", |(_, v)| v)
+    }
+}
+
+/// What a hook decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Continue,
+    Rewrite(Vec<Bytes>),
+    /// A complete RESP value.
+    Reply(Bytes),
+    /// An error message, sent as `-<message>`.
+    Reject(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub decision: Decision,
+    /// Connection attributes to set (an empty value removes one).
+    pub attrs: Vec<(String, String)>,
+}
+
+impl Verdict {
+    pub const CONTINUE: Verdict = Verdict {
+        decision: Decision::Continue,
+        attrs: Vec::new(),
+    };
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+pub fn encode_context(out: &mut Vec<u8>, ctx: &CallContext) {
+    out.extend_from_slice(&ctx.conn_id.to_le_bytes());
+    out.extend_from_slice(&ctx.db.to_le_bytes());
+    put_bytes(out, ctx.peer.as_bytes());
+    put_bytes(out, ctx.user().as_bytes());
+    out.extend_from_slice(&(ctx.attrs.len() as u32).to_le_bytes());
+    for (k, v) in ctx.attrs {
+        put_bytes(out, k.as_bytes());
+        put_bytes(out, v.as_bytes());
+    }
+}
+
+/// `keys` are the indices of the key arguments, ascending.
+pub fn encode_command(out: &mut Vec<u8>, args: &[Bytes], keys: &[usize]) {
+    out.extend_from_slice(&(args.len() as u32).to_le_bytes());
+    for (i, a) in args.iter().enumerate() {
+        out.push(keys.contains(&i) as u8);
+        put_bytes(out, a);
+    }
+}
+
+pub fn encode_reply(out: &mut Vec<u8>, reply: &[u8]) {
+    put_bytes(out, reply);
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        let end = end.ok_or_else(|| format!("verdict truncated at byte {}", self.pos))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn string(&mut self) -> Result<String, String> {
+        String::from_utf8(self.bytes()?.to_vec())
+            .map_err(|_| "verdict string is not UTF-8".to_string())
+    }
+}
+
+/// Reads a verdict; anything malformed is an error (treated like a trap by the host).
+pub fn decode_verdict(buf: &[u8]) -> Result<Verdict, String> {
+    if buf.is_empty() {
+        return Ok(Verdict::CONTINUE);
+    }
+    let mut r = Reader { buf, pos: 0 };
+    let decision = match r.u8()? {
+        0 => Decision::Continue,
+        1 => {
+            let n = r.u32()? as usize;
+            if n == 0 {
+                return Err("rewrite to an empty command".into());
+            }
+            let mut args = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                args.push(Bytes::copy_from_slice(r.bytes()?));
+            }
+            Decision::Rewrite(args)
+        }
+        2 => {
+            let resp = r.bytes()?;
+            let mut scanner = ReplyScanner::default();
+            match scanner.scan(resp) {
+                Ok(Some(n)) if n == resp.len() => Decision::Reply(Bytes::copy_from_slice(resp)),
+                _ => return Err("reply is not one complete RESP value".into()),
+            }
+        }
+        3 => Decision::Reject(r.string()?),
+        k => return Err(format!("unknown verdict kind {k}")),
+    };
+    let n = r.u32()? as usize;
+    let mut attrs = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        attrs.push((r.string()?, r.string()?));
+    }
+    if r.pos != buf.len() {
+        return Err(format!("{} bytes after the verdict", buf.len() - r.pos));
+    }
+    Ok(Verdict { decision, attrs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(kind: u8, body: &[u8], attrs: &[(&str, &str)]) -> Vec<u8> {
+        let mut v = vec![kind];
+        v.extend_from_slice(body);
+        v.extend_from_slice(&(attrs.len() as u32).to_le_bytes());
+        for (k, val) in attrs {
+            put_bytes(&mut v, k.as_bytes());
+            put_bytes(&mut v, val.as_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn decodes_every_kind() {
+        assert_eq!(decode_verdict(&[]).unwrap(), Verdict::CONTINUE);
+        let mut body = 2u32.to_le_bytes().to_vec();
+        put_bytes(&mut body, b"GET");
+        put_bytes(&mut body, b"t1:k");
+        let v = decode_verdict(&verdict(1, &body, &[("user", "alice")])).unwrap();
+        assert_eq!(
+            v.decision,
+            Decision::Rewrite(vec![Bytes::from("GET"), Bytes::from("t1:k")])
+        );
+        assert_eq!(v.attrs, vec![("user".to_string(), "alice".to_string())]);
+        let mut body = Vec::new();
+        put_bytes(&mut body, b"+OK\r\n");
+        assert_eq!(
+            decode_verdict(&verdict(2, &body, &[])).unwrap().decision,
+            Decision::Reply(Bytes::from("+OK\r\n"))
+        );
+        let mut body = Vec::new();
+        put_bytes(&mut body, b"NOPERM no");
+        assert_eq!(
+            decode_verdict(&verdict(3, &body, &[])).unwrap().decision,
+            Decision::Reject("NOPERM no".into())
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_verdicts() {
+        assert!(decode_verdict(&[9, 0, 0, 0, 0]).is_err());
+        assert!(decode_verdict(&[1, 255, 255, 255, 255]).is_err());
+        let mut body = Vec::new();
+        put_bytes(&mut body, b"+OK");
+        assert!(
+            decode_verdict(&verdict(2, &body, &[])).is_err(),
+            "reply without CRLF"
+        );
+        let mut v = verdict(0, &[], &[]);
+        v.push(0);
+        assert!(decode_verdict(&v).is_err(), "trailing bytes");
+    }
+
+    #[test]
+    fn encodes_context_and_command() {
+        let attrs = vec![("user".to_string(), "bob".to_string())];
+        let ctx = CallContext {
+            conn_id: 7,
+            db: 2,
+            peer: "1.2.3.4:5",
+            attrs: &attrs,
+        };
+        let mut out = Vec::new();
+        encode_context(&mut out, &ctx);
+        encode_command(&mut out, &[Bytes::from("GET"), Bytes::from("k")], &[1]);
+        let mut expect = 7u64.to_le_bytes().to_vec();
+        expect.extend_from_slice(&2u32.to_le_bytes());
+        put_bytes(&mut expect, b"1.2.3.4:5");
+        put_bytes(&mut expect, b"bob");
+        expect.extend_from_slice(&1u32.to_le_bytes());
+        put_bytes(&mut expect, b"user");
+        put_bytes(&mut expect, b"bob");
+        expect.extend_from_slice(&2u32.to_le_bytes());
+        expect.push(0);
+        put_bytes(&mut expect, b"GET");
+        expect.push(1);
+        put_bytes(&mut expect, b"k");
+        assert_eq!(out, expect);
+    }
+}

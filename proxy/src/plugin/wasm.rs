@@ -1,0 +1,292 @@
+//! The WebAssembly host: one wasmtime `Engine` for the process, modules compiled once,
+//! and instances that each live in their own `Store` with a memory limit and a deadline.
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use wasmtime::{
+    Caller, Config, Engine, Instance as WasmInstance, Linker, Memory, Module, Store, StoreLimits,
+    StoreLimitsBuilder, Trap, TypedFunc,
+};
+
+/// How often the engine's epoch advances: the unit of a plugin's time limit.
+const TICK: Duration = Duration::from_millis(1);
+
+/// The process's engine, with epoch interruption and a thread that advances the epoch.
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).expect("a wasmtime engine with the default target");
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("tessera-plugin-epoch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(TICK);
+                    ticker.increment_epoch();
+                }
+            })
+            .expect("start the plugin epoch thread");
+        engine
+    })
+}
+
+/// Compiles a module (binary or WAT text) and checks it only imports what the host gives.
+pub fn compile(bytes: &[u8]) -> Result<Module, String> {
+    let module = Module::new(engine(), bytes)
+        .map_err(|e| format!("not a valid WebAssembly module: {e:#}"))?;
+    for import in module.imports() {
+        let ok = import.module() == "tessera" && matches!(import.name(), "log" | "now_ms");
+        if !ok {
+            return Err(format!(
+                "imports {}.{}, which the host does not provide (only tessera.log and tessera.now_ms)",
+                import.module(),
+                import.name()
+            ));
+        }
+    }
+    Ok(module)
+}
+
+pub struct HostState {
+    limits: StoreLimits,
+    plugin: String,
+}
+
+/// The hooks a module may export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Configure,
+    Connect,
+    Command,
+    Reply,
+}
+
+impl Hook {
+    fn export(self) -> &'static str {
+        match self {
+            Hook::Configure => "tessera_on_configure",
+            Hook::Connect => "tessera_on_connect",
+            Hook::Command => "tessera_on_command",
+            Hook::Reply => "tessera_on_reply",
+        }
+    }
+}
+
+/// One live instance of a plugin.
+pub struct Instance {
+    store: Store<HostState>,
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    hooks: [Option<TypedFunc<(i32, i32), i64>>; 4],
+    subscriptions: Option<TypedFunc<(), i64>>,
+    timeout_ticks: u64,
+}
+
+fn linker() -> Result<Linker<HostState>, String> {
+    let mut linker = Linker::new(engine());
+    linker
+        .func_wrap(
+            "tessera",
+            "log",
+            |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| {
+                let Some(memory) = caller.get_export("memory").and_then(|e| e.into_memory()) else {
+                    return;
+                };
+                let mut buf = vec![0u8; (len.max(0) as usize).min(64 * 1024)];
+                if memory.read(&caller, ptr as u32 as usize, &mut buf).is_err() {
+                    return;
+                }
+                let msg = String::from_utf8_lossy(&buf);
+                let plugin = &caller.data().plugin;
+                match level {
+                    0 => tracing::error!(plugin = %plugin, "{msg}"),
+                    1 => tracing::warn!(plugin = %plugin, "{msg}"),
+                    2 => tracing::info!(plugin = %plugin, "{msg}"),
+                    _ => tracing::debug!(plugin = %plugin, "{msg}"),
+                }
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    linker
+        .func_wrap("tessera", "now_ms", || -> i64 {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(linker)
+}
+
+impl Instance {
+    /// Instantiates `module` under the limits, checks the ABI version and exports.
+    pub fn new(
+        module: &Module,
+        plugin: &str,
+        memory_limit: usize,
+        timeout: Duration,
+    ) -> Result<Instance, String> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(memory_limit)
+            .instances(1)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(
+            engine(),
+            HostState {
+                limits,
+                plugin: plugin.to_string(),
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        let timeout_ticks = (timeout.as_millis() as u64 / TICK.as_millis() as u64).max(1);
+        store.set_epoch_deadline(timeout_ticks);
+        let instance: WasmInstance = linker()?
+            .instantiate(&mut store, module)
+            .map_err(|e| format!("cannot instantiate: {}", describe(&e, timeout)))?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or("does not export its memory as \"memory\"")?;
+        let version = instance
+            .get_typed_func::<(), i32>(&mut store, "tessera_abi_version")
+            .map_err(|_| "does not export tessera_abi_version: () -> i32".to_string())?;
+        store.set_epoch_deadline(timeout_ticks);
+        let v = version
+            .call(&mut store, ())
+            .map_err(|e| describe(&e, timeout))?;
+        if v != 1 {
+            return Err(format!(
+                "speaks plugin ABI version {v}; this proxy speaks version 1"
+            ));
+        }
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&mut store, "tessera_alloc")
+            .map_err(|_| "does not export tessera_alloc: (i32) -> i32".to_string())?;
+        let mut hooks = [None, None, None, None];
+        for (i, hook) in [Hook::Configure, Hook::Connect, Hook::Command, Hook::Reply]
+            .into_iter()
+            .enumerate()
+        {
+            if instance.get_export(&mut store, hook.export()).is_some() {
+                let f = instance
+                    .get_typed_func::<(i32, i32), i64>(&mut store, hook.export())
+                    .map_err(|_| {
+                        format!(
+                            "exports {} with the wrong type; want (i32, i32) -> i64",
+                            hook.export()
+                        )
+                    })?;
+                hooks[i] = Some(f);
+            }
+        }
+        let subscriptions = match instance.get_export(&mut store, "tessera_subscriptions") {
+            None => None,
+            Some(_) => Some(
+                instance
+                    .get_typed_func::<(), i64>(&mut store, "tessera_subscriptions")
+                    .map_err(|_| {
+                        "exports tessera_subscriptions with the wrong type; want () -> i64"
+                            .to_string()
+                    })?,
+            ),
+        };
+        Ok(Instance {
+            store,
+            memory,
+            alloc,
+            hooks,
+            subscriptions,
+            timeout_ticks,
+        })
+    }
+
+    pub fn has(&self, hook: Hook) -> bool {
+        self.hooks[hook as usize].is_some()
+    }
+
+    /// The command names the plugin subscribes to (empty: all).
+    pub fn subscriptions(&mut self, timeout: Duration) -> Result<Vec<String>, String> {
+        let Some(f) = self.subscriptions.clone() else {
+            return Ok(Vec::new());
+        };
+        self.store.set_epoch_deadline(self.timeout_ticks);
+        let packed = f
+            .call(&mut self.store, ())
+            .map_err(|e| describe(&e, timeout))?;
+        let buf = self.read_packed(packed)?;
+        if buf.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pos = 0;
+        let mut take = |n: usize| -> Result<&[u8], String> {
+            let s = buf.get(pos..pos + n).ok_or("subscription list truncated")?;
+            pos += n;
+            Ok(s)
+        };
+        let count = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
+        let mut names = Vec::new();
+        for _ in 0..count {
+            let len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+            let name =
+                String::from_utf8(take(len)?.to_vec()).map_err(|_| "subscription is not UTF-8")?;
+            names.push(name.to_ascii_lowercase());
+        }
+        Ok(names)
+    }
+
+    /// Calls a hook with `input`; returns the verdict bytes (empty for `Continue`).
+    pub fn call(&mut self, hook: Hook, input: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+        let Some(f) = self.hooks[hook as usize].clone() else {
+            return Ok(Vec::new());
+        };
+        self.store.set_epoch_deadline(self.timeout_ticks);
+        let len = i32::try_from(input.len()).map_err(|_| "input too large")?;
+        let ptr = self
+            .alloc
+            .call(&mut self.store, len)
+            .map_err(|e| describe(&e, timeout))?;
+        self.memory
+            .write(&mut self.store, ptr as u32 as usize, input)
+            .map_err(|_| format!("tessera_alloc({len}) returned {ptr}, outside its memory"))?;
+        let packed = f
+            .call(&mut self.store, (ptr, len))
+            .map_err(|e| describe(&e, timeout))?;
+        self.read_packed(packed)
+    }
+
+    fn read_packed(&self, packed: i64) -> Result<Vec<u8>, String> {
+        if packed == 0 {
+            return Ok(Vec::new());
+        }
+        let ptr = (packed as u64 >> 32) as usize;
+        let len = (packed as u64 & 0xffff_ffff) as usize;
+        let mut buf = vec![0u8; len.min(self.memory.data_size(&self.store))];
+        if buf.len() != len {
+            return Err(format!(
+                "returned {len} bytes at {ptr}, more than its memory holds"
+            ));
+        }
+        self.memory
+            .read(&self.store, ptr, &mut buf)
+            .map_err(|_| format!("returned {len} bytes at {ptr}, outside its memory"))?;
+        Ok(buf)
+    }
+}
+
+/// A trap, timeout or host error, in words for the client and the operator.
+fn describe(e: &wasmtime::Error, timeout: Duration) -> String {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!("timed out after {} ms", timeout.as_millis()),
+        Some(t) => format!("trapped: {t}"),
+        None => {
+            let text = format!("{e:#}");
+            if text.contains("grow") || text.contains("memory") {
+                format!("exceeded its memory limit ({text})")
+            } else {
+                text
+            }
+        }
+    }
+}

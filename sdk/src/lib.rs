@@ -1,0 +1,260 @@
+//! # tessera-sdk: Tessera plugins in Rust
+//!
+//! A Tessera plugin is a WebAssembly module the proxy calls on the request path: when a
+//! client connects, when a command arrives (before it is routed to Redis) and when its
+//! reply comes back. With this SDK a plugin is one type implementing [`Plugin`] and one
+//! [`export_plugin!`] line; no pointer, allocator or byte layout is in sight.
+//!
+//! ```
+//! use tessera_sdk::{Command, Context, Plugin, Verdict, export_plugin};
+//!
+//! /// Refuses `FLUSHALL`.
+//! struct NoFlush;
+//!
+//! impl Plugin for NoFlush {
+//!     fn configure(_config: &[u8]) -> Result<Self, String> {
+//!         Ok(NoFlush)
+//!     }
+//!
+//!     fn subscriptions() -> &'static [&'static str] {
+//!         &["flushall"]
+//!     }
+//!
+//!     fn on_command(&mut self, _ctx: &Context, _cmd: &mut Command) -> Verdict {
+//!         Verdict::Reject("NOPERM FLUSHALL is disabled".into())
+//!     }
+//! }
+//!
+//! export_plugin!(NoFlush);
+//! ```
+//!
+//! Build it with `cargo build --target wasm32-unknown-unknown --release` (crate type
+//! `cdylib`) and point the proxy's `[[plugin]]` at the `.wasm` file. The guide is
+//! `docs/plugins.md`; the ABI underneath is `docs/plugin-abi.md` (version 1).
+//!
+//! ## What happens on a call
+//!
+//! - The host gives each proxy worker thread its own instance of the plugin, created with
+//!   [`Plugin::configure`] and kept for as long as the plugin chain lives. Hooks of one
+//!   instance are never called concurrently, so `&mut self` is all the state you need.
+//! - Every hook gets a [`Context`]: connection id, database, peer address, user and the
+//!   connection's *attributes*. [`Context::set_attr`] sets an attribute for the rest of
+//!   the connection (setting `user` authenticates it).
+//! - [`Plugin::on_command`] gets the [`Command`] with its keys marked by the host. Return
+//!   [`Verdict::Continue`] to let it go on — changed, if you changed it —,
+//!   [`Verdict::Reply`] to answer it yourself (see [`reply`]) or [`Verdict::Reject`] to
+//!   answer with an error. Redis is not called for the last two.
+//! - A panic is logged through the proxy's log, then the instance traps: the proxy answers
+//!   that command with an error (or lets it through, if the plugin is fail-open) and makes
+//!   a new instance.
+//!
+//! ## Testing on the host
+//!
+//! Everything but the exports compiles on the host, so `cargo test` works in a plugin
+//! crate: build a [`Context`] and a [`Command`] and call your hooks directly, or feed
+//! [`dispatch::Runtime`] the exact bytes the proxy sends (see [`wire`]). [`log`] writes to
+//! standard error there.
+
+#![warn(missing_docs)]
+
+pub mod abi;
+mod command;
+mod context;
+pub mod dispatch;
+pub mod log;
+pub mod reply;
+pub mod time;
+pub mod wire;
+
+pub use command::{Command, CommandError};
+pub use context::Context;
+
+/// What a hook tells the proxy to do with the command.
+///
+/// Attributes are not part of the verdict: set them with [`Context::set_attr`], they are
+/// sent along with whatever verdict the hook returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on: the next plugin of the chain, then Redis. From
+    /// [`Plugin::on_command`], a command the plugin changed goes on changed (the SDK sends
+    /// the host a *rewrite*).
+    Continue,
+    /// Answer the client with this complete RESP value (build it with [`reply`]); the rest
+    /// of the chain and Redis are skipped.
+    Reply(Vec<u8>),
+    /// Answer the client with the error `-<message>`; start the message with an error code
+    /// such as `ERR` or `NOPERM`. The rest of the chain and Redis are skipped.
+    Reject(String),
+}
+
+impl Verdict {
+    /// `Verdict::Reject` from anything string-like.
+    pub fn reject(message: impl Into<String>) -> Self {
+        Verdict::Reject(message.into())
+    }
+}
+
+/// A Tessera plugin. Implement it for your type and export it with [`export_plugin!`].
+///
+/// Only [`configure`](Plugin::configure) is required; every hook has a default that lets
+/// everything through.
+pub trait Plugin: Sized + 'static {
+    /// Builds the plugin from its configuration: the bytes of the `config` string of the
+    /// plugin's entry in the proxy configuration (the plugin chooses the format; the
+    /// bundled plugins use JSON).
+    ///
+    /// Called once per instance, before any hook. `Err(message)` refuses the configuration:
+    /// the proxy does not load the plugin (and keeps the old chain on a hot reload) and shows
+    /// `message` to the operator.
+    fn configure(config: &[u8]) -> Result<Self, String>;
+
+    /// The commands [`on_command`](Plugin::on_command) and
+    /// [`on_reply`](Plugin::on_reply) are called for: lowercase names such as `"get"`, or
+    /// `"object|encoding"` for one subcommand.
+    ///
+    /// Default: the empty list, which means *every* command. Subscribe to as few as you
+    /// can: each call costs a trip into the WebAssembly instance.
+    fn subscriptions() -> &'static [&'static str] {
+        &[]
+    }
+
+    /// A client connected. A [`Verdict::Reply`] or [`Verdict::Reject`] is handled by the
+    /// proxy as it documents for connections.
+    ///
+    /// Default: [`Verdict::Continue`].
+    fn on_connect(&mut self, ctx: &Context) -> Verdict {
+        let _ = ctx;
+        Verdict::Continue
+    }
+
+    /// A subscribed command arrived, after the plugins before this one in the chain (so
+    /// `cmd` is what they left) and before routing. Change `cmd` and return
+    /// [`Verdict::Continue`] to rewrite it, or answer it with [`Verdict::Reply`] or
+    /// [`Verdict::Reject`].
+    ///
+    /// Default: [`Verdict::Continue`], unchanged.
+    fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
+        let _ = (ctx, cmd);
+        Verdict::Continue
+    }
+
+    /// Redis answered a subscribed command; `reply` is the RESP reply about to be sent to
+    /// the client and `cmd` the command as the chain left it. Called in reverse chain
+    /// order, and only for commands that went to Redis (not for ones a plugin answered).
+    /// `Some(resp)` replaces the reply with another complete RESP value.
+    ///
+    /// Default: `None`, the reply goes out unchanged.
+    fn on_reply(&mut self, ctx: &Context, cmd: &Command, reply: &[u8]) -> Option<Vec<u8>> {
+        let _ = (ctx, cmd, reply);
+        None
+    }
+}
+
+/// Exports a [`Plugin`] type as a Tessera plugin module (ABI version 1).
+///
+/// Use it once, at the top level of a `cdylib` crate:
+///
+/// ```ignore
+/// export_plugin!(MyPlugin);
+/// ```
+///
+/// On `wasm32` it emits the exports `tessera_abi_version`, `tessera_alloc`,
+/// `tessera_on_configure`, `tessera_subscriptions` and the hooks `tessera_on_connect`,
+/// `tessera_on_command`, `tessera_on_reply`, keeping the instance in a static. On other
+/// targets it emits nothing (but type-checks), so `cargo test` works on the host.
+///
+/// The proxy calls only the hooks a module exports. A plugin that overrides only some
+/// hooks can save the proxy the calls to the others by naming the ones to export:
+///
+/// ```ignore
+/// export_plugin!(MyPlugin, hooks = [on_command]);
+/// ```
+///
+/// (A hook left out is never called, even if the type overrides it.)
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        $crate::export_plugin!($plugin, hooks = [on_connect, on_command, on_reply]);
+    };
+    ($plugin:ty, hooks = [$($hook:ident),* $(,)?]) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            static RUNTIME: $crate::abi::Slot<$crate::dispatch::Runtime<$plugin>> =
+                $crate::abi::Slot::new($crate::dispatch::Runtime::new());
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tessera_abi_version() -> i32 {
+                $crate::wire::ABI_VERSION
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tessera_alloc(size: i32) -> i32 {
+                $crate::abi::alloc(size)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tessera_on_configure(ptr: i32, len: i32) -> i64 {
+                $crate::abi::on_configure(&RUNTIME, ptr, len)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tessera_subscriptions() -> i64 {
+                $crate::abi::subscriptions(&RUNTIME)
+            }
+
+            $($crate::__export_hook!($hook, RUNTIME);)*
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn() -> $crate::dispatch::Runtime<$plugin> = || {
+            $($crate::__check_hook!($hook);)*
+            $crate::dispatch::Runtime::<$plugin>::new()
+        };
+    };
+}
+
+/// One hook export of [`export_plugin!`]; not public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_hook {
+    (on_connect, $rt:ident) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn tessera_on_connect(ptr: i32, len: i32) -> i64 {
+            $crate::abi::on_connect(&$rt, ptr, len)
+        }
+    };
+    (on_command, $rt:ident) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn tessera_on_command(ptr: i32, len: i32) -> i64 {
+            $crate::abi::on_command(&$rt, ptr, len)
+        }
+    };
+    (on_reply, $rt:ident) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn tessera_on_reply(ptr: i32, len: i32) -> i64 {
+            $crate::abi::on_reply(&$rt, ptr, len)
+        }
+    };
+    ($other:ident, $rt:ident) => {
+        compile_error!(concat!(
+            "export_plugin!: unknown hook `",
+            stringify!($other),
+            "`; the hooks are on_connect, on_command and on_reply"
+        ));
+    };
+}
+
+/// Checks a hook name of [`export_plugin!`] on the host; not public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __check_hook {
+    (on_connect) => {};
+    (on_command) => {};
+    (on_reply) => {};
+    ($other:ident) => {
+        compile_error!(concat!(
+            "export_plugin!: unknown hook `",
+            stringify!($other),
+            "`; the hooks are on_connect, on_command and on_reply"
+        ));
+    };
+}

@@ -1,0 +1,508 @@
+//! The byte layouts of the plugin ABI (`docs/plugin-abi.md`, version 1), in plain safe Rust.
+//!
+//! Everything here works on the host too, so the encoding is unit-tested with `cargo test`
+//! and a host (or a test harness) can build the very buffers a plugin receives. Plugin
+//! authors normally never touch this module: [`export_plugin!`](crate::export_plugin)
+//! decodes inputs into [`Context`] and [`Command`] and encodes verdicts for them.
+//!
+//! All integers are little-endian; a *string* or *bytes* field is a `u32` length followed by
+//! that many bytes.
+//!
+//! ```text
+//! context:  u64 conn id, u32 db, string peer, string user, u32 n, n × (string key, string value)
+//! command:  u32 argc (>= 1), argc × (u8 flags (bit 0: key), bytes arg)
+//! verdict:  u8 kind (0 Continue, 1 Rewrite, 2 Reply, 3 Reject), kind's payload,
+//!           u32 n, n × (string key, string value)
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::{Command, Context};
+
+/// The ABI version this SDK implements; `tessera_abi_version` returns it.
+pub const ABI_VERSION: i32 = 1;
+
+/// Flag bit of a command argument: the host marked this argument as a key.
+pub const FLAG_KEY: u8 = 1;
+
+/// Why a buffer could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The buffer ended before the field named here was complete.
+    Truncated(&'static str),
+    /// A field that must be UTF-8 (named here) was not.
+    NotUtf8(&'static str),
+    /// A command with no arguments at all (the ABI requires at least the name).
+    EmptyCommand,
+    /// An unknown verdict kind byte.
+    BadKind(u8),
+    /// Bytes were left over after the last field.
+    TrailingBytes(usize),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Truncated(what) => write!(f, "buffer ends inside the {what}"),
+            DecodeError::NotUtf8(what) => write!(f, "the {what} is not UTF-8"),
+            DecodeError::EmptyCommand => f.write_str("a command with no arguments"),
+            DecodeError::BadKind(kind) => write!(f, "unknown verdict kind {kind}"),
+            DecodeError::TrailingBytes(n) => write!(f, "{n} bytes left after the last field"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// A cursor over an input buffer.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf }
+    }
+
+    /// The bytes not read yet.
+    pub fn remaining(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// Fails with [`DecodeError::TrailingBytes`] unless everything was read.
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        match self.buf.len() {
+            0 => Ok(()),
+            n => Err(DecodeError::TrailingBytes(n)),
+        }
+    }
+
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(DecodeError::Truncated(what));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    /// Reads one byte.
+    pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    /// Reads a little-endian `u32`.
+    pub fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// Reads a little-endian `u64`.
+    pub fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8, what)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Reads a *bytes* field (`u32` length, then the bytes), borrowing from the buffer.
+    pub fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        let len = self.u32(what)? as usize;
+        self.take(len, what)
+    }
+
+    /// Reads a *string* field: a *bytes* field that must be UTF-8.
+    pub fn string(&mut self, what: &'static str) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(self.bytes(what)?).map_err(|_| DecodeError::NotUtf8(what))
+    }
+
+    /// Reads a count field; a count larger than the bytes left cannot be right (every
+    /// element takes at least one byte), so it fails early instead of allocating for it.
+    fn count(&mut self, what: &'static str) -> Result<usize, DecodeError> {
+        let n = self.u32(what)? as usize;
+        if n > self.buf.len() {
+            return Err(DecodeError::Truncated(what));
+        }
+        Ok(n)
+    }
+}
+
+/// Appends ABI fields to a buffer.
+pub trait WriteExt {
+    /// Appends a little-endian `u32`.
+    fn put_u32(&mut self, v: u32);
+    /// Appends a little-endian `u64`.
+    fn put_u64(&mut self, v: u64);
+    /// Appends a *bytes* (or *string*) field.
+    fn put_bytes(&mut self, b: &[u8]);
+}
+
+impl WriteExt for Vec<u8> {
+    fn put_u32(&mut self, v: u32) {
+        self.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn put_u64(&mut self, v: u64) {
+        self.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn put_bytes(&mut self, b: &[u8]) {
+        self.put_u32(len_u32(b.len()));
+        self.extend_from_slice(b);
+    }
+}
+
+fn len_u32(len: usize) -> u32 {
+    // wasm32 memory cannot hold more than 4 GiB; on the host a longer field is a bug.
+    u32::try_from(len).expect("an ABI field longer than 4 GiB")
+}
+
+/// Decodes a *context* from the reader.
+pub fn decode_context(r: &mut Reader<'_>) -> Result<Context, DecodeError> {
+    let conn_id = r.u64("connection id")?;
+    let db = r.u32("database")?;
+    let peer = r.string("peer address")?.to_owned();
+    let user = r.string("user")?.to_owned();
+    let n = r.count("attribute count")?;
+    let mut attrs = BTreeMap::new();
+    for _ in 0..n {
+        let key = r.string("attribute key")?.to_owned();
+        let value = r.string("attribute value")?.to_owned();
+        attrs.insert(key, value);
+    }
+    Ok(Context::new(conn_id, db, peer, user, attrs))
+}
+
+/// Encodes a *context* (the host's side; here for tests and test harnesses).
+pub fn encode_context(out: &mut Vec<u8>, ctx: &Context) {
+    out.put_u64(ctx.conn_id());
+    out.put_u32(ctx.db());
+    out.put_bytes(ctx.peer().as_bytes());
+    out.put_bytes(ctx.user().as_bytes());
+    let attrs = ctx.received_attrs();
+    out.put_u32(len_u32(attrs.len()));
+    for (k, v) in attrs {
+        out.put_bytes(k.as_bytes());
+        out.put_bytes(v.as_bytes());
+    }
+}
+
+/// Decodes a *command* from the reader.
+pub fn decode_command(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
+    let argc = r.count("argument count")?;
+    if argc == 0 {
+        return Err(DecodeError::EmptyCommand);
+    }
+    let mut args = Vec::with_capacity(argc);
+    for _ in 0..argc {
+        let flags = r.u8("argument flags")?;
+        let arg = r.bytes("argument")?;
+        args.push((arg.to_vec(), flags & FLAG_KEY != 0));
+    }
+    Ok(Command::from_parts(args))
+}
+
+/// Encodes a *command* with its key flags (the host's side; here for tests).
+pub fn encode_command(out: &mut Vec<u8>, cmd: &Command) {
+    out.put_u32(len_u32(cmd.len()));
+    for (i, arg) in cmd.args().enumerate() {
+        out.push(if cmd.is_key(i) { FLAG_KEY } else { 0 });
+        out.put_bytes(arg);
+    }
+}
+
+/// Encodes a *string list* (`u32` count, then the strings), as `tessera_subscriptions`
+/// returns it.
+pub fn encode_string_list(out: &mut Vec<u8>, items: &[&str]) {
+    out.put_u32(len_u32(items.len()));
+    for item in items {
+        out.put_bytes(item.as_bytes());
+    }
+}
+
+/// Decodes a *string list*.
+pub fn decode_string_list(r: &mut Reader<'_>) -> Result<Vec<String>, DecodeError> {
+    let n = r.count("string list count")?;
+    (0..n)
+        .map(|_| r.string("string list item").map(str::to_owned))
+        .collect()
+}
+
+/// What a hook answers, as it travels on the wire: the action and the attributes to set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireVerdict {
+    /// What to do with the command (or reply).
+    pub action: WireAction,
+    /// Connection attributes to set, in order; an empty value removes the attribute.
+    pub attrs: Vec<(String, String)>,
+}
+
+/// The action part of a [`WireVerdict`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireAction {
+    /// Kind 0: go on.
+    Continue,
+    /// Kind 1: go on with these arguments instead (`args[0]` is the command name).
+    Rewrite(Vec<Vec<u8>>),
+    /// Kind 2: answer with this complete RESP value; Redis is not called.
+    Reply(Vec<u8>),
+    /// Kind 3: answer `-<message>\r\n`.
+    Reject(String),
+}
+
+impl WireVerdict {
+    /// `Continue` with no attributes: the hook may then return `0` instead of a buffer.
+    pub fn is_plain_continue(&self) -> bool {
+        self.action == WireAction::Continue && self.attrs.is_empty()
+    }
+}
+
+/// Appends the encoding of a verdict to `out`.
+pub fn encode_verdict(out: &mut Vec<u8>, v: &WireVerdict) {
+    match &v.action {
+        WireAction::Continue => out.push(0),
+        WireAction::Rewrite(args) => {
+            out.push(1);
+            out.put_u32(len_u32(args.len()));
+            for arg in args {
+                out.put_bytes(arg);
+            }
+        }
+        WireAction::Reply(resp) => {
+            out.push(2);
+            out.put_bytes(resp);
+        }
+        WireAction::Reject(msg) => {
+            out.push(3);
+            out.put_bytes(msg.as_bytes());
+        }
+    }
+    out.put_u32(len_u32(v.attrs.len()));
+    for (k, val) in &v.attrs {
+        out.put_bytes(k.as_bytes());
+        out.put_bytes(val.as_bytes());
+    }
+}
+
+/// Decodes a whole verdict buffer (the host's side; here for tests). Trailing bytes are an
+/// error: a verdict is exactly `len` bytes.
+pub fn decode_verdict(buf: &[u8]) -> Result<WireVerdict, DecodeError> {
+    let mut r = Reader::new(buf);
+    let action = match r.u8("verdict kind")? {
+        0 => WireAction::Continue,
+        1 => {
+            let n = r.count("rewrite argument count")?;
+            let args = (0..n)
+                .map(|_| r.bytes("rewrite argument").map(<[u8]>::to_vec))
+                .collect::<Result<_, _>>()?;
+            WireAction::Rewrite(args)
+        }
+        2 => WireAction::Reply(r.bytes("reply")?.to_vec()),
+        3 => WireAction::Reject(r.string("reject message")?.to_owned()),
+        kind => return Err(DecodeError::BadKind(kind)),
+    };
+    let n = r.count("attribute count")?;
+    let mut attrs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let k = r.string("attribute key")?.to_owned();
+        let v = r.string("attribute value")?.to_owned();
+        attrs.push((k, v));
+    }
+    r.finish()?;
+    Ok(WireVerdict { action, attrs })
+}
+
+/// Packs a pointer and a length into a hook's `i64` result: `(ptr << 32) | len`.
+pub fn pack(ptr: u32, len: u32) -> i64 {
+    ((u64::from(ptr) << 32) | u64::from(len)) as i64
+}
+
+/// Splits a hook's `i64` result into `(ptr, len)`.
+pub fn unpack(v: i64) -> (u32, u32) {
+    let v = v as u64;
+    ((v >> 32) as u32, v as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context {
+        let mut attrs = BTreeMap::new();
+        attrs.insert("user".to_owned(), "alice".to_owned());
+        attrs.insert("tenant".to_owned(), "t1".to_owned());
+        Context::new(0x0102_0304_0506_0708, 3, "127.0.0.1:53211", "alice", attrs)
+    }
+
+    fn cmd() -> Command {
+        Command::from_parts(vec![
+            (b"MSET".to_vec(), false),
+            (b"k1".to_vec(), true),
+            (b"v1".to_vec(), false),
+            (b"k2".to_vec(), true),
+            (Vec::new(), false),
+        ])
+    }
+
+    #[test]
+    fn context_layout_is_the_documented_one() {
+        let ctx = Context::new(7, 2, "p", "", BTreeMap::new());
+        let mut buf = Vec::new();
+        encode_context(&mut buf, &ctx);
+        let want: Vec<u8> = [
+            &7u64.to_le_bytes()[..],
+            &2u32.to_le_bytes(),
+            &1u32.to_le_bytes(),
+            b"p",
+            &0u32.to_le_bytes(),
+            &0u32.to_le_bytes(),
+        ]
+        .concat();
+        assert_eq!(buf, want);
+    }
+
+    #[test]
+    fn context_and_command_round_trip() {
+        let mut buf = Vec::new();
+        encode_context(&mut buf, &ctx());
+        encode_command(&mut buf, &cmd());
+        let mut r = Reader::new(&buf);
+        let c = decode_context(&mut r).unwrap();
+        let m = decode_command(&mut r).unwrap();
+        r.finish().unwrap();
+        assert_eq!(c.conn_id(), 0x0102_0304_0506_0708);
+        assert_eq!(c.db(), 3);
+        assert_eq!(c.peer(), "127.0.0.1:53211");
+        assert_eq!(c.user(), "alice");
+        assert_eq!(c.attr("tenant"), Some("t1"));
+        assert_eq!(m.name(), "mset");
+        assert_eq!(m.len(), 5);
+        assert_eq!(
+            m.keys().collect::<Vec<_>>(),
+            vec![(1, &b"k1"[..]), (3, &b"k2"[..])]
+        );
+        assert_eq!(m.arg(4), Some(&b""[..]));
+    }
+
+    #[test]
+    fn command_layout_is_the_documented_one() {
+        let c = Command::from_parts(vec![(b"GET".to_vec(), false), (b"k".to_vec(), true)]);
+        let mut buf = Vec::new();
+        encode_command(&mut buf, &c);
+        assert_eq!(buf, b"\x02\0\0\0\0\x03\0\0\0GET\x01\x01\0\0\0k");
+    }
+
+    #[test]
+    fn truncated_inputs_are_errors_not_panics() {
+        let mut buf = Vec::new();
+        encode_context(&mut buf, &ctx());
+        encode_command(&mut buf, &cmd());
+        for cut in 0..buf.len() {
+            let mut r = Reader::new(&buf[..cut]);
+            let res = decode_context(&mut r).and_then(|_| decode_command(&mut r));
+            assert!(res.is_err(), "cut at {cut} decoded");
+        }
+    }
+
+    #[test]
+    fn huge_counts_fail_without_allocating() {
+        let mut r = Reader::new(b"\xff\xff\xff\xff");
+        assert_eq!(
+            decode_command(&mut r).unwrap_err(),
+            DecodeError::Truncated("argument count")
+        );
+        let mut r = Reader::new(b"\0\0\0\0");
+        assert_eq!(
+            decode_command(&mut r).unwrap_err(),
+            DecodeError::EmptyCommand
+        );
+    }
+
+    #[test]
+    fn non_utf8_strings_are_refused() {
+        let mut buf = Vec::new();
+        buf.put_u64(1);
+        buf.put_u32(0);
+        buf.put_bytes(b"\xff");
+        let mut r = Reader::new(&buf);
+        assert_eq!(
+            decode_context(&mut r).unwrap_err(),
+            DecodeError::NotUtf8("peer address")
+        );
+    }
+
+    #[test]
+    fn verdicts_round_trip() {
+        let all = [
+            WireAction::Continue,
+            WireAction::Rewrite(vec![b"GET".to_vec(), b"t1:k".to_vec()]),
+            WireAction::Reply(b"+OK\r\n".to_vec()),
+            WireAction::Reject("NOPERM no".into()),
+        ];
+        for action in all {
+            for attrs in [
+                vec![],
+                vec![
+                    ("user".to_owned(), "bob".to_owned()),
+                    ("x".into(), "".into()),
+                ],
+            ] {
+                let v = WireVerdict {
+                    action: action.clone(),
+                    attrs,
+                };
+                let mut buf = Vec::new();
+                encode_verdict(&mut buf, &v);
+                assert_eq!(decode_verdict(&buf).unwrap(), v);
+            }
+        }
+    }
+
+    #[test]
+    fn verdict_layout_is_the_documented_one() {
+        let v = WireVerdict {
+            action: WireAction::Reject("ERR x".into()),
+            attrs: vec![("user".into(), "a".into())],
+        };
+        let mut buf = Vec::new();
+        encode_verdict(&mut buf, &v);
+        assert_eq!(
+            buf,
+            b"\x03\x05\0\0\0ERR x\x01\0\0\0\x04\0\0\0user\x01\0\0\0a"
+        );
+        assert_eq!(
+            decode_verdict(b"\x04\0\0\0\0"),
+            Err(DecodeError::BadKind(4))
+        );
+        assert_eq!(
+            decode_verdict(b"\0\0\0\0\0\0"),
+            Err(DecodeError::TrailingBytes(1))
+        );
+    }
+
+    #[test]
+    fn string_lists_round_trip() {
+        let mut buf = Vec::new();
+        encode_string_list(&mut buf, &["get", "object|encoding"]);
+        let mut r = Reader::new(&buf);
+        assert_eq!(
+            decode_string_list(&mut r).unwrap(),
+            vec!["get".to_owned(), "object|encoding".to_owned()]
+        );
+        let mut empty = Vec::new();
+        encode_string_list(&mut empty, &[]);
+        assert_eq!(empty, [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn pack_puts_the_pointer_high() {
+        assert_eq!(pack(0x10, 0x20), 0x0000_0010_0000_0020);
+        assert_eq!(
+            unpack(pack(0xffff_fff0, 0xffff_ffff)),
+            (0xffff_fff0, 0xffff_ffff)
+        );
+        assert_eq!(pack(0, 0), 0);
+    }
+}
