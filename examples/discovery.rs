@@ -20,7 +20,10 @@ use tessera_topology::{Store, WatchEvent, keys};
 
 /// The live proxies, kept current by a watch on the store.
 #[derive(Clone, Default)]
-struct Proxies(Arc<Mutex<BTreeMap<String, String>>>);
+struct Proxies(
+    Arc<Mutex<BTreeMap<String, String>>>,
+    Arc<tokio::sync::Notify>,
+);
 
 impl Proxies {
     fn list(&self) -> Vec<String> {
@@ -48,6 +51,7 @@ async fn follow(store: Arc<dyn Store>, product: String, proxies: Proxies) -> any
                 proxies.set(kv.key, Some(info.addr));
             }
         }
+        proxies.1.notify_one();
         let mut events = store.watch_prefix(&prefix, revision).await?;
         while let Some(e) = events.recv().await {
             match e {
@@ -101,16 +105,23 @@ async fn main() -> anyhow::Result<()> {
     }
     let store = tessera_topology::connect(&coordinator).await?;
     let proxies = Proxies::default();
+    let first_read = proxies.1.clone();
     tokio::spawn(follow(store, product, proxies.clone()));
+    // Requests start once the list of proxies has been read.
+    tokio::time::timeout(Duration::from_secs(5), first_read.notified())
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot read the proxy list from {coordinator}"))?;
 
     let mut next = 0usize;
     for i in 0..requests {
         let mut served = None;
-        // Try each live proxy at most once for this request.
-        for _ in 0..proxies.list().len().max(1) {
+        // Try live proxies until one answers; an empty list is waited on for up to 2 s
+        // (a proxy may be re-registering).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while served.is_none() && tokio::time::Instant::now() < deadline {
             let live = proxies.list();
             if live.is_empty() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
             let addr = live[next % live.len()].clone();

@@ -71,6 +71,7 @@ impl Coordinator {
                 .map_or(0, |d| d.as_secs()),
             applied_revision: 0,
             ops_per_sec: 0.0,
+            plugin_error: None,
         };
         let mut c = Coordinator {
             store,

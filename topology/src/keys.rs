@@ -38,3 +38,17 @@ pub fn proxy(product: &str, token: &str) -> String {
 pub fn dashboard_lock(product: &str) -> String {
     format!("/tessera/{product}/dashboard")
 }
+
+/// The plugin chain ([`crate::model::Plugins`]).
+pub fn plugins(product: &str) -> String {
+    format!("/tessera/{product}/plugins")
+}
+
+/// Prefix of the plugin modules; each is `plugin-modules/<sha256 hex>`, the raw module bytes.
+pub fn plugin_modules_prefix(product: &str) -> String {
+    format!("/tessera/{product}/plugin-modules/")
+}
+
+pub fn plugin_module(product: &str, sha256: &str) -> String {
+    format!("/tessera/{product}/plugin-modules/{sha256}")
+}

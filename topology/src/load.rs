@@ -11,7 +11,8 @@ enum Doc<'a> {
     Slots,
     Group(&'a str),
     Proxy(&'a str),
-    /// Not part of [`Topology`] (the dashboard lock, plugins, future documents).
+    Plugins,
+    /// Not part of [`Topology`] (the dashboard lock, plugin modules, future documents).
     Other,
 }
 
@@ -21,6 +22,7 @@ fn classify<'a>(product: &str, key: &'a str) -> Option<Doc<'a>> {
     Some(match rest {
         "product" => Doc::Product,
         "slots" => Doc::Slots,
+        "plugins" => Doc::Plugins,
         _ => {
             if let Some(id) = rest.strip_prefix("groups/") {
                 Doc::Group(id)
@@ -81,6 +83,7 @@ fn apply_put(topology: &mut Topology, product: &str, kv: &KeyValue) -> Result<()
             upsert_group(&mut topology.groups, group)
         }
         Some(Doc::Proxy(_)) => upsert_proxy(&mut topology.proxies, decode(kv)?),
+        Some(Doc::Plugins) => topology.plugins = decode(kv)?,
     }
     Ok(())
 }
@@ -133,6 +136,7 @@ pub fn apply_event(
                     }
                 },
                 Some(Doc::Proxy(token)) => topology.proxies.retain(|p| p.token != token),
+                Some(Doc::Plugins) => topology.plugins = Default::default(),
             }
             *revision
         }

@@ -72,6 +72,9 @@ pub struct ProxyInfo {
     /// Commands per second, averaged over the last few seconds.
     #[serde(default)]
     pub ops_per_sec: f64,
+    /// Why the proxy could not load the product's plugin chain (it keeps the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_error: Option<String>,
 }
 
 /// `/tessera/<product>/dashboard`: who holds the single-writer lock.
@@ -86,6 +89,41 @@ pub struct DashboardLock {
     pub ttl_secs: u64,
 }
 
+/// `/tessera/<product>/plugins`: the plugin chain every proxy of the product runs, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Plugins {
+    #[serde(default)]
+    pub chain: Vec<PluginSpec>,
+}
+
+/// One link of the chain. The module itself is `plugin-modules/<module>` (raw bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginSpec {
+    pub name: String,
+    /// Hex SHA-256 of the module's bytes: its key under `plugin-modules/`.
+    pub module: String,
+    /// Passed to the plugin's `on_configure`.
+    #[serde(default)]
+    pub config: String,
+    /// `closed` (default) or `open`.
+    #[serde(default = "default_fail")]
+    pub fail: String,
+    #[serde(default = "default_memory_mb")]
+    pub memory_limit_mb: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_fail() -> String {
+    "closed".to_string()
+}
+fn default_memory_mb() -> u64 {
+    16
+}
+fn default_timeout_ms() -> u64 {
+    10
+}
+
 /// Everything of one product, as read at one revision.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Topology {
@@ -94,4 +132,6 @@ pub struct Topology {
     pub groups: Vec<Group>,
     pub slots: Slots,
     pub proxies: Vec<ProxyInfo>,
+    #[serde(default)]
+    pub plugins: Plugins,
 }
