@@ -257,6 +257,7 @@ async fn proxies_are_listed_with_behind() {
             start_time: 1_700_000_000,
             applied_revision: applied,
             ops_per_sec: 12.5,
+            plugin_error: None,
         };
         let value = serde_json::to_vec(&info).unwrap();
         env.store

@@ -182,6 +182,7 @@ mod tests {
             start_time: 0,
             applied_revision: 0,
             ops_per_sec: 0.0,
+            plugin_error: None,
         }
     }
 
