@@ -1,6 +1,7 @@
 //! `tessera admin`: a blocking HTTP client for the dashboard's API, one subcommand per call;
 //! aligned tables for people by default, the API's JSON with `--json` for scripts.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -55,6 +56,11 @@ pub enum AdminCommand {
     },
     /// The registered proxies and the topology revision each has applied.
     Proxies,
+    /// Show the WebAssembly plugin chain the proxies run (default), upload modules, set it.
+    Plugins {
+        #[command(subcommand)]
+        cmd: Option<PluginsCommand>,
+    },
     /// Whether the dashboard and its store answer.
     Health,
 }
@@ -86,6 +92,22 @@ pub enum GroupCommand {
     AddServer { id: u32, addr: String },
     /// Remove a server from a group.
     RemoveServer { id: u32, addr: String },
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum PluginsCommand {
+    /// Show the chain, the uploaded modules and the proxies that could not load the chain.
+    Show,
+    /// Upload a module (`.wasm`, or `.wat` text); prints its sha256.
+    Upload { file: PathBuf },
+    /// Replace the whole chain with FILE: `{"chain": [{"name": ..., "path": "f.wasm" or
+    /// "module": SHA256, "config": ..., "fail": ..., ...}]}`. Each `path` (relative to FILE)
+    /// is uploaded first.
+    Set { file: PathBuf },
+    /// Empty the chain (the proxies then run no plugin).
+    Clear,
+    /// Delete an uploaded module that no plugin of the chain runs.
+    DeleteModule { sha256: String },
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -137,13 +159,25 @@ impl Client {
 
     /// One call: the JSON answer, or the API's error message.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, AdminError> {
+        self.send(method, path, body.map_or(Payload::None, Payload::Json))
+    }
+
+    /// A call whose body is raw bytes (`application/octet-stream`): a plugin module.
+    pub fn call_bytes(&self, method: &str, path: &str, bytes: &[u8]) -> Result<Value, AdminError> {
+        self.send(method, path, Payload::Bytes(bytes))
+    }
+
+    fn send(&self, method: &str, path: &str, body: Payload<'_>) -> Result<Value, AdminError> {
         let mut request = self.agent.request(method, &format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.set("Authorization", &format!("Bearer {token}"));
         }
         let result = match body {
-            Some(body) => request.send_json(body),
-            None => request.call(),
+            Payload::Json(body) => request.send_json(body),
+            Payload::Bytes(bytes) => request
+                .set("Content-Type", "application/octet-stream")
+                .send_bytes(bytes),
+            Payload::None => request.call(),
         };
         let bad = |message: String| AdminError::BadAnswer {
             addr: self.addr.clone(),
@@ -178,6 +212,13 @@ impl Client {
     }
 }
 
+/// A request body.
+enum Payload<'a> {
+    None,
+    Json(Value),
+    Bytes(&'a [u8]),
+}
+
 /// `tessera admin`: runs one call and prints its answer; exits non-zero on any error.
 pub fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
     let out = execute(&args)?;
@@ -198,6 +239,44 @@ pub fn execute(args: &AdminArgs) -> Result<String, AdminError> {
         ),
         AdminCommand::Health => (client.call("GET", "/api/health", None)?, Box::new(health)),
         AdminCommand::Proxies => (client.call("GET", "/api/proxies", None)?, Box::new(proxies)),
+        AdminCommand::Plugins { cmd } => match cmd {
+            None | Some(PluginsCommand::Show) => {
+                (client.call("GET", "/api/plugins", None)?, Box::new(plugins))
+            }
+            Some(PluginsCommand::Upload { file }) => {
+                let v = upload(&client, file)?;
+                let file = file.display().to_string();
+                let render = move |v: &Value| {
+                    let created = if v["created"] == false {
+                        ", uploaded before"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "{}  {file} ({} bytes{created})\n",
+                        text(&v["sha256"]),
+                        text(&v["size"])
+                    )
+                };
+                (v, Box::new(render))
+            }
+            Some(PluginsCommand::Set { file }) => {
+                let body = chain_file(&client, file)?;
+                let v = client.call("PUT", "/api/plugins", Some(body))?;
+                (v, Box::new(chain_set))
+            }
+            Some(PluginsCommand::Clear) => {
+                let body = json!({ "chain": [] });
+                let v = client.call("PUT", "/api/plugins", Some(body))?;
+                (v, Box::new(chain_set))
+            }
+            Some(PluginsCommand::DeleteModule { sha256 }) => {
+                let path = format!("/api/plugins/modules/{}", encode_segment(sha256));
+                let v = client.call("DELETE", &path, None)?;
+                let what = format!("module {sha256} deleted");
+                (v, Box::new(move |v: &Value| done(&what, v)))
+            }
+        },
         AdminCommand::Product { cmd } => match cmd {
             None | Some(ProductCommand::Show) => {
                 (client.call("GET", "/api/product", None)?, Box::new(product))
@@ -429,6 +508,7 @@ fn proxy_rows(v: &Value) -> String {
                     "current"
                 })
                 .to_string(),
+                text(&p["plugin_error"]),
             ]
         })
         .collect();
@@ -437,7 +517,15 @@ fn proxy_rows(v: &Value) -> String {
     }
     table(
         &[
-            "ADDR", "ADMIN", "VERSION", "PID", "STARTED", "APPLIED", "OPS/S", "TABLE",
+            "ADDR",
+            "ADMIN",
+            "VERSION",
+            "PID",
+            "STARTED",
+            "APPLIED",
+            "OPS/S",
+            "TABLE",
+            "PLUGIN ERROR",
         ],
         &rows,
     )
@@ -473,6 +561,167 @@ fn topology(v: &Value) -> String {
         slot_rows(&v["slots"]),
         proxy_rows(&v["proxies"])
     )
+}
+
+/// Uploads one module file; the API's answer (`sha256`, `size`, `created`).
+fn upload(client: &Client, file: &Path) -> Result<Value, AdminError> {
+    let bytes = std::fs::read(file).map_err(|e| {
+        AdminError::Usage(format!("cannot read the module {}: {e}", file.display()))
+    })?;
+    client.call_bytes("POST", "/api/plugins/modules", &bytes)
+}
+
+/// Reads a chain file and uploads the modules it names by `path`: the body of
+/// `PUT /api/plugins`, each link naming its module by sha256. A `config` that is not a
+/// string (an inline JSON object) is sent as its JSON text.
+fn chain_file(client: &Client, file: &Path) -> Result<Value, AdminError> {
+    let usage = |why: String| AdminError::Usage(format!("{}: {why}", file.display()));
+    let text = std::fs::read_to_string(file).map_err(|e| usage(format!("cannot read it: {e}")))?;
+    let mut doc: Value =
+        serde_json::from_str(&text).map_err(|e| usage(format!("bad JSON: {e}")))?;
+    let Some(chain) = doc.get_mut("chain").and_then(Value::as_array_mut) else {
+        return Err(usage(
+            r#"expected {"chain": [{"name": ..., "path": ... or "module": ..., ...}, ...]}"#
+                .to_string(),
+        ));
+    };
+    let dir = file.parent().unwrap_or(Path::new(""));
+    let mut uploaded = std::collections::HashMap::new();
+    for (i, link) in chain.iter_mut().enumerate() {
+        let Some(link) = link.as_object_mut() else {
+            return Err(usage(format!("chain[{i}] is not an object")));
+        };
+        let name = link
+            .get("name")
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("chain[{i}]"), |n| format!("plugin '{n}'"));
+        match (link.remove("path"), link.contains_key("module")) {
+            (Some(_), true) => {
+                return Err(usage(format!("{name}: give `path` or `module`, not both")));
+            }
+            (None, false) => {
+                return Err(usage(format!(
+                    "{name}: give `path` (a module file) or `module` (an uploaded module's sha256)"
+                )));
+            }
+            (Some(path), false) => {
+                let Some(path) = path.as_str() else {
+                    return Err(usage(format!("{name}: `path` must be a string")));
+                };
+                let path = dir.join(path);
+                let sha = match uploaded.get(&path) {
+                    Some(sha) => Value::clone(sha),
+                    None => {
+                        let answer = upload(client, &path).map_err(|e| match e {
+                            AdminError::Api { status, message } => AdminError::Api {
+                                status,
+                                message: format!("{name} ({}): {message}", path.display()),
+                            },
+                            other => other,
+                        })?;
+                        uploaded.insert(path, answer["sha256"].clone());
+                        answer["sha256"].clone()
+                    }
+                };
+                link.insert("module".to_string(), sha);
+            }
+            (None, true) => {}
+        }
+        if let Some(config) = link.get_mut("config")
+            && !config.is_string()
+        {
+            *config = Value::String(config.to_string());
+        }
+    }
+    Ok(doc)
+}
+
+/// A config in a table cell: one line, at most 40 characters.
+fn short_config(v: &Value) -> String {
+    let config = v.as_str().unwrap_or_default();
+    let line = config.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.is_empty() {
+        "-".to_string()
+    } else if line.chars().count() > 40 {
+        let head: String = line.chars().take(39).collect();
+        format!("{head}…")
+    } else {
+        line
+    }
+}
+
+fn chain_rows(chain: &Value) -> String {
+    let rows: Vec<Vec<String>> = items(chain)
+        .iter()
+        .map(|p| {
+            let module = text(&p["module"]);
+            vec![
+                text(&p["name"]),
+                module.chars().take(12).collect(),
+                text(&p["fail"]),
+                format!("{} MiB", text(&p["memory_limit_mb"])),
+                format!("{} ms", text(&p["timeout_ms"])),
+                short_config(&p["config"]),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "no plugins in the chain\n".to_string();
+    }
+    table(
+        &["NAME", "MODULE", "FAIL", "MEMORY", "TIMEOUT", "CONFIG"],
+        &rows,
+    )
+}
+
+fn plugins(v: &Value) -> String {
+    let mut out = format!(
+        "revision {}\n{}",
+        text(&v["revision"]),
+        chain_rows(&v["chain"])
+    );
+    let modules: Vec<Vec<String>> = items(&v["modules"])
+        .iter()
+        .map(|m| {
+            let users: Vec<String> = items(&m["used_by"]).iter().map(text).collect();
+            vec![
+                text(&m["sha256"]),
+                text(&m["size"]),
+                if users.is_empty() {
+                    "-".to_string()
+                } else {
+                    users.join(", ")
+                },
+            ]
+        })
+        .collect();
+    out.push('\n');
+    if modules.is_empty() {
+        out.push_str("no modules uploaded\n");
+    } else {
+        out.push_str(&table(&["MODULE", "SIZE", "USED BY"], &modules));
+    }
+    for p in items(&v["proxy_errors"]) {
+        out.push_str(&format!(
+            "\nproxy {} could not load the chain: {}\n",
+            text(&p["addr"]),
+            text(&p["plugin_error"])
+        ));
+    }
+    out
+}
+
+fn chain_set(v: &Value) -> String {
+    let names: Vec<String> = items(&v["chain"])
+        .iter()
+        .map(|p| text(&p["name"]))
+        .collect();
+    let head = if names.is_empty() {
+        "plugin chain cleared".to_string()
+    } else {
+        format!("plugin chain set: {}", names.join(", "))
+    };
+    format!("{}{}", done(&head, v), chain_rows(&v["chain"]))
 }
 
 /// Percent-encodes a path segment (keeps letters, digits, `-._~:`).

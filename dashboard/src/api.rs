@@ -1,12 +1,15 @@
 //! The REST API: one warp filter takes every request and [`dispatch`] routes it by method and
 //! path; handlers answer JSON or a [`DashboardError`], turned into a response in one place.
 //!
-//! Mutating calls need `Authorization: Bearer <admin token>`; reads are open.
+//! Mutating calls need `Authorization: Bearer <admin token>`; reads are open. The body is
+//! read only after the route and the token are checked, and only up to the route's limit.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -14,11 +17,15 @@ use warp::Filter;
 use warp::http::{Method, StatusCode};
 
 use crate::error::DashboardError;
+use crate::plugins::{ChainUpdate, MAX_CHAIN_BODY, MAX_MODULE};
 use crate::service::{ProductUpdate, Service};
 use crate::view::slot_ranges;
 
-/// Bodies larger than this are refused.
+/// JSON bodies larger than this are refused (413), except where a route says otherwise.
 const MAX_BODY: usize = 64 * 1024;
+/// Past its limit, a body is read on (and dropped) up to this much, so the client, which
+/// sends it all before it reads the answer, gets the 413; beyond, the connection is closed.
+const MAX_DRAIN: usize = 64 << 20;
 
 /// What the handlers share.
 pub struct AppState {
@@ -35,8 +42,17 @@ struct Request {
     body: Body,
 }
 
-/// The raw request body.
-type Body = warp::hyper::body::Bytes;
+/// The request body, not read yet.
+type Body = Pin<Box<dyn Stream<Item = Result<Bytes, warp::Error>> + Send>>;
+type Bytes = warp::hyper::body::Bytes;
+
+fn boxed<S, B>(stream: S) -> Body
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    B: warp::hyper::body::Buf,
+{
+    Box::pin(stream.map_ok(|mut buf| buf.copy_to_bytes(buf.remaining())))
+}
 
 /// The filter serving the whole API; it never rejects: every answer is JSON.
 pub fn routes(
@@ -48,11 +64,12 @@ pub fn routes(
         .and(warp::path::full())
         .and(query)
         .and(warp::header::optional::<String>("authorization"))
-        .and(warp::body::bytes())
+        .and(warp::body::stream())
         .then(
             move |method, path: warp::path::FullPath, query: String, authorization, body| {
                 let state = state.clone();
                 async move {
+                    let body = boxed(body);
                     let request = Request {
                         method,
                         path: path.as_str().to_string(),
@@ -86,7 +103,7 @@ fn ok(value: impl serde::Serialize) -> Answer {
 
 /// Routes one request. Order of checks: route (404/405), token (401), body (400), then the
 /// topology itself (404/409).
-async fn dispatch(state: &AppState, req: Request) -> Answer {
+async fn dispatch(state: &AppState, mut req: Request) -> Answer {
     let segments: Vec<String> = req
         .path
         .trim_matches('/')
@@ -104,6 +121,9 @@ async fn dispatch(state: &AppState, req: Request) -> Answer {
         ["api", "groups"] => &[Method::GET, Method::POST],
         ["api", "groups", _] | ["api", "groups", _, "servers", _] => &[Method::DELETE],
         ["api", "groups", _, "servers"] | ["api", "slots", "assign"] => &[Method::POST],
+        ["api", "plugins"] => &[Method::GET, Method::PUT],
+        ["api", "plugins", "modules"] => &[Method::POST],
+        ["api", "plugins", "modules", _] => &[Method::DELETE],
         _ => {
             return Err(DashboardError::NotFound(format!(
                 "no route {} {}",
@@ -139,7 +159,7 @@ async fn dispatch(state: &AppState, req: Request) -> Answer {
             ok(json!({ "revision": snap.revision(), "product": snap.product_view(svc.product()) }))
         }
         ["api", "product"] => {
-            let update: ProductUpdate = body(&req.body)?;
+            let update: ProductUpdate = body(&mut req.body, MAX_BODY).await?;
             let (revision, product) = svc.update_product(update).await?;
             let product = crate::view::ProductView::from(&product);
             ok(json!({ "revision": revision, "product": product }))
@@ -154,7 +174,7 @@ async fn dispatch(state: &AppState, req: Request) -> Answer {
             struct NewGroup {
                 id: u32,
             }
-            let NewGroup { id } = body(&req.body)?;
+            let NewGroup { id } = body(&mut req.body, MAX_BODY).await?;
             let (revision, group) = svc.add_group(id).await?;
             Ok((
                 StatusCode::CREATED,
@@ -172,7 +192,7 @@ async fn dispatch(state: &AppState, req: Request) -> Answer {
                 addr: String,
             }
             let id = group_id(id)?;
-            let NewServer { addr } = body(&req.body)?;
+            let NewServer { addr } = body(&mut req.body, MAX_BODY).await?;
             let (revision, group) = svc.add_server(id, &addr).await?;
             Ok((
                 StatusCode::CREATED,
@@ -204,7 +224,7 @@ async fn dispatch(state: &AppState, req: Request) -> Answer {
                 #[serde(default, deserialize_with = "present")]
                 group: Option<Option<u32>>,
             }
-            let Assign { range, group } = body(&req.body)?;
+            let Assign { range, group } = body(&mut req.body, MAX_BODY).await?;
             let Some(group) = group else {
                 return Err(DashboardError::BadRequest(
                     "missing field `group`: a group id, or null or 0 to set the range offline"
@@ -221,6 +241,26 @@ async fn dispatch(state: &AppState, req: Request) -> Answer {
         ["api", "proxies"] => {
             let snap = svc.snapshot().await?;
             ok(json!({ "revision": snap.revision(), "proxies": snap.proxy_views() }))
+        }
+        ["api", "plugins"] if *m == Method::GET => ok(svc.snapshot().await?.plugins_view()),
+        ["api", "plugins"] => {
+            let update: ChainUpdate = body(&mut req.body, MAX_CHAIN_BODY).await?;
+            let (revision, chain) = svc.set_chain(update).await?;
+            ok(json!({ "revision": revision, "chain": chain }))
+        }
+        ["api", "plugins", "modules"] => {
+            let module = read_body(&mut req.body, MAX_MODULE).await?;
+            let (revision, uploaded) = svc.upload_module(module).await?;
+            ok(json!({
+                "revision": revision,
+                "sha256": uploaded.sha256,
+                "size": uploaded.size,
+                "created": uploaded.created,
+            }))
+        }
+        ["api", "plugins", "modules", sha] => {
+            let revision = svc.delete_module(sha).await?;
+            ok(json!({ "revision": revision }))
         }
         _ => unreachable!("every route allowed above is handled"),
     }
@@ -251,18 +291,39 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn body<T: DeserializeOwned>(body: &Body) -> Result<T, DashboardError> {
-    if body.len() > MAX_BODY {
-        return Err(DashboardError::BadRequest(format!(
-            "the body is larger than {MAX_BODY} bytes"
-        )));
+/// Reads the whole body, refusing (413) one larger than `limit` bytes.
+async fn read_body(body: &mut Body, limit: usize) -> Result<Vec<u8>, DashboardError> {
+    let unreadable = |e: warp::Error| DashboardError::BadRequest(format!("unreadable body: {e}"));
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(unreadable)?;
+        if out.len() + chunk.len() > limit {
+            let mut seen = out.len() + chunk.len();
+            drop(out);
+            while seen <= MAX_DRAIN {
+                match body.next().await {
+                    Some(Ok(chunk)) => seen += chunk.len(),
+                    _ => break,
+                }
+            }
+            return Err(DashboardError::PayloadTooLarge(format!(
+                "the body is larger than this call accepts ({limit} bytes)"
+            )));
+        }
+        out.extend_from_slice(&chunk);
     }
+    Ok(out)
+}
+
+/// Reads a JSON body of at most `limit` bytes.
+async fn body<T: DeserializeOwned>(body: &mut Body, limit: usize) -> Result<T, DashboardError> {
+    let body = read_body(body, limit).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(DashboardError::BadRequest(
             "this call needs a JSON body".to_string(),
         ));
     }
-    serde_json::from_slice(body)
+    serde_json::from_slice(&body)
         .map_err(|e| DashboardError::BadRequest(format!("bad JSON body: {e}")))
 }
 

@@ -19,6 +19,9 @@ pub enum DashboardError {
     /// A known route called with the wrong method (405).
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
+    /// The request body is larger than the route accepts (413).
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// The request contradicts the current topology: exists already, still in use (409).
     #[error("{0}")]
     Conflict(String),
@@ -53,6 +56,7 @@ impl DashboardError {
             DashboardError::Unauthorized => StatusCode::UNAUTHORIZED,
             DashboardError::NotFound(_) => StatusCode::NOT_FOUND,
             DashboardError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            DashboardError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             DashboardError::Conflict(_) | DashboardError::Locked { .. } => StatusCode::CONFLICT,
             DashboardError::Store(StoreError::Unreachable { .. } | StoreError::LeaseLost(_))
             | DashboardError::LockLost(_) => StatusCode::SERVICE_UNAVAILABLE,

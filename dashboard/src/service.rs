@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tessera_topology::model::{Group, Product, ProxyInfo, SLOT_COUNT, SlotState, Slots};
+use tessera_topology::model::{Group, Plugins, Product, ProxyInfo, SLOT_COUNT, SlotState, Slots};
 use tessera_topology::store::{Compare, Op};
 use tessera_topology::{KeyValue, Revision, Store, keys};
 use tokio::sync::watch;
@@ -35,7 +35,7 @@ pub struct Doc<T> {
 
 impl<T> Doc<T> {
     /// The compare that holds while the document is unchanged since it was read.
-    fn guard(&self) -> Compare {
+    pub(crate) fn guard(&self) -> Compare {
         Compare::ModRevision(self.key.clone(), self.mod_revision)
     }
 }
@@ -49,16 +49,22 @@ pub struct Snapshot {
     pub slots: Option<Doc<Slots>>,
     pub groups: BTreeMap<u32, Doc<Group>>,
     pub proxies: Vec<ProxyInfo>,
+    /// The plugin chain document, if one was ever written.
+    pub plugins: Option<Doc<Plugins>>,
+    /// The uploaded plugin modules by sha256 (their sizes; the bytes are not kept).
+    pub modules: BTreeMap<String, Doc<usize>>,
 }
 
 impl Snapshot {
-    /// The topology revision: the last change to the product, a group or the slots. A group's
-    /// removal rewrites the slots document, so removals count too.
+    /// The topology revision: the last change to the product, a group, the slots or the
+    /// plugin chain. A group's removal rewrites the slots document, so removals count too.
+    /// Uploading or deleting a module does not count (no proxy runs it until a chain does).
     pub fn revision(&self) -> Revision {
         let groups = self.groups.values().map(|g| g.mod_revision);
         let docs = [
             self.product.as_ref().map(|d| d.mod_revision),
             self.slots.as_ref().map(|d| d.mod_revision),
+            self.plugins.as_ref().map(|d| d.mod_revision),
         ];
         docs.into_iter().flatten().chain(groups).max().unwrap_or(0)
     }
@@ -96,19 +102,24 @@ impl Snapshot {
 
 /// What one mutation writes, and what it read (its compares).
 #[derive(Debug, Default)]
-pub struct Plan {
+pub(crate) struct Plan {
     compares: Vec<Compare>,
     ops: Vec<Op>,
 }
 
 impl Plan {
-    fn read(&mut self, c: Compare) -> &mut Self {
+    pub(crate) fn read(&mut self, c: Compare) -> &mut Self {
         self.compares.push(c);
         self
     }
 
-    fn put<T: Serialize>(&mut self, key: String, value: &T) -> &mut Self {
+    pub(crate) fn put<T: Serialize>(&mut self, key: String, value: &T) -> &mut Self {
         let value = serde_json::to_vec(value).expect("topology documents serialize");
+        self.put_bytes(key, value)
+    }
+
+    /// Writes raw bytes (a plugin module).
+    pub(crate) fn put_bytes(&mut self, key: String, value: Vec<u8>) -> &mut Self {
         self.ops.push(Op::Put {
             key,
             value,
@@ -117,7 +128,7 @@ impl Plan {
         self
     }
 
-    fn delete(&mut self, key: String) -> &mut Self {
+    pub(crate) fn delete(&mut self, key: String) -> &mut Self {
         self.ops.push(Op::Delete(key));
         self
     }
@@ -189,8 +200,11 @@ impl Service {
             slots: None,
             groups: BTreeMap::new(),
             proxies: Vec::new(),
+            plugins: None,
+            modules: BTreeMap::new(),
         };
         let (groups_prefix, proxies_prefix) = (keys::groups_prefix(p), keys::proxies_prefix(p));
+        let modules_prefix = keys::plugin_modules_prefix(p);
         for kv in kvs {
             fn doc<T>(kv: &KeyValue, value: T) -> Doc<T> {
                 Doc {
@@ -213,6 +227,11 @@ impl Service {
             } else if kv.key.starts_with(&groups_prefix) {
                 let group: Group = parse(&kv.key, &kv.value)?;
                 snap.groups.insert(group.id, doc(&kv, group));
+            } else if kv.key == keys::plugins(p) {
+                snap.plugins = Some(doc(&kv, parse(&kv.key, &kv.value)?));
+            } else if let Some(sha) = kv.key.strip_prefix(&modules_prefix) {
+                snap.modules
+                    .insert(sha.to_string(), doc(&kv, kv.value.len()));
             } else if kv.key.starts_with(&proxies_prefix) {
                 // A proxy writes its own registration; a bad one must not hide the others.
                 match serde_json::from_slice::<ProxyInfo>(&kv.value) {
@@ -228,7 +247,7 @@ impl Service {
     /// Plans a change on a fresh snapshot and applies it in one transaction, guarded by what
     /// the plan read and by the lock; plans again if another request won the race. A plan
     /// without ops writes nothing. Returns the revision (new, or current for a no-op).
-    async fn mutate<R>(
+    pub(crate) async fn mutate<R>(
         &self,
         what: &str,
         plan: impl Fn(&Snapshot) -> Result<(Plan, R), DashboardError>,

@@ -546,7 +546,7 @@ async fn second_dashboard_refuses_until_the_lock_expires() {
         "{message}"
     );
     assert!(
-        message.contains("expires by itself its --lock-ttl seconds"),
+        message.contains("expires by itself 1 s after that dashboard dies"),
         "{message}"
     );
 

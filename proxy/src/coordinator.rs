@@ -11,11 +11,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tessera_topology::model::{ProxyInfo, SlotState, Topology};
+use tessera_topology::model::{Plugins, ProxyInfo, SlotState, Topology};
 use tessera_topology::{LeaseId, Store, StoreError, WatchEvent, keys, load};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::CoordinatorConfig;
+use crate::plugin::from_store::load_chain;
+use crate::plugin::{PluginChain, PluginError};
 use crate::router::SlotTable;
 use crate::server::{Passwords, Shared};
 
@@ -30,6 +32,12 @@ pub struct Coordinator {
     info: ProxyInfo,
     topology: Topology,
     lease: LeaseId,
+    /// The plugin chain last applied from the store (initially none: the config's chain).
+    plugins_applied: Plugins,
+    /// A chain being loaded on its own task (compiling takes a while; renewals go on).
+    plugins_loading: bool,
+    loaded: mpsc::Sender<(Plugins, Result<PluginChain, PluginError>)>,
+    loaded_rx: Option<mpsc::Receiver<(Plugins, Result<PluginChain, PluginError>)>>,
 }
 
 /// Why coordinator mode could not start.
@@ -73,6 +81,7 @@ impl Coordinator {
             ops_per_sec: 0.0,
             plugin_error: None,
         };
+        let (loaded, loaded_rx) = mpsc::channel(1);
         let mut c = Coordinator {
             store,
             config,
@@ -80,8 +89,23 @@ impl Coordinator {
             info,
             topology,
             lease: 0,
+            plugins_applied: Plugins::default(),
+            plugins_loading: false,
+            loaded,
+            loaded_rx: Some(loaded_rx),
         };
         c.publish();
+        // The store's plugin chain is in force before the first client is served: an auth
+        // plugin must never be missing, even briefly.
+        if c.topology.plugins != c.plugins_applied {
+            let wanted = c.topology.plugins.clone();
+            let version = c.shared.plugins.load().version + 1;
+            let chain = load_chain(&*c.store, &c.config.product, &wanted.chain, version)
+                .await
+                .map_err(|e| err(format!("the product's plugin chain does not load: {e}")))?;
+            c.shared.plugins.store(Arc::new(chain));
+            c.plugins_applied = wanted;
+        }
         c.register().await.map_err(|e| err(e.to_string()))?;
         tracing::info!(
             coordinator = %c.store.endpoint(),
@@ -110,9 +134,13 @@ impl Coordinator {
         }
         let mut last_ops = (Instant::now(), self.shared.stats.ops_total());
         let mut events = self.watch().await;
+        let mut loaded = self.loaded_rx.take().expect("run is called once");
         let mut healthy = true;
         loop {
             tokio::select! {
+                Some((wanted, result)) = loaded.recv() => {
+                    self.plugins_loaded(wanted, result).await;
+                }
                 event = recv(&mut events) => match event {
                     Some(e) => {
                         let mut batch = vec![e];
@@ -182,6 +210,7 @@ impl Coordinator {
         let topology = load::load_topology(&*self.store, &self.config.product).await?;
         self.topology = topology;
         self.publish();
+        self.sync_plugins();
         if self.store.keep_alive(self.lease).await.is_err() {
             self.register().await?;
         } else {
@@ -224,6 +253,7 @@ impl Coordinator {
             }
             changed |= routing;
         }
+        self.sync_plugins();
         if changed {
             self.publish();
             tracing::info!(
@@ -235,6 +265,57 @@ impl Coordinator {
                 tracing::warn!(error = %e, "cannot report the applied revision");
             }
         }
+    }
+
+    /// Starts loading the store's plugin chain if it changed and no load is under way. The
+    /// result comes back to the run loop ([`Coordinator::plugins_loaded`]).
+    fn sync_plugins(&mut self) {
+        if self.plugins_loading || self.topology.plugins == self.plugins_applied {
+            return;
+        }
+        self.plugins_loading = true;
+        let wanted = self.topology.plugins.clone();
+        let version = self.shared.plugins.load().version + 1;
+        let (store, product, done) = (
+            self.store.clone(),
+            self.config.product.clone(),
+            self.loaded.clone(),
+        );
+        tokio::spawn(async move {
+            let result = load_chain(&*store, &product, &wanted.chain, version).await;
+            let _ = done.send((wanted, result)).await;
+        });
+    }
+
+    /// Swaps in a loaded chain, or reports why it did not load (the current one stays).
+    async fn plugins_loaded(&mut self, wanted: Plugins, result: Result<PluginChain, PluginError>) {
+        self.plugins_loading = false;
+        match result {
+            Ok(chain) => {
+                let names: Vec<&str> = chain
+                    .plugins
+                    .iter()
+                    .map(|p| p.config.name.as_str())
+                    .collect();
+                tracing::info!(plugins = ?names, "plugin chain swapped in");
+                self.shared.plugins.store(Arc::new(chain));
+                self.info.plugin_error = None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load the product's plugin chain; keeping the current one");
+                self.info.plugin_error = Some(e.to_string());
+            }
+        }
+        self.plugins_applied = wanted;
+        let ttl = Duration::from_secs(self.config.lease_ttl_secs);
+        if !matches!(
+            tokio::time::timeout(ttl / 3, self.write_info()).await,
+            Ok(Ok(()))
+        ) {
+            tracing::debug!("cannot update the proxy's registration");
+        }
+        // A newer chain may have been written while this one loaded.
+        self.sync_plugins();
     }
 
     /// Builds the slot table of the current topology and swaps it in.

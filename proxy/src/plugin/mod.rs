@@ -8,6 +8,7 @@
 //! said `Continue`. The instance is thrown away and re-created (at most once a second).
 
 pub mod abi;
+pub mod from_store;
 pub mod wasm;
 
 use std::path::PathBuf;
@@ -93,14 +94,23 @@ impl LoadedPlugin {
     /// Compiles the module, instantiates it once, configures it and reads its subscriptions,
     /// so a module that cannot work is refused here, not on the request path.
     pub fn load(config: PluginConfig) -> Result<LoadedPlugin, PluginError> {
+        let bytes = std::fs::read(&config.path).map_err(|e| PluginError {
+            name: config.name.clone(),
+            path: config.path.display().to_string(),
+            message: format!("cannot read the module: {e}"),
+        })?;
+        Self::from_bytes(config, &bytes)
+    }
+
+    /// Like [`LoadedPlugin::load`], with the module's bytes at hand (from the topology
+    /// store); `config.path` only names it.
+    pub fn from_bytes(config: PluginConfig, bytes: &[u8]) -> Result<LoadedPlugin, PluginError> {
         let err = |message: String| PluginError {
             name: config.name.clone(),
             path: config.path.display().to_string(),
             message,
         };
-        let bytes =
-            std::fs::read(&config.path).map_err(|e| err(format!("cannot read the module: {e}")))?;
-        let module = wasm::compile(&bytes).map_err(err)?;
+        let module = wasm::compile(bytes).map_err(err)?;
         let mut instance = new_instance(&module, &config).map_err(err)?;
         let names = instance.subscriptions(timeout(&config)).map_err(err)?;
         let mut subscribed = vec![names.is_empty(); command::count()].into_boxed_slice();
@@ -154,20 +164,31 @@ pub struct PluginChain {
 }
 
 impl PluginChain {
-    /// Loads every plugin of `configs`; the first that fails is the error.
+    /// Loads every plugin of `configs` from its file; the first that fails is the error.
     pub fn load(configs: &[PluginConfig], version: u64) -> Result<PluginChain, PluginError> {
+        let plugins = configs
+            .iter()
+            .map(|c| LoadedPlugin::load(c.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_plugins(plugins, version)
+    }
+
+    /// A chain of plugins already loaded; names must be unique.
+    pub fn from_plugins(
+        plugins: Vec<LoadedPlugin>,
+        version: u64,
+    ) -> Result<PluginChain, PluginError> {
         let mut names = std::collections::HashSet::new();
-        let mut plugins = Vec::new();
-        for c in configs {
-            if !names.insert(c.name.as_str()) {
+        for p in &plugins {
+            if !names.insert(p.config.name.as_str()) {
                 return Err(PluginError {
-                    name: c.name.clone(),
-                    path: c.path.display().to_string(),
+                    name: p.config.name.clone(),
+                    path: p.config.path.display().to_string(),
                     message: "two plugins have this name".into(),
                 });
             }
-            plugins.push(Arc::new(LoadedPlugin::load(c.clone())?));
         }
+        let plugins = plugins.into_iter().map(Arc::new).collect();
         Ok(PluginChain { version, plugins })
     }
 

@@ -1,0 +1,479 @@
+//! Plugin cost benchmark: GET and SET at `-P 16` through three proxies started side by side
+//! over the same two Redis servers, the same config but the plugin chain:
+//!
+//! - (a) no plugin;
+//! - (b) `command-filter` alone, with a deny list that GET/SET do not match;
+//! - (c) the chain `acl-auth` → `key-prefix` → `command-filter`; redis-benchmark authenticates
+//!   as `alice` (`-a secret --user alice`) and alice's keys get the tenant prefix `t1:`.
+//!
+//! Run: `cargo bench --bench plugins`, after `./plugins/build.sh` (without the modules the
+//! bench says so and exits without failing). Needs `redis-server` and `redis-benchmark`.
+//! `TESSERA_BENCH_REQUESTS` sets the requests of a run (default 1000000),
+//! `TESSERA_BENCH_REPS` the repetitions (default 5; a/b/c interleaved, medians compared).
+//! Goals (issue 4): the chain of three costs <= 10% of throughput (ratio c/a >= 0.90), one
+//! plugin call <= 300 ns (`nanos_per_call` of `/api/stats`). The table is printed and written
+//! to `target/bench-plugins.md`.
+
+#[path = "../tests/harness/mod.rs"]
+mod harness;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use harness::{Proxy, RawConn, RedisServer, Resp, encode, wait_until};
+
+/// Every redis-benchmark run is killed past this.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+const USER: &str = "alice";
+const PASSWORD: &str = "secret";
+/// `printf %s secret | sha256sum`.
+const PASSWORD_HASH: &str =
+    "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+/// The plugins' modules, as `./plugins/build.sh` leaves them.
+const MODULE_DIR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/plugins/target/wasm32-unknown-unknown/release"
+);
+
+const COMMAND_FILTER: &str = r#"{"deny": ["flushall", "flushdb", "keys", "debug", "config|set"], "allow": null, "users": {"alice": {"allow": ["get", "set", "del", "mget", "ping"]}}, "message": "NOPERM command not allowed by policy"}"#;
+const KEY_PREFIX: &str = r#"{"tenants": {"alice": "t1:", "bob": "t2:"}, "default": null}"#;
+
+fn acl_auth_config() -> String {
+    // redis-benchmark's keys are `key:<12 digits>`.
+    format!(
+        r#"{{"users": {{"{USER}": {{"password": "{PASSWORD_HASH}", "commands": ["get", "set", "del", "mget", "ping", "select"], "keys": ["key:*"]}}}}}}"#
+    )
+}
+
+/// One system under test.
+struct Setup {
+    label: &'static str,
+    /// `(plugin name, module file, config)` in chain order.
+    chain: Vec<(&'static str, &'static str, String)>,
+    /// redis-benchmark authenticates (`-a PASSWORD --user USER`).
+    auth: bool,
+}
+
+fn setups() -> Vec<Setup> {
+    vec![
+        Setup {
+            label: "a: no plugin",
+            chain: vec![],
+            auth: false,
+        },
+        Setup {
+            label: "b: command-filter",
+            chain: vec![(
+                "command-filter",
+                "command_filter.wasm",
+                COMMAND_FILTER.into(),
+            )],
+            auth: false,
+        },
+        Setup {
+            label: "c: acl-auth + key-prefix + command-filter",
+            chain: vec![
+                ("acl-auth", "acl_auth.wasm", acl_auth_config()),
+                ("key-prefix", "key_prefix.wasm", KEY_PREFIX.into()),
+                (
+                    "command-filter",
+                    "command_filter.wasm",
+                    COMMAND_FILTER.into(),
+                ),
+            ],
+            auth: true,
+        },
+    ]
+}
+
+/// The per-call deadline of the bench's plugins. Not the default 10 ms: the deadline is wall
+/// clock (wasmtime epochs), so on a shared 2-core machine a worker descheduled in the middle
+/// of a call trips it, and redis-benchmark aborts on the error reply. The bench measures the
+/// cost of a call, not containment; the deadline's value does not change that cost.
+const TIMEOUT_MS: u64 = 1000;
+
+fn plugin_toml(chain: &[(&str, &str, String)]) -> String {
+    chain
+        .iter()
+        .map(|(name, file, config)| {
+            let path = Path::new(MODULE_DIR).join(file);
+            format!(
+                "[[plugin]]\nname = {}\npath = {}\nconfig = '''{config}'''\nfail = \"closed\"\nmemory_limit_mb = 16\ntimeout_ms = {TIMEOUT_MS}\n\n",
+                harness::toml_str(name),
+                harness::toml_str(&path.display().to_string()),
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring
+// ---------------------------------------------------------------------------------------------
+
+/// utime + stime of a process (all its threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields after the command name start at field 3 (state); utime is 14, stime 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// `(name, calls, nanos, rejects + failures)` of each plugin of the chain, in order.
+fn plugin_counters(proxy: &Proxy) -> Vec<(String, u64, u64, u64)> {
+    let body = proxy.http_get("/api/stats").body;
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/api/stats: {e}: {body}"));
+    v["plugins"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    let n = |k: &str| p[k].as_u64().unwrap_or(0);
+                    (
+                        p["name"].as_str().unwrap_or("?").to_string(),
+                        n("calls"),
+                        n("nanos"),
+                        n("rejects") + n("failures"),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn reader_thread(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = r.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    })
+}
+
+/// One run's figures.
+struct Run {
+    ops: f64,
+    cpu_us_per_op: f64,
+    /// Per plugin: `(calls, nanos, rejects + failures)` during the run.
+    plugins: Vec<(u64, u64, u64)>,
+}
+
+/// One redis-benchmark run of `test` (`get` / `set`) against `proxy`.
+fn run(proxy: &Proxy, setup: &Setup, test: &str, requests: u64, tck: f64) -> Result<Run, String> {
+    let stats_before = plugin_counters(proxy);
+    let cpu_before = cpu_ticks(proxy.pid());
+    let mut cmd = Command::new("redis-benchmark");
+    cmd.args(["-h", "127.0.0.1", "-p", &proxy.addr.port().to_string()])
+        .args(["-c", "50", "-P", "16", "-r", "100000", "-q", "--csv"])
+        .args(["-n", &requests.to_string(), "-t", test]);
+    if setup.auth {
+        cmd.args(["-a", PASSWORD, "--user", USER]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run redis-benchmark: {e}"))?;
+    let out = reader_thread(child.stdout.take().expect("piped stdout"));
+    let err = reader_thread(child.stderr.take().expect("piped stderr"));
+    let mut status = None;
+    wait_until(RUN_TIMEOUT, || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    let timed_out = status.is_none();
+    if timed_out {
+        harness::signal(child.id(), libc::SIGKILL);
+        let _ = child.wait();
+    }
+    let cpu_after = cpu_ticks(proxy.pid());
+    let stats_after = plugin_counters(proxy);
+    let (stdout, stderr) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    if timed_out {
+        return Err(format!("redis-benchmark killed after {RUN_TIMEOUT:?}"));
+    }
+    let ops = stdout
+        .lines()
+        .filter(|l| l.starts_with('"') && !l.starts_with("\"test\""))
+        .find_map(|l| l.split(',').nth(1)?.trim_matches('"').parse().ok())
+        .ok_or_else(|| format!("no rate from redis-benchmark: {stdout:?} {}", stderr.trim()))?;
+    let cpu = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) => (a - b) as f64 / tck * 1e6 / requests as f64,
+        _ => return Err("the proxy's /proc/<pid>/stat is unreadable".into()),
+    };
+    let plugins = stats_after
+        .iter()
+        .zip(
+            stats_before
+                .iter()
+                .chain(std::iter::repeat(&(String::new(), 0, 0, 0))),
+        )
+        .map(|(a, b)| (a.1 - b.1, a.2 - b.2, a.3 - b.3))
+        .collect();
+    Ok(Run {
+        ops,
+        cpu_us_per_op: cpu,
+        plugins,
+    })
+}
+
+/// Sends AUTH (if the setup asks for it) and one SET and GET, and refuses an error reply:
+/// redis-benchmark counts error replies as operations, so a refused command would look fast.
+fn probe(proxy: &Proxy, setup: &Setup) -> Result<(), String> {
+    let mut conn = RawConn::connect(proxy.addr);
+    let mut cmds: Vec<Vec<&str>> = vec![];
+    if setup.auth {
+        cmds.push(vec!["AUTH", USER, PASSWORD]);
+    }
+    cmds.push(vec!["SET", "key:000000000001", "xxx"]);
+    cmds.push(vec!["GET", "key:000000000001"]);
+    for c in cmds {
+        conn.send(&encode(&c));
+        match conn.read() {
+            Ok(Resp::Error(e)) => return Err(format!("{} answers -{e}", c[0])),
+            Ok(_) => {}
+            Err(e) => return Err(format!("{} got no reply: {e}", c[0])),
+        }
+    }
+    Ok(())
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn report_path() -> PathBuf {
+    // The bench executable is target/<profile>/deps/plugins-<hash>: write next to <profile>.
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from))
+        .filter(|t| t.is_dir())
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
+        .join("bench-plugins.md")
+}
+
+fn check(ok: bool) -> &'static str {
+    if ok { "✓" } else { "✗" }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` and `--list` do not run the load.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let missing: Vec<String> = ["command_filter.wasm", "key_prefix.wasm", "acl_auth.wasm"]
+        .iter()
+        .map(|f| Path::new(MODULE_DIR).join(f))
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !missing.is_empty() {
+        println!(
+            "skipping the plugins bench: module(s) missing: {}\nbuild them with ./plugins/build.sh",
+            missing.join(", ")
+        );
+        return;
+    }
+    if Command::new("redis-benchmark")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("skipping the plugins bench: no redis-benchmark (apt-get install redis-tools)");
+        return;
+    }
+    let requests = env_u64("TESSERA_BENCH_REQUESTS", 1_000_000).max(1);
+    let reps = env_u64("TESSERA_BENCH_REPS", 5).max(1) as usize;
+    let tck = clock_ticks_per_sec();
+    let load_before = load_average();
+    let (r1, r2) = (RedisServer::start(), RedisServer::start());
+    let setups = setups();
+    let proxies: Vec<Proxy> = setups
+        .iter()
+        .map(|s| {
+            Proxy::builder(&[&[&r1], &[&r2]])
+                .extra_toml(&plugin_toml(&s.chain))
+                .start()
+        })
+        .collect();
+    for (p, s) in proxies.iter().zip(&setups) {
+        if let Err(e) = probe(p, s) {
+            panic!("proxy {}: {e}", s.label);
+        }
+    }
+    // Warm-up, unmeasured: creates the plugin instances of every worker and fills the keys
+    // the GET runs read (c's keys carry the tenant prefix, so each proxy fills its own).
+    for (p, s) in proxies.iter().zip(&setups) {
+        run(p, s, "set", (requests / 5).max(1), tck)
+            .unwrap_or_else(|e| panic!("warm-up of {}: {e}", s.label));
+    }
+
+    let tests = ["set", "get"];
+    // runs[test][setup]
+    let mut runs: Vec<Vec<Vec<Run>>> = tests
+        .iter()
+        .map(|_| setups.iter().map(|_| Vec::new()).collect())
+        .collect();
+    let mut raw = String::new();
+    let mut failed_runs = 0;
+    let started = Instant::now();
+    for (ti, test) in tests.iter().enumerate() {
+        for rep in 0..reps {
+            // Interleaved, the starting system rotating, so drift hits all three alike.
+            for k in 0..setups.len() {
+                let si = (rep + k) % setups.len();
+                let r = match run(&proxies[si], &setups[si], test, requests, tck) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Kept out of the medians, listed with the raw runs.
+                        let line = format!(
+                            "| {} | {} | {} | error: {} | | |\n",
+                            test.to_uppercase(),
+                            rep + 1,
+                            setups[si].label,
+                            e.replace(['\n', '|'], " ")
+                        );
+                        print!("{line}");
+                        raw.push_str(&line);
+                        failed_runs += 1;
+                        continue;
+                    }
+                };
+                let line = format!(
+                    "| {} | {} | {} | {:.0} | {:.3} | {} |\n",
+                    test.to_uppercase(),
+                    rep + 1,
+                    setups[si].label,
+                    r.ops,
+                    r.cpu_us_per_op,
+                    r.plugins
+                        .iter()
+                        .map(|(c, n, _)| format!("{:.0}", *n as f64 / (*c).max(1) as f64))
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                );
+                print!("{line}");
+                raw.push_str(&line);
+                runs[ti][si].push(r);
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let load_after = load_average();
+
+    let mut out = format!(
+        "## Plugin cost: GET/SET -P16, 50 clients, -r 100000, {requests} requests x {reps} \
+         (medians; {elapsed:.0} s; load average {load_before} before, {load_after} after)\n\n\
+         | workload | system | ops/s | ratio to a | proxy CPU µs/op | plugin ns/call | chain ns/command |\n\
+         |---|---|---|---|---|---|---|\n"
+    );
+    let mut worst_ratio = f64::INFINITY;
+    let mut worst_call = 0.0f64;
+    let mut errors = 0;
+    for (ti, test) in tests.iter().enumerate() {
+        let base = median(&runs[ti][0].iter().map(|r| r.ops).collect::<Vec<_>>());
+        for (si, s) in setups.iter().enumerate() {
+            let rs = &runs[ti][si];
+            let ops = median(&rs.iter().map(|r| r.ops).collect::<Vec<_>>());
+            let cpu = median(&rs.iter().map(|r| r.cpu_us_per_op).collect::<Vec<_>>());
+            let per_call: Vec<String> = (0..s.chain.len())
+                .map(|pi| {
+                    let ns = median(
+                        &rs.iter()
+                            .map(|r| r.plugins[pi].1 as f64 / r.plugins[pi].0.max(1) as f64)
+                            .collect::<Vec<_>>(),
+                    );
+                    worst_call = worst_call.max(ns);
+                    format!("{} {ns:.0}", s.chain[pi].0)
+                })
+                .collect();
+            errors += rs
+                .iter()
+                .flat_map(|r| r.plugins.iter().map(|p| p.2))
+                .sum::<u64>();
+            let chain = median(
+                &rs.iter()
+                    .map(|r| r.plugins.iter().map(|p| p.1).sum::<u64>() as f64 / requests as f64)
+                    .collect::<Vec<_>>(),
+            );
+            if si == 2 {
+                worst_ratio = worst_ratio.min(ops / base);
+            }
+            out.push_str(&format!(
+                "| {} | {} | {ops:.0} | {:.3} | {cpu:.3} | {} | {} |\n",
+                test.to_uppercase(),
+                s.label,
+                ops / base,
+                if per_call.is_empty() {
+                    "—".into()
+                } else {
+                    per_call.join(", ")
+                },
+                if s.chain.is_empty() {
+                    "—".into()
+                } else {
+                    format!("{chain:.0}")
+                },
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "\nGoals (issue 4): chain of three ≥ 0.90× no plugin: worst {worst_ratio:.3} {}; \
+         one plugin call ≤ 300 ns: worst {worst_call:.0} ns {}.\n\
+         Plugin ns/call = Δnanos/Δcalls of `/api/stats` (the time inside the wasm call, as the \
+         host measures it); key-prefix is called twice per command (on_command, on_reply). \
+         Chain ns/command = Σ Δnanos / requests. Proxy CPU = Δ(utime+stime) of the proxy pid / \
+         requests, all threads. Plugin rejects + failures during the runs: {errors} (acl-auth \
+         refuses redis-benchmark's start-up CONFIG GET in c; redis-benchmark aborts on any \
+         other error reply). Failed runs (left out of the medians): {failed_runs}. \
+         Plugin deadline {TIMEOUT_MS} ms.\n\n\
+         Raw runs (order a/b/c rotates per repetition):\n\n\
+         | workload | rep | system | ops/s | proxy CPU µs/op | plugin ns/call, in chain order |\n|---|---|---|---|---|---|\n{raw}",
+        check(worst_ratio >= 0.90),
+        check(worst_call <= 300.0),
+    ));
+    println!("\n{out}");
+    let path = report_path();
+    match std::fs::write(&path, &out) {
+        Ok(()) => println!("written to {}", path.display()),
+        Err(e) => println!("could not write {}: {e}", path.display()),
+    }
+}

@@ -1,0 +1,554 @@
+//! The plugin chain through the dashboard, against a real embedded store (file://, a temp
+//! dir) and real modules: the Rust plugins built by `./plugins/build.sh` and the WAT ones.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{Value, json};
+use tessera_dashboard::admin::{AdminArgs, AdminError, execute};
+use tessera_dashboard::plugins::{MAX_MODULE, sha256_hex};
+use tessera_dashboard::{DashboardArgs, DashboardHandle, start_with_store};
+use tessera_topology::model::{Plugins, ProxyInfo};
+use tessera_topology::{Store, keys};
+
+const TOKEN: &str = "test-token";
+
+struct Env {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let store = tessera_topology::connect(&url).await.unwrap();
+    Env { _dir: dir, store }
+}
+
+async fn dashboard(env: &Env, product: &str) -> DashboardHandle {
+    let args = DashboardArgs {
+        coordinator: String::new(),
+        product: product.to_string(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_token: Some(TOKEN.to_string()),
+        lock_ttl: 5,
+    };
+    start_with_store(args, env.store.clone()).await.unwrap()
+}
+
+/// A bundled module's bytes: `release/NAME.wasm` of the Rust plugins, or `wat/NAME`.
+fn module(name: &str) -> Vec<u8> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let path = if name.ends_with(".wat") {
+        root.join("wat").join(name)
+    } else {
+        root.join("target/wasm32-unknown-unknown/release")
+            .join(format!("{name}.wasm"))
+    };
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e}; run ./plugins/build.sh first",
+            path.display()
+        )
+    })
+}
+
+enum Body {
+    None,
+    Json(Value),
+    Bytes(Vec<u8>),
+}
+
+/// One HTTP call: status and JSON body.
+async fn http(
+    d: &DashboardHandle,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Body,
+) -> (u16, Value) {
+    let url = format!("http://{}{path}", d.addr());
+    let token = token.map(String::from);
+    let method = method.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut req = ureq::request(&method, &url).timeout(Duration::from_secs(30));
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let result = match body {
+            Body::None => req.call(),
+            Body::Json(b) => req.send_json(b),
+            Body::Bytes(b) => req.set("Content-Type", "application/wasm").send_bytes(&b),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {url}: {e}"),
+        };
+        let status = resp.status();
+        (status, resp.into_json::<Value>().unwrap())
+    })
+    .await
+    .unwrap()
+}
+
+async fn upload(d: &DashboardHandle, bytes: Vec<u8>) -> (u16, Value) {
+    let path = "/api/plugins/modules";
+    http(d, "POST", path, Some(TOKEN), Body::Bytes(bytes)).await
+}
+
+async fn put_chain(d: &DashboardHandle, chain: Value) -> (u16, Value) {
+    let body = Body::Json(json!({ "chain": chain }));
+    http(d, "PUT", "/api/plugins", Some(TOKEN), body).await
+}
+
+async fn get_plugins(d: &DashboardHandle) -> Value {
+    let (status, v) = http(d, "GET", "/api/plugins", None, Body::None).await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// The uploaded modules' sha256s, as the store has them.
+async fn stored_modules(env: &Env, product: &str) -> Vec<String> {
+    let prefix = keys::plugin_modules_prefix(product);
+    let (kvs, _) = env.store.get_prefix(&prefix).await.unwrap();
+    kvs.iter()
+        .map(|kv| kv.key.strip_prefix(&prefix).unwrap().to_string())
+        .collect()
+}
+
+/// The chain document and its revision, as the store has them.
+async fn stored_chain(env: &Env, product: &str) -> Option<(Plugins, i64)> {
+    let kv = env.store.get(&keys::plugins(product)).await.unwrap()?;
+    Some((serde_json::from_slice(&kv.value).unwrap(), kv.mod_revision))
+}
+
+fn error(v: &Value) -> &str {
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_upload_validated_and_idempotent() {
+    let env = env().await;
+    let d = dashboard(&env, "mods").await;
+    let filter = module("command_filter");
+    let sha = sha256_hex(&filter);
+
+    let (status, v) = upload(&d, filter.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["sha256"], sha);
+    assert_eq!(v["size"], filter.len());
+    assert_eq!(v["created"], true);
+    let kv = env.store.get(&keys::plugin_module("mods", &sha)).await;
+    assert_eq!(kv.unwrap().unwrap().value, filter);
+    // The same bytes again: the same key, nothing written.
+    let revision = env.store.get_prefix("/").await.unwrap().1;
+    let (status, v) = upload(&d, filter.clone()).await;
+    assert_eq!(
+        (status, &v["sha256"], &v["created"]),
+        (200, &json!(sha), &json!(false))
+    );
+    assert_eq!(env.store.get_prefix("/").await.unwrap().1, revision);
+
+    // Not WebAssembly: refused, nothing stored.
+    let (status, v) = upload(&d, b"\0asm garbage".to_vec()).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        error(&v).starts_with("not a valid WebAssembly module"),
+        "{v}"
+    );
+    let (status, v) = upload(&d, Vec::new()).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(error(&v).contains("empty"), "{v}");
+    // Too large: 413 before compiling anything.
+    let (status, v) = upload(&d, vec![0u8; MAX_MODULE + 1]).await;
+    assert_eq!(status, 413, "{v}");
+    // No token: 401, nothing read or stored.
+    let wat = module("deny-secret.wat");
+    let (status, v) = http(
+        &d,
+        "POST",
+        "/api/plugins/modules",
+        None,
+        Body::Bytes(wat.clone()),
+    )
+    .await;
+    assert_eq!(status, 401, "{v}");
+    assert_eq!(
+        stored_modules(&env, "mods").await,
+        std::slice::from_ref(&sha)
+    );
+
+    // WAT text is a module too.
+    let (status, v) = upload(&d, wat.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["sha256"], sha256_hex(&wat));
+
+    let v = get_plugins(&d).await;
+    assert_eq!(v["chain"], json!([]));
+    let mut sizes: Vec<(String, usize)> = vec![(sha.clone(), filter.len())];
+    sizes.push((sha256_hex(&wat), wat.len()));
+    sizes.sort();
+    let expected: Vec<Value> = sizes
+        .iter()
+        .map(|(s, n)| json!({"sha256": s, "size": n, "used_by": []}))
+        .collect();
+    assert_eq!(v["modules"], json!(expected));
+
+    // Unused modules can go; unknown ones are 404, bad ids 400.
+    let path = format!("/api/plugins/modules/{}", sha256_hex(&wat));
+    let (status, v) = http(&d, "DELETE", &path, Some(TOKEN), Body::None).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = http(&d, "DELETE", &path, Some(TOKEN), Body::None).await;
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = http(
+        &d,
+        "DELETE",
+        "/api/plugins/modules/xyz",
+        Some(TOKEN),
+        Body::None,
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(stored_modules(&env, "mods").await, [sha]);
+    d.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chains_are_loaded_before_they_are_written() {
+    let env = env().await;
+    let d = dashboard(&env, "chain").await;
+    let filter = sha256_hex(&module("command_filter"));
+    let secret = sha256_hex(&module("deny-secret.wat"));
+    let bad_version = sha256_hex(&module("bad-version.wat"));
+    for m in ["command_filter", "deny-secret.wat", "bad-version.wat"] {
+        let (status, v) = upload(&d, module(m)).await;
+        assert_eq!(status, 200, "{m}: {v}");
+    }
+
+    // A good chain of two: written as given, with the defaults filled in.
+    let config = r#"{"deny": ["flushall"]}"#;
+    let (status, v) = put_chain(
+        &d,
+        json!([
+            {"name": "filter", "module": filter, "config": config, "fail": "open", "timeout_ms": 20},
+            {"name": "secret", "module": secret},
+        ]),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let revision = v["revision"].as_i64().unwrap();
+    let expected = json!([
+        {"name": "filter", "module": filter, "config": config, "fail": "open",
+         "memory_limit_mb": 16, "timeout_ms": 20},
+        {"name": "secret", "module": secret, "config": "", "fail": "closed",
+         "memory_limit_mb": 16, "timeout_ms": 10},
+    ]);
+    assert_eq!(v["chain"], expected);
+    let (stored, stored_revision) = stored_chain(&env, "chain").await.unwrap();
+    assert_eq!(json!(stored.chain), expected);
+    assert_eq!(stored_revision, revision);
+    let v = get_plugins(&d).await;
+    assert_eq!(v["chain"], expected);
+    assert_eq!(v["revision"], revision);
+    let used: Vec<(String, Value)> = v["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["sha256"].as_str().unwrap().to_string(),
+                m["used_by"].clone(),
+            )
+        })
+        .collect();
+    assert!(used.contains(&(filter.clone(), json!(["filter"]))), "{v}");
+    assert!(used.contains(&(bad_version.clone(), json!([]))), "{v}");
+    // The chain counts in the topology revision.
+    let (_, topo) = http(&d, "GET", "/api/topology", None, Body::None).await;
+    assert_eq!(topo["revision"], revision);
+    // The same chain again writes nothing.
+    let (status, v) = put_chain(&d, expected.clone()).await;
+    assert_eq!((status, v["revision"].as_i64()), (200, Some(revision)));
+
+    // Each refusal: 400 naming the plugin, the old chain untouched.
+    let refusals = [
+        (
+            json!([{"name": "filter", "module": filter, "config": "not json"}]),
+            "plugin 'filter'",
+        ),
+        (
+            json!([{"name": "old", "module": bad_version}]),
+            "plugin 'old'",
+        ),
+        (
+            json!([{"name": "ghost", "module": sha256_hex(b"never uploaded")}]),
+            "plugin 'ghost': module",
+        ),
+        (
+            json!([{"name": "x", "module": secret}, {"name": "x", "module": filter}]),
+            "plugin 'x': two plugins",
+        ),
+        (
+            json!([{"name": "f", "module": filter, "fail": "sometimes"}]),
+            "plugin 'f': fail must be",
+        ),
+        (json!([{"name": "f", "module": "abc"}]), "bad module id"),
+        (
+            json!([{"name": "f", "module": filter, "path": "x.wasm"}]),
+            "unknown field `path`",
+        ),
+    ];
+    for (chain, wanted) in refusals {
+        let (status, v) = put_chain(&d, chain.clone()).await;
+        assert_eq!(status, 400, "{chain}: {v}");
+        assert!(error(&v).contains(wanted), "{chain}: {v}");
+        let (stored, stored_revision) = stored_chain(&env, "chain").await.unwrap();
+        assert_eq!(json!(stored.chain), expected, "{chain}");
+        assert_eq!(stored_revision, revision, "{chain}");
+        assert_eq!(get_plugins(&d).await["revision"], revision);
+    }
+    // The messages say what is wrong.
+    let (_, v) = put_chain(&d, json!([{"name": "old", "module": bad_version}])).await;
+    assert!(error(&v).contains("version"), "{v}");
+    let (_, v) = put_chain(&d, json!([{"name": "ghost", "module": sha256_hex(b"?")}])).await;
+    assert!(error(&v).contains("not uploaded"), "{v}");
+
+    // Changes need the token.
+    let body = Body::Json(json!({"chain": []}));
+    let (status, _) = http(&d, "PUT", "/api/plugins", None, body).await;
+    assert_eq!(status, 401);
+    let body = Body::Json(json!({"chain": []}));
+    let (status, _) = http(&d, "PUT", "/api/plugins", Some("wrong"), body).await;
+    assert_eq!(status, 401);
+    let path = format!("/api/plugins/modules/{filter}");
+    let (status, _) = http(&d, "DELETE", &path, None, Body::None).await;
+    assert_eq!(status, 401);
+
+    // A module the chain runs cannot go.
+    let (status, v) = http(&d, "DELETE", &path, Some(TOKEN), Body::None).await;
+    assert_eq!(status, 409, "{v}");
+    assert!(error(&v).contains("used by plugin 'filter'"), "{v}");
+    assert!(stored_modules(&env, "chain").await.contains(&filter));
+
+    // Cleared, it can.
+    let (status, v) = put_chain(&d, json!([])).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["revision"].as_i64().unwrap() > revision);
+    assert_eq!(stored_chain(&env, "chain").await.unwrap().0.chain, []);
+    let (status, v) = http(&d, "DELETE", &path, Some(TOKEN), Body::None).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(!stored_modules(&env, "chain").await.contains(&filter));
+    d.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_report_their_plugin_errors() {
+    let env = env().await;
+    let d = dashboard(&env, "perr").await;
+    let reports = [
+        ("a", "127.0.0.1:19001", None),
+        ("b", "127.0.0.1:19002", Some("plugin 'f' (store:ab): boom")),
+    ];
+    for (token, addr, plugin_error) in reports {
+        let info = ProxyInfo {
+            token: token.to_string(),
+            addr: addr.to_string(),
+            admin_addr: None,
+            version: "0.1.0".to_string(),
+            pid: 42,
+            start_time: 1_700_000_000,
+            applied_revision: 1,
+            ops_per_sec: 0.0,
+            plugin_error: plugin_error.map(String::from),
+        };
+        let value = serde_json::to_vec(&info).unwrap();
+        env.store
+            .put(&keys::proxy("perr", token), value, None)
+            .await
+            .unwrap();
+    }
+    let (_, v) = http(&d, "GET", "/api/proxies", None, Body::None).await;
+    let proxies = v["proxies"].as_array().unwrap();
+    let by_token = |t: &str| proxies.iter().find(|p| p["token"] == t).unwrap().clone();
+    assert_eq!(by_token("a").get("plugin_error"), None);
+    assert_eq!(by_token("b")["plugin_error"], "plugin 'f' (store:ab): boom");
+    let v = get_plugins(&d).await;
+    assert_eq!(
+        v["proxy_errors"],
+        json!([{"addr": "127.0.0.1:19002", "plugin_error": "plugin 'f' (store:ab): boom"}])
+    );
+
+    let d = Arc::new(d);
+    let out = cli(&d, &["proxies"]).await.unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[1].ends_with("PLUGIN ERROR"), "{out}");
+    assert!(lines[2].ends_with(" -"), "{out}");
+    assert!(lines[3].ends_with("plugin 'f' (store:ab): boom"), "{out}");
+    let out = cli(&d, &["plugins"]).await.unwrap();
+    assert!(
+        out.contains("proxy 127.0.0.1:19002 could not load the chain: plugin 'f'"),
+        "{out}"
+    );
+}
+
+/// `tessera admin --dashboard D --token T ARGV...`, as the binary would parse it.
+async fn cli(d: &Arc<DashboardHandle>, argv: &[&str]) -> Result<String, AdminError> {
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: AdminArgs,
+    }
+    let addr = d.addr().to_string();
+    let mut full: Vec<String> = ["admin", "--dashboard", &addr, "--token", TOKEN]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    full.extend(argv.iter().map(|s| s.to_string()));
+    tokio::task::spawn_blocking(move || execute(&Cli::try_parse_from(full).unwrap().args))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_cli_sets_a_chain_from_a_file() {
+    let env = env().await;
+    let d = Arc::new(dashboard(&env, "clichain").await);
+    let files = tempfile::tempdir().unwrap();
+    std::fs::create_dir(files.path().join("modules")).unwrap();
+    let filter_path = files.path().join("modules/filter.wasm");
+    std::fs::write(&filter_path, module("command_filter")).unwrap();
+    let filter = sha256_hex(&module("command_filter"));
+    let wat_path = files.path().join("deny-secret.wat");
+    std::fs::write(&wat_path, module("deny-secret.wat")).unwrap();
+    let secret = sha256_hex(&module("deny-secret.wat"));
+
+    let out = cli(&d, &["plugins"]).await.unwrap();
+    assert!(out.contains("no plugins in the chain"), "{out}");
+    assert!(out.contains("no modules uploaded"), "{out}");
+
+    // `plugins upload` prints the sha256 first.
+    let out = cli(&d, &["plugins", "upload", wat_path.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert!(out.starts_with(&format!("{secret}  ")), "{out}");
+
+    // A chain file: one module by path (relative to the file), one by sha256; the config
+    // may be inline JSON.
+    let chain_file = files.path().join("chain.json");
+    let chain = json!({"chain": [
+        {"name": "filter", "path": "modules/filter.wasm",
+         "config": {"deny": ["flushall", "keys"], "message": "NOPERM nope"}, "fail": "closed"},
+        {"name": "secret", "module": secret, "timeout_ms": 5},
+    ]});
+    std::fs::write(&chain_file, chain.to_string()).unwrap();
+    let out = cli(&d, &["plugins", "set", chain_file.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert!(
+        out.starts_with("plugin chain set: filter, secret (revision "),
+        "{out}"
+    );
+    let (stored, _) = stored_chain(&env, "clichain").await.unwrap();
+    assert_eq!(stored.chain.len(), 2);
+    assert_eq!(stored.chain[0].module, filter);
+    assert_eq!(
+        serde_json::from_str::<Value>(&stored.chain[0].config).unwrap(),
+        json!({"deny": ["flushall", "keys"], "message": "NOPERM nope"})
+    );
+    assert_eq!(stored.chain[1].module, secret);
+    assert_eq!(stored.chain[1].timeout_ms, 5);
+
+    let out = cli(&d, &["plugins"]).await.unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[1].starts_with("NAME    MODULE        FAIL    MEMORY  TIMEOUT  CONFIG"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "filter  {}  closed  16 MiB  10 ms    {{\"deny\"",
+            &filter[..12]
+        )),
+        "{out}"
+    );
+    assert!(lines[2].ends_with('…'), "{out}");
+    assert!(lines[3].starts_with("secret"), "{out}");
+    assert!(
+        out.contains(&format!("{filter}  {}", module("command_filter").len())),
+        "{out}"
+    );
+    let json: Value =
+        serde_json::from_str(&cli(&d, &["plugins", "--json"]).await.unwrap()).unwrap();
+    assert_eq!(json["chain"][1]["name"], "secret");
+
+    // A refused chain: the API's message, the old chain stays.
+    let bad = files.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        json!({"chain": [{"name": "filter", "path": "modules/filter.wasm", "config": "not json"}]})
+            .to_string(),
+    )
+    .unwrap();
+    match cli(&d, &["plugins", "set", bad.to_str().unwrap()]).await {
+        Err(AdminError::Api {
+            status: 400,
+            message,
+        }) => assert!(message.contains("plugin 'filter'"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(stored_chain(&env, "clichain").await.unwrap().0, stored);
+    // Files the CLI refuses before calling.
+    std::fs::write(&bad, r#"{"chain": [{"name": "f"}]}"#).unwrap();
+    match cli(&d, &["plugins", "set", bad.to_str().unwrap()]).await {
+        Err(AdminError::Usage(m)) => assert!(m.contains("plugin 'f': give `path`"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(
+        &bad,
+        r#"{"chain": [{"name": "f", "path": "missing.wasm"}]}"#,
+    )
+    .unwrap();
+    match cli(&d, &["plugins", "set", bad.to_str().unwrap()]).await {
+        Err(AdminError::Usage(m)) => assert!(m.contains("missing.wasm"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // A module that is not WebAssembly, named in the error.
+    std::fs::write(files.path().join("junk.wasm"), b"junk").unwrap();
+    std::fs::write(&bad, r#"{"chain": [{"name": "j", "path": "junk.wasm"}]}"#).unwrap();
+    match cli(&d, &["plugins", "set", bad.to_str().unwrap()]).await {
+        Err(AdminError::Api {
+            status: 400,
+            message,
+        }) => {
+            assert!(message.starts_with("plugin 'j' ("), "{message}");
+            assert!(
+                message.contains("not a valid WebAssembly module"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A used module cannot be deleted; cleared, it can.
+    match cli(&d, &["plugins", "delete-module", &secret]).await {
+        Err(AdminError::Api {
+            status: 409,
+            message,
+        }) => assert!(message.contains("'secret'"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let out = cli(&d, &["plugins", "clear"]).await.unwrap();
+    assert!(out.starts_with("plugin chain cleared (revision "), "{out}");
+    let out = cli(&d, &["plugins", "delete-module", &secret])
+        .await
+        .unwrap();
+    assert!(
+        out.starts_with(&format!("module {secret} deleted")),
+        "{out}"
+    );
+}

@@ -1,0 +1,845 @@
+//! WebAssembly plugins on the request path, end to end: real `redis-server`s, the `tessera`
+//! binary, and the real modules built by `./plugins/build.sh` (the three SDK plugins, the
+//! C plugin and the hand-written WAT modules), driven through raw RESP connections.
+
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use harness::*;
+use serde_json::Value as Json;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// `sha256("secret")`, the password of every acl-auth user below except bob.
+const SECRET_SHA: &str = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+/// `sha256("bobpw")`.
+const BOBPW_SHA: &str = "e8f318657ce39ec4edeecbbee28fd72dea2261d8a6b2155ce4977393e0ea721b";
+
+/// A built or bundled module, relative to the repository root; panics if it is missing.
+fn module(rel: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
+    assert!(
+        path.is_file(),
+        "plugin module {} is missing: run ./plugins/build.sh first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn command_filter() -> PathBuf {
+    module("plugins/target/wasm32-unknown-unknown/release/command_filter.wasm")
+}
+fn key_prefix() -> PathBuf {
+    module("plugins/target/wasm32-unknown-unknown/release/key_prefix.wasm")
+}
+fn acl_auth() -> PathBuf {
+    module("plugins/target/wasm32-unknown-unknown/release/acl_auth.wasm")
+}
+fn deny_flushall() -> PathBuf {
+    module("plugins/target/c/deny-flushall.wasm")
+}
+fn wat(name: &str) -> PathBuf {
+    module(&format!("plugins/wat/{name}.wat"))
+}
+
+/// Time limit per call of the plugins whose time limit is not under test. The default
+/// (10 ms) is wall-clock time (epoch interruption): on a loaded machine (two cores shared
+/// with parallel builds) a worker thread descheduled in the middle of a call makes a benign
+/// plugin "time out", which fails that command and, for the next second, every command the
+/// plugin subscribes to on that worker (see the report that came with these tests).
+const BENIGN_TIMEOUT: &str = "timeout_ms = 500";
+
+/// One `[[plugin]]` table. `config` goes in a TOML multi-line literal string; `extra` is
+/// more `key = value` lines (e.g. `fail = "open"`); without `timeout_ms` there, the time
+/// limit is `BENIGN_TIMEOUT`.
+fn plugin(name: &str, path: &Path, config: &str, extra: &str) -> String {
+    assert!(!config.contains("'''"), "config must not contain '''");
+    let timeout = if extra.contains("timeout_ms") {
+        ""
+    } else {
+        BENIGN_TIMEOUT
+    };
+    format!(
+        "[[plugin]]\nname = {}\npath = {}\nconfig = '''{config}'''\n{extra}\n{timeout}\n",
+        toml_str(name),
+        toml_str(&path.display().to_string()),
+    )
+}
+
+/// A proxy over `groups` with the plugin chain `plugins` (in order) and `workers` workers.
+fn start(groups: &[&[&RedisServer]], workers: usize, plugins: &[String]) -> Proxy {
+    Proxy::builder(groups)
+        .set("proxy.workers", &workers.to_string())
+        .extra_toml(&plugins.concat())
+        .start()
+}
+
+/// The acl-auth config: users `(name, sha256 hex, commands, keys)`.
+fn acl_config(users: &[(&str, &str, &str, &str)]) -> String {
+    let users: Vec<String> = users
+        .iter()
+        .map(|(name, sha, commands, keys)| {
+            format!(
+                r#""{name}": {{"password": "sha256:{sha}", "commands": {commands}, "keys": {keys}}}"#
+            )
+        })
+        .collect();
+    format!(r#"{{"users": {{{}}}}}"#, users.join(", "))
+}
+
+/// Sends `args` and asserts the reply.
+#[track_caller]
+fn expect<A: AsRef<[u8]>>(c: &mut RawConn, args: &[A], want: Resp) {
+    let got = c.cmd(args);
+    assert_eq!(got, want, "reply to {:?}", show(args));
+}
+
+/// Sends `args` and asserts an error reply whose text is exactly `want`.
+#[track_caller]
+fn expect_err<A: AsRef<[u8]>>(c: &mut RawConn, args: &[A], want: &str) {
+    expect(c, args, Resp::err(want));
+}
+
+fn show<A: AsRef<[u8]>>(args: &[A]) -> Vec<String> {
+    args.iter()
+        .map(|a| String::from_utf8_lossy(a.as_ref()).into_owned())
+        .collect()
+}
+
+fn auth(c: &mut RawConn, user: &str, password: &str) {
+    expect(c, &["AUTH", user, password], Resp::ok());
+}
+
+/// Sends `args` until the reply is not the rate-limited "restarting" error of plugin
+/// `name`, for at most 3 s; returns that reply.
+#[track_caller]
+fn until_restarted<A: AsRef<[u8]>>(c: &mut RawConn, name: &str, args: &[A]) -> Resp {
+    let restarting = format!("ERR plugin '{name}' failed: is restarting after a failure");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let r = c.cmd(args);
+        if r.error_text() != restarting {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "plugin '{name}' still restarting 3 s after its failure ({:?})",
+            show(args)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn get_json(proxy: &Proxy, path: &str) -> Json {
+    let resp = proxy.http_get(path);
+    assert_eq!(resp.status, 200, "GET {path}: {resp:?}");
+    serde_json::from_str(&resp.body)
+        .unwrap_or_else(|e| panic!("GET {path}: body is not JSON ({e}): {}", resp.body))
+}
+
+/// The direct-to-Redis value of `key` on `server` (None if absent).
+fn backend_get(server: &RedisServer, key: &str) -> Option<Vec<u8>> {
+    server.raw().cmd(&["GET", key]).bytes().map(<[u8]>::to_vec)
+}
+
+/// Asserts the proxy refuses to start with this chain: it exits non-zero and its log names
+/// the plugin and contains `reason`.
+#[track_caller]
+fn assert_refused(plugins: &[String], name: &str, reason: &str) {
+    let r = RedisServer::start();
+    let cfg = Proxy::builder(&[&[&r]])
+        .extra_toml(&plugins.concat())
+        .config();
+    let started = Instant::now();
+    let err = match Proxy::start_raw(&cfg.text) {
+        Ok(mut p) => {
+            p.kill();
+            panic!(
+                "the proxy started with plugin '{name}', which must be refused; log:\n{}",
+                p.log()
+            )
+        }
+        Err(e) => e,
+    };
+    let status = err
+        .status
+        .unwrap_or_else(|| panic!("the proxy neither served nor exited: {err}"));
+    assert!(!status.success(), "exit status {status}; log:\n{}", err.log);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "refusal took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.log.contains(&format!("plugin '{name}'")),
+        "the log does not name plugin '{name}':\n{}",
+        err.log
+    );
+    assert!(
+        err.log.contains(reason),
+        "the log does not give the reason {reason:?}:\n{}",
+        err.log
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// command-filter
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn command_filter_denies_named_commands_with_its_message() {
+    let r = RedisServer::start();
+    let cfg = r#"{"deny": ["del", "incr", "config|set"], "message": "ERR no {command} here"}"#;
+    let proxy = start(&[&[&r]], 2, &[plugin("filter", &command_filter(), cfg, "")]);
+    let mut c = proxy.raw();
+    expect(&mut c, &["SET", "a", "1"], Resp::ok());
+    expect(&mut c, &["GET", "a"], Resp::bulk("1"));
+    expect_err(&mut c, &["DEL", "a"], "ERR no del here");
+    expect_err(&mut c, &["incr", "a"], "ERR no incr here");
+    let config_get = c.cmd(&["CONFIG", "GET", "maxmemory"]);
+    assert_ne!(
+        config_get,
+        Resp::err("ERR no config here"),
+        "CONFIG GET is not denied"
+    );
+    // A subcommand rule: the message names the command (not the subcommand).
+    expect_err(
+        &mut c,
+        &["CONFIG", "SET", "maxmemory", "1"],
+        "ERR no config here",
+    );
+    expect(&mut c, &["PING"], Resp::simple("PONG"));
+    // Nothing denied reached Redis.
+    assert_eq!(backend_get(&r, "a"), Some(b"1".to_vec()));
+
+    // The default message names the command after a colon.
+    let r2 = RedisServer::start();
+    let proxy2 = start(
+        &[&[&r2]],
+        1,
+        &[plugin(
+            "filter",
+            &command_filter(),
+            r#"{"deny": ["del"]}"#,
+            "",
+        )],
+    );
+    let mut c2 = proxy2.raw();
+    expect_err(
+        &mut c2,
+        &["DEL", "x"],
+        "NOPERM command not allowed by policy: 'del'",
+    );
+    expect(&mut c2, &["SET", "x", "1"], Resp::ok());
+}
+
+#[test]
+fn command_filter_applies_per_user_rules_set_by_acl_auth() {
+    let r = RedisServer::start();
+    let acl = acl_config(&[
+        ("alice", SECRET_SHA, r#"["*"]"#, r#"["*"]"#),
+        ("bob", BOBPW_SHA, r#"["*"]"#, r#"["*"]"#),
+    ]);
+    let filter = r#"{"deny": ["del"], "users": {"bob": {"allow": ["get", "auth", "ping"]}}}"#;
+    let proxy = start(
+        &[&[&r]],
+        2,
+        &[
+            plugin("acl-auth", &acl_auth(), &acl, ""),
+            plugin("command-filter", &command_filter(), filter, ""),
+        ],
+    );
+    let mut alice = proxy.raw();
+    auth(&mut alice, "alice", "secret");
+    expect(&mut alice, &["SET", "k", "v"], Resp::ok());
+    expect(&mut alice, &["GET", "k"], Resp::bulk("v"));
+    expect_err(
+        &mut alice,
+        &["DEL", "k"],
+        "NOPERM command not allowed by policy: 'del'",
+    );
+
+    let mut bob = proxy.raw();
+    auth(&mut bob, "bob", "bobpw");
+    expect(&mut bob, &["GET", "k"], Resp::bulk("v"));
+    expect_err(
+        &mut bob,
+        &["SET", "k", "bob"],
+        "NOPERM command not allowed by policy: 'set'",
+    );
+    expect_err(
+        &mut bob,
+        &["DEL", "k"],
+        "NOPERM command not allowed by policy: 'del'",
+    );
+    expect(&mut bob, &["PING"], Resp::simple("PONG"));
+    assert_eq!(backend_get(&r, "k"), Some(b"v".to_vec()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// key-prefix
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn key_prefix_gives_each_tenant_its_namespace_on_the_backends() {
+    let r1 = RedisServer::start();
+    let r2 = RedisServer::start();
+    let servers = [&r1, &r2];
+    let acl = acl_config(&[
+        ("alice", SECRET_SHA, r#"["*"]"#, r#"["*"]"#),
+        ("bob", BOBPW_SHA, r#"["*"]"#, r#"["*"]"#),
+        ("carol", SECRET_SHA, r#"["*"]"#, r#"["*"]"#),
+    ]);
+    let prefix = r#"{"tenants": {"alice": "t1:", "bob": "t2:"}, "default": null}"#;
+    let proxy = start(
+        &[&[&r1], &[&r2]],
+        2,
+        &[
+            plugin("acl-auth", &acl_auth(), &acl, ""),
+            plugin("key-prefix", &key_prefix(), prefix, ""),
+        ],
+    );
+    let on = |key: &str| servers[group_of_key(key.as_bytes(), 2) as usize - 1];
+    let other = |key: &str| servers[2 - group_of_key(key.as_bytes(), 2) as usize];
+
+    let mut alice = proxy.raw();
+    auth(&mut alice, "alice", "secret");
+    expect(&mut alice, &["SET", "k", "v"], Resp::ok());
+    expect(&mut alice, &["GET", "k"], Resp::bulk("v"));
+    assert_eq!(backend_get(on("t1:k"), "t1:k"), Some(b"v".to_vec()));
+    assert_eq!(backend_get(other("t1:k"), "t1:k"), None);
+    for s in servers {
+        assert_eq!(backend_get(s, "k"), None, "unprefixed k on {}", s.addr());
+    }
+
+    let mut bob = proxy.raw();
+    auth(&mut bob, "bob", "bobpw");
+    expect(&mut bob, &["GET", "k"], Resp::nil());
+    expect(&mut bob, &["SET", "k", "bob"], Resp::ok());
+    expect(&mut bob, &["GET", "k"], Resp::bulk("bob"));
+    expect(&mut alice, &["GET", "k"], Resp::bulk("v"));
+    assert_eq!(backend_get(on("t2:k"), "t2:k"), Some(b"bob".to_vec()));
+
+    // MSET / MGET over keys whose prefixed forms live in different groups.
+    let in_group = |g: u32| {
+        move |k: &[u8]| {
+            let mut full = b"t1:".to_vec();
+            full.extend_from_slice(k);
+            group_of_key(&full, 2) == g
+        }
+    };
+    let a = find_key("ma", in_group(1));
+    let b = find_key("mb", in_group(2));
+    let (ta, tb) = (format!("t1:{a}"), format!("t1:{b}"));
+    assert_ne!(group_of_key(a.as_bytes(), 2), group_of_key(b.as_bytes(), 2));
+    expect(&mut alice, &["MSET", &a, "1", &b, "2"], Resp::ok());
+    expect(
+        &mut alice,
+        &["MGET", &a, "nope", &b],
+        Resp::array(vec![Resp::bulk("1"), Resp::nil(), Resp::bulk("2")]),
+    );
+    assert_eq!(backend_get(&r1, &ta), Some(b"1".to_vec()));
+    assert_eq!(backend_get(&r2, &tb), Some(b"2".to_vec()));
+    expect(
+        &mut bob,
+        &["MGET", &a, &b],
+        Resp::array(vec![Resp::nil(), Resp::nil()]),
+    );
+    expect(&mut alice, &["EXISTS", &a, &b, "k"], Resp::Int(3));
+
+    // A user without a tenant may run commands without keys, nothing with keys.
+    let mut carol = proxy.raw();
+    auth(&mut carol, "carol", "secret");
+    expect_err(&mut carol, &["GET", "k"], "NOPERM no tenant for this user");
+    expect_err(
+        &mut carol,
+        &["SET", "k", "x"],
+        "NOPERM no tenant for this user",
+    );
+    expect(&mut carol, &["PING"], Resp::simple("PONG"));
+    expect(&mut alice, &["GET", "k"], Resp::bulk("v"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// acl-auth
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn acl_auth_answers_like_redis_acls() {
+    let r = RedisServer::start();
+    let acl = acl_config(&[(
+        "alice",
+        SECRET_SHA,
+        r#"["get", "set", "ping"]"#,
+        r#"["app:*"]"#,
+    )]);
+    let proxy = start(&[&[&r]], 2, &[plugin("acl-auth", &acl_auth(), &acl, "")]);
+    let wrongpass = "WRONGPASS invalid username-password pair or user is disabled.";
+
+    let mut c = proxy.raw();
+    expect_err(&mut c, &["GET", "app:x"], "NOAUTH Authentication required.");
+    expect_err(&mut c, &["AUTH", "alice", "wrong"], wrongpass);
+    expect_err(&mut c, &["AUTH", "mallory", "secret"], wrongpass);
+    expect_err(&mut c, &["AUTH", "secret"], wrongpass); // no "default" user
+    expect_err(
+        &mut c,
+        &["SET", "app:x", "1"],
+        "NOAUTH Authentication required.",
+    );
+    auth(&mut c, "alice", "secret");
+    expect(&mut c, &["SET", "app:x", "1"], Resp::ok());
+    expect(&mut c, &["GET", "app:x"], Resp::bulk("1"));
+    expect(&mut c, &["PING"], Resp::simple("PONG"));
+    expect_err(
+        &mut c,
+        &["DEL", "app:x"],
+        "NOPERM this user has no permissions to run the 'del' command",
+    );
+    let no_key = "NOPERM this user has no permissions to access one of the keys used as arguments";
+    expect_err(&mut c, &["GET", "other:x"], no_key);
+    expect_err(&mut c, &["SET", "other:x", "1"], no_key);
+    assert_eq!(backend_get(&r, "app:x"), Some(b"1".to_vec()));
+    assert_eq!(backend_get(&r, "other:x"), None);
+
+    // HELLO 2 AUTH authenticates in one go; HELLO without AUTH does not.
+    let mut h = proxy.raw();
+    let hello = h.cmd(&["HELLO", "2", "AUTH", "alice", "secret"]);
+    assert!(
+        hello.items().is_some_and(|v| !v.is_empty()),
+        "HELLO 2 AUTH: {hello:?}"
+    );
+    expect(&mut h, &["GET", "app:x"], Resp::bulk("1"));
+
+    let mut h2 = proxy.raw();
+    let hello = h2.cmd(&["HELLO", "2"]);
+    assert!(
+        hello.error_text().starts_with("NOAUTH"),
+        "HELLO 2 before AUTH: {hello:?}"
+    );
+    let hello = h2.cmd(&["HELLO", "2", "AUTH", "alice", "nope"]);
+    assert!(
+        hello.error_text().starts_with("WRONGPASS"),
+        "HELLO 2 AUTH with a wrong password: {hello:?}"
+    );
+    expect_err(
+        &mut h2,
+        &["GET", "app:x"],
+        "NOAUTH Authentication required.",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plugins written without the SDK
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn wat_plugin_without_the_sdk_rejects_secret_keys() {
+    let r = RedisServer::start();
+    let proxy = start(
+        &[&[&r]],
+        2,
+        &[plugin("deny-secret", &wat("deny-secret"), "", "")],
+    );
+    let mut c = proxy.raw();
+    let msg = "ERR secret keys are off limits (wat)";
+    expect(&mut c, &["SET", "secret:a", "s"], Resp::ok());
+    expect_err(&mut c, &["GET", "secret:a"], msg);
+    expect_err(&mut c, &["get", "secret:"], msg);
+    expect(&mut c, &["GET", "public"], Resp::nil());
+    expect(&mut c, &["GET", "secret"], Resp::nil());
+    expect(&mut c, &["SET", "public", "p"], Resp::ok());
+    expect(&mut c, &["GET", "public"], Resp::bulk("p"));
+    expect(&mut c, &["STRLEN", "secret:a"], Resp::Int(1));
+    assert_eq!(backend_get(&r, "secret:a"), Some(b"s".to_vec()));
+}
+
+#[test]
+fn c_plugin_without_the_sdk_rejects_flushes() {
+    let r = RedisServer::start();
+    let proxy = start(
+        &[&[&r]],
+        2,
+        &[plugin("deny-flushall", &deny_flushall(), "", "")],
+    );
+    let mut c = proxy.raw();
+    expect(&mut c, &["SET", "a", "1"], Resp::ok());
+    expect_err(
+        &mut c,
+        &["FLUSHALL"],
+        "NOPERM 'flushall' is disabled by policy (c plugin)",
+    );
+    expect_err(
+        &mut c,
+        &["flushdb"],
+        "NOPERM 'flushdb' is disabled by policy (c plugin)",
+    );
+    expect_err(
+        &mut c,
+        &["FlushAll", "ASYNC"],
+        "NOPERM 'flushall' is disabled by policy (c plugin)",
+    );
+    expect(&mut c, &["GET", "a"], Resp::bulk("1"));
+    assert_eq!(backend_get(&r, "a"), Some(b"1".to_vec()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Containment of failing plugins
+// ---------------------------------------------------------------------------------------------
+
+/// Chain of one broken module `name` (fail-closed, one worker so the failed instance is the
+/// one that serves the next connection too): `trigger` fails with a message containing
+/// `what` within 2 s, then the same and a new connection are served.
+fn assert_contained(name: &str, trigger: &str, what: &str, extra: &str) {
+    let r = RedisServer::start();
+    let proxy = start(&[&[&r]], 1, &[plugin(name, &wat(name), "", extra)]);
+    let mut c = proxy.raw();
+    expect(&mut c, &["SET", "k", "v"], Resp::ok());
+    expect(&mut c, &["GET", "k"], Resp::bulk("v"));
+
+    let t = Instant::now();
+    let reply = c.cmd(&["GET", trigger]);
+    let took = t.elapsed();
+    let prefix = format!("ERR plugin '{name}' failed: ");
+    assert!(
+        reply.error_text().starts_with(&prefix) && reply.error_text().contains(what),
+        "GET {trigger}: want an error starting {prefix:?} and containing {what:?}, got {reply:?}"
+    );
+    assert!(took < Duration::from_secs(2), "GET {trigger} took {took:?}");
+
+    // The same connection: served again once the instance is re-created (rate limited).
+    assert_eq!(
+        until_restarted(&mut c, name, &["GET", "k"]),
+        Resp::bulk("v")
+    );
+    expect(&mut c, &["SET", "k2", "v2"], Resp::ok());
+    // A new connection on the same worker.
+    let mut c2 = proxy.raw();
+    assert_eq!(
+        until_restarted(&mut c2, name, &["GET", "k2"]),
+        Resp::bulk("v2")
+    );
+    // It fails again the same way, and recovers again.
+    std::thread::sleep(Duration::from_millis(1100));
+    let reply = c2.cmd(&["GET", trigger]);
+    assert!(
+        reply.error_text().starts_with(&prefix) && reply.error_text().contains(what),
+        "second GET {trigger}: {reply:?}"
+    );
+    assert_eq!(
+        until_restarted(&mut c, name, &["GET", "k"]),
+        Resp::bulk("v")
+    );
+    let log = proxy.log();
+    assert!(
+        log.contains("plugin failed") && log.contains(name),
+        "the failure is not logged:\n{log}"
+    );
+}
+
+#[test]
+fn trapping_plugin_fails_only_its_command() {
+    assert_contained("trap", "boom", "trapped", "");
+}
+
+#[test]
+fn looping_plugin_times_out_and_only_its_command_fails() {
+    assert_contained("loop", "loop", "timed out after 100 ms", "timeout_ms = 100");
+}
+
+#[test]
+fn growing_plugin_hits_its_memory_limit_and_only_its_command_fails() {
+    assert_contained("grow", "grow", "memory", "memory_limit_mb = 4");
+}
+
+#[test]
+fn fail_open_plugin_lets_the_command_reach_redis_after_its_timeout() {
+    let r = RedisServer::start();
+    let proxy = start(
+        &[&[&r]],
+        1,
+        &[plugin(
+            "loop",
+            &wat("loop"),
+            "",
+            "fail = \"open\"\ntimeout_ms = 50",
+        )],
+    );
+    let mut c = proxy.raw();
+    let t = Instant::now();
+    expect(&mut c, &["GET", "loop"], Resp::nil());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    // While the instance is being re-created, fail-open lets commands through as well.
+    expect(&mut c, &["SET", "loop", "x"], Resp::ok());
+    expect(&mut c, &["GET", "loop"], Resp::bulk("x"));
+    let mut c2 = proxy.raw();
+    expect(&mut c2, &["GET", "loop"], Resp::bulk("x"));
+    let stats = get_json(&proxy, "/api/stats");
+    let failures = stats["plugins"][0]["failures"].as_u64();
+    assert!(
+        failures.is_some_and(|n| n >= 1),
+        "fail-open failures not counted: {stats}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Modules that must be refused at start
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn malformed_module_is_refused_at_start() {
+    let dir = TempDir::new("plugin-garbage");
+    let path = dir.path().join("garbage.wasm");
+    std::fs::write(
+        &path,
+        b"\x00asm\x01\x00\x00\x00this is not webassembly\xff\xfe",
+    )
+    .unwrap();
+    assert_refused(
+        &[plugin("garbage", &path, "", "")],
+        "garbage",
+        "not a valid WebAssembly module",
+    );
+    let text = dir.path().join("text.wasm");
+    std::fs::write(&text, "hello, I am not a module").unwrap();
+    assert_refused(
+        &[plugin("text", &text, "", "")],
+        "text",
+        "not a valid WebAssembly module",
+    );
+}
+
+#[test]
+fn module_of_another_abi_version_is_refused_at_start() {
+    assert_refused(
+        &[plugin("bad-version", &wat("bad-version"), "", "")],
+        "bad-version",
+        "speaks plugin ABI version 2",
+    );
+}
+
+#[test]
+fn plugin_refusing_its_config_is_refused_at_start() {
+    assert_refused(
+        &[plugin(
+            "command-filter",
+            &command_filter(),
+            r#"{"deny": ["get""#,
+            "",
+        )],
+        "command-filter",
+        "refused its configuration",
+    );
+    // Later in the chain, and a wrong type rather than bad JSON.
+    assert_refused(
+        &[
+            plugin("deny-secret", &wat("deny-secret"), "", ""),
+            plugin("filter2", &command_filter(), r#"{"deny": "get"}"#, ""),
+        ],
+        "filter2",
+        "refused its configuration",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Observability
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn stats_and_metrics_count_calls_rejects_and_failures_per_plugin() {
+    let r = RedisServer::start();
+    let proxy = start(
+        &[&[&r]],
+        1,
+        &[
+            plugin("filter", &command_filter(), r#"{"deny": ["del"]}"#, ""),
+            plugin("deny-secret", &wat("deny-secret"), "", ""),
+            plugin("flush", &deny_flushall(), "", ""),
+            plugin("trap", &wat("trap"), "", ""),
+        ],
+    );
+    let mut c = proxy.raw();
+    expect(&mut c, &["SET", "a", "1"], Resp::ok());
+    expect(&mut c, &["GET", "a"], Resp::bulk("1"));
+    assert!(c.cmd(&["DEL", "a"]).is_error());
+    assert!(c.cmd(&["GET", "secret:x"]).is_error());
+    assert!(c.cmd(&["GET", "boom"]).is_error());
+
+    let stats = get_json(&proxy, "/api/stats");
+    let plugins = stats["plugins"]
+        .as_array()
+        .unwrap_or_else(|| panic!("stats.plugins is not an array: {stats}"));
+    let names: Vec<&str> = plugins.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["filter", "deny-secret", "flush", "trap"], "{stats}");
+    let entry = |name: &str| plugins.iter().find(|p| p["name"] == name).unwrap();
+    let n = |name: &str, field: &str| {
+        entry(name)[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("plugins[{name}].{field} is not a count: {stats}"))
+    };
+    // filter saw all five commands and rejected DEL; deny-secret saw the four after it.
+    assert_eq!(n("filter", "calls"), 5, "{stats}");
+    assert_eq!(n("filter", "rejects"), 1, "{stats}");
+    assert_eq!(n("deny-secret", "calls"), 4, "{stats}");
+    assert_eq!(n("deny-secret", "rejects"), 1, "{stats}");
+    // The C plugin subscribes to flushes only: never called.
+    assert_eq!(n("flush", "calls"), 0, "{stats}");
+    assert_eq!(n("trap", "failures"), 1, "{stats}");
+    assert_eq!(n("filter", "failures"), 0, "{stats}");
+    for name in ["filter", "deny-secret", "trap"] {
+        let per_call = entry(name)["nanos_per_call"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no nanos_per_call for {name}: {stats}"));
+        assert!(per_call > 0.0, "{name} nanos_per_call {per_call}: {stats}");
+    }
+
+    let resp = proxy.http_get("/metrics");
+    assert_eq!(resp.status, 200);
+    let m = &resp.body;
+    let value =
+        |series: &str| metric(m, series).unwrap_or_else(|| panic!("no {series} in /metrics:\n{m}"));
+    assert_eq!(
+        value(r#"tessera_plugin_calls_total{plugin="filter",verdict="reject"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"tessera_plugin_calls_total{plugin="deny-secret",verdict="reject"}"#),
+        1.0
+    );
+    assert!(value(r#"tessera_plugin_calls_total{plugin="filter",verdict="continue"}"#) >= 4.0);
+    assert_eq!(
+        value(r#"tessera_plugin_failures_total{plugin="trap"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"tessera_plugin_failures_total{plugin="filter"}"#),
+        0.0
+    );
+    assert!(value(r#"tessera_plugin_seconds_total{plugin="filter"}"#) > 0.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pipelined load through a chain of three
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn pipeline_of_2000_mixed_commands_through_a_chain_of_three() {
+    let r1 = RedisServer::start();
+    let r2 = RedisServer::start();
+    let acl = acl_config(&[("alice", SECRET_SHA, r#"["*", "-flushall"]"#, r#"["app:*"]"#)]);
+    let proxy = start(
+        &[&[&r1], &[&r2]],
+        2,
+        &[
+            plugin("acl-auth", &acl_auth(), &acl, ""),
+            plugin(
+                "key-prefix",
+                &key_prefix(),
+                r#"{"tenants": {"alice": "t1:"}, "default": null}"#,
+                "",
+            ),
+            plugin(
+                "command-filter",
+                &command_filter(),
+                r#"{"deny": ["del"]}"#,
+                "",
+            ),
+        ],
+    );
+    let mut c = proxy.raw();
+
+    // AUTH is the first command of the same write: the attributes it sets apply to the
+    // commands pipelined behind it.
+    let no_key = "NOPERM this user has no permissions to access one of the keys used as arguments";
+    let mut out = encode(&["AUTH", "alice", "secret"]);
+    let mut want = vec![(show(&["AUTH", "alice", "secret"]), Resp::ok())];
+    let mut counter = 0;
+    for i in 0..2000usize {
+        let k = format!("app:{i}");
+        let prev = format!("app:{}", i.saturating_sub(1) / 8 * 8);
+        let (cmd, reply): (Vec<String>, Resp) = match i % 8 {
+            0 => (vec!["SET".into(), k, format!("v{i}")], Resp::ok()),
+            1 => (
+                vec!["GET".into(), prev.clone()],
+                Resp::bulk(format!("v{}", i / 8 * 8)),
+            ),
+            2 => {
+                counter += 1;
+                (vec!["INCR".into(), "app:ctr".into()], Resp::Int(counter))
+            }
+            3 => (
+                vec!["DEL".into(), prev],
+                Resp::err("NOPERM command not allowed by policy: 'del'"),
+            ),
+            4 => (vec!["GET".into(), format!("other:{i}")], Resp::err(no_key)),
+            5 => (
+                vec![
+                    "MGET".into(),
+                    format!("app:{}", i / 8 * 8),
+                    format!("app:missing{i}"),
+                    "app:ctr".into(),
+                ],
+                Resp::array(vec![
+                    Resp::bulk(format!("v{}", i / 8 * 8)),
+                    Resp::nil(),
+                    Resp::bulk(counter.to_string()),
+                ]),
+            ),
+            6 => (vec!["PING".into()], Resp::simple("PONG")),
+            _ => (
+                vec![
+                    "MSET".into(),
+                    format!("app:m{i}"),
+                    format!("m{i}"),
+                    format!("app:n{i}"),
+                    format!("n{i}"),
+                ],
+                Resp::ok(),
+            ),
+        };
+        out.extend(encode(&cmd));
+        want.push((cmd, reply));
+    }
+    let t = Instant::now();
+    c.send(&out);
+    for (i, (cmd, reply)) in want.iter().enumerate() {
+        let got = c
+            .read()
+            .unwrap_or_else(|e| panic!("reply {i} to {cmd:?}: {e}"));
+        assert_eq!(&got, reply, "reply {i} to {cmd:?}");
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "2001 replies took {:?}",
+        t.elapsed()
+    );
+    // Everything landed prefixed, on the group that owns the prefixed key.
+    let servers = [&r1, &r2];
+    let on = |key: &str| servers[group_of_key(key.as_bytes(), 2) as usize - 1];
+    for key in ["app:0", "app:1992", "app:m7", "app:n1999", "app:ctr"] {
+        let full = format!("t1:{key}");
+        assert!(
+            backend_get(on(&full), &full).is_some(),
+            "{full} is not on its backend"
+        );
+        for s in servers {
+            assert_eq!(
+                backend_get(s, key),
+                None,
+                "unprefixed {key} on {}",
+                s.addr()
+            );
+        }
+    }
+    assert_eq!(
+        backend_get(on("t1:app:ctr"), "t1:app:ctr"),
+        Some(counter.to_string().into_bytes())
+    );
+}
