@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wasmtime::{
     Caller, Config, Engine, Instance as WasmInstance, Linker, Memory, Module, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, TypedFunc,
+    StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadline,
 };
 
 /// How often the engine's epoch advances: the unit of a plugin's time limit.
@@ -53,6 +53,8 @@ pub fn compile(bytes: &[u8]) -> Result<Module, String> {
 pub struct HostState {
     limits: StoreLimits,
     plugin: String,
+    /// The thread's CPU time when the current call's deadline last fired.
+    cpu_at_deadline: Option<Duration>,
 }
 
 /// The hooks a module may export.
@@ -138,10 +140,27 @@ impl Instance {
             HostState {
                 limits,
                 plugin: plugin.to_string(),
+                cpu_at_deadline: None,
             },
         );
         store.limiter(|s| &mut s.limits);
         let timeout_ticks = (timeout.as_millis() as u64 / TICK.as_millis() as u64).max(1);
+        // The deadline is in wall-clock ticks, but only time the plugin spent running counts:
+        // when it fires, the call goes on for another window, and it is stopped once a window
+        // passes in which the thread ran for most of it (not merely waited for a CPU).
+        store.epoch_deadline_callback(move |mut ctx| {
+            let now = cpu_time::ThreadTime::try_now()
+                .map(|t| t.as_duration())
+                .unwrap_or_default();
+            let data = ctx.data_mut();
+            let previous = data.cpu_at_deadline.replace(now);
+            match previous {
+                Some(before) if now.saturating_sub(before) >= timeout * 4 / 5 => {
+                    Err(wasmtime::Error::new(Trap::Interrupt))
+                }
+                _ => Ok(UpdateDeadline::Continue(timeout_ticks)),
+            }
+        });
         store.set_epoch_deadline(timeout_ticks);
         let instance: WasmInstance = linker()?
             .instantiate(&mut store, module)
@@ -242,6 +261,7 @@ impl Instance {
             return Ok(Vec::new());
         };
         self.store.set_epoch_deadline(self.timeout_ticks);
+        self.store.data_mut().cpu_at_deadline = None;
         let len = i32::try_from(input.len()).map_err(|_| "input too large")?;
         let ptr = self
             .alloc

@@ -55,7 +55,7 @@ impl ReplyScanner {
                     let n = parse_int(&buf[self.pos + 1..eol]).ok_or(bad.clone())?;
                     self.pos = after;
                     let n = if matches!(kind, b'%' | b'|') {
-                        n * 2
+                        n.checked_mul(2).ok_or(bad.clone())?
                     } else {
                         n
                     };
@@ -249,6 +249,11 @@ mod tests {
         assert!(s.scan(b"?what\r\n").is_err());
         s.reset();
         assert!(s.scan(b"$abc\r\n").is_err());
+        s.reset();
+        assert!(
+            s.scan(b"%9000000000000000000\r\n").is_err(),
+            "a map header that overflows"
+        );
     }
 
     #[test]

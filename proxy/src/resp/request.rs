@@ -258,7 +258,7 @@ fn split_inline(line: &[u8], args: &mut Vec<Vec<u8>>) -> Result<(), ProtocolErro
     let at = |i: usize| line.get(i).copied().unwrap_or(0);
     let mut p = 0;
     loop {
-        while p < line.len() && at(p).is_ascii_whitespace() {
+        while p < line.len() && is_c_space(at(p)) {
             p += 1;
         }
         if p >= line.len() {
@@ -287,7 +287,7 @@ fn split_inline(line: &[u8], args: &mut Vec<Vec<u8>>) -> Result<(), ProtocolErro
                         other => other,
                     });
                 } else if c == b'"' {
-                    if p + 1 < line.len() && !at(p + 1).is_ascii_whitespace() {
+                    if p + 1 < line.len() && !is_c_space(at(p + 1)) {
                         return Err(ProtocolError::UnbalancedQuotes);
                     }
                     p += 1;
@@ -302,7 +302,7 @@ fn split_inline(line: &[u8], args: &mut Vec<Vec<u8>>) -> Result<(), ProtocolErro
                     p += 1;
                     current.push(b'\'');
                 } else if c == b'\'' {
-                    if p + 1 < line.len() && !at(p + 1).is_ascii_whitespace() {
+                    if p + 1 < line.len() && !is_c_space(at(p + 1)) {
                         return Err(ProtocolError::UnbalancedQuotes);
                     }
                     p += 1;
@@ -325,6 +325,11 @@ fn split_inline(line: &[u8], args: &mut Vec<Vec<u8>>) -> Result<(), ProtocolErro
         }
         args.push(current);
     }
+}
+
+/// C's `isspace`, which Redis uses: unlike `u8::is_ascii_whitespace` it counts `\v`.
+fn is_c_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 fn hex(c: u8) -> u8 {
