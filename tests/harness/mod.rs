@@ -720,12 +720,25 @@ impl Proxy {
         let dir = TempDir::new("proxy");
         let config_path = dir.path().join("tessera.toml");
         fs::write(&config_path, text).expect("write proxy config");
+        let args = ["--config".to_string(), config_path.display().to_string()];
+        Proxy::launch(dir, config_path, &args, listen, admin, wait_admin)
+    }
+
+    /// Runs `tessera proxy ARGS` with its log in `dir`; waits for `listen` (and `admin` if
+    /// `wait_admin`), or for the process to exit.
+    fn launch(
+        dir: TempDir,
+        config_path: PathBuf,
+        args: &[String],
+        listen: SocketAddr,
+        admin: SocketAddr,
+        wait_admin: bool,
+    ) -> Result<Proxy, ProxyExited> {
         let log_path = dir.path().join("proxy.log");
         let log = File::create(&log_path).expect("create proxy log");
         let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .arg("proxy")
-            .arg("--config")
-            .arg(&config_path)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
@@ -1180,50 +1193,7 @@ impl HttpResponse {
 
 /// A plain HTTP/1.1 GET (Connection: close), with chunked bodies decoded. Panics on I/O errors.
 pub fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect admin {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write HTTP request");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("read HTTP response from {addr}{path}: {e}"));
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| {
-            panic!(
-                "no end of headers in {:?}",
-                String::from_utf8_lossy(&raw[..raw.len().min(500)])
-            )
-        });
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut body = raw[split + 4..].to_vec();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
-    if chunked {
-        body = dechunk(&body);
-    }
-    HttpResponse {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    http_request(addr, "GET", path, &[], "")
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
@@ -1314,43 +1284,22 @@ impl Proxy {
         let (listen, admin) = (free_addr(), free_addr());
         let dir = TempDir::new("proxy");
         let config_path = dir.path().join("no-config-file");
-        let log_path = dir.path().join("proxy.log");
-        let log = File::create(&log_path).expect("create proxy log");
-        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .arg("proxy")
-            .args(["--coordinator", url, "--product", product])
-            .args(["--lease-ttl", &lease_ttl_secs.to_string()])
-            .args(["--listen", &listen.to_string()])
-            .args(["--admin-listen", &admin.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", env!("CARGO_BIN_EXE_tessera")));
-        let mut proxy = Proxy {
-            addr: listen,
-            admin,
-            child: Some(child),
-            dir,
-            log_path,
-            config_path,
-        };
-        let mut exited = None;
-        let listening = wait_until(START_BOUND, || {
-            if let Some(s) = proxy.child.as_mut().unwrap().try_wait().ok().flatten() {
-                exited = Some(s);
-                return true;
-            }
-            accepts(listen) && accepts(admin)
-        });
-        if exited.is_some() || !listening {
-            proxy.kill();
-            return Err(ProxyExited {
-                status: exited,
-                log: proxy.log(),
-            });
-        }
-        Ok(proxy)
+        let args: Vec<String> = [
+            "--coordinator",
+            url,
+            "--product",
+            product,
+            "--lease-ttl",
+            &lease_ttl_secs.to_string(),
+            "--listen",
+            &listen.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Proxy::launch(dir, config_path, &args, listen, admin, true)
     }
 }
 
