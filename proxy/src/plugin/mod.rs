@@ -148,7 +148,7 @@ fn new_instance(module: &wasmtime::Module, c: &PluginConfig) -> Result<Instance,
     let limit = (c.memory_limit_mb as usize).saturating_mul(1024 * 1024);
     let mut instance = Instance::new(module, &c.name, limit, timeout(c))?;
     let verdict = instance.call(Hook::Configure, c.config.as_bytes(), timeout(c))?;
-    match abi::decode_verdict(&verdict)?.decision {
+    match verdict.decision {
         Decision::Continue => Ok(instance),
         Decision::Reject(why) => Err(format!("refused its configuration: {why}")),
         other => Err(format!("answered its configuration with {other:?}")),
@@ -202,10 +202,25 @@ pub struct WorkerChain {
     pub version: u64,
     links: Vec<Link>,
     scratch: Vec<u8>,
+    /// Some counts are not flushed yet.
+    dirty: bool,
+}
+
+/// Counts of one link not yet added to the plugin's shared counters.
+#[derive(Default)]
+struct Counts {
+    calls: u64,
+    continues: u64,
+    rewrites: u64,
+    replies: u64,
+    rejects: u64,
+    failures: u64,
+    nanos: u64,
 }
 
 struct Link {
     plugin: Arc<LoadedPlugin>,
+    counts: Counts,
     instance: Option<Instance>,
     /// When the instance was last (re-)created, for the rate limit.
     created: Option<Instant>,
@@ -231,12 +246,14 @@ impl WorkerChain {
                 .plugins
                 .iter()
                 .map(|p| Link {
+                    counts: Counts::default(),
                     plugin: p.clone(),
                     instance: None,
                     created: None,
                 })
                 .collect(),
             scratch: Vec::new(),
+            dirty: false,
         }
     }
 
@@ -365,8 +382,6 @@ impl WorkerChain {
     /// the failure rule: `Err(reply)` when fail-closed, `Ok(Continue)` when fail-open.
     fn call(&mut self, i: usize, hook: Hook) -> Result<Verdict, Bytes> {
         let link = &mut self.links[i];
-        let plugin = link.plugin.clone();
-        let stats = &plugin.stats;
         if link.instance.is_none() {
             let recent = link
                 .created
@@ -375,7 +390,7 @@ impl WorkerChain {
                 return self.fail_quietly(i, "is restarting after a failure".into());
             }
             link.created = Some(Instant::now());
-            match new_instance(&plugin.module, &plugin.config) {
+            match new_instance(&link.plugin.module, &link.plugin.config) {
                 Ok(inst) => link.instance = Some(inst),
                 Err(e) => {
                     return self
@@ -386,33 +401,56 @@ impl WorkerChain {
         }
         let instance = link.instance.as_mut().expect("instance exists");
         let start = Instant::now();
-        let result = instance
-            .call(hook, &self.scratch, timeout(&plugin.config))
-            .and_then(|v| abi::decode_verdict(&v));
-        stats.calls.fetch_add(1, Relaxed);
-        stats
-            .nanos
-            .fetch_add(start.elapsed().as_nanos() as u64, Relaxed);
+        let result = instance.call(hook, &self.scratch, timeout(&link.plugin.config));
+        let counts = &mut link.counts;
+        counts.calls += 1;
+        counts.nanos += start.elapsed().as_nanos() as u64;
+        self.dirty = true;
         match result {
             Ok(v) => {
-                let counter = match v.decision {
-                    Decision::Continue => &stats.continues,
-                    Decision::Rewrite(_) => &stats.rewrites,
-                    Decision::Reply(_) => &stats.replies,
-                    Decision::Reject(_) => &stats.rejects,
-                };
-                counter.fetch_add(1, Relaxed);
+                match v.decision {
+                    Decision::Continue => counts.continues += 1,
+                    Decision::Rewrite(_) => counts.rewrites += 1,
+                    Decision::Reply(_) => counts.replies += 1,
+                    Decision::Reject(_) => counts.rejects += 1,
+                }
                 Ok(v)
             }
             Err(e) => self.fail(i, e).map(|()| Verdict::CONTINUE),
         }
     }
 
-    /// Applies the failure rule after throwing the instance away.
+    /// Adds this worker's counts since the last flush to the plugins' shared counters. Called
+    /// once per batch of commands, so the shared cache lines are not written on every call.
+    pub fn flush_stats(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        for link in &mut self.links {
+            let c = std::mem::take(&mut link.counts);
+            let s = &link.plugin.stats;
+            for (shared, n) in [
+                (&s.calls, c.calls),
+                (&s.continues, c.continues),
+                (&s.rewrites, c.rewrites),
+                (&s.replies, c.replies),
+                (&s.rejects, c.rejects),
+                (&s.failures, c.failures),
+                (&s.nanos, c.nanos),
+            ] {
+                if n > 0 {
+                    shared.fetch_add(n, Relaxed);
+                }
+            }
+        }
+    }
+
     fn fail(&mut self, i: usize, what: String) -> Result<(), Bytes> {
         let link = &mut self.links[i];
         link.instance = None;
-        link.plugin.stats.failures.fetch_add(1, Relaxed);
+        link.counts.failures += 1;
+        self.dirty = true;
         tracing::warn!(plugin = %link.plugin.config.name, "plugin failed: {what}");
         self.fail_quietly(i, what).map(|_| ())
     }

@@ -4,6 +4,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::abi::{self, Verdict};
 use wasmtime::{
     Caller, Config, Engine, Instance as WasmInstance, Linker, Memory, Module, Store, StoreLimits,
     StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadline,
@@ -255,10 +256,10 @@ impl Instance {
         Ok(names)
     }
 
-    /// Calls a hook with `input`; returns the verdict bytes (empty for `Continue`).
-    pub fn call(&mut self, hook: Hook, input: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+    /// Calls a hook with `input` and decodes its verdict in place, in the plugin's memory.
+    pub fn call(&mut self, hook: Hook, input: &[u8], timeout: Duration) -> Result<Verdict, String> {
         let Some(f) = self.hooks[hook as usize].clone() else {
-            return Ok(Vec::new());
+            return Ok(Verdict::CONTINUE);
         };
         self.store.set_epoch_deadline(self.timeout_ticks);
         self.store.data_mut().cpu_at_deadline = None;
@@ -273,7 +274,19 @@ impl Instance {
         let packed = f
             .call(&mut self.store, (ptr, len))
             .map_err(|e| describe(&e, timeout))?;
-        self.read_packed(packed)
+        if packed == 0 {
+            return Ok(Verdict::CONTINUE);
+        }
+        let (at, n) = (
+            (packed as u64 >> 32) as usize,
+            (packed as u64 & 0xffff_ffff) as usize,
+        );
+        let verdict = self
+            .memory
+            .data(&self.store)
+            .get(at..at.saturating_add(n))
+            .ok_or_else(|| format!("returned {n} bytes at {at}, outside its memory"))?;
+        abi::decode_verdict(verdict)
     }
 
     fn read_packed(&self, packed: i64) -> Result<Vec<u8>, String> {

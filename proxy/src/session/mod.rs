@@ -219,6 +219,9 @@ impl Session {
             }
         }
         self.flush_batches();
+        if self.plugins {
+            self.worker.chain.borrow_mut().flush_stats();
+        }
     }
 
     /// Answers `-ERR Protocol error: ...` after the replies before it, then closes.
@@ -479,6 +482,9 @@ impl Session {
             self.wbuf.extend_from_slice(reply);
             self.queue.pop_front();
             self.head += 1;
+        }
+        if self.plugins {
+            self.worker.chain.borrow_mut().flush_stats();
         }
     }
 

@@ -51,6 +51,7 @@ impl Session {
         }
         let mut attrs = std::mem::take(&mut self.attrs);
         let result = chain.on_connect(&self.call_context(), &mut attrs);
+        chain.flush_stats();
         self.attrs = attrs;
         self.note_user();
         result
