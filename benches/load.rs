@@ -14,14 +14,16 @@
 mod harness;
 
 use std::fmt::Write as _;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use harness::{Proxy, RawConn, RedisServer, Resp, TempDir, accepts, free_port, wait_until};
+use harness::{
+    Proxy, RawConn, RedisServer, Resp, TempDir, accepts, clock_ticks_per_sec, cpu_ticks, free_port,
+    reader_thread, wait_until,
+};
 
 /// Connections of every redis-benchmark run.
 const CLIENTS: u32 = 50;
@@ -233,35 +235,10 @@ impl Drop for Twemproxy {
 // Measuring
 // ---------------------------------------------------------------------------------------------
 
-/// utime + stime of a process (all its threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields after the command name start at field 3 (state); utime is 14, stime 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
-}
-
 struct RunResult {
     ops_per_sec: f64,
     /// Proxy CPU per operation (None for direct Redis).
     cpu_us_per_op: Option<f64>,
-}
-
-fn reader_thread(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = r.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    })
 }
 
 /// One redis-benchmark run against `ep`; `Err` if it failed, timed out or printed no rate.

@@ -17,13 +17,14 @@
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use harness::{Proxy, RawConn, RedisServer, Resp, encode, wait_until};
+use harness::{
+    Proxy, RawConn, RedisServer, Resp, clock_ticks_per_sec, cpu_ticks, encode, reader_thread,
+    wait_until,
+};
 
 /// Every redis-benchmark run is killed past this.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -113,23 +114,6 @@ fn plugin_toml(chain: &[(&str, &str, String)]) -> String {
 // Measuring
 // ---------------------------------------------------------------------------------------------
 
-/// utime + stime of a process (all its threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields after the command name start at field 3 (state); utime is 14, stime 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
-}
-
 /// `(name, calls, nanos, rejects + failures)` of each plugin of the chain, in order.
 fn plugin_counters(proxy: &Proxy) -> Vec<(String, u64, u64, u64)> {
     let body = proxy.http_get("/api/stats").body;
@@ -151,14 +135,6 @@ fn plugin_counters(proxy: &Proxy) -> Vec<(String, u64, u64, u64)> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn reader_thread(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = r.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    })
 }
 
 /// One run's figures.
