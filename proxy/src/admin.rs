@@ -158,40 +158,37 @@ fn metrics(shared: &Shared) -> String {
     let _ = writeln!(out, "tessera_sessions_total {}", snap.sessions.total);
     let _ = writeln!(out, "tessera_uptime_seconds {}", snap.uptime_secs);
 
-    let _ = writeln!(
-        out,
-        "# HELP tessera_commands_total Calls per command.\n# TYPE tessera_commands_total counter"
+    let commands = &snap.commands;
+    family(
+        &mut out,
+        "tessera_commands_total",
+        "counter",
+        "Calls per command.",
+        "command",
+        commands
+            .iter()
+            .map(|c| (c.name.as_str(), c.calls.to_string())),
     );
-    for c in &snap.commands {
-        let _ = writeln!(
-            out,
-            "tessera_commands_total{{command=\"{}\"}} {}",
-            c.name, c.calls
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP tessera_command_errors_total Error replies per command.\n# TYPE tessera_command_errors_total counter"
+    family(
+        &mut out,
+        "tessera_command_errors_total",
+        "counter",
+        "Error replies per command.",
+        "command",
+        commands
+            .iter()
+            .map(|c| (c.name.as_str(), c.errors.to_string())),
     );
-    for c in &snap.commands {
-        let _ = writeln!(
-            out,
-            "tessera_command_errors_total{{command=\"{}\"}} {}",
-            c.name, c.errors
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP tessera_command_seconds_total Time spent per command, from read to reply.\n# TYPE tessera_command_seconds_total counter"
+    family(
+        &mut out,
+        "tessera_command_seconds_total",
+        "counter",
+        "Time spent per command, from read to reply.",
+        "command",
+        commands
+            .iter()
+            .map(|c| (c.name.as_str(), (c.usecs as f64 / 1e6).to_string())),
     );
-    for c in &snap.commands {
-        let _ = writeln!(
-            out,
-            "tessera_command_seconds_total{{command=\"{}\"}} {}",
-            c.name,
-            c.usecs as f64 / 1e6
-        );
-    }
 
     let _ = writeln!(
         out,
@@ -215,27 +212,27 @@ fn metrics(shared: &Shared) -> String {
     );
     let _ = writeln!(out, "tessera_command_duration_seconds_count {cumulative}");
 
-    let _ = writeln!(
-        out,
-        "# HELP tessera_backend_up Whether the proxy's connections to a backend are up.\n# TYPE tessera_backend_up gauge"
-    );
     let backends = shared.registry.all();
-    for b in &backends {
-        let up = (b.state() == "up") as u8;
-        let _ = writeln!(out, "tessera_backend_up{{addr=\"{}\"}} {up}", b.addr);
-    }
-    let _ = writeln!(
-        out,
-        "# HELP tessera_backend_failures_total Backend connection failures and timeouts.\n# TYPE tessera_backend_failures_total counter"
+    family(
+        &mut out,
+        "tessera_backend_up",
+        "gauge",
+        "Whether the proxy's connections to a backend are up.",
+        "addr",
+        backends
+            .iter()
+            .map(|b| (&*b.addr, ((b.state() == "up") as u8).to_string())),
     );
-    for b in &backends {
-        let _ = writeln!(
-            out,
-            "tessera_backend_failures_total{{addr=\"{}\"}} {}",
-            b.addr,
-            b.failures.load(Relaxed)
-        );
-    }
+    family(
+        &mut out,
+        "tessera_backend_failures_total",
+        "counter",
+        "Backend connection failures and timeouts.",
+        "addr",
+        backends
+            .iter()
+            .map(|b| (&*b.addr, b.failures.load(Relaxed).to_string())),
+    );
     let chain = shared.plugins.load();
     let _ = writeln!(
         out,
@@ -258,29 +255,47 @@ fn metrics(shared: &Shared) -> String {
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP tessera_plugin_failures_total Plugin traps, timeouts, memory overruns and malformed verdicts.\n# TYPE tessera_plugin_failures_total counter"
+    let plugins = &chain.plugins;
+    family(
+        &mut out,
+        "tessera_plugin_failures_total",
+        "counter",
+        "Plugin traps, timeouts, memory overruns and malformed verdicts.",
+        "plugin",
+        plugins.iter().map(|p| {
+            (
+                p.config.name.as_str(),
+                p.stats.failures.load(Relaxed).to_string(),
+            )
+        }),
     );
-    for p in &chain.plugins {
-        let _ = writeln!(
-            out,
-            "tessera_plugin_failures_total{{plugin=\"{}\"}} {}",
-            p.config.name,
-            p.stats.failures.load(Relaxed)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP tessera_plugin_seconds_total Time spent in plugin calls.\n# TYPE tessera_plugin_seconds_total counter"
+    family(
+        &mut out,
+        "tessera_plugin_seconds_total",
+        "counter",
+        "Time spent in plugin calls.",
+        "plugin",
+        plugins.iter().map(|p| {
+            (
+                p.config.name.as_str(),
+                (p.stats.nanos.load(Relaxed) as f64 / 1e9).to_string(),
+            )
+        }),
     );
-    for p in &chain.plugins {
-        let _ = writeln!(
-            out,
-            "tessera_plugin_seconds_total{{plugin=\"{}\"}} {}",
-            p.config.name,
-            p.stats.nanos.load(Relaxed) as f64 / 1e9
-        );
-    }
     out
+}
+
+/// One metric family with a single label: its HELP and TYPE lines, then a sample per row.
+fn family<'a>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    rows: impl Iterator<Item = (&'a str, String)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (label_value, sample) in rows {
+        let _ = writeln!(out, "{name}{{{label}=\"{label_value}\"}} {sample}");
+    }
 }
