@@ -63,6 +63,29 @@ fn bench_decode(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // MSET of 10,000 pairs (about 270 KiB) arriving 1 KiB at a time: the decoder must
+    // resume where it stopped, not re-scan every argument on each read.
+    let pairs: Vec<Vec<u8>> = std::iter::once(b"MSET".to_vec())
+        .chain((0..20_000).map(|i| format!("k{i:06}").into_bytes()))
+        .collect();
+    let refs: Vec<&[u8]> = pairs.iter().map(Vec::as_slice).collect();
+    let big = encode(&refs);
+    g.throughput(Throughput::Bytes(big.len() as u64));
+    g.bench_function("MSET_10000_pairs_in_1KiB_reads", |b| {
+        let mut decoder = RequestDecoder::default();
+        b.iter(|| {
+            let mut buf = BytesMut::with_capacity(big.len());
+            let mut n = 0;
+            for chunk in big.chunks(1024) {
+                buf.extend_from_slice(chunk);
+                while let Some(req) = decoder.decode(&mut buf).expect("valid frame") {
+                    black_box(&req);
+                    n += 1;
+                }
+            }
+            assert_eq!(n, 1);
+        })
+    });
     g.finish();
 }
 

@@ -70,6 +70,16 @@ pub struct RequestDecoder {
     spans: Vec<(usize, usize)>,
     /// The arguments of the inline command being scanned (unescaped, so owned).
     inline_args: Vec<Vec<u8>>,
+    /// Where the scan of an incomplete array frame stopped, so the next read resumes there
+    /// instead of re-scanning every argument already seen (`spans` holds those).
+    resume: Option<Resume>,
+}
+
+/// An array frame scanned up to `pos` (the start of the first incomplete argument).
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    count: usize,
+    pos: usize,
 }
 
 enum Scan {
@@ -88,10 +98,14 @@ impl RequestDecoder {
             limits,
             spans: Vec::new(),
             inline_args: Vec::new(),
+            resume: None,
         }
     }
 
     /// Takes the next whole request off the front of `buf`, if one is there.
+    ///
+    /// Between calls the caller may only append to `buf`: after an incomplete frame the
+    /// decoder resumes where it stopped.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
         loop {
             if buf.is_empty() {
@@ -115,23 +129,47 @@ impl RequestDecoder {
     }
 
     fn scan(&mut self, buf: &[u8]) -> Result<Scan, ProtocolError> {
-        self.spans.clear();
-        if buf[0] != b'*' {
-            return self.scan_inline(buf);
-        }
-        let Some((count, mut pos)) = read_header(buf, 1, self.limits.max_array_len as i64)? else {
-            return Ok(Scan::Incomplete);
+        let (count, pos) = match self.resume.take() {
+            Some(r) if buf[0] == b'*' && r.pos <= buf.len() => (r.count, r.pos),
+            _ => {
+                self.spans.clear();
+                if buf[0] != b'*' {
+                    return self.scan_inline(buf);
+                }
+                let Some((count, pos)) = read_header(buf, 1, self.limits.max_array_len as i64)?
+                else {
+                    return Ok(Scan::Incomplete);
+                };
+                let count = match count {
+                    Header::Len(n) => n,
+                    Header::TooBig | Header::Bad => return Err(ProtocolError::InvalidArrayLen),
+                };
+                if count <= 0 {
+                    return Ok(Scan::Skip(pos));
+                }
+                self.spans.reserve((count as usize).min(1024));
+                (count as usize, pos)
+            }
         };
-        let count = match count {
-            Header::Len(n) => n,
-            Header::TooBig => return Err(ProtocolError::InvalidArrayLen),
-            Header::Bad => return Err(ProtocolError::InvalidArrayLen),
-        };
-        if count <= 0 {
-            return Ok(Scan::Skip(pos));
+        let scanned = self.scan_args(buf, count, pos)?;
+        if matches!(scanned, Scan::Incomplete) {
+            self.resume = Some(Resume {
+                count,
+                pos: self.spans.last().map_or(pos, |&(_, end)| end + 2),
+            });
         }
-        self.spans.reserve((count as usize).min(1024));
-        for _ in 0..count {
+        Ok(scanned)
+    }
+
+    /// Scans the bulk strings of an array from `pos` on, until `count` arguments are in
+    /// `spans`.
+    fn scan_args(
+        &mut self,
+        buf: &[u8],
+        count: usize,
+        mut pos: usize,
+    ) -> Result<Scan, ProtocolError> {
+        while self.spans.len() < count {
             let Some(&first) = buf.get(pos) else {
                 return Ok(Scan::Incomplete);
             };
@@ -391,6 +429,30 @@ mod tests {
             buf.extend_from_slice(&input[cut..]);
             let r = d.decode(&mut buf).unwrap().unwrap();
             assert_eq!(r.args.len(), 3);
+        }
+    }
+
+    #[test]
+    fn a_long_array_fed_in_small_pieces_resumes_where_it_stopped() {
+        let args: Vec<Vec<u8>> = (0..2000).map(|i| format!("arg{i}").into_bytes()).collect();
+        let mut input = BytesMut::new();
+        super::super::encode::command(&mut input, &args);
+        input.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        for piece in [1, 7, 64, 1000] {
+            let mut d = RequestDecoder::default();
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            for chunk in input.chunks(piece) {
+                buf.extend_from_slice(chunk);
+                while let Some(r) = d.decode(&mut buf).unwrap() {
+                    got.push(r);
+                }
+            }
+            assert_eq!(got.len(), 2, "pieces of {piece}");
+            assert_eq!(got[0].args, args, "pieces of {piece}");
+            assert_eq!(got[0].raw.as_deref(), Some(&input[..input.len() - 14]));
+            assert_eq!(got[1].args, vec![Bytes::from_static(b"PING")]);
+            assert!(buf.is_empty());
         }
     }
 
