@@ -726,6 +726,98 @@ fn stats_and_metrics_count_calls_rejects_and_failures_per_plugin() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Reply subscriptions
+// ---------------------------------------------------------------------------------------------
+
+/// The `calls` count of plugin `name` in `/api/stats` (all hooks).
+fn plugin_calls(proxy: &Proxy, name: &str) -> u64 {
+    let stats = get_json(proxy, "/api/stats");
+    let plugins = stats["plugins"].as_array().cloned().unwrap_or_default();
+    let entry = plugins.iter().find(|p| p["name"] == name);
+    entry
+        .and_then(|p| p["calls"].as_u64())
+        .unwrap_or_else(|| panic!("no calls count for plugin {name}: {stats}"))
+}
+
+#[test]
+fn key_prefix_sees_only_the_replies_that_carry_keys() {
+    let r = RedisServer::start();
+    let prefix = r#"{"tenants": {}, "default": "t1:"}"#;
+    let proxy = start(
+        &[&[&r]],
+        1,
+        &[plugin("key-prefix", &key_prefix(), prefix, "")],
+    );
+    let mut c = proxy.raw();
+    // Commands with keys: on_command once each, no on_reply (which used to double the calls).
+    expect(&mut c, &["SET", "a", "1"], Resp::ok());
+    expect(&mut c, &["GET", "a"], Resp::bulk("1"));
+    expect(&mut c, &["SET", "b", "2"], Resp::ok());
+    expect(
+        &mut c,
+        &["MGET", "a", "b"],
+        Resp::array(vec![Resp::bulk("1"), Resp::bulk("2")]),
+    );
+    expect(&mut c, &["GET", "t1:a"], Resp::nil());
+    assert_eq!(backend_get(&r, "t1:a"), Some(b"1".to_vec()));
+    assert_eq!(
+        plugin_calls(&proxy, "key-prefix"),
+        5,
+        "on_reply called for GET/SET/MGET"
+    );
+
+    // The commands whose replies key-prefix strips (KEYS, SCAN, RANDOMKEY) are not served
+    // by the proxy yet: on_command sees them, nothing reaches Redis, no on_reply.
+    let refused = c.cmd(&["KEYS", "*"]);
+    assert!(
+        refused.error_text().contains("not supported"),
+        "{refused:?}"
+    );
+    assert_eq!(plugin_calls(&proxy, "key-prefix"), 6);
+    expect(&mut c, &["GET", "b"], Resp::bulk("2"));
+    assert_eq!(plugin_calls(&proxy, "key-prefix"), 7);
+}
+
+#[test]
+fn without_a_reply_list_on_reply_follows_the_subscriptions() {
+    let r = RedisServer::start();
+    let proxy = start(
+        &[&[&r]],
+        1,
+        &[plugin("reply-get", &wat("reply-get"), "", "")],
+    );
+    let mut c = proxy.raw();
+    expect(&mut c, &["SET", "k", "v"], Resp::ok());
+    expect(&mut c, &["GET", "k"], Resp::simple("from-wat"));
+    expect(&mut c, &["STRLEN", "k"], Resp::Int(1));
+    expect(&mut c, &["get", "nope"], Resp::simple("from-wat"));
+    assert_eq!(plugin_calls(&proxy, "reply-get"), 2);
+    assert_eq!(backend_get(&r, "k"), Some(b"v".to_vec()));
+}
+
+#[test]
+fn a_reply_list_decides_which_replies_on_reply_sees() {
+    let r = RedisServer::start();
+    let proxy = start(
+        &[&[&r]],
+        1,
+        &[
+            plugin("reply-strlen", &wat("reply-strlen"), "", ""),
+            plugin("reply-get", &wat("reply-get"), "", ""),
+        ],
+    );
+    let mut c = proxy.raw();
+    expect(&mut c, &["SET", "k", "v"], Resp::ok());
+    // reply-get (last in the chain, so first to see replies) replaces GET replies only,
+    // reply-strlen STRLEN replies only, although both subscribe to `get`.
+    expect(&mut c, &["GET", "k"], Resp::simple("from-wat"));
+    expect(&mut c, &["STRLEN", "k"], Resp::simple("from-wat"));
+    expect(&mut c, &["GET", "k"], Resp::simple("from-wat"));
+    assert_eq!(plugin_calls(&proxy, "reply-strlen"), 1);
+    assert_eq!(plugin_calls(&proxy, "reply-get"), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Pipelined load through a chain of three
 // ---------------------------------------------------------------------------------------------
 

@@ -117,6 +117,10 @@ class Plugin:
         version = self._call("tessera_abi_version")
         if version != 1:
             raise RuntimeError(f"ABI version {version}, this host speaks 1")
+        # (ptr, size) of the input buffer, kept while the module lets the host reuse it.
+        self.input = None
+        self.allocs = 0
+        self.reusable = "tessera_input_reusable" in self.ex and self._call("tessera_input_reusable") == 1
         if "tessera_on_configure" in self.ex:
             v = self._hook("tessera_on_configure", config)
             if v is not None and v[0][0] == "reject":
@@ -139,21 +143,36 @@ class Plugin:
         return bytes(self.mem.read(self.store, ptr, ptr + length))
 
     def _hook(self, name, data):
-        ptr = self._call("tessera_alloc", len(data))
+        if self.input is not None and len(data) <= self.input[1]:
+            ptr = self.input[0]
+        else:
+            # Like the proxy: a reusable buffer is asked for with room to spare.
+            size = max(1024, 1 << (len(data) - 1).bit_length()) if self.reusable else len(data)
+            ptr = self._call("tessera_alloc", size)
+            self.allocs += 1
+            if self.reusable:
+                self.input = (ptr, size)
         self.mem.write(self.store, data, ptr)
         packed = self._call(name, ptr, len(data))
         if packed == 0:
             return None
         return dec_verdict(self._read_packed(packed))
 
-    def subscriptions(self):
-        if "tessera_subscriptions" not in self.ex:
+    def subscriptions(self, export="tessera_subscriptions"):
+        if export not in self.ex:
             return []
-        packed = self._call("tessera_subscriptions")
+        packed = self._call(export)
         if packed == 0:
             return []
         r = Reader(self._read_packed(packed))
         return [r.bytes().decode() for _ in range(r.u32())]
+
+    def reply_subscriptions(self):
+        """The commands on_reply is called for: the reply list, or without one the
+        subscriptions."""
+        if "tessera_reply_subscriptions" not in self.ex:
+            return self.subscriptions()
+        return self.subscriptions("tessera_reply_subscriptions")
 
     def has(self, hook):
         return f"tessera_{hook}" in self.ex
@@ -220,6 +239,13 @@ def main():
         (("reply", b"*1\r\n$1\r\na\r\n"), []),
     )
     check("key-prefix leaves GET reply", p.on_reply([b"GET", b"t1:a"], b"$1\r\nv\r\n", {1}, alice), None)
+    check("key-prefix on_command sees all", p.subscriptions(), [])
+    check("key-prefix on_reply sees key replies", p.reply_subscriptions(), ["keys", "scan", "randomkey"])
+    check("key-prefix input buffer reused", (p.reusable, p.allocs), (True, 1))
+    big = [b"SET", b"k", b"v" * 5000]
+    check("key-prefix larger input", p.on_command(big, {1}, alice), (("rewrite", [b"SET", b"t1:k", big[2]]), []))
+    check("key-prefix larger input reallocated", p.allocs, 2)
+    check("key-prefix after it", p.on_command([b"GET", b"a"], {1}, alice), (("rewrite", [b"GET", b"t1:a"]), []))
 
     # acl-auth
     cfg = open(os.path.join(ROOT, "acl-auth", "config.example.json")).read().encode()
@@ -255,6 +281,17 @@ def main():
     check("wat secret", p.on_command([b"get", b"secret:x"], {1}), (("reject", "ERR secret keys are off limits (wat)"), []))
     check("wat GET other", p.on_command([b"GET", b"public"], {1}, {"user": "bob", "t": "1"}), None)
     check("wat SET secret", p.on_command([b"SET", b"secret:x", b"v"], {1}), None)
+    check("wat input buffer reused", (p.reusable, p.allocs), (True, 1))
+
+    # reply-get.wat and reply-strlen.wat: on_reply without and with a reply list
+    p = Plugin(os.path.join(ROOT, "wat", "reply-get.wat"))
+    check("reply-get replies follow subscriptions", (p.subscriptions(), p.reply_subscriptions()), (["get"], ["get"]))
+    check("reply-get replaces", p.on_reply([b"GET", b"k"], b"$1\r\nv\r\n", {1}), (("reply", b"+from-wat\r\n"), []))
+    check("reply-get allocates every call", (p.reusable, p.allocs), (False, 1))
+    p.on_reply([b"GET", b"k"], b"$1\r\nv\r\n", {1})
+    check("reply-get allocates every call", p.allocs, 2)
+    p = Plugin(os.path.join(ROOT, "wat", "reply-strlen.wat"))
+    check("reply-strlen reply list", (p.subscriptions(), p.reply_subscriptions()), (["get"], ["strlen"]))
 
     # C
     c = os.path.join(ROOT, "target", "c", "deny-flushall.wasm")

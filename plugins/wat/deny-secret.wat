@@ -7,7 +7,8 @@
 ;; and no `on_configure`/`on_connect`/`on_reply`, so the host never calls those.
 ;;
 ;; Memory map: 16..23 the literal "secret:", 64..108 the reject verdict, 4096.. the
-;; input buffer handed out by tessera_alloc (the same one for every call).
+;; input buffer handed out by tessera_alloc (the same one for every call, so it exports
+;; tessera_input_reusable: the host writes inputs that fit there without asking again).
 ;; It trusts the host's input layout: a malformed input reads past the end and traps.
 (module
   (memory (export "memory") 1)
@@ -17,6 +18,9 @@
   (data (i32.const 64) "\03\24\00\00\00ERR secret keys are off limits (wat)\00\00\00\00")
 
   (func (export "tessera_abi_version") (result i32) (i32.const 1))
+
+  ;; The buffer tessera_alloc returns stays the input buffer: the host may reuse it.
+  (func (export "tessera_input_reusable") (result i32) (i32.const 1))
 
   ;; Returns 4096, after growing memory so that `size` bytes fit there.
   (func (export "tessera_alloc") (param $size i32) (result i32)

@@ -1,7 +1,8 @@
 //! The raw ABI: pointers, the input allocator, host imports, the panic hook.
 //!
-//! This is one of the SDK's two files with `unsafe` code (with none in plugins): the
-//! functions here are what the exports emitted by [`export_plugin!`](crate::export_plugin)
+//! The SDK's `unsafe` code is here, in the exports of `lib.rs` and in `testing.rs` (a
+//! counting allocator for host tests); plugins have none. The functions here are what the
+//! exports emitted by [`export_plugin!`](crate::export_plugin)
 //! call. Everything else in the SDK is safe Rust. Not meant to be used directly.
 
 use std::cell::{Cell, UnsafeCell};
@@ -53,76 +54,35 @@ impl<T> Slot<T> {
 }
 
 #[cfg(target_arch = "wasm32")]
-/// The buffers `tessera_alloc` handed out, and spare ones to reuse.
-struct Inputs {
-    pending: Vec<Vec<u8>>,
-    spare: Vec<Vec<u8>>,
-}
+/// The input buffer: `tessera_alloc` sizes it, the host writes each call's input into it,
+/// and, as `tessera_input_reusable` tells it, writes later inputs that fit there again
+/// without calling `tessera_alloc` (so it stays where it is until the next `tessera_alloc`).
+static INPUT: Slot<Vec<u8>> = Slot::new(Vec::new());
 
 #[cfg(target_arch = "wasm32")]
-/// Spare input buffers larger than this are freed rather than kept.
+/// An input buffer larger than this is given back on a `tessera_alloc` for a smaller one.
 const KEEP_CAPACITY: usize = 1 << 20;
 
 #[cfg(target_arch = "wasm32")]
-static INPUTS: Slot<Inputs> = Slot::new(Inputs {
-    pending: Vec::new(),
-    spare: Vec::new(),
-});
-
-#[cfg(target_arch = "wasm32")]
-/// `tessera_alloc`: a buffer of `size` zeroed bytes for the host to write the next call's
-/// input into. It stays valid (even across further `tessera_alloc` calls) until the next
-/// hook returns; then it is reused.
+/// `tessera_alloc`: the input buffer, grown to at least `size` bytes (it may move). It
+/// stays valid, and the module's input buffer, until the next `tessera_alloc`.
 pub fn alloc(size: i32) -> i32 {
     let size = usize::try_from(size).unwrap_or(0);
-    INPUTS.with(|inputs| {
-        let mut buf = inputs.spare.pop().unwrap_or_default();
-        buf.clear();
-        buf.resize(size, 0);
-        let ptr = buf.as_mut_ptr() as usize as i32;
-        inputs.pending.push(buf);
-        ptr
+    INPUT.with(|buf| {
+        if buf.capacity() > KEEP_CAPACITY && size <= KEEP_CAPACITY {
+            *buf = Vec::new();
+        }
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
+        buf.as_mut_ptr() as usize as i32
     })
 }
 
 #[cfg(target_arch = "wasm32")]
-/// Takes the input of a hook out of the pending buffers (or copies it out of guest memory
-/// if the host wrote it somewhere `tessera_alloc` did not hand out).
-fn take_input(ptr: i32, len: i32) -> Vec<u8> {
-    let (addr, len) = (ptr as u32 as usize, len as u32 as usize);
-    if len == 0 {
-        return Vec::new();
-    }
-    INPUTS.with(|inputs| {
-        let found = inputs
-            .pending
-            .iter()
-            .position(|b| b.as_ptr() as usize == addr && b.len() >= len);
-        match found {
-            Some(i) => {
-                let mut buf = inputs.pending.swap_remove(i);
-                buf.truncate(len);
-                buf
-            }
-            // SAFETY: the host passed `len` bytes at `addr` in this instance's memory
-            // (ABI: a hook's input); wasm memory is readable at any in-bounds address and
-            // the bytes are copied out before anything else runs.
-            None => unsafe { std::slice::from_raw_parts(addr as *const u8, len) }.to_vec(),
-        }
-    })
-}
-
-#[cfg(target_arch = "wasm32")]
-/// Returns a used input and any other pending buffers to the spare list.
-fn recycle(input: Vec<u8>) {
-    INPUTS.with(|inputs| {
-        let pending = std::mem::take(&mut inputs.pending);
-        for buf in pending.into_iter().chain([input]) {
-            if buf.capacity() > 0 && buf.capacity() <= KEEP_CAPACITY {
-                inputs.spare.push(buf);
-            }
-        }
-    });
+/// `tessera_input_reusable`: yes, see [`alloc`].
+pub fn input_reusable() -> i32 {
+    1
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -141,9 +101,20 @@ fn hook<P: Plugin>(
     f: for<'a> fn(&'a mut Runtime<P>, &[u8]) -> Output<'a>,
 ) -> i64 {
     install_panic_hook();
-    let input = take_input(ptr, len);
-    let packed = rt.with(|rt| pack(f(rt, &input)));
-    recycle(input);
+    let (addr, len) = (ptr as u32 as usize, len as u32 as usize);
+    // Out of its slot while the hook runs, so that `rt` and the input are borrowed apart.
+    let input = INPUT.with(std::mem::take);
+    let packed = if len == 0 || (addr == input.as_ptr() as usize && len <= input.len()) {
+        rt.with(|rt| pack(f(rt, &input[..len.min(input.len())])))
+    } else {
+        // The host wrote the input somewhere `tessera_alloc` did not hand out.
+        // SAFETY: the host passed `len` bytes at `addr` in this instance's memory (ABI: a
+        // hook's input); wasm memory is readable at any in-bounds address and the bytes are
+        // copied out before anything else runs.
+        let copy = unsafe { std::slice::from_raw_parts(addr as *const u8, len) }.to_vec();
+        rt.with(|rt| pack(f(rt, &copy)))
+    };
+    INPUT.with(|slot| *slot = input);
     packed
 }
 
@@ -158,6 +129,13 @@ pub fn on_configure<P: Plugin>(rt: &Slot<Runtime<P>>, ptr: i32, len: i32) -> i64
 pub fn subscriptions<P: Plugin>(rt: &Slot<Runtime<P>>) -> i64 {
     install_panic_hook();
     rt.with(|rt| pack(Some(rt.subscriptions())))
+}
+
+#[cfg(target_arch = "wasm32")]
+/// `tessera_reply_subscriptions`.
+pub fn reply_subscriptions<P: Plugin>(rt: &Slot<Runtime<P>>) -> i64 {
+    install_panic_hook();
+    rt.with(|rt| pack(Some(rt.reply_subscriptions())))
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -1,6 +1,9 @@
-//! [`Command`]: the command a client sent, with its keys marked by the host.
+//! [`Command`]: the command a client sent, with its keys marked by the host. In a plugin the
+//! SDK keeps one and decodes every call into it, reusing its buffers.
 
 use std::fmt;
+
+use crate::wire::same_bytes;
 
 /// Why a [`Command`] could not be changed as asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +28,11 @@ impl fmt::Display for CommandError {
 
 impl std::error::Error for CommandError {}
 
+/// Argument buffers with more capacity than this are not kept for the next call.
+const KEEP_ARG_CAPACITY: usize = 64 * 1024;
+/// Spare argument buffers beyond this many are not kept for the next call.
+const KEEP_ARGS: usize = 1024;
+
 /// One command as the client sent it: `args[0]` is the name, the host marked which
 /// arguments are keys (from Redis's key specs), so a plugin needs no command table.
 ///
@@ -33,15 +41,38 @@ impl std::error::Error for CommandError {}
 /// then routes the new arguments (and re-reads the command table for them, so key
 /// positions follow the rewritten command). Arguments added with
 /// [`push_arg`](Command::push_arg) are not marked as keys here.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Reading a command never allocates; neither do [`is_named`](Command::is_named) and the
+/// in-place edits [`edit_arg`](Command::edit_arg) and [`edit_keys`](Command::edit_keys)
+/// once the SDK's buffers have grown to the plugin's usual commands.
+#[derive(Clone, Default)]
 pub struct Command {
+    /// `args[..len]` are the arguments; the rest are spare buffers kept for their capacity.
     args: Vec<Vec<u8>>,
+    /// Whether each of `args` is a key (same length as `args`).
     keys: Vec<bool>,
+    len: usize,
+    /// `args[0]` lowercased.
     name: String,
+    /// The `args[0]` `name` was made from (commands repeat: it is made again only when the
+    /// name changes).
+    name_from: Vec<u8>,
     modified: bool,
 }
 
 impl Command {
+    /// No command yet (not even a name), as the SDK keeps it before the first call.
+    pub(crate) const fn empty() -> Command {
+        Command {
+            args: Vec::new(),
+            keys: Vec::new(),
+            len: 0,
+            name: String::new(),
+            name_from: Vec::new(),
+            modified: false,
+        }
+    }
+
     /// A command with these arguments (`args[0]` is the name) and no key marked; mark keys
     /// with [`with_key`](Command::with_key). For tests: in a plugin the SDK builds it.
     ///
@@ -60,6 +91,7 @@ impl Command {
     /// # Panics
     /// If there is no argument `i`.
     pub fn with_key(mut self, i: usize) -> Self {
+        assert!(i < self.len, "the command has no argument {i}");
         self.keys[i] = true;
         self
     }
@@ -71,12 +103,66 @@ impl Command {
     pub fn from_parts(parts: Vec<(Vec<u8>, bool)>) -> Self {
         assert!(!parts.is_empty(), "a command has at least its name");
         let (args, keys): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
-        let name = lowercase(&args[0]);
-        Command {
+        let mut cmd = Command {
+            len: args.len(),
             args,
             keys,
-            name,
+            name: String::new(),
+            name_from: Vec::new(),
             modified: false,
+        };
+        cmd.set_name();
+        cmd
+    }
+
+    /// Empties the command for decoding into it, keeping its buffers.
+    pub(crate) fn start_decode(&mut self) {
+        self.len = 0;
+        self.modified = false;
+        self.args.truncate(KEEP_ARGS);
+        self.keys.truncate(KEEP_ARGS);
+    }
+
+    /// Appends a decoded argument, into a spare buffer if there is one.
+    pub(crate) fn push_decoded(&mut self, arg: &[u8], is_key: bool) {
+        match self.args.get_mut(self.len) {
+            Some(buf) if buf.capacity() <= KEEP_ARG_CAPACITY || arg.len() > KEEP_ARG_CAPACITY => {
+                buf.clear();
+                buf.extend_from_slice(arg);
+                self.keys[self.len] = is_key;
+            }
+            Some(buf) => {
+                *buf = arg.to_vec();
+                self.keys[self.len] = is_key;
+            }
+            None => {
+                self.args.push(arg.to_vec());
+                self.keys.push(is_key);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Ends decoding: at least the name was pushed.
+    pub(crate) fn finish_decode(&mut self) {
+        debug_assert!(self.len > 0);
+        self.set_name();
+    }
+
+    fn set_name(&mut self) {
+        let raw = &self.args[0];
+        if same_bytes(raw, &self.name_from) && !self.name.is_empty() {
+            return;
+        }
+        self.name_from.clear();
+        self.name_from.extend_from_slice(raw);
+        self.name.clear();
+        if raw.is_ascii() {
+            self.name
+                .extend(raw.iter().map(|b| char::from(b.to_ascii_lowercase())));
+        } else {
+            self.name.push_str(&String::from_utf8_lossy(raw));
+            self.name.make_ascii_lowercase();
         }
     }
 
@@ -86,32 +172,58 @@ impl Command {
         &self.name
     }
 
+    /// Whether this command is `name` (lowercase, e.g. `"get"`), or, for a name with a
+    /// `|` such as `"config|get"`, whether it is that command with that subcommand (its
+    /// argument 1, compared ignoring ASCII case). `"config"` is every `CONFIG` command.
+    /// Does not allocate; the usual way to check a command against a configured list.
+    pub fn is_named(&self, name: &str) -> bool {
+        let (own, name) = (self.name.as_bytes(), name.as_bytes());
+        let n = own.len();
+        // Cheap rejections first: most names of a list differ in length or at `n`.
+        if name.len() < n {
+            return false;
+        }
+        let sub = match name.get(n) {
+            None => None,
+            Some(b'|') => Some(&name[n + 1..]),
+            Some(_) => return false,
+        };
+        if !same_bytes(&name[..n], own) {
+            return false;
+        }
+        match sub {
+            None => true,
+            Some(sub) => self.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(sub)),
+        }
+    }
+
     /// `"<name>|<subcommand>"` (both lowercased, e.g. `"object|encoding"`) when the command
     /// has a second argument, else `None`. Whether the command really has subcommands is
-    /// the plugin's business: for `GET k` this is `Some("get|k")`.
+    /// the plugin's business: for `GET k` this is `Some("get|k")`. Allocates a `String`:
+    /// to compare with a known name, [`is_named`](Command::is_named) does not.
     pub fn name_with_subcommand(&self) -> Option<String> {
-        let sub = self.args.get(1)?;
+        let sub = self.arg(1)?;
         Some(format!("{}|{}", self.name, lowercase(sub)))
     }
 
     /// The number of arguments, the name included (always at least 1).
     pub fn len(&self) -> usize {
-        self.args.len()
+        self.len
     }
 
     /// Always `false`: a command has at least its name. (Here for clippy's sake.)
     pub fn is_empty(&self) -> bool {
-        self.args.is_empty()
+        self.len == 0
     }
 
     /// All arguments, the name first, as sent (not lowercased).
     pub fn args(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
-        self.args.iter().map(Vec::as_slice)
+        self.args[..self.len].iter().map(Vec::as_slice)
     }
 
     /// Argument `i` (0 is the name as sent), or `None` past the end.
     pub fn arg(&self, i: usize) -> Option<&[u8]> {
-        self.args.get(i).map(Vec::as_slice)
+        self.args[..self.len].get(i).map(Vec::as_slice)
     }
 
     /// Argument `i` as UTF-8 text, or `None` past the end or if it is not UTF-8.
@@ -121,12 +233,12 @@ impl Command {
 
     /// Whether the host marked argument `i` as a key (`false` past the end).
     pub fn is_key(&self, i: usize) -> bool {
-        self.keys.get(i).copied().unwrap_or(false)
+        i < self.len && self.keys[i]
     }
 
     /// The keys, as `(argument index, key)` pairs in argument order.
     pub fn keys(&self) -> impl Iterator<Item = (usize, &[u8])> + '_ {
-        self.args
+        self.args[..self.len]
             .iter()
             .enumerate()
             .filter(|(i, _)| self.keys[*i])
@@ -135,10 +247,18 @@ impl Command {
 
     /// Replaces argument `i` (replacing 0 renames the command).
     pub fn set_arg(&mut self, i: usize, value: impl Into<Vec<u8>>) -> Result<(), CommandError> {
-        let slot = self.args.get_mut(i).ok_or(CommandError::NoSuchArg(i))?;
-        *slot = value.into();
+        self.edit_arg(i, |a| *a = value.into())
+    }
+
+    /// Changes argument `i` in place (changing 0 renames the command): `f` gets the
+    /// argument's buffer, e.g. to insert a prefix without allocating.
+    pub fn edit_arg(&mut self, i: usize, f: impl FnOnce(&mut Vec<u8>)) -> Result<(), CommandError> {
+        let slot = self.args[..self.len]
+            .get_mut(i)
+            .ok_or(CommandError::NoSuchArg(i))?;
+        f(slot);
         if i == 0 {
-            self.name = lowercase(&self.args[0]);
+            self.set_name();
         }
         self.modified = true;
         Ok(())
@@ -146,7 +266,7 @@ impl Command {
 
     /// Replaces argument `i`, which must be a key.
     pub fn set_key(&mut self, i: usize, key: impl Into<Vec<u8>>) -> Result<(), CommandError> {
-        if i >= self.args.len() {
+        if i >= self.len {
             return Err(CommandError::NoSuchArg(i));
         }
         if !self.keys[i] {
@@ -155,11 +275,17 @@ impl Command {
         self.set_arg(i, key)
     }
 
-    /// Replaces every key by `f(key)`, e.g. to add a prefix.
+    /// Replaces every key by `f(key)`. (To change keys in place, without a new `Vec` per
+    /// key, use [`edit_keys`](Command::edit_keys).)
     pub fn map_keys(&mut self, mut f: impl FnMut(&[u8]) -> Vec<u8>) {
-        for i in 0..self.args.len() {
+        self.edit_keys(|k| *k = f(k));
+    }
+
+    /// Changes every key in place: `f` gets each key's buffer, in argument order.
+    pub fn edit_keys(&mut self, mut f: impl FnMut(&mut Vec<u8>)) {
+        for i in 0..self.len {
             if self.keys[i] {
-                self.args[i] = f(&self.args[i]);
+                f(&mut self.args[i]);
                 self.modified = true;
             }
         }
@@ -167,8 +293,18 @@ impl Command {
 
     /// Appends an argument (not marked as a key).
     pub fn push_arg(&mut self, value: impl Into<Vec<u8>>) {
-        self.args.push(value.into());
-        self.keys.push(false);
+        let value = value.into();
+        match self.args.get_mut(self.len) {
+            Some(slot) => {
+                *slot = value;
+                self.keys[self.len] = false;
+            }
+            None => {
+                self.args.push(value);
+                self.keys.push(false);
+            }
+        }
+        self.len += 1;
         self.modified = true;
     }
 
@@ -177,10 +313,11 @@ impl Command {
         if i == 0 {
             return Err(CommandError::RemoveName);
         }
-        if i >= self.args.len() {
+        if i >= self.len {
             return Err(CommandError::NoSuchArg(i));
         }
         self.keys.remove(i);
+        self.len -= 1;
         self.modified = true;
         Ok(self.args.remove(i))
     }
@@ -190,9 +327,34 @@ impl Command {
     pub fn is_modified(&self) -> bool {
         self.modified
     }
+}
 
-    pub(crate) fn into_args(self) -> Vec<Vec<u8>> {
-        self.args
+impl PartialEq for Command {
+    fn eq(&self, other: &Self) -> bool {
+        self.args().eq(other.args())
+            && (0..self.len).all(|i| self.keys[i] == other.keys[i])
+            && self.modified == other.modified
+    }
+}
+
+impl Eq for Command {}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_list();
+        for (i, a) in self.args().enumerate() {
+            let text = String::from_utf8_lossy(a);
+            if self.keys[i] {
+                d.entry(&format_args!("key {text:?}"));
+            } else {
+                d.entry(&text);
+            }
+        }
+        d.finish()?;
+        if self.modified {
+            f.write_str(" (modified)")?;
+        }
+        Ok(())
     }
 }
 
@@ -218,6 +380,27 @@ mod tests {
                 .as_deref(),
             Some("object|encoding")
         );
+        c.edit_arg(0, |n| n.make_ascii_uppercase()).unwrap();
+        assert_eq!(c.name(), "strlen");
+        assert_eq!(c.arg(0), Some(&b"STRLEN"[..]));
+    }
+
+    #[test]
+    fn is_named_matches_names_and_subcommands() {
+        let c = Command::new(["Config", "GET", "x"]);
+        assert!(c.is_named("config"));
+        assert!(c.is_named("config|get"));
+        assert!(!c.is_named("config|set"));
+        assert!(!c.is_named("get"));
+        assert!(!c.is_named("conf"));
+        assert!(!c.is_named("configx"));
+        assert!(!c.is_named("config|g"));
+        let c = Command::new(["CONFIG"]);
+        assert!(!c.is_named("config|get"));
+        assert!(Command::new(["GET", "k"]).is_named("get|k"));
+        let c = Command::new([&b"G\xffT"[..]]);
+        assert_eq!(c.name(), "g\u{fffd}t");
+        assert!(c.is_named("g\u{fffd}t"));
     }
 
     #[test]
@@ -233,11 +416,54 @@ mod tests {
         assert_eq!(c.arg(1), Some(&b"t:a"[..]));
         assert_eq!(c.arg(3), Some(&b"t:b"[..]));
         assert_eq!(c.arg(2), Some(&b"1"[..]));
+        c.edit_keys(|k| k.push(b'!'));
+        assert_eq!(c.arg(3), Some(&b"t:b!"[..]));
         c.push_arg("x");
         assert!(!c.is_key(5));
         assert_eq!(c.remove_arg(0), Err(CommandError::RemoveName));
-        assert_eq!(c.remove_arg(1).unwrap(), b"t:a");
+        assert_eq!(c.remove_arg(1).unwrap(), b"t:a!");
         assert_eq!(c.keys().map(|(i, _)| i).collect::<Vec<_>>(), vec![2]);
         assert_eq!(c.len(), 5);
+        assert_eq!(c.edit_arg(5, |_| ()), Err(CommandError::NoSuchArg(5)));
+    }
+
+    #[test]
+    fn decoding_again_leaves_nothing_of_the_last_command() {
+        let mut c = Command::default();
+        c.start_decode();
+        for (a, k) in [
+            (&b"MSET"[..], false),
+            (b"a", true),
+            (b"1", false),
+            (b"b", true),
+        ] {
+            c.push_decoded(a, k);
+        }
+        c.finish_decode();
+        c.edit_keys(|k| k.insert(0, b'x'));
+        c.push_arg("extra");
+        assert_eq!(c.len(), 5);
+
+        c.start_decode();
+        c.push_decoded(b"get", false);
+        c.push_decoded(b"k", false);
+        c.finish_decode();
+        assert_eq!(c, Command::new(["get", "k"]));
+        assert_eq!(c.name(), "get");
+        assert_eq!(c.keys().count(), 0, "a key flag of the last command leaked");
+        assert!(!c.is_key(3) && c.arg(2).is_none() && !c.is_modified());
+        assert_eq!(format!("{c:?}"), r#"["get", "k"]"#);
+    }
+
+    #[test]
+    fn push_arg_after_a_longer_command_takes_a_spare_buffer() {
+        let mut c = Command::new(["SET", "k", "v", "EX", "10"]).with_key(1);
+        c.start_decode();
+        c.push_decoded(b"SET", false);
+        c.push_decoded(b"k", true);
+        c.finish_decode();
+        c.push_arg("w");
+        assert_eq!(c.args().collect::<Vec<_>>(), [&b"SET"[..], b"k", b"w"]);
+        assert!(c.is_key(1) && !c.is_key(2) && c.is_modified());
     }
 }

@@ -1,56 +1,113 @@
-//! [`Context`]: who is calling — the client connection a hook runs for.
+//! [`Context`]: who is calling — the client connection a hook runs for. In a plugin the
+//! SDK keeps one and decodes every call into it, reusing its buffers.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::fmt;
 
 /// The client connection a hook is called for, as the host describes it on every call.
 ///
-/// A `Context` is rebuilt from the host's input on each call: it is a snapshot, and the
+/// A `Context` is rewritten from the host's input on each call: it is a snapshot, and the
 /// only state a plugin keeps per connection is in its *attributes* (see
 /// [`set_attr`](Context::set_attr)), which the host stores and passes back on every later
-/// call for the same connection.
-#[derive(Debug, Clone, Default)]
+/// call for the same connection. Reading it never allocates.
+#[derive(Clone, Default)]
 pub struct Context {
     conn_id: u64,
     db: u32,
     peer: String,
     user: String,
-    attrs: BTreeMap<String, String>,
+    /// The attributes the host passed in, in its order.
+    attrs: Vec<(String, String)>,
+    /// Attribute buffers not in use, kept for their capacity.
+    spare: Vec<(String, String)>,
     changes: RefCell<Vec<(String, String)>>,
 }
 
 impl Context {
+    /// A context with every field empty, as the SDK keeps before the first call.
+    pub(crate) const fn empty() -> Context {
+        Context {
+            conn_id: 0,
+            db: 0,
+            peer: String::new(),
+            user: String::new(),
+            attrs: Vec::new(),
+            spare: Vec::new(),
+            changes: RefCell::new(Vec::new()),
+        }
+    }
+
     /// A context with these fields (the SDK decodes it from the host's input; plugin
     /// tests on the host build their own). `user` is `""` for a connection nobody has
-    /// authenticated.
+    /// authenticated. `attrs` is any list of `(key, value)` pairs, e.g. a
+    /// `BTreeMap<String, String>`.
     pub fn new(
         conn_id: u64,
         db: u32,
         peer: impl Into<String>,
         user: impl Into<String>,
-        attrs: BTreeMap<String, String>,
+        attrs: impl IntoIterator<Item = (String, String)>,
     ) -> Self {
-        Context {
+        let mut ctx = Context {
             conn_id,
             db,
             peer: peer.into(),
             user: user.into(),
-            attrs,
-            changes: RefCell::new(Vec::new()),
+            ..Context::default()
+        };
+        for (k, v) in attrs {
+            ctx.put_attr(k, v);
         }
+        ctx
     }
 
     /// This context with `user` as its user (and its `user` attribute), for tests.
     pub fn with_user(mut self, user: impl Into<String>) -> Self {
         self.user = user.into();
-        self.attrs.insert("user".to_owned(), self.user.clone());
+        self.put_attr("user".to_owned(), self.user.clone());
         self
     }
 
     /// This context with one more received attribute, for tests.
     pub fn with_attr(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.attrs.insert(key.into(), value.into());
+        self.put_attr(key.into(), value.into());
         self
+    }
+
+    fn put_attr(&mut self, key: String, value: String) {
+        match self.attrs.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.attrs.push((key, value)),
+        }
+    }
+
+    /// Starts decoding into this context: sets the fixed fields, empties the attributes
+    /// (keeping their buffers) and the changes of the last call.
+    pub(crate) fn start_decode(&mut self, conn_id: u64, db: u32, peer: &str, user: &str) {
+        self.conn_id = conn_id;
+        self.db = db;
+        self.peer.clear();
+        self.peer.push_str(peer);
+        self.user.clear();
+        self.user.push_str(user);
+        self.spare.append(&mut self.attrs);
+        self.changes.get_mut().clear();
+    }
+
+    /// Forgets the attribute changes of the last call (for a call whose context is the
+    /// last one's, not decoded again).
+    pub(crate) fn clear_changes(&mut self) {
+        self.changes.get_mut().clear();
+    }
+
+    /// Appends a decoded attribute, into spare buffers if there are some.
+    pub(crate) fn push_decoded_attr(&mut self, key: &str, value: &str) {
+        let (mut k, mut v) = self.spare.pop().unwrap_or_default();
+        k.clear();
+        k.push_str(key);
+        v.clear();
+        v.push_str(value);
+        self.attrs.push((k, v));
     }
 
     /// The connection's id, unique per proxy process.
@@ -84,12 +141,16 @@ impl Context {
     /// Attributes set with [`set_attr`](Context::set_attr) during this call are not seen
     /// here: they reach the host when the hook returns and come back on the next call.
     pub fn attr(&self, key: &str) -> Option<&str> {
-        self.attrs.get(key).map(String::as_str)
+        self.attrs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
-    /// All connection attributes as the host passed them in.
-    pub fn received_attrs(&self) -> &BTreeMap<String, String> {
-        &self.attrs
+    /// All connection attributes as the host passed them in, as `(key, value)` pairs.
+    pub fn received_attrs(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// Sets a connection attribute. The change travels with this hook's verdict (whatever
@@ -114,7 +175,61 @@ impl Context {
         self.changes.borrow().clone()
     }
 
-    pub(crate) fn take_attr_changes(&self) -> Vec<(String, String)> {
-        std::mem::take(&mut *self.changes.borrow_mut())
+    /// The changes of this call, for encoding the verdict.
+    pub(crate) fn changes(&self) -> std::cell::Ref<'_, Vec<(String, String)>> {
+        self.changes.borrow()
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("conn_id", &self.conn_id)
+            .field("db", &self.db)
+            .field("peer", &self.peer)
+            .field("user", &self.user)
+            .field("attrs", &self.attrs)
+            .field("changes", &self.changes.borrow())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_again_keeps_no_attribute_or_change_of_the_last_call() {
+        let mut ctx = Context::default();
+        ctx.start_decode(1, 2, "1.2.3.4:5", "alice");
+        ctx.push_decoded_attr("user", "alice");
+        ctx.push_decoded_attr("tenant", "t1");
+        ctx.set_attr("seen", "1");
+        assert_eq!(ctx.attr("tenant"), Some("t1"));
+
+        ctx.start_decode(3, 0, "p", "");
+        ctx.push_decoded_attr("x", "y");
+        assert_eq!(
+            (ctx.conn_id(), ctx.db(), ctx.peer(), ctx.user()),
+            (3, 0, "p", "")
+        );
+        assert_eq!(ctx.attr("tenant"), None);
+        assert_eq!(ctx.attr("user"), None);
+        assert_eq!(ctx.received_attrs().collect::<Vec<_>>(), [("x", "y")]);
+        assert!(ctx.attr_changes().is_empty());
+        assert!(!ctx.is_authenticated());
+    }
+
+    #[test]
+    fn test_builders_replace_an_attribute_of_the_same_key() {
+        let ctx = Context::default()
+            .with_attr("user", "bob")
+            .with_user("alice")
+            .with_attr("tenant", "t1")
+            .with_attr("tenant", "t2");
+        assert_eq!(ctx.user(), "alice");
+        assert_eq!(ctx.attr("user"), Some("alice"));
+        assert_eq!(ctx.attr("tenant"), Some("t2"));
+        assert_eq!(ctx.received_attrs().len(), 2);
     }
 }

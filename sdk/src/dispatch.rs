@@ -4,16 +4,24 @@
 //! [`Runtime`] works on byte slices only, so it runs on the host too: plugin tests can feed
 //! it the exact buffers the proxy would send and read back the exact verdict bytes. The
 //! pointer handling lives in [`abi`](crate::abi).
+//!
+//! A runtime keeps one [`Context`], one [`Command`] and one output buffer and decodes every
+//! call into them, so once they have grown to the plugin's usual inputs a call allocates
+//! nothing the plugin itself does not.
 
 use std::fmt::Display;
 
-use crate::wire::{self, Reader, WireAction, WireVerdict};
-use crate::{Plugin, Verdict, log};
+use crate::wire::{self, Action, Reader};
+use crate::{Command, Context, Plugin, Verdict, log};
 
-/// One plugin instance and its output buffer.
+/// One plugin instance, the context and command its hooks get, and its output buffer.
 #[derive(Debug)]
 pub struct Runtime<P> {
     plugin: Option<P>,
+    ctx: Context,
+    /// The encoded context `ctx` was decoded from; empty if `ctx` is not a whole decode.
+    ctx_bytes: Vec<u8>,
+    cmd: Command,
     out: Vec<u8>,
 }
 
@@ -32,6 +40,9 @@ impl<P> Runtime<P> {
     pub const fn new() -> Self {
         Runtime {
             plugin: None,
+            ctx: Context::empty(),
+            ctx_bytes: Vec::new(),
+            cmd: Command::empty(),
             out: Vec::new(),
         }
     }
@@ -53,7 +64,7 @@ impl<P: Plugin> Runtime<P> {
             }
             Err(msg) => {
                 self.plugin = None;
-                self.emit(WireAction::Reject(msg), Vec::new())
+                emit(&mut self.out, Action::Reject(&msg), &[])
             }
         }
     }
@@ -65,18 +76,25 @@ impl<P: Plugin> Runtime<P> {
         &self.out
     }
 
+    /// `tessera_reply_subscriptions`: the encoded string list of
+    /// [`Plugin::reply_subscriptions`].
+    pub fn reply_subscriptions(&mut self) -> &[u8] {
+        self.out.clear();
+        wire::encode_string_list(&mut self.out, P::reply_subscriptions());
+        &self.out
+    }
+
     /// `tessera_on_connect`: input is a context.
     pub fn on_connect(&mut self, input: &[u8]) -> Output<'_> {
         let Some(plugin) = self.plugin.as_mut() else {
             return self.not_configured();
         };
         let mut r = Reader::new(input);
-        let ctx = match wire::decode_context(&mut r) {
-            Ok(ctx) => ctx,
-            Err(e) => return self.bad_input("on_connect", e),
-        };
-        let action = verdict_action(plugin.on_connect(&ctx));
-        self.emit(action, ctx.take_attr_changes())
+        if let Err(e) = decode_context(&mut r, &mut self.ctx, &mut self.ctx_bytes) {
+            return self.bad_input("on_connect", e);
+        }
+        let verdict = plugin.on_connect(&self.ctx);
+        emit(&mut self.out, action_of(&verdict), &self.ctx.changes())
     }
 
     /// `tessera_on_command`: input is a context then a command. A changed command with
@@ -86,17 +104,17 @@ impl<P: Plugin> Runtime<P> {
             return self.not_configured();
         };
         let mut r = Reader::new(input);
-        let decoded =
-            wire::decode_context(&mut r).and_then(|ctx| Ok((ctx, wire::decode_command(&mut r)?)));
-        let (ctx, mut cmd) = match decoded {
-            Ok(v) => v,
-            Err(e) => return self.bad_input("on_command", e),
+        let decoded = decode_context(&mut r, &mut self.ctx, &mut self.ctx_bytes)
+            .and_then(|()| wire::decode_command_into(&mut r, &mut self.cmd));
+        if let Err(e) = decoded {
+            return self.bad_input("on_command", e);
+        }
+        let verdict = plugin.on_command(&self.ctx, &mut self.cmd);
+        let action = match &verdict {
+            Verdict::Continue if self.cmd.is_modified() => Action::Rewrite(&self.cmd),
+            v => action_of(v),
         };
-        let action = match plugin.on_command(&ctx, &mut cmd) {
-            Verdict::Continue if cmd.is_modified() => WireAction::Rewrite(cmd.into_args()),
-            v => verdict_action(v),
-        };
-        self.emit(action, ctx.take_attr_changes())
+        emit(&mut self.out, action, &self.ctx.changes())
     }
 
     /// `tessera_on_reply`: input is a context, the command, then the reply as bytes.
@@ -105,57 +123,79 @@ impl<P: Plugin> Runtime<P> {
             return self.not_configured();
         };
         let mut r = Reader::new(input);
-        let decoded = wire::decode_context(&mut r).and_then(|ctx| {
-            let cmd = wire::decode_command(&mut r)?;
-            let reply = r.bytes("reply")?;
-            Ok((ctx, cmd, reply))
-        });
-        let (ctx, cmd, reply) = match decoded {
-            Ok(v) => v,
+        let decoded = decode_context(&mut r, &mut self.ctx, &mut self.ctx_bytes)
+            .and_then(|()| wire::decode_command_into(&mut r, &mut self.cmd))
+            .and_then(|()| r.bytes("reply"));
+        let reply = match decoded {
+            Ok(reply) => reply,
             Err(e) => return self.bad_input("on_reply", e),
         };
-        let action = match plugin.on_reply(&ctx, &cmd, reply) {
-            Some(new) => WireAction::Reply(new),
-            None => WireAction::Continue,
+        let new = plugin.on_reply(&self.ctx, &self.cmd, reply);
+        let action = match &new {
+            Some(resp) => Action::Reply(resp),
+            None => Action::Continue,
         };
-        self.emit(action, ctx.take_attr_changes())
-    }
-
-    fn emit(&mut self, action: WireAction, attrs: Vec<(String, String)>) -> Output<'_> {
-        let v = WireVerdict { action, attrs };
-        if v.is_plain_continue() {
-            return None;
-        }
-        self.out.clear();
-        wire::encode_verdict(&mut self.out, &v);
-        Some(&self.out)
+        emit(&mut self.out, action, &self.ctx.changes())
     }
 
     fn not_configured(&mut self) -> Output<'_> {
         let msg = "ERR plugin called before it was configured";
         log::error(msg);
-        self.emit(WireAction::Reject(msg.to_owned()), Vec::new())
+        emit(&mut self.out, Action::Reject(msg), &[])
     }
 
     fn bad_input(&mut self, hook: &str, e: impl Display) -> Output<'_> {
         let msg = format!("ERR plugin cannot decode the input of {hook}: {e}");
         log::error(&msg);
-        self.emit(WireAction::Reject(msg), Vec::new())
+        emit(&mut self.out, Action::Reject(&msg), &[])
     }
 }
 
-fn verdict_action(v: Verdict) -> WireAction {
+/// Decodes the context at the reader into `ctx`, unless its bytes are those `ctx` was
+/// decoded from last time (connections send the same context call after call).
+fn decode_context(
+    r: &mut Reader<'_>,
+    ctx: &mut Context,
+    ctx_bytes: &mut Vec<u8>,
+) -> Result<(), wire::DecodeError> {
+    let input = r.remaining();
+    if let Some(n) = wire::context_len(input)
+        && !ctx_bytes.is_empty()
+        && wire::same_bytes(&input[..n], ctx_bytes)
+    {
+        ctx.clear_changes();
+        return r.skip(n, "context");
+    }
+    ctx_bytes.clear();
+    wire::decode_context_into(r, ctx)?;
+    let n = input.len() - r.remaining().len();
+    ctx_bytes.extend_from_slice(&input[..n]);
+    Ok(())
+}
+
+/// Encodes a verdict into `out`; a plain `Continue` is `None`.
+fn emit<'o>(out: &'o mut Vec<u8>, action: Action<'_>, attrs: &[(String, String)]) -> Output<'o> {
+    if matches!(action, Action::Continue) && attrs.is_empty() {
+        return None;
+    }
+    out.clear();
+    wire::encode_action(out, action, attrs);
+    Some(out)
+}
+
+fn action_of(v: &Verdict) -> Action<'_> {
     match v {
-        Verdict::Continue => WireAction::Continue,
-        Verdict::Reply(resp) => WireAction::Reply(resp),
-        Verdict::Reject(msg) => WireAction::Reject(msg),
+        Verdict::Continue => Action::Continue,
+        Verdict::Reply(resp) => Action::Reply(resp),
+        Verdict::Reject(msg) => Action::Reject(msg),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Command, Context, reply};
+    use crate::reply;
+    use crate::wire::{WireAction, WireVerdict};
     use std::collections::BTreeMap;
 
     /// Prefixes keys with `config`, answers `PING` itself, rejects `FLUSHALL`, logs the
@@ -288,5 +328,234 @@ mod tests {
             matches!(&v.action, WireAction::Reject(m) if m.contains("on_command") && m.contains("argument count")),
             "{v:?}"
         );
+    }
+
+    /// Records what each call saw, and prefixes keys in place.
+    #[derive(Default)]
+    struct Recorder {
+        seen: Vec<String>,
+    }
+
+    impl Plugin for Recorder {
+        fn configure(_: &[u8]) -> Result<Self, String> {
+            Ok(Recorder::default())
+        }
+
+        fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
+            let attrs: Vec<String> = ctx
+                .received_attrs()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let args: Vec<String> = cmd
+                .args()
+                .enumerate()
+                .map(|(i, a)| {
+                    let key = if cmd.is_key(i) { "*" } else { "" };
+                    format!("{key}{}", String::from_utf8_lossy(a))
+                })
+                .collect();
+            self.seen.push(format!(
+                "{} db{} {} user={} [{}] {} {}",
+                ctx.conn_id(),
+                ctx.db(),
+                ctx.peer(),
+                ctx.user(),
+                attrs.join(","),
+                cmd.name(),
+                args.join(" ")
+            ));
+            if cmd.is_named("set") {
+                cmd.edit_keys(|k| drop(k.splice(0..0, *b"p:")));
+            }
+            if cmd.is_named("login") {
+                ctx.set_attr("user", "zed");
+            }
+            Verdict::Continue
+        }
+
+        fn on_reply(&mut self, ctx: &Context, cmd: &Command, _: &[u8]) -> Option<Vec<u8>> {
+            self.seen
+                .push(format!("reply {} {} {}", ctx.user(), cmd.name(), cmd.len()));
+            None
+        }
+    }
+
+    fn input_with(
+        conn: u64,
+        user: &str,
+        attrs: &[(&str, &str)],
+        cmd: &Command,
+        reply: Option<&[u8]>,
+    ) -> Vec<u8> {
+        let attrs = attrs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let ctx = Context::new(conn, conn as u32, format!("10.0.0.{conn}:1"), user, attrs);
+        let mut buf = Vec::new();
+        wire::encode_context(&mut buf, &ctx);
+        wire::encode_command(&mut buf, cmd);
+        if let Some(reply) = reply {
+            wire::WriteExt::put_bytes(&mut buf, reply);
+        }
+        buf
+    }
+
+    #[test]
+    fn calls_of_varying_shapes_see_nothing_of_the_previous_one() {
+        let mut rt = Runtime::<Recorder>::new();
+        rt.on_configure(b"");
+        let mset = Command::new(["MSET", "a", "1", "b", "2", "c", "3"])
+            .with_key(1)
+            .with_key(3)
+            .with_key(5);
+        let attrs = [("user", "alice"), ("tenant", "t1"), ("x", "y")];
+        assert_eq!(
+            rt.on_command(&input_with(1, "alice", &attrs, &mset, None)),
+            None
+        );
+
+        let get = Command::new(["get", "k"]).with_key(1);
+        assert_eq!(rt.on_command(&input_with(2, "", &[], &get, None)), None);
+
+        let set = Command::new(["SET", "key", "v"]).with_key(1);
+        let v = verdict(rt.on_command(&input_with(3, "bob", &[("user", "bob")], &set, None)));
+        assert_eq!(
+            v.unwrap().action,
+            WireAction::Rewrite(vec![b"SET".to_vec(), b"p:key".to_vec(), b"v".to_vec()])
+        );
+
+        let login = Command::new(["LOGIN"]);
+        let v = verdict(rt.on_command(&input_with(4, "", &[("a", "1"), ("b", "2")], &login, None)));
+        assert_eq!(v.unwrap().attrs, [("user".to_owned(), "zed".to_owned())]);
+        // The attribute change of LOGIN does not travel with the next verdict.
+        let ping = Command::new(["PING", "hello"]);
+        assert_eq!(rt.on_command(&input_with(5, "", &[], &ping, None)), None);
+        // Nor does the rewrite of SET: the same command with another key is rewritten anew.
+        let set2 = Command::new(["SET", "k2", "v", "EX", "1"]).with_key(1);
+        let v = verdict(rt.on_command(&input_with(6, "", &[], &set2, None))).unwrap();
+        assert_eq!(
+            v.action,
+            WireAction::Rewrite(
+                ["SET", "p:k2", "v", "EX", "1"]
+                    .map(|a| a.as_bytes().to_vec())
+                    .to_vec()
+            )
+        );
+        let reply = input_with(7, "carol", &[("user", "carol")], &get, Some(b"+x\r\n"));
+        assert_eq!(rt.on_reply(&reply), None);
+
+        assert_eq!(
+            rt.plugin().unwrap().seen,
+            [
+                "1 db1 10.0.0.1:1 user=alice [user=alice,tenant=t1,x=y] mset MSET *a 1 *b 2 *c 3",
+                "2 db2 10.0.0.2:1 user= [] get get *k",
+                "3 db3 10.0.0.3:1 user=bob [user=bob] set SET *key v",
+                "4 db4 10.0.0.4:1 user= [a=1,b=2] login LOGIN",
+                "5 db5 10.0.0.5:1 user= [] ping PING hello",
+                "6 db6 10.0.0.6:1 user= [] set SET *k2 v EX 1",
+                "reply carol get 2",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_repeated_context_is_reused_but_never_a_half_decoded_one() {
+        let mut rt = Runtime::<Recorder>::new();
+        rt.on_configure(b"");
+        let get = Command::new(["GET", "k"]).with_key(1);
+        let login = Command::new(["LOGIN"]);
+        let a = input_with(1, "alice", &[("user", "alice")], &get, None);
+        assert_eq!(rt.on_command(&a), None);
+        // Same context: LOGIN's attribute change goes with LOGIN's verdict only.
+        let a_login = input_with(1, "alice", &[("user", "alice")], &login, None);
+        assert!(verdict(rt.on_command(&a_login)).is_some());
+        assert_eq!(rt.on_command(&a), None);
+        // Same context, broken command: refused, the context stays good.
+        let ctx_len = wire::context_len(&a).unwrap();
+        let broken = [&a[..ctx_len], &[9, 0, 0, 0][..]].concat();
+        assert!(
+            verdict(rt.on_command(&broken))
+                .is_some_and(|v| matches!(v.action, WireAction::Reject(_)))
+        );
+        assert_eq!(rt.on_command(&a), None);
+        // A context that fails halfway (a user that is not UTF-8) is not reused afterwards.
+        let mut bad = Vec::new();
+        wire::WriteExt::put_u64(&mut bad, 2);
+        wire::WriteExt::put_u32(&mut bad, 5);
+        wire::WriteExt::put_bytes(&mut bad, b"10.0.0.2:1");
+        wire::WriteExt::put_bytes(&mut bad, b"\xff");
+        assert!(
+            verdict(rt.on_command(&bad)).is_some_and(|v| matches!(v.action, WireAction::Reject(_)))
+        );
+        assert_eq!(rt.on_command(&a), None);
+        let b = input_with(2, "", &[], &get, None);
+        assert_eq!(rt.on_command(&b), None);
+        assert_eq!(
+            rt.plugin().unwrap().seen,
+            [
+                "1 db1 10.0.0.1:1 user=alice [user=alice] get GET *k",
+                "1 db1 10.0.0.1:1 user=alice [user=alice] login LOGIN",
+                "1 db1 10.0.0.1:1 user=alice [user=alice] get GET *k",
+                "1 db1 10.0.0.1:1 user=alice [user=alice] get GET *k",
+                "1 db1 10.0.0.1:1 user=alice [user=alice] get GET *k",
+                "2 db2 10.0.0.2:1 user= [] get GET *k",
+            ]
+        );
+    }
+
+    /// Checks a command against a list, reads the user, prefixes keys in place.
+    struct Lean;
+
+    impl Plugin for Lean {
+        fn configure(_: &[u8]) -> Result<Self, String> {
+            Ok(Lean)
+        }
+
+        fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
+            if ["flushall", "config|set"].iter().any(|n| cmd.is_named(n)) {
+                return Verdict::reject("NOPERM no");
+            }
+            if ctx.attr("tenant") == Some("t1") {
+                cmd.edit_keys(|k| drop(k.splice(0..0, *b"t1:")));
+            }
+            Verdict::Continue
+        }
+
+        fn on_reply(&mut self, _: &Context, _: &Command, _: &[u8]) -> Option<Vec<u8>> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_warm_runtime_allocates_nothing_per_call() {
+        let mut rt = Runtime::<Lean>::new();
+        rt.on_configure(b"");
+        let attrs = [("user", "alice"), ("tenant", "t1")];
+        let get = input_with(
+            1,
+            "alice",
+            &attrs,
+            &Command::new(["GET", "key:1"]).with_key(1),
+            None,
+        );
+        let set = Command::new(["SET", "key:000000000001", "xxx"]).with_key(1);
+        let set = input_with(1, "alice", &attrs, &set, None);
+        let ping = input_with(1, "", &[], &Command::new(["PING"]), None);
+        let reply = Command::new(["GET", "t1:key:1"]).with_key(1);
+        let reply = input_with(1, "alice", &attrs, &reply, Some(b"$3\r\nxxx\r\n"));
+        for input in [&get, &set, &ping] {
+            rt.on_command(input);
+        }
+        rt.on_reply(&reply);
+        let (_, n) = crate::testing::count_allocations(|| Vec::<u8>::with_capacity(1));
+        assert_eq!(n, 1, "the counting allocator is not counting");
+
+        for _ in 0..3 {
+            for input in [&set, &get, &ping] {
+                let (out, n) = crate::testing::count_allocations(|| rt.on_command(input).is_some());
+                assert_eq!(n, 0, "on_command allocated");
+                assert_eq!(out, !std::ptr::eq(input, &ping));
+            }
+            let (_, n) = crate::testing::count_allocations(|| rt.on_reply(&reply).is_none());
+            assert_eq!(n, 0, "on_reply allocated");
+        }
     }
 }

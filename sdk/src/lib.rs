@@ -63,11 +63,17 @@ mod context;
 pub mod dispatch;
 pub mod log;
 pub mod reply;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 pub mod time;
 pub mod wire;
 
 pub use command::{Command, CommandError};
 pub use context::Context;
+
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: testing::CountingAllocator = testing::CountingAllocator;
 
 /// What a hook tells the proxy to do with the command.
 ///
@@ -108,14 +114,26 @@ pub trait Plugin: Sized + 'static {
     /// `message` to the operator.
     fn configure(config: &[u8]) -> Result<Self, String>;
 
-    /// The commands [`on_command`](Plugin::on_command) and
-    /// [`on_reply`](Plugin::on_reply) are called for: lowercase names such as `"get"`, or
-    /// `"object|encoding"` for one subcommand.
+    /// The commands [`on_command`](Plugin::on_command) is called for (and
+    /// [`on_reply`](Plugin::on_reply), unless [`reply_subscriptions`](Plugin::reply_subscriptions)
+    /// says otherwise): lowercase names such as `"get"`, or `"object|encoding"` for one
+    /// subcommand.
     ///
     /// Default: the empty list, which means *every* command. Subscribe to as few as you
     /// can: each call costs a trip into the WebAssembly instance.
     fn subscriptions() -> &'static [&'static str] {
         &[]
+    }
+
+    /// The commands [`on_reply`](Plugin::on_reply) is called for, in the same form as
+    /// [`subscriptions`](Plugin::subscriptions); the empty list means every command.
+    /// A plugin that rewrites every command but only some replies (say, the replies that
+    /// carry keys) names those here and saves the proxy a call per command.
+    ///
+    /// Default: [`subscriptions`](Plugin::subscriptions), so `on_reply` sees the commands
+    /// `on_command` sees.
+    fn reply_subscriptions() -> &'static [&'static str] {
+        Self::subscriptions()
     }
 
     /// A client connected. A [`Verdict::Reply`] or [`Verdict::Reject`] is handled by the
@@ -159,8 +177,9 @@ pub trait Plugin: Sized + 'static {
 /// ```
 ///
 /// On `wasm32` it emits the exports `tessera_abi_version`, `tessera_alloc`,
-/// `tessera_on_configure`, `tessera_subscriptions` and the hooks `tessera_on_connect`,
-/// `tessera_on_command`, `tessera_on_reply`, keeping the instance in a static. On other
+/// `tessera_input_reusable`, `tessera_on_configure`, `tessera_subscriptions` and the hooks `tessera_on_connect`,
+/// `tessera_on_command`, `tessera_on_reply` (with `tessera_reply_subscriptions`), keeping
+/// the instance in a static. On other
 /// targets it emits nothing (but type-checks), so `cargo test` works on the host.
 ///
 /// The proxy calls only the hooks a module exports. A plugin that overrides only some
@@ -190,6 +209,11 @@ macro_rules! export_plugin {
             #[unsafe(no_mangle)]
             pub extern "C" fn tessera_alloc(size: i32) -> i32 {
                 $crate::abi::alloc(size)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tessera_input_reusable() -> i32 {
+                $crate::abi::input_reusable()
             }
 
             #[unsafe(no_mangle)]
@@ -232,6 +256,11 @@ macro_rules! __export_hook {
         #[unsafe(no_mangle)]
         pub extern "C" fn tessera_on_reply(ptr: i32, len: i32) -> i64 {
             $crate::abi::on_reply(&$rt, ptr, len)
+        }
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn tessera_reply_subscriptions() -> i64 {
+            $crate::abi::reply_subscriptions(&$rt)
         }
     };
     ($other:ident, $rt:ident) => {

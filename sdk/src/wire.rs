@@ -15,7 +15,6 @@
 //!           u32 n, n × (string key, string value)
 //! ```
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::{Command, Context};
@@ -70,6 +69,11 @@ impl<'a> Reader<'a> {
     /// The bytes not read yet.
     pub fn remaining(&self) -> &'a [u8] {
         self.buf
+    }
+
+    /// Skips `n` bytes.
+    pub fn skip(&mut self, n: usize, what: &'static str) -> Result<(), DecodeError> {
+        self.take(n, what).map(drop)
     }
 
     /// Fails with [`DecodeError::TrailingBytes`] unless everything was read.
@@ -129,6 +133,28 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Whether `a` and `b` hold the same bytes. Compares 8 bytes at a time: on wasm32 the
+/// `memcmp` behind `==` on slices goes byte by byte, several times slower for the short
+/// strings a plugin compares on every call.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut a8, mut b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+    if !a8
+        .by_ref()
+        .zip(b8.by_ref())
+        .all(|(x, y)| word(x) == word(y))
+    {
+        return false;
+    }
+    a8.remainder()
+        .iter()
+        .zip(b8.remainder())
+        .all(|(x, y)| x == y)
+}
+
 /// Appends ABI fields to a buffer.
 pub trait WriteExt {
     /// Appends a little-endian `u32`.
@@ -159,20 +185,44 @@ fn len_u32(len: usize) -> u32 {
     u32::try_from(len).expect("an ABI field longer than 4 GiB")
 }
 
-/// Decodes a *context* from the reader.
+/// Decodes a *context* from the reader into a new [`Context`].
 pub fn decode_context(r: &mut Reader<'_>) -> Result<Context, DecodeError> {
+    let mut ctx = Context::default();
+    decode_context_into(r, &mut ctx)?;
+    Ok(ctx)
+}
+
+/// Decodes a *context* into `ctx`, reusing its buffers (what the SDK does on every call).
+/// On an error `ctx` holds part of the input.
+pub fn decode_context_into(r: &mut Reader<'_>, ctx: &mut Context) -> Result<(), DecodeError> {
     let conn_id = r.u64("connection id")?;
     let db = r.u32("database")?;
-    let peer = r.string("peer address")?.to_owned();
-    let user = r.string("user")?.to_owned();
+    let peer = r.string("peer address")?;
+    let user = r.string("user")?;
+    ctx.start_decode(conn_id, db, peer, user);
     let n = r.count("attribute count")?;
-    let mut attrs = BTreeMap::new();
     for _ in 0..n {
-        let key = r.string("attribute key")?.to_owned();
-        let value = r.string("attribute value")?.to_owned();
-        attrs.insert(key, value);
+        let key = r.string("attribute key")?;
+        let value = r.string("attribute value")?;
+        ctx.push_decoded_attr(key, value);
     }
-    Ok(Context::new(conn_id, db, peer, user, attrs))
+    Ok(())
+}
+
+/// The length in bytes of the *context* at the start of `buf`, found by skipping its fields
+/// without decoding them, or `None` if `buf` ends inside it. (The SDK compares those bytes
+/// with the last call's to skip decoding a context that did not change.)
+pub fn context_len(buf: &[u8]) -> Option<usize> {
+    let mut r = Reader::new(buf);
+    r.take(12, "").ok()?;
+    r.bytes("").ok()?;
+    r.bytes("").ok()?;
+    let n = r.u32("").ok()?;
+    for _ in 0..n {
+        r.bytes("").ok()?;
+        r.bytes("").ok()?;
+    }
+    Some(buf.len() - r.remaining().len())
 }
 
 /// Encodes a *context* (the host's side; here for tests and test harnesses).
@@ -189,19 +239,28 @@ pub fn encode_context(out: &mut Vec<u8>, ctx: &Context) {
     }
 }
 
-/// Decodes a *command* from the reader.
+/// Decodes a *command* from the reader into a new [`Command`].
 pub fn decode_command(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
+    let mut cmd = Command::default();
+    decode_command_into(r, &mut cmd)?;
+    Ok(cmd)
+}
+
+/// Decodes a *command* into `cmd`, reusing its buffers (what the SDK does on every call).
+/// On an error `cmd` holds part of the input.
+pub fn decode_command_into(r: &mut Reader<'_>, cmd: &mut Command) -> Result<(), DecodeError> {
     let argc = r.count("argument count")?;
     if argc == 0 {
         return Err(DecodeError::EmptyCommand);
     }
-    let mut args = Vec::with_capacity(argc);
+    cmd.start_decode();
     for _ in 0..argc {
         let flags = r.u8("argument flags")?;
         let arg = r.bytes("argument")?;
-        args.push((arg.to_vec(), flags & FLAG_KEY != 0));
+        cmd.push_decoded(arg, flags & FLAG_KEY != 0);
     }
-    Ok(Command::from_parts(args))
+    cmd.finish_decode();
+    Ok(())
 }
 
 /// Encodes a *command* with its key flags (the host's side; here for tests).
@@ -265,10 +324,7 @@ pub fn encode_verdict(out: &mut Vec<u8>, v: &WireVerdict) {
         WireAction::Continue => out.push(0),
         WireAction::Rewrite(args) => {
             out.push(1);
-            out.put_u32(len_u32(args.len()));
-            for arg in args {
-                out.put_bytes(arg);
-            }
+            put_list(out, args.iter().map(Vec::as_slice));
         }
         WireAction::Reply(resp) => {
             out.push(2);
@@ -279,8 +335,49 @@ pub fn encode_verdict(out: &mut Vec<u8>, v: &WireVerdict) {
             out.put_bytes(msg.as_bytes());
         }
     }
-    out.put_u32(len_u32(v.attrs.len()));
-    for (k, val) in &v.attrs {
+    put_attrs(out, v.attrs.iter());
+}
+
+/// A verdict's action as the SDK encodes it on each call, borrowing its payload.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Action<'a> {
+    Continue,
+    /// Rewrite to the arguments of this command.
+    Rewrite(&'a Command),
+    Reply(&'a [u8]),
+    Reject(&'a str),
+}
+
+/// Appends the encoding of a verdict to `out`, without copying its payload anywhere else.
+pub(crate) fn encode_action(out: &mut Vec<u8>, action: Action<'_>, attrs: &[(String, String)]) {
+    match action {
+        Action::Continue => out.push(0),
+        Action::Rewrite(cmd) => {
+            out.push(1);
+            put_list(out, cmd.args());
+        }
+        Action::Reply(resp) => {
+            out.push(2);
+            out.put_bytes(resp);
+        }
+        Action::Reject(msg) => {
+            out.push(3);
+            out.put_bytes(msg.as_bytes());
+        }
+    }
+    put_attrs(out, attrs.iter());
+}
+
+fn put_list<'a>(out: &mut Vec<u8>, items: impl ExactSizeIterator<Item = &'a [u8]>) {
+    out.put_u32(len_u32(items.len()));
+    for item in items {
+        out.put_bytes(item);
+    }
+}
+
+fn put_attrs<'a>(out: &mut Vec<u8>, attrs: impl ExactSizeIterator<Item = &'a (String, String)>) {
+    out.put_u32(len_u32(attrs.len()));
+    for (k, val) in attrs {
         out.put_bytes(k.as_bytes());
         out.put_bytes(val.as_bytes());
     }
@@ -328,6 +425,7 @@ pub fn unpack(v: i64) -> (u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn ctx() -> Context {
         let mut attrs = BTreeMap::new();
@@ -384,6 +482,36 @@ mod tests {
             vec![(1, &b"k1"[..]), (3, &b"k2"[..])]
         );
         assert_eq!(m.arg(4), Some(&b""[..]));
+    }
+
+    #[test]
+    fn same_bytes_is_slice_equality() {
+        let text = b"0123456789abcdefghijklmnopq";
+        for i in 0..text.len() {
+            for j in i..text.len() {
+                let a = &text[i..j];
+                assert!(same_bytes(a, a));
+                let mut b = a.to_vec();
+                for k in 0..b.len() {
+                    b[k] ^= 1;
+                    assert!(!same_bytes(a, &b), "{a:?} differs at {k}");
+                    b[k] ^= 1;
+                }
+                assert!(!same_bytes(a, &text[i..]) || j == text.len());
+            }
+        }
+    }
+
+    #[test]
+    fn context_len_skips_exactly_the_context() {
+        let mut buf = Vec::new();
+        encode_context(&mut buf, &ctx());
+        let n = buf.len();
+        encode_command(&mut buf, &cmd());
+        assert_eq!(context_len(&buf), Some(n));
+        for cut in 0..n {
+            assert_eq!(context_len(&buf[..cut]), None, "cut at {cut}");
+        }
     }
 
     #[test]

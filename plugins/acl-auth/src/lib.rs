@@ -146,13 +146,11 @@ impl User {
     }
 
     fn may_run(&self, cmd: &Command) -> bool {
-        let with_sub = cmd.name_with_subcommand();
-        let names = |n: &str| n == cmd.name() || with_sub.as_deref() == Some(n);
         self.rules.iter().fold(false, |allowed, rule| match rule {
             Rule::AllowAll => true,
             Rule::DenyAll => false,
-            Rule::Allow(n) if names(n) => true,
-            Rule::Deny(n) if names(n) => false,
+            Rule::Allow(n) if cmd.is_named(n) => true,
+            Rule::Deny(n) if cmd.is_named(n) => false,
             _ => allowed,
         })
     }
@@ -284,8 +282,14 @@ impl Plugin for AclAuth {
 export_plugin!(AclAuth, hooks = [on_command]);
 
 #[cfg(test)]
+#[global_allocator]
+static ALLOC: tessera_sdk::testing::CountingAllocator = tessera_sdk::testing::CountingAllocator;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_sdk::dispatch::Runtime;
+    use tessera_sdk::testing::{command_input, count_allocations};
 
     /// sha256("secret")
     const SECRET: &str = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
@@ -480,6 +484,27 @@ mod tests {
         for (json, want) in cases {
             let e = AclAuth::from_json(json.as_bytes()).unwrap_err();
             assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn permitted_commands_cost_no_allocation() {
+        let mut rt = Runtime::<AclAuth>::new();
+        rt.on_configure(include_bytes!("../config.example.json"));
+        let alice = Context::default().with_user("alice");
+        let admin = Context::default().with_user("admin");
+        let inputs = [
+            command_input(&alice, &Command::new(["GET", "app:1"]).with_key(1)),
+            command_input(&alice, &Command::new(["SET", "app:2", "v"]).with_key(1)),
+            command_input(&admin, &Command::new(["CONFIG", "GET", "x"])),
+            command_input(&alice, &Command::new(["QUIT"])),
+        ];
+        for input in &inputs {
+            assert_eq!(rt.on_command(input), None, "permitted: plain Continue");
+        }
+        for input in &inputs {
+            let (_, n) = count_allocations(|| rt.on_command(input).is_none());
+            assert_eq!(n, 0);
         }
     }
 }

@@ -69,12 +69,9 @@ impl Rules {
         lower(&mut self.deny);
     }
 
-    /// Whether the rules let the command named `name` (and `name|sub`) through.
-    fn allows(&self, name: &str, with_sub: Option<&str>) -> bool {
-        let listed = |list: &[String]| {
-            list.iter()
-                .any(|e| e == name || with_sub.is_some_and(|s| e == s))
-        };
+    /// Whether the rules let `cmd` through.
+    fn allows(&self, cmd: &Command) -> bool {
+        let listed = |list: &[String]| list.iter().any(|e| cmd.is_named(e));
         match &self.allow {
             Some(allow) => listed(allow),
             None => !listed(&self.deny),
@@ -100,18 +97,14 @@ impl CommandFilter {
         })
     }
 
-    /// `None` if `user` may run `cmd`, else the error message.
+    /// `None` if `user` may run `cmd`, else the error message. Allocates only for the
+    /// message.
     pub fn check(&self, user: &str, cmd: &Command) -> Option<String> {
-        let name = cmd.name();
-        let with_sub = cmd.name_with_subcommand();
-        let ok = self.global.allows(name, with_sub.as_deref())
-            && self
-                .users
-                .get(user)
-                .is_none_or(|r| r.allows(name, with_sub.as_deref()));
+        let ok = self.global.allows(cmd) && self.users.get(user).is_none_or(|r| r.allows(cmd));
         if ok {
             return None;
         }
+        let name = cmd.name();
         Some(if self.message.contains("{command}") {
             self.message.replace("{command}", name)
         } else {
@@ -136,8 +129,14 @@ impl Plugin for CommandFilter {
 export_plugin!(CommandFilter, hooks = [on_command]);
 
 #[cfg(test)]
+#[global_allocator]
+static ALLOC: tessera_sdk::testing::CountingAllocator = tessera_sdk::testing::CountingAllocator;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_sdk::dispatch::Runtime;
+    use tessera_sdk::testing::{command_input, count_allocations};
 
     fn filter(json: &str) -> CommandFilter {
         CommandFilter::from_json(json.as_bytes()).unwrap()
@@ -230,5 +229,24 @@ mod tests {
         assert!(e.starts_with("command-filter: bad config:"), "{e}");
         assert!(CommandFilter::from_json(br#"{"denny": []}"#).is_err());
         assert!(CommandFilter::from_json(b"").is_err());
+    }
+
+    #[test]
+    fn allowed_commands_cost_no_allocation() {
+        let mut rt = Runtime::<CommandFilter>::new();
+        rt.on_configure(include_bytes!("../config.example.json"));
+        let alice = Context::default().with_user("alice");
+        let inputs = [
+            command_input(&alice, &Command::new(["GET", "key:1"]).with_key(1)),
+            command_input(&alice, &Command::new(["SET", "key:1", "v"]).with_key(1)),
+            command_input(&Context::default(), &Command::new(["CONFIG", "GET", "x"])),
+        ];
+        for input in &inputs {
+            assert_eq!(rt.on_command(input), None, "allowed: plain Continue");
+        }
+        for input in &inputs {
+            let (_, n) = count_allocations(|| rt.on_command(input).is_none());
+            assert_eq!(n, 0);
+        }
     }
 }

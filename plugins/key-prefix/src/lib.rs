@@ -73,9 +73,12 @@ impl KeyPrefix {
     }
 }
 
+/// The commands whose replies carry keys, which [`strip_reply`] strips.
+pub const REPLY_SUBSCRIPTIONS: [&str; 3] = ["keys", "scan", "randomkey"];
+
 /// Whether the command needs a tenant: it has keys, or lists keys.
 fn touches_keys(cmd: &Command) -> bool {
-    cmd.keys().next().is_some() || matches!(cmd.name(), "keys" | "scan" | "randomkey")
+    cmd.keys().next().is_some() || REPLY_SUBSCRIPTIONS.contains(&cmd.name())
 }
 
 /// `prefix` with the glob characters of Redis's pattern syntax escaped.
@@ -90,16 +93,23 @@ pub fn escape_glob(prefix: &str) -> Vec<u8> {
     out
 }
 
-/// Rewrites `cmd` into the namespace `prefix`.
+/// Inserts `prefix` at the start of `buf`, in place (no allocation if `buf` has room).
+pub fn prepend(buf: &mut Vec<u8>, prefix: &[u8]) {
+    let len = buf.len();
+    buf.extend_from_slice(prefix);
+    buf.copy_within(..len, prefix.len());
+    buf[..prefix.len()].copy_from_slice(prefix);
+}
+
+/// Rewrites `cmd` into the namespace `prefix`. Keys are prefixed in place: for a command
+/// with only keys to prefix (GET, SET, ...) this allocates nothing once the SDK's buffers
+/// have grown.
 pub fn prefix_command(cmd: &mut Command, prefix: &str) {
     let p = prefix.as_bytes();
-    cmd.map_keys(|k| [p, k].concat());
+    cmd.edit_keys(|k| prepend(k, p));
     match cmd.name() {
         "keys" => {
-            if let Some(pattern) = cmd.arg(1) {
-                let new = [escape_glob(prefix).as_slice(), pattern].concat();
-                let _ = cmd.set_arg(1, new);
-            }
+            let _ = cmd.edit_arg(1, |pattern| prepend(pattern, &escape_glob(prefix)));
         }
         "scan" => {
             // SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]: options come in pairs.
@@ -107,9 +117,7 @@ pub fn prefix_command(cmd: &mut Command, prefix: &str) {
             let mut found = false;
             while i + 1 < cmd.len() {
                 if cmd.arg(i).is_some_and(|a| a.eq_ignore_ascii_case(b"match")) {
-                    let pattern = cmd.arg(i + 1).unwrap_or_default();
-                    let new = [escape_glob(prefix).as_slice(), pattern].concat();
-                    let _ = cmd.set_arg(i + 1, new);
+                    let _ = cmd.edit_arg(i + 1, |pattern| prepend(pattern, &escape_glob(prefix)));
                     found = true;
                 }
                 i += 2;
@@ -164,6 +172,11 @@ impl Plugin for KeyPrefix {
         Self::from_json(config)
     }
 
+    /// `on_reply` only for the replies that carry keys (`on_command` sees every command).
+    fn reply_subscriptions() -> &'static [&'static str] {
+        &REPLY_SUBSCRIPTIONS
+    }
+
     fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
         if !touches_keys(cmd) {
             return Verdict::Continue;
@@ -178,7 +191,7 @@ impl Plugin for KeyPrefix {
     }
 
     fn on_reply(&mut self, ctx: &Context, cmd: &Command, reply: &[u8]) -> Option<Vec<u8>> {
-        if !matches!(cmd.name(), "keys" | "scan" | "randomkey") {
+        if !REPLY_SUBSCRIPTIONS.contains(&cmd.name()) {
             return None;
         }
         strip_reply(cmd.name(), reply, self.prefix_of(ctx.user())?)
@@ -188,8 +201,15 @@ impl Plugin for KeyPrefix {
 export_plugin!(KeyPrefix, hooks = [on_command, on_reply]);
 
 #[cfg(test)]
+#[global_allocator]
+static ALLOC: tessera_sdk::testing::CountingAllocator = tessera_sdk::testing::CountingAllocator;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_sdk::dispatch::Runtime;
+    use tessera_sdk::testing::{command_input, count_allocations, reply_input};
+    use tessera_sdk::wire::{self, WireAction};
 
     fn plugin() -> KeyPrefix {
         KeyPrefix::from_json(br#"{"tenants": {"alice": "t1:", "eve": "a*b:"}}"#).unwrap()
@@ -305,5 +325,60 @@ mod tests {
     fn bad_configs_are_refused() {
         assert!(KeyPrefix::from_json(br#"{"tenants": {"a": ""}}"#).is_err());
         assert!(KeyPrefix::from_json(br#"{"default": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn prefixing_a_key_costs_no_allocation() {
+        let mut rt = Runtime::<KeyPrefix>::new();
+        rt.on_configure(include_bytes!("../config.example.json"));
+        let get = Command::new(["GET", "key:000000000001"]).with_key(1);
+        let set = Command::new(["SET", "key:000000000002", "xxx"]).with_key(1);
+        let inputs = [command_input(&alice(), &get), command_input(&alice(), &set)];
+        for input in &inputs {
+            rt.on_command(input);
+        }
+        for input in &inputs {
+            let (_, n) = count_allocations(|| rt.on_command(input).is_some());
+            assert_eq!(n, 0);
+        }
+        let v = wire::decode_verdict(rt.on_command(&inputs[1]).unwrap()).unwrap();
+        let want = ["SET", "t1:key:000000000002", "xxx"].map(|a| a.as_bytes().to_vec());
+        assert_eq!(v.action, WireAction::Rewrite(want.to_vec()));
+    }
+
+    #[test]
+    fn on_reply_is_subscribed_only_for_replies_with_keys() {
+        assert_eq!(
+            KeyPrefix::reply_subscriptions(),
+            ["keys", "scan", "randomkey"]
+        );
+        assert!(
+            KeyPrefix::subscriptions().is_empty(),
+            "on_command sees every command"
+        );
+        // Called anyway (an older proxy ignores the list), a GET reply goes out unchanged.
+        let mut rt = Runtime::<KeyPrefix>::new();
+        rt.on_configure(include_bytes!("../config.example.json"));
+        let get = Command::new(["GET", "t1:k"]).with_key(1);
+        assert_eq!(
+            rt.on_reply(&reply_input(&alice(), &get, b"$4\r\nt1:v\r\n")),
+            None
+        );
+        let keys = Command::new(["KEYS", "t1:*"]);
+        let out = rt.on_reply(&reply_input(&alice(), &keys, b"*1\r\n$4\r\nt1:a\r\n"));
+        let v = wire::decode_verdict(out.unwrap()).unwrap();
+        assert_eq!(v.action, WireAction::Reply(b"*1\r\n$1\r\na\r\n".to_vec()));
+    }
+
+    #[test]
+    fn prepend_inserts_in_place() {
+        let mut b = b"key".to_vec();
+        prepend(&mut b, b"t1:");
+        assert_eq!(b, b"t1:key");
+        let mut e = Vec::new();
+        prepend(&mut e, b"p");
+        assert_eq!(e, b"p");
+        prepend(&mut e, b"");
+        assert_eq!(e, b"p");
     }
 }

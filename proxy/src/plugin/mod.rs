@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command;
 pub use abi::{CallContext, Decision, Verdict};
-use wasm::{Hook, Instance};
+use wasm::{Hook, Instance, List};
 
 /// `[[plugin]]` in the proxy config: one link of the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,8 +84,10 @@ pub struct PluginStats {
 pub struct LoadedPlugin {
     pub config: PluginConfig,
     module: wasmtime::Module,
-    /// By command id: whether `on_command` / `on_reply` are called for it.
+    /// By command id: whether `on_command` is called for it.
     subscribed: Box<[bool]>,
+    /// By command id: whether `on_reply` is called for it.
+    reply_subscribed: Box<[bool]>,
     hooks: [bool; 4],
     pub stats: PluginStats,
 }
@@ -112,31 +114,51 @@ impl LoadedPlugin {
         };
         let module = wasm::compile(bytes).map_err(err)?;
         let mut instance = new_instance(&module, &config).map_err(err)?;
-        let names = instance.subscriptions(timeout(&config)).map_err(err)?;
-        let mut subscribed = vec![names.is_empty(); command::count()].into_boxed_slice();
-        for name in &names {
-            let spec = command::all().find(|s| s.name == name.as_str());
-            let spec = spec.ok_or_else(|| {
-                err(format!(
-                    "subscribes to {name:?}, which is not a Redis 7.0 command"
-                ))
-            })?;
-            subscribed[spec.id as usize] = true;
-        }
+        let names = instance
+            .subscriptions(List::Commands, timeout(&config))
+            .map_err(err)?;
+        let subscribed = command_table(&names).map_err(err)?;
+        // Without a reply list, `on_reply` is called for the commands `on_command` is.
+        let reply_subscribed = if instance.has_list(List::Replies) {
+            let names = instance
+                .subscriptions(List::Replies, timeout(&config))
+                .map_err(err)?;
+            command_table(&names).map_err(|e| err(format!("{e} (reply subscriptions)")))?
+        } else {
+            subscribed.clone()
+        };
         let hooks =
             [Hook::Configure, Hook::Connect, Hook::Command, Hook::Reply].map(|h| instance.has(h));
         Ok(LoadedPlugin {
             config,
             module,
             subscribed,
+            reply_subscribed,
             hooks,
             stats: PluginStats::default(),
         })
     }
 
     fn wants(&self, hook: Hook, cmd: u16) -> bool {
-        self.hooks[hook as usize] && (hook == Hook::Connect || self.subscribed[cmd as usize])
+        self.hooks[hook as usize]
+            && match hook {
+                Hook::Configure | Hook::Connect => true,
+                Hook::Command => self.subscribed[cmd as usize],
+                Hook::Reply => self.reply_subscribed[cmd as usize],
+            }
     }
+}
+
+/// By command id, whether a subscription list names it (an empty list names every command).
+fn command_table(names: &[String]) -> Result<Box<[bool]>, String> {
+    let mut table = vec![names.is_empty(); command::count()].into_boxed_slice();
+    for name in names {
+        let spec = command::all().find(|s| s.name == name.as_str());
+        let spec = spec
+            .ok_or_else(|| format!("subscribes to {name:?}, which is not a Redis 7.0 command"))?;
+        table[spec.id as usize] = true;
+    }
+    Ok(table)
 }
 
 fn timeout(c: &PluginConfig) -> Duration {
@@ -308,17 +330,24 @@ impl WorkerChain {
             return CommandOutcome::Continue(args, false);
         };
         let mut rewritten = false;
+        // Some(n): `scratch` holds the encoded context (its first n bytes), then the command.
+        let mut encoded: Option<usize> = None;
         for i in 0..self.links.len() {
             if !self.links[i].plugin.wants(Hook::Command, cmd) {
                 continue;
             }
-            let ctx = CallContext { attrs, ..*ctx };
-            self.scratch.clear();
-            abi::encode_context(&mut self.scratch, &ctx);
-            abi::encode_command(&mut self.scratch, &args, &key_pos);
+            if encoded.is_none() {
+                self.scratch.clear();
+                abi::encode_context(&mut self.scratch, &CallContext { attrs, ..*ctx });
+                encoded = Some(self.scratch.len());
+                abi::encode_command(&mut self.scratch, &args, &key_pos);
+            }
             match self.call(i, Hook::Command) {
                 Ok(v) => {
-                    set_attrs(attrs, v.attrs);
+                    if !v.attrs.is_empty() {
+                        set_attrs(attrs, v.attrs);
+                        encoded = None;
+                    }
                     match v.decision {
                         Decision::Continue => {}
                         Decision::Rewrite(new) => {
@@ -327,6 +356,10 @@ impl WorkerChain {
                             match keys(&args) {
                                 Some((c, k)) => (cmd, key_pos) = (c, k),
                                 None => return CommandOutcome::Continue(args, true),
+                            }
+                            if let Some(n) = encoded {
+                                self.scratch.truncate(n);
+                                abi::encode_command(&mut self.scratch, &args, &key_pos);
                             }
                         }
                         Decision::Reply(r) => return CommandOutcome::Answer(r),
@@ -353,13 +386,21 @@ impl WorkerChain {
         keys: &[usize],
         mut reply: Bytes,
     ) -> Bytes {
+        // Some(n): `scratch` starts with the encoded context and command, n bytes.
+        let mut encoded: Option<usize> = None;
         for i in (0..self.links.len()).rev() {
             if !self.links[i].plugin.wants(Hook::Reply, cmd) {
                 continue;
             }
-            self.scratch.clear();
-            abi::encode_context(&mut self.scratch, ctx);
-            abi::encode_command(&mut self.scratch, args, keys);
+            match encoded {
+                Some(n) => self.scratch.truncate(n),
+                None => {
+                    self.scratch.clear();
+                    abi::encode_context(&mut self.scratch, ctx);
+                    abi::encode_command(&mut self.scratch, args, keys);
+                    encoded = Some(self.scratch.len());
+                }
+            }
             abi::encode_reply(&mut self.scratch, &reply);
             match self.call(i, Hook::Reply) {
                 Ok(v) => match v.decision {

@@ -78,13 +78,39 @@ impl Hook {
     }
 }
 
+/// The optional exports that return a *string list* of command names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum List {
+    /// `tessera_subscriptions`: the commands `on_command` is called for.
+    Commands,
+    /// `tessera_reply_subscriptions`: the commands `on_reply` is called for.
+    Replies,
+}
+
+impl List {
+    fn export(self) -> &'static str {
+        match self {
+            List::Commands => "tessera_subscriptions",
+            List::Replies => "tessera_reply_subscriptions",
+        }
+    }
+}
+
+/// Inputs up to this size get a buffer of this size from a module that lets the host reuse
+/// it, so that the inputs of most calls fit the first buffer.
+const MIN_REUSED_INPUT: usize = 1024;
+
 /// One live instance of a plugin.
 pub struct Instance {
     store: Store<HostState>,
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
     hooks: [Option<TypedFunc<(i32, i32), i64>>; 4],
-    subscriptions: Option<TypedFunc<(), i64>>,
+    lists: [Option<TypedFunc<(), i64>>; 2],
+    /// Whether the module exports `tessera_input_reusable` returning 1.
+    input_reusable: bool,
+    /// The input buffer the last `tessera_alloc` returned and its size, if reusable.
+    input: Option<(i32, usize)>,
     timeout_ticks: u64,
 }
 
@@ -201,23 +227,41 @@ impl Instance {
                 hooks[i] = Some(f);
             }
         }
-        let subscriptions = match instance.get_export(&mut store, "tessera_subscriptions") {
-            None => None,
-            Some(_) => Some(
-                instance
-                    .get_typed_func::<(), i64>(&mut store, "tessera_subscriptions")
+        let mut lists = [None, None];
+        for (i, list) in [List::Commands, List::Replies].into_iter().enumerate() {
+            if instance.get_export(&mut store, list.export()).is_some() {
+                let f = instance
+                    .get_typed_func::<(), i64>(&mut store, list.export())
                     .map_err(|_| {
-                        "exports tessera_subscriptions with the wrong type; want () -> i64"
+                        format!(
+                            "exports {} with the wrong type; want () -> i64",
+                            list.export()
+                        )
+                    })?;
+                lists[i] = Some(f);
+            }
+        }
+        let input_reusable = match instance.get_export(&mut store, "tessera_input_reusable") {
+            None => false,
+            Some(_) => {
+                let f = instance
+                    .get_typed_func::<(), i32>(&mut store, "tessera_input_reusable")
+                    .map_err(|_| {
+                        "exports tessera_input_reusable with the wrong type; want () -> i32"
                             .to_string()
-                    })?,
-            ),
+                    })?;
+                store.set_epoch_deadline(timeout_ticks);
+                f.call(&mut store, ()).map_err(|e| describe(&e, timeout))? == 1
+            }
         };
         Ok(Instance {
             store,
             memory,
             alloc,
             hooks,
-            subscriptions,
+            lists,
+            input_reusable,
+            input: None,
             timeout_ticks,
         })
     }
@@ -226,9 +270,14 @@ impl Instance {
         self.hooks[hook as usize].is_some()
     }
 
-    /// The command names the plugin subscribes to (empty: all).
-    pub fn subscriptions(&mut self, timeout: Duration) -> Result<Vec<String>, String> {
-        let Some(f) = self.subscriptions.clone() else {
+    /// Whether the module exports `list`.
+    pub fn has_list(&self, list: List) -> bool {
+        self.lists[list as usize].is_some()
+    }
+
+    /// The command names of `list` (empty: all, or the list is not exported).
+    pub fn subscriptions(&mut self, list: List, timeout: Duration) -> Result<Vec<String>, String> {
+        let Some(f) = self.lists[list as usize].clone() else {
             return Ok(Vec::new());
         };
         self.store.set_epoch_deadline(self.timeout_ticks);
@@ -258,19 +307,34 @@ impl Instance {
 
     /// Calls a hook with `input` and decodes its verdict in place, in the plugin's memory.
     pub fn call(&mut self, hook: Hook, input: &[u8], timeout: Duration) -> Result<Verdict, String> {
-        let Some(f) = self.hooks[hook as usize].clone() else {
+        let Some(f) = &self.hooks[hook as usize] else {
             return Ok(Verdict::CONTINUE);
         };
         self.store.set_epoch_deadline(self.timeout_ticks);
         self.store.data_mut().cpu_at_deadline = None;
         let len = i32::try_from(input.len()).map_err(|_| "input too large")?;
-        let ptr = self
-            .alloc
-            .call(&mut self.store, len)
-            .map_err(|e| describe(&e, timeout))?;
+        let ptr = match self.input {
+            Some((ptr, size)) if input.len() <= size => ptr,
+            _ => {
+                let size = if self.input_reusable {
+                    input.len().max(MIN_REUSED_INPUT).next_power_of_two()
+                } else {
+                    input.len()
+                };
+                let size = i32::try_from(size).map_err(|_| "input too large")?;
+                let ptr = self
+                    .alloc
+                    .call(&mut self.store, size)
+                    .map_err(|e| describe(&e, timeout))?;
+                if self.input_reusable {
+                    self.input = Some((ptr, size as usize));
+                }
+                ptr
+            }
+        };
         self.memory
             .write(&mut self.store, ptr as u32 as usize, input)
-            .map_err(|_| format!("tessera_alloc({len}) returned {ptr}, outside its memory"))?;
+            .map_err(|_| format!("tessera_alloc returned {ptr}, outside its memory"))?;
         let packed = f
             .call(&mut self.store, (ptr, len))
             .map_err(|e| describe(&e, timeout))?;
