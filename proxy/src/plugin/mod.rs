@@ -224,6 +224,8 @@ pub struct WorkerChain {
     pub version: u64,
     links: Vec<Link>,
     scratch: Vec<u8>,
+    /// Key positions of the command `on_command` runs for, reused.
+    key_pos: Vec<usize>,
     /// Some counts are not flushed yet.
     dirty: bool,
 }
@@ -248,16 +250,17 @@ struct Link {
     created: Option<Instant>,
 }
 
-/// Finds the command id and key positions of a command line; `None` if it is not a valid
-/// command.
-pub type KeyFinder = dyn FnMut(&[Bytes]) -> Option<(u16, Vec<usize>)>;
+/// Finds the command id of a command line and puts its key positions in the vector (which
+/// it clears first); `None` if the line is not a valid command.
+pub type KeyFinder = dyn FnMut(&[Bytes], &mut Vec<usize>) -> Option<u16>;
 
 /// What the chain decided about a command.
 pub enum CommandOutcome {
     /// Go on with these arguments; `true` if a plugin rewrote them.
     Continue(Vec<Bytes>, bool),
-    /// Answer with this RESP value without calling Redis.
-    Answer(Bytes),
+    /// Answer with this RESP value without calling Redis; the id is the command's as the
+    /// client sent it.
+    Answer(u16, Bytes),
 }
 
 impl WorkerChain {
@@ -275,6 +278,7 @@ impl WorkerChain {
                 })
                 .collect(),
             scratch: Vec::new(),
+            key_pos: Vec::new(),
             dirty: false,
         }
     }
@@ -323,12 +327,27 @@ impl WorkerChain {
         &mut self,
         ctx: &CallContext,
         attrs: &mut Vec<(String, String)>,
-        mut args: Vec<Bytes>,
+        args: Vec<Bytes>,
         keys: &mut KeyFinder,
     ) -> CommandOutcome {
-        let Some((mut cmd, mut key_pos)) = keys(&args) else {
+        let mut key_pos = std::mem::take(&mut self.key_pos);
+        let outcome = self.run_on_command(ctx, attrs, args, keys, &mut key_pos);
+        self.key_pos = key_pos;
+        outcome
+    }
+
+    fn run_on_command(
+        &mut self,
+        ctx: &CallContext,
+        attrs: &mut Vec<(String, String)>,
+        mut args: Vec<Bytes>,
+        keys: &mut KeyFinder,
+        key_pos: &mut Vec<usize>,
+    ) -> CommandOutcome {
+        let Some(id) = keys(&args, key_pos) else {
             return CommandOutcome::Continue(args, false);
         };
+        let mut cmd = id;
         let mut rewritten = false;
         // Some(n): `scratch` holds the encoded context (its first n bytes), then the command.
         let mut encoded: Option<usize> = None;
@@ -340,7 +359,7 @@ impl WorkerChain {
                 self.scratch.clear();
                 abi::encode_context(&mut self.scratch, &CallContext { attrs, ..*ctx });
                 encoded = Some(self.scratch.len());
-                abi::encode_command(&mut self.scratch, &args, &key_pos);
+                abi::encode_command(&mut self.scratch, &args, key_pos);
             }
             match self.call(i, Hook::Command) {
                 Ok(v) => {
@@ -353,20 +372,22 @@ impl WorkerChain {
                         Decision::Rewrite(new) => {
                             args = new;
                             rewritten = true;
-                            match keys(&args) {
-                                Some((c, k)) => (cmd, key_pos) = (c, k),
+                            match keys(&args, key_pos) {
+                                Some(c) => cmd = c,
                                 None => return CommandOutcome::Continue(args, true),
                             }
                             if let Some(n) = encoded {
                                 self.scratch.truncate(n);
-                                abi::encode_command(&mut self.scratch, &args, &key_pos);
+                                abi::encode_command(&mut self.scratch, &args, key_pos);
                             }
                         }
-                        Decision::Reply(r) => return CommandOutcome::Answer(r),
-                        Decision::Reject(msg) => return CommandOutcome::Answer(error_reply(&msg)),
+                        Decision::Reply(r) => return CommandOutcome::Answer(id, r),
+                        Decision::Reject(msg) => {
+                            return CommandOutcome::Answer(id, error_reply(&msg));
+                        }
                     }
                 }
-                Err(reply) => return CommandOutcome::Answer(reply),
+                Err(reply) => return CommandOutcome::Answer(id, reply),
             }
         }
         CommandOutcome::Continue(args, rewritten)

@@ -16,17 +16,18 @@ pub struct ReplyHook {
     keys: Vec<usize>,
 }
 
-/// The command id and key positions of a command line, if it is a valid command.
-fn command_keys(args: &[Bytes]) -> Option<(u16, Vec<usize>)> {
+/// The command id of a command line, if it is a valid command, with its key positions put
+/// in `keys`.
+fn command_keys(args: &[Bytes], keys: &mut Vec<usize>) -> Option<u16> {
     let Lookup::Found(spec) = command::lookup(args) else {
         return None;
     };
     if !spec.arity_ok(args.len()) {
         return None;
     }
-    let mut keys = Vec::new();
-    command::key_positions(spec, args, &mut keys);
-    Some((spec.id, keys))
+    keys.clear();
+    command::key_positions(spec, args, keys);
+    Some(spec.id)
 }
 
 impl Session {
@@ -65,10 +66,6 @@ impl Session {
         let worker = self.worker.clone();
         let mut chain = worker.chain.borrow_mut();
         let mut attrs = std::mem::take(&mut self.attrs);
-        let cmd = match command::lookup(&req.args) {
-            Lookup::Found(spec) => Some(spec.id),
-            _ => None,
-        };
         let outcome = chain.on_command(
             &self.call_context(),
             &mut attrs,
@@ -80,7 +77,7 @@ impl Session {
         match outcome {
             CommandOutcome::Continue(args, false) => Ok(Request { args, raw: req.raw }),
             CommandOutcome::Continue(args, true) => Ok(Request { args, raw: None }),
-            CommandOutcome::Answer(reply) => Err((cmd, reply)),
+            CommandOutcome::Answer(cmd, reply) => Err((Some(cmd), reply)),
         }
     }
 
