@@ -435,7 +435,8 @@ fn main() {
         "\nGoals (issue 4): chain of three ≥ 0.90× no plugin: worst {worst_ratio:.3} {}; \
          one plugin call ≤ 300 ns: worst {worst_call:.0} ns {}.\n\
          Plugin ns/call = Δnanos/Δcalls of `/api/stats` (the time inside the wasm call, as the \
-         host measures it); key-prefix is called twice per command (on_command, on_reply). \
+         host measures it); each plugin is called once per GET/SET (key-prefix's on_reply is \
+         subscribed to KEYS/SCAN/RANDOMKEY only). \
          Chain ns/command = Σ Δnanos / requests. Proxy CPU = Δ(utime+stime) of the proxy pid / \
          requests, all threads. Plugin rejects + failures during the runs: {errors} (acl-auth \
          refuses redis-benchmark's start-up CONFIG GET in c; redis-benchmark aborts on any \

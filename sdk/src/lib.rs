@@ -40,6 +40,10 @@
 //! - Every hook gets a [`Context`]: connection id, database, peer address, user and the
 //!   connection's *attributes*. [`Context::set_attr`] sets an attribute for the rest of
 //!   the connection (setting `user` authenticates it).
+//! - The SDK keeps one `Context` and one `Command` per instance and decodes every call into
+//!   them, reusing their buffers (and skipping a context whose bytes did not change): a hook
+//!   that reads them, changes keys in place ([`Command::edit_keys`]) and returns
+//!   [`Verdict::Continue`] allocates nothing. [`testing`] counts allocations in host tests.
 //! - [`Plugin::on_command`] gets the [`Command`] with its keys marked by the host. Return
 //!   [`Verdict::Continue`] to let it go on — changed, if you changed it —,
 //!   [`Verdict::Reply`] to answer it yourself (see [`reply`]) or [`Verdict::Reject`] to
