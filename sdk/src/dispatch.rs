@@ -152,17 +152,17 @@ impl<P: Plugin> Runtime<P> {
 }
 
 /// Decodes the context at the reader into `ctx`, unless its bytes are those `ctx` was
-/// decoded from last time (connections send the same context call after call).
+/// decoded from last time (connections send the same context call after call). An encoded
+/// context delimits itself, so input that starts with the bytes of a whole context starts
+/// with that very context.
 fn decode_context(
     r: &mut Reader<'_>,
     ctx: &mut Context,
     ctx_bytes: &mut Vec<u8>,
 ) -> Result<(), wire::DecodeError> {
     let input = r.remaining();
-    if let Some(n) = wire::context_len(input)
-        && !ctx_bytes.is_empty()
-        && wire::same_bytes(&input[..n], ctx_bytes)
-    {
+    let n = ctx_bytes.len();
+    if n > 0 && input.len() >= n && wire::same_bytes(&input[..n], ctx_bytes) {
         ctx.clear_changes();
         return r.skip(n, "context");
     }

@@ -137,22 +137,25 @@ impl<'a> Reader<'a> {
 /// `memcmp` behind `==` on slices goes byte by byte, several times slower for the short
 /// strings a plugin compares on every call.
 pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
+    let n = a.len();
+    if b.len() != n {
         return false;
     }
-    let (mut a8, mut b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().expect("8 bytes"));
-    if !a8
-        .by_ref()
-        .zip(b8.by_ref())
-        .all(|(x, y)| word(x) == word(y))
-    {
-        return false;
+    let word = |s: &[u8], i: usize| u64::from_ne_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+    let mut i = 0;
+    while i + 8 <= n {
+        if word(a, i) != word(b, i) {
+            return false;
+        }
+        i += 8;
     }
-    a8.remainder()
-        .iter()
-        .zip(b8.remainder())
-        .all(|(x, y)| x == y)
+    while i < n {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Appends ABI fields to a buffer.
@@ -210,8 +213,7 @@ pub fn decode_context_into(r: &mut Reader<'_>, ctx: &mut Context) -> Result<(), 
 }
 
 /// The length in bytes of the *context* at the start of `buf`, found by skipping its fields
-/// without decoding them, or `None` if `buf` ends inside it. (The SDK compares those bytes
-/// with the last call's to skip decoding a context that did not change.)
+/// without decoding them, or `None` if `buf` ends inside it.
 pub fn context_len(buf: &[u8]) -> Option<usize> {
     let mut r = Reader::new(buf);
     r.take(12, "").ok()?;
