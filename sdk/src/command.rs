@@ -176,22 +176,28 @@ impl Command {
     /// `|` such as `"config|get"`, whether it is that command with that subcommand (its
     /// argument 1, compared ignoring ASCII case). `"config"` is every `CONFIG` command.
     /// Does not allocate; the usual way to check a command against a configured list.
+    // The cheap rejections (most names of a list differ in length or at the name's end) are
+    // inlined into the caller's loop; a WebAssembly call costs more than they do.
+    #[inline(always)]
     pub fn is_named(&self, name: &str) -> bool {
-        let (own, name) = (self.name.as_bytes(), name.as_bytes());
-        let n = own.len();
-        // Cheap rejections first: most names of a list differ in length or at `n`.
-        if name.len() < n {
-            return false;
+        let n = self.name.len();
+        match name.as_bytes().get(n) {
+            _ if name.len() < n => false,
+            None | Some(b'|') => self.is_named_from(name.as_bytes()),
+            Some(_) => false,
         }
-        let sub = match name.get(n) {
-            None => None,
-            Some(b'|') => Some(&name[n + 1..]),
-            Some(_) => return false,
-        };
+    }
+
+    /// [`is_named`](Command::is_named) for a `name` that is this command's name's length, or
+    /// longer with a `|` right after that.
+    #[inline(never)]
+    fn is_named_from(&self, name: &[u8]) -> bool {
+        let own = self.name.as_bytes();
+        let n = own.len();
         if !same_bytes(&name[..n], own) {
             return false;
         }
-        match sub {
+        match name.get(n + 1..) {
             None => true,
             Some(sub) => self.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(sub)),
         }

@@ -62,6 +62,7 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+mod by_name;
 mod command;
 mod context;
 pub mod dispatch;
@@ -72,6 +73,7 @@ pub mod testing;
 pub mod time;
 pub mod wire;
 
+pub use by_name::ByName;
 pub use command::{Command, CommandError};
 pub use context::Context;
 

@@ -136,6 +136,7 @@ impl<'a> Reader<'a> {
 /// Whether `a` and `b` hold the same bytes. Compares 8 bytes at a time: on wasm32 the
 /// `memcmp` behind `==` on slices goes byte by byte, several times slower for the short
 /// strings a plugin compares on every call.
+#[inline(always)]
 pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if b.len() != n {

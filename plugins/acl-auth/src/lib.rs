@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tessera_sdk::{Command, Context, Plugin, Verdict, export_plugin, reply};
+use tessera_sdk::{ByName, Command, Context, Plugin, Verdict, export_plugin, reply};
 
 pub mod glob;
 
@@ -145,14 +145,19 @@ impl User {
             == 0
     }
 
+    /// The last rule that matches the command decides; none: denied.
     fn may_run(&self, cmd: &Command) -> bool {
-        self.rules.iter().fold(false, |allowed, rule| match rule {
-            Rule::AllowAll => true,
-            Rule::DenyAll => false,
-            Rule::Allow(n) if cmd.is_named(n) => true,
-            Rule::Deny(n) if cmd.is_named(n) => false,
-            _ => allowed,
-        })
+        self.rules
+            .iter()
+            .rev()
+            .find_map(|rule| match rule {
+                Rule::AllowAll => Some(true),
+                Rule::DenyAll => Some(false),
+                Rule::Allow(n) if cmd.is_named(n) => Some(true),
+                Rule::Deny(n) if cmd.is_named(n) => Some(false),
+                _ => None,
+            })
+            .unwrap_or(false)
     }
 
     fn may_access(&self, key: &[u8]) -> bool {
@@ -176,7 +181,7 @@ fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
 /// The plugin: the configured users.
 #[derive(Debug)]
 pub struct AclAuth {
-    users: BTreeMap<String, User>,
+    users: ByName<User>,
 }
 
 impl AclAuth {

@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use tessera_sdk::{Command, Context, Plugin, Verdict, export_plugin};
+use tessera_sdk::{ByName, Command, Context, Plugin, Verdict, export_plugin};
 
 /// The default reject message.
 pub const DEFAULT_MESSAGE: &str = "NOPERM command not allowed by policy";
@@ -56,7 +56,7 @@ struct Config {
 #[derive(Debug)]
 pub struct CommandFilter {
     global: Rules,
-    users: BTreeMap<String, Rules>,
+    users: ByName<Rules>,
     message: String,
 }
 
@@ -92,7 +92,7 @@ impl CommandFilter {
         c.users.values_mut().for_each(Rules::normalize);
         Ok(CommandFilter {
             global,
-            users: c.users,
+            users: c.users.into_iter().collect(),
             message: c.message.unwrap_or_else(|| DEFAULT_MESSAGE.to_owned()),
         })
     }

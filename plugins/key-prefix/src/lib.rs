@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use tessera_sdk::{Command, Context, Plugin, Verdict, export_plugin, reply};
+use tessera_sdk::{ByName, Command, Context, Plugin, Verdict, export_plugin, reply};
 
 pub mod resp;
 
@@ -44,7 +44,7 @@ struct Config {
 /// The plugin: users' prefixes.
 #[derive(Debug)]
 pub struct KeyPrefix {
-    tenants: BTreeMap<String, String>,
+    tenants: ByName<String>,
     default: Option<String>,
 }
 
@@ -59,7 +59,7 @@ impl KeyPrefix {
             ));
         }
         Ok(KeyPrefix {
-            tenants: c.tenants,
+            tenants: c.tenants.into_iter().collect(),
             default: c.default.filter(|p| !p.is_empty()),
         })
     }
