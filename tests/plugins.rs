@@ -765,6 +765,15 @@ fn key_prefix_sees_only_the_replies_that_carry_keys() {
         5,
         "on_reply called for GET/SET/MGET"
     );
+    // Inputs larger than the module's input buffer (1 KiB, then 64 KiB and more) get a new
+    // one; smaller ones after them still fit.
+    for size in [3000, 200_000, 10] {
+        let value = "v".repeat(size);
+        expect(&mut c, &["SET", "big", &value], Resp::ok());
+        expect(&mut c, &["GET", "big"], Resp::bulk(&value));
+    }
+    assert_eq!(backend_get(&r, "t1:big"), Some(b"v".repeat(10)));
+    assert_eq!(plugin_calls(&proxy, "key-prefix"), 11);
 
     // The commands whose replies key-prefix strips (KEYS, SCAN, RANDOMKEY) are not served
     // by the proxy yet: on_command sees them, nothing reaches Redis, no on_reply.
@@ -773,9 +782,9 @@ fn key_prefix_sees_only_the_replies_that_carry_keys() {
         refused.error_text().contains("not supported"),
         "{refused:?}"
     );
-    assert_eq!(plugin_calls(&proxy, "key-prefix"), 6);
+    assert_eq!(plugin_calls(&proxy, "key-prefix"), 12);
     expect(&mut c, &["GET", "b"], Resp::bulk("2"));
-    assert_eq!(plugin_calls(&proxy, "key-prefix"), 7);
+    assert_eq!(plugin_calls(&proxy, "key-prefix"), 13);
 }
 
 #[test]

@@ -147,7 +147,9 @@ class Plugin:
             ptr = self.input[0]
         else:
             # Like the proxy: a reusable buffer is asked for with room to spare.
-            size = max(1024, 1 << (len(data) - 1).bit_length()) if self.reusable else len(data)
+            size = len(data)
+            if self.reusable and size <= 64 << 10:
+                size = max(1024, 1 << (size - 1).bit_length())
             ptr = self._call("tessera_alloc", size)
             self.allocs += 1
             if self.reusable:

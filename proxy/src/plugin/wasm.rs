@@ -99,6 +99,10 @@ impl List {
 /// Inputs up to this size get a buffer of this size from a module that lets the host reuse
 /// it, so that the inputs of most calls fit the first buffer.
 const MIN_REUSED_INPUT: usize = 1024;
+/// Reusable buffers up to this size are asked for rounded up to a power of two, so that
+/// inputs growing a little at a time do not ask for a new one each time; larger ones (a big
+/// value) exactly, not to spend the plugin's memory limit on room to spare.
+const MAX_ROUNDED_INPUT: usize = 64 * 1024;
 
 /// One live instance of a plugin.
 pub struct Instance {
@@ -316,10 +320,11 @@ impl Instance {
         let ptr = match self.input {
             Some((ptr, size)) if input.len() <= size => ptr,
             _ => {
-                let size = if self.input_reusable {
-                    input.len().max(MIN_REUSED_INPUT).next_power_of_two()
-                } else {
-                    input.len()
+                let size = match input.len() {
+                    n if self.input_reusable && n <= MAX_ROUNDED_INPUT => {
+                        n.max(MIN_REUSED_INPUT).next_power_of_two()
+                    }
+                    n => n,
                 };
                 let size = i32::try_from(size).map_err(|_| "input too large")?;
                 let ptr = self
