@@ -108,8 +108,11 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Reads a verdict; anything malformed is an error (treated like a trap by the host).
-pub fn decode_verdict(buf: &[u8]) -> Result<Verdict, String> {
+/// Reads a verdict; anything malformed is an error (treated like a trap by the host). An
+/// argument of a rewrite equal to the argument at the same index of `previous` (the command
+/// the plugin was given) shares its bytes instead of being copied: a plugin that changes a
+/// key sends the whole command back.
+pub fn decode_verdict(buf: &[u8], previous: &[Bytes]) -> Result<Verdict, String> {
     if buf.is_empty() {
         return Ok(Verdict::CONTINUE);
     }
@@ -122,8 +125,12 @@ pub fn decode_verdict(buf: &[u8]) -> Result<Verdict, String> {
                 return Err("rewrite to an empty command".into());
             }
             let mut args = Vec::with_capacity(n.min(1024));
-            for _ in 0..n {
-                args.push(Bytes::copy_from_slice(r.bytes()?));
+            for i in 0..n {
+                let arg = r.bytes()?;
+                args.push(match previous.get(i) {
+                    Some(same) if same[..] == *arg => same.clone(),
+                    _ => Bytes::copy_from_slice(arg),
+                });
             }
             Decision::Rewrite(args)
         }
@@ -166,11 +173,11 @@ mod tests {
 
     #[test]
     fn decodes_every_kind() {
-        assert_eq!(decode_verdict(&[]).unwrap(), Verdict::CONTINUE);
+        assert_eq!(decode_verdict(&[], &[]).unwrap(), Verdict::CONTINUE);
         let mut body = 2u32.to_le_bytes().to_vec();
         put_bytes(&mut body, b"GET");
         put_bytes(&mut body, b"t1:k");
-        let v = decode_verdict(&verdict(1, &body, &[("user", "alice")])).unwrap();
+        let v = decode_verdict(&verdict(1, &body, &[("user", "alice")]), &[]).unwrap();
         assert_eq!(
             v.decision,
             Decision::Rewrite(vec![Bytes::from("GET"), Bytes::from("t1:k")])
@@ -179,30 +186,62 @@ mod tests {
         let mut body = Vec::new();
         put_bytes(&mut body, b"+OK\r\n");
         assert_eq!(
-            decode_verdict(&verdict(2, &body, &[])).unwrap().decision,
+            decode_verdict(&verdict(2, &body, &[]), &[])
+                .unwrap()
+                .decision,
             Decision::Reply(Bytes::from("+OK\r\n"))
         );
         let mut body = Vec::new();
         put_bytes(&mut body, b"NOPERM no");
         assert_eq!(
-            decode_verdict(&verdict(3, &body, &[])).unwrap().decision,
+            decode_verdict(&verdict(3, &body, &[]), &[])
+                .unwrap()
+                .decision,
             Decision::Reject("NOPERM no".into())
         );
     }
 
     #[test]
+    fn a_rewrite_shares_the_arguments_it_left_unchanged() {
+        let line = Bytes::from_static(b"SET k value");
+        let previous = [line.slice(0..3), line.slice(4..5), line.slice(6..11)];
+        let mut body = 3u32.to_le_bytes().to_vec();
+        for arg in [&b"SET"[..], b"t1:k", b"value"] {
+            put_bytes(&mut body, arg);
+        }
+        let v = decode_verdict(&verdict(1, &body, &[]), &previous).unwrap();
+        let Decision::Rewrite(args) = v.decision else {
+            panic!("not a rewrite: {v:?}");
+        };
+        assert_eq!(args, ["SET", "t1:k", "value"].map(Bytes::from));
+        assert_eq!(args[0].as_ptr(), previous[0].as_ptr());
+        assert_ne!(args[1].as_ptr(), previous[1].as_ptr());
+        assert_eq!(args[2].as_ptr(), previous[2].as_ptr());
+        // Fewer or more arguments than before: those past the old ones are copied.
+        let mut body = 4u32.to_le_bytes().to_vec();
+        for arg in [&b"SET"[..], b"k", b"value", b"EX"] {
+            put_bytes(&mut body, arg);
+        }
+        let v = decode_verdict(&verdict(1, &body, &[]), &previous).unwrap();
+        assert_eq!(
+            v.decision,
+            Decision::Rewrite(["SET", "k", "value", "EX"].map(Bytes::from).to_vec())
+        );
+    }
+
+    #[test]
     fn refuses_malformed_verdicts() {
-        assert!(decode_verdict(&[9, 0, 0, 0, 0]).is_err());
-        assert!(decode_verdict(&[1, 255, 255, 255, 255]).is_err());
+        assert!(decode_verdict(&[9, 0, 0, 0, 0], &[]).is_err());
+        assert!(decode_verdict(&[1, 255, 255, 255, 255], &[]).is_err());
         let mut body = Vec::new();
         put_bytes(&mut body, b"+OK");
         assert!(
-            decode_verdict(&verdict(2, &body, &[])).is_err(),
+            decode_verdict(&verdict(2, &body, &[]), &[]).is_err(),
             "reply without CRLF"
         );
         let mut v = verdict(0, &[], &[]);
         v.push(0);
-        assert!(decode_verdict(&v).is_err(), "trailing bytes");
+        assert!(decode_verdict(&v, &[]).is_err(), "trailing bytes");
     }
 
     #[test]

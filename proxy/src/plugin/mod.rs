@@ -169,7 +169,7 @@ fn timeout(c: &PluginConfig) -> Duration {
 fn new_instance(module: &wasmtime::Module, c: &PluginConfig) -> Result<Instance, String> {
     let limit = (c.memory_limit_mb as usize).saturating_mul(1024 * 1024);
     let mut instance = Instance::new(module, &c.name, limit, timeout(c))?;
-    let verdict = instance.call(Hook::Configure, c.config.as_bytes(), timeout(c))?;
+    let verdict = instance.call(Hook::Configure, c.config.as_bytes(), &[], timeout(c))?;
     match verdict.decision {
         Decision::Continue => Ok(instance),
         Decision::Reject(why) => Err(format!("refused its configuration: {why}")),
@@ -305,7 +305,7 @@ impl WorkerChain {
             let ctx = CallContext { attrs, ..*ctx };
             self.scratch.clear();
             abi::encode_context(&mut self.scratch, &ctx);
-            match self.call(i, Hook::Connect) {
+            match self.call(i, Hook::Connect, &[]) {
                 Ok(v) => {
                     set_attrs(attrs, v.attrs);
                     match v.decision {
@@ -361,7 +361,7 @@ impl WorkerChain {
                 encoded = Some(self.scratch.len());
                 abi::encode_command(&mut self.scratch, &args, key_pos);
             }
-            match self.call(i, Hook::Command) {
+            match self.call(i, Hook::Command, &args) {
                 Ok(v) => {
                     if !v.attrs.is_empty() {
                         set_attrs(attrs, v.attrs);
@@ -423,7 +423,7 @@ impl WorkerChain {
                 }
             }
             abi::encode_reply(&mut self.scratch, &reply);
-            match self.call(i, Hook::Reply) {
+            match self.call(i, Hook::Reply, &[]) {
                 Ok(v) => match v.decision {
                     Decision::Continue => {}
                     Decision::Reply(r) => reply = r,
@@ -440,9 +440,10 @@ impl WorkerChain {
         reply
     }
 
-    /// Calls hook `hook` of link `i` with the input in `scratch`. A failure is handled by
-    /// the failure rule: `Err(reply)` when fail-closed, `Ok(Continue)` when fail-open.
-    fn call(&mut self, i: usize, hook: Hook) -> Result<Verdict, Bytes> {
+    /// Calls hook `hook` of link `i` with the input in `scratch` (which holds the command
+    /// `args`, if any). A failure is handled by the failure rule: `Err(reply)` when
+    /// fail-closed, `Ok(Continue)` when fail-open.
+    fn call(&mut self, i: usize, hook: Hook, args: &[Bytes]) -> Result<Verdict, Bytes> {
         let link = &mut self.links[i];
         if link.instance.is_none() {
             let recent = link
@@ -463,7 +464,7 @@ impl WorkerChain {
         }
         let instance = link.instance.as_mut().expect("instance exists");
         let start = Instant::now();
-        let result = instance.call(hook, &self.scratch, timeout(&link.plugin.config));
+        let result = instance.call(hook, &self.scratch, args, timeout(&link.plugin.config));
         let counts = &mut link.counts;
         counts.calls += 1;
         counts.nanos += start.elapsed().as_nanos() as u64;

@@ -4,6 +4,8 @@
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+
 use super::abi::{self, Verdict};
 use wasmtime::{
     Caller, Config, Engine, Instance as WasmInstance, Linker, Memory, Module, Store, StoreLimits,
@@ -309,8 +311,15 @@ impl Instance {
         Ok(names)
     }
 
-    /// Calls a hook with `input` and decodes its verdict in place, in the plugin's memory.
-    pub fn call(&mut self, hook: Hook, input: &[u8], timeout: Duration) -> Result<Verdict, String> {
+    /// Calls a hook with `input` and decodes its verdict in place, in the plugin's memory;
+    /// `args` is the command in `input`, if any (a rewrite shares its unchanged arguments).
+    pub fn call(
+        &mut self,
+        hook: Hook,
+        input: &[u8],
+        args: &[Bytes],
+        timeout: Duration,
+    ) -> Result<Verdict, String> {
         let Some(f) = &self.hooks[hook as usize] else {
             return Ok(Verdict::CONTINUE);
         };
@@ -355,7 +364,7 @@ impl Instance {
             .data(&self.store)
             .get(at..at.saturating_add(n))
             .ok_or_else(|| format!("returned {n} bytes at {at}, outside its memory"))?;
-        abi::decode_verdict(verdict)
+        abi::decode_verdict(verdict, args)
     }
 
     fn read_packed(&self, packed: i64) -> Result<Vec<u8>, String> {
