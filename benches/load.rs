@@ -239,6 +239,20 @@ struct RunResult {
     ops_per_sec: f64,
     /// Proxy CPU per operation (None for direct Redis).
     cpu_us_per_op: Option<f64>,
+    /// CPU per operation of every process taking part: redis-benchmark, both
+    /// redis-servers and the proxy.
+    all_us_per_op: Option<f64>,
+}
+
+/// CPU time of this process's reaped children (here: the redis-benchmark runs), in µs.
+fn children_cpu_us() -> Option<f64> {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return None;
+    }
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    Some(us(ru.ru_utime) + us(ru.ru_stime))
 }
 
 /// One redis-benchmark run against `ep`; `Err` if it failed, timed out or printed no rate.
@@ -247,8 +261,12 @@ fn run_benchmark(
     w: &Workload,
     requests: u64,
     clk_tck: f64,
+    servers: &[u32],
 ) -> Result<RunResult, String> {
+    let servers_ticks = || -> Option<u64> { servers.iter().map(|&p| cpu_ticks(p)).sum() };
     let cpu_before = ep.cpu_pid.and_then(cpu_ticks);
+    let servers_before = servers_ticks();
+    let client_before = children_cpu_us();
     let mut child = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &ep.addr.port().to_string()])
         .args(["-c", &CLIENTS.to_string(), "-n", &requests.to_string()])
@@ -273,6 +291,8 @@ fn run_benchmark(
         status = child.wait().ok();
     }
     let cpu_after = ep.cpu_pid.and_then(cpu_ticks);
+    let servers_after = servers_ticks();
+    let client_after = children_cpu_us();
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     if timed_out {
@@ -285,13 +305,24 @@ fn run_benchmark(
             stderr.trim()
         )
     })?;
-    let cpu_us_per_op = match (cpu_before, cpu_after) {
-        (Some(b), Some(a)) => Some((a - b) as f64 / clk_tck * 1e6 / requests as f64),
+    let per_op = |before: Option<u64>, after: Option<u64>| match (before, after) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / clk_tck * 1e6 / requests as f64),
+        _ => None,
+    };
+    let cpu_us_per_op = per_op(cpu_before, cpu_after);
+    let servers_us = per_op(servers_before, servers_after);
+    let client_us = match (client_before, client_after) {
+        (Some(b), Some(a)) => Some((a - b) / requests as f64),
+        _ => None,
+    };
+    let all_us_per_op = match (servers_us, client_us) {
+        (Some(s), Some(c)) => Some(s + c + cpu_us_per_op.unwrap_or(0.0)),
         _ => None,
     };
     Ok(RunResult {
         ops_per_sec: rps,
         cpu_us_per_op,
+        all_us_per_op,
     })
 }
 
@@ -384,6 +415,8 @@ fn median(xs: &[f64]) -> Option<f64> {
 struct Cell {
     ops: Vec<f64>,
     cpu: Vec<f64>,
+    /// Whole-system CPU per operation of each run (see [`RunResult::all_us_per_op`]).
+    all: Vec<f64>,
     error: Option<String>,
 }
 
@@ -393,6 +426,9 @@ impl Cell {
     }
     fn cpu(&self) -> Option<f64> {
         median(&self.cpu)
+    }
+    fn all(&self) -> Option<f64> {
+        median(&self.all)
     }
 }
 
@@ -524,6 +560,7 @@ fn main() {
         None => None,
     };
 
+    let servers = [a.pid(), b.pid()];
     let mut endpoints = vec![
         Endpoint {
             sys: Sys::Direct,
@@ -566,7 +603,7 @@ fn main() {
         },
     };
     for ep in &endpoints {
-        if let Err(e) = run_benchmark(ep, &warm, 20_000, clk_tck) {
+        if let Err(e) = run_benchmark(ep, &warm, 20_000, clk_tck, &servers) {
             println!("  warm-up {}: {e}", ep.sys.label());
         }
     }
@@ -592,19 +629,23 @@ fn main() {
                 if cell.error.is_some() {
                     continue;
                 }
-                match run_benchmark(ep, w, requests, clk_tck) {
+                match run_benchmark(ep, w, requests, clk_tck, &servers) {
                     Ok(r) => {
                         println!(
-                            "  {:<18} rep {} {:<9} {:>12} ops/s  proxy CPU {} µs/op",
+                            "  {:<18} rep {} {:<9} {:>12} ops/s  proxy CPU {} µs/op, all {} µs/op",
                             w.name,
                             rep + 1,
                             ep.sys.label(),
                             fmt_ops(Some(r.ops_per_sec)),
-                            fmt_cpu(r.cpu_us_per_op)
+                            fmt_cpu(r.cpu_us_per_op),
+                            fmt_cpu(r.all_us_per_op)
                         );
                         cell.ops.push(r.ops_per_sec);
                         if let Some(c) = r.cpu_us_per_op {
                             cell.cpu.push(c);
+                        }
+                        if let Some(c) = r.all_us_per_op {
+                            cell.all.push(c);
                         }
                     }
                     Err(e) => {
@@ -728,6 +769,32 @@ fn render(workloads: &[Workload], endpoints: &[Endpoint], cells: &[Vec<Cell>], m
             n_cpu,
             target
         );
+    }
+
+    let _ = writeln!(
+        out,
+        "\nWhole-system CPU per operation (redis-benchmark + both redis-servers + the proxy, \
+         medians) and the cores that kept busy (ops/s × CPU per op; the machine has {}):\n",
+        m.cores
+    );
+    let _ = write!(out, "| workload |");
+    for ep in endpoints {
+        let _ = write!(out, " {} µs/op (cores) |", ep.sys.label());
+    }
+    let _ = writeln!(out, "\n|---|{}", "---:|".repeat(endpoints.len()));
+    for (w, row) in workloads.iter().zip(cells) {
+        let _ = write!(out, "| {} |", w.name);
+        for c in row {
+            match (c.all(), c.ops()) {
+                (Some(all), Some(ops)) => {
+                    let _ = write!(out, " {all:.2} ({:.2}) |", all * ops / 1e6);
+                }
+                _ => {
+                    let _ = write!(out, " — |");
+                }
+            }
+        }
+        let _ = writeln!(out);
     }
 
     let _ = writeln!(out, "\nRaw runs (ops/s; proxy CPU µs/op in brackets):\n");
