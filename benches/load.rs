@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use harness::{
     Proxy, RawConn, RedisServer, Resp, TempDir, accepts, clock_ticks_per_sec, cpu_ticks, free_port,
-    reader_thread, wait_until,
+    wait_until,
 };
 
 /// Connections of every redis-benchmark run.
@@ -267,38 +267,20 @@ fn run_benchmark(
     let cpu_before = ep.cpu_pid.and_then(cpu_ticks);
     let servers_before = servers_ticks();
     let client_before = children_cpu_us();
-    let mut child = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &ep.addr.port().to_string()])
+    let mut cmd = Command::new("redis-benchmark");
+    cmd.args(["-h", "127.0.0.1", "-p", &ep.addr.port().to_string()])
         .args(["-c", &CLIENTS.to_string(), "-n", &requests.to_string()])
         .args(["-r", &KEYSPACE.to_string(), "-P", &w.pipeline.to_string()])
         .args(["-q", "--csv"])
-        .args(&w.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .args(&w.args);
+    let (status, stdout, stderr) = harness::run_bounded(&mut cmd, RUN_TIMEOUT)
         .map_err(|e| format!("cannot run redis-benchmark: {e}"))?;
-    let out = reader_thread(child.stdout.take().expect("piped stdout"));
-    let err = reader_thread(child.stderr.take().expect("piped stderr"));
-    let mut status = None;
-    wait_until(RUN_TIMEOUT, || {
-        status = child.try_wait().ok().flatten();
-        status.is_some()
-    });
-    let timed_out = status.is_none();
-    if timed_out {
-        harness::signal(child.id(), libc::SIGKILL);
-        status = child.wait().ok();
-    }
     let cpu_after = ep.cpu_pid.and_then(cpu_ticks);
     let servers_after = servers_ticks();
     let client_after = children_cpu_us();
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    if timed_out {
+    let Some(status) = status else {
         return Err(format!("redis-benchmark killed after {RUN_TIMEOUT:?}"));
-    }
-    let status = status.expect("exited");
+    };
     let rps = parse_csv_rps(&stdout).ok_or_else(|| {
         format!(
             "redis-benchmark ({status}) printed no rate; stdout: {stdout:?}; stderr: {}",

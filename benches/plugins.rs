@@ -18,13 +18,10 @@
 mod harness;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harness::{
-    Proxy, RawConn, RedisServer, Resp, clock_ticks_per_sec, cpu_ticks, encode, reader_thread,
-    wait_until,
-};
+use harness::{Proxy, RawConn, RedisServer, Resp, clock_ticks_per_sec, cpu_ticks, encode};
 
 /// Every redis-benchmark run is killed past this.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -156,31 +153,11 @@ fn run(proxy: &Proxy, setup: &Setup, test: &str, requests: u64, tck: f64) -> Res
     if setup.auth {
         cmd.args(["-a", PASSWORD, "--user", USER]);
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let (status, stdout, stderr) = harness::run_bounded(&mut cmd, RUN_TIMEOUT)
         .map_err(|e| format!("cannot run redis-benchmark: {e}"))?;
-    let out = reader_thread(child.stdout.take().expect("piped stdout"));
-    let err = reader_thread(child.stderr.take().expect("piped stderr"));
-    let mut status = None;
-    wait_until(RUN_TIMEOUT, || {
-        status = child.try_wait().ok().flatten();
-        status.is_some()
-    });
-    let timed_out = status.is_none();
-    if timed_out {
-        harness::signal(child.id(), libc::SIGKILL);
-        let _ = child.wait();
-    }
     let cpu_after = cpu_ticks(proxy.pid());
     let stats_after = plugin_counters(proxy);
-    let (stdout, stderr) = (
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default(),
-    );
-    if timed_out {
+    if status.is_none() {
         return Err(format!("redis-benchmark killed after {RUN_TIMEOUT:?}"));
     }
     let ops = stdout

@@ -1384,6 +1384,36 @@ pub fn clock_ticks_per_sec() -> f64 {
 }
 
 /// Reads a child's pipe to the end on its own thread, so the child never blocks on it.
+/// Runs `cmd` with its output piped, SIGKILLs it past `limit`, and returns its exit status
+/// (`None` if it was killed), stdout and stderr.
+pub fn run_bounded(
+    cmd: &mut std::process::Command,
+    limit: Duration,
+) -> std::io::Result<(Option<std::process::ExitStatus>, String, String)> {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let out = reader_thread(child.stdout.take().expect("piped stdout"));
+    let err = reader_thread(child.stderr.take().expect("piped stderr"));
+    let mut status = None;
+    wait_until(limit, || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    if status.is_none() {
+        signal(child.id(), libc::SIGKILL);
+        let _ = child.wait();
+    }
+    Ok((
+        status,
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    ))
+}
+
 pub fn reader_thread(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         let mut s = Vec::new();
