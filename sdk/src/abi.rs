@@ -151,6 +151,12 @@ pub fn on_command<P: Plugin>(rt: &Slot<Runtime<P>>, ptr: i32, len: i32) -> i64 {
 }
 
 #[cfg(target_arch = "wasm32")]
+/// `tessera_on_commands`: a batch of commands, each through `on_command`.
+pub fn on_commands<P: Plugin>(rt: &Slot<Runtime<P>>, ptr: i32, len: i32) -> i64 {
+    hook(rt, ptr, len, Runtime::on_commands)
+}
+
+#[cfg(target_arch = "wasm32")]
 /// `tessera_on_reply`.
 pub fn on_reply<P: Plugin>(rt: &Slot<Runtime<P>>, ptr: i32, len: i32) -> i64 {
     hook(rt, ptr, len, Runtime::on_reply)

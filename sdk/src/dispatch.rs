@@ -11,7 +11,7 @@
 
 use std::fmt::Display;
 
-use crate::wire::{self, Action, Reader};
+use crate::wire::{self, Action, Reader, WriteExt};
 use crate::{Command, Context, Plugin, Verdict, log};
 
 /// One plugin instance, the context and command its hooks get, and its output buffer.
@@ -117,6 +117,70 @@ impl<P: Plugin> Runtime<P> {
         emit(&mut self.out, action, &self.ctx.changes())
     }
 
+    /// `tessera_on_commands`: input is a context, a `u32` count N, then N commands; output
+    /// is a list of verdicts, one per command decided, in order (`None`: all N continue
+    /// unchanged, no attribute changed).
+    ///
+    /// Each command goes through [`Plugin::on_command`] exactly as in
+    /// [`on_command`](Runtime::on_command). The list stops after the first verdict that
+    /// sets attributes (the host calls again with the rest of the commands and the new
+    /// context), and before a command that cannot be decoded: a call whose *first* command
+    /// (or whose context or count) cannot be decoded answers that one command with a
+    /// `Reject` (a list of one), like the other hooks on bad input.
+    pub fn on_commands(&mut self, input: &[u8]) -> Output<'_> {
+        let Some(plugin) = self.plugin.as_mut() else {
+            log::error(NOT_CONFIGURED);
+            return reject_list(&mut self.out, NOT_CONFIGURED);
+        };
+        let mut r = Reader::new(input);
+        let n = decode_context(&mut r, &mut self.ctx, &mut self.ctx_bytes)
+            .and_then(|()| r.u32("command count"));
+        let n = match n {
+            Ok(0) => return self.bad_list_input("a batch of no commands"),
+            Ok(n) => n,
+            Err(e) => return self.bad_list_input(e),
+        };
+        let out = &mut self.out;
+        out.clear();
+        out.put_u32(0); // the count, once known
+        let (mut k, mut plain) = (0, true);
+        while k < n {
+            if let Err(e) = wire::decode_command_into(&mut r, &mut self.cmd) {
+                if k == 0 {
+                    return reject_list(out, &bad_input_message("on_commands", e));
+                }
+                // Decide the commands before it; the next call starts with it.
+                break;
+            }
+            let verdict = plugin.on_command(&self.ctx, &mut self.cmd);
+            let action = match &verdict {
+                Verdict::Continue if self.cmd.is_modified() => Action::Rewrite(&self.cmd),
+                v => action_of(v),
+            };
+            let changes = self.ctx.changes();
+            k += 1;
+            if matches!(action, Action::Continue) && changes.is_empty() {
+                out.put_u32(0);
+                continue;
+            }
+            plain = false;
+            let at = out.len();
+            out.put_u32(0);
+            wire::encode_action(out, action, &changes);
+            wire::patch_len(out, at);
+            if !changes.is_empty() {
+                // The next command must see the new attributes: the host sends them with
+                // the rest of the batch.
+                break;
+            }
+        }
+        if plain && k == n {
+            return None;
+        }
+        out[..4].copy_from_slice(&k.to_le_bytes());
+        Some(out)
+    }
+
     /// `tessera_on_reply`: input is a context, the command, then the reply as bytes.
     pub fn on_reply(&mut self, input: &[u8]) -> Output<'_> {
         let Some(plugin) = self.plugin.as_mut() else {
@@ -139,16 +203,29 @@ impl<P: Plugin> Runtime<P> {
     }
 
     fn not_configured(&mut self) -> Output<'_> {
-        let msg = "ERR plugin called before it was configured";
-        log::error(msg);
-        emit(&mut self.out, Action::Reject(msg), &[])
+        log::error(NOT_CONFIGURED);
+        emit(&mut self.out, Action::Reject(NOT_CONFIGURED), &[])
     }
 
     fn bad_input(&mut self, hook: &str, e: impl Display) -> Output<'_> {
-        let msg = format!("ERR plugin cannot decode the input of {hook}: {e}");
-        log::error(&msg);
+        let msg = bad_input_message(hook, e);
         emit(&mut self.out, Action::Reject(&msg), &[])
     }
+
+    /// [`bad_input`](Self::bad_input) for `on_commands`: a list of one `Reject`.
+    fn bad_list_input(&mut self, e: impl Display) -> Output<'_> {
+        let msg = bad_input_message("on_commands", e);
+        reject_list(&mut self.out, &msg)
+    }
+}
+
+const NOT_CONFIGURED: &str = "ERR plugin called before it was configured";
+
+/// The reject message for an input a hook cannot decode (logged too).
+fn bad_input_message(hook: &str, e: impl Display) -> String {
+    let msg = format!("ERR plugin cannot decode the input of {hook}: {e}");
+    log::error(&msg);
+    msg
 }
 
 /// Decodes the context at the reader into `ctx`, unless its bytes are those `ctx` was
@@ -180,6 +257,16 @@ fn emit<'o>(out: &'o mut Vec<u8>, action: Action<'_>, attrs: &[(String, String)]
     }
     out.clear();
     wire::encode_action(out, action, attrs);
+    Some(out)
+}
+
+/// Encodes a verdict list of one `Reject` into `out`.
+fn reject_list<'o>(out: &'o mut Vec<u8>, msg: &str) -> Output<'o> {
+    out.clear();
+    out.put_u32(1);
+    out.put_u32(0);
+    wire::encode_action(out, Action::Reject(msg), &[]);
+    wire::patch_len(out, 4);
     Some(out)
 }
 
@@ -556,6 +643,245 @@ mod tests {
             }
             let (_, n) = crate::testing::count_allocations(|| rt.on_reply(&reply).is_none());
             assert_eq!(n, 0, "on_reply allocated");
+        }
+    }
+
+    fn batch(ctx: &Context, cmds: &[Command]) -> Vec<u8> {
+        crate::testing::commands_input(ctx, cmds)
+    }
+
+    /// The verdicts of a batch call; `None` (all continue) as N plain `Continue`s.
+    fn verdicts(out: Output<'_>, n: usize) -> Vec<WireVerdict> {
+        match out {
+            Some(b) => wire::decode_verdict_list(b).unwrap(),
+            None => vec![plain(); n],
+        }
+    }
+
+    fn plain() -> WireVerdict {
+        WireVerdict {
+            action: WireAction::Continue,
+            attrs: vec![],
+        }
+    }
+
+    /// Runs `cmds` as one batch and one by one, on two runtimes of `P`.
+    fn batch_and_singles<P: Plugin>(
+        config: &[u8],
+        ctx: &Context,
+        cmds: &[Command],
+    ) -> (Vec<WireVerdict>, Vec<WireVerdict>) {
+        let mut rt = Runtime::<P>::new();
+        rt.on_configure(config);
+        let batched = verdicts(rt.on_commands(&batch(ctx, cmds)), cmds.len());
+        let mut rt = Runtime::<P>::new();
+        rt.on_configure(config);
+        let singles = cmds
+            .iter()
+            .map(|cmd| {
+                verdict(rt.on_command(&crate::testing::command_input(ctx, cmd)))
+                    .unwrap_or_else(plain)
+            })
+            .collect();
+        (batched, singles)
+    }
+
+    #[test]
+    fn a_batch_decides_each_command_as_a_single_call_would() {
+        let cmds = [
+            Command::new(["GET", "k"]).with_key(1),
+            Command::new(["PING"]),
+            Command::new(["GET"]),
+            Command::new(["FLUSHALL"]),
+            Command::new(["MSET", "a", "1", "b", "2"])
+                .with_key(1)
+                .with_key(3),
+            Command::new(["ECHO", "x"]),
+        ];
+        let ctx = Context::new(1, 0, "127.0.0.1:1", "", BTreeMap::new());
+        let (batched, singles) = batch_and_singles::<Demo>(b"t:", &ctx, &cmds);
+        assert_eq!(batched, singles);
+        let rewrite = |args: &[&str]| {
+            WireAction::Rewrite(args.iter().map(|a| a.as_bytes().to_vec()).collect())
+        };
+        assert_eq!(
+            batched.into_iter().map(|v| v.action).collect::<Vec<_>>(),
+            [
+                rewrite(&["GET", "t:k"]),
+                WireAction::Reply(b"+PONG\r\n".to_vec()),
+                WireAction::Continue,
+                WireAction::Reject("NOPERM no".into()),
+                rewrite(&["MSET", "t:a", "1", "t:b", "2"]),
+                WireAction::Continue,
+            ]
+        );
+
+        // Keys edited in place (edit_keys), for a tenant; and a batch of plain Continues.
+        let t1 = ctx.clone().with_attr("tenant", "t1");
+        let (batched, singles) = batch_and_singles::<Lean>(b"", &t1, &cmds);
+        assert_eq!(batched, singles);
+        assert_eq!(batched[0].action, rewrite(&["GET", "t1:k"]));
+        assert_eq!(batched[3].action, WireAction::Reject("NOPERM no".into()));
+        let mut rt = Runtime::<Lean>::new();
+        rt.on_configure(b"");
+        assert_eq!(rt.on_commands(&batch(&ctx, &cmds[..3])), None);
+        assert_eq!(rt.on_commands(&batch(&ctx, &cmds[5..])), None);
+        let v = wire::decode_verdict_list(rt.on_commands(&batch(&ctx, &cmds[3..])).unwrap());
+        assert_eq!(
+            v.unwrap().len(),
+            3,
+            "a list for every command, even all but one plain"
+        );
+    }
+
+    #[test]
+    fn an_attribute_change_ends_the_batch() {
+        let mut rt = Runtime::<Recorder>::new();
+        rt.on_configure(b"");
+        let set = |k: &str| Command::new(["SET", k, "v"]).with_key(1);
+        let get = Command::new(["GET", "k"]).with_key(1);
+        let cmds = [set("a"), Command::new(["LOGIN"]), get.clone(), set("b")];
+        let anon = Context::new(1, 0, "10.0.0.1:1", "", BTreeMap::new());
+        let first = batch(&anon, &cmds);
+        let rewrite = |k: &str| WireAction::Rewrite(vec![b"SET".to_vec(), k.into(), b"v".to_vec()]);
+
+        // LOGIN sets `user`: the list stops there, K = 2 of 4.
+        let v = wire::decode_verdict_list(rt.on_commands(&first).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            [
+                WireVerdict {
+                    action: rewrite("p:a"),
+                    attrs: vec![]
+                },
+                WireVerdict {
+                    action: WireAction::Continue,
+                    attrs: vec![("user".into(), "zed".into())]
+                },
+            ]
+        );
+
+        // The host calls again with the rest and the new context; the change is not
+        // reported again.
+        let zed = anon.clone().with_user("zed");
+        let v = wire::decode_verdict_list(rt.on_commands(&batch(&zed, &cmds[2..])).unwrap());
+        assert_eq!(
+            v.unwrap(),
+            [
+                plain(),
+                WireVerdict {
+                    action: rewrite("p:b"),
+                    attrs: vec![]
+                }
+            ]
+        );
+        // The old context again (its bytes differ from the cached ones) and the same
+        // context twice: nothing of LOGIN's change is left either way.
+        assert_eq!(
+            rt.on_commands(&batch(&anon, std::slice::from_ref(&get))),
+            None
+        );
+        assert_eq!(
+            rt.on_commands(&batch(&anon, std::slice::from_ref(&get))),
+            None
+        );
+        // The first batch again, on a runtime that has seen other contexts since.
+        let v = wire::decode_verdict_list(rt.on_commands(&first).unwrap());
+        assert_eq!(v.unwrap().len(), 2);
+        // The change on the last command of a batch: K = N.
+        let tail = batch(&anon, &[get.clone(), Command::new(["LOGIN"])]);
+        let v = wire::decode_verdict_list(rt.on_commands(&tail).unwrap()).unwrap();
+        assert_eq!((v.len(), v[0].clone(), v[1].attrs.len()), (2, plain(), 1));
+
+        assert_eq!(
+            rt.plugin().unwrap().seen,
+            [
+                "1 db0 10.0.0.1:1 user= [] set SET *a v",
+                "1 db0 10.0.0.1:1 user= [] login LOGIN",
+                "1 db0 10.0.0.1:1 user=zed [user=zed] get GET *k",
+                "1 db0 10.0.0.1:1 user=zed [user=zed] set SET *b v",
+                "1 db0 10.0.0.1:1 user= [] get GET *k",
+                "1 db0 10.0.0.1:1 user= [] get GET *k",
+                "1 db0 10.0.0.1:1 user= [] set SET *a v",
+                "1 db0 10.0.0.1:1 user= [] login LOGIN",
+                "1 db0 10.0.0.1:1 user= [] get GET *k",
+                "1 db0 10.0.0.1:1 user= [] login LOGIN",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_batch_input_rejects_the_first_undecodable_command() {
+        let rejected = |out: Output<'_>| -> String {
+            let v = wire::decode_verdict_list(out.unwrap()).unwrap();
+            match &v[..] {
+                [
+                    WireVerdict {
+                        action: WireAction::Reject(m),
+                        attrs,
+                    },
+                ] if attrs.is_empty() => m.clone(),
+                other => panic!("not a list of one reject: {other:?}"),
+            }
+        };
+        let mut rt = Runtime::<Recorder>::new();
+        let ctx = Context::new(1, 0, "10.0.0.1:1", "", BTreeMap::new());
+        let get = Command::new(["GET", "k"]).with_key(1);
+        let good = batch(&ctx, &[get.clone(), get.clone()]);
+        assert!(rejected(rt.on_commands(&good)).contains("configured"));
+        rt.on_configure(b"");
+
+        let ctx_len = wire::context_len(&good).unwrap();
+        let none = [&good[..ctx_len], &[0, 0, 0, 0][..]].concat();
+        assert!(rejected(rt.on_commands(&none)).contains("no commands"));
+        let m = rejected(rt.on_commands(&good[..ctx_len + 2]));
+        assert!(
+            m.contains("on_commands") && m.contains("command count"),
+            "{m}"
+        );
+        let m = rejected(rt.on_commands(&good[..ctx_len + 6]));
+        assert!(m.contains("argument count"), "{m}");
+        assert!(rejected(rt.on_commands(&good[..ctx_len - 1])).contains("on_commands"));
+        // The second command cut short: the first is decided, the host comes back for it.
+        let v = wire::decode_verdict_list(rt.on_commands(&good[..good.len() - 1]).unwrap());
+        assert_eq!(v.unwrap(), [plain()]);
+        assert_eq!(rt.on_commands(&good), None);
+        assert_eq!(rt.plugin().unwrap().seen.len(), 3);
+    }
+
+    #[test]
+    fn a_warm_runtime_allocates_nothing_per_batch() {
+        let mut rt = Runtime::<Lean>::new();
+        rt.on_configure(b"");
+        let t1 = Context::default()
+            .with_user("alice")
+            .with_attr("tenant", "t1");
+        let cmds = [
+            Command::new(["SET", "key:000000000001", "xxx"]).with_key(1),
+            Command::new(["GET", "key:1"]).with_key(1),
+            Command::new(["PING"]),
+            Command::new(["MGET", "a", "b", "c"])
+                .with_key(1)
+                .with_key(2)
+                .with_key(3),
+        ];
+        let rewrites = batch(&t1, &cmds);
+        let plain = batch(&Context::default(), &cmds[1..3]);
+        for input in [&rewrites, &plain] {
+            rt.on_commands(input);
+        }
+        let (_, n) = crate::testing::count_allocations(|| Vec::<u8>::with_capacity(1));
+        assert_eq!(n, 1, "the counting allocator is not counting");
+
+        for _ in 0..3 {
+            for (input, k) in [(&rewrites, 4), (&plain, 0), (&rewrites, 4)] {
+                let (out, n) = crate::testing::count_allocations(|| {
+                    rt.on_commands(input)
+                        .map(|b| u32::from_le_bytes(b[..4].try_into().unwrap()))
+                });
+                assert_eq!(n, 0, "on_commands allocated");
+                assert_eq!(out, (k > 0).then_some(k));
+            }
         }
     }
 }

@@ -48,6 +48,16 @@
 //!   [`Verdict::Continue`] to let it go on — changed, if you changed it —,
 //!   [`Verdict::Reply`] to answer it yourself (see [`reply`]) or [`Verdict::Reject`] to
 //!   answer with an error. Redis is not called for the last two.
+//! - Commands arrive in batches: the SDK exports `tessera_on_commands`, and the proxy hands
+//!   it all the pipelined commands of one client read (up to 128, or about 64 KiB) in one
+//!   call, which the SDK feeds to [`Plugin::on_command`] one at a time, in the client's
+//!   order. Nothing changes in the trait. What a plugin may notice: the `on_command` calls
+//!   of a batch come back to back, before any of its commands reaches Redis, so do not
+//!   keep "the current command" in `self` for [`Plugin::on_reply`] (it gets the command).
+//!   A [`Context::set_attr`] ends the call at that command: the next command is decided
+//!   in a new call, with the new attributes in its context. The proxy also ends a batch
+//!   after `AUTH`, `HELLO` and `SELECT`, so the context's user and database are always
+//!   current.
 //! - A panic is logged through the proxy's log, then the instance traps: the proxy answers
 //!   that command with an error (or lets it through, if the plugin is fail-open) and makes
 //!   a new instance.
@@ -126,7 +136,8 @@ pub trait Plugin: Sized + 'static {
     /// subcommand.
     ///
     /// Default: the empty list, which means *every* command. Subscribe to as few as you
-    /// can: each call costs a trip into the WebAssembly instance.
+    /// can: each command costs a decode and a verdict, and each batch of them a trip into
+    /// the WebAssembly instance.
     fn subscriptions() -> &'static [&'static str] {
         &[]
     }
@@ -183,10 +194,12 @@ pub trait Plugin: Sized + 'static {
 /// ```
 ///
 /// On `wasm32` it emits the exports `tessera_abi_version`, `tessera_alloc`,
-/// `tessera_input_reusable`, `tessera_on_configure`, `tessera_subscriptions` and the hooks `tessera_on_connect`,
-/// `tessera_on_command`, `tessera_on_reply` (with `tessera_reply_subscriptions`), keeping
-/// the instance in a static. On other
-/// targets it emits nothing (but type-checks), so `cargo test` works on the host.
+/// `tessera_input_reusable`, `tessera_on_configure`, `tessera_subscriptions` and the hooks
+/// `tessera_on_connect`, `tessera_on_command` with `tessera_on_commands` (the batched form
+/// the proxy calls: a list of commands, each through [`Plugin::on_command`]; see
+/// [`Runtime::on_commands`](crate::dispatch::Runtime::on_commands)), and
+/// `tessera_on_reply` with `tessera_reply_subscriptions`, keeping the instance in a static.
+/// On other targets it emits nothing (but type-checks), so `cargo test` works on the host.
 ///
 /// The proxy calls only the hooks a module exports. A plugin that overrides only some
 /// hooks can save the proxy the calls to the others by naming the ones to export:
@@ -195,7 +208,8 @@ pub trait Plugin: Sized + 'static {
 /// export_plugin!(MyPlugin, hooks = [on_command]);
 /// ```
 ///
-/// (A hook left out is never called, even if the type overrides it.)
+/// (A hook left out is never called, even if the type overrides it. `on_command` exports
+/// both `tessera_on_command` and `tessera_on_commands`; the proxy uses the latter.)
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
@@ -256,6 +270,11 @@ macro_rules! __export_hook {
         #[unsafe(no_mangle)]
         pub extern "C" fn tessera_on_command(ptr: i32, len: i32) -> i64 {
             $crate::abi::on_command(&$rt, ptr, len)
+        }
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn tessera_on_commands(ptr: i32, len: i32) -> i64 {
+            $crate::abi::on_commands(&$rt, ptr, len)
         }
     };
     (on_reply, $rt:ident) => {

@@ -29,6 +29,14 @@ pub fn command_input(ctx: &Context, cmd: &Command) -> Vec<u8> {
     buf
 }
 
+/// The input of `tessera_on_commands` for this context and these commands (at least one),
+/// as the proxy sends a batch.
+pub fn commands_input(ctx: &Context, cmds: &[Command]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    wire::encode_commands_input(&mut buf, ctx, cmds);
+    buf
+}
+
 /// The input of `tessera_on_reply` for this context, command and RESP reply.
 pub fn reply_input(ctx: &Context, cmd: &Command, reply: &[u8]) -> Vec<u8> {
     let mut buf = command_input(ctx, cmd);

@@ -13,6 +13,10 @@
 //! command:  u32 argc (>= 1), argc × (u8 flags (bit 0: key), bytes arg)
 //! verdict:  u8 kind (0 Continue, 1 Rewrite, 2 Reply, 3 Reject), kind's payload,
 //!           u32 n, n × (string key, string value)
+//!
+//! tessera_on_commands (a batch):
+//!   input:  context, u32 n (>= 1), n × command
+//!   output: u32 k (1 <= k <= n), k × (u32 len, len bytes of a verdict; len 0 = Continue)
 //! ```
 
 use std::fmt;
@@ -38,6 +42,10 @@ pub enum DecodeError {
     BadKind(u8),
     /// Bytes were left over after the last field.
     TrailingBytes(usize),
+    /// A verdict list (the output of `tessera_on_commands`) with no entry.
+    EmptyVerdictList,
+    /// An entry of a verdict list that sets attributes but is not the last (its index).
+    AttributesNotLast(usize),
 }
 
 impl fmt::Display for DecodeError {
@@ -48,6 +56,13 @@ impl fmt::Display for DecodeError {
             DecodeError::EmptyCommand => f.write_str("a command with no arguments"),
             DecodeError::BadKind(kind) => write!(f, "unknown verdict kind {kind}"),
             DecodeError::TrailingBytes(n) => write!(f, "{n} bytes left after the last field"),
+            DecodeError::EmptyVerdictList => f.write_str("a verdict list with no entry"),
+            DecodeError::AttributesNotLast(i) => {
+                write!(
+                    f,
+                    "verdict {i} of the list sets attributes but is not the last"
+                )
+            }
         }
     }
 }
@@ -275,6 +290,16 @@ pub fn encode_command(out: &mut Vec<u8>, cmd: &Command) {
     }
 }
 
+/// Encodes the input of `tessera_on_commands`: the context, `u32` count, then the commands
+/// (the host's side; here for tests and test harnesses). `cmds` must not be empty.
+pub fn encode_commands_input(out: &mut Vec<u8>, ctx: &Context, cmds: &[Command]) {
+    encode_context(out, ctx);
+    out.put_u32(len_u32(cmds.len()));
+    for cmd in cmds {
+        encode_command(out, cmd);
+    }
+}
+
 /// Encodes a *string list* (`u32` count, then the strings), as `tessera_subscriptions`
 /// returns it.
 pub fn encode_string_list(out: &mut Vec<u8>, items: &[&str]) {
@@ -412,6 +437,62 @@ pub fn decode_verdict(buf: &[u8]) -> Result<WireVerdict, DecodeError> {
     }
     r.finish()?;
     Ok(WireVerdict { action, attrs })
+}
+
+/// Appends the encoding of a verdict list (the output of `tessera_on_commands`) to `out`:
+/// `u32` count, then each verdict as `u32` length and its bytes, a plain `Continue` as
+/// length 0. For tests and test harnesses; the SDK itself encodes the list as it goes.
+pub fn encode_verdict_list(out: &mut Vec<u8>, verdicts: &[WireVerdict]) {
+    out.put_u32(len_u32(verdicts.len()));
+    for v in verdicts {
+        if v.is_plain_continue() {
+            out.put_u32(0);
+            continue;
+        }
+        let at = out.len();
+        out.put_u32(0);
+        encode_verdict(out, v);
+        patch_len(out, at);
+    }
+}
+
+/// Writes the length of what follows the `u32` placeholder at `at` into that placeholder.
+pub(crate) fn patch_len(out: &mut [u8], at: usize) {
+    let len = len_u32(out.len() - at - 4);
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Decodes a whole verdict list, the output of `tessera_on_commands` (the host's side; here
+/// for tests). A length-0 entry is a plain `Continue`.
+///
+/// Checks what the buffer alone can tell: at least one entry, every entry a whole verdict,
+/// only the last one setting (or removing) attributes, no bytes after the last entry. The
+/// host also refuses more entries than it sent commands; that is the caller's to check
+/// (`list.len() <= n`).
+pub fn decode_verdict_list(buf: &[u8]) -> Result<Vec<WireVerdict>, DecodeError> {
+    let mut r = Reader::new(buf);
+    let k = r.count("verdict count")?;
+    if k == 0 {
+        return Err(DecodeError::EmptyVerdictList);
+    }
+    let mut list = Vec::with_capacity(k);
+    for i in 0..k {
+        let entry = r.bytes("verdict")?;
+        let v = if entry.is_empty() {
+            WireVerdict {
+                action: WireAction::Continue,
+                attrs: Vec::new(),
+            }
+        } else {
+            decode_verdict(entry)?
+        };
+        if !v.attrs.is_empty() && i + 1 < k {
+            return Err(DecodeError::AttributesNotLast(i));
+        }
+        list.push(v);
+    }
+    r.finish()?;
+    Ok(list)
 }
 
 /// Packs a pointer and a length into a hook's `i64` result: `(ptr << 32) | len`.
@@ -611,6 +692,110 @@ mod tests {
             decode_verdict(b"\0\0\0\0\0\0"),
             Err(DecodeError::TrailingBytes(1))
         );
+    }
+
+    #[test]
+    fn commands_input_is_the_context_a_count_and_the_commands() {
+        let get = Command::new(["GET", "k"]).with_key(1);
+        let mut buf = Vec::new();
+        encode_commands_input(&mut buf, &ctx(), &[cmd(), get.clone()]);
+        let mut want = Vec::new();
+        encode_context(&mut want, &ctx());
+        want.put_u32(2);
+        encode_command(&mut want, &cmd());
+        encode_command(&mut want, &get);
+        assert_eq!(buf, want);
+
+        let mut r = Reader::new(&buf);
+        decode_context(&mut r).unwrap();
+        assert_eq!(r.u32("count").unwrap(), 2);
+        assert_eq!(decode_command(&mut r).unwrap().name(), "mset");
+        assert_eq!(decode_command(&mut r).unwrap().name(), "get");
+        r.finish().unwrap();
+    }
+
+    fn list_entries() -> Vec<WireVerdict> {
+        let v = |action| WireVerdict {
+            action,
+            attrs: vec![],
+        };
+        vec![
+            v(WireAction::Continue),
+            v(WireAction::Rewrite(vec![b"GET".to_vec(), b"t1:k".to_vec()])),
+            v(WireAction::Continue),
+            v(WireAction::Reply(b"+OK\r\n".to_vec())),
+            v(WireAction::Reject("NOPERM no".into())),
+            WireVerdict {
+                action: WireAction::Reply(b"+OK\r\n".to_vec()),
+                attrs: vec![("user".into(), "bob".into())],
+            },
+        ]
+    }
+
+    #[test]
+    fn verdict_lists_round_trip() {
+        let all = list_entries();
+        // Every prefix is a valid list: K < N is up to the plugin.
+        for k in 1..=all.len() {
+            let mut buf = Vec::new();
+            encode_verdict_list(&mut buf, &all[..k]);
+            assert_eq!(decode_verdict_list(&buf).unwrap(), &all[..k], "k = {k}");
+        }
+    }
+
+    #[test]
+    fn verdict_list_layout_is_the_documented_one() {
+        let mut buf = Vec::new();
+        encode_verdict_list(&mut buf, &list_entries()[3..5]);
+        let mut want = b"\x02\0\0\0".to_vec();
+        want.extend_from_slice(b"\x0e\0\0\0\x02\x05\0\0\0+OK\r\n\0\0\0\0");
+        want.extend_from_slice(b"\x12\0\0\0\x03\x09\0\0\0NOPERM no\0\0\0\0");
+        assert_eq!(buf, want);
+        // A plain Continue is an empty entry, and may also be spelled out.
+        let plain = WireVerdict {
+            action: WireAction::Continue,
+            attrs: vec![],
+        };
+        assert_eq!(
+            decode_verdict_list(b"\x02\0\0\0\0\0\0\0\x05\0\0\0\0\0\0\0\0").unwrap(),
+            [plain.clone(), plain]
+        );
+    }
+
+    #[test]
+    fn malformed_verdict_lists_are_errors() {
+        assert_eq!(
+            decode_verdict_list(b"\0\0\0\0"),
+            Err(DecodeError::EmptyVerdictList)
+        );
+        assert_eq!(
+            decode_verdict_list(b"\x01\0\0\0\0\0\0\0\x07"),
+            Err(DecodeError::TrailingBytes(1))
+        );
+        // An entry's bytes are exactly one verdict.
+        assert_eq!(
+            decode_verdict_list(b"\x01\0\0\0\x06\0\0\0\0\0\0\0\0\0"),
+            Err(DecodeError::TrailingBytes(1))
+        );
+        assert_eq!(
+            decode_verdict_list(b"\x01\0\0\0\x05\0\0\0\x09\0\0\0\0"),
+            Err(DecodeError::BadKind(9))
+        );
+        // Attributes only on the last entry.
+        let mut all = list_entries();
+        all.rotate_right(1);
+        let mut buf = Vec::new();
+        encode_verdict_list(&mut buf, &all);
+        assert_eq!(
+            decode_verdict_list(&buf),
+            Err(DecodeError::AttributesNotLast(0))
+        );
+        // Cut anywhere: an error, never a panic.
+        let mut buf = Vec::new();
+        encode_verdict_list(&mut buf, &list_entries());
+        for cut in 0..buf.len() {
+            assert!(decode_verdict_list(&buf[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]
