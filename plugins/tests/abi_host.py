@@ -82,6 +82,25 @@ def dec_verdict(b):
     return action, attrs
 
 
+def dec_verdict_list(b, n):
+    """The output of tessera_on_commands for n commands: one (action, attrs) per command
+    decided, None for a plain Continue (an empty entry). Refuses what the host refuses."""
+    r = Reader(b)
+    k = r.u32()
+    if not 1 <= k <= n:
+        raise ValueError(f"{k} verdicts for {n} commands")
+    out = []
+    for i in range(k):
+        entry = r.bytes()
+        v = dec_verdict(entry) if entry else None
+        if v is not None and v[1] and i + 1 < k:
+            raise ValueError(f"verdict {i} sets attributes but is not the last")
+        out.append(v)
+    if r.i != len(b):
+        raise ValueError("trailing bytes")
+    return out
+
+
 class Plugin:
     """One instance of a module, as the proxy would hold it."""
 
@@ -120,6 +139,7 @@ class Plugin:
         # (ptr, size) of the input buffer, kept while the module lets the host reuse it.
         self.input = None
         self.allocs = 0
+        self.calls = 0
         self.reusable = "tessera_input_reusable" in self.ex and self._call("tessera_input_reusable") == 1
         if "tessera_on_configure" in self.ex:
             v = self._hook("tessera_on_configure", config)
@@ -142,7 +162,8 @@ class Plugin:
         ptr, length = packed >> 32, packed & 0xFFFFFFFF
         return bytes(self.mem.read(self.store, ptr, ptr + length))
 
-    def _hook(self, name, data):
+    def _hook(self, name, data, n=None):
+        """Calls a hook; with n, a tessera_on_commands for n commands (a list back)."""
         if self.input is not None and len(data) <= self.input[1]:
             ptr = self.input[0]
         else:
@@ -156,6 +177,9 @@ class Plugin:
                 self.input = (ptr, size)
         self.mem.write(self.store, data, ptr)
         packed = self._call(name, ptr, len(data))
+        self.calls += 1
+        if n is not None:
+            return [None] * n if packed == 0 else dec_verdict_list(self._read_packed(packed), n)
         if packed == 0:
             return None
         return dec_verdict(self._read_packed(packed))
@@ -181,6 +205,28 @@ class Plugin:
 
     def on_command(self, args, keys=(), attrs=None):
         return self._hook("tessera_on_command", enc_context(attrs=attrs) + enc_command(args, keys))
+
+    def on_commands(self, cmds, attrs=None):
+        """One tessera_on_commands call for cmds, a list of (args, keys); returns the
+        verdicts of the commands it decided (K of them)."""
+        data = enc_context(attrs=attrs) + struct.pack("<I", len(cmds))
+        data += b"".join(enc_command(args, keys) for args, keys in cmds)
+        return self._hook("tessera_on_commands", data, len(cmds))
+
+    def batch(self, cmds, attrs=None):
+        """Decides every command of cmds as the proxy does with one plugin: calls
+        tessera_on_commands again with the rest (and the attributes set so far) until all
+        are decided. Returns the verdicts, one per command, and the final attributes."""
+        attrs, out = dict(attrs or {}), []
+        while len(out) < len(cmds):
+            got = self.on_commands(cmds[len(out) :], attrs)
+            out += got
+            for k, v in got[-1][1] if got[-1] else []:
+                if v:
+                    attrs[k] = v
+                else:
+                    attrs.pop(k, None)
+        return out, attrs
 
     def on_reply(self, args, reply, keys=(), attrs=None):
         data = enc_context(attrs=attrs) + enc_command(args, keys) + enc_bytes(reply)
@@ -294,6 +340,47 @@ def main():
     check("reply-get allocates every call", p.allocs, 2)
     p = Plugin(os.path.join(ROOT, "wat", "reply-strlen.wat"))
     check("reply-strlen reply list", (p.subscriptions(), p.reply_subscriptions()), (["get"], ["strlen"]))
+
+    # tessera_on_commands: the SDK exports it next to tessera_on_command
+    p = Plugin(rust("command_filter"), open(os.path.join(ROOT, "command-filter", "config.example.json"), "rb").read())
+    check("command-filter exports on_commands", p.has("on_commands"), True)
+    check("command-filter batch all continue", p.on_commands([([b"GET", b"k"], {1}), ([b"PING"], ())]), [None, None])
+    check(
+        "command-filter batch",
+        p.on_commands([([b"GET", b"k"], {1}), ([b"FLUSHALL"], ()), ([b"PING"], ())]),
+        [None, (("reject", "NOPERM command not allowed by policy: 'flushall'"), []), None],
+    )
+    p = Plugin(rust("key_prefix"), b'{"tenants": {"alice": "t1:"}}')
+    check(
+        "key-prefix batch",
+        p.on_commands([([b"MGET", b"a", b"b"], {1, 2}), ([b"PING"], ()), ([b"GET", b"c"], {1})], alice),
+        [(("rewrite", [b"MGET", b"t1:a", b"t1:b"]), []), None, (("rewrite", [b"GET", b"t1:c"]), [])],
+    )
+    cfg = open(os.path.join(ROOT, "acl-auth", "config.example.json")).read().encode()
+    p = Plugin(rust("acl_auth"), cfg)
+    get = ([b"GET", b"app:1"], {1})
+    check(
+        "acl-auth batch stops at AUTH",
+        p.on_commands([get, ([b"AUTH", b"alice", b"secret"], ()), get, get]),
+        [(("reject", "NOAUTH Authentication required."), []), (("reply", b"+OK\r\n"), [("user", "alice")])],
+    )
+    check("acl-auth rest of the batch as alice", p.on_commands([get, get], {"user": "alice"}), [None, None])
+    calls = p.calls
+    verdicts, attrs = p.batch([get, ([b"AUTH", b"alice", b"secret"], ()), get, get])
+    check("acl-auth whole batch", (verdicts[2:], attrs, p.calls - calls), ([None, None], {"user": "alice"}, 2))
+
+    # one-at-a-time.wat: tessera_on_commands only, one command per call
+    p = Plugin(os.path.join(ROOT, "wat", "one-at-a-time.wat"))
+    check("one-at-a-time exports", [p.has(h) for h in ("on_command", "on_commands")], [False, True])
+    three = (("reject", "ERR three arguments refused by one-at-a-time"), [])
+    check("one-at-a-time decides one", p.on_commands([([b"SET", b"k", b"v"], {1}), ([b"PING"], ())]), [three])
+    check("one-at-a-time continue", p.on_commands([([b"PING"], ()), ([b"SET", b"k", b"v"], {1})]), [None])
+    check("one-at-a-time single", p.on_commands([([b"GET", b"k"], {1})], {"user": "bob", "t": "x"}), [None])
+    calls = p.calls
+    cmds = [([b"SET", b"k", b"v"], {1}), ([b"GET", b"k"], {1}), ([b"GET", b"a", b"b"], {1, 2}), ([b"PING"], ())]
+    verdicts, _ = p.batch(cmds, {"user": "alice", "tenant": "t1"})
+    check("one-at-a-time batch", (verdicts, p.calls - calls), ([three, None, three, None], 4))
+    check("one-at-a-time allocates every call", (p.reusable, p.allocs), (False, p.calls))
 
     # C
     c = os.path.join(ROOT, "target", "c", "deny-flushall.wasm")

@@ -294,7 +294,8 @@ static ALLOC: tessera_sdk::testing::CountingAllocator = tessera_sdk::testing::Co
 mod tests {
     use super::*;
     use tessera_sdk::dispatch::Runtime;
-    use tessera_sdk::testing::{command_input, count_allocations};
+    use tessera_sdk::testing::{command_input, commands_input, count_allocations};
+    use tessera_sdk::wire::{self, WireAction};
 
     /// sha256("secret")
     const SECRET: &str = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
@@ -511,5 +512,49 @@ mod tests {
             let (_, n) = count_allocations(|| rt.on_command(input).is_none());
             assert_eq!(n, 0);
         }
+    }
+
+    #[test]
+    fn a_batch_stops_at_auth_and_goes_on_as_the_user() {
+        let mut rt = Runtime::<AclAuth>::new();
+        rt.on_configure(include_bytes!("../config.example.json"));
+        let get = Command::new(["GET", "app:1"]).with_key(1);
+        let auth = Command::new(["AUTH", "alice", "secret"]);
+        let batch = [get.clone(), auth, get.clone(), get];
+        let out = rt.on_commands(&commands_input(&Context::default(), &batch));
+        let v = wire::decode_verdict_list(out.unwrap()).unwrap();
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert_eq!(
+            v[0].action,
+            WireAction::Reject("NOAUTH Authentication required.".into())
+        );
+        assert_eq!(v[1].action, WireAction::Reply(b"+OK\r\n".to_vec()));
+        assert_eq!(v[1].attrs, [("user".to_owned(), "alice".to_owned())]);
+        // The proxy sends the rest with the new user: permitted, a plain Continue.
+        let alice = Context::default().with_user("alice");
+        assert_eq!(rt.on_commands(&commands_input(&alice, &batch[2..])), None);
+    }
+
+    #[test]
+    fn a_batch_of_permitted_commands_costs_no_allocation() {
+        let mut rt = Runtime::<AclAuth>::new();
+        rt.on_configure(include_bytes!("../config.example.json"));
+        let alice = Context::default().with_user("alice");
+        let cmds = [
+            Command::new(["GET", "app:1"]).with_key(1),
+            Command::new(["SET", "app:2", "v"]).with_key(1),
+            Command::new(["MGET", "app:1", "app:2"])
+                .with_key(1)
+                .with_key(2),
+            Command::new(["PING"]),
+        ];
+        let input = commands_input(&alice, &cmds);
+        assert_eq!(
+            rt.on_commands(&input),
+            None,
+            "permitted: all plain Continue"
+        );
+        let (_, n) = count_allocations(|| rt.on_commands(&input).is_none());
+        assert_eq!(n, 0);
     }
 }
