@@ -729,14 +729,14 @@ fn stats_and_metrics_count_calls_rejects_and_failures_per_plugin() {
 // Reply subscriptions
 // ---------------------------------------------------------------------------------------------
 
-/// The `calls` count of plugin `name` in `/api/stats` (all hooks).
-fn plugin_calls(proxy: &Proxy, name: &str) -> u64 {
+/// Counter `field` of plugin `name` in `/api/stats` (`calls`: all hooks).
+fn plugin_stat(proxy: &Proxy, name: &str, field: &str) -> u64 {
     let stats = get_json(proxy, "/api/stats");
     let plugins = stats["plugins"].as_array().cloned().unwrap_or_default();
     let entry = plugins.iter().find(|p| p["name"] == name);
     entry
-        .and_then(|p| p["calls"].as_u64())
-        .unwrap_or_else(|| panic!("no calls count for plugin {name}: {stats}"))
+        .and_then(|p| p[field].as_u64())
+        .unwrap_or_else(|| panic!("no {field} count for plugin {name}: {stats}"))
 }
 
 #[test]
@@ -761,7 +761,7 @@ fn key_prefix_sees_only_the_replies_that_carry_keys() {
     expect(&mut c, &["GET", "t1:a"], Resp::nil());
     assert_eq!(backend_get(&r, "t1:a"), Some(b"1".to_vec()));
     assert_eq!(
-        plugin_calls(&proxy, "key-prefix"),
+        plugin_stat(&proxy, "key-prefix", "calls"),
         5,
         "on_reply called for GET/SET/MGET"
     );
@@ -773,7 +773,7 @@ fn key_prefix_sees_only_the_replies_that_carry_keys() {
         expect(&mut c, &["GET", "big"], Resp::bulk(&value));
     }
     assert_eq!(backend_get(&r, "t1:big"), Some(b"v".repeat(10)));
-    assert_eq!(plugin_calls(&proxy, "key-prefix"), 11);
+    assert_eq!(plugin_stat(&proxy, "key-prefix", "calls"), 11);
 
     // The commands whose replies key-prefix strips (KEYS, SCAN, RANDOMKEY) are not served
     // by the proxy yet: on_command sees them, nothing reaches Redis, no on_reply.
@@ -782,9 +782,9 @@ fn key_prefix_sees_only_the_replies_that_carry_keys() {
         refused.error_text().contains("not supported"),
         "{refused:?}"
     );
-    assert_eq!(plugin_calls(&proxy, "key-prefix"), 12);
+    assert_eq!(plugin_stat(&proxy, "key-prefix", "calls"), 12);
     expect(&mut c, &["GET", "b"], Resp::bulk("2"));
-    assert_eq!(plugin_calls(&proxy, "key-prefix"), 13);
+    assert_eq!(plugin_stat(&proxy, "key-prefix", "calls"), 13);
 }
 
 #[test]
@@ -800,7 +800,7 @@ fn without_a_reply_list_on_reply_follows_the_subscriptions() {
     expect(&mut c, &["GET", "k"], Resp::simple("from-wat"));
     expect(&mut c, &["STRLEN", "k"], Resp::Int(1));
     expect(&mut c, &["get", "nope"], Resp::simple("from-wat"));
-    assert_eq!(plugin_calls(&proxy, "reply-get"), 2);
+    assert_eq!(plugin_stat(&proxy, "reply-get", "calls"), 2);
     assert_eq!(backend_get(&r, "k"), Some(b"v".to_vec()));
 }
 
@@ -822,8 +822,8 @@ fn a_reply_list_decides_which_replies_on_reply_sees() {
     expect(&mut c, &["GET", "k"], Resp::simple("from-wat"));
     expect(&mut c, &["STRLEN", "k"], Resp::simple("from-wat"));
     expect(&mut c, &["GET", "k"], Resp::simple("from-wat"));
-    assert_eq!(plugin_calls(&proxy, "reply-strlen"), 1);
-    assert_eq!(plugin_calls(&proxy, "reply-get"), 2);
+    assert_eq!(plugin_stat(&proxy, "reply-strlen", "calls"), 1);
+    assert_eq!(plugin_stat(&proxy, "reply-get", "calls"), 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -943,4 +943,131 @@ fn pipeline_of_2000_mixed_commands_through_a_chain_of_three() {
         backend_get(on("t1:app:ctr"), "t1:app:ctr"),
         Some(counter.to_string().into_bytes())
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches: the commands of one read go through each plugin in as few calls as it allows
+// ---------------------------------------------------------------------------------------------
+
+/// Sends `cmds` in one write and returns their replies.
+fn pipeline(c: &mut RawConn, cmds: &[Vec<&str>]) -> Vec<Resp> {
+    let out: Vec<u8> = cmds.iter().flat_map(|cmd| encode(cmd)).collect();
+    c.send(&out);
+    cmds.iter()
+        .enumerate()
+        .map(|(i, cmd)| {
+            c.read()
+                .unwrap_or_else(|e| panic!("reply {i} to {cmd:?}: {e}"))
+        })
+        .collect()
+}
+
+#[test]
+fn an_sdk_plugin_decides_a_pipelined_read_in_a_few_calls_not_one_per_command() {
+    let r = RedisServer::start();
+    let proxy = start(
+        &[&[&r]],
+        1,
+        &[plugin(
+            "filter",
+            &command_filter(),
+            r#"{"deny": ["del"]}"#,
+            "",
+        )],
+    );
+    let mut c = proxy.raw();
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    let mut cmds: Vec<Vec<&str>> = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        cmds.push(vec!["SET", k, "v"]);
+        if i % 10 == 9 {
+            cmds.push(vec!["DEL", k]);
+        }
+        cmds.push(vec!["GET", k]);
+    }
+    let replies = pipeline(&mut c, &cmds);
+    for (cmd, reply) in cmds.iter().zip(&replies) {
+        let want = match cmd[0] {
+            "SET" => Resp::ok(),
+            "DEL" => Resp::err("NOPERM command not allowed by policy: 'del'"),
+            _ => Resp::bulk("v"),
+        };
+        assert_eq!(reply, &want, "reply to {cmd:?}");
+    }
+    // Every command is decided once; the calls into the module are the batches of the reads
+    // the proxy made of the 210 commands (at most 128 commands make one batch).
+    assert_eq!(plugin_stat(&proxy, "filter", "calls"), 210);
+    assert_eq!(plugin_stat(&proxy, "filter", "rejects"), 10);
+    let invocations = plugin_stat(&proxy, "filter", "invocations");
+    assert!(
+        (2..=20).contains(&invocations),
+        "210 pipelined commands took {invocations} calls into the module"
+    );
+}
+
+#[test]
+fn auth_in_a_pipeline_reaches_the_plugins_before_acl_auth_from_the_next_command() {
+    let r = RedisServer::start();
+    let acl = acl_config(&[("alice", SECRET_SHA, r#"["*"]"#, r#"["*"]"#)]);
+    // key-prefix runs before acl-auth: it learns alice's tenant only because AUTH ends the
+    // batch it came in.
+    let proxy = start(
+        &[&[&r]],
+        1,
+        &[
+            plugin(
+                "key-prefix",
+                &key_prefix(),
+                r#"{"tenants": {"alice": "t1:"}, "default": "anon:"}"#,
+                "",
+            ),
+            plugin("acl-auth", &acl_auth(), &acl, ""),
+        ],
+    );
+    let mut c = proxy.raw();
+    let replies = pipeline(
+        &mut c,
+        &[
+            vec!["AUTH", "alice", "secret"],
+            vec!["SET", "k", "1"],
+            vec!["GET", "k"],
+        ],
+    );
+    assert_eq!(replies, [Resp::ok(), Resp::ok(), Resp::bulk("1")]);
+    assert_eq!(backend_get(&r, "t1:k"), Some(b"1".to_vec()));
+    assert_eq!(backend_get(&r, "anon:k"), None);
+    assert_eq!(backend_get(&r, "k"), None);
+}
+
+#[test]
+fn a_module_deciding_one_command_per_call_is_called_again_for_the_rest() {
+    let r = RedisServer::start();
+    let proxy = start(&[&[&r]], 1, &[plugin("one", &wat("one-at-a-time"), "", "")]);
+    let mut c = proxy.raw();
+    let three = "ERR three arguments refused by one-at-a-time";
+    let replies = pipeline(
+        &mut c,
+        &[
+            vec!["SET", "a", "1"],
+            vec!["GET", "a"],
+            vec!["SET", "b", "2"],
+            vec!["PING"],
+            vec!["GET", "b"],
+            vec!["ECHO", "x"],
+        ],
+    );
+    assert_eq!(
+        replies,
+        [
+            Resp::err(three),
+            Resp::nil(),
+            Resp::err(three),
+            Resp::simple("PONG"),
+            Resp::nil(),
+            Resp::bulk("x"),
+        ]
+    );
+    assert_eq!(plugin_stat(&proxy, "one", "calls"), 6);
+    assert_eq!(plugin_stat(&proxy, "one", "invocations"), 6);
+    assert_eq!(plugin_stat(&proxy, "one", "rejects"), 2);
 }

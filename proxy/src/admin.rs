@@ -113,6 +113,7 @@ fn plugin_stats(shared: &Shared) -> Vec<serde_json::Value> {
                 "path": p.config.path.display().to_string(),
                 "fail": p.config.fail,
                 "calls": calls,
+                "invocations": s.invocations.load(Relaxed),
                 "continues": s.continues.load(Relaxed),
                 "rewrites": s.rewrites.load(Relaxed),
                 "replies": s.replies.load(Relaxed),
@@ -266,6 +267,19 @@ fn metrics(shared: &Shared) -> String {
             (
                 p.config.name.as_str(),
                 p.stats.failures.load(Relaxed).to_string(),
+            )
+        }),
+    );
+    family(
+        &mut out,
+        "tessera_plugin_invocations_total",
+        "counter",
+        "Calls into plugin modules (one per batch of pipelined commands).",
+        "plugin",
+        plugins.iter().map(|p| {
+            (
+                p.config.name.as_str(),
+                p.stats.invocations.load(Relaxed).to_string(),
             )
         }),
     );

@@ -156,6 +156,42 @@ pub fn decode_verdict(buf: &[u8], previous: &[Bytes]) -> Result<Verdict, String>
     Ok(Verdict { decision, attrs })
 }
 
+/// The verdicts of an `on_commands` output, for a call given `n` commands: `u32 K`
+/// (1 ≤ K ≤ n), then K verdicts, each `u32` length-prefixed (empty: Continue).
+pub struct VerdictList<'a> {
+    r: Reader<'a>,
+    left: usize,
+}
+
+impl<'a> VerdictList<'a> {
+    pub fn new(buf: &'a [u8], n: usize) -> Result<VerdictList<'a>, String> {
+        let mut r = Reader { buf, pos: 0 };
+        let k = r.u32()? as usize;
+        if k == 0 || k > n {
+            return Err(format!("decided {k} of the {n} commands it was given"));
+        }
+        Ok(VerdictList { r, left: k })
+    }
+
+    /// How many verdicts are left.
+    pub fn remaining(&self) -> usize {
+        self.left
+    }
+
+    /// The next verdict's bytes; after the last, an error if bytes follow.
+    pub fn next_verdict(&mut self) -> Result<&'a [u8], String> {
+        self.left -= 1;
+        let v = self.r.bytes()?;
+        if self.left == 0 && self.r.pos != self.r.buf.len() {
+            return Err(format!(
+                "{} bytes after the verdicts",
+                self.r.buf.len() - self.r.pos
+            ));
+        }
+        Ok(v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +278,48 @@ mod tests {
         let mut v = verdict(0, &[], &[]);
         v.push(0);
         assert!(decode_verdict(&v, &[]).is_err(), "trailing bytes");
+    }
+
+    fn list(k: u32, entries: &[&[u8]]) -> Vec<u8> {
+        let mut out = k.to_le_bytes().to_vec();
+        for e in entries {
+            put_bytes(&mut out, e);
+        }
+        out
+    }
+
+    #[test]
+    fn reads_a_verdict_list_and_refuses_a_malformed_one() {
+        let reject = verdict(
+            3,
+            &{
+                let mut b = Vec::new();
+                put_bytes(&mut b, b"ERR no");
+                b
+            },
+            &[],
+        );
+        let buf = list(2, &[b"", &reject]);
+        let mut l = VerdictList::new(&buf, 3).unwrap();
+        assert_eq!(l.remaining(), 2);
+        assert_eq!(l.next_verdict().unwrap(), b"");
+        assert_eq!(l.next_verdict().unwrap(), &reject[..]);
+        assert_eq!(l.remaining(), 0);
+
+        assert!(VerdictList::new(&list(0, &[]), 3).is_err(), "K = 0");
+        assert!(
+            VerdictList::new(&list(4, &[b"", b"", b"", b""]), 3).is_err(),
+            "K > n"
+        );
+        assert!(VerdictList::new(&[1, 0], 3).is_err(), "truncated count");
+        let mut trailing = list(1, &[b""]);
+        trailing.push(7);
+        let mut l = VerdictList::new(&trailing, 1).unwrap();
+        assert!(l.next_verdict().is_err(), "trailing bytes");
+        let short = list(2, &[b""]);
+        let mut l = VerdictList::new(&short, 2).unwrap();
+        assert!(l.next_verdict().is_ok());
+        assert!(l.next_verdict().is_err(), "fewer entries than K");
     }
 
     #[test]

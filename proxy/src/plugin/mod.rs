@@ -11,6 +11,7 @@ pub mod abi;
 pub mod from_store;
 pub mod wasm;
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -20,6 +21,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::command;
+use abi::VerdictList;
 pub use abi::{CallContext, Decision, Verdict};
 use wasm::{Hook, Instance, List};
 
@@ -71,7 +73,10 @@ pub struct PluginError {
 /// Counters of one plugin, over all workers.
 #[derive(Debug, Default)]
 pub struct PluginStats {
+    /// Commands, connections and replies a hook decided.
     pub calls: AtomicU64,
+    /// Calls into the module (a batch of commands is one).
+    pub invocations: AtomicU64,
     pub continues: AtomicU64,
     pub rewrites: AtomicU64,
     pub replies: AtomicU64,
@@ -88,7 +93,7 @@ pub struct LoadedPlugin {
     subscribed: Box<[bool]>,
     /// By command id: whether `on_reply` is called for it.
     reply_subscribed: Box<[bool]>,
-    hooks: [bool; 4],
+    hooks: [bool; 5],
     pub stats: PluginStats,
 }
 
@@ -127,8 +132,7 @@ impl LoadedPlugin {
         } else {
             subscribed.clone()
         };
-        let hooks =
-            [Hook::Configure, Hook::Connect, Hook::Command, Hook::Reply].map(|h| instance.has(h));
+        let hooks = Hook::ALL.map(|h| instance.has(h));
         Ok(LoadedPlugin {
             config,
             module,
@@ -140,12 +144,15 @@ impl LoadedPlugin {
     }
 
     fn wants(&self, hook: Hook, cmd: u16) -> bool {
-        self.hooks[hook as usize]
-            && match hook {
-                Hook::Configure | Hook::Connect => true,
-                Hook::Command => self.subscribed[cmd as usize],
-                Hook::Reply => self.reply_subscribed[cmd as usize],
+        match hook {
+            Hook::Configure | Hook::Connect => self.hooks[hook as usize],
+            Hook::Command | Hook::Commands => {
+                let exported =
+                    self.hooks[Hook::Command as usize] || self.hooks[Hook::Commands as usize];
+                exported && self.subscribed[cmd as usize]
             }
+            Hook::Reply => self.hooks[hook as usize] && self.reply_subscribed[cmd as usize],
+        }
     }
 }
 
@@ -224,8 +231,16 @@ pub struct WorkerChain {
     pub version: u64,
     links: Vec<Link>,
     scratch: Vec<u8>,
-    /// Key positions of the command `on_command` runs for, reused.
-    key_pos: Vec<usize>,
+    /// The batch of commands `run_batch` runs the chain over.
+    items: Vec<Item>,
+    /// About the argument bytes of `items`.
+    batch_bytes: usize,
+    /// Attribute changes plugins made during the batch.
+    changes: Vec<Change>,
+    /// Key position vectors of finished batches, reused.
+    spare_keys: Vec<Vec<usize>>,
+    /// The commands of one call, reused.
+    group: Vec<usize>,
     /// Some counts are not flushed yet.
     dirty: bool,
 }
@@ -234,6 +249,7 @@ pub struct WorkerChain {
 #[derive(Default)]
 struct Counts {
     calls: u64,
+    invocations: u64,
     continues: u64,
     rewrites: u64,
     replies: u64,
@@ -248,6 +264,33 @@ struct Link {
     instance: Option<Instance>,
     /// When the instance was last (re-)created, for the rate limit.
     created: Option<Instant>,
+}
+
+/// Most commands one batch holds, and about the most argument bytes: a batch ends with the
+/// command that reaches either.
+pub const MAX_BATCH: usize = 128;
+pub const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// One command of the batch on its way through the chain.
+struct Item {
+    args: Vec<Bytes>,
+    /// The command id as the client sent it; `None`: not a valid command.
+    id: Option<u16>,
+    /// The command id after the rewrites so far.
+    cmd: u16,
+    keys: Vec<usize>,
+    rewritten: bool,
+    /// A plugin's answer: the plugins after it do not see the command.
+    answer: Option<Bytes>,
+    /// A rewrite made it no valid command: the plugins after it do not see it.
+    ended: bool,
+}
+
+/// Connection attributes link `link` set when it decided command `item` of the batch.
+struct Change {
+    item: usize,
+    link: usize,
+    attrs: Vec<(String, String)>,
 }
 
 /// Finds the command id of a command line and puts its key positions in the vector (which
@@ -278,7 +321,11 @@ impl WorkerChain {
                 })
                 .collect(),
             scratch: Vec::new(),
-            key_pos: Vec::new(),
+            items: Vec::new(),
+            batch_bytes: 0,
+            changes: Vec::new(),
+            spare_keys: Vec::new(),
+            group: Vec::new(),
             dirty: false,
         }
     }
@@ -320,77 +367,235 @@ impl WorkerChain {
         Ok(())
     }
 
-    /// Runs `on_command` through the chain. `keys` finds the command id and key positions of
-    /// a command line (after a rewrite too); `None` if the line is not a valid command, which
-    /// ends the chain (the session then reports the error as usual).
-    pub fn on_command(
-        &mut self,
-        ctx: &CallContext,
-        attrs: &mut Vec<(String, String)>,
-        args: Vec<Bytes>,
-        keys: &mut KeyFinder,
-    ) -> CommandOutcome {
-        let mut key_pos = std::mem::take(&mut self.key_pos);
-        let outcome = self.run_on_command(ctx, attrs, args, keys, &mut key_pos);
-        self.key_pos = key_pos;
-        outcome
+    /// Adds a command to the batch `run_batch` runs; returns its command id (`None`: not a
+    /// valid command, which the plugins do not see).
+    pub fn push(&mut self, args: Vec<Bytes>, keys: &mut KeyFinder) -> Option<u16> {
+        let mut key_pos = self.spare_keys.pop().unwrap_or_default();
+        let id = keys(&args, &mut key_pos);
+        self.batch_bytes += args.iter().map(|a| a.len() + 5).sum::<usize>();
+        self.items.push(Item {
+            args,
+            id,
+            cmd: id.unwrap_or(0),
+            keys: key_pos,
+            rewritten: false,
+            answer: None,
+            ended: false,
+        });
+        id
     }
 
-    fn run_on_command(
+    /// Whether the batch has as many commands or bytes as one may hold.
+    pub fn batch_full(&self) -> bool {
+        self.items.len() >= MAX_BATCH || self.batch_bytes >= MAX_BATCH_BYTES
+    }
+
+    pub fn batch_is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Runs `on_command` through the chain for the batch, plugin by plugin, and appends
+    /// the outcomes to `out` in order, emptying the batch. `ctx` is the connection as the
+    /// batch starts; the attributes it ends with are returned if plugins changed them.
+    /// `keys` finds the id and key positions of a rewritten command; a rewrite to no valid
+    /// command ends the chain for it (the session then reports the error as usual).
+    pub fn run_batch(
         &mut self,
         ctx: &CallContext,
-        attrs: &mut Vec<(String, String)>,
-        mut args: Vec<Bytes>,
         keys: &mut KeyFinder,
-        key_pos: &mut Vec<usize>,
-    ) -> CommandOutcome {
-        let Some(id) = keys(&args, key_pos) else {
-            return CommandOutcome::Continue(args, false);
-        };
-        let mut cmd = id;
-        let mut rewritten = false;
-        // Some(n): `scratch` holds the encoded context (its first n bytes), then the command.
-        let mut encoded: Option<usize> = None;
-        for i in 0..self.links.len() {
-            if !self.links[i].plugin.wants(Hook::Command, cmd) {
+        out: &mut Vec<CommandOutcome>,
+    ) -> Option<Vec<(String, String)>> {
+        self.changes.clear();
+        for link in 0..self.links.len() {
+            self.run_link(link, ctx, keys);
+        }
+        self.batch_bytes = 0;
+        for item in self.items.drain(..) {
+            self.spare_keys.push(item.keys);
+            out.push(match (item.id, item.answer) {
+                (Some(id), Some(reply)) => CommandOutcome::Answer(id, reply),
+                _ => CommandOutcome::Continue(item.args, item.rewritten),
+            });
+        }
+        if self.changes.is_empty() {
+            return None;
+        }
+        let mut attrs = ctx.attrs.to_vec();
+        self.changes.sort_by_key(|c| (c.item, c.link));
+        for c in self.changes.drain(..) {
+            set_attrs(&mut attrs, c.attrs);
+        }
+        Some(attrs)
+    }
+
+    /// Runs link `q` over the commands of the batch it wants, in as few calls as its module
+    /// allows. It sees the attributes the links before it set from the command they set
+    /// them on, and its own from the command after.
+    fn run_link(&mut self, q: usize, ctx: &CallContext, keys: &mut KeyFinder) {
+        let mut earlier: Vec<usize> = (0..self.changes.len())
+            .filter(|&c| self.changes[c].link < q)
+            .collect();
+        earlier.sort_by_key(|&c| (self.changes[c].item, self.changes[c].link));
+        let batched = self.links[q].plugin.hooks[Hook::Commands as usize];
+        let mut view: Option<Vec<(String, String)>> = None;
+        let mut next = 0;
+        let mut group = std::mem::take(&mut self.group);
+        group.clear();
+        for i in 0..self.items.len() {
+            let item = &self.items[i];
+            let wanted = item.id.is_some()
+                && item.answer.is_none()
+                && !item.ended
+                && self.links[q].plugin.wants(Hook::Command, item.cmd);
+            if !wanted {
                 continue;
             }
-            if encoded.is_none() {
-                self.scratch.clear();
-                abi::encode_context(&mut self.scratch, &CallContext { attrs, ..*ctx });
-                encoded = Some(self.scratch.len());
-                abi::encode_command(&mut self.scratch, &args, key_pos);
-            }
-            match self.call(i, Hook::Command, &args) {
-                Ok(v) => {
-                    if !v.attrs.is_empty() {
-                        set_attrs(attrs, v.attrs);
-                        encoded = None;
-                    }
-                    match v.decision {
-                        Decision::Continue => {}
-                        Decision::Rewrite(new) => {
-                            args = new;
-                            rewritten = true;
-                            match keys(&args, key_pos) {
-                                Some(c) => cmd = c,
-                                None => return CommandOutcome::Continue(args, true),
-                            }
-                            if let Some(n) = encoded {
-                                self.scratch.truncate(n);
-                                abi::encode_command(&mut self.scratch, &args, key_pos);
-                            }
-                        }
-                        Decision::Reply(r) => return CommandOutcome::Answer(id, r),
-                        Decision::Reject(msg) => {
-                            return CommandOutcome::Answer(id, error_reply(&msg));
-                        }
-                    }
+            if earlier
+                .get(next)
+                .is_some_and(|&c| self.changes[c].item <= i)
+            {
+                self.call_group(q, ctx, &mut view, &mut group, keys);
+                while let Some(&c) = earlier.get(next).filter(|&&c| self.changes[c].item <= i) {
+                    let attrs = self.changes[c].attrs.clone();
+                    set_attrs(view.get_or_insert_with(|| ctx.attrs.to_vec()), attrs);
+                    next += 1;
                 }
-                Err(reply) => return CommandOutcome::Answer(id, reply),
+            }
+            group.push(i);
+            if !batched {
+                self.call_group(q, ctx, &mut view, &mut group, keys);
             }
         }
-        CommandOutcome::Continue(args, rewritten)
+        self.call_group(q, ctx, &mut view, &mut group, keys);
+        self.group = group;
+    }
+
+    /// Has link `q` decide the commands `group` names (indices into the batch), calling it
+    /// again while it leaves some undecided; empties `group`.
+    fn call_group(
+        &mut self,
+        q: usize,
+        ctx: &CallContext,
+        view: &mut Option<Vec<(String, String)>>,
+        group: &mut Vec<usize>,
+        keys: &mut KeyFinder,
+    ) {
+        let batched = self.links[q].plugin.hooks[Hook::Commands as usize];
+        let mut done = 0;
+        while done < group.len() {
+            let todo = &group[done..];
+            let attrs = view.as_deref().unwrap_or(ctx.attrs);
+            self.scratch.clear();
+            abi::encode_context(&mut self.scratch, &CallContext { attrs, ..*ctx });
+            if batched {
+                self.scratch
+                    .extend_from_slice(&(todo.len() as u32).to_le_bytes());
+            }
+            let n = if batched { todo.len() } else { 1 };
+            for &i in &todo[..n] {
+                let item = &self.items[i];
+                abi::encode_command(&mut self.scratch, &item.args, &item.keys);
+            }
+            let hook = if batched {
+                Hook::Commands
+            } else {
+                Hook::Command
+            };
+            let decided = match self.invoke(q, hook) {
+                Ok(out) => self.apply_verdicts(q, out, &group[done..done + n], view, ctx, keys),
+                Err(failure) => Err(failure),
+            };
+            let decided = match decided {
+                Ok(k) => k,
+                Err((what, counted)) => {
+                    self.links[q].counts.calls += n as u64;
+                    let failed = if counted {
+                        self.fail(q, what)
+                    } else {
+                        self.fail_quietly(q, what).map(|_| ())
+                    };
+                    if let Err(reply) = failed {
+                        for &i in &group[done..done + n] {
+                            self.items[i].answer = Some(reply.clone());
+                        }
+                    }
+                    n
+                }
+            };
+            done += decided;
+        }
+        group.clear();
+    }
+
+    /// Applies the output of link `q` for the commands `todo` (indices into the batch):
+    /// how many it decided, or why the output is malformed.
+    fn apply_verdicts(
+        &mut self,
+        q: usize,
+        out: Option<Range<usize>>,
+        todo: &[usize],
+        view: &mut Option<Vec<(String, String)>>,
+        ctx: &CallContext,
+        keys: &mut KeyFinder,
+    ) -> Result<usize, (String, bool)> {
+        let batched = self.links[q].plugin.hooks[Hook::Commands as usize];
+        let link = &mut self.links[q];
+        let Some(out) = out else {
+            link.counts.calls += todo.len() as u64;
+            link.counts.continues += todo.len() as u64;
+            return Ok(todo.len());
+        };
+        let instance = link.instance.as_ref().expect("an instance answered");
+        let bytes = instance.output(out);
+        let mut list = if batched {
+            Some(VerdictList::new(bytes, todo.len()).map_err(|e| (e, true))?)
+        } else {
+            None
+        };
+        let k = list.as_ref().map_or(1, VerdictList::remaining);
+        for (j, &i) in todo[..k].iter().enumerate() {
+            let raw = match &mut list {
+                Some(list) => list.next_verdict().map_err(|e| (e, true))?,
+                None => bytes,
+            };
+            let item = &mut self.items[i];
+            let v = abi::decode_verdict(raw, &item.args).map_err(|e| (e, true))?;
+            if !v.attrs.is_empty() && j + 1 < k {
+                return Err((
+                    format!(
+                        "set attributes on command {} of {k} it decided; that must be the last",
+                        j + 1
+                    ),
+                    true,
+                ));
+            }
+            let counts = &mut link.counts;
+            counts.calls += 1;
+            count_verdict(counts, &v.decision);
+            match v.decision {
+                Decision::Continue => {}
+                Decision::Rewrite(args) => {
+                    item.args = args;
+                    item.rewritten = true;
+                    match keys(&item.args, &mut item.keys) {
+                        Some(cmd) => item.cmd = cmd,
+                        None => item.ended = true,
+                    }
+                }
+                Decision::Reply(r) => item.answer = Some(r),
+                Decision::Reject(msg) => item.answer = Some(error_reply(&msg)),
+            }
+            if !v.attrs.is_empty() {
+                let attrs = view.get_or_insert_with(|| ctx.attrs.to_vec());
+                set_attrs(attrs, v.attrs.clone());
+                self.changes.push(Change {
+                    item: i,
+                    link: q,
+                    attrs: v.attrs,
+                });
+            }
+        }
+        Ok(k)
     }
 
     /// Whether any plugin wants `on_connect`.
@@ -444,43 +649,52 @@ impl WorkerChain {
     /// `args`, if any). A failure is handled by the failure rule: `Err(reply)` when
     /// fail-closed, `Ok(Continue)` when fail-open.
     fn call(&mut self, i: usize, hook: Hook, args: &[Bytes]) -> Result<Verdict, Bytes> {
+        let decoded = self.invoke(i, hook).and_then(|out| {
+            let link = &mut self.links[i];
+            link.counts.calls += 1;
+            let v = match out {
+                None => Verdict::CONTINUE,
+                Some(at) => {
+                    let instance = link.instance.as_ref().expect("an instance answered");
+                    abi::decode_verdict(instance.output(at), args).map_err(|e| (e, true))?
+                }
+            };
+            count_verdict(&mut link.counts, &v.decision);
+            Ok(v)
+        });
+        match decoded {
+            Ok(v) => Ok(v),
+            Err((what, true)) => self.fail(i, what).map(|()| Verdict::CONTINUE),
+            Err((what, false)) => self.fail_quietly(i, what),
+        }
+    }
+
+    /// Calls hook `hook` of link `i` with the input in `scratch`, creating its instance
+    /// first if there is none; the place of the output in the instance's memory.
+    /// `Err((what, counted))`: the call failed (`counted`: a failure of the plugin, to go
+    /// through [`WorkerChain::fail`]) or was not made (the instance is restarting).
+    fn invoke(&mut self, i: usize, hook: Hook) -> Result<Option<Range<usize>>, (String, bool)> {
         let link = &mut self.links[i];
         if link.instance.is_none() {
             let recent = link
                 .created
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
             if recent {
-                return self.fail_quietly(i, "is restarting after a failure".into());
+                return Err(("is restarting after a failure".into(), false));
             }
             link.created = Some(Instant::now());
             match new_instance(&link.plugin.module, &link.plugin.config) {
                 Ok(inst) => link.instance = Some(inst),
-                Err(e) => {
-                    return self
-                        .fail(i, format!("cannot be instantiated: {e}"))
-                        .map(|()| Verdict::CONTINUE);
-                }
+                Err(e) => return Err((format!("cannot be instantiated: {e}"), true)),
             }
         }
         let instance = link.instance.as_mut().expect("instance exists");
         let start = Instant::now();
-        let result = instance.call(hook, &self.scratch, args, timeout(&link.plugin.config));
-        let counts = &mut link.counts;
-        counts.calls += 1;
-        counts.nanos += start.elapsed().as_nanos() as u64;
+        let result = instance.call_raw(hook, &self.scratch, timeout(&link.plugin.config));
+        link.counts.invocations += 1;
+        link.counts.nanos += start.elapsed().as_nanos() as u64;
         self.dirty = true;
-        match result {
-            Ok(v) => {
-                match v.decision {
-                    Decision::Continue => counts.continues += 1,
-                    Decision::Rewrite(_) => counts.rewrites += 1,
-                    Decision::Reply(_) => counts.replies += 1,
-                    Decision::Reject(_) => counts.rejects += 1,
-                }
-                Ok(v)
-            }
-            Err(e) => self.fail(i, e).map(|()| Verdict::CONTINUE),
-        }
+        result.map_err(|e| (e, true))
     }
 
     /// Adds this worker's counts since the last flush to the plugins' shared counters. Called
@@ -495,6 +709,7 @@ impl WorkerChain {
             let s = &link.plugin.stats;
             for (shared, n) in [
                 (&s.calls, c.calls),
+                (&s.invocations, c.invocations),
                 (&s.continues, c.continues),
                 (&s.rewrites, c.rewrites),
                 (&s.replies, c.replies),
@@ -527,6 +742,15 @@ impl WorkerChain {
                 c.name
             ))),
         }
+    }
+}
+
+fn count_verdict(counts: &mut Counts, d: &Decision) {
+    match d {
+        Decision::Continue => counts.continues += 1,
+        Decision::Rewrite(_) => counts.rewrites += 1,
+        Decision::Reply(_) => counts.replies += 1,
+        Decision::Reject(_) => counts.rejects += 1,
     }
 }
 

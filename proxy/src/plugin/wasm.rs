@@ -1,6 +1,7 @@
 //! The WebAssembly host: one wasmtime `Engine` for the process, modules compiled once,
 //! and instances that each live in their own `Store` with a memory limit and a deadline.
 
+use std::ops::Range;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -67,15 +68,26 @@ pub enum Hook {
     Connect,
     Command,
     Reply,
+    /// `on_command` for a batch of commands, in one call.
+    Commands,
 }
 
 impl Hook {
+    pub const ALL: [Hook; 5] = [
+        Hook::Configure,
+        Hook::Connect,
+        Hook::Command,
+        Hook::Reply,
+        Hook::Commands,
+    ];
+
     fn export(self) -> &'static str {
         match self {
             Hook::Configure => "tessera_on_configure",
             Hook::Connect => "tessera_on_connect",
             Hook::Command => "tessera_on_command",
             Hook::Reply => "tessera_on_reply",
+            Hook::Commands => "tessera_on_commands",
         }
     }
 }
@@ -111,7 +123,7 @@ pub struct Instance {
     store: Store<HostState>,
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
-    hooks: [Option<TypedFunc<(i32, i32), i64>>; 4],
+    hooks: [Option<TypedFunc<(i32, i32), i64>>; 5],
     lists: [Option<TypedFunc<(), i64>>; 2],
     /// Whether the module exports `tessera_input_reusable` returning 1.
     input_reusable: bool,
@@ -216,11 +228,8 @@ impl Instance {
         let alloc = instance
             .get_typed_func::<i32, i32>(&mut store, "tessera_alloc")
             .map_err(|_| "does not export tessera_alloc: (i32) -> i32".to_string())?;
-        let mut hooks = [None, None, None, None];
-        for (i, hook) in [Hook::Configure, Hook::Connect, Hook::Command, Hook::Reply]
-            .into_iter()
-            .enumerate()
-        {
+        let mut hooks = [None, None, None, None, None];
+        for (i, hook) in Hook::ALL.into_iter().enumerate() {
             if instance.get_export(&mut store, hook.export()).is_some() {
                 let f = instance
                     .get_typed_func::<(i32, i32), i64>(&mut store, hook.export())
@@ -320,8 +329,22 @@ impl Instance {
         args: &[Bytes],
         timeout: Duration,
     ) -> Result<Verdict, String> {
+        match self.call_raw(hook, input, timeout)? {
+            None => Ok(Verdict::CONTINUE),
+            Some(out) => abi::decode_verdict(self.output(out), args),
+        }
+    }
+
+    /// Calls a hook with `input`; where its output is in the plugin's memory (`None`: the
+    /// hook returned 0), checked to be inside it.
+    pub fn call_raw(
+        &mut self,
+        hook: Hook,
+        input: &[u8],
+        timeout: Duration,
+    ) -> Result<Option<Range<usize>>, String> {
         let Some(f) = &self.hooks[hook as usize] else {
-            return Ok(Verdict::CONTINUE);
+            return Ok(None);
         };
         self.store.set_epoch_deadline(self.timeout_ticks);
         self.store.data_mut().cpu_at_deadline = None;
@@ -353,18 +376,21 @@ impl Instance {
             .call(&mut self.store, (ptr, len))
             .map_err(|e| describe(&e, timeout))?;
         if packed == 0 {
-            return Ok(Verdict::CONTINUE);
+            return Ok(None);
         }
         let (at, n) = (
             (packed as u64 >> 32) as usize,
             (packed as u64 & 0xffff_ffff) as usize,
         );
-        let verdict = self
-            .memory
-            .data(&self.store)
-            .get(at..at.saturating_add(n))
-            .ok_or_else(|| format!("returned {n} bytes at {at}, outside its memory"))?;
-        abi::decode_verdict(verdict, args)
+        if at.saturating_add(n) > self.memory.data_size(&self.store) {
+            return Err(format!("returned {n} bytes at {at}, outside its memory"));
+        }
+        Ok(Some(at..at + n))
+    }
+
+    /// Output bytes `call_raw` returned the place of, valid until the next call.
+    pub fn output(&self, at: Range<usize>) -> &[u8] {
+        &self.memory.data(&self.store)[at]
     }
 
     fn read_packed(&self, packed: i64) -> Result<Vec<u8>, String> {

@@ -90,6 +90,10 @@ pub struct Session {
     peer_text: String,
     /// Whether the worker's plugin chain has any plugin (refreshed once per read).
     plugins: bool,
+    /// The raw requests of the commands in the worker's plugin batch, in order.
+    batch_raw: Vec<Option<Bytes>>,
+    /// The plugin chain's outcomes of a batch, reused.
+    outcomes: Vec<crate::plugin::CommandOutcome>,
     /// Close once the reply with this sequence number is written (QUIT, protocol error).
     close_after: Option<u64>,
 }
@@ -129,6 +133,8 @@ impl Session {
             attrs: Vec::new(),
             peer_text: String::new(),
             plugins: false,
+            batch_raw: Vec::new(),
+            outcomes: Vec::new(),
             close_after: None,
         }
     }
@@ -199,17 +205,19 @@ impl Session {
         let refusal = self.worker.shared.refusal.load();
         self.plugins = self.worker.refresh_chain();
         loop {
+            let refusal = refusal.as_deref().map(String::as_str);
             match self.decoder.decode(&mut self.rbuf) {
-                Ok(Some(req)) => {
-                    self.dispatch(req, &table, refusal.as_deref().map(String::as_str), now)
-                }
+                Ok(Some(req)) if self.plugins => self.batch_request(req, &table, refusal, now),
+                Ok(Some(req)) => self.dispatch(req, &table, refusal, now),
                 Ok(None) => {
+                    self.run_plugin_batch(&table, refusal, now);
                     if self.rbuf.len() > self.worker.shared.config.proxy.max_query_buffer {
                         self.protocol_error("query buffer limit reached", now);
                     }
                     break;
                 }
                 Err(e) => {
+                    self.run_plugin_batch(&table, refusal, now);
                     self.protocol_error(&e.to_string(), now);
                     break;
                 }
@@ -257,22 +265,8 @@ impl Session {
         self.complete(seq, out.freeze());
     }
 
-    fn dispatch(
-        &mut self,
-        mut req: Request,
-        table: &SlotTable,
-        refusal: Option<&str>,
-        now: Instant,
-    ) {
-        if self.plugins {
-            match self.plugins_on_command(req) {
-                Ok(r) => req = r,
-                Err((cmd, reply)) => {
-                    let seq = self.push(cmd, now);
-                    return self.complete(seq, reply);
-                }
-            }
-        }
+    /// Routes a request (after the plugins, if any).
+    fn dispatch(&mut self, req: Request, table: &SlotTable, refusal: Option<&str>, now: Instant) {
         let spec = match command::lookup(&req.args) {
             Lookup::Found(spec) => spec,
             // Redis reports unknown commands and wrong arity before it asks for AUTH.

@@ -1,13 +1,17 @@
 //! The session's side of the plugin chain: the context it gives plugins, and where the
-//! phases run — `on_connect` before the first read, `on_command` before a command is looked
-//! at (so an auth plugin owns AUTH and HELLO), `on_reply` before a reply is written.
+//! phases run — `on_connect` before the first read, `on_command` over batches of the
+//! commands of a read before they are looked at (so an auth plugin owns AUTH and HELLO),
+//! `on_reply` before a reply is written.
+
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::Session;
-use crate::command::{self, Lookup, Spec};
+use crate::command::{self, Class, Local, Lookup, Spec};
 use crate::plugin::{CallContext, CommandOutcome};
 use crate::resp::Request;
+use crate::router::SlotTable;
 
 /// A command whose reply a plugin wants to see.
 pub struct ReplyHook {
@@ -58,27 +62,66 @@ impl Session {
         result
     }
 
-    /// Runs the chain; `Err((command id, reply))` when a plugin answered the command itself.
-    pub(super) fn plugins_on_command(
+    /// Adds a request to the worker's plugin batch, and runs the batch once it is full or
+    /// the request changes what the next command's context is (AUTH, HELLO, SELECT) or
+    /// ends the connection (QUIT).
+    pub(super) fn batch_request(
         &mut self,
         req: Request,
-    ) -> Result<Request, (Option<u16>, Bytes)> {
+        table: &SlotTable,
+        refusal: Option<&str>,
+        now: Instant,
+    ) {
         let worker = self.worker.clone();
         let mut chain = worker.chain.borrow_mut();
-        let mut attrs = std::mem::take(&mut self.attrs);
-        let outcome = chain.on_command(
-            &self.call_context(),
-            &mut attrs,
-            req.args,
-            &mut command_keys,
-        );
-        self.attrs = attrs;
-        self.note_user();
-        match outcome {
-            CommandOutcome::Continue(args, false) => Ok(Request { args, raw: req.raw }),
-            CommandOutcome::Continue(args, true) => Ok(Request { args, raw: None }),
-            CommandOutcome::Answer(cmd, reply) => Err((Some(cmd), reply)),
+        self.batch_raw.push(req.raw);
+        let id = chain.push(req.args, &mut command_keys);
+        let ends = id.is_some_and(|id| {
+            matches!(
+                command::by_id(id).class(),
+                Class::Local(Local::Auth | Local::Hello | Local::Select | Local::Quit)
+            )
+        });
+        if ends || chain.batch_full() {
+            drop(chain);
+            self.run_plugin_batch(table, refusal, now);
         }
+    }
+
+    /// Runs the plugin chain over the batch and dispatches its commands in order.
+    pub(super) fn run_plugin_batch(
+        &mut self,
+        table: &SlotTable,
+        refusal: Option<&str>,
+        now: Instant,
+    ) {
+        let worker = self.worker.clone();
+        let mut chain = worker.chain.borrow_mut();
+        if chain.batch_is_empty() {
+            return;
+        }
+        let mut outcomes = std::mem::take(&mut self.outcomes);
+        if let Some(attrs) = chain.run_batch(&self.call_context(), &mut command_keys, &mut outcomes)
+        {
+            self.attrs = attrs;
+            self.note_user();
+        }
+        drop(chain);
+        let mut raws = std::mem::take(&mut self.batch_raw);
+        for (outcome, raw) in outcomes.drain(..).zip(raws.drain(..)) {
+            match outcome {
+                CommandOutcome::Continue(args, rewritten) => {
+                    let raw = if rewritten { None } else { raw };
+                    self.dispatch(Request { args, raw }, table, refusal, now);
+                }
+                CommandOutcome::Answer(cmd, reply) => {
+                    let seq = self.push(Some(cmd), now);
+                    self.complete(seq, reply);
+                }
+            }
+        }
+        self.outcomes = outcomes;
+        self.batch_raw = raws;
     }
 
     /// Remembers the command of entry `seq` if a plugin wants its reply.
