@@ -299,8 +299,9 @@ pub type KeyFinder = dyn FnMut(&[Bytes], &mut Vec<usize>) -> Option<u16>;
 
 /// What the chain decided about a command.
 pub enum CommandOutcome {
-    /// Go on with these arguments; `true` if a plugin rewrote them.
-    Continue(Vec<Bytes>, bool),
+    /// Go on with these arguments; `true` if a plugin rewrote them; the id of their
+    /// command, if they are a valid one (its arity checked).
+    Continue(Vec<Bytes>, bool, Option<u16>),
     /// Answer with this RESP value without calling Redis; the id is the command's as the
     /// client sent it.
     Answer(u16, Bytes),
@@ -414,7 +415,10 @@ impl WorkerChain {
             self.spare_keys.push(item.keys);
             out.push(match (item.id, item.answer) {
                 (Some(id), Some(reply)) => CommandOutcome::Answer(id, reply),
-                _ => CommandOutcome::Continue(item.args, item.rewritten),
+                _ => {
+                    let valid = item.id.is_some() && !item.ended;
+                    CommandOutcome::Continue(item.args, item.rewritten, valid.then_some(item.cmd))
+                }
             });
         }
         if self.changes.is_empty() {

@@ -168,6 +168,7 @@ pub mod encode {
 
     /// A command as a RESP array of bulk strings.
     pub fn command<A: AsRef<[u8]>>(out: &mut BytesMut, args: &[A]) {
+        out.reserve(16 + args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>());
         array_header(out, args.len());
         for a in args {
             bulk(out, a.as_ref());

@@ -267,7 +267,23 @@ impl Session {
 
     /// Routes a request (after the plugins, if any).
     fn dispatch(&mut self, req: Request, table: &SlotTable, refusal: Option<&str>, now: Instant) {
-        let spec = match command::lookup(&req.args) {
+        self.dispatch_found(None, req, table, refusal, now);
+    }
+
+    /// [`Session::dispatch`] of a request whose command `found` was looked up already.
+    fn dispatch_found(
+        &mut self,
+        found: Option<&'static Spec>,
+        req: Request,
+        table: &SlotTable,
+        refusal: Option<&str>,
+        now: Instant,
+    ) {
+        let lookup = match found {
+            Some(spec) => Lookup::Found(spec),
+            None => command::lookup(&req.args),
+        };
+        let spec = match lookup {
             Lookup::Found(spec) => spec,
             // Redis reports unknown commands and wrong arity before it asks for AUTH.
             Lookup::Unknown => {

@@ -110,9 +110,10 @@ impl Session {
         let mut raws = std::mem::take(&mut self.batch_raw);
         for (outcome, raw) in outcomes.drain(..).zip(raws.drain(..)) {
             match outcome {
-                CommandOutcome::Continue(args, rewritten) => {
+                CommandOutcome::Continue(args, rewritten, cmd) => {
                     let raw = if rewritten { None } else { raw };
-                    self.dispatch(Request { args, raw }, table, refusal, now);
+                    let found = cmd.map(command::by_id);
+                    self.dispatch_found(found, Request { args, raw }, table, refusal, now);
                 }
                 CommandOutcome::Answer(cmd, reply) => {
                     let seq = self.push(Some(cmd), now);
