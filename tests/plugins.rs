@@ -1071,3 +1071,31 @@ fn a_module_deciding_one_command_per_call_is_called_again_for_the_rest() {
     assert_eq!(plugin_stat(&proxy, "one", "invocations"), 6);
     assert_eq!(plugin_stat(&proxy, "one", "rejects"), 2);
 }
+
+#[test]
+fn a_plugin_sees_attributes_set_before_it_in_the_chain_from_that_very_command() {
+    let r = RedisServer::start();
+    let pings: Vec<Vec<&str>> = (0..5).map(|_| vec!["PING"]).collect();
+    // need-attr alone: no attribute, every command of the batch refused in one call.
+    let alone = start(&[&[&r]], 1, &[plugin("need", &wat("need-attr"), "", "")]);
+    let mut c = alone.raw();
+    let refused = Resp::err("ERR need-attr: no attribute");
+    assert_eq!(pipeline(&mut c, &pings), vec![refused; 5]);
+    assert_eq!(plugin_stat(&alone, "need", "invocations"), 1);
+
+    // set-attr before it sets `seen` on every command, in the middle of the batch too: the
+    // host splits need-attr's calls there, so each command passes.
+    let chained = start(
+        &[&[&r]],
+        1,
+        &[
+            plugin("set", &wat("set-attr"), "", ""),
+            plugin("need", &wat("need-attr"), "", ""),
+        ],
+    );
+    let mut c = chained.raw();
+    assert_eq!(pipeline(&mut c, &pings), vec![Resp::simple("PONG"); 5]);
+    assert_eq!(plugin_stat(&chained, "set", "invocations"), 5);
+    assert_eq!(plugin_stat(&chained, "need", "calls"), 5);
+    assert_eq!(plugin_stat(&chained, "need", "rejects"), 0);
+}
