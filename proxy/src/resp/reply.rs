@@ -176,6 +176,16 @@ pub mod encode {
     }
 
     fn header(out: &mut BytesMut, kind: u8, n: i64) {
+        // Lengths and counts are mostly under 100: one write, no division loop.
+        if (0..10).contains(&n) {
+            out.extend_from_slice(&[kind, b'0' + n as u8, b'\r', b'\n']);
+            return;
+        }
+        if (10..100).contains(&n) {
+            let (tens, ones) = (n as u8 / 10, n as u8 % 10);
+            out.extend_from_slice(&[kind, b'0' + tens, b'0' + ones, b'\r', b'\n']);
+            return;
+        }
         let (digits, len) = itoa_buf(n);
         out.reserve(len + 3);
         out.put_u8(kind);
@@ -270,5 +280,18 @@ mod tests {
         );
         assert_eq!(parse_int(b"-17"), Some(-17));
         assert_eq!(parse_int(b"99999999999999999999"), None);
+    }
+
+    #[test]
+    fn headers_around_the_short_forms() {
+        for n in [-1i64, 0, 9, 10, 42, 99, 100, 101, 12345, i64::MAX, i64::MIN] {
+            let mut b = BytesMut::new();
+            encode::integer(&mut b, n);
+            assert_eq!(&b[..], format!(":{n}\r\n").as_bytes());
+        }
+        let mut b = BytesMut::new();
+        encode::array_header(&mut b, 10);
+        encode::bulk(&mut b, &[b'x'; 100]);
+        assert!(b.starts_with(b"*10\r\n$100\r\nxxx"));
     }
 }

@@ -370,9 +370,13 @@ impl Session {
             Ok(split::Plan::Whole(b)) => self.forward(b, &req, Dest::Whole(seq)),
             Ok(split::Plan::Parts(parts, merge)) => {
                 self.entry(seq).state = State::Merging(Box::new(merge));
-                for (i, (backend, args)) in parts.into_iter().enumerate() {
-                    let sub = Request { args, raw: None };
-                    self.forward(backend, &sub, Dest::Part(seq, i as u32));
+                for (i, part) in parts.iter().enumerate() {
+                    if let Some(out) = self.outgoing(part.backend, Dest::Part(seq, i as u32)) {
+                        encode::array_header(out, part.args.len());
+                        for &a in &part.args {
+                            encode::bulk(out, &req.args[a as usize]);
+                        }
+                    }
                 }
             }
         }
@@ -381,9 +385,18 @@ impl Session {
     /// Adds a command to this read's batch for `backend`, or answers it with the backend's
     /// error at once if the backend is known to be down.
     fn forward(&mut self, backend: BackendId, req: &Request, dest: Dest) {
+        if let Some(out) = self.outgoing(backend, dest) {
+            req.write_resp(out);
+        }
+    }
+
+    /// The buffer of what goes to `backend` after this read, for a command whose reply goes
+    /// to `dest`; `None` if the backend is unavailable (`dest` is then answered so).
+    fn outgoing(&mut self, backend: BackendId, dest: Dest) -> Option<&mut BytesMut> {
         let conn = self.conn(backend);
         if let Some(down) = conn.unavailable() {
-            return self.fill(dest, down);
+            self.fill(dest, down);
+            return None;
         }
         let i = match self.out.iter().position(|o| o.backend == backend) {
             Some(i) => i,
@@ -398,8 +411,8 @@ impl Session {
             }
         };
         let o = &mut self.out[i];
-        req.write_resp(&mut o.data);
         o.dests.push(dest);
+        Some(&mut o.data)
     }
 
     fn conn(&mut self, backend: BackendId) -> BackendConn {

@@ -19,7 +19,14 @@ use crate::slot;
 
 pub enum Plan {
     Whole(BackendId),
-    Parts(Vec<(BackendId, Vec<Bytes>)>, Merge),
+    Parts(Vec<Part>, Merge),
+}
+
+/// The sub-command for one backend: the indices of its arguments in the command (the
+/// name, index 0, first), so that splitting copies no argument.
+pub struct Part {
+    pub backend: BackendId,
+    pub args: Vec<u32>,
 }
 
 /// How the parts of a split command come back together.
@@ -42,28 +49,34 @@ pub fn plan(kind: Split, args: &[Bytes], table: &SlotTable) -> Result<Plan, Stri
         }
         Split::Mget | Split::SumIntegers => 1,
     };
-    let mut parts: Vec<(BackendId, Vec<Bytes>)> = Vec::new();
-    let mut order = Vec::new();
+    let keys = args.len() / step;
+    let mut parts: Vec<Part> = Vec::with_capacity(2);
+    let mut order = Vec::with_capacity(if kind == Split::Mget { keys } else { 0 });
     for i in (1..args.len()).step_by(step) {
         let s = slot::slot(&args[i]);
         let backend = table
             .route(s)
             .ok_or_else(|| format!("ERR slot {s} is not served by any group"))?;
-        let p = match parts.iter().position(|(b, _)| *b == backend) {
+        let p = match parts.iter().position(|part| part.backend == backend) {
             Some(p) => p,
             None => {
-                parts.push((backend, vec![args[0].clone()]));
+                let mut first = Vec::with_capacity(1 + (args.len() - i));
+                first.push(0);
+                parts.push(Part {
+                    backend,
+                    args: first,
+                });
                 parts.len() - 1
             }
         };
-        let part = &mut parts[p].1;
+        let part = &mut parts[p].args;
         if kind == Split::Mget {
             order.push((p as u32, part.len() as u32 - 1));
         }
-        part.extend_from_slice(&args[i..i + step]);
+        part.extend((i..i + step).map(|a| a as u32));
     }
     if parts.len() == 1 {
-        return Ok(Plan::Whole(parts[0].0));
+        return Ok(Plan::Whole(parts[0].backend));
     }
     let merge = Merge {
         kind,
@@ -83,19 +96,15 @@ impl Merge {
         if self.remaining > 0 {
             return None;
         }
-        let parts: Vec<Bytes> = self
-            .parts
-            .iter_mut()
-            .map(|p| p.take().unwrap_or_default())
-            .collect();
-        if let Some(err) = parts.iter().find(|p| p.first() == Some(&b'-')) {
+        let parts = self.parts.iter().flatten();
+        if let Some(err) = parts.clone().find(|p| p.first() == Some(&b'-')) {
             return Some(err.clone());
         }
         Some(match self.kind {
             Split::Mset => Bytes::from_static(b"+OK\r\n"),
             Split::SumIntegers => {
                 let mut total = 0i64;
-                for p in &parts {
+                for p in parts {
                     match p
                         .strip_prefix(b":")
                         .and_then(|r| r.strip_suffix(b"\r\n"))
@@ -109,41 +118,51 @@ impl Merge {
                 encode::integer(&mut out, total);
                 out.freeze()
             }
-            Split::Mget => self.merge_mget(&parts).unwrap_or_else(unexpected),
+            Split::Mget => self.merge_mget().unwrap_or_else(unexpected),
         })
     }
 
-    fn merge_mget(&self, parts: &[Bytes]) -> Option<Bytes> {
-        let elements = parts
-            .iter()
-            .map(array_elements)
-            .collect::<Option<Vec<_>>>()?;
-        let size: usize = parts.iter().map(Bytes::len).sum();
+    fn merge_mget(&self) -> Option<Bytes> {
+        let parts = &self.parts;
+        // The elements of every part's array reply, part after part; `first[p]` is where
+        // part p's begin.
+        let mut spans = Vec::with_capacity(self.order.len());
+        let mut first = Vec::with_capacity(parts.len() + 1);
+        for reply in parts.iter().flatten() {
+            first.push(spans.len());
+            array_elements(reply, &mut spans)?;
+        }
+        first.push(spans.len());
+        let size: usize = parts.iter().flatten().map(Bytes::len).sum();
         let mut out = BytesMut::with_capacity(size + 16);
         encode::array_header(&mut out, self.order.len());
         for &(p, i) in &self.order {
-            out.extend_from_slice(elements[p as usize].get(i as usize)?);
+            let (p, i) = (p as usize, i as usize);
+            if first[p] + i >= first[p + 1] {
+                return None;
+            }
+            let (start, end) = spans[first[p] + i];
+            out.extend_from_slice(&parts[p].as_ref()?[start..end]);
         }
         Some(out.freeze())
     }
 }
 
-/// Splits an array reply into its elements (as slices of the reply).
-fn array_elements(reply: &Bytes) -> Option<Vec<Bytes>> {
+/// Appends the places of the elements of an array reply to `spans`.
+fn array_elements(reply: &[u8], spans: &mut Vec<(usize, usize)>) -> Option<()> {
     let header_end = reply.windows(2).position(|w| w == b"\r\n")?;
     if reply.first() != Some(&b'*') {
         return None;
     }
     let n = parse_int(&reply[1..header_end])?;
     let mut pos = header_end + 2;
-    let mut out = Vec::with_capacity(n.max(0) as usize);
     let mut scanner = ReplyScanner::default();
     for _ in 0..n {
         let len = scanner.scan(&reply[pos..]).ok()??;
-        out.push(reply.slice(pos..pos + len));
+        spans.push((pos, pos + len));
         pos += len;
     }
-    Some(out)
+    Some(())
 }
 
 fn unexpected() -> Bytes {
@@ -182,8 +201,8 @@ mod tests {
         ) else {
             panic!("expected a split");
         };
-        assert_eq!(parts[0].1, args(&["MGET", "foo", "bar"]));
-        assert_eq!(parts[1].1, args(&["MGET", "hello"]));
+        assert_eq!(parts[0].args, [0, 1, 3]);
+        assert_eq!(parts[1].args, [0, 2]);
         assert!(
             merge
                 .add(1, Bytes::from_static(b"*1\r\n$5\r\nworld\r\n"))
