@@ -143,6 +143,11 @@ impl LoadedPlugin {
         })
     }
 
+    /// Whether the module decides batches of commands (`tessera_on_commands`).
+    fn batched(&self) -> bool {
+        self.hooks[Hook::Commands as usize]
+    }
+
     fn wants(&self, hook: Hook, cmd: u16) -> bool {
         match hook {
             Hook::Configure | Hook::Connect => self.hooks[hook as usize],
@@ -440,7 +445,7 @@ impl WorkerChain {
             .filter(|&c| self.changes[c].link < q)
             .collect();
         earlier.sort_by_key(|&c| (self.changes[c].item, self.changes[c].link));
-        let batched = self.links[q].plugin.hooks[Hook::Commands as usize];
+        let batched = self.links[q].plugin.batched();
         let mut view: Option<Vec<(String, String)>> = None;
         let mut next = 0;
         let mut group = std::mem::take(&mut self.group);
@@ -484,7 +489,7 @@ impl WorkerChain {
         group: &mut Vec<usize>,
         keys: &mut KeyFinder,
     ) {
-        let batched = self.links[q].plugin.hooks[Hook::Commands as usize];
+        let batched = self.links[q].plugin.batched();
         let mut done = 0;
         while done < group.len() {
             let todo = &group[done..];
@@ -542,7 +547,7 @@ impl WorkerChain {
         ctx: &CallContext,
         keys: &mut KeyFinder,
     ) -> Result<usize, (String, bool)> {
-        let batched = self.links[q].plugin.hooks[Hook::Commands as usize];
+        let batched = self.links[q].plugin.batched();
         let link = &mut self.links[q];
         let Some(out) = out else {
             link.counts.calls += todo.len() as u64;
