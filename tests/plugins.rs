@@ -1003,6 +1003,9 @@ fn an_sdk_plugin_decides_a_pipelined_read_in_a_few_calls_not_one_per_command() {
         (2..=20).contains(&invocations),
         "210 pipelined commands took {invocations} calls into the module"
     );
+    let m = proxy.http_get("/metrics").body;
+    let series = r#"tessera_plugin_invocations_total{plugin="filter"}"#;
+    assert_eq!(metric(&m, series), Some(invocations as f64), "{m}");
 }
 
 #[test]

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use warp::Filter;
 
 use crate::error::ProxyError;
+use crate::plugin::PluginStats;
 use crate::router::SlotState;
 use crate::server::Shared;
 use crate::stats::BUCKETS_US;
@@ -125,6 +126,9 @@ fn plugin_stats(shared: &Shared) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// One value of a plugin's counters, as a Prometheus sample.
+type PluginSample = fn(&PluginStats) -> String;
 
 fn metrics(shared: &Shared) -> String {
     let snap = shared.stats.snapshot();
@@ -256,46 +260,30 @@ fn metrics(shared: &Shared) -> String {
             );
         }
     }
-    let plugins = &chain.plugins;
-    family(
-        &mut out,
-        "tessera_plugin_failures_total",
-        "counter",
-        "Plugin traps, timeouts, memory overruns and malformed verdicts.",
-        "plugin",
-        plugins.iter().map(|p| {
-            (
-                p.config.name.as_str(),
-                p.stats.failures.load(Relaxed).to_string(),
-            )
-        }),
-    );
-    family(
-        &mut out,
-        "tessera_plugin_invocations_total",
-        "counter",
-        "Calls into plugin modules (one per batch of pipelined commands).",
-        "plugin",
-        plugins.iter().map(|p| {
-            (
-                p.config.name.as_str(),
-                p.stats.invocations.load(Relaxed).to_string(),
-            )
-        }),
-    );
-    family(
-        &mut out,
-        "tessera_plugin_seconds_total",
-        "counter",
-        "Time spent in plugin calls.",
-        "plugin",
-        plugins.iter().map(|p| {
-            (
-                p.config.name.as_str(),
-                (p.stats.nanos.load(Relaxed) as f64 / 1e9).to_string(),
-            )
-        }),
-    );
+    let per_plugin: [(&str, &str, PluginSample); 3] = [
+        (
+            "tessera_plugin_failures_total",
+            "Plugin traps, timeouts, memory overruns and malformed verdicts.",
+            |s| s.failures.load(Relaxed).to_string(),
+        ),
+        (
+            "tessera_plugin_invocations_total",
+            "Calls into plugin modules (one per batch of pipelined commands).",
+            |s| s.invocations.load(Relaxed).to_string(),
+        ),
+        (
+            "tessera_plugin_seconds_total",
+            "Time spent in plugin calls.",
+            |s| (s.nanos.load(Relaxed) as f64 / 1e9).to_string(),
+        ),
+    ];
+    for (name, help, value) in per_plugin {
+        let rows = chain
+            .plugins
+            .iter()
+            .map(|p| (p.config.name.as_str(), value(&p.stats)));
+        family(&mut out, name, "counter", help, "plugin", rows);
+    }
     out
 }
 
