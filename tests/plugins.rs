@@ -824,6 +824,14 @@ fn a_reply_list_decides_which_replies_on_reply_sees() {
     expect(&mut c, &["GET", "k"], Resp::simple("from-wat"));
     assert_eq!(plugin_stat(&proxy, "reply-strlen", "calls"), 1);
     assert_eq!(plugin_stat(&proxy, "reply-get", "calls"), 2);
+    let stats = get_json(&proxy, "/api/stats");
+    let reply_get = &stats["plugins"][1];
+    assert_eq!(reply_get["name"], "reply-get", "{stats}");
+    assert_eq!(
+        reply_get["calls_by_hook"],
+        serde_json::json!({"connect": 0, "command": 0, "reply": 2}),
+        "{stats}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

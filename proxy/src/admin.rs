@@ -108,12 +108,18 @@ fn plugin_stats(shared: &Shared) -> Vec<serde_json::Value> {
         .map(|p| {
             let s = &p.stats;
             let calls = s.calls.load(Relaxed);
+            let (connect, reply) = (s.connect_calls.load(Relaxed), s.reply_calls.load(Relaxed));
             let nanos = s.nanos.load(Relaxed);
             json!({
                 "name": p.config.name,
                 "path": p.config.path.display().to_string(),
                 "fail": p.config.fail,
                 "calls": calls,
+                "calls_by_hook": {
+                    "connect": connect,
+                    "command": calls.saturating_sub(connect + reply),
+                    "reply": reply,
+                },
                 "invocations": s.invocations.load(Relaxed),
                 "continues": s.continues.load(Relaxed),
                 "rewrites": s.rewrites.load(Relaxed),

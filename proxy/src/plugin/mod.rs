@@ -77,6 +77,9 @@ pub struct PluginStats {
     pub calls: AtomicU64,
     /// Calls into the module (a batch of commands is one).
     pub invocations: AtomicU64,
+    /// Of `calls`, those of `on_connect` and of `on_reply` (the rest are commands).
+    pub connect_calls: AtomicU64,
+    pub reply_calls: AtomicU64,
     pub continues: AtomicU64,
     pub rewrites: AtomicU64,
     pub replies: AtomicU64,
@@ -255,6 +258,8 @@ pub struct WorkerChain {
 struct Counts {
     calls: u64,
     invocations: u64,
+    connect_calls: u64,
+    reply_calls: u64,
     continues: u64,
     rewrites: u64,
     replies: u64,
@@ -658,6 +663,12 @@ impl WorkerChain {
     /// `args`, if any). A failure is handled by the failure rule: `Err(reply)` when
     /// fail-closed, `Ok(Continue)` when fail-open.
     fn call(&mut self, i: usize, hook: Hook, args: &[Bytes]) -> Result<Verdict, Bytes> {
+        let counts = &mut self.links[i].counts;
+        match hook {
+            Hook::Connect => counts.connect_calls += 1,
+            Hook::Reply => counts.reply_calls += 1,
+            _ => {}
+        }
         let decoded = self.invoke(i, hook).and_then(|out| {
             let link = &mut self.links[i];
             link.counts.calls += 1;
@@ -719,6 +730,8 @@ impl WorkerChain {
             for (shared, n) in [
                 (&s.calls, c.calls),
                 (&s.invocations, c.invocations),
+                (&s.connect_calls, c.connect_calls),
+                (&s.reply_calls, c.reply_calls),
                 (&s.continues, c.continues),
                 (&s.rewrites, c.rewrites),
                 (&s.replies, c.replies),
