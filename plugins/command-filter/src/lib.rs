@@ -19,7 +19,8 @@
 //! and `"object"` all of them.
 //!
 //! A refused command gets `-<message>: '<name>'`, or `message` with `{command}` replaced by
-//! the name if it contains `{command}`.
+//! the name if it contains `{command}`; refused by a subcommand entry, the name is that
+//! entry (`config|set`).
 
 use std::collections::BTreeMap;
 
@@ -69,12 +70,16 @@ impl Rules {
         lower(&mut self.deny);
     }
 
-    /// Whether the rules let `cmd` through.
-    fn allows(&self, cmd: &Command) -> bool {
-        let listed = |list: &[String]| list.iter().any(|e| cmd.is_named(e));
+    /// `Ok` if the rules let `cmd` through; else `Err` with the deny-list entry that
+    /// refused it (`None`: it is not on the allow list).
+    fn allows(&self, cmd: &Command) -> Result<(), Option<&str>> {
         match &self.allow {
-            Some(allow) => listed(allow),
-            None => !listed(&self.deny),
+            Some(allow) if allow.iter().any(|e| cmd.is_named(e)) => Ok(()),
+            Some(_) => Err(None),
+            None => match self.deny.iter().find(|e| cmd.is_named(e)) {
+                Some(entry) => Err(Some(entry)),
+                None => Ok(()),
+            },
         }
     }
 }
@@ -100,11 +105,21 @@ impl CommandFilter {
     /// `None` if `user` may run `cmd`, else the error message. Allocates only for the
     /// message.
     pub fn check(&self, user: &str, cmd: &Command) -> Option<String> {
-        let ok = self.global.allows(cmd) && self.users.get(user).is_none_or(|r| r.allows(cmd));
-        if ok {
+        let verdict = self
+            .global
+            .allows(cmd)
+            .and_then(|()| match self.users.get(user) {
+                Some(rules) => rules.allows(cmd),
+                None => Ok(()),
+            });
+        let Err(entry) = verdict else {
             return None;
-        }
-        let name = cmd.name();
+        };
+        // A subcommand entry (`config|set`) names what was refused better than the name.
+        let name = match entry {
+            Some(entry) if entry.contains('|') => entry,
+            _ => cmd.name(),
+        };
         Some(if self.message.contains("{command}") {
             self.message.replace("{command}", name)
         } else {
@@ -204,10 +219,10 @@ mod tests {
     fn subcommands() {
         let mut f = filter(r#"{"deny": ["config|set", "debug"]}"#);
         assert_eq!(run(&mut f, "", &["CONFIG", "GET", "x"]), Verdict::Continue);
-        assert!(matches!(
+        assert_eq!(
             run(&mut f, "", &["config", "SET", "x", "y"]),
-            Verdict::Reject(_)
-        ));
+            Verdict::Reject("NOPERM command not allowed by policy: 'config|set'".into())
+        );
         assert!(matches!(
             run(&mut f, "", &["debug", "sleep", "0"]),
             Verdict::Reject(_)
