@@ -4,49 +4,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use serde_json::{Value, json};
-use tessera_dashboard::admin::{AdminArgs, AdminError, execute};
-use tessera_dashboard::{DashboardArgs, DashboardError, DashboardHandle, start_with_store};
+use tessera_dashboard::admin::AdminError;
+use tessera_dashboard::{DashboardError, DashboardHandle, start_with_store};
+use tessera_topology::keys;
 use tessera_topology::model::ProxyInfo;
-use tessera_topology::{Store, keys};
 
-const TOKEN: &str = "test-token";
+mod common;
 
-struct Env {
-    _dir: tempfile::TempDir,
-    store: Arc<dyn Store>,
-    url: String,
-}
+use common::{Body, Env, TOKEN, admin_cli, args, dashboard, env};
 
-async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().display());
-    let store = tessera_topology::connect(&url).await.unwrap();
-    Env {
-        _dir: dir,
-        store,
-        url,
-    }
-}
-
-fn args(env: &Env, product: &str, ttl: u64) -> DashboardArgs {
-    DashboardArgs {
-        coordinator: env.url.clone(),
-        product: product.to_string(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_token: Some(TOKEN.to_string()),
-        lock_ttl: ttl,
-    }
-}
-
-async fn dashboard(env: &Env, product: &str) -> DashboardHandle {
-    start_with_store(args(env, product, 5), env.store.clone())
-        .await
-        .unwrap()
-}
-
-/// One HTTP call: status and JSON body.
+/// [`common::http`] with an optional JSON body.
 async fn http(
     d: &DashboardHandle,
     method: &str,
@@ -54,28 +22,8 @@ async fn http(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let url = format!("http://{}{path}", d.addr());
-    let token = token.map(String::from);
-    let method = method.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut req = ureq::request(&method, &url).timeout(Duration::from_secs(10));
-        if let Some(t) = token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
-        }
-        let result = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        let resp = match result {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {url}: {e}"),
-        };
-        let status = resp.status();
-        (status, resp.into_json::<Value>().unwrap())
-    })
-    .await
-    .unwrap()
+    let body = body.map_or(Body::None, Body::Json);
+    common::http(d, method, path, token, body).await
 }
 
 async fn admin(d: &DashboardHandle, path: &str, body: Value) -> Value {
@@ -652,17 +600,6 @@ async fn a_lease_lost_in_the_store_stops_writes() {
     // Its lock key went with the lease: a new dashboard can start.
     drop(d);
     dashboard(&env, "lease").await.shutdown().await.unwrap();
-}
-
-/// `tessera admin ARGV...` parsed as the binary would.
-fn admin_cli(argv: &[&str]) -> Result<String, AdminError> {
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: AdminArgs,
-    }
-    let argv = std::iter::once("admin").chain(argv.iter().copied());
-    execute(&Cli::try_parse_from(argv).unwrap().args)
 }
 
 /// `tessera admin` with this dashboard and the token, and `words` split on spaces.

@@ -3,40 +3,17 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use clap::Parser;
 use serde_json::{Value, json};
-use tessera_dashboard::admin::{AdminArgs, AdminError, execute};
+use tessera_dashboard::DashboardHandle;
+use tessera_dashboard::admin::AdminError;
 use tessera_dashboard::plugins::{MAX_MODULE, sha256_hex};
-use tessera_dashboard::{DashboardArgs, DashboardHandle, start_with_store};
+use tessera_topology::keys;
 use tessera_topology::model::{Plugins, ProxyInfo};
-use tessera_topology::{Store, keys};
 
-const TOKEN: &str = "test-token";
+mod common;
 
-struct Env {
-    _dir: tempfile::TempDir,
-    store: Arc<dyn Store>,
-}
-
-async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().display());
-    let store = tessera_topology::connect(&url).await.unwrap();
-    Env { _dir: dir, store }
-}
-
-async fn dashboard(env: &Env, product: &str) -> DashboardHandle {
-    let args = DashboardArgs {
-        coordinator: String::new(),
-        product: product.to_string(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_token: Some(TOKEN.to_string()),
-        lock_ttl: 5,
-    };
-    start_with_store(args, env.store.clone()).await.unwrap()
-}
+use common::{Body, Env, TOKEN, dashboard, env, http};
 
 /// A bundled module's bytes: `release/NAME.wasm` of the Rust plugins, or `wat/NAME`.
 fn module(name: &str) -> Vec<u8> {
@@ -53,45 +30,6 @@ fn module(name: &str) -> Vec<u8> {
             path.display()
         )
     })
-}
-
-enum Body {
-    None,
-    Json(Value),
-    Bytes(Vec<u8>),
-}
-
-/// One HTTP call: status and JSON body.
-async fn http(
-    d: &DashboardHandle,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Body,
-) -> (u16, Value) {
-    let url = format!("http://{}{path}", d.addr());
-    let token = token.map(String::from);
-    let method = method.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut req = ureq::request(&method, &url).timeout(Duration::from_secs(30));
-        if let Some(t) = token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
-        }
-        let result = match body {
-            Body::None => req.call(),
-            Body::Json(b) => req.send_json(b),
-            Body::Bytes(b) => req.set("Content-Type", "application/wasm").send_bytes(&b),
-        };
-        let resp = match result {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {url}: {e}"),
-        };
-        let status = resp.status();
-        (status, resp.into_json::<Value>().unwrap())
-    })
-    .await
-    .unwrap()
 }
 
 async fn upload(d: &DashboardHandle, bytes: Vec<u8>) -> (u16, Value) {
@@ -398,18 +336,13 @@ async fn proxies_report_their_plugin_errors() {
 
 /// `tessera admin --dashboard D --token T ARGV...`, as the binary would parse it.
 async fn cli(d: &Arc<DashboardHandle>, argv: &[&str]) -> Result<String, AdminError> {
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: AdminArgs,
-    }
     let addr = d.addr().to_string();
-    let mut full: Vec<String> = ["admin", "--dashboard", &addr, "--token", TOKEN]
+    let mut full: Vec<String> = ["--dashboard", &addr, "--token", TOKEN]
         .iter()
         .map(|s| s.to_string())
         .collect();
     full.extend(argv.iter().map(|s| s.to_string()));
-    tokio::task::spawn_blocking(move || execute(&Cli::try_parse_from(full).unwrap().args))
+    tokio::task::spawn_blocking(move || common::admin_cli(&full))
         .await
         .unwrap()
 }
