@@ -589,11 +589,14 @@ impl WorkerChain {
             match v.decision {
                 Decision::Continue => {}
                 Decision::Rewrite(args) => {
+                    let keys_only = only_keys_changed(item, &args);
                     item.args = args;
                     item.rewritten = true;
-                    match keys(&item.args, &mut item.keys) {
-                        Some(cmd) => item.cmd = cmd,
-                        None => item.ended = true,
+                    if !keys_only {
+                        match keys(&item.args, &mut item.keys) {
+                            Some(cmd) => item.cmd = cmd,
+                            None => item.ended = true,
+                        }
                     }
                 }
                 Decision::Reply(r) => item.answer = Some(r),
@@ -767,6 +770,19 @@ impl WorkerChain {
     }
 }
 
+/// Whether a rewrite of `item` to `new` changed key arguments only, on a command whose
+/// key positions do not depend on the keys' bytes: its command and key positions stay.
+/// (An unchanged argument of a rewrite shares the old one's bytes.)
+fn only_keys_changed(item: &Item, new: &[Bytes]) -> bool {
+    let same = |a: &Bytes, b: &Bytes| a.as_ptr() == b.as_ptr() && a.len() == b.len();
+    new.len() == item.args.len()
+        && command::by_id(item.cmd)
+            .key_specs
+            .iter()
+            .all(|k| matches!(k.begin_search, command::BeginSearch::Index(_)))
+        && (0..new.len()).all(|j| item.keys.contains(&j) || same(&new[j], &item.args[j]))
+}
+
 fn count_verdict(counts: &mut Counts, d: &Decision) {
     match d {
         Decision::Continue => counts.continues += 1,
@@ -789,4 +805,64 @@ fn error_reply(msg: &str) -> Bytes {
     let mut out = bytes::BytesMut::with_capacity(msg.len() + 3);
     crate::resp::encode::error(&mut out, msg);
     out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use command::Lookup;
+
+    /// A batch item for `line`, its command and keys found as the session finds them.
+    fn item(line: &[&str]) -> Item {
+        let args: Vec<Bytes> = line.iter().map(|a| Bytes::from(a.to_string())).collect();
+        let Lookup::Found(spec) = command::lookup(&args) else {
+            panic!("{line:?} is not a command");
+        };
+        let mut keys = Vec::new();
+        command::key_positions(spec, &args, &mut keys);
+        Item {
+            args,
+            id: Some(spec.id),
+            cmd: spec.id,
+            keys,
+            rewritten: false,
+            answer: None,
+            ended: false,
+        }
+    }
+
+    /// The rewrite of `item` that replaces the arguments `changed` (index, new bytes) and
+    /// shares the others, as `decode_verdict` does.
+    fn rewrite(item: &Item, changed: &[(usize, &str)]) -> Vec<Bytes> {
+        let mut new = item.args.clone();
+        for &(i, v) in changed {
+            new[i] = Bytes::from(v.to_string());
+        }
+        new
+    }
+
+    #[test]
+    fn a_rewrite_of_keys_alone_keeps_the_command_and_its_key_positions() {
+        let get = item(&["GET", "k"]);
+        assert!(only_keys_changed(&get, &rewrite(&get, &[(1, "t1:k")])));
+        // The name, or an argument that is no key, changed: look the command up again.
+        assert!(!only_keys_changed(&get, &rewrite(&get, &[(0, "STRLEN")])));
+        let set = item(&["SET", "k", "v"]);
+        assert!(!only_keys_changed(&set, &rewrite(&set, &[(2, "w")])));
+        // Equal bytes that are not shared count as changed (decode_verdict shares them).
+        assert!(!only_keys_changed(&set, &rewrite(&set, &[(0, "SET")])));
+        let mut longer = set.args.clone();
+        longer.push(Bytes::from_static(b"NX"));
+        assert!(!only_keys_changed(&set, &longer));
+        // numkeys is no key and stays: the positions stay.
+        let eval = item(&["EVAL", "return 1", "2", "a", "b", "x"]);
+        assert!(only_keys_changed(
+            &eval,
+            &rewrite(&eval, &[(3, "t:a"), (4, "t:b")])
+        ));
+        // Keys found after a keyword: a key's bytes could move them, look up again.
+        let xread = item(&["XREAD", "STREAMS", "s", "0"]);
+        assert_eq!(xread.keys, [2]);
+        assert!(!only_keys_changed(&xread, &rewrite(&xread, &[(2, "t:s")])));
+    }
 }
