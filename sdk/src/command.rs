@@ -28,10 +28,23 @@ impl fmt::Display for CommandError {
 
 impl std::error::Error for CommandError {}
 
-/// Argument buffers with more capacity than this are not kept for the next call.
+/// Owned argument buffers with more capacity than this are not kept for the next call.
 const KEEP_ARG_CAPACITY: usize = 64 * 1024;
-/// Spare argument buffers beyond this many are not kept for the next call.
+/// Spare owned argument buffers beyond this many are not kept for the next call.
 const KEEP_ARGS: usize = 1024;
+/// A buffer of decoded arguments with more capacity than this is not kept for the next
+/// call.
+const KEEP_BYTES: usize = 1024 * 1024;
+
+/// Where one argument is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    /// `bytes[start..end]`, or, if `owned`, `owned[start]` (`end` unused).
+    start: usize,
+    end: usize,
+    key: bool,
+    owned: bool,
+}
 
 /// One command as the client sent it: `args[0]` is the name, the host marked which
 /// arguments are keys (from Redis's key specs), so a plugin needs no command table.
@@ -45,13 +58,20 @@ const KEEP_ARGS: usize = 1024;
 /// Reading a command never allocates; neither do [`is_named`](Command::is_named) and the
 /// in-place edits [`edit_arg`](Command::edit_arg) and [`edit_keys`](Command::edit_keys)
 /// once the SDK's buffers have grown to the plugin's usual commands.
+// Decoding copies the arguments back to back into one buffer (`bytes`) and notes where
+// each one is; an argument a plugin edits is copied into a buffer of its own (`owned`,
+// whose buffers are kept for the next commands), so decoding does no work per argument
+// beyond noting its span.
 #[derive(Clone, Default)]
 pub struct Command {
-    /// `args[..len]` are the arguments; the rest are spare buffers kept for their capacity.
-    args: Vec<Vec<u8>>,
-    /// Whether each of `args` is a key (same length as `args`).
-    keys: Vec<bool>,
-    len: usize,
+    /// The decoded arguments, back to back.
+    bytes: Vec<u8>,
+    /// One per argument, in order.
+    spans: Vec<Span>,
+    /// `owned[..n_owned]` hold the arguments edited since decoding (and arguments pushed);
+    /// the rest are spare buffers kept for their capacity.
+    owned: Vec<Vec<u8>>,
+    n_owned: usize,
     /// `args[0]` lowercased.
     name: String,
     /// The `args[0]` `name` was made from (commands repeat: it is made again only when the
@@ -64,9 +84,10 @@ impl Command {
     /// No command yet (not even a name), as the SDK keeps it before the first call.
     pub(crate) const fn empty() -> Command {
         Command {
-            args: Vec::new(),
-            keys: Vec::new(),
-            len: 0,
+            bytes: Vec::new(),
+            spans: Vec::new(),
+            owned: Vec::new(),
+            n_owned: 0,
             name: String::new(),
             name_from: Vec::new(),
             modified: false,
@@ -91,8 +112,8 @@ impl Command {
     /// # Panics
     /// If there is no argument `i`.
     pub fn with_key(mut self, i: usize) -> Self {
-        assert!(i < self.len, "the command has no argument {i}");
-        self.keys[i] = true;
+        assert!(i < self.spans.len(), "the command has no argument {i}");
+        self.spans[i].key = true;
         self
     }
 
@@ -102,58 +123,70 @@ impl Command {
     /// If `parts` is empty.
     pub fn from_parts(parts: Vec<(Vec<u8>, bool)>) -> Self {
         assert!(!parts.is_empty(), "a command has at least its name");
-        let (args, keys): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
-        let mut cmd = Command {
-            len: args.len(),
-            args,
-            keys,
-            name: String::new(),
-            name_from: Vec::new(),
-            modified: false,
-        };
+        let mut cmd = Command::default();
+        for (arg, is_key) in &parts {
+            cmd.push_decoded(arg, *is_key);
+        }
         cmd.set_name();
         cmd
     }
 
     /// Empties the command for decoding into it, keeping its buffers.
+    #[inline]
     pub(crate) fn start_decode(&mut self) {
-        self.len = 0;
         self.modified = false;
-        self.args.truncate(KEEP_ARGS);
-        self.keys.truncate(KEEP_ARGS);
+        self.spans.clear();
+        if self.bytes.capacity() > KEEP_BYTES {
+            self.bytes = Vec::new();
+        }
+        self.bytes.clear();
+        if self.n_owned > 0 {
+            self.release_owned();
+        }
     }
 
-    /// Appends a decoded argument, into a spare buffer if there is one.
-    pub(crate) fn push_decoded(&mut self, arg: &[u8], is_key: bool) {
-        match self.args.get_mut(self.len) {
-            Some(buf) if buf.capacity() <= KEEP_ARG_CAPACITY || arg.len() > KEEP_ARG_CAPACITY => {
-                buf.clear();
-                buf.extend_from_slice(arg);
-                self.keys[self.len] = is_key;
-            }
-            Some(buf) => {
-                *buf = arg.to_vec();
-                self.keys[self.len] = is_key;
-            }
-            None => {
-                self.args.push(arg.to_vec());
-                self.keys.push(is_key);
+    /// Marks every owned buffer spare again, dropping the ones grown too large to keep.
+    fn release_owned(&mut self) {
+        for buf in &mut self.owned[..self.n_owned] {
+            if buf.capacity() > KEEP_ARG_CAPACITY {
+                *buf = Vec::new();
             }
         }
-        self.len += 1;
+        self.owned.truncate(KEEP_ARGS);
+        self.n_owned = 0;
+    }
+
+    /// Appends a decoded argument.
+    #[inline]
+    pub(crate) fn push_decoded(&mut self, arg: &[u8], is_key: bool) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(arg);
+        self.spans.push(Span {
+            start,
+            end: self.bytes.len(),
+            key: is_key,
+            owned: false,
+        });
     }
 
     /// Ends decoding: at least the name was pushed.
+    #[inline]
     pub(crate) fn finish_decode(&mut self) {
-        debug_assert!(self.len > 0);
+        debug_assert!(!self.spans.is_empty());
         self.set_name();
     }
 
     fn set_name(&mut self) {
-        let raw = &self.args[0];
+        let raw = self.span_bytes(self.spans[0]);
         if same_bytes(raw, &self.name_from) && !self.name.is_empty() {
             return;
         }
+        self.rename();
+    }
+
+    #[inline(never)]
+    fn rename(&mut self) {
+        let raw = slice(&self.bytes, &self.owned, self.spans[0]);
         self.name_from.clear();
         self.name_from.extend_from_slice(raw);
         self.name.clear();
@@ -164,6 +197,42 @@ impl Command {
             self.name.push_str(&String::from_utf8_lossy(raw));
             self.name.make_ascii_lowercase();
         }
+    }
+
+    #[inline(always)]
+    fn span_bytes(&self, s: Span) -> &[u8] {
+        slice(&self.bytes, &self.owned, s)
+    }
+
+    /// The buffer of argument `i` (which must exist), copied into an owned buffer first if
+    /// it is still in `bytes`.
+    fn owned_arg(&mut self, i: usize) -> &mut Vec<u8> {
+        let s = self.spans[i];
+        if s.owned {
+            return &mut self.owned[s.start];
+        }
+        let at = self.take_owned();
+        let buf = &mut self.owned[at];
+        buf.clear();
+        buf.extend_from_slice(&self.bytes[s.start..s.end]);
+        self.spans[i] = Span {
+            start: at,
+            end: 0,
+            key: s.key,
+            owned: true,
+        };
+        &mut self.owned[at]
+    }
+
+    /// The index of an owned buffer now in use (a spare one if there is one; its contents
+    /// are the caller's to replace).
+    fn take_owned(&mut self) -> usize {
+        let at = self.n_owned;
+        if at == self.owned.len() {
+            self.owned.push(Vec::new());
+        }
+        self.n_owned += 1;
+        at
     }
 
     /// The command name, ASCII-lowercased (`"get"` for `GET` or `Get`). Bytes that are
@@ -214,22 +283,22 @@ impl Command {
 
     /// The number of arguments, the name included (always at least 1).
     pub fn len(&self) -> usize {
-        self.len
+        self.spans.len()
     }
 
     /// Always `false`: a command has at least its name. (Here for clippy's sake.)
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.spans.is_empty()
     }
 
     /// All arguments, the name first, as sent (not lowercased).
     pub fn args(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
-        self.args[..self.len].iter().map(Vec::as_slice)
+        self.spans.iter().map(|&s| self.span_bytes(s))
     }
 
     /// Argument `i` (0 is the name as sent), or `None` past the end.
     pub fn arg(&self, i: usize) -> Option<&[u8]> {
-        self.args[..self.len].get(i).map(Vec::as_slice)
+        self.spans.get(i).map(|&s| self.span_bytes(s))
     }
 
     /// Argument `i` as UTF-8 text, or `None` past the end or if it is not UTF-8.
@@ -239,59 +308,81 @@ impl Command {
 
     /// Whether the host marked argument `i` as a key (`false` past the end).
     pub fn is_key(&self, i: usize) -> bool {
-        i < self.len && self.keys[i]
+        self.spans.get(i).is_some_and(|s| s.key)
     }
 
     /// The keys, as `(argument index, key)` pairs in argument order.
     pub fn keys(&self) -> impl Iterator<Item = (usize, &[u8])> + '_ {
-        self.args[..self.len]
+        self.spans
             .iter()
             .enumerate()
-            .filter(|(i, _)| self.keys[*i])
-            .map(|(i, a)| (i, a.as_slice()))
+            .filter(|(_, s)| s.key)
+            .map(|(i, &s)| (i, self.span_bytes(s)))
     }
 
     /// Replaces argument `i` (replacing 0 renames the command).
     pub fn set_arg(&mut self, i: usize, value: impl Into<Vec<u8>>) -> Result<(), CommandError> {
-        self.edit_arg(i, |a| *a = value.into())
+        if i >= self.spans.len() {
+            return Err(CommandError::NoSuchArg(i));
+        }
+        let s = self.spans[i];
+        let at = if s.owned { s.start } else { self.take_owned() };
+        self.owned[at] = value.into();
+        self.spans[i] = Span {
+            start: at,
+            end: 0,
+            key: s.key,
+            owned: true,
+        };
+        self.edited(i);
+        Ok(())
     }
 
     /// Changes argument `i` in place (changing 0 renames the command): `f` gets the
     /// argument's buffer, e.g. to insert a prefix without allocating.
     pub fn edit_arg(&mut self, i: usize, f: impl FnOnce(&mut Vec<u8>)) -> Result<(), CommandError> {
-        let slot = self.args[..self.len]
-            .get_mut(i)
-            .ok_or(CommandError::NoSuchArg(i))?;
-        f(slot);
+        if i >= self.spans.len() {
+            return Err(CommandError::NoSuchArg(i));
+        }
+        f(self.owned_arg(i));
+        self.edited(i);
+        Ok(())
+    }
+
+    /// Notes that argument `i` changed.
+    fn edited(&mut self, i: usize) {
         if i == 0 {
             self.set_name();
         }
         self.modified = true;
-        Ok(())
     }
 
     /// Replaces argument `i`, which must be a key.
     pub fn set_key(&mut self, i: usize, key: impl Into<Vec<u8>>) -> Result<(), CommandError> {
-        if i >= self.len {
-            return Err(CommandError::NoSuchArg(i));
+        match self.spans.get(i) {
+            None => Err(CommandError::NoSuchArg(i)),
+            Some(s) if !s.key => Err(CommandError::NotAKey(i)),
+            Some(_) => self.set_arg(i, key),
         }
-        if !self.keys[i] {
-            return Err(CommandError::NotAKey(i));
-        }
-        self.set_arg(i, key)
     }
 
     /// Replaces every key by `f(key)`. (To change keys in place, without a new `Vec` per
     /// key, use [`edit_keys`](Command::edit_keys).)
     pub fn map_keys(&mut self, mut f: impl FnMut(&[u8]) -> Vec<u8>) {
-        self.edit_keys(|k| *k = f(k));
+        for i in 0..self.spans.len() {
+            let s = self.spans[i];
+            if s.key {
+                let new = f(self.span_bytes(s));
+                let _ = self.set_arg(i, new);
+            }
+        }
     }
 
     /// Changes every key in place: `f` gets each key's buffer, in argument order.
     pub fn edit_keys(&mut self, mut f: impl FnMut(&mut Vec<u8>)) {
-        for i in 0..self.len {
-            if self.keys[i] {
-                f(&mut self.args[i]);
+        for i in 0..self.spans.len() {
+            if self.spans[i].key {
+                f(self.owned_arg(i));
                 self.modified = true;
             }
         }
@@ -299,18 +390,14 @@ impl Command {
 
     /// Appends an argument (not marked as a key).
     pub fn push_arg(&mut self, value: impl Into<Vec<u8>>) {
-        let value = value.into();
-        match self.args.get_mut(self.len) {
-            Some(slot) => {
-                *slot = value;
-                self.keys[self.len] = false;
-            }
-            None => {
-                self.args.push(value);
-                self.keys.push(false);
-            }
-        }
-        self.len += 1;
+        let at = self.take_owned();
+        self.owned[at] = value.into();
+        self.spans.push(Span {
+            start: at,
+            end: 0,
+            key: false,
+            owned: true,
+        });
         self.modified = true;
     }
 
@@ -319,13 +406,16 @@ impl Command {
         if i == 0 {
             return Err(CommandError::RemoveName);
         }
-        if i >= self.len {
+        if i >= self.spans.len() {
             return Err(CommandError::NoSuchArg(i));
         }
-        self.keys.remove(i);
-        self.len -= 1;
+        let s = self.spans.remove(i);
         self.modified = true;
-        Ok(self.args.remove(i))
+        Ok(if s.owned {
+            std::mem::take(&mut self.owned[s.start])
+        } else {
+            self.bytes[s.start..s.end].to_vec()
+        })
     }
 
     /// Whether the command was changed since the SDK decoded it (then `Continue` becomes a
@@ -338,7 +428,7 @@ impl Command {
 impl PartialEq for Command {
     fn eq(&self, other: &Self) -> bool {
         self.args().eq(other.args())
-            && (0..self.len).all(|i| self.keys[i] == other.keys[i])
+            && (0..self.len()).all(|i| self.is_key(i) == other.is_key(i))
             && self.modified == other.modified
     }
 }
@@ -350,7 +440,7 @@ impl fmt::Debug for Command {
         let mut d = f.debug_list();
         for (i, a) in self.args().enumerate() {
             let text = String::from_utf8_lossy(a);
-            if self.keys[i] {
+            if self.is_key(i) {
                 d.entry(&format_args!("key {text:?}"));
             } else {
                 d.entry(&text);
@@ -361,6 +451,24 @@ impl fmt::Debug for Command {
             f.write_str(" (modified)")?;
         }
         Ok(())
+    }
+}
+
+/// The bytes of an argument at `s`.
+#[inline(always)]
+fn slice<'a>(bytes: &'a [u8], owned: &'a [Vec<u8>], s: Span) -> &'a [u8] {
+    if s.owned {
+        &owned[s.start]
+    } else {
+        &bytes[s.start..s.end]
+    }
+}
+
+impl Command {
+    #[cfg(test)]
+    fn with_modified(mut self, modified: bool) -> Self {
+        self.modified = modified;
+        self
     }
 }
 
@@ -459,6 +567,67 @@ mod tests {
         assert_eq!(c.keys().count(), 0, "a key flag of the last command leaked");
         assert!(!c.is_key(3) && c.arg(2).is_none() && !c.is_modified());
         assert_eq!(format!("{c:?}"), r#"["get", "k"]"#);
+    }
+
+    /// Every edit, in many orders and over several decodes into one command, against a
+    /// plain list of arguments.
+    #[test]
+    fn edits_match_a_plain_list_of_arguments() {
+        let mut c = Command::default();
+        let mut seed = 7u32;
+        let mut next = |n: u32| {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (seed >> 16) % n
+        };
+        for round in 0..200 {
+            let argc = 1 + next(5) as usize;
+            let mut model: Vec<(Vec<u8>, bool)> = (0..argc)
+                .map(|i| (format!("a{round}.{i}").into_bytes(), i % 2 == 1))
+                .collect();
+            c.start_decode();
+            for (a, k) in &model {
+                c.push_decoded(a, *k);
+            }
+            c.finish_decode();
+            for step in 0..next(6) {
+                let i = next(model.len() as u32 + 1) as usize;
+                let v = format!("v{step}").into_bytes();
+                match next(7) {
+                    0 => drop(c.set_arg(i, v.clone()).map(|()| model[i].0 = v)),
+                    1 => drop(
+                        c.edit_arg(i, |a| a.push(b'!'))
+                            .map(|()| model[i].0.push(b'!')),
+                    ),
+                    2 => {
+                        c.edit_keys(|k| k.insert(0, b'p'));
+                        model
+                            .iter_mut()
+                            .filter(|a| a.1)
+                            .for_each(|a| a.0.insert(0, b'p'));
+                    }
+                    3 => {
+                        c.map_keys(|k| [k, b"s"].concat());
+                        model
+                            .iter_mut()
+                            .filter(|a| a.1)
+                            .for_each(|a| a.0.push(b's'));
+                    }
+                    4 => {
+                        c.push_arg(v.clone());
+                        model.push((v, false));
+                    }
+                    5 if i > 0 && i < model.len() => {
+                        assert_eq!(c.remove_arg(i).unwrap(), model.remove(i).0);
+                    }
+                    _ => drop(c.set_key(i, v.clone()).map(|()| model[i].0 = v)),
+                }
+                assert_eq!(
+                    c,
+                    Command::from_parts(model.clone()).with_modified(c.modified)
+                );
+                assert_eq!(c.name(), lowercase(&model[0].0));
+            }
+        }
     }
 
     #[test]
