@@ -43,6 +43,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tessera_sdk::wire::same_bytes;
 use tessera_sdk::{ByName, Command, Context, Plugin, Verdict, export_plugin, reply};
 
 pub mod glob;
@@ -99,16 +100,80 @@ impl Rule {
     }
 }
 
+/// A key pattern, with the shapes a configuration usually has recognized up front.
+#[derive(Debug)]
+enum KeyPattern {
+    /// `*`: any key.
+    Any,
+    /// `literal*`, no other glob character: the keys that start with it.
+    Prefix(Vec<u8>),
+    /// Anything else, matched with [`glob::matches`].
+    Glob(Vec<u8>),
+}
+
+impl KeyPattern {
+    fn new(pattern: Vec<u8>) -> KeyPattern {
+        let is_glob = |c: &u8| matches!(c, b'*' | b'?' | b'\\');
+        match pattern.split_last() {
+            Some((b'*', [])) => KeyPattern::Any,
+            Some((b'*', lit)) if !lit.iter().any(is_glob) => KeyPattern::Prefix(lit.to_vec()),
+            _ => KeyPattern::Glob(pattern),
+        }
+    }
+
+    fn matches(&self, key: &[u8]) -> bool {
+        match self {
+            KeyPattern::Any => true,
+            KeyPattern::Prefix(p) => key.len() >= p.len() && same_bytes(&key[..p.len()], p),
+            KeyPattern::Glob(p) => glob::matches(p, key),
+        }
+    }
+}
+
 /// A configured user.
 #[derive(Debug)]
 struct User {
+    /// Unique among the users, for [`Memo`].
+    id: usize,
     password_sha256: [u8; 32],
     rules: Vec<Rule>,
-    keys: Vec<Vec<u8>>,
+    /// The names that have subcommand rules (`config` for `config|get`): whether such a
+    /// command may run depends on its argument 1, not on its name only.
+    sub_rule_names: Vec<String>,
+    keys: Vec<KeyPattern>,
+}
+
+/// The last `(user, command name)` whose [`User::may_run`] answer depends on nothing else,
+/// and that answer: connections send the same command over and over.
+#[derive(Debug, Default)]
+struct Memo {
+    /// `None`: nothing remembered.
+    user: Option<usize>,
+    name: String,
+    may_run: bool,
+}
+
+impl Memo {
+    #[inline]
+    fn get(&self, user: &User, name: &str) -> Option<bool> {
+        (self.user == Some(user.id) && same_bytes(self.name.as_bytes(), name.as_bytes()))
+            .then_some(self.may_run)
+    }
+
+    fn set(&mut self, user: &User, name: &str, may_run: bool) {
+        if user.sub_rule_names.iter().any(|n| n == name) {
+            self.user = None;
+            return;
+        }
+        self.user = Some(user.id);
+        self.name.clear();
+        self.name.push_str(name);
+        self.may_run = may_run;
+    }
 }
 
 impl User {
-    fn from_config(name: &str, c: UserConfig) -> Result<User, String> {
+    fn from_config(id: usize, name: &str, c: UserConfig) -> Result<User, String> {
         let hex = c
             .password
             .strip_prefix("sha256:")
@@ -116,11 +181,18 @@ impl User {
         let password_sha256 = parse_hex32(hex).ok_or_else(|| {
             format!("user '{name}': the sha256 of the password must be 64 hex digits")
         })?;
-        let rules = c
+        let rules: Vec<Rule> = c
             .commands
             .iter()
             .map(|r| Rule::parse(r).map_err(|e| format!("user '{name}': {e}")))
             .collect::<Result<_, _>>()?;
+        let sub_rule_names = rules
+            .iter()
+            .filter_map(|r| match r {
+                Rule::Allow(n) | Rule::Deny(n) => Some(n.split_once('|')?.0.to_owned()),
+                _ => None,
+            })
+            .collect();
         let keys = c
             .keys
             .into_iter()
@@ -128,10 +200,13 @@ impl User {
                 "allkeys" => b"*".to_vec(),
                 _ => k.strip_prefix('~').unwrap_or(&k).as_bytes().to_vec(),
             })
+            .map(KeyPattern::new)
             .collect();
         Ok(User {
+            id,
             password_sha256,
             rules,
+            sub_rule_names,
             keys,
         })
     }
@@ -161,7 +236,7 @@ impl User {
     }
 
     fn may_access(&self, key: &[u8]) -> bool {
-        self.keys.iter().any(|p| glob::matches(p, key))
+        self.keys.iter().any(|p| p.matches(key))
     }
 }
 
@@ -182,6 +257,7 @@ fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
 #[derive(Debug)]
 pub struct AclAuth {
     users: ByName<User>,
+    memo: Memo,
 }
 
 impl AclAuth {
@@ -192,12 +268,16 @@ impl AclAuth {
         let users = c
             .users
             .into_iter()
-            .map(|(name, u)| {
-                let user = User::from_config(&name, u).map_err(|e| format!("acl-auth: {e}"))?;
+            .enumerate()
+            .map(|(id, (name, u))| {
+                let user = User::from_config(id, &name, u).map_err(|e| format!("acl-auth: {e}"))?;
                 Ok((name, user))
             })
             .collect::<Result<_, String>>()?;
-        Ok(AclAuth { users })
+        Ok(AclAuth {
+            users,
+            memo: Memo::default(),
+        })
     }
 
     /// Whether `user` exists and `password` is theirs.
@@ -267,17 +347,24 @@ impl Plugin for AclAuth {
         if !ctx.is_authenticated() {
             return Verdict::reject(NOAUTH);
         }
-        let user = self.users.get(ctx.user());
-        if !user.is_some_and(|u| u.may_run(cmd)) {
-            return Verdict::Reject(format!(
-                "NOPERM this user has no permissions to run the '{}' command",
-                cmd.name()
-            ));
-        }
-        if !cmd
-            .keys()
-            .all(|(_, k)| user.is_some_and(|u| u.may_access(k)))
-        {
+        let may_run = |user: &User, memo: &mut Memo| match memo.get(user, cmd.name()) {
+            Some(may) => may,
+            None => {
+                let may = user.may_run(cmd);
+                memo.set(user, cmd.name(), may);
+                may
+            }
+        };
+        let user = match self.users.get(ctx.user()) {
+            Some(user) if may_run(user, &mut self.memo) => user,
+            _ => {
+                return Verdict::Reject(format!(
+                    "NOPERM this user has no permissions to run the '{}' command",
+                    cmd.name()
+                ));
+            }
+        };
+        if !cmd.keys().all(|(_, k)| user.may_access(k)) {
             return Verdict::reject(NOPERM_KEY);
         }
         Verdict::Continue
@@ -511,6 +598,94 @@ mod tests {
         for input in &inputs {
             let (_, n) = count_allocations(|| rt.on_command(input).is_none());
             assert_eq!(n, 0);
+        }
+    }
+
+    #[test]
+    fn remembered_decisions_follow_the_user_the_command_and_its_subcommand() {
+        let mut p = plugin();
+        let cases: [(&str, &[&str], &[usize]); 14] = [
+            ("alice", &["GET", "app:1"], &[1]),
+            ("root", &["GET", "other"], &[1]),
+            ("alice", &["GET", "other"], &[1]),
+            ("alice", &["get", "app:1"], &[1]),
+            ("alice", &["DEL", "app:1"], &[1]),
+            ("root", &["DEL", "app:1"], &[1]),
+            ("alice", &["DEL", "app:1"], &[1]),
+            ("alice", &["CONFIG", "GET", "x"], &[]),
+            ("alice", &["CONFIG", "SET", "x", "y"], &[]),
+            ("alice", &["CONFIG", "GET", "x"], &[]),
+            ("root", &["FLUSHALL"], &[]),
+            ("stranger", &["GET", "app:1"], &[1]),
+            ("root", &["FLUSHALL"], &[]),
+            ("alice", &["SET", "xy", "v"], &[1]),
+        ];
+        for _ in 0..3 {
+            for (user, args, keys) in cases {
+                let ctx = Context::default().with_user(user);
+                let want = run(&mut plugin(), &ctx, args, keys).0;
+                assert_eq!(run(&mut p, &ctx, args, keys).0, want, "{user} {args:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn key_patterns_of_every_shape() {
+        let cases = [
+            ("*", "", true),
+            ("app:*", "app:", true),
+            ("app:*", "app:1", true),
+            ("app:*", "ap", false),
+            ("app:*", "xapp:1", false),
+            ("a\\*", "a*", true),
+            ("a\\*", "ab", false),
+            ("a?*", "ab", true),
+            ("a?*", "a", false),
+            ("**", "x", true),
+            ("x", "x", true),
+            ("", "", true),
+            ("", "x", false),
+        ];
+        for (pattern, key, want) in cases {
+            let p = KeyPattern::new(pattern.as_bytes().to_vec());
+            assert_eq!(p.matches(key.as_bytes()), want, "{pattern} ~ {key} ({p:?})");
+            assert_eq!(glob::matches(pattern.as_bytes(), key.as_bytes()), want);
+        }
+        assert!(matches!(
+            KeyPattern::new(b"app:*".to_vec()),
+            KeyPattern::Prefix(_)
+        ));
+        assert!(matches!(KeyPattern::new(b"*".to_vec()), KeyPattern::Any));
+    }
+
+    #[test]
+    fn alternating_users_and_commands_cost_no_allocation() {
+        let mut rt = Runtime::<AclAuth>::new();
+        rt.on_configure(include_bytes!("../config.example.json"));
+        let alice = Context::default().with_user("alice");
+        let admin = Context::default().with_user("admin");
+        let inputs = [
+            commands_input(&alice, &[Command::new(["GET", "app:1"]).with_key(1)]),
+            commands_input(&admin, &[Command::new(["GET", "other"]).with_key(1)]),
+            commands_input(
+                &alice,
+                &[
+                    Command::new(["SET", "app:2", "v"]).with_key(1),
+                    Command::new(["GET", "app:1"]).with_key(1),
+                ],
+            ),
+            commands_input(&admin, &[Command::new(["CONFIG", "GET", "x"])]),
+            commands_input(&admin, &[Command::new(["SELECT", "1"])]),
+        ];
+        for input in &inputs {
+            assert_eq!(rt.on_commands(input), None, "permitted: plain Continue");
+        }
+        for _ in 0..3 {
+            for input in &inputs {
+                let (out, n) = count_allocations(|| rt.on_commands(input).is_none());
+                assert!(out);
+                assert_eq!(n, 0);
+            }
         }
     }
 

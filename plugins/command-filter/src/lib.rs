@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use tessera_sdk::wire::same_bytes;
 use tessera_sdk::{ByName, Command, Context, Plugin, Verdict, export_plugin};
 
 /// The default reject message.
@@ -59,6 +60,36 @@ pub struct CommandFilter {
     global: Rules,
     users: ByName<Rules>,
     message: String,
+    /// The names that have subcommand entries anywhere (`config` for `config|set`): whether
+    /// such a command passes depends on its argument 1, not on its name only.
+    sub_entry_names: Vec<String>,
+    memo: Memo,
+}
+
+/// The last `(user, command name)` that passed and whose answer depends on nothing else:
+/// connections send the same command over and over.
+#[derive(Debug, Default)]
+struct Memo {
+    valid: bool,
+    user: String,
+    name: String,
+}
+
+impl Memo {
+    #[inline]
+    fn passes(&self, user: &str, name: &str) -> bool {
+        self.valid
+            && same_bytes(self.name.as_bytes(), name.as_bytes())
+            && same_bytes(self.user.as_bytes(), user.as_bytes())
+    }
+
+    fn set(&mut self, user: &str, name: &str) {
+        self.valid = true;
+        self.user.clear();
+        self.user.push_str(user);
+        self.name.clear();
+        self.name.push_str(name);
+    }
 }
 
 impl Rules {
@@ -95,10 +126,19 @@ impl CommandFilter {
         };
         global.normalize();
         c.users.values_mut().for_each(Rules::normalize);
+        let mut sub_entry_names: Vec<String> = std::iter::once(&global)
+            .chain(c.users.values())
+            .flat_map(|r| r.allow.iter().flatten().chain(&r.deny))
+            .filter_map(|e| Some(e.split_once('|')?.0.to_owned()))
+            .collect();
+        sub_entry_names.sort();
+        sub_entry_names.dedup();
         Ok(CommandFilter {
             global,
             users: c.users.into_iter().collect(),
             message: c.message.unwrap_or_else(|| DEFAULT_MESSAGE.to_owned()),
+            sub_entry_names,
+            memo: Memo::default(),
         })
     }
 
@@ -134,8 +174,16 @@ impl Plugin for CommandFilter {
     }
 
     fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
+        if self.memo.passes(ctx.user(), cmd.name()) {
+            return Verdict::Continue;
+        }
         match self.check(ctx.user(), cmd) {
-            None => Verdict::Continue,
+            None => {
+                if !self.sub_entry_names.iter().any(|n| n == cmd.name()) {
+                    self.memo.set(ctx.user(), cmd.name());
+                }
+                Verdict::Continue
+            }
             Some(msg) => Verdict::Reject(msg),
         }
     }
@@ -236,6 +284,59 @@ mod tests {
             run(&mut f, "", &["object", "freq", "k"]),
             Verdict::Reject(_)
         ));
+    }
+
+    #[test]
+    fn remembered_decisions_follow_the_user_the_command_and_its_subcommand() {
+        let json = r#"{"deny": ["flushall", "config|set"], "users": {"alice": {"allow": ["get", "config", "object|encoding"]}, "bob": {"deny": ["get"]}}}"#;
+        let mut f = filter(json);
+        let cases: [(&str, &[&str]); 14] = [
+            ("alice", &["GET", "k"]),
+            ("bob", &["GET", "k"]),
+            ("alice", &["get", "k"]),
+            ("", &["GET", "k"]),
+            ("bob", &["SET", "k", "v"]),
+            ("alice", &["SET", "k", "v"]),
+            ("alice", &["CONFIG", "GET", "x"]),
+            ("alice", &["CONFIG", "SET", "x", "y"]),
+            ("alice", &["CONFIG", "GET", "x"]),
+            ("alice", &["OBJECT", "ENCODING", "k"]),
+            ("alice", &["OBJECT", "FREQ", "k"]),
+            ("alice", &["OBJECT", "ENCODING", "k"]),
+            ("carol", &["FLUSHALL"]),
+            ("carol", &["PING"]),
+        ];
+        for _ in 0..3 {
+            for (user, args) in cases {
+                let want = run(&mut filter(json), user, args);
+                assert_eq!(run(&mut f, user, args), want, "{user} {args:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn alternating_users_and_commands_cost_no_allocation() {
+        let mut rt = Runtime::<CommandFilter>::new();
+        rt.on_configure(include_bytes!("../config.example.json"));
+        let alice = Context::default().with_user("alice");
+        let bob = Context::default().with_user("bob");
+        let inputs = [
+            command_input(&alice, &Command::new(["GET", "key:1"]).with_key(1)),
+            command_input(&bob, &Command::new(["GET", "key:1"]).with_key(1)),
+            command_input(&alice, &Command::new(["SET", "key:1", "v"]).with_key(1)),
+            command_input(&bob, &Command::new(["CONFIG", "GET", "x"])),
+            command_input(&Context::default(), &Command::new(["SELECT", "1"])),
+        ];
+        for input in &inputs {
+            assert_eq!(rt.on_command(input), None, "allowed: plain Continue");
+        }
+        for _ in 0..3 {
+            for input in &inputs {
+                let (out, n) = count_allocations(|| rt.on_command(input).is_none());
+                assert!(out);
+                assert_eq!(n, 0);
+            }
+        }
     }
 
     #[test]
