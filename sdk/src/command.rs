@@ -3,7 +3,22 @@
 
 use std::fmt;
 
-use crate::wire::same_bytes;
+use crate::wire::{Action, same_bytes};
+
+/// The Redis 7.0 commands that have subcommands (*container* commands). For these the
+/// proxy's command id — what it keeps [remembered verdicts](Command::remember) by — is the
+/// name and the subcommand (`config|get` and `config|set` are two ids); for every other
+/// command it is the name alone. So a decision that looks at argument 1 of a command may be
+/// remembered only if the command is one of these.
+pub const CONTAINER_COMMANDS: [&str; 15] = [
+    "acl", "client", "cluster", "command", "config", "function", "latency", "memory", "module",
+    "object", "pubsub", "script", "slowlog", "xgroup", "xinfo",
+];
+
+/// Whether `name` (lowercase) is one of the [`CONTAINER_COMMANDS`].
+pub fn is_container_command(name: &str) -> bool {
+    CONTAINER_COMMANDS.contains(&name)
+}
 
 /// Why a [`Command`] could not be changed as asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +50,19 @@ const KEEP_ARGS: usize = 1024;
 /// A buffer of decoded arguments with more capacity than this is not kept for the next
 /// call.
 const KEEP_BYTES: usize = 1024 * 1024;
+
+/// The edit calls a hook made on a command, for choosing how a `Continue` is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Edits {
+    /// No edit call.
+    #[default]
+    None,
+    /// One [`Command::prefix_keys`] call and nothing else: sent as a PrefixKeys.
+    PrefixKeys,
+    /// Anything else (even a call that changed nothing): sent as a rewrite if the command
+    /// changed.
+    Other,
+}
 
 /// Where one argument is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +106,14 @@ pub struct Command {
     /// name changes).
     name_from: Vec<u8>,
     modified: bool,
+    edits: Edits,
+    /// The prefix of the one `prefix_keys` call, while `edits` is `Edits::PrefixKeys`.
+    prefix: Vec<u8>,
+    /// Whether the hook asked to remember its verdict; the condition's prefixes are
+    /// `cond`, back to back, the `i`th ending at `cond_ends[i]`.
+    remember: bool,
+    cond: Vec<u8>,
+    cond_ends: Vec<usize>,
 }
 
 impl Command {
@@ -91,6 +127,11 @@ impl Command {
             name: String::new(),
             name_from: Vec::new(),
             modified: false,
+            edits: Edits::None,
+            prefix: Vec::new(),
+            remember: false,
+            cond: Vec::new(),
+            cond_ends: Vec::new(),
         }
     }
 
@@ -134,7 +175,7 @@ impl Command {
     /// Empties the command for decoding into it, keeping its buffers.
     #[inline]
     pub(crate) fn start_decode(&mut self) {
-        self.modified = false;
+        self.start_call();
         self.spans.clear();
         if self.bytes.capacity() > KEEP_BYTES {
             self.bytes = Vec::new();
@@ -143,6 +184,17 @@ impl Command {
         if self.n_owned > 0 {
             self.release_owned();
         }
+    }
+
+    /// Forgets what a hook did with the command last time (edits, remember), keeping the
+    /// arguments as they are now: the command a hook is given.
+    #[inline]
+    pub(crate) fn start_call(&mut self) {
+        self.modified = false;
+        self.edits = Edits::None;
+        self.remember = false;
+        self.cond.clear();
+        self.cond_ends.clear();
     }
 
     /// Marks every owned buffer spare again, dropping the ones grown too large to keep.
@@ -322,6 +374,7 @@ impl Command {
 
     /// Replaces argument `i` (replacing 0 renames the command).
     pub fn set_arg(&mut self, i: usize, value: impl Into<Vec<u8>>) -> Result<(), CommandError> {
+        self.edits = Edits::Other;
         if i >= self.spans.len() {
             return Err(CommandError::NoSuchArg(i));
         }
@@ -341,6 +394,7 @@ impl Command {
     /// Changes argument `i` in place (changing 0 renames the command): `f` gets the
     /// argument's buffer, e.g. to insert a prefix without allocating.
     pub fn edit_arg(&mut self, i: usize, f: impl FnOnce(&mut Vec<u8>)) -> Result<(), CommandError> {
+        self.edits = Edits::Other;
         if i >= self.spans.len() {
             return Err(CommandError::NoSuchArg(i));
         }
@@ -359,6 +413,7 @@ impl Command {
 
     /// Replaces argument `i`, which must be a key.
     pub fn set_key(&mut self, i: usize, key: impl Into<Vec<u8>>) -> Result<(), CommandError> {
+        self.edits = Edits::Other;
         match self.spans.get(i) {
             None => Err(CommandError::NoSuchArg(i)),
             Some(s) if !s.key => Err(CommandError::NotAKey(i)),
@@ -369,6 +424,7 @@ impl Command {
     /// Replaces every key by `f(key)`. (To change keys in place, without a new `Vec` per
     /// key, use [`edit_keys`](Command::edit_keys).)
     pub fn map_keys(&mut self, mut f: impl FnMut(&[u8]) -> Vec<u8>) {
+        self.edits = Edits::Other;
         for i in 0..self.spans.len() {
             let s = self.spans[i];
             if s.key {
@@ -380,6 +436,7 @@ impl Command {
 
     /// Changes every key in place: `f` gets each key's buffer, in argument order.
     pub fn edit_keys(&mut self, mut f: impl FnMut(&mut Vec<u8>)) {
+        self.edits = Edits::Other;
         for i in 0..self.spans.len() {
             if self.spans[i].key {
                 f(self.owned_arg(i));
@@ -388,8 +445,61 @@ impl Command {
         }
     }
 
+    /// Puts `prefix` in front of every key (every argument the host marked as a key), in
+    /// place: `GET k` → `GET t1:k`. The hook sees the prefixed keys afterwards, through
+    /// [`keys`](Command::keys) and [`args`](Command::args).
+    ///
+    /// If this is the hook's only edit of the command, a [`Verdict::Continue`] is sent as a
+    /// *PrefixKeys* verdict, the prefix alone, instead of a rewrite with every argument: the
+    /// host applies it to the keys it marked, and a PrefixKeys verdict may be
+    /// [remembered](Command::remember), a rewrite not. It is sent so even for a command
+    /// without keys (nothing to prefix), so that a remembered one prefixes the keys of the
+    /// next command with this id (`EVAL` with and without keys is one command id). After
+    /// any other edit, or a second `prefix_keys`, the command goes as a rewrite, as with
+    /// [`edit_keys`](Command::edit_keys).
+    ///
+    /// Allocates nothing once the SDK's buffers have grown to the plugin's usual commands.
+    ///
+    /// [`Verdict::Continue`]: crate::Verdict::Continue
+    pub fn prefix_keys(&mut self, prefix: &[u8]) {
+        if self.edits == Edits::None {
+            self.edits = Edits::PrefixKeys;
+            self.prefix.clear();
+            self.prefix.extend_from_slice(prefix);
+        } else {
+            self.edits = Edits::Other;
+        }
+        for i in 0..self.spans.len() {
+            let s = self.spans[i];
+            if !s.key {
+                continue;
+            }
+            if s.owned {
+                let buf = &mut self.owned[s.start];
+                let len = buf.len();
+                buf.extend_from_slice(prefix);
+                buf.copy_within(..len, prefix.len());
+                buf[..prefix.len()].copy_from_slice(prefix);
+            } else {
+                let at = self.take_owned();
+                let buf = &mut self.owned[at];
+                buf.clear();
+                buf.extend_from_slice(prefix);
+                buf.extend_from_slice(&self.bytes[s.start..s.end]);
+                self.spans[i] = Span {
+                    start: at,
+                    end: 0,
+                    key: true,
+                    owned: true,
+                };
+            }
+            self.modified = true;
+        }
+    }
+
     /// Appends an argument (not marked as a key).
     pub fn push_arg(&mut self, value: impl Into<Vec<u8>>) {
+        self.edits = Edits::Other;
         let at = self.take_owned();
         self.owned[at] = value.into();
         self.spans.push(Span {
@@ -403,6 +513,7 @@ impl Command {
 
     /// Removes argument `i` (not the name) and returns it.
     pub fn remove_arg(&mut self, i: usize) -> Result<Vec<u8>, CommandError> {
+        self.edits = Edits::Other;
         if i == 0 {
             return Err(CommandError::RemoveName);
         }
@@ -419,9 +530,124 @@ impl Command {
     }
 
     /// Whether the command was changed since the SDK decoded it (then `Continue` becomes a
-    /// rewrite).
+    /// rewrite, or a PrefixKeys after [`prefix_keys`](Command::prefix_keys)).
     pub fn is_modified(&self) -> bool {
         self.modified
+    }
+
+    /// Asks the host to remember the verdict this hook returns for this command: every later
+    /// command with the same command id on this connection gets the same verdict, without a
+    /// call into the plugin, until the connection's context changes (an attribute is set or
+    /// removed, the client authenticates or `SELECT`s) or the plugin chain is swapped. The
+    /// *command id* is the name, and for the [`CONTAINER_COMMANDS`] the subcommand too
+    /// (`config|get`).
+    ///
+    /// A call the host need not make is the cheapest there is: use it whenever it is
+    /// correct, which it is only if the verdict (and any [`prefix_keys`](Command::prefix_keys)
+    /// edit) depends on nothing but the connection's [`Context`](crate::Context) and the
+    /// command id. Never remember a verdict that looks at other arguments, keys included
+    /// (see [`remember_if_keys_start_with`](Command::remember_if_keys_start_with) for
+    /// those), at the time, at counters or at what the plugin saw before; the host would go
+    /// on applying it when the plugin would have decided otherwise.
+    ///
+    /// Works with every verdict [`on_command`](crate::Plugin::on_command) returns:
+    /// `Continue` (unchanged, or after a lone `prefix_keys`), `Reply` and `Reject`. A
+    /// `Continue` of a command changed otherwise is a rewrite, which depends on the
+    /// arguments and cannot be remembered: it is then sent without the request (so is a
+    /// `Continue` after an edit that happened to change nothing, such as `edit_keys` on a
+    /// command without keys). A verdict that also sets attributes is applied by the host
+    /// and not remembered (the context changes anyway).
+    ///
+    /// Calling this or `remember_if_keys_start_with` again replaces the earlier choice; the
+    /// choice is the hook's, for this command only.
+    pub fn remember(&mut self) {
+        self.remember = true;
+        self.cond.clear();
+        self.cond_ends.clear();
+    }
+
+    /// [`remember`](Command::remember), with a condition: the host applies the verdict only
+    /// to a later command (with this command id, on this connection, in this context) whose
+    /// keys *all* start with one of `prefixes`; for any other it calls the plugin as usual.
+    /// A command without keys meets the condition; the empty prefix matches every key.
+    ///
+    /// For verdicts that depend on the keys, but only on whether they start with one of a
+    /// few prefixes: say, an ACL that admits the keys `app:*` (`["app:"]`). The verdict must
+    /// be the one the plugin would give *every* command of this id whose keys meet the
+    /// condition, not only this one. The host keeps conditions of up to 4 KiB.
+    ///
+    /// An empty `prefixes` would be a condition no key meets; the ABI has no way to say so
+    /// (no prefixes means no condition), so the verdict is then not remembered at all.
+    /// Allocates nothing once the SDK's buffers have grown to the plugin's usual lists.
+    pub fn remember_if_keys_start_with<I>(&mut self, prefixes: I)
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        self.cond.clear();
+        self.cond_ends.clear();
+        for p in prefixes {
+            self.cond.extend_from_slice(p.as_ref());
+            self.cond_ends.push(self.cond.len());
+        }
+        self.remember = !self.cond_ends.is_empty();
+    }
+
+    /// What the hook asked with [`remember`](Command::remember) or
+    /// [`remember_if_keys_start_with`](Command::remember_if_keys_start_with): `None` for
+    /// nothing, else the condition's prefixes (none: no condition). Whether the request is
+    /// sent depends on the verdict too (not with a rewrite); `testing::decide` shows what
+    /// is sent.
+    pub fn remembered(&self) -> Option<impl ExactSizeIterator<Item = &[u8]> + '_> {
+        self.remember.then(|| self.condition().iter())
+    }
+
+    /// The remember condition as it is kept.
+    fn condition(&self) -> Condition<'_> {
+        Condition {
+            bytes: &self.cond,
+            ends: &self.cond_ends,
+        }
+    }
+
+    /// How [`Verdict::Continue`](crate::Verdict::Continue) is sent for this command.
+    #[inline]
+    pub(crate) fn continue_action(&self) -> Action<'_> {
+        match self.edits {
+            Edits::PrefixKeys => Action::PrefixKeys(&self.prefix),
+            _ if self.modified => Action::Rewrite(self),
+            _ => Action::Continue,
+        }
+    }
+
+    /// The condition to send with `action`, if the verdict is to be remembered.
+    #[inline]
+    pub(crate) fn remember_condition(&self, action: &Action<'_>) -> Option<Condition<'_>> {
+        if !self.remember {
+            return None;
+        }
+        match action {
+            Action::Rewrite(_) => None,
+            Action::Continue if self.edits != Edits::None => None,
+            _ => Some(self.condition()),
+        }
+    }
+}
+
+/// The key prefixes of a remember request, borrowed from the [`Command`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Condition<'a> {
+    bytes: &'a [u8],
+    ends: &'a [usize],
+}
+
+impl<'a> Condition<'a> {
+    /// The prefixes, in order.
+    pub(crate) fn iter(self) -> impl ExactSizeIterator<Item = &'a [u8]> {
+        (0..self.ends.len()).map(move |i| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            &self.bytes[start..self.ends[i]]
+        })
     }
 }
 
@@ -628,6 +854,150 @@ mod tests {
                 assert_eq!(c.name(), lowercase(&model[0].0));
             }
         }
+    }
+
+    /// How `Continue` is sent: kind 0, 1 (rewrite) or 4 (PrefixKeys, with its prefix).
+    fn sent_as(c: &Command) -> (u8, Vec<u8>) {
+        match c.continue_action() {
+            Action::Continue => (0, vec![]),
+            Action::Rewrite(_) => (1, vec![]),
+            Action::PrefixKeys(p) => (4, p.to_vec()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn args(c: &Command) -> Vec<String> {
+        c.args()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn prefix_keys_alone_is_sent_as_prefix_keys() {
+        let mset = || {
+            Command::new(["MSET", "a", "1", "b", "2"])
+                .with_key(1)
+                .with_key(3)
+        };
+        let mut c = mset();
+        assert_eq!(sent_as(&c), (0, vec![]));
+        c.prefix_keys(b"t1:");
+        assert_eq!(args(&c), ["MSET", "t1:a", "1", "t1:b", "2"]);
+        assert_eq!(c.keys().map(|(i, _)| i).collect::<Vec<_>>(), [1, 3]);
+        assert!(c.is_modified());
+        assert_eq!(sent_as(&c), (4, b"t1:".to_vec()));
+
+        // A second prefix_keys, or any other edit before or after: a rewrite.
+        c.prefix_keys(b"x:");
+        assert_eq!(args(&c), ["MSET", "x:t1:a", "1", "x:t1:b", "2"]);
+        assert_eq!(sent_as(&c), (1, vec![]));
+        let edits: [fn(&mut Command); 7] = [
+            |c| drop(c.set_arg(2, "9")),
+            |c| drop(c.edit_arg(0, |n| n.make_ascii_lowercase())),
+            |c| drop(c.set_key(1, "k")),
+            |c| c.map_keys(|k| k.to_vec()),
+            |c| c.edit_keys(|_| ()),
+            |c| c.push_arg("x"),
+            |c| drop(c.remove_arg(4)),
+        ];
+        for edit in edits {
+            let mut c = mset();
+            edit(&mut c);
+            c.prefix_keys(b"t1:");
+            assert_eq!(sent_as(&c), (1, vec![]), "{c:?}");
+            let mut c = mset();
+            c.prefix_keys(b"t1:");
+            edit(&mut c);
+            assert_eq!(sent_as(&c), (1, vec![]), "{c:?}");
+        }
+
+        // No keys: nothing changes, still a PrefixKeys (for a remembered verdict's sake).
+        let mut c = Command::new(["PING"]);
+        c.prefix_keys(b"t1:");
+        assert!(!c.is_modified());
+        assert_eq!(sent_as(&c), (4, b"t1:".to_vec()));
+    }
+
+    #[test]
+    fn prefix_keys_on_an_edited_key_and_after_a_new_decode() {
+        let mut c = Command::new(["GET", "k"]).with_key(1);
+        c.edit_keys(|k| k.push(b'!'));
+        c.prefix_keys(b"p:");
+        assert_eq!(args(&c), ["GET", "p:k!"]);
+        c.start_decode();
+        c.push_decoded(b"GET", false);
+        c.push_decoded(b"other", true);
+        c.finish_decode();
+        assert_eq!(sent_as(&c), (0, vec![]));
+        c.prefix_keys(b"q:");
+        assert_eq!(args(&c), ["GET", "q:other"]);
+        assert_eq!(sent_as(&c), (4, b"q:".to_vec()));
+    }
+
+    #[test]
+    fn remember_choices_replace_each_other_and_last_one_call() {
+        let strs = |c: &Command| {
+            c.remembered().map(|p| {
+                p.map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let mut c = Command::new(["GET", "k"]).with_key(1);
+        assert_eq!(strs(&c), None);
+        c.remember();
+        assert_eq!(strs(&c), Some(vec![]));
+        c.remember_if_keys_start_with(["app:", "", "x"]);
+        assert_eq!(strs(&c), Some(vec!["app:".into(), "".into(), "x".into()]));
+        c.remember_if_keys_start_with([b"b:".to_vec()]);
+        assert_eq!(strs(&c), Some(vec!["b:".into()]));
+        c.remember_if_keys_start_with(Vec::<&[u8]>::new());
+        assert_eq!(strs(&c), None, "no prefix at all: not remembered");
+        c.remember_if_keys_start_with(&["a:".to_owned()]);
+        c.remember();
+        assert_eq!(strs(&c), Some(vec![]));
+
+        c.start_decode();
+        c.push_decoded(b"GET", false);
+        c.finish_decode();
+        assert_eq!(
+            strs(&c),
+            None,
+            "a remember request leaked into the next command"
+        );
+    }
+
+    #[test]
+    fn a_rewrite_is_not_remembered_nor_a_continue_after_an_edit() {
+        let cond = |c: &Command, a: &Action<'_>| {
+            c.remember_condition(a)
+                .map(|c| c.iter().map(<[u8]>::to_vec).collect::<Vec<_>>())
+        };
+        let mut c = Command::new(["GET", "k"]).with_key(1);
+        c.remember_if_keys_start_with(["k"]);
+        assert_eq!(cond(&c, &c.continue_action()), Some(vec![b"k".to_vec()]));
+        c.prefix_keys(b"t:");
+        assert!(matches!(c.continue_action(), Action::PrefixKeys(_)));
+        assert_eq!(cond(&c, &c.continue_action()), Some(vec![b"k".to_vec()]));
+        c.set_arg(1, "x").unwrap();
+        assert!(matches!(c.continue_action(), Action::Rewrite(_)));
+        assert_eq!(cond(&c, &c.continue_action()), None);
+        // Answering it is remembered whatever the hook changed before.
+        assert!(cond(&c, &Action::Reject("NOPERM")).is_some());
+
+        // An edit that changed nothing: a plain Continue, but not a remembered one.
+        let mut c = Command::new(["PING"]);
+        c.remember();
+        c.edit_keys(|k| k.clear());
+        assert!(matches!(c.continue_action(), Action::Continue));
+        assert_eq!(cond(&c, &c.continue_action()), None);
+        assert!(cond(&c, &Action::Reply(b"+PONG\r\n")).is_some());
+    }
+
+    #[test]
+    fn container_commands_are_the_ones_with_subcommand_ids() {
+        assert!(is_container_command("config") && is_container_command("object"));
+        assert!(!is_container_command("get") && !is_container_command("CONFIG"));
+        assert!(CONTAINER_COMMANDS.is_sorted());
     }
 
     #[test]

@@ -98,7 +98,9 @@ impl<P: Plugin> Runtime<P> {
     }
 
     /// `tessera_on_command`: input is a context then a command. A changed command with
-    /// `Continue` becomes a `Rewrite`.
+    /// `Continue` becomes a `Rewrite` (a `PrefixKeys` if its only change was
+    /// [`Command::prefix_keys`]); a verdict the hook asked to [remember](Command::remember)
+    /// carries the flag and its condition (not on a `Rewrite`).
     pub fn on_command(&mut self, input: &[u8]) -> Output<'_> {
         let Some(plugin) = self.plugin.as_mut() else {
             return self.not_configured();
@@ -110,11 +112,12 @@ impl<P: Plugin> Runtime<P> {
             return self.bad_input("on_command", e);
         }
         let verdict = plugin.on_command(&self.ctx, &mut self.cmd);
-        let action = match &verdict {
-            Verdict::Continue if self.cmd.is_modified() => Action::Rewrite(&self.cmd),
-            v => action_of(v),
-        };
-        emit(&mut self.out, action, &self.ctx.changes())
+        self.out.clear();
+        if put_command_verdict(&mut self.out, &verdict, &self.cmd, &self.ctx.changes()) {
+            Some(&self.out)
+        } else {
+            None
+        }
     }
 
     /// `tessera_on_commands`: input is a context, a `u32` count N, then N commands; output
@@ -153,20 +156,14 @@ impl<P: Plugin> Runtime<P> {
                 break;
             }
             let verdict = plugin.on_command(&self.ctx, &mut self.cmd);
-            let action = match &verdict {
-                Verdict::Continue if self.cmd.is_modified() => Action::Rewrite(&self.cmd),
-                v => action_of(v),
-            };
             let changes = self.ctx.changes();
             k += 1;
-            if matches!(action, Action::Continue) && changes.is_empty() {
-                out.put_u32(0);
+            let at = out.len();
+            out.put_u32(0);
+            if !put_command_verdict(out, &verdict, &self.cmd, &changes) {
                 continue;
             }
             plain = false;
-            let at = out.len();
-            out.put_u32(0);
-            wire::encode_action(out, action, &changes);
             wire::patch_len(out, at);
             if !changes.is_empty() {
                 // The next command must see the new attributes: the host sends them with
@@ -256,8 +253,29 @@ fn emit<'o>(out: &'o mut Vec<u8>, action: Action<'_>, attrs: &[(String, String)]
         return None;
     }
     out.clear();
-    wire::encode_action(out, action, attrs);
+    wire::encode_action(out, action, None, attrs);
     Some(out)
+}
+
+/// Appends the encoding of `on_command`'s `verdict` for `cmd` (the command as the hook left
+/// it) to `out` and returns `true`, or appends nothing and returns `false` for a plain
+/// `Continue` (unchanged, not remembered, no attribute changed).
+pub(crate) fn put_command_verdict(
+    out: &mut Vec<u8>,
+    verdict: &Verdict,
+    cmd: &Command,
+    attrs: &[(String, String)],
+) -> bool {
+    let action = match verdict {
+        Verdict::Continue => cmd.continue_action(),
+        v => action_of(v),
+    };
+    let remember = cmd.remember_condition(&action);
+    if matches!(action, Action::Continue) && remember.is_none() && attrs.is_empty() {
+        return false;
+    }
+    wire::encode_action(out, action, remember, attrs);
+    true
 }
 
 /// Encodes a verdict list of one `Reject` into `out`.
@@ -265,7 +283,7 @@ fn reject_list<'o>(out: &'o mut Vec<u8>, msg: &str) -> Output<'o> {
     out.clear();
     out.put_u32(1);
     out.put_u32(0);
-    wire::encode_action(out, Action::Reject(msg), &[]);
+    wire::encode_action(out, Action::Reject(msg), None, &[]);
     wire::patch_len(out, 4);
     Some(out)
 }
@@ -662,6 +680,7 @@ mod tests {
         WireVerdict {
             action: WireAction::Continue,
             attrs: vec![],
+            remember: None,
         }
     }
 
@@ -752,11 +771,13 @@ mod tests {
             [
                 WireVerdict {
                     action: rewrite("p:a"),
-                    attrs: vec![]
+                    attrs: vec![],
+                    remember: None,
                 },
                 WireVerdict {
                     action: WireAction::Continue,
-                    attrs: vec![("user".into(), "zed".into())]
+                    attrs: vec![("user".into(), "zed".into())],
+                    remember: None,
                 },
             ]
         );
@@ -771,7 +792,8 @@ mod tests {
                 plain(),
                 WireVerdict {
                     action: rewrite("p:b"),
-                    attrs: vec![]
+                    attrs: vec![],
+                    remember: None,
                 }
             ]
         );
@@ -819,6 +841,7 @@ mod tests {
                     WireVerdict {
                         action: WireAction::Reject(m),
                         attrs,
+                        remember: None,
                     },
                 ] if attrs.is_empty() => m.clone(),
                 other => panic!("not a list of one reject: {other:?}"),
@@ -881,6 +904,220 @@ mod tests {
                 });
                 assert_eq!(n, 0, "on_commands allocated");
                 assert_eq!(out, (k > 0).then_some(k));
+            }
+        }
+    }
+
+    /// Asks to remember its verdicts: GET/MGET prefixed with `t:`, PING continued, FLUSHALL
+    /// rejected and EXISTS continued only for keys under `a:` or `b:`, ECHO answered; SET is rewritten (which
+    /// drops the request), LOGIN sets an attribute, anything else continues plainly.
+    struct Remembers;
+
+    impl Plugin for Remembers {
+        fn configure(_: &[u8]) -> Result<Self, String> {
+            Ok(Remembers)
+        }
+
+        fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
+            let name = cmd.name();
+            if name == "get" || name == "mget" {
+                cmd.prefix_keys(b"t:");
+                cmd.remember();
+                return Verdict::Continue;
+            }
+            if name == "ping" {
+                cmd.remember();
+                return Verdict::Continue;
+            }
+            if name == "flushall" {
+                cmd.remember_if_keys_start_with([&b"a:"[..], b"b:"]);
+                return Verdict::reject("NOPERM no");
+            }
+            if name == "exists" {
+                cmd.remember_if_keys_start_with([&b"a:"[..], b"b:"]);
+                return Verdict::Continue;
+            }
+            if name == "echo" {
+                cmd.remember();
+                return Verdict::Reply(reply::simple("x"));
+            }
+            if name == "set" {
+                cmd.remember();
+                cmd.prefix_keys(b"t:");
+                let _ = cmd.set_arg(2, "v2");
+                return Verdict::Continue;
+            }
+            if name == "login" {
+                cmd.remember();
+                ctx.set_attr("user", "zed");
+            }
+            Verdict::Continue
+        }
+    }
+
+    fn remembered(v: &WireVerdict) -> Option<Vec<&[u8]>> {
+        v.remember
+            .as_ref()
+            .map(|p| p.iter().map(Vec::as_slice).collect())
+    }
+
+    #[test]
+    fn remembered_verdicts_carry_the_flag_and_prefix_keys_the_prefix() {
+        let mut rt = Runtime::<Remembers>::new();
+        rt.on_configure(b"");
+        let ctx = Context::default();
+        let mut call =
+            |cmd: &Command| verdict(rt.on_command(&crate::testing::command_input(&ctx, cmd)));
+
+        let v = call(&Command::new(["GET", "k"]).with_key(1)).unwrap();
+        assert_eq!(v.action, WireAction::PrefixKeys(b"t:".to_vec()));
+        assert_eq!(remembered(&v), Some(vec![]));
+
+        // Remembered with no edit is not a plain Continue any more.
+        let v = call(&Command::new(["PING"])).unwrap();
+        assert_eq!(
+            (v.action.clone(), remembered(&v)),
+            (WireAction::Continue, Some(vec![]))
+        );
+        assert!(v.attrs.is_empty());
+
+        let v = call(&Command::new(["FLUSHALL"])).unwrap();
+        assert_eq!(v.action, WireAction::Reject("NOPERM no".into()));
+        assert_eq!(remembered(&v), Some(vec![&b"a:"[..], b"b:"]));
+
+        // A rewrite goes without the flag.
+        let v = call(&Command::new(["SET", "k", "v"]).with_key(1)).unwrap();
+        let want = ["SET", "t:k", "v2"].map(|a| a.as_bytes().to_vec());
+        assert_eq!(v.action, WireAction::Rewrite(want.to_vec()));
+        assert_eq!(v.remember, None);
+
+        // With attributes: sent as asked (the host applies it and does not remember it).
+        let v = call(&Command::new(["LOGIN"])).unwrap();
+        assert_eq!(remembered(&v), Some(vec![]));
+        assert_eq!(v.attrs, [("user".to_owned(), "zed".to_owned())]);
+
+        // Nothing of it is left for the next command.
+        assert_eq!(call(&Command::new(["DEL", "k"]).with_key(1)), None);
+        let v = call(&Command::new(["MGET", "a", "b"]).with_key(1).with_key(2)).unwrap();
+        assert_eq!(v.action, WireAction::PrefixKeys(b"t:".to_vec()));
+        assert_eq!(call(&Command::new(["DEL", "k"]).with_key(1)), None);
+    }
+
+    #[test]
+    fn a_batch_remembers_per_command() {
+        let cmds = [
+            Command::new(["PING"]),
+            Command::new(["DEL", "k"]).with_key(1),
+            Command::new(["GET", "k"]).with_key(1),
+            Command::new(["SET", "k", "v"]).with_key(1),
+            Command::new(["FLUSHALL"]),
+            Command::new(["ECHO", "x"]),
+            Command::new(["DEL", "k"]).with_key(1),
+            Command::new(["LOGIN"]),
+            Command::new(["PING"]),
+        ];
+        let ctx = Context::default();
+        let (batched, singles) = batch_and_singles::<Remembers>(b"", &ctx, &cmds);
+        assert_eq!(batched, singles[..8]);
+        let got: Vec<_> = batched
+            .iter()
+            .map(|v| (v.action.kind(), remembered(v).map(|p| p.len())))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, Some(0)),
+                (0, None),
+                (4, Some(0)),
+                (1, None),
+                (3, Some(2)),
+                (2, Some(0)),
+                (0, None),
+                (0, Some(0)),
+            ]
+        );
+        // The plain ones are empty entries.
+        let mut rt = Runtime::<Remembers>::new();
+        rt.on_configure(b"");
+        let out = rt.on_commands(&batch(&ctx, &cmds[..2])).unwrap();
+        assert_eq!(&out[out.len() - 4..], [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn decide_shows_what_the_host_gets() {
+        use crate::testing::decide;
+        let ctx = Context::default();
+        let d = decide(
+            &mut Remembers,
+            &ctx,
+            Command::new(["MGET", "a", "b"]).with_key(1).with_key(2),
+        );
+        assert_eq!(d.verdict, Verdict::Continue);
+        assert_eq!(d.wire.action, WireAction::PrefixKeys(b"t:".to_vec()));
+        assert_eq!(d.remembered(), Some(vec![]));
+        assert_eq!(d.args().unwrap(), ["MGET", "t:a", "t:b"]);
+        assert_eq!(d.command.keys().count(), 2);
+
+        let d = decide(&mut Remembers, &ctx, Command::new(["FLUSHALL"]));
+        assert_eq!(d.remembered(), Some(vec!["a:".into(), "b:".into()]));
+        assert_eq!((d.args(), d.forwarded), (None, None));
+
+        let d = decide(
+            &mut Remembers,
+            &ctx,
+            Command::new(["SET", "k", "v"]).with_key(1),
+        );
+        assert_eq!((d.wire.action.kind(), d.remembered()), (1, None));
+        assert_eq!(d.args().unwrap(), ["SET", "t:k", "v2"]);
+
+        // Attributes set during the call only, and a command taken as the host sent it.
+        let d = decide(&mut Remembers, &ctx, Command::new(["LOGIN"]));
+        assert_eq!(d.wire.attrs.len(), 1);
+        let mut used = d.command;
+        used.remember();
+        let d = decide(&mut Remembers, &ctx, used);
+        assert_eq!(d.wire.attrs.len(), 1);
+        let d = decide(&mut Remembers, &ctx, Command::new(["DEL", "k"]).with_key(1));
+        assert!(d.wire.is_plain_continue());
+        assert_eq!(d.args().unwrap(), ["DEL", "k"]);
+    }
+
+    #[test]
+    fn a_warm_runtime_remembers_without_allocating() {
+        let mut rt = Runtime::<Remembers>::new();
+        rt.on_configure(b"");
+        let ctx = Context::default().with_user("alice");
+        let cmds = [
+            Command::new(["GET", "key:000000000001"]).with_key(1),
+            Command::new(["PING"]),
+            Command::new(["EXISTS", "a:1", "b:2"])
+                .with_key(1)
+                .with_key(2),
+            Command::new(["MGET", "a", "b", "c"])
+                .with_key(1)
+                .with_key(2)
+                .with_key(3),
+            Command::new(["DEL", "k"]).with_key(1),
+            Command::new(["GET", "key:2"]).with_key(1),
+        ];
+        let whole = batch(&ctx, &cmds);
+        let singles: Vec<Vec<u8>> = cmds
+            .iter()
+            .map(|c| crate::testing::command_input(&ctx, c))
+            .collect();
+        rt.on_commands(&whole);
+        for input in &singles {
+            rt.on_command(input);
+        }
+        for _ in 0..3 {
+            let (out, n) = crate::testing::count_allocations(|| {
+                rt.on_commands(&whole)
+                    .map(|b| u32::from_le_bytes(b[..4].try_into().unwrap()))
+            });
+            assert_eq!((out, n), (Some(6), 0), "on_commands allocated");
+            for input in &singles {
+                let (_, n) = crate::testing::count_allocations(|| rt.on_command(input).is_some());
+                assert_eq!(n, 0, "on_command allocated");
             }
         }
     }

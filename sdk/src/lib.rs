@@ -48,6 +48,14 @@
 //!   [`Verdict::Continue`] to let it go on — changed, if you changed it —,
 //!   [`Verdict::Reply`] to answer it yourself (see [`reply`]) or [`Verdict::Reject`] to
 //!   answer with an error. Redis is not called for the last two.
+//! - The cheapest call is the one the proxy need not make. A hook whose verdict depends only
+//!   on the connection's context and the command's name (with the subcommand, for
+//!   [`CONTAINER_COMMANDS`]) calls [`Command::remember`]: the proxy then applies that
+//!   verdict itself to the connection's later commands of that name, without calling the
+//!   plugin, until the context changes.
+//!   [`Command::remember_if_keys_start_with`] does the same for verdicts that hold for keys
+//!   with given prefixes, and [`Command::prefix_keys`] (a tenant namespace) is a change that
+//!   can be remembered: the proxy gets the prefix, not a rewritten command.
 //! - Commands arrive in batches: the SDK exports `tessera_on_commands`, and the proxy hands
 //!   it all the pipelined commands of one client read (up to 128, or about 64 KiB) in one
 //!   call, which the SDK feeds to [`Plugin::on_command`] one at a time, in the client's
@@ -84,7 +92,7 @@ pub mod time;
 pub mod wire;
 
 pub use by_name::ByName;
-pub use command::{Command, CommandError};
+pub use command::{CONTAINER_COMMANDS, Command, CommandError, is_container_command};
 pub use context::Context;
 
 #[cfg(test)]
@@ -99,7 +107,7 @@ static ALLOC: testing::CountingAllocator = testing::CountingAllocator;
 pub enum Verdict {
     /// Go on: the next plugin of the chain, then Redis. From
     /// [`Plugin::on_command`], a command the plugin changed goes on changed (the SDK sends
-    /// the host a *rewrite*).
+    /// the host a *rewrite*, or only the prefix after a lone [`Command::prefix_keys`]).
     Continue,
     /// Answer the client with this complete RESP value (build it with [`reply`]); the rest
     /// of the chain and Redis are skipped.
@@ -165,7 +173,9 @@ pub trait Plugin: Sized + 'static {
     /// A subscribed command arrived, after the plugins before this one in the chain (so
     /// `cmd` is what they left) and before routing. Change `cmd` and return
     /// [`Verdict::Continue`] to rewrite it, or answer it with [`Verdict::Reply`] or
-    /// [`Verdict::Reject`].
+    /// [`Verdict::Reject`]. If the verdict depends only on `ctx` and the command's name
+    /// (and subcommand), call [`Command::remember`] too: the proxy then decides the
+    /// connection's next commands of that name itself, without calling the plugin.
     ///
     /// Default: [`Verdict::Continue`], unchanged.
     fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {

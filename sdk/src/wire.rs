@@ -11,8 +11,10 @@
 //! ```text
 //! context:  u64 conn id, u32 db, string peer, string user, u32 n, n × (string key, string value)
 //! command:  u32 argc (>= 1), argc × (u8 flags (bit 0: key), bytes arg)
-//! verdict:  u8 kind (0 Continue, 1 Rewrite, 2 Reply, 3 Reject), kind's payload,
-//!           u32 n, n × (string key, string value)
+//! verdict:  u8 kind (0 Continue, 1 Rewrite, 2 Reply, 3 Reject, 4 PrefixKeys;
+//!             | 0x80: remember it),
+//!           if 0x80: u32 n, n × bytes (key prefixes: the condition; 0: none),
+//!           kind's payload, u32 n, n × (string key, string value)
 //!
 //! tessera_on_commands (a batch):
 //!   input:  context, u32 n (>= 1), n × command
@@ -21,6 +23,7 @@
 
 use std::fmt;
 
+use crate::command::Condition;
 use crate::{Command, Context};
 
 /// The ABI version this SDK implements; `tessera_abi_version` returns it.
@@ -28,6 +31,10 @@ pub const ABI_VERSION: i32 = 1;
 
 /// Flag bit of a command argument: the host marked this argument as a key.
 pub const FLAG_KEY: u8 = 1;
+
+/// Flag bit of a verdict's kind byte: the plugin asks the host to remember the verdict
+/// (a key-prefix condition follows the kind byte).
+pub const REMEMBER: u8 = 0x80;
 
 /// Why a buffer could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +53,8 @@ pub enum DecodeError {
     EmptyVerdictList,
     /// An entry of a verdict list that sets attributes but is not the last (its index).
     AttributesNotLast(usize),
+    /// A rewrite with the remember flag (a rewrite cannot be remembered).
+    RememberedRewrite,
 }
 
 impl fmt::Display for DecodeError {
@@ -63,6 +72,7 @@ impl fmt::Display for DecodeError {
                     "verdict {i} of the list sets attributes but is not the last"
                 )
             }
+            DecodeError::RememberedRewrite => f.write_str("a rewrite with the remember flag"),
         }
     }
 }
@@ -317,13 +327,17 @@ pub fn decode_string_list(r: &mut Reader<'_>) -> Result<Vec<String>, DecodeError
         .collect()
 }
 
-/// What a hook answers, as it travels on the wire: the action and the attributes to set.
+/// What a hook answers, as it travels on the wire: the action, whether to remember it, and
+/// the attributes to set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireVerdict {
     /// What to do with the command (or reply).
     pub action: WireAction,
     /// Connection attributes to set, in order; an empty value removes the attribute.
     pub attrs: Vec<(String, String)>,
+    /// `Some` if the hook asks the host to remember the verdict (the flag `0x80`), with the
+    /// key prefixes of its condition (empty: no condition).
+    pub remember: Option<Vec<Vec<u8>>>,
 }
 
 /// The action part of a [`WireVerdict`].
@@ -337,31 +351,72 @@ pub enum WireAction {
     Reply(Vec<u8>),
     /// Kind 3: answer `-<message>\r\n`.
     Reject(String),
+    /// Kind 4: go on with this prefix in front of every argument the host marked as a key.
+    PrefixKeys(Vec<u8>),
 }
 
-impl WireVerdict {
-    /// `Continue` with no attributes: the hook may then return `0` instead of a buffer.
-    pub fn is_plain_continue(&self) -> bool {
-        self.action == WireAction::Continue && self.attrs.is_empty()
+impl WireAction {
+    /// The kind byte, without the remember flag.
+    pub fn kind(&self) -> u8 {
+        match self {
+            WireAction::Continue => 0,
+            WireAction::Rewrite(_) => 1,
+            WireAction::Reply(_) => 2,
+            WireAction::Reject(_) => 3,
+            WireAction::PrefixKeys(_) => 4,
+        }
     }
 }
 
-/// Appends the encoding of a verdict to `out`.
+impl WireVerdict {
+    /// `Continue` with no attributes, not remembered: the hook may then return `0` instead
+    /// of a buffer.
+    pub fn is_plain_continue(&self) -> bool {
+        self.action == WireAction::Continue && self.attrs.is_empty() && self.remember.is_none()
+    }
+
+    /// The arguments the host passes on after this verdict for `cmd`, the command the
+    /// plugin was given (with its keys marked): `cmd`'s for a `Continue`, the new ones for a
+    /// `Rewrite`, `cmd`'s with the prefix in front of each key for a `PrefixKeys`; `None` for
+    /// a `Reply` or `Reject`, which answer the command.
+    pub fn forwarded_args(&self, cmd: &Command) -> Option<Vec<Vec<u8>>> {
+        match &self.action {
+            WireAction::Continue => Some(cmd.args().map(<[u8]>::to_vec).collect()),
+            WireAction::Rewrite(args) => Some(args.clone()),
+            WireAction::PrefixKeys(prefix) => Some(
+                cmd.args()
+                    .enumerate()
+                    .map(|(i, a)| {
+                        if cmd.is_key(i) {
+                            [prefix.as_slice(), a].concat()
+                        } else {
+                            a.to_vec()
+                        }
+                    })
+                    .collect(),
+            ),
+            WireAction::Reply(_) | WireAction::Reject(_) => None,
+        }
+    }
+}
+
+/// Appends the encoding of a verdict to `out`. (A `Rewrite` with `remember` is encoded as
+/// given, though the host refuses it.)
 pub fn encode_verdict(out: &mut Vec<u8>, v: &WireVerdict) {
+    let kind = v.action.kind();
+    match &v.remember {
+        Some(prefixes) => {
+            out.push(kind | REMEMBER);
+            put_list(out, prefixes.iter().map(Vec::as_slice));
+        }
+        None => out.push(kind),
+    }
     match &v.action {
-        WireAction::Continue => out.push(0),
-        WireAction::Rewrite(args) => {
-            out.push(1);
-            put_list(out, args.iter().map(Vec::as_slice));
-        }
-        WireAction::Reply(resp) => {
-            out.push(2);
-            out.put_bytes(resp);
-        }
-        WireAction::Reject(msg) => {
-            out.push(3);
-            out.put_bytes(msg.as_bytes());
-        }
+        WireAction::Continue => {}
+        WireAction::Rewrite(args) => put_list(out, args.iter().map(Vec::as_slice)),
+        WireAction::Reply(resp) => out.put_bytes(resp),
+        WireAction::Reject(msg) => out.put_bytes(msg.as_bytes()),
+        WireAction::PrefixKeys(prefix) => out.put_bytes(prefix),
     }
     put_attrs(out, v.attrs.iter());
 }
@@ -374,24 +429,37 @@ pub(crate) enum Action<'a> {
     Rewrite(&'a Command),
     Reply(&'a [u8]),
     Reject(&'a str),
+    /// This prefix in front of every key.
+    PrefixKeys(&'a [u8]),
 }
 
-/// Appends the encoding of a verdict to `out`, without copying its payload anywhere else.
-pub(crate) fn encode_action(out: &mut Vec<u8>, action: Action<'_>, attrs: &[(String, String)]) {
+/// Appends the encoding of a verdict to `out`, without copying its payload anywhere else;
+/// with `remember`, flagged to be remembered on that condition.
+pub(crate) fn encode_action(
+    out: &mut Vec<u8>,
+    action: Action<'_>,
+    remember: Option<Condition<'_>>,
+    attrs: &[(String, String)],
+) {
+    let kind = match action {
+        Action::Continue => 0,
+        Action::Rewrite(_) => 1,
+        Action::Reply(_) => 2,
+        Action::Reject(_) => 3,
+        Action::PrefixKeys(_) => 4,
+    };
+    match remember {
+        Some(cond) => {
+            out.push(kind | REMEMBER);
+            put_list(out, cond.iter());
+        }
+        None => out.push(kind),
+    }
     match action {
-        Action::Continue => out.push(0),
-        Action::Rewrite(cmd) => {
-            out.push(1);
-            put_list(out, cmd.args());
-        }
-        Action::Reply(resp) => {
-            out.push(2);
-            out.put_bytes(resp);
-        }
-        Action::Reject(msg) => {
-            out.push(3);
-            out.put_bytes(msg.as_bytes());
-        }
+        Action::Continue => {}
+        Action::Rewrite(cmd) => put_list(out, cmd.args()),
+        Action::Reply(resp) | Action::PrefixKeys(resp) => out.put_bytes(resp),
+        Action::Reject(msg) => out.put_bytes(msg.as_bytes()),
     }
     put_attrs(out, attrs.iter());
 }
@@ -415,7 +483,17 @@ fn put_attrs<'a>(out: &mut Vec<u8>, attrs: impl ExactSizeIterator<Item = &'a (St
 /// error: a verdict is exactly `len` bytes.
 pub fn decode_verdict(buf: &[u8]) -> Result<WireVerdict, DecodeError> {
     let mut r = Reader::new(buf);
-    let action = match r.u8("verdict kind")? {
+    let kind = r.u8("verdict kind")?;
+    let remember = if kind & REMEMBER != 0 {
+        let n = r.count("remember prefix count")?;
+        let prefixes = (0..n)
+            .map(|_| r.bytes("remember prefix").map(<[u8]>::to_vec))
+            .collect::<Result<_, _>>()?;
+        Some(prefixes)
+    } else {
+        None
+    };
+    let action = match kind & !REMEMBER {
         0 => WireAction::Continue,
         1 => {
             let n = r.count("rewrite argument count")?;
@@ -426,8 +504,12 @@ pub fn decode_verdict(buf: &[u8]) -> Result<WireVerdict, DecodeError> {
         }
         2 => WireAction::Reply(r.bytes("reply")?.to_vec()),
         3 => WireAction::Reject(r.string("reject message")?.to_owned()),
-        kind => return Err(DecodeError::BadKind(kind)),
+        4 => WireAction::PrefixKeys(r.bytes("key prefix")?.to_vec()),
+        _ => return Err(DecodeError::BadKind(kind)),
     };
+    if remember.is_some() && matches!(action, WireAction::Rewrite(_)) {
+        return Err(DecodeError::RememberedRewrite);
+    }
     let n = r.count("attribute count")?;
     let mut attrs = Vec::with_capacity(n);
     for _ in 0..n {
@@ -436,7 +518,11 @@ pub fn decode_verdict(buf: &[u8]) -> Result<WireVerdict, DecodeError> {
         attrs.push((k, v));
     }
     r.finish()?;
-    Ok(WireVerdict { action, attrs })
+    Ok(WireVerdict {
+        action,
+        attrs,
+        remember,
+    })
 }
 
 /// Appends the encoding of a verdict list (the output of `tessera_on_commands`) to `out`:
@@ -482,6 +568,7 @@ pub fn decode_verdict_list(buf: &[u8]) -> Result<Vec<WireVerdict>, DecodeError> 
             WireVerdict {
                 action: WireAction::Continue,
                 attrs: Vec::new(),
+                remember: None,
             }
         } else {
             decode_verdict(entry)?
@@ -652,7 +739,10 @@ mod tests {
             WireAction::Rewrite(vec![b"GET".to_vec(), b"t1:k".to_vec()]),
             WireAction::Reply(b"+OK\r\n".to_vec()),
             WireAction::Reject("NOPERM no".into()),
+            WireAction::PrefixKeys(b"t1:".to_vec()),
+            WireAction::PrefixKeys(Vec::new()),
         ];
+        let remembers = [None, Some(vec![]), Some(vec![b"app:".to_vec(), Vec::new()])];
         for action in all {
             for attrs in [
                 vec![],
@@ -661,13 +751,24 @@ mod tests {
                     ("x".into(), "".into()),
                 ],
             ] {
-                let v = WireVerdict {
-                    action: action.clone(),
-                    attrs,
-                };
-                let mut buf = Vec::new();
-                encode_verdict(&mut buf, &v);
-                assert_eq!(decode_verdict(&buf).unwrap(), v);
+                for remember in remembers.clone() {
+                    let v = WireVerdict {
+                        action: action.clone(),
+                        attrs: attrs.clone(),
+                        remember,
+                    };
+                    let mut buf = Vec::new();
+                    encode_verdict(&mut buf, &v);
+                    let got = decode_verdict(&buf);
+                    if v.remember.is_some() && matches!(action, WireAction::Rewrite(_)) {
+                        assert_eq!(got, Err(DecodeError::RememberedRewrite));
+                    } else {
+                        assert_eq!(got.unwrap(), v);
+                    }
+                    for cut in 0..buf.len() {
+                        assert!(decode_verdict(&buf[..cut]).is_err(), "cut at {cut}");
+                    }
+                }
             }
         }
     }
@@ -677,6 +778,7 @@ mod tests {
         let v = WireVerdict {
             action: WireAction::Reject("ERR x".into()),
             attrs: vec![("user".into(), "a".into())],
+            remember: None,
         };
         let mut buf = Vec::new();
         encode_verdict(&mut buf, &v);
@@ -685,12 +787,86 @@ mod tests {
             b"\x03\x05\0\0\0ERR x\x01\0\0\0\x04\0\0\0user\x01\0\0\0a"
         );
         assert_eq!(
-            decode_verdict(b"\x04\0\0\0\0"),
-            Err(DecodeError::BadKind(4))
+            decode_verdict(b"\x05\0\0\0\0"),
+            Err(DecodeError::BadKind(5))
+        );
+        assert_eq!(
+            decode_verdict(b"\x85\0\0\0\0\0\0\0\0"),
+            Err(DecodeError::BadKind(0x85))
         );
         assert_eq!(
             decode_verdict(b"\0\0\0\0\0\0"),
             Err(DecodeError::TrailingBytes(1))
+        );
+    }
+
+    #[test]
+    fn remembered_and_prefix_keys_layouts_are_the_documented_ones() {
+        let v = WireVerdict {
+            action: WireAction::PrefixKeys(b"t1:".to_vec()),
+            attrs: vec![],
+            remember: None,
+        };
+        let mut buf = Vec::new();
+        encode_verdict(&mut buf, &v);
+        assert_eq!(buf, b"\x04\x03\0\0\0t1:\0\0\0\0");
+
+        // Kind | 0x80, the condition (u32 count, bytes fields), the body, the attributes.
+        let v = WireVerdict {
+            remember: Some(vec![b"app:".to_vec(), b"".to_vec()]),
+            ..v
+        };
+        let mut buf = Vec::new();
+        encode_verdict(&mut buf, &v);
+        assert_eq!(
+            buf,
+            b"\x84\x02\0\0\0\x04\0\0\0app:\0\0\0\0\x03\0\0\0t1:\0\0\0\0"
+        );
+        let v = WireVerdict {
+            action: WireAction::Continue,
+            attrs: vec![],
+            remember: Some(vec![]),
+        };
+        let mut buf = Vec::new();
+        encode_verdict(&mut buf, &v);
+        assert_eq!(buf, b"\x80\0\0\0\0\0\0\0\0");
+        assert!(!v.is_plain_continue());
+        assert_eq!(
+            decode_verdict(b"\x81\0\0\0\0\x01\0\0\0\x01\0\0\0k\0\0\0\0"),
+            Err(DecodeError::RememberedRewrite)
+        );
+    }
+
+    #[test]
+    fn forwarded_args_apply_the_verdict_to_the_command() {
+        let v = |action| WireVerdict {
+            action,
+            attrs: vec![],
+            remember: None,
+        };
+        let strs = |args: Option<Vec<Vec<u8>>>| {
+            args.map(|a| {
+                a.into_iter()
+                    .map(|a| String::from_utf8(a).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let mset = cmd();
+        assert_eq!(
+            strs(v(WireAction::PrefixKeys(b"t1:".to_vec())).forwarded_args(&mset)).unwrap(),
+            ["MSET", "t1:k1", "v1", "t1:k2", ""]
+        );
+        assert_eq!(
+            strs(v(WireAction::Continue).forwarded_args(&mset)).unwrap(),
+            ["MSET", "k1", "v1", "k2", ""]
+        );
+        assert_eq!(
+            strs(v(WireAction::Rewrite(vec![b"PING".to_vec()])).forwarded_args(&mset)).unwrap(),
+            ["PING"]
+        );
+        assert_eq!(
+            v(WireAction::Reject("ERR".into())).forwarded_args(&mset),
+            None
         );
     }
 
@@ -718,6 +894,7 @@ mod tests {
         let v = |action| WireVerdict {
             action,
             attrs: vec![],
+            remember: None,
         };
         vec![
             v(WireAction::Continue),
@@ -726,8 +903,17 @@ mod tests {
             v(WireAction::Reply(b"+OK\r\n".to_vec())),
             v(WireAction::Reject("NOPERM no".into())),
             WireVerdict {
+                remember: Some(vec![]),
+                ..v(WireAction::PrefixKeys(b"t1:".to_vec()))
+            },
+            WireVerdict {
+                remember: Some(vec![b"app:".to_vec()]),
+                ..v(WireAction::Continue)
+            },
+            WireVerdict {
                 action: WireAction::Reply(b"+OK\r\n".to_vec()),
                 attrs: vec![("user".into(), "bob".into())],
+                remember: None,
             },
         ]
     }
@@ -755,6 +941,7 @@ mod tests {
         let plain = WireVerdict {
             action: WireAction::Continue,
             attrs: vec![],
+            remember: None,
         };
         assert_eq!(
             decode_verdict_list(b"\x02\0\0\0\0\0\0\0\x05\0\0\0\0\0\0\0\0").unwrap(),
