@@ -63,9 +63,20 @@ class Reader:
         return self.take(self.u32())
 
 
+REMEMBER = 0x80
+
+
 def dec_verdict(b):
+    """(action, attrs, remember): remember is None, or the list of key prefixes of the
+    condition (empty: no condition) of a verdict the host is asked to remember."""
     r = Reader(b)
     kind = r.take(1)[0]
+    remember = None
+    if kind & REMEMBER:
+        remember = [r.bytes() for _ in range(r.u32())]
+        kind &= ~REMEMBER
+        if kind == 1:
+            raise ValueError("a remembered rewrite")
     if kind == 0:
         action = ("continue",)
     elif kind == 1:
@@ -74,17 +85,20 @@ def dec_verdict(b):
         action = ("reply", r.bytes())
     elif kind == 3:
         action = ("reject", r.bytes().decode())
+    elif kind == 4:
+        action = ("prefix_keys", r.bytes())
     else:
         raise ValueError(f"bad kind {kind}")
     attrs = [(r.bytes().decode(), r.bytes().decode()) for _ in range(r.u32())]
     if r.i != len(b):
         raise ValueError("trailing bytes")
-    return action, attrs
+    return action, attrs, remember
 
 
 def dec_verdict_list(b, n):
-    """The output of tessera_on_commands for n commands: one (action, attrs) per command
-    decided, None for a plain Continue (an empty entry). Refuses what the host refuses."""
+    """The output of tessera_on_commands for n commands: one (action, attrs, remember) per
+    command decided, None for a plain Continue (an empty entry). Refuses what the host
+    refuses."""
     r = Reader(b)
     k = r.u32()
     if not 1 <= k <= n:
@@ -254,11 +268,11 @@ def main():
     p = Plugin(rust("command_filter"), json.dumps(cfg).encode())
     check("command-filter exports", [p.has(h) for h in ("on_connect", "on_command", "on_reply")], [False, True, False])
     check("command-filter subscribes to all", p.subscriptions(), [])
-    check("command-filter GET continues", p.on_command([b"GET", b"k"], {1}), None)
+    check("command-filter GET continues, remembered", p.on_command([b"GET", b"k"], {1}), (("continue",), [], []))
     check(
-        "command-filter FLUSHALL rejected",
+        "command-filter FLUSHALL rejected, remembered",
         p.on_command([b"FLUSHALL"]),
-        (("reject", "NOPERM command not allowed by policy: 'flushall'"), []),
+        (("reject", "NOPERM command not allowed by policy: 'flushall'"), [], []),
     )
     check(
         "command-filter alice's allow list",
@@ -275,58 +289,65 @@ def main():
     p = Plugin(rust("key_prefix"), b'{"tenants": {"alice": "t1:"}}')
     alice = {"user": "alice"}
     check(
-        "key-prefix rewrites keys",
+        "key-prefix prefixes keys, remembered",
         p.on_command([b"MGET", b"a", b"b"], {1, 2}, alice),
-        (("rewrite", [b"MGET", b"t1:a", b"t1:b"]), []),
+        (("prefix_keys", b"t1:"), [], []),
     )
-    check("key-prefix no tenant", p.on_command([b"GET", b"a"], {1}), (("reject", "NOPERM no tenant for this user"), []))
+    check(
+        "key-prefix rewrites KEYS",
+        p.on_command([b"KEYS", b"u*"], (), alice),
+        (("rewrite", [b"KEYS", b"t1:u*"]), [], None),
+    )
+    check("key-prefix tenant keyless", p.on_command([b"PING"], (), alice), (("prefix_keys", b"t1:"), [], []))
+    check("key-prefix no tenant", p.on_command([b"GET", b"a"], {1}), (("reject", "NOPERM no tenant for this user"), [], None))
     check("key-prefix keyless", p.on_command([b"PING"]), None)
     check(
         "key-prefix strips KEYS reply",
         p.on_reply([b"KEYS", b"t1:*"], b"*1\r\n$4\r\nt1:a\r\n", attrs=alice),
-        (("reply", b"*1\r\n$1\r\na\r\n"), []),
+        (("reply", b"*1\r\n$1\r\na\r\n"), [], None),
     )
     check("key-prefix leaves GET reply", p.on_reply([b"GET", b"t1:a"], b"$1\r\nv\r\n", {1}, alice), None)
     check("key-prefix on_command sees all", p.subscriptions(), [])
     check("key-prefix on_reply sees key replies", p.reply_subscriptions(), ["keys", "scan", "randomkey"])
     check("key-prefix input buffer reused", (p.reusable, p.allocs), (True, 1))
     big = [b"SET", b"k", b"v" * 5000]
-    check("key-prefix larger input", p.on_command(big, {1}, alice), (("rewrite", [b"SET", b"t1:k", big[2]]), []))
+    check("key-prefix larger input", p.on_command(big, {1}, alice), (("prefix_keys", b"t1:"), [], []))
     check("key-prefix larger input reallocated", p.allocs, 2)
-    check("key-prefix after it", p.on_command([b"GET", b"a"], {1}, alice), (("rewrite", [b"GET", b"t1:a"]), []))
+    check("key-prefix after it", p.on_command([b"GET", b"a"], {1}, alice), (("prefix_keys", b"t1:"), [], []))
 
     # acl-auth
     cfg = open(os.path.join(ROOT, "acl-auth", "config.example.json")).read().encode()
     p = Plugin(rust("acl_auth"), cfg)
-    check("acl-auth NOAUTH", p.on_command([b"GET", b"app:1"], {1}), (("reject", "NOAUTH Authentication required."), []))
+    check("acl-auth NOAUTH", p.on_command([b"GET", b"app:1"], {1}), (("reject", "NOAUTH Authentication required."), [], []))
     check(
         "acl-auth AUTH ok",
         p.on_command([b"AUTH", b"alice", b"secret"]),
-        (("reply", b"+OK\r\n"), [("user", "alice")]),
+        (("reply", b"+OK\r\n"), [("user", "alice")], None),
     )
     check(
         "acl-auth AUTH wrong",
         p.on_command([b"AUTH", b"alice", b"x"]),
-        (("reject", "WRONGPASS invalid username-password pair or user is disabled."), []),
+        (("reject", "WRONGPASS invalid username-password pair or user is disabled."), [], None),
     )
     check(
         "acl-auth HELLO AUTH rewritten",
         p.on_command([b"HELLO", b"3", b"AUTH", b"alice", b"secret"]),
-        (("rewrite", [b"HELLO", b"3"]), [("user", "alice")]),
+        (("rewrite", [b"HELLO", b"3"]), [("user", "alice")], None),
     )
-    check("acl-auth allowed", p.on_command([b"GET", b"app:1"], {1}, {"user": "alice"}), None)
+    app = (("continue",), [], [b"app:"])
+    check("acl-auth allowed, remembered for app:", p.on_command([b"GET", b"app:1"], {1}, {"user": "alice"}), app)
     check(
         "acl-auth key denied",
-        p.on_command([b"GET", b"other"], {1}, {"user": "alice"})[0][1],
-        "NOPERM this user has no permissions to access one of the keys used as arguments",
+        p.on_command([b"GET", b"other"], {1}, {"user": "alice"}),
+        (("reject", "NOPERM this user has no permissions to access one of the keys used as arguments"), [], None),
     )
     big = b"x" * 3_000_000
-    check("acl-auth big input", p.on_command([b"SET", b"app:big", big], {1}, {"user": "alice"}), None)
-    check("acl-auth after big input", p.on_command([b"GET", b"app:1"], {1}, {"user": "alice"}), None)
+    check("acl-auth big input", p.on_command([b"SET", b"app:big", big], {1}, {"user": "alice"}), app)
+    check("acl-auth after big input", p.on_command([b"GET", b"app:1"], {1}, {"user": "alice"}), app)
 
     # deny-secret.wat
     p = Plugin(os.path.join(ROOT, "wat", "deny-secret.wat"))
-    check("wat secret", p.on_command([b"get", b"secret:x"], {1}), (("reject", "ERR secret keys are off limits (wat)"), []))
+    check("wat secret", p.on_command([b"get", b"secret:x"], {1}), (("reject", "ERR secret keys are off limits (wat)"), [], None))
     check("wat GET other", p.on_command([b"GET", b"public"], {1}, {"user": "bob", "t": "1"}), None)
     check("wat SET secret", p.on_command([b"SET", b"secret:x", b"v"], {1}), None)
     check("wat input buffer reused", (p.reusable, p.allocs), (True, 1))
@@ -334,7 +355,7 @@ def main():
     # reply-get.wat and reply-strlen.wat: on_reply without and with a reply list
     p = Plugin(os.path.join(ROOT, "wat", "reply-get.wat"))
     check("reply-get replies follow subscriptions", (p.subscriptions(), p.reply_subscriptions()), (["get"], ["get"]))
-    check("reply-get replaces", p.on_reply([b"GET", b"k"], b"$1\r\nv\r\n", {1}), (("reply", b"+from-wat\r\n"), []))
+    check("reply-get replaces", p.on_reply([b"GET", b"k"], b"$1\r\nv\r\n", {1}), (("reply", b"+from-wat\r\n"), [], None))
     check("reply-get allocates every call", (p.reusable, p.allocs), (False, 1))
     p.on_reply([b"GET", b"k"], b"$1\r\nv\r\n", {1})
     check("reply-get allocates every call", p.allocs, 2)
@@ -344,17 +365,18 @@ def main():
     # tessera_on_commands: the SDK exports it next to tessera_on_command
     p = Plugin(rust("command_filter"), open(os.path.join(ROOT, "command-filter", "config.example.json"), "rb").read())
     check("command-filter exports on_commands", p.has("on_commands"), True)
-    check("command-filter batch all continue", p.on_commands([([b"GET", b"k"], {1}), ([b"PING"], ())]), [None, None])
+    go = (("continue",), [], [])
+    check("command-filter batch all continue", p.on_commands([([b"GET", b"k"], {1}), ([b"PING"], ())]), [go, go])
     check(
         "command-filter batch",
         p.on_commands([([b"GET", b"k"], {1}), ([b"FLUSHALL"], ()), ([b"PING"], ())]),
-        [None, (("reject", "NOPERM command not allowed by policy: 'flushall'"), []), None],
+        [go, (("reject", "NOPERM command not allowed by policy: 'flushall'"), [], []), go],
     )
     p = Plugin(rust("key_prefix"), b'{"tenants": {"alice": "t1:"}}')
     check(
         "key-prefix batch",
         p.on_commands([([b"MGET", b"a", b"b"], {1, 2}), ([b"PING"], ()), ([b"GET", b"c"], {1})], alice),
-        [(("rewrite", [b"MGET", b"t1:a", b"t1:b"]), []), None, (("rewrite", [b"GET", b"t1:c"]), [])],
+        [(("prefix_keys", b"t1:"), [], [])] * 3,
     )
     cfg = open(os.path.join(ROOT, "acl-auth", "config.example.json")).read().encode()
     p = Plugin(rust("acl_auth"), cfg)
@@ -362,17 +384,17 @@ def main():
     check(
         "acl-auth batch stops at AUTH",
         p.on_commands([get, ([b"AUTH", b"alice", b"secret"], ()), get, get]),
-        [(("reject", "NOAUTH Authentication required."), []), (("reply", b"+OK\r\n"), [("user", "alice")])],
+        [(("reject", "NOAUTH Authentication required."), [], []), (("reply", b"+OK\r\n"), [("user", "alice")], None)],
     )
-    check("acl-auth rest of the batch as alice", p.on_commands([get, get], {"user": "alice"}), [None, None])
+    check("acl-auth rest of the batch as alice", p.on_commands([get, get], {"user": "alice"}), [app, app])
     calls = p.calls
     verdicts, attrs = p.batch([get, ([b"AUTH", b"alice", b"secret"], ()), get, get])
-    check("acl-auth whole batch", (verdicts[2:], attrs, p.calls - calls), ([None, None], {"user": "alice"}, 2))
+    check("acl-auth whole batch", (verdicts[2:], attrs, p.calls - calls), ([app, app], {"user": "alice"}, 2))
 
     # one-at-a-time.wat: tessera_on_commands only, one command per call
     p = Plugin(os.path.join(ROOT, "wat", "one-at-a-time.wat"))
     check("one-at-a-time exports", [p.has(h) for h in ("on_command", "on_commands")], [False, True])
-    three = (("reject", "ERR three arguments refused by one-at-a-time"), [])
+    three = (("reject", "ERR three arguments refused by one-at-a-time"), [], None)
     check("one-at-a-time decides one", p.on_commands([([b"SET", b"k", b"v"], {1}), ([b"PING"], ())]), [three])
     check("one-at-a-time continue", p.on_commands([([b"PING"], ()), ([b"SET", b"k", b"v"], {1})]), [None])
     check("one-at-a-time single", p.on_commands([([b"GET", b"k"], {1})], {"user": "bob", "t": "x"}), [None])
@@ -387,7 +409,7 @@ def main():
     if os.path.exists(c):
         p = Plugin(c)
         check("c subscriptions", p.subscriptions(), ["flushall", "flushdb"])
-        check("c FLUSHDB", p.on_command([b"FlushDB"]), (("reject", "NOPERM 'flushdb' is disabled by policy (c plugin)"), []))
+        check("c FLUSHDB", p.on_command([b"FlushDB"]), (("reject", "NOPERM 'flushdb' is disabled by policy (c plugin)"), [], None))
         check("c other", p.on_command([b"flushallx"]), None)
 
     # misbehaving modules

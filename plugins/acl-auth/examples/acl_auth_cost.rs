@@ -8,5 +8,5 @@ mod batch_cost;
 const CONFIG: &str = r#"{"users": {"alice": {"password": "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b", "commands": ["get", "set", "del", "mget", "ping", "select"], "keys": ["key:*"]}}}"#;
 
 fn main() {
-    batch_cost::run::<acl_auth::AclAuth>("acl-auth", CONFIG, false);
+    batch_cost::run::<acl_auth::AclAuth>("acl-auth", CONFIG, 0);
 }

@@ -38,13 +38,27 @@
 //!   run the '<name>' command`, a key outside its patterns `-NOPERM this user has no
 //!   permissions to access one of the keys used as arguments`. A connection whose user is
 //!   not in `users` (e.g. `default`, set by the proxy's own password) may run nothing.
+//!
+//! Remembered verdicts (the proxy applies them itself to the connection's later commands of
+//! the same command id until its context changes, e.g. on `AUTH`):
+//!
+//! - `NOAUTH` before authentication, and `NOPERM` for a command the user may not run;
+//! - a permitted command whose keys pass, on the condition that every key starts with the
+//!   literal part of one of the user's patterns of the form `literal*` (no condition if one
+//!   of them is `*`); a user without such a pattern has these verdicts not remembered.
+//!
+//! Never remembered: `AUTH`, `HELLO` and `QUIT`, a key refused, and any command the user's
+//! rules name with a subcommand when the command has no subcommands in Redis (`"get|k"`
+//! looks at an argument).
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tessera_sdk::wire::same_bytes;
-use tessera_sdk::{ByName, Command, Context, Plugin, Verdict, export_plugin, reply};
+use tessera_sdk::{
+    ByName, Command, Context, Plugin, Verdict, export_plugin, is_container_command, reply,
+};
 
 pub mod glob;
 
@@ -140,7 +154,51 @@ struct User {
     /// The names that have subcommand rules (`config` for `config|get`): whether such a
     /// command may run depends on its argument 1, not on its name only.
     sub_rule_names: Vec<String>,
+    /// Those of `sub_rule_names` that are not container commands: for these argument 1 is
+    /// not part of the proxy's command id, so whether they may run cannot be remembered.
+    arg_rule_names: Vec<String>,
     keys: Vec<KeyPattern>,
+    /// On what condition a permitted command whose keys pass is remembered.
+    remember_keys: KeyCondition,
+}
+
+/// The keys for which a permitted command's verdict holds: the keys that start with the
+/// literal part of one of the user's patterns of the form `literal*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyCondition {
+    /// No such pattern: not remembered.
+    Never,
+    /// The pattern `*`: any key.
+    Always,
+    /// These literal prefixes (none a prefix of another).
+    Prefixes(Vec<Vec<u8>>),
+}
+
+impl KeyCondition {
+    /// From the user's key patterns (as configured, after `~` and `allkeys`).
+    fn of(patterns: &[Vec<u8>]) -> KeyCondition {
+        let is_glob = |c: &u8| matches!(c, b'*' | b'?' | b'[' | b']' | b'\\');
+        let mut prefixes: Vec<&[u8]> = patterns
+            .iter()
+            .filter_map(|p| match p.split_last() {
+                Some((b'*', lit)) if !lit.iter().any(is_glob) => Some(lit),
+                _ => None,
+            })
+            .collect();
+        // Sorted, a prefix comes before the prefixes it covers.
+        prefixes.sort();
+        let mut kept: Vec<Vec<u8>> = Vec::new();
+        for p in prefixes {
+            if !kept.iter().any(|k| p.starts_with(k)) {
+                kept.push(p.to_vec());
+            }
+        }
+        match &kept[..] {
+            [] => KeyCondition::Never,
+            [only] if only.is_empty() => KeyCondition::Always,
+            _ => KeyCondition::Prefixes(kept),
+        }
+    }
 }
 
 /// The last `(user, command name)` whose [`User::may_run`] answer depends on nothing else,
@@ -186,28 +244,35 @@ impl User {
             .iter()
             .map(|r| Rule::parse(r).map_err(|e| format!("user '{name}': {e}")))
             .collect::<Result<_, _>>()?;
-        let sub_rule_names = rules
+        let sub_rule_names: Vec<String> = rules
             .iter()
             .filter_map(|r| match r {
                 Rule::Allow(n) | Rule::Deny(n) => Some(n.split_once('|')?.0.to_owned()),
                 _ => None,
             })
             .collect();
-        let keys = c
+        let arg_rule_names = sub_rule_names
+            .iter()
+            .filter(|n| !is_container_command(n))
+            .cloned()
+            .collect();
+        let patterns: Vec<Vec<u8>> = c
             .keys
             .into_iter()
             .map(|k| match k.as_str() {
                 "allkeys" => b"*".to_vec(),
                 _ => k.strip_prefix('~').unwrap_or(&k).as_bytes().to_vec(),
             })
-            .map(KeyPattern::new)
             .collect();
+        let remember_keys = KeyCondition::of(&patterns);
         Ok(User {
             id,
             password_sha256,
             rules,
             sub_rule_names,
-            keys,
+            arg_rule_names,
+            keys: patterns.into_iter().map(KeyPattern::new).collect(),
+            remember_keys,
         })
     }
 
@@ -237,6 +302,11 @@ impl User {
 
     fn may_access(&self, key: &[u8]) -> bool {
         self.keys.iter().any(|p| p.matches(key))
+    }
+
+    /// Whether [`may_run`](User::may_run) looks at more of `cmd` than its command id.
+    fn run_depends_on_args(&self, cmd: &Command) -> bool {
+        self.arg_rule_names.iter().any(|n| n == cmd.name())
     }
 }
 
@@ -344,7 +414,9 @@ impl Plugin for AclAuth {
             "quit" => return Verdict::Continue,
             _ => {}
         }
+        // Authenticating changes the context: the proxy forgets what it remembered then.
         if !ctx.is_authenticated() {
+            cmd.remember();
             return Verdict::reject(NOAUTH);
         }
         let may_run = |user: &User, memo: &mut Memo| match memo.get(user, cmd.name()) {
@@ -357,7 +429,10 @@ impl Plugin for AclAuth {
         };
         let user = match self.users.get(ctx.user()) {
             Some(user) if may_run(user, &mut self.memo) => user,
-            _ => {
+            user => {
+                if !user.is_some_and(|u| u.run_depends_on_args(cmd)) {
+                    cmd.remember();
+                }
                 return Verdict::Reject(format!(
                     "NOPERM this user has no permissions to run the '{}' command",
                     cmd.name()
@@ -366,6 +441,13 @@ impl Plugin for AclAuth {
         };
         if !cmd.keys().all(|(_, k)| user.may_access(k)) {
             return Verdict::reject(NOPERM_KEY);
+        }
+        if !user.run_depends_on_args(cmd) {
+            match &user.remember_keys {
+                KeyCondition::Never => {}
+                KeyCondition::Always => cmd.remember(),
+                KeyCondition::Prefixes(prefixes) => cmd.remember_if_keys_start_with(prefixes),
+            }
         }
         Verdict::Continue
     }
@@ -381,8 +463,10 @@ static ALLOC: tessera_sdk::testing::CountingAllocator = tessera_sdk::testing::Co
 mod tests {
     use super::*;
     use tessera_sdk::dispatch::Runtime;
-    use tessera_sdk::testing::{command_input, commands_input, count_allocations};
-    use tessera_sdk::wire::{self, WireAction};
+    use tessera_sdk::testing::{
+        Decision, command_input, commands_input, count_allocations, decide,
+    };
+    use tessera_sdk::wire::{self, WireAction, WireVerdict};
 
     /// sha256("secret")
     const SECRET: &str = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
@@ -404,6 +488,28 @@ mod tests {
             cmd = cmd.with_key(k);
         }
         (p.on_command(ctx, &mut cmd), cmd)
+    }
+
+    fn decided(p: &mut AclAuth, ctx: &Context, args: &[&str], keys: &[usize]) -> Decision {
+        let mut cmd = Command::new(args.iter().copied());
+        for &k in keys {
+            cmd = cmd.with_key(k);
+        }
+        decide(p, ctx, cmd)
+    }
+
+    /// A `Continue` the proxy is asked to remember on these key prefixes.
+    fn remembered_continue(prefixes: &[&str]) -> WireVerdict {
+        WireVerdict {
+            action: WireAction::Continue,
+            attrs: vec![],
+            remember: Some(prefixes.iter().map(|p| p.as_bytes().to_vec()).collect()),
+        }
+    }
+
+    /// The verdicts of a batch call, which must not be all plain `Continue`s.
+    fn verdicts(out: Option<&[u8]>) -> Vec<WireVerdict> {
+        wire::decode_verdict_list(out.expect("not all plain Continues")).unwrap()
     }
 
     #[test]
@@ -592,11 +698,21 @@ mod tests {
             command_input(&admin, &Command::new(["CONFIG", "GET", "x"])),
             command_input(&alice, &Command::new(["QUIT"])),
         ];
-        for input in &inputs {
-            assert_eq!(rt.on_command(input), None, "permitted: plain Continue");
+        let want = [
+            Some(remembered_continue(&["app:"])),
+            Some(remembered_continue(&["app:"])),
+            Some(remembered_continue(&[])),
+            None,
+        ];
+        for (input, want) in inputs.iter().zip(&want) {
+            let got = rt
+                .on_command(input)
+                .map(|b| wire::decode_verdict(b).unwrap());
+            assert_eq!(&got, want, "permitted: a remembered Continue (QUIT: plain)");
         }
-        for input in &inputs {
-            let (_, n) = count_allocations(|| rt.on_command(input).is_none());
+        for (input, want) in inputs.iter().zip(&want) {
+            let (out, n) = count_allocations(|| rt.on_command(input).is_some());
+            assert_eq!(out, want.is_some());
             assert_eq!(n, 0);
         }
     }
@@ -627,6 +743,122 @@ mod tests {
                 assert_eq!(run(&mut p, &ctx, args, keys).0, want, "{user} {args:?}");
             }
         }
+    }
+
+    #[test]
+    fn what_is_remembered_and_on_which_condition() {
+        let json = format!(
+            r#"{{"users": {{
+                "alice": {{"password": "sha256:{SECRET}", "commands": ["get", "set", "config|get"], "keys": ["app:*", "~x?", "app:x:*", "~b*"]}},
+                "root": {{"password": "sha256:{SECRET}", "commands": ["+@all", "-flushall"], "keys": ["app:*", "*"]}},
+                "globs": {{"password": "sha256:{SECRET}", "commands": ["*"], "keys": ["x?", "a[b]*", "c\\*", "**"]}},
+                "picky": {{"password": "sha256:{SECRET}", "commands": ["*", "-get|secret"], "keys": ["*"]}}
+            }}}}"#
+        );
+        let mut p = AclAuth::from_json(json.as_bytes()).unwrap();
+        let anon = Context::default();
+        let user = |u: &str| Context::default().with_user(u);
+        let no = None;
+        let always = Some(vec![]);
+        let alices = Some(vec!["app:".to_owned(), "b".to_owned()]);
+        /// Context, command, keys, verdict kind, remembered.
+        type Case = (
+            Context,
+            &'static [&'static str],
+            &'static [usize],
+            u8,
+            Option<Vec<String>>,
+        );
+        let cases: Vec<Case> = vec![
+            // Before authentication: NOAUTH, remembered until the context changes.
+            (anon.clone(), &["GET", "app:1"], &[1], 3, always.clone()),
+            (anon.clone(), &["PING"], &[], 3, always.clone()),
+            (anon.clone(), &["HELLO", "3"], &[], 3, no.clone()),
+            (anon.clone(), &["AUTH", "alice", "nope"], &[], 3, no.clone()),
+            (anon.clone(), &["QUIT"], &[], 0, no.clone()),
+            // Commands the user may not run: NOPERM, remembered.
+            (user("alice"), &["DEL", "app:1"], &[1], 3, always.clone()),
+            (
+                user("alice"),
+                &["CONFIG", "SET", "x", "y"],
+                &[],
+                3,
+                always.clone(),
+            ),
+            (user("stranger"), &["GET", "app:1"], &[1], 3, always.clone()),
+            (user("root"), &["FLUSHALL"], &[], 3, always.clone()),
+            // Permitted, keys pass: remembered for keys under the literal prefixes.
+            (user("alice"), &["GET", "app:1"], &[1], 0, alices.clone()),
+            (user("alice"), &["SET", "xy", "v"], &[1], 0, alices.clone()),
+            (
+                user("alice"),
+                &["CONFIG", "GET", "x"],
+                &[],
+                0,
+                alices.clone(),
+            ),
+            (
+                user("root"),
+                &["DEL", "any", "app:1"],
+                &[1, 2],
+                0,
+                always.clone(),
+            ),
+            // A key refused: asked again next time.
+            (user("alice"), &["GET", "other"], &[1], 3, no.clone()),
+            // No `literal*` pattern: nothing to make a condition of.
+            (user("globs"), &["GET", "xy"], &[1], 0, no.clone()),
+            (user("globs"), &["PING"], &[], 0, no.clone()),
+            // `get|secret` looks at GET's key: GET is never remembered for picky.
+            (user("picky"), &["GET", "secret"], &[1], 3, no.clone()),
+            (user("picky"), &["GET", "other"], &[1], 0, no.clone()),
+            (
+                user("picky"),
+                &["SET", "secret", "v"],
+                &[1],
+                0,
+                always.clone(),
+            ),
+        ];
+        for _ in 0..2 {
+            for (ctx, args, keys, kind, remembered) in &cases {
+                let d = decided(&mut p, ctx, args, keys);
+                let what = format!("{:?} {args:?}", ctx.user());
+                assert_eq!(d.wire.action.kind(), *kind, "{what}: {d:?}");
+                assert_eq!(&d.remembered(), remembered, "{what}");
+            }
+        }
+        // AUTH and HELLO ... AUTH set the user: never remembered.
+        let d = decided(&mut p, &anon, &["AUTH", "alice", "secret"], &[]);
+        assert_eq!((d.wire.attrs.len(), d.remembered()), (1, None));
+        let d = decided(
+            &mut p,
+            &anon,
+            &["HELLO", "3", "AUTH", "alice", "secret"],
+            &[],
+        );
+        assert_eq!((d.wire.action.kind(), d.remembered()), (1, None));
+    }
+
+    #[test]
+    fn remember_conditions_are_the_literal_prefixes() {
+        let of = |patterns: &[&str]| {
+            let patterns: Vec<Vec<u8>> = patterns.iter().map(|p| p.as_bytes().to_vec()).collect();
+            KeyCondition::of(&patterns)
+        };
+        let prefixes =
+            |p: &[&str]| KeyCondition::Prefixes(p.iter().map(|p| p.as_bytes().to_vec()).collect());
+        assert_eq!(of(&[]), KeyCondition::Never);
+        assert_eq!(
+            of(&["x?", "a[b]*", "c\\*", "d?*", "**", "lit", "*x"]),
+            KeyCondition::Never
+        );
+        assert_eq!(of(&["app:*", "x?"]), prefixes(&["app:"]));
+        assert_eq!(
+            of(&["b:*", "app:x:*", "app:*", "b:*", "ab*"]),
+            prefixes(&["ab", "app:", "b:"])
+        );
+        assert_eq!(of(&["app:*", "*", "x?"]), KeyCondition::Always);
     }
 
     #[test]
@@ -678,11 +910,21 @@ mod tests {
             commands_input(&admin, &[Command::new(["SELECT", "1"])]),
         ];
         for input in &inputs {
-            assert_eq!(rt.on_commands(input), None, "permitted: plain Continue");
+            for v in verdicts(rt.on_commands(input)) {
+                let prefixes = v
+                    .remember
+                    .as_ref()
+                    .expect("permitted: a remembered Continue");
+                assert_eq!(v.action, WireAction::Continue);
+                assert!(
+                    prefixes.is_empty() || prefixes == &[b"app:".to_vec()],
+                    "{v:?}"
+                );
+            }
         }
         for _ in 0..3 {
             for input in &inputs {
-                let (out, n) = count_allocations(|| rt.on_commands(input).is_none());
+                let (out, n) = count_allocations(|| rt.on_commands(input).is_some());
                 assert!(out);
                 assert_eq!(n, 0);
             }
@@ -705,9 +947,21 @@ mod tests {
         );
         assert_eq!(v[1].action, WireAction::Reply(b"+OK\r\n".to_vec()));
         assert_eq!(v[1].attrs, [("user".to_owned(), "alice".to_owned())]);
-        // The proxy sends the rest with the new user: permitted, a plain Continue.
+        // NOAUTH is remembered (AUTH changes the context: the proxy forgets it), AUTH not.
+        assert_eq!(
+            (v[0].remember.clone(), v[1].remember.clone()),
+            (Some(vec![]), None)
+        );
+        // The proxy sends the rest with the new user: permitted, remembered Continues.
         let alice = Context::default().with_user("alice");
-        assert_eq!(rt.on_commands(&commands_input(&alice, &batch[2..])), None);
+        let v = verdicts(rt.on_commands(&commands_input(&alice, &batch[2..])));
+        assert_eq!(
+            v,
+            [
+                remembered_continue(&["app:"]),
+                remembered_continue(&["app:"])
+            ]
+        );
     }
 
     #[test]
@@ -725,11 +979,11 @@ mod tests {
         ];
         let input = commands_input(&alice, &cmds);
         assert_eq!(
-            rt.on_commands(&input),
-            None,
-            "permitted: all plain Continue"
+            verdicts(rt.on_commands(&input)),
+            vec![remembered_continue(&["app:"]); 4],
+            "permitted: all remembered Continues"
         );
-        let (_, n) = count_allocations(|| rt.on_commands(&input).is_none());
+        let (_, n) = count_allocations(|| rt.on_commands(&input).is_some());
         assert_eq!(n, 0);
     }
 }

@@ -8,5 +8,5 @@ mod batch_cost;
 const CONFIG: &str = r#"{"deny": ["flushall", "flushdb", "keys", "debug", "config|set"], "allow": null, "users": {"alice": {"allow": ["get", "set", "del", "mget", "ping"]}}, "message": "NOPERM command not allowed by policy"}"#;
 
 fn main() {
-    batch_cost::run::<command_filter::CommandFilter>("command-filter", CONFIG, false);
+    batch_cost::run::<command_filter::CommandFilter>("command-filter", CONFIG, 0);
 }

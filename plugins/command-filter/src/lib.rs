@@ -21,12 +21,18 @@
 //! A refused command gets `-<message>: '<name>'`, or `message` with `{command}` replaced by
 //! the name if it contains `{command}`; refused by a subcommand entry, the name is that
 //! entry (`config|set`).
+//!
+//! Every verdict depends only on the user and the command id (the name, with the subcommand
+//! for container commands such as `CONFIG`), so the plugin asks the proxy to remember each
+//! one: a connection is asked about each of its commands once, until its context changes.
+//! The exception: a subcommand entry for a command that has no subcommands in Redis
+//! (`"get|secret"` looks at GET's key): such a command's verdicts are not remembered.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use tessera_sdk::wire::same_bytes;
-use tessera_sdk::{ByName, Command, Context, Plugin, Verdict, export_plugin};
+use tessera_sdk::{ByName, Command, Context, Plugin, Verdict, export_plugin, is_container_command};
 
 /// The default reject message.
 pub const DEFAULT_MESSAGE: &str = "NOPERM command not allowed by policy";
@@ -63,6 +69,9 @@ pub struct CommandFilter {
     /// The names that have subcommand entries anywhere (`config` for `config|set`): whether
     /// such a command passes depends on its argument 1, not on its name only.
     sub_entry_names: Vec<String>,
+    /// Those of `sub_entry_names` that are not container commands: for these argument 1 is
+    /// not part of the proxy's command id, so their verdicts cannot be remembered.
+    arg_entry_names: Vec<String>,
     memo: Memo,
 }
 
@@ -133,11 +142,17 @@ impl CommandFilter {
             .collect();
         sub_entry_names.sort();
         sub_entry_names.dedup();
+        let arg_entry_names = sub_entry_names
+            .iter()
+            .filter(|n| !is_container_command(n))
+            .cloned()
+            .collect();
         Ok(CommandFilter {
             global,
             users: c.users.into_iter().collect(),
             message: c.message.unwrap_or_else(|| DEFAULT_MESSAGE.to_owned()),
             sub_entry_names,
+            arg_entry_names,
             memo: Memo::default(),
         })
     }
@@ -175,7 +190,11 @@ impl Plugin for CommandFilter {
 
     fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
         if self.memo.passes(ctx.user(), cmd.name()) {
+            cmd.remember();
             return Verdict::Continue;
+        }
+        if !self.arg_entry_names.iter().any(|n| n == cmd.name()) {
+            cmd.remember();
         }
         match self.check(ctx.user(), cmd) {
             None => {
@@ -199,10 +218,25 @@ static ALLOC: tessera_sdk::testing::CountingAllocator = tessera_sdk::testing::Co
 mod tests {
     use super::*;
     use tessera_sdk::dispatch::Runtime;
-    use tessera_sdk::testing::{command_input, count_allocations};
+    use tessera_sdk::testing::{Decision, command_input, count_allocations, decide};
+    use tessera_sdk::wire::{self, WireAction, WireVerdict};
 
     fn filter(json: &str) -> CommandFilter {
         CommandFilter::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn decided(f: &mut CommandFilter, user: &str, args: &[&str]) -> Decision {
+        let ctx = Context::default().with_user(user);
+        decide(f, &ctx, Command::new(args.iter().copied()))
+    }
+
+    /// A `Continue` the proxy is asked to remember, with no condition.
+    fn remembered_continue() -> WireVerdict {
+        WireVerdict {
+            action: WireAction::Continue,
+            attrs: vec![],
+            remember: Some(vec![]),
+        }
     }
 
     fn run(f: &mut CommandFilter, user: &str, args: &[&str]) -> Verdict {
@@ -315,6 +349,69 @@ mod tests {
     }
 
     #[test]
+    fn verdicts_are_remembered_unless_they_look_past_the_command_id() {
+        let json = r#"{"deny": ["flushall", "config|set", "get|secret"], "users": {"alice": {"allow": ["get", "config", "object|encoding", "set"]}, "bob": {"deny": ["set|k"]}}}"#;
+        let mut f = filter(json);
+        let cases: [(&str, &[&str], bool, bool); 14] = [
+            // user, command, passes, remembered
+            ("", &["PING"], true, true),
+            ("", &["FLUSHALL"], false, true),
+            ("alice", &["DEL", "k"], false, true),
+            // CONFIG and OBJECT are containers: the subcommand is part of the command id.
+            ("alice", &["CONFIG", "GET", "x"], true, true),
+            ("alice", &["CONFIG", "SET", "x", "y"], false, true),
+            ("alice", &["OBJECT", "ENCODING", "k"], true, true),
+            ("alice", &["OBJECT", "FREQ", "k"], false, true),
+            // GET|secret and SET|k look at a key: never remembered, for anyone.
+            ("alice", &["GET", "k"], true, false),
+            ("alice", &["SET", "k", "v"], true, false),
+            ("", &["GET", "secret"], false, false),
+            ("", &["GET", "other"], true, false),
+            ("bob", &["SET", "k", "v"], false, false),
+            ("bob", &["SET", "j", "v"], true, false),
+            ("carol", &["SET", "k", "v"], true, false),
+        ];
+        for _ in 0..2 {
+            for (user, args, passes, remembered) in cases {
+                let d = decided(&mut f, user, args);
+                let what = format!("{user} {args:?}");
+                assert_eq!(d.verdict == Verdict::Continue, passes, "{what}");
+                assert_eq!(d.remembered(), remembered.then(Vec::new), "{what}");
+                assert!(d.wire.attrs.is_empty(), "{what}");
+                assert!(!d.command.is_modified(), "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_remembers_each_verdict() {
+        let mut rt = Runtime::<CommandFilter>::new();
+        rt.on_configure(include_bytes!("../config.example.json"));
+        let alice = Context::default().with_user("alice");
+        let cmds = [
+            Command::new(["GET", "k"]).with_key(1),
+            Command::new(["FLUSHALL"]),
+            Command::new(["INCR", "k"]).with_key(1),
+            Command::new(["PING"]),
+        ];
+        let input = tessera_sdk::testing::commands_input(&alice, &cmds);
+        let v = wire::decode_verdict_list(rt.on_commands(&input).unwrap()).unwrap();
+        let kinds: Vec<_> = v
+            .iter()
+            .map(|v| (v.action.kind(), v.remember.clone()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (0, Some(vec![])),
+                (3, Some(vec![])),
+                (3, Some(vec![])),
+                (0, Some(vec![]))
+            ]
+        );
+    }
+
+    #[test]
     fn alternating_users_and_commands_cost_no_allocation() {
         let mut rt = Runtime::<CommandFilter>::new();
         rt.on_configure(include_bytes!("../config.example.json"));
@@ -328,12 +425,13 @@ mod tests {
             command_input(&Context::default(), &Command::new(["SELECT", "1"])),
         ];
         for input in &inputs {
-            assert_eq!(rt.on_command(input), None, "allowed: plain Continue");
+            let v = wire::decode_verdict(rt.on_command(input).unwrap()).unwrap();
+            assert_eq!(v, remembered_continue(), "allowed: a remembered Continue");
         }
         for _ in 0..3 {
             for input in &inputs {
-                let (out, n) = count_allocations(|| rt.on_command(input).is_none());
-                assert!(out);
+                let (out, n) = count_allocations(|| rt.on_command(input).map(|b| b[0]));
+                assert_eq!(out, Some(0x80));
                 assert_eq!(n, 0);
             }
         }
@@ -358,10 +456,12 @@ mod tests {
             command_input(&Context::default(), &Command::new(["CONFIG", "GET", "x"])),
         ];
         for input in &inputs {
-            assert_eq!(rt.on_command(input), None, "allowed: plain Continue");
+            let v = wire::decode_verdict(rt.on_command(input).unwrap()).unwrap();
+            assert_eq!(v, remembered_continue(), "allowed: a remembered Continue");
         }
         for input in &inputs {
-            let (_, n) = count_allocations(|| rt.on_command(input).is_none());
+            let (out, n) = count_allocations(|| rt.on_command(input).map(|b| b.len()));
+            assert_eq!(out, Some(9), "0x80, no prefix, no attribute");
             assert_eq!(n, 0);
         }
     }

@@ -8,5 +8,5 @@ mod batch_cost;
 const CONFIG: &str = r#"{"tenants": {"alice": "t1:", "bob": "t2:"}, "default": null}"#;
 
 fn main() {
-    batch_cost::run::<key_prefix::KeyPrefix>("key-prefix", CONFIG, true);
+    batch_cost::run::<key_prefix::KeyPrefix>("key-prefix", CONFIG, 4);
 }

@@ -22,6 +22,14 @@
 //!
 //! Not rewritten: key *patterns* inside other arguments (`SORT ... BY/GET`), and keys a Lua
 //! script builds itself.
+//!
+//! For a user with a prefix, every command but `KEYS` and `SCAN` goes on as a *PrefixKeys*
+//! verdict (the prefix alone, not the rewritten command) that the proxy is asked to
+//! remember: it prefixes the connection's later commands of that id itself, without a call,
+//! until the connection's context changes. `KEYS` and `SCAN` (whose patterns are rewritten)
+//! are rewrites, called every time. Without a prefix only the `NO_TENANT` reject of `KEYS`,
+//! `SCAN` and `RANDOMKEY` is remembered: whether another command has keys can depend on
+//! its arguments (`EVAL` with `numkeys` 0 or 2).
 
 use std::collections::BTreeMap;
 
@@ -78,7 +86,18 @@ pub const REPLY_SUBSCRIPTIONS: [&str; 3] = ["keys", "scan", "randomkey"];
 
 /// Whether the command needs a tenant: it has keys, or lists keys.
 fn touches_keys(cmd: &Command) -> bool {
-    cmd.keys().next().is_some() || REPLY_SUBSCRIPTIONS.contains(&cmd.name())
+    cmd.keys().next().is_some() || lists_keys(cmd)
+}
+
+/// Whether the command lists keys (`KEYS`, `SCAN`, `RANDOMKEY`): a tenant is needed by its
+/// name alone.
+fn lists_keys(cmd: &Command) -> bool {
+    REPLY_SUBSCRIPTIONS.contains(&cmd.name())
+}
+
+/// Whether [`prefix_command`] rewrites more than the keys of the command (a pattern).
+pub fn rewrites_patterns(cmd: &Command) -> bool {
+    matches!(cmd.name(), "keys" | "scan")
 }
 
 /// `prefix` with the glob characters of Redis's pattern syntax escaped.
@@ -101,12 +120,16 @@ pub fn prepend(buf: &mut Vec<u8>, prefix: &[u8]) {
     buf[..prefix.len()].copy_from_slice(prefix);
 }
 
-/// Rewrites `cmd` into the namespace `prefix`. Keys are prefixed in place: for a command
-/// with only keys to prefix (GET, SET, ...) this allocates nothing once the SDK's buffers
-/// have grown.
+/// Rewrites `cmd` into the namespace `prefix`. Keys are prefixed in place with
+/// [`Command::prefix_keys`], so for a command with only keys to prefix (GET, SET, ...) the
+/// SDK sends the proxy the prefix alone, and this allocates nothing once the SDK's buffers
+/// have grown. The patterns of `KEYS` and `SCAN` (which have no key arguments) are
+/// rewritten instead ([`rewrites_patterns`]).
 pub fn prefix_command(cmd: &mut Command, prefix: &str) {
-    let p = prefix.as_bytes();
-    cmd.edit_keys(|k| prepend(k, p));
+    if !rewrites_patterns(cmd) {
+        cmd.prefix_keys(prefix.as_bytes());
+        return;
+    }
     match cmd.name() {
         "keys" => {
             let _ = cmd.edit_arg(1, |pattern| prepend(pattern, &escape_glob(prefix)));
@@ -178,15 +201,22 @@ impl Plugin for KeyPrefix {
     }
 
     fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
-        if !touches_keys(cmd) {
-            return Verdict::Continue;
-        }
         match self.prefix_of(ctx.user()) {
             Some(prefix) => {
                 prefix_command(cmd, prefix);
+                // A PrefixKeys verdict is a function of the user and the command id, even
+                // for a command without keys this time (EVAL with numkeys 0).
+                if !rewrites_patterns(cmd) {
+                    cmd.remember();
+                }
                 Verdict::Continue
             }
-            None => Verdict::reject(NO_TENANT),
+            None if lists_keys(cmd) => {
+                cmd.remember();
+                Verdict::reject(NO_TENANT)
+            }
+            None if touches_keys(cmd) => Verdict::reject(NO_TENANT),
+            None => Verdict::Continue,
         }
     }
 
@@ -208,7 +238,9 @@ static ALLOC: tessera_sdk::testing::CountingAllocator = tessera_sdk::testing::Co
 mod tests {
     use super::*;
     use tessera_sdk::dispatch::Runtime;
-    use tessera_sdk::testing::{command_input, count_allocations, reply_input};
+    use tessera_sdk::testing::{
+        Decision, command_input, commands_input, count_allocations, decide, reply_input,
+    };
     use tessera_sdk::wire::{self, WireAction};
 
     fn plugin() -> KeyPrefix {
@@ -223,6 +255,14 @@ mod tests {
         cmd.args()
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect()
+    }
+
+    fn decided(p: &mut KeyPrefix, user: &str, args: &[&str], keys: &[usize]) -> Decision {
+        let mut cmd = Command::new(args.iter().copied());
+        for &k in keys {
+            cmd = cmd.with_key(k);
+        }
+        decide(p, &Context::default().with_user(user), cmd)
     }
 
     #[test]
@@ -342,8 +382,103 @@ mod tests {
             assert_eq!(n, 0);
         }
         let v = wire::decode_verdict(rt.on_command(&inputs[1]).unwrap()).unwrap();
-        let want = ["SET", "t1:key:000000000002", "xxx"].map(|a| a.as_bytes().to_vec());
-        assert_eq!(v.action, WireAction::Rewrite(want.to_vec()));
+        assert_eq!(v.action, WireAction::PrefixKeys(b"t1:".to_vec()));
+        assert_eq!(v.remember, Some(vec![]));
+        let batch = commands_input(&alice(), &[get, set]);
+        rt.on_commands(&batch);
+        let (out, n) = count_allocations(|| rt.on_commands(&batch).map(|b| b.len()));
+        assert_eq!(n, 0);
+        assert_eq!(
+            out,
+            Some(4 + 2 * (4 + 1 + 4 + 4 + 3 + 4)),
+            "two remembered PrefixKeys"
+        );
+    }
+
+    #[test]
+    fn a_tenant_gets_remembered_prefix_keys_but_for_keys_and_scan() {
+        let mut p = plugin();
+        let prefix = Some(WireAction::PrefixKeys(b"t1:".to_vec()));
+        let cases: [(&[&str], &[usize], &[&str]); 6] = [
+            (&["GET", "k"], &[1], &["GET", "t1:k"]),
+            (
+                &["SET", "k", "v", "EX", "1"],
+                &[1],
+                &["SET", "t1:k", "v", "EX", "1"],
+            ),
+            (
+                &["MSET", "a", "1", "b", "2"],
+                &[1, 3],
+                &["MSET", "t1:a", "1", "t1:b", "2"],
+            ),
+            // Nothing to prefix, still the verdict of every command of this id.
+            (&["PING"], &[], &["PING"]),
+            (&["EVAL", "s", "0"], &[], &["EVAL", "s", "0"]),
+            (
+                &["EVAL", "s", "2", "a", "b"],
+                &[3, 4],
+                &["EVAL", "s", "2", "t1:a", "t1:b"],
+            ),
+        ];
+        for (args, keys, want) in cases {
+            let d = decided(&mut p, "alice", args, keys);
+            assert_eq!(d.verdict, Verdict::Continue);
+            assert_eq!(Some(d.wire.action.clone()), prefix, "{args:?}");
+            assert_eq!(d.remembered(), Some(vec![]), "{args:?}");
+            assert_eq!(d.args().unwrap(), want);
+            // What the plugin saw afterwards is what the proxy passes on.
+            assert_eq!(d.command.args().count(), want.len());
+            assert!(d.command.args().zip(want).all(|(a, w)| a == w.as_bytes()));
+        }
+
+        // KEYS and SCAN rewrite their pattern: a full rewrite, asked every time.
+        let d = decided(&mut p, "alice", &["KEYS", "u*"], &[]);
+        let want = ["KEYS", "t1:u*"].map(|a| a.as_bytes().to_vec()).to_vec();
+        assert_eq!(
+            (d.remembered(), d.wire.action),
+            (None, WireAction::Rewrite(want))
+        );
+        let d = decided(&mut p, "alice", &["SCAN", "0"], &[]);
+        assert_eq!(d.wire.action.kind(), 1);
+        assert_eq!(d.remembered(), None);
+        assert_eq!(d.args().unwrap(), ["SCAN", "0", "MATCH", "t1:*"]);
+        // RANDOMKEY has no pattern: its reply is stripped, the command goes as it is.
+        let d = decided(&mut p, "alice", &["RANDOMKEY"], &[]);
+        assert_eq!(
+            (Some(d.wire.action.clone()), d.remembered()),
+            (prefix, Some(vec![]))
+        );
+
+        let mut shared = KeyPrefix::from_json(br#"{"tenants": {}, "default": "s:"}"#).unwrap();
+        let d = decided(&mut shared, "bob", &["GET", "k"], &[1]);
+        assert_eq!(d.wire.action, WireAction::PrefixKeys(b"s:".to_vec()));
+        assert_eq!(d.remembered(), Some(vec![]));
+    }
+
+    #[test]
+    fn without_a_tenant_only_what_the_name_decides_is_remembered() {
+        let mut p = plugin();
+        let reject = Verdict::reject(NO_TENANT);
+        // (command, keys, rejected, remembered)
+        let cases: [(&[&str], &[usize], bool, bool); 7] = [
+            (&["GET", "k"], &[1], true, false),
+            (&["EVAL", "s", "1", "k"], &[3], true, false),
+            (&["EVAL", "s", "0"], &[], false, false),
+            (&["PING"], &[], false, false),
+            (&["KEYS", "*"], &[], true, true),
+            (&["SCAN", "0"], &[], true, true),
+            (&["RANDOMKEY"], &[], true, true),
+        ];
+        for user in ["", "bob"] {
+            for (args, keys, rejected, remembered) in cases {
+                let d = decided(&mut p, user, args, keys);
+                assert_eq!(d.verdict == reject, rejected, "{user} {args:?}");
+                assert_eq!(d.remembered(), remembered.then(Vec::new), "{user} {args:?}");
+                if !rejected {
+                    assert!(d.wire.is_plain_continue(), "{user} {args:?}");
+                }
+            }
+        }
     }
 
     #[test]
