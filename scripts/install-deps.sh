@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Tessera's cluster, tests and benchmarks need on a Debian machine, skipping
 # what is already there: redis-server and redis-tools (tests, `tessera up`), nutcracker
-# (twemproxy, for the load benchmark), etcd-server and protobuf-compiler (topology service),
+# (twemproxy, for the load benchmark), etcd-server, protobuf-compiler and libprotobuf-dev (topology service),
 # clang and lld (the C example plugin) and Rust's wasm32-unknown-unknown target (plugins).
 set -euo pipefail
 
@@ -14,6 +14,9 @@ command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v redis-benchmark >/dev/null || missing+=(redis-tools)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
+# protoc's well-known types (google/protobuf/*.proto), which etcd-client's build imports;
+# a recommendation of protobuf-compiler, so not there with --no-install-recommends.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v clang >/dev/null || missing+=(clang)
 command -v wasm-ld >/dev/null || missing+=(lld)
 if [ "${TESSERA_BENCH_DEPS:-0}" = 1 ]; then
