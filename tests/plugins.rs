@@ -684,9 +684,12 @@ fn stats_and_metrics_count_calls_rejects_and_failures_per_plugin() {
             .as_u64()
             .unwrap_or_else(|| panic!("plugins[{name}].{field} is not a count: {stats}"))
     };
-    // filter saw all five commands and rejected DEL; deny-secret saw the four after it.
-    assert_eq!(n("filter", "calls"), 5, "{stats}");
+    // filter decided all five commands and rejected DEL: the first SET, GET and DEL by a
+    // call, the two later GETs by the verdict it asked the proxy to remember for GET.
+    assert_eq!(n("filter", "calls"), 3, "{stats}");
+    assert_eq!(n("filter", "remembered"), 2, "{stats}");
     assert_eq!(n("filter", "rejects"), 1, "{stats}");
+    // deny-secret (WAT) asks for nothing to be remembered: called for the four after DEL.
     assert_eq!(n("deny-secret", "calls"), 4, "{stats}");
     assert_eq!(n("deny-secret", "rejects"), 1, "{stats}");
     // The C plugin subscribes to flushes only: never called.
@@ -714,6 +717,10 @@ fn stats_and_metrics_count_calls_rejects_and_failures_per_plugin() {
         1.0
     );
     assert!(value(r#"tessera_plugin_calls_total{plugin="filter",verdict="continue"}"#) >= 4.0);
+    assert_eq!(
+        value(r#"tessera_plugin_remembered_total{plugin="filter"}"#),
+        2.0
+    );
     assert_eq!(
         value(r#"tessera_plugin_failures_total{plugin="trap"}"#),
         1.0
@@ -760,20 +767,29 @@ fn key_prefix_sees_only_the_replies_that_carry_keys() {
     );
     expect(&mut c, &["GET", "t1:a"], Resp::nil());
     assert_eq!(backend_get(&r, "t1:a"), Some(b"1".to_vec()));
+    // The first SET, GET and MGET by a call, the second SET and GET from the PrefixKeys
+    // verdict key-prefix asked the proxy to remember; on_reply for none of them.
+    let decided = |proxy: &Proxy| {
+        plugin_stat(proxy, "key-prefix", "calls") + plugin_stat(proxy, "key-prefix", "remembered")
+    };
+    assert_eq!(decided(&proxy), 5);
+    assert_eq!(plugin_stat(&proxy, "key-prefix", "calls"), 3);
+    let stats = get_json(&proxy, "/api/stats");
     assert_eq!(
-        plugin_stat(&proxy, "key-prefix", "calls"),
-        5,
-        "on_reply called for GET/SET/MGET"
+        stats["plugins"][0]["calls_by_hook"]["reply"], 0,
+        "on_reply called for GET/SET/MGET: {stats}"
     );
     // Inputs larger than the module's input buffer (1 KiB, then 64 KiB and more) get a new
-    // one; smaller ones after them still fit.
+    // one; smaller ones after them still fit. A new connection remembers nothing yet, so
+    // each of these commands is a call with its whole value.
     for size in [3000, 200_000, 10] {
         let value = "v".repeat(size);
-        expect(&mut c, &["SET", "big", &value], Resp::ok());
-        expect(&mut c, &["GET", "big"], Resp::bulk(&value));
+        let mut fresh = proxy.raw();
+        expect(&mut fresh, &["SET", "big", &value], Resp::ok());
+        expect(&mut fresh, &["GET", "big"], Resp::bulk(&value));
     }
     assert_eq!(backend_get(&r, "t1:big"), Some(b"v".repeat(10)));
-    assert_eq!(plugin_stat(&proxy, "key-prefix", "calls"), 11);
+    assert_eq!(plugin_stat(&proxy, "key-prefix", "calls"), 9);
 
     // The commands whose replies key-prefix strips (KEYS, SCAN, RANDOMKEY) are not served
     // by the proxy yet: on_command sees them, nothing reaches Redis, no on_reply.
@@ -782,9 +798,9 @@ fn key_prefix_sees_only_the_replies_that_carry_keys() {
         refused.error_text().contains("not supported"),
         "{refused:?}"
     );
-    assert_eq!(plugin_stat(&proxy, "key-prefix", "calls"), 12);
+    assert_eq!(plugin_stat(&proxy, "key-prefix", "calls"), 10);
     expect(&mut c, &["GET", "b"], Resp::bulk("2"));
-    assert_eq!(plugin_stat(&proxy, "key-prefix", "calls"), 13);
+    assert_eq!(decided(&proxy), 13);
 }
 
 #[test]
@@ -1002,14 +1018,21 @@ fn an_sdk_plugin_decides_a_pipelined_read_in_a_few_calls_not_one_per_command() {
         };
         assert_eq!(reply, &want, "reply to {cmd:?}");
     }
-    // Every command is decided once; the calls into the module are the batches of the reads
-    // the proxy made of the 210 commands (at most 128 commands make one batch).
-    assert_eq!(plugin_stat(&proxy, "filter", "calls"), 210);
+    // Every command is decided once, by a call or by a verdict the filter asked the proxy
+    // to remember for SET, GET and DEL. The calls into the module are batches of the
+    // commands of one read (at most 128 commands make one batch), not one per command.
+    let calls = plugin_stat(&proxy, "filter", "calls");
+    let remembered = plugin_stat(&proxy, "filter", "remembered");
+    assert_eq!(calls + remembered, 210);
+    assert!(
+        calls >= 3,
+        "SET, GET and DEL are each decided by a call first"
+    );
     assert_eq!(plugin_stat(&proxy, "filter", "rejects"), 10);
     let invocations = plugin_stat(&proxy, "filter", "invocations");
     assert!(
-        (2..=20).contains(&invocations),
-        "210 pipelined commands took {invocations} calls into the module"
+        (1..=20).contains(&invocations) && calls >= 3 * invocations,
+        "{calls} pipelined commands decided by a call took {invocations} calls into the module"
     );
     let m = proxy.http_get("/metrics").body;
     let series = r#"tessera_plugin_invocations_total{plugin="filter"}"#;
@@ -1109,4 +1132,186 @@ fn a_plugin_sees_attributes_set_before_it_in_the_chain_from_that_very_command() 
     assert_eq!(plugin_stat(&chained, "set", "invocations"), 5);
     assert_eq!(plugin_stat(&chained, "need", "calls"), 5);
     assert_eq!(plugin_stat(&chained, "need", "rejects"), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Remembered verdicts
+// ---------------------------------------------------------------------------------------------
+
+/// Plugin `name`'s commands decided `(by a call, from a remembered verdict)`.
+fn decided_by(proxy: &Proxy, name: &str) -> (u64, u64) {
+    (
+        plugin_stat(proxy, name, "calls"),
+        plugin_stat(proxy, name, "remembered"),
+    )
+}
+
+#[test]
+fn a_remembered_verdict_answers_later_commands_of_the_connection_without_a_call() {
+    let r = RedisServer::start();
+    let proxy = start(
+        &[&[&r]],
+        1,
+        &[plugin("pong", &wat("remember-ping"), "", "")],
+    );
+    let pings: Vec<Vec<&str>> = (0..5).map(|_| vec!["PING"]).collect();
+    let pong = Resp::simple("wasm-pong");
+    let mut c = proxy.raw();
+    assert_eq!(pipeline(&mut c, &pings), vec![pong.clone(); 5]);
+    expect(&mut c, &["PING"], pong.clone());
+    // The module has no tessera_on_commands: it is called for the first PING, and the
+    // host answers the other five from memory.
+    assert_eq!(decided_by(&proxy, "pong"), (1, 5));
+    assert_eq!(plugin_stat(&proxy, "pong", "invocations"), 1);
+    assert_eq!(plugin_stat(&proxy, "pong", "replies"), 6);
+    // Memory is per connection: a new one asks the plugin again.
+    let mut other = proxy.raw();
+    expect(&mut other, &["PING"], pong.clone());
+    expect(&mut other, &["PING"], pong);
+    assert_eq!(decided_by(&proxy, "pong"), (2, 6));
+    let m = proxy.http_get("/metrics").body;
+    let series = r#"tessera_plugin_remembered_total{plugin="pong"}"#;
+    assert_eq!(metric(&m, series), Some(6.0), "{m}");
+}
+
+#[test]
+fn remembered_verdicts_hold_only_for_their_keys_and_until_the_context_changes() {
+    let r = RedisServer::start();
+    let acl = acl_config(&[
+        ("alice", SECRET_SHA, r#"["get", "set"]"#, r#"["app:*"]"#),
+        ("bob", BOBPW_SHA, r#"["set", "select"]"#, r#"["*"]"#),
+    ]);
+    let proxy = start(&[&[&r]], 1, &[plugin("acl", &acl_auth(), &acl, "")]);
+    let no_get = "NOPERM this user has no permissions to run the 'get' command";
+    let no_key = "NOPERM this user has no permissions to access one of the keys used as arguments";
+    let mut c = proxy.raw();
+    auth(&mut c, "alice", "secret");
+    expect(&mut c, &["SET", "app:1", "v"], Resp::ok());
+    expect(&mut c, &["GET", "app:1"], Resp::bulk("v"));
+    assert_eq!(decided_by(&proxy, "acl"), (3, 0));
+    // acl-auth remembered GET for keys starting with `app:` (alice's pattern `app:*`).
+    expect(&mut c, &["GET", "app:2"], Resp::nil());
+    assert_eq!(decided_by(&proxy, "acl"), (3, 1));
+    // A key outside that condition: the plugin is asked, and refuses it.
+    expect_err(&mut c, &["GET", "other"], no_key);
+    expect(&mut c, &["GET", "app:1"], Resp::bulk("v"));
+    assert_eq!(decided_by(&proxy, "acl"), (4, 2));
+    // Another user: the connection's attributes change and what was remembered for alice
+    // is forgotten; bob may not GET at all (and that refusal is remembered in turn).
+    auth(&mut c, "bob", "bobpw");
+    expect_err(&mut c, &["GET", "app:1"], no_get);
+    expect_err(&mut c, &["GET", "app:1"], no_get);
+    assert_eq!(decided_by(&proxy, "acl"), (6, 3));
+    // SELECT changes the database the plugin is told: forgotten too.
+    expect(&mut c, &["SELECT", "1"], Resp::ok());
+    expect_err(&mut c, &["GET", "app:1"], no_get);
+    assert_eq!(decided_by(&proxy, "acl"), (8, 3));
+
+    // The same in one pipelined write: each AUTH ends a batch, each user gets its own
+    // answers.
+    let mut p = proxy.raw();
+    let cmds: Vec<Vec<&str>> = vec![
+        vec!["AUTH", "alice", "secret"],
+        vec!["GET", "app:1"],
+        vec!["AUTH", "bob", "bobpw"],
+        vec!["GET", "app:1"],
+        vec!["AUTH", "alice", "secret"],
+        vec!["GET", "app:1"],
+    ];
+    assert_eq!(
+        pipeline(&mut p, &cmds),
+        [
+            Resp::ok(),
+            Resp::bulk("v"),
+            Resp::ok(),
+            Resp::err(no_get),
+            Resp::ok(),
+            Resp::bulk("v"),
+        ]
+    );
+}
+
+#[test]
+fn an_attribute_set_in_the_middle_of_a_batch_overrides_what_the_next_plugin_remembered() {
+    let r = RedisServer::start();
+    // tag-echo sets user=tagged on ECHO; the filter after it remembers its verdicts, and
+    // forbids GET to the user `tagged`.
+    let filter = r#"{"users": {"tagged": {"deny": ["get"]}}}"#;
+    let proxy = start(
+        &[&[&r]],
+        1,
+        &[
+            plugin("tag", &wat("tag-echo"), "", ""),
+            plugin("filter", &command_filter(), filter, ""),
+        ],
+    );
+    let mut c = proxy.raw();
+    expect(&mut c, &["SET", "k", "v"], Resp::ok());
+    expect(&mut c, &["GET", "k"], Resp::bulk("v"));
+    let replies = pipeline(
+        &mut c,
+        &[
+            vec!["GET", "k"],
+            vec!["GET", "k"],
+            vec!["ECHO", "x"],
+            vec!["GET", "k"],
+        ],
+    );
+    let denied = replies[3].error_text();
+    assert_eq!(
+        replies[..3],
+        [Resp::bulk("v"), Resp::bulk("v"), Resp::bulk("x")]
+    );
+    assert!(
+        denied.starts_with("NOPERM"),
+        "GET after the ECHO: {:?}",
+        replies[3]
+    );
+    // The two GETs before the ECHO came from memory, the one after it was a call.
+    assert_eq!(plugin_stat(&proxy, "filter", "remembered"), 2);
+    expect_err(&mut c, &["GET", "k"], denied);
+}
+
+#[test]
+fn prefix_keys_remembered_by_key_prefix_puts_every_key_of_a_pipeline_in_the_namespace() {
+    let r1 = RedisServer::start();
+    let r2 = RedisServer::start();
+    let servers = [&r1, &r2];
+    let prefix = r#"{"tenants": {}, "default": "t9:"}"#;
+    let proxy = start(
+        &[&[&r1], &[&r2]],
+        2,
+        &[plugin("key-prefix", &key_prefix(), prefix, "")],
+    );
+    let keys: Vec<String> = (0..300).map(|i| format!("key{i}")).collect();
+    let mut cmds: Vec<Vec<&str>> = keys.iter().map(|k| vec!["SET", k, k]).collect();
+    cmds.push(vec!["MSET", "m1", "1", "m2", "2", "m3", "3"]);
+    cmds.push(vec!["MGET", "m1", "m2", "m3", "key7"]);
+    let mut c = proxy.raw();
+    let replies = pipeline(&mut c, &cmds);
+    assert!(
+        replies[..301].iter().all(|r| *r == Resp::ok()),
+        "{replies:?}"
+    );
+    assert_eq!(
+        replies[301],
+        Resp::array(["1", "2", "3", "key7"].map(Resp::bulk).to_vec())
+    );
+    for k in keys.iter().map(String::as_str).chain(["m1", "m2", "m3"]) {
+        let full = format!("t9:{k}");
+        let on = servers[group_of_key(full.as_bytes(), 2) as usize - 1];
+        assert!(backend_get(on, &full).is_some(), "{full} not on its group");
+        for s in servers {
+            assert_eq!(backend_get(s, k), None, "unprefixed {k} on {}", s.addr());
+        }
+    }
+    // The SETs of the first batch (at most 128) are decided in one call, before anything is
+    // remembered; every SET after it from memory; MSET and MGET each by a call.
+    let (calls, remembered) = decided_by(&proxy, "key-prefix");
+    assert_eq!(calls + remembered, 302);
+    assert!(
+        remembered >= 300 - 128,
+        "{calls} calls, {remembered} remembered"
+    );
+    assert!(plugin_stat(&proxy, "key-prefix", "invocations") <= 4);
 }

@@ -121,6 +121,7 @@ fn plugin_stats(shared: &Shared) -> Vec<serde_json::Value> {
                     "reply": reply,
                 },
                 "invocations": s.invocations.load(Relaxed),
+                "remembered": s.remembered.load(Relaxed),
                 "continues": s.continues.load(Relaxed),
                 "rewrites": s.rewrites.load(Relaxed),
                 "replies": s.replies.load(Relaxed),
@@ -266,7 +267,7 @@ fn metrics(shared: &Shared) -> String {
             );
         }
     }
-    let per_plugin: [(&str, &str, PluginSample); 3] = [
+    let per_plugin: [(&str, &str, PluginSample); 4] = [
         (
             "tessera_plugin_failures_total",
             "Plugin traps, timeouts, memory overruns and malformed verdicts.",
@@ -276,6 +277,11 @@ fn metrics(shared: &Shared) -> String {
             "tessera_plugin_invocations_total",
             "Calls into plugin modules (one per batch of pipelined commands).",
             |s| s.invocations.load(Relaxed).to_string(),
+        ),
+        (
+            "tessera_plugin_remembered_total",
+            "Commands decided by a verdict the plugin asked the proxy to remember, without a call.",
+            |s| s.remembered.load(Relaxed).to_string(),
         ),
         (
             "tessera_plugin_seconds_total",

@@ -31,19 +31,28 @@ pub enum Decision {
     Reply(Bytes),
     /// An error message, sent as `-<message>`.
     Reject(String),
+    /// Put this prefix in front of every key argument.
+    PrefixKeys(Bytes),
 }
+
+/// The kind byte's flag asking the host to remember a verdict.
+const REMEMBER: u8 = 0x80;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub decision: Decision,
     /// Connection attributes to set (an empty value removes one).
     pub attrs: Vec<(String, String)>,
+    /// The plugin asked the host to remember the verdict: with these key prefixes as the
+    /// condition (none: no condition).
+    pub remember: Option<Vec<Bytes>>,
 }
 
 impl Verdict {
     pub const CONTINUE: Verdict = Verdict {
         decision: Decision::Continue,
         attrs: Vec::new(),
+        remember: None,
     };
 }
 
@@ -117,7 +126,18 @@ pub fn decode_verdict(buf: &[u8], previous: &[Bytes]) -> Result<Verdict, String>
         return Ok(Verdict::CONTINUE);
     }
     let mut r = Reader { buf, pos: 0 };
-    let decision = match r.u8()? {
+    let kind = r.u8()?;
+    let remember = if kind & REMEMBER != 0 {
+        let n = r.u32()? as usize;
+        let mut prefixes = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            prefixes.push(Bytes::copy_from_slice(r.bytes()?));
+        }
+        Some(prefixes)
+    } else {
+        None
+    };
+    let decision = match kind & !REMEMBER {
         0 => Decision::Continue,
         1 => {
             let n = r.u32()? as usize;
@@ -143,8 +163,12 @@ pub fn decode_verdict(buf: &[u8], previous: &[Bytes]) -> Result<Verdict, String>
             }
         }
         3 => Decision::Reject(r.string()?),
-        k => return Err(format!("unknown verdict kind {k}")),
+        4 => Decision::PrefixKeys(Bytes::copy_from_slice(r.bytes()?)),
+        _ => return Err(format!("unknown verdict kind {kind}")),
     };
+    if remember.is_some() && matches!(decision, Decision::Rewrite(_)) {
+        return Err("asked the host to remember a rewrite".into());
+    }
     let n = r.u32()? as usize;
     let mut attrs = Vec::with_capacity(n.min(64));
     for _ in 0..n {
@@ -153,7 +177,11 @@ pub fn decode_verdict(buf: &[u8], previous: &[Bytes]) -> Result<Verdict, String>
     if r.pos != buf.len() {
         return Err(format!("{} bytes after the verdict", buf.len() - r.pos));
     }
-    Ok(Verdict { decision, attrs })
+    Ok(Verdict {
+        decision,
+        attrs,
+        remember,
+    })
 }
 
 /// The verdicts of an `on_commands` output, for a call given `n` commands: `u32 K`
@@ -262,6 +290,41 @@ mod tests {
         assert_eq!(
             v.decision,
             Decision::Rewrite(["SET", "k", "value", "EX"].map(Bytes::from).to_vec())
+        );
+    }
+
+    #[test]
+    fn decodes_prefix_keys_and_the_remember_flag() {
+        let mut body = Vec::new();
+        put_bytes(&mut body, b"t1:");
+        let v = decode_verdict(&verdict(4, &body, &[]), &[]).unwrap();
+        assert_eq!(v.decision, Decision::PrefixKeys(Bytes::from("t1:")));
+        assert_eq!(v.remember, None);
+
+        // 0x80, then the condition's prefixes, then the body.
+        let mut cond = 2u32.to_le_bytes().to_vec();
+        put_bytes(&mut cond, b"app:");
+        put_bytes(&mut cond, b"");
+        let v = decode_verdict(&verdict(0x80, &cond, &[]), &[]).unwrap();
+        assert_eq!(v.decision, Decision::Continue);
+        assert_eq!(v.remember, Some(vec![Bytes::from("app:"), Bytes::new()]));
+
+        let mut cond_body = 0u32.to_le_bytes().to_vec();
+        put_bytes(&mut cond_body, b"NOPERM no");
+        let v = decode_verdict(&verdict(0x83, &cond_body, &[]), &[]).unwrap();
+        assert_eq!(v.decision, Decision::Reject("NOPERM no".into()));
+        assert_eq!(v.remember, Some(vec![]));
+
+        let mut rewrite = 0u32.to_le_bytes().to_vec();
+        rewrite.extend_from_slice(&1u32.to_le_bytes());
+        put_bytes(&mut rewrite, b"PING");
+        assert!(
+            decode_verdict(&verdict(0x81, &rewrite, &[]), &[]).is_err(),
+            "a remembered rewrite"
+        );
+        assert!(
+            decode_verdict(&verdict(0x80, &[1, 0, 0], &[]), &[]).is_err(),
+            "truncated condition"
         );
     }
 

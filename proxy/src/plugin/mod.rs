@@ -9,6 +9,7 @@
 
 pub mod abi;
 pub mod from_store;
+pub mod memory;
 pub mod wasm;
 
 use std::ops::Range;
@@ -23,6 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::command;
 use abi::VerdictList;
 pub use abi::{CallContext, Decision, Verdict};
+pub use memory::Memory;
+use memory::Remembered;
 use wasm::{Hook, Instance, List};
 
 /// `[[plugin]]` in the proxy config: one link of the chain.
@@ -80,6 +83,9 @@ pub struct PluginStats {
     /// Of `calls`, those of `on_connect` and of `on_reply` (the rest are commands).
     pub connect_calls: AtomicU64,
     pub reply_calls: AtomicU64,
+    /// Commands decided from a remembered verdict, without a call (not in `calls`).
+    pub remembered: AtomicU64,
+    /// Verdicts, given by a call or remembered (PrefixKeys counts as a rewrite).
     pub continues: AtomicU64,
     pub rewrites: AtomicU64,
     pub replies: AtomicU64,
@@ -260,6 +266,7 @@ struct Counts {
     invocations: u64,
     connect_calls: u64,
     reply_calls: u64,
+    remembered: u64,
     continues: u64,
     rewrites: u64,
     replies: u64,
@@ -367,7 +374,7 @@ impl WorkerChain {
                 Ok(v) => {
                     set_attrs(attrs, v.attrs);
                     match v.decision {
-                        Decision::Continue | Decision::Rewrite(_) => {}
+                        Decision::Continue | Decision::Rewrite(_) | Decision::PrefixKeys(_) => {}
                         Decision::Reply(r) => return Err(r),
                         Decision::Reject(msg) => return Err(error_reply(&msg)),
                     }
@@ -410,15 +417,19 @@ impl WorkerChain {
     /// batch starts; the attributes it ends with are returned if plugins changed them.
     /// `keys` finds the id and key positions of a rewritten command; a rewrite to no valid
     /// command ends the chain for it (the session then reports the error as usual).
+    /// `memory` holds the connection's remembered verdicts: they decide commands without
+    /// a call, and verdicts plugins ask to be remembered are added to it.
     pub fn run_batch(
         &mut self,
         ctx: &CallContext,
         keys: &mut KeyFinder,
+        memory: &mut Memory,
         out: &mut Vec<CommandOutcome>,
     ) -> Option<Vec<(String, String)>> {
         self.changes.clear();
+        memory.validate(self.version, self.links.len(), ctx);
         for link in 0..self.links.len() {
-            self.run_link(link, ctx, keys);
+            self.run_link(link, ctx, keys, memory);
         }
         self.batch_bytes = 0;
         for item in self.items.drain(..) {
@@ -444,8 +455,10 @@ impl WorkerChain {
 
     /// Runs link `q` over the commands of the batch it wants, in as few calls as its module
     /// allows. It sees the attributes the links before it set from the command they set
-    /// them on, and its own from the command after.
-    fn run_link(&mut self, q: usize, ctx: &CallContext, keys: &mut KeyFinder) {
+    /// them on, and its own from the command after. A command it has a remembered verdict
+    /// for is decided by that, once the commands before it are decided under the same
+    /// attributes.
+    fn run_link(&mut self, q: usize, ctx: &CallContext, keys: &mut KeyFinder, memory: &mut Memory) {
         let mut earlier: Vec<usize> = (0..self.changes.len())
             .filter(|&c| self.changes[c].link < q)
             .collect();
@@ -468,20 +481,55 @@ impl WorkerChain {
                 .get(next)
                 .is_some_and(|&c| self.changes[c].item <= i)
             {
-                self.call_group(q, ctx, &mut view, &mut group, keys);
+                self.call_group(q, ctx, &mut view, &mut group, keys, memory);
                 while let Some(&c) = earlier.get(next).filter(|&&c| self.changes[c].item <= i) {
                     let attrs = self.changes[c].attrs.clone();
                     set_attrs(view.get_or_insert_with(|| ctx.attrs.to_vec()), attrs);
                     next += 1;
                 }
             }
+            let item = &self.items[i];
+            if view.is_none() && memory.recall(q, item.cmd, &item.args, &item.keys).is_some() {
+                // The commands waiting for a call may set attributes: decide them first.
+                self.call_group(q, ctx, &mut view, &mut group, keys, memory);
+                let item = &self.items[i];
+                let recalled = memory.recall(q, item.cmd, &item.args, &item.keys);
+                if let (None, Some(verdict)) = (&view, recalled) {
+                    let verdict = verdict.clone();
+                    self.links[q].counts.remembered += 1;
+                    self.dirty = true;
+                    self.apply_remembered(i, verdict, q, keys);
+                    continue;
+                }
+            }
             group.push(i);
             if !batched {
-                self.call_group(q, ctx, &mut view, &mut group, keys);
+                self.call_group(q, ctx, &mut view, &mut group, keys, memory);
             }
         }
-        self.call_group(q, ctx, &mut view, &mut group, keys);
+        self.call_group(q, ctx, &mut view, &mut group, keys, memory);
         self.group = group;
+    }
+
+    /// Applies a verdict of link `q` to command `i` of the batch without calling the plugin.
+    fn apply_remembered(&mut self, i: usize, verdict: Remembered, q: usize, keys: &mut KeyFinder) {
+        let item = &mut self.items[i];
+        let counts = &mut self.links[q].counts;
+        match verdict {
+            Remembered::Continue => counts.continues += 1,
+            Remembered::PrefixKeys(prefix) => {
+                counts.rewrites += 1;
+                prefix_keys(item, &prefix, keys);
+            }
+            Remembered::Reply(reply) => {
+                counts.replies += 1;
+                item.answer = Some(reply);
+            }
+            Remembered::Reject(reply) => {
+                counts.rejects += 1;
+                item.answer = Some(reply);
+            }
+        }
     }
 
     /// Has link `q` decide the commands `group` names (indices into the batch), calling it
@@ -493,6 +541,7 @@ impl WorkerChain {
         view: &mut Option<Vec<(String, String)>>,
         group: &mut Vec<usize>,
         keys: &mut KeyFinder,
+        memory: &mut Memory,
     ) {
         let batched = self.links[q].plugin.batched();
         let mut done = 0;
@@ -516,7 +565,10 @@ impl WorkerChain {
                 Hook::Command
             };
             let decided = match self.invoke(q, hook) {
-                Ok(out) => self.apply_verdicts(q, out, &group[done..done + n], view, ctx, keys),
+                Ok(out) => {
+                    let todo = &group[done..done + n];
+                    self.apply_verdicts(q, out, todo, view, ctx, keys, memory)
+                }
                 Err(failure) => Err(failure),
             };
             let decided = match decided {
@@ -542,7 +594,9 @@ impl WorkerChain {
     }
 
     /// Applies the output of link `q` for the commands `todo` (indices into the batch):
-    /// how many it decided, or why the output is malformed.
+    /// how many it decided, or why the output is malformed. Verdicts the plugin asks to be
+    /// remembered go into `memory` when given under the attributes the batch started with.
+    #[allow(clippy::too_many_arguments)]
     fn apply_verdicts(
         &mut self,
         q: usize,
@@ -551,6 +605,7 @@ impl WorkerChain {
         view: &mut Option<Vec<(String, String)>>,
         ctx: &CallContext,
         keys: &mut KeyFinder,
+        memory: &mut Memory,
     ) -> Result<usize, (String, bool)> {
         let batched = self.links[q].plugin.batched();
         let link = &mut self.links[q];
@@ -586,8 +641,9 @@ impl WorkerChain {
             let counts = &mut link.counts;
             counts.calls += 1;
             count_verdict(counts, &v.decision);
-            match v.decision {
-                Decision::Continue => {}
+            let given = item.cmd;
+            let kept = match v.decision {
+                Decision::Continue => Some(Remembered::Continue),
                 Decision::Rewrite(args) => {
                     let keys_only = only_keys_changed(item, &args);
                     item.args = args;
@@ -598,9 +654,27 @@ impl WorkerChain {
                             None => item.ended = true,
                         }
                     }
+                    None
                 }
-                Decision::Reply(r) => item.answer = Some(r),
-                Decision::Reject(msg) => item.answer = Some(error_reply(&msg)),
+                Decision::PrefixKeys(prefix) => {
+                    prefix_keys(item, &prefix, keys);
+                    Some(Remembered::PrefixKeys(prefix))
+                }
+                Decision::Reply(r) => {
+                    item.answer = Some(r.clone());
+                    Some(Remembered::Reply(r))
+                }
+                Decision::Reject(msg) => {
+                    let r = error_reply(&msg);
+                    item.answer = Some(r.clone());
+                    Some(Remembered::Reject(r))
+                }
+            };
+            if let (Some(prefixes), Some(kept)) = (v.remember, kept)
+                && view.is_none()
+                && v.attrs.is_empty()
+            {
+                memory.remember(q, given, prefixes, kept);
             }
             if !v.attrs.is_empty() {
                 let attrs = view.get_or_insert_with(|| ctx.attrs.to_vec());
@@ -735,6 +809,7 @@ impl WorkerChain {
                 (&s.invocations, c.invocations),
                 (&s.connect_calls, c.connect_calls),
                 (&s.reply_calls, c.reply_calls),
+                (&s.remembered, c.remembered),
                 (&s.continues, c.continues),
                 (&s.rewrites, c.rewrites),
                 (&s.replies, c.replies),
@@ -776,17 +851,48 @@ impl WorkerChain {
 fn only_keys_changed(item: &Item, new: &[Bytes]) -> bool {
     let same = |a: &Bytes, b: &Bytes| a.as_ptr() == b.as_ptr() && a.len() == b.len();
     new.len() == item.args.len()
-        && command::by_id(item.cmd)
-            .key_specs
-            .iter()
-            .all(|k| matches!(k.begin_search, command::BeginSearch::Index(_)))
+        && key_positions_fixed(item.cmd)
         && (0..new.len()).all(|j| item.keys.contains(&j) || same(&new[j], &item.args[j]))
+}
+
+/// Whether the key positions of command `cmd` depend only on the number of arguments and
+/// their non-key bytes, not on the keys' bytes.
+fn key_positions_fixed(cmd: u16) -> bool {
+    command::by_id(cmd)
+        .key_specs
+        .iter()
+        .all(|k| matches!(k.begin_search, command::BeginSearch::Index(_)))
+}
+
+/// Puts `prefix` in front of every key argument of `item` (a `PrefixKeys` verdict).
+fn prefix_keys(item: &mut Item, prefix: &[u8], keys: &mut KeyFinder) {
+    if item.keys.is_empty() || prefix.is_empty() {
+        return;
+    }
+    let mut last = None;
+    for &k in &item.keys {
+        if last == Some(k) {
+            continue;
+        }
+        last = Some(k);
+        let mut key = bytes::BytesMut::with_capacity(prefix.len() + item.args[k].len());
+        key.extend_from_slice(prefix);
+        key.extend_from_slice(&item.args[k]);
+        item.args[k] = key.freeze();
+    }
+    item.rewritten = true;
+    if !key_positions_fixed(item.cmd) {
+        match keys(&item.args, &mut item.keys) {
+            Some(cmd) => item.cmd = cmd,
+            None => item.ended = true,
+        }
+    }
 }
 
 fn count_verdict(counts: &mut Counts, d: &Decision) {
     match d {
         Decision::Continue => counts.continues += 1,
-        Decision::Rewrite(_) => counts.rewrites += 1,
+        Decision::Rewrite(_) | Decision::PrefixKeys(_) => counts.rewrites += 1,
         Decision::Reply(_) => counts.replies += 1,
         Decision::Reject(_) => counts.rejects += 1,
     }

@@ -94,6 +94,8 @@ pub struct Session {
     batch_raw: Vec<Option<Bytes>>,
     /// The plugin chain's outcomes of a batch, reused.
     outcomes: Vec<crate::plugin::CommandOutcome>,
+    /// Verdicts plugins asked the host to remember for this connection.
+    remembered: crate::plugin::Memory,
     /// Close once the reply with this sequence number is written (QUIT, protocol error).
     close_after: Option<u64>,
 }
@@ -135,6 +137,7 @@ impl Session {
             plugins: false,
             batch_raw: Vec::new(),
             outcomes: Vec::new(),
+            remembered: Default::default(),
             close_after: None,
         }
     }

@@ -101,11 +101,13 @@ impl Session {
             return;
         }
         let mut outcomes = std::mem::take(&mut self.outcomes);
-        if let Some(attrs) = chain.run_batch(&self.call_context(), &mut command_keys, &mut outcomes)
-        {
+        let mut memory = std::mem::take(&mut self.remembered);
+        let ctx = self.call_context();
+        if let Some(attrs) = chain.run_batch(&ctx, &mut command_keys, &mut memory, &mut outcomes) {
             self.attrs = attrs;
             self.note_user();
         }
+        self.remembered = memory;
         drop(chain);
         let mut raws = std::mem::take(&mut self.batch_raw);
         for (outcome, raw) in outcomes.drain(..).zip(raws.drain(..)) {
