@@ -132,6 +132,7 @@ fn spec(name: &str, module: &str, config: &str) -> PluginSpec {
         fail: "closed".into(),
         memory_limit_mb: 16,
         timeout_ms: 50,
+        remember: true,
     }
 }
 

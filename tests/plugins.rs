@@ -1175,6 +1175,26 @@ fn a_remembered_verdict_answers_later_commands_of_the_connection_without_a_call(
 }
 
 #[test]
+fn a_plugin_configured_not_to_be_remembered_is_called_for_every_command() {
+    let r = RedisServer::start();
+    let proxy = start(
+        &[&[&r]],
+        1,
+        &[plugin(
+            "pong",
+            &wat("remember-ping"),
+            "",
+            "remember = false",
+        )],
+    );
+    let mut c = proxy.raw();
+    for _ in 0..4 {
+        expect(&mut c, &["PING"], Resp::simple("wasm-pong"));
+    }
+    assert_eq!(decided_by(&proxy, "pong"), (4, 0));
+}
+
+#[test]
 fn remembered_verdicts_hold_only_for_their_keys_and_until_the_context_changes() {
     let r = RedisServer::start();
     let acl = acl_config(&[

@@ -79,6 +79,7 @@ pub struct LinkUpdate {
     pub fail: Option<String>,
     pub memory_limit_mb: Option<u64>,
     pub timeout_ms: Option<u64>,
+    pub remember: Option<bool>,
 }
 
 /// Lowercase hex SHA-256 of `bytes`.
@@ -146,6 +147,9 @@ impl LinkUpdate {
                 )));
             }
             spec.timeout_ms = ms;
+        }
+        if let Some(remember) = self.remember {
+            spec.remember = remember;
         }
         Ok(spec)
     }

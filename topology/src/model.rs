@@ -112,6 +112,9 @@ pub struct PluginSpec {
     pub memory_limit_mb: u64,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Whether the proxy honours the plugin's requests to remember verdicts.
+    #[serde(default = "default_remember")]
+    pub remember: bool,
 }
 
 fn default_fail() -> String {
@@ -122,6 +125,9 @@ fn default_memory_mb() -> u64 {
 }
 fn default_timeout_ms() -> u64 {
     10
+}
+fn default_remember() -> bool {
+    true
 }
 
 /// Everything of one product, as read at one revision.

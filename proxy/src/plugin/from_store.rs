@@ -28,6 +28,7 @@ pub fn plugin_config(spec: &PluginSpec) -> Result<PluginConfig, PluginError> {
         fail,
         memory_limit_mb: spec.memory_limit_mb,
         timeout_ms: spec.timeout_ms,
+        remember: spec.remember,
     })
 }
 

@@ -47,6 +47,11 @@ pub struct PluginConfig {
     /// Time limit of one call.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// `true` (default): verdicts the plugin asks the proxy to remember decide the
+    /// connection's later commands without a call. `false`: every command is a call (to
+    /// debug a plugin, or measure it).
+    #[serde(default = "default_remember")]
+    pub remember: bool,
 }
 
 fn default_memory_mb() -> u64 {
@@ -54,6 +59,9 @@ fn default_memory_mb() -> u64 {
 }
 fn default_timeout_ms() -> u64 {
     10
+}
+fn default_remember() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,6 +261,8 @@ pub struct WorkerChain {
     changes: Vec<Change>,
     /// Key position vectors of finished batches, reused.
     spare_keys: Vec<Vec<usize>>,
+    /// Where keys given a prefix are written: one allocation for many keys.
+    key_arena: bytes::BytesMut,
     /// The commands of one call, reused.
     group: Vec<usize>,
     /// Some counts are not flushed yet.
@@ -343,6 +353,7 @@ impl WorkerChain {
             batch_bytes: 0,
             changes: Vec::new(),
             spare_keys: Vec::new(),
+            key_arena: bytes::BytesMut::new(),
             group: Vec::new(),
             dirty: false,
         }
@@ -459,9 +470,8 @@ impl WorkerChain {
     /// for is decided by that, once the commands before it are decided under the same
     /// attributes.
     fn run_link(&mut self, q: usize, ctx: &CallContext, keys: &mut KeyFinder, memory: &mut Memory) {
-        let mut earlier: Vec<usize> = (0..self.changes.len())
-            .filter(|&c| self.changes[c].link < q)
-            .collect();
+        let mut earlier: Vec<usize> = Vec::new();
+        earlier.extend((0..self.changes.len()).filter(|&c| self.changes[c].link < q));
         earlier.sort_by_key(|&c| (self.changes[c].item, self.changes[c].link));
         let batched = self.links[q].plugin.batched();
         let mut view: Option<Vec<(String, String)>> = None;
@@ -519,7 +529,7 @@ impl WorkerChain {
             Remembered::Continue => counts.continues += 1,
             Remembered::PrefixKeys(prefix) => {
                 counts.rewrites += 1;
-                prefix_keys(item, &prefix, keys);
+                prefix_keys(item, &prefix, &mut self.key_arena, keys);
             }
             Remembered::Reply(reply) => {
                 counts.replies += 1;
@@ -657,7 +667,7 @@ impl WorkerChain {
                     None
                 }
                 Decision::PrefixKeys(prefix) => {
-                    prefix_keys(item, &prefix, keys);
+                    prefix_keys(item, &prefix, &mut self.key_arena, keys);
                     Some(Remembered::PrefixKeys(prefix))
                 }
                 Decision::Reply(r) => {
@@ -673,6 +683,7 @@ impl WorkerChain {
             if let (Some(prefixes), Some(kept)) = (v.remember, kept)
                 && view.is_none()
                 && v.attrs.is_empty()
+                && link.plugin.config.remember
             {
                 memory.remember(q, given, prefixes, kept);
             }
@@ -864,8 +875,10 @@ fn key_positions_fixed(cmd: u16) -> bool {
         .all(|k| matches!(k.begin_search, command::BeginSearch::Index(_)))
 }
 
-/// Puts `prefix` in front of every key argument of `item` (a `PrefixKeys` verdict).
-fn prefix_keys(item: &mut Item, prefix: &[u8], keys: &mut KeyFinder) {
+/// Puts `prefix` in front of every key argument of `item` (a `PrefixKeys` verdict). The new
+/// keys are written in `arena`, which is refilled a few KiB at a time.
+fn prefix_keys(item: &mut Item, prefix: &[u8], arena: &mut bytes::BytesMut, keys: &mut KeyFinder) {
+    const ARENA_BLOCK: usize = 4096;
     if item.keys.is_empty() || prefix.is_empty() {
         return;
     }
@@ -875,10 +888,13 @@ fn prefix_keys(item: &mut Item, prefix: &[u8], keys: &mut KeyFinder) {
             continue;
         }
         last = Some(k);
-        let mut key = bytes::BytesMut::with_capacity(prefix.len() + item.args[k].len());
-        key.extend_from_slice(prefix);
-        key.extend_from_slice(&item.args[k]);
-        item.args[k] = key.freeze();
+        let len = prefix.len() + item.args[k].len();
+        if arena.capacity() < len {
+            arena.reserve(len.max(ARENA_BLOCK));
+        }
+        arena.extend_from_slice(prefix);
+        arena.extend_from_slice(&item.args[k]);
+        item.args[k] = arena.split().freeze();
     }
     item.rewritten = true;
     if !key_positions_fixed(item.cmd) {
