@@ -68,7 +68,7 @@ pub struct ChainUpdate {
 }
 
 /// One link as `PUT /api/plugins` takes it; absent fields take the defaults of
-/// [`PluginSpec`] (`fail` closed, 16 MiB, 10 ms).
+/// [`PluginSpec`] (`fail` closed, 16 MiB, 10 ms, remembered verdicts honoured).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkUpdate {
@@ -380,9 +380,16 @@ mod tests {
         let sha = sha256_hex(b"m");
         let spec = link(serde_json::json!({"name": "f", "module": sha})).unwrap();
         assert_eq!(
-            (spec.fail.as_str(), spec.memory_limit_mb, spec.timeout_ms),
-            ("closed", 16, 10)
+            (
+                spec.fail.as_str(),
+                spec.memory_limit_mb,
+                spec.timeout_ms,
+                spec.remember
+            ),
+            ("closed", 16, 10, true)
         );
+        let spec = link(serde_json::json!({"name": "f", "module": sha, "remember": false}));
+        assert!(!spec.unwrap().remember);
         let e = link(serde_json::json!({"name": "f", "module": sha, "fail": "maybe"}));
         assert!(
             e.unwrap_err()
