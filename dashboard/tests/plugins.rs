@@ -173,7 +173,8 @@ async fn chains_are_loaded_before_they_are_written() {
     let (status, v) = put_chain(
         &d,
         json!([
-            {"name": "filter", "module": filter, "config": config, "fail": "open", "timeout_ms": 20},
+            {"name": "filter", "module": filter, "config": config, "fail": "open", "timeout_ms": 20,
+             "remember": false},
             {"name": "secret", "module": secret},
         ]),
     )
@@ -182,9 +183,9 @@ async fn chains_are_loaded_before_they_are_written() {
     let revision = v["revision"].as_i64().unwrap();
     let expected = json!([
         {"name": "filter", "module": filter, "config": config, "fail": "open",
-         "memory_limit_mb": 16, "timeout_ms": 20},
+         "memory_limit_mb": 16, "timeout_ms": 20, "remember": false},
         {"name": "secret", "module": secret, "config": "", "fail": "closed",
-         "memory_limit_mb": 16, "timeout_ms": 10},
+         "memory_limit_mb": 16, "timeout_ms": 10, "remember": true},
     ]);
     assert_eq!(v["chain"], expected);
     let (stored, stored_revision) = stored_chain(&env, "chain").await.unwrap();
