@@ -1195,6 +1195,29 @@ fn a_plugin_configured_not_to_be_remembered_is_called_for_every_command() {
 }
 
 #[test]
+fn auth_with_the_proxy_password_gives_the_plugins_the_user_default() {
+    let r = RedisServer::start();
+    let filter = r#"{"users": {"default": {"deny": ["get"]}}}"#;
+    let proxy = Proxy::builder(&[&[&r]])
+        .set("proxy.password", &toml_str("pw"))
+        .extra_toml(&plugin("filter", &command_filter(), filter, ""))
+        .start();
+    let mut c = proxy.raw();
+    expect_err(&mut c, &["GET", "k"], "NOAUTH Authentication required.");
+    expect(&mut c, &["AUTH", "pw"], Resp::ok());
+    expect(&mut c, &["SET", "k", "v"], Resp::ok());
+    let refused = c.cmd(&["GET", "k"]);
+    assert_eq!(
+        refused.error_text(),
+        "NOPERM command not allowed by policy: 'get'"
+    );
+    // A second connection, AUTH default pw in one pipelined write with the GET.
+    let mut p = proxy.raw();
+    let cmds = vec![vec!["AUTH", "default", "pw"], vec!["GET", "k"]];
+    assert_eq!(pipeline(&mut p, &cmds), [Resp::ok(), refused]);
+}
+
+#[test]
 fn remembered_verdicts_hold_only_for_their_keys_and_until_the_context_changes() {
     let r = RedisServer::start();
     let acl = acl_config(&[

@@ -65,7 +65,8 @@ impl Session {
         self.complete(seq, out.freeze());
     }
 
-    /// Checks a password; on success the session is authenticated. Returns whether it passed.
+    /// Checks a password; on success the session is authenticated, as the user `default`
+    /// (the plugins' context user, unless a plugin set one). Returns whether it passed.
     fn auth(&mut self, out: &mut BytesMut, user: Option<&[u8]>, pass: &[u8]) -> bool {
         let passwords = self.worker.shared.passwords.load();
         let expected = passwords.session.as_bytes();
@@ -76,6 +77,9 @@ impl Session {
         let user_ok = user.is_none_or(|u| u == b"default");
         if user_ok && constant_time_eq(pass, expected) {
             self.authenticated = true;
+            if !self.attrs.iter().any(|(k, _)| k == "user") {
+                self.attrs.push(("user".into(), "default".into()));
+            }
             encode::simple(out, "OK");
             true
         } else {
