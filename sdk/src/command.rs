@@ -67,7 +67,8 @@ enum Edits {
 /// Where one argument is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Span {
-    /// `bytes[start..end]`, or, if `owned`, `owned[start]` (`end` unused).
+    /// `bytes[start..end]`, or, if `owned`, `owned[start]` (`end` unused). Keys prefixed
+    /// with [`Command::prefix_keys`] are in `bytes` too, after the decoded arguments.
     start: usize,
     end: usize,
     key: bool,
@@ -109,11 +110,11 @@ pub struct Command {
     edits: Edits,
     /// The prefix of the one `prefix_keys` call, while `edits` is `Edits::PrefixKeys`.
     prefix: Vec<u8>,
-    /// Whether the hook asked to remember its verdict; the condition's prefixes are
-    /// `cond`, back to back, the `i`th ending at `cond_ends[i]`.
+    /// Whether the hook asked to remember its verdict; the condition is `cond`, encoded as
+    /// the ABI sends it (a `u32` count, then the prefixes as *bytes* fields), empty for no
+    /// condition.
     remember: bool,
     cond: Vec<u8>,
-    cond_ends: Vec<usize>,
 }
 
 impl Command {
@@ -131,7 +132,6 @@ impl Command {
             prefix: Vec::new(),
             remember: false,
             cond: Vec::new(),
-            cond_ends: Vec::new(),
         }
     }
 
@@ -194,7 +194,6 @@ impl Command {
         self.edits = Edits::None;
         self.remember = false;
         self.cond.clear();
-        self.cond_ends.clear();
     }
 
     /// Marks every owned buffer spare again, dropping the ones grown too large to keep.
@@ -481,16 +480,16 @@ impl Command {
                 buf.copy_within(..len, prefix.len());
                 buf[..prefix.len()].copy_from_slice(prefix);
             } else {
-                let at = self.take_owned();
-                let buf = &mut self.owned[at];
-                buf.clear();
-                buf.extend_from_slice(prefix);
-                buf.extend_from_slice(&self.bytes[s.start..s.end]);
+                // The prefixed key goes after the decoded arguments, in the same buffer: no
+                // owned buffer to take, and the other arguments stay where they are.
+                let start = self.bytes.len();
+                self.bytes.extend_from_slice(prefix);
+                self.bytes.extend_from_within(s.start..s.end);
                 self.spans[i] = Span {
-                    start: at,
-                    end: 0,
+                    start,
+                    end: self.bytes.len(),
                     key: true,
-                    owned: true,
+                    owned: false,
                 };
             }
             self.modified = true;
@@ -563,7 +562,6 @@ impl Command {
     pub fn remember(&mut self) {
         self.remember = true;
         self.cond.clear();
-        self.cond_ends.clear();
     }
 
     /// [`remember`](Command::remember), with a condition: the host applies the verdict only
@@ -579,18 +577,30 @@ impl Command {
     /// An empty `prefixes` would be a condition no key meets; the ABI has no way to say so
     /// (no prefixes means no condition), so the verdict is then not remembered at all.
     /// Allocates nothing once the SDK's buffers have grown to the plugin's usual lists.
+    /// A plugin that asks with the same prefixes command after command can encode them
+    /// once, as a [`KeyPrefixes`], and use
+    /// [`remember_if_keys_start_with_any`](Command::remember_if_keys_start_with_any).
     pub fn remember_if_keys_start_with<I>(&mut self, prefixes: I)
     where
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
         self.cond.clear();
-        self.cond_ends.clear();
-        for p in prefixes {
-            self.cond.extend_from_slice(p.as_ref());
-            self.cond_ends.push(self.cond.len());
-        }
-        self.remember = !self.cond_ends.is_empty();
+        encode_prefixes(&mut self.cond, prefixes);
+        self.remember = !self.cond.is_empty();
+    }
+
+    /// [`remember_if_keys_start_with`](Command::remember_if_keys_start_with) with prefixes
+    /// encoded beforehand (say, once per user at configure time): the SDK copies their
+    /// encoding as it is, with no work per prefix. Empty `prefixes` are a condition no key
+    /// meets, so, as there, the verdict is then not remembered.
+    ///
+    /// Allocates nothing once the SDK's buffers have grown to the plugin's usual lists.
+    #[inline]
+    pub fn remember_if_keys_start_with_any(&mut self, prefixes: &KeyPrefixes) {
+        self.cond.clear();
+        self.cond.extend_from_slice(&prefixes.encoded);
+        self.remember = !self.cond.is_empty();
     }
 
     /// What the hook asked with [`remember`](Command::remember) or
@@ -603,10 +613,26 @@ impl Command {
     }
 
     /// The remember condition as it is kept.
-    fn condition(&self) -> Condition<'_> {
+    #[inline]
+    pub(crate) fn condition(&self) -> Condition<'_> {
         Condition {
-            bytes: &self.cond,
-            ends: &self.cond_ends,
+            encoded: &self.cond,
+        }
+    }
+
+    /// How a remembered [`Verdict::Continue`](crate::Verdict::Continue) of this command is
+    /// sent, for the SDK's fast path: `Some(None)` as a `Continue` (no edit call),
+    /// `Some(Some(prefix))` as a `PrefixKeys` (a lone `prefix_keys`), `None` otherwise (not
+    /// to be remembered, or anything else).
+    #[inline]
+    pub(crate) fn remembered_continue(&self) -> Option<Option<&[u8]>> {
+        if !self.remember {
+            return None;
+        }
+        match self.edits {
+            Edits::None => Some(None),
+            Edits::PrefixKeys => Some(Some(&self.prefix)),
+            Edits::Other => None,
         }
     }
 
@@ -634,20 +660,133 @@ impl Command {
     }
 }
 
-/// The key prefixes of a remember request, borrowed from the [`Command`].
+/// The key prefixes of a remember request, borrowed from the [`Command`]: their ABI
+/// encoding (a `u32` count, then *bytes* fields), empty for no condition.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Condition<'a> {
-    bytes: &'a [u8],
-    ends: &'a [usize],
+    encoded: &'a [u8],
 }
 
 impl<'a> Condition<'a> {
     /// The prefixes, in order.
-    pub(crate) fn iter(self) -> impl ExactSizeIterator<Item = &'a [u8]> {
-        (0..self.ends.len()).map(move |i| {
-            let start = if i == 0 { 0 } else { self.ends[i - 1] };
-            &self.bytes[start..self.ends[i]]
-        })
+    pub(crate) fn iter(self) -> Prefixes<'a> {
+        Prefixes::of(self.encoded)
+    }
+
+    /// The condition as the ABI sends it: the list of prefixes (`u32` count first).
+    #[inline]
+    pub(crate) fn encoded(self) -> &'a [u8] {
+        if self.encoded.is_empty() {
+            &[0; 4]
+        } else {
+            self.encoded
+        }
+    }
+}
+
+/// Appends the ABI encoding of `prefixes` (a `u32` count, then *bytes* fields) to `out`, or
+/// nothing if there are none.
+fn encode_prefixes<I>(out: &mut Vec<u8>, prefixes: I)
+where
+    I: IntoIterator,
+    I::Item: AsRef<[u8]>,
+{
+    let at = out.len();
+    let mut n: u32 = 0;
+    for p in prefixes {
+        if n == 0 {
+            out.extend_from_slice(&[0; 4]);
+        }
+        let p = p.as_ref();
+        let len = u32::try_from(p.len()).expect("a key prefix longer than 4 GiB");
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(p);
+        n += 1;
+    }
+    if n > 0 {
+        out[at..at + 4].copy_from_slice(&n.to_le_bytes());
+    }
+}
+
+/// The prefixes of an encoded prefix list, in order.
+#[derive(Debug, Clone)]
+pub(crate) struct Prefixes<'a> {
+    rest: &'a [u8],
+    left: usize,
+}
+
+impl<'a> Prefixes<'a> {
+    fn of(encoded: &'a [u8]) -> Self {
+        match encoded.split_first_chunk::<4>() {
+            Some((n, rest)) => Prefixes {
+                rest,
+                left: u32::from_le_bytes(*n) as usize,
+            },
+            None => Prefixes { rest: &[], left: 0 },
+        }
+    }
+}
+
+impl<'a> Iterator for Prefixes<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        let (len, rest) = self.rest.split_first_chunk::<4>()?;
+        let (p, rest) = rest.split_at(u32::from_le_bytes(*len) as usize);
+        self.rest = rest;
+        self.left -= 1;
+        Some(p)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Prefixes<'_> {}
+
+/// Key prefixes for [`Command::remember_if_keys_start_with_any`], encoded once as the ABI
+/// sends them, so that asking to remember a verdict on them is one copy whatever their
+/// number. Build one per condition a plugin uses (say, per user, at configure time).
+///
+/// ```
+/// use tessera_sdk::{Command, KeyPrefixes};
+///
+/// let app = KeyPrefixes::new(["app:", "shared:"]);
+/// let mut cmd = Command::new(["GET", "app:1"]).with_key(1);
+/// cmd.remember_if_keys_start_with_any(&app);
+/// let asked: Vec<&[u8]> = cmd.remembered().unwrap().collect();
+/// assert_eq!(asked, [&b"app:"[..], b"shared:"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPrefixes {
+    /// Empty if there are no prefixes.
+    encoded: Vec<u8>,
+}
+
+impl KeyPrefixes {
+    /// These prefixes, in order.
+    pub fn new<I>(prefixes: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let mut encoded = Vec::new();
+        encode_prefixes(&mut encoded, prefixes);
+        KeyPrefixes { encoded }
+    }
+
+    /// Whether there are no prefixes (a condition no key meets: nothing is remembered).
+    pub fn is_empty(&self) -> bool {
+        self.encoded.is_empty()
+    }
+
+    /// The prefixes, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        Prefixes::of(&self.encoded)
     }
 }
 

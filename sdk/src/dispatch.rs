@@ -145,6 +145,14 @@ impl<P: Plugin> Runtime<P> {
         };
         let out = &mut self.out;
         out.clear();
+        // Room for the usual entries (a remembered Continue, or a PrefixKeys with a short
+        // prefix), so that they need not grow the buffer. A command takes at least
+        // MIN_COMMAND_LEN bytes of the input, whatever count it claims; past
+        // RESERVED_COMMANDS the buffer grows as it needs.
+        let most = (n as usize)
+            .min(r.remaining().len() / MIN_COMMAND_LEN)
+            .min(RESERVED_COMMANDS);
+        out.reserve(4 + most * USUAL_ENTRY_LEN);
         out.put_u32(0); // the count, once known
         let (mut k, mut plain) = (0, true);
         while k < n {
@@ -158,6 +166,15 @@ impl<P: Plugin> Runtime<P> {
             let verdict = plugin.on_command(&self.ctx, &mut self.cmd);
             let changes = self.ctx.changes();
             k += 1;
+            if changes.is_empty()
+                && matches!(verdict, Verdict::Continue)
+                && let Some(prefix) = self.cmd.remembered_continue()
+            {
+                // The usual verdicts, encoded with no length to patch.
+                wire::put_remembered_continue_entry(out, prefix, self.cmd.condition());
+                plain = false;
+                continue;
+            }
             let at = out.len();
             out.put_u32(0);
             if !put_command_verdict(out, &verdict, &self.cmd, &changes) {
@@ -215,6 +232,16 @@ impl<P: Plugin> Runtime<P> {
         reject_list(&mut self.out, &msg)
     }
 }
+
+/// The fewest bytes a command takes in the input: an argument count and one argument (its
+/// flags and an empty *bytes* field).
+const MIN_COMMAND_LEN: usize = 4 + 1 + 4;
+/// The room reserved per command of a batch: enough for the entry of a remembered
+/// `Continue` without a condition (13 bytes) or of a PrefixKeys with a prefix of up to 8
+/// bytes (25).
+const USUAL_ENTRY_LEN: usize = 4 + 1 + 4 + 4 + 8 + 4;
+/// The most commands of a batch room is reserved for up front.
+const RESERVED_COMMANDS: usize = 1024;
 
 const NOT_CONFIGURED: &str = "ERR plugin called before it was configured";
 
@@ -299,6 +326,7 @@ fn action_of(v: &Verdict) -> Action<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KeyPrefixes;
     use crate::reply;
     use crate::wire::{WireAction, WireVerdict};
     use std::collections::BTreeMap;
@@ -1041,6 +1069,63 @@ mod tests {
         rt.on_configure(b"");
         let out = rt.on_commands(&batch(&ctx, &cmds[..2])).unwrap();
         assert_eq!(&out[out.len() - 4..], [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn batch_entries_are_the_bytes_of_single_verdicts() {
+        let cmds = [
+            Command::new(["PING"]),
+            Command::new(["GET", "k"]).with_key(1),
+            Command::new(["EXISTS", "a:1", "b:2"])
+                .with_key(1)
+                .with_key(2),
+            Command::new(["FLUSHALL"]),
+            Command::new(["SET", "k", "v"]).with_key(1),
+            Command::new(["ECHO", "x"]),
+            Command::new(["MGET", "a", "b"]).with_key(1).with_key(2),
+            Command::new(["DEL", "k"]).with_key(1),
+        ];
+        let ctx = Context::default().with_user("alice");
+        let mut rt = Runtime::<Remembers>::new();
+        rt.on_configure(b"");
+        let list = rt.on_commands(&batch(&ctx, &cmds)).unwrap().to_vec();
+        let mut r = Reader::new(&list);
+        assert_eq!(r.u32("count").unwrap() as usize, cmds.len());
+        for cmd in &cmds {
+            let entry = r.bytes("entry").unwrap();
+            let single = rt.on_command(&crate::testing::command_input(&ctx, cmd));
+            assert_eq!(entry, single.unwrap_or(&[]), "{cmd:?}");
+        }
+        r.finish().unwrap();
+        // The 13 bytes of a remembered Continue with no condition.
+        assert_eq!(&list[4..17], [9, 0, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn key_prefixes_are_the_condition_of_remember_if_keys_start_with() {
+        let prefixes: [&[u8]; 3] = [b"app:", b"", b"shared:"];
+        let encoded = KeyPrefixes::new(prefixes);
+        assert!(!encoded.is_empty());
+        assert_eq!(encoded.iter().collect::<Vec<_>>(), prefixes);
+        let mut by_list = Command::new(["GET", "app:1"]).with_key(1);
+        by_list.remember_if_keys_start_with(prefixes);
+        let mut by_encoded = by_list.clone();
+        by_encoded.remember_if_keys_start_with_any(&encoded);
+        let sent = |cmd: &Command| {
+            let mut out = Vec::new();
+            assert!(put_command_verdict(&mut out, &Verdict::Continue, cmd, &[]));
+            out
+        };
+        assert_eq!(sent(&by_list), sent(&by_encoded));
+        assert_eq!(
+            by_encoded.remembered().unwrap().collect::<Vec<_>>(),
+            prefixes
+        );
+        // No prefixes: not remembered, as with an empty list.
+        let none = KeyPrefixes::new(Vec::<&[u8]>::new());
+        assert!(none.is_empty() && none.iter().next().is_none());
+        by_encoded.remember_if_keys_start_with_any(&none);
+        assert!(by_encoded.remembered().is_none());
     }
 
     #[test]

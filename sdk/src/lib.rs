@@ -92,7 +92,7 @@ pub mod time;
 pub mod wire;
 
 pub use by_name::ByName;
-pub use command::{CONTAINER_COMMANDS, Command, CommandError, is_container_command};
+pub use command::{CONTAINER_COMMANDS, Command, CommandError, KeyPrefixes, is_container_command};
 pub use context::Context;
 
 #[cfg(test)]

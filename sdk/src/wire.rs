@@ -451,7 +451,7 @@ pub(crate) fn encode_action(
     match remember {
         Some(cond) => {
             out.push(kind | REMEMBER);
-            put_list(out, cond.iter());
+            out.extend_from_slice(cond.encoded());
         }
         None => out.push(kind),
     }
@@ -462,6 +462,43 @@ pub(crate) fn encode_action(
         Action::Reject(msg) => out.put_bytes(msg.as_bytes()),
     }
     put_attrs(out, attrs.iter());
+}
+
+/// Appends a verdict list entry (its `u32` length, then the verdict) for a remembered
+/// `Continue` (`prefix` `None`) or `PrefixKeys` of `prefix`, on `cond`, with no attribute:
+/// what [`encode_action`] writes for them, without a length to patch afterwards.
+#[inline]
+pub(crate) fn put_remembered_continue_entry(
+    out: &mut Vec<u8>,
+    prefix: Option<&[u8]>,
+    cond: Condition<'_>,
+) {
+    let cond = cond.encoded();
+    match prefix {
+        // The most common entry of all, with no condition: 13 constant bytes.
+        None if cond == [0; 4] => {
+            out.extend_from_slice(&[9, 0, 0, 0, REMEMBER, 0, 0, 0, 0, 0, 0, 0, 0])
+        }
+        None => {
+            out.put_u32(len_u32(1 + cond.len() + 4));
+            out.push(REMEMBER);
+            out.extend_from_slice(cond);
+            out.extend_from_slice(&[0; 4]);
+        }
+        Some(prefix) if cond == [0; 4] => {
+            out.put_u32(len_u32(1 + 4 + 4 + prefix.len() + 4));
+            out.extend_from_slice(&[4 | REMEMBER, 0, 0, 0, 0]);
+            out.put_bytes(prefix);
+            out.extend_from_slice(&[0; 4]);
+        }
+        Some(prefix) => {
+            out.put_u32(len_u32(1 + cond.len() + 4 + prefix.len() + 4));
+            out.push(4 | REMEMBER);
+            out.extend_from_slice(cond);
+            out.put_bytes(prefix);
+            out.extend_from_slice(&[0; 4]);
+        }
+    }
 }
 
 fn put_list<'a>(out: &mut Vec<u8>, items: impl ExactSizeIterator<Item = &'a [u8]>) {

@@ -57,7 +57,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tessera_sdk::wire::same_bytes;
 use tessera_sdk::{
-    ByName, Command, Context, Plugin, Verdict, export_plugin, is_container_command, reply,
+    ByName, Command, Context, KeyPrefixes, Plugin, Verdict, export_plugin, is_container_command,
+    reply,
 };
 
 pub mod glob;
@@ -160,6 +161,8 @@ struct User {
     keys: Vec<KeyPattern>,
     /// On what condition a permitted command whose keys pass is remembered.
     remember_keys: KeyCondition,
+    /// The prefixes of `remember_keys` (if `Prefixes`), encoded once for the SDK.
+    remember_prefixes: KeyPrefixes,
 }
 
 /// The keys for which a permitted command's verdict holds: the keys that start with the
@@ -265,6 +268,10 @@ impl User {
             })
             .collect();
         let remember_keys = KeyCondition::of(&patterns);
+        let remember_prefixes = match &remember_keys {
+            KeyCondition::Prefixes(prefixes) => KeyPrefixes::new(prefixes),
+            _ => KeyPrefixes::default(),
+        };
         Ok(User {
             id,
             password_sha256,
@@ -273,6 +280,7 @@ impl User {
             arg_rule_names,
             keys: patterns.into_iter().map(KeyPattern::new).collect(),
             remember_keys,
+            remember_prefixes,
         })
     }
 
@@ -446,7 +454,9 @@ impl Plugin for AclAuth {
             match &user.remember_keys {
                 KeyCondition::Never => {}
                 KeyCondition::Always => cmd.remember(),
-                KeyCondition::Prefixes(prefixes) => cmd.remember_if_keys_start_with(prefixes),
+                KeyCondition::Prefixes(_) => {
+                    cmd.remember_if_keys_start_with_any(&user.remember_prefixes);
+                }
             }
         }
         Verdict::Continue
