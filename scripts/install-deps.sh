@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Tessera's cluster, tests and benchmarks need on a Debian machine, skipping
 # what is already there: redis-server and redis-tools (tests, `tessera up`), nutcracker
-# (twemproxy, for the load benchmark), etcd-server, protobuf-compiler and libprotobuf-dev (topology service),
-# clang and lld (the C example plugin) and Rust's wasm32-unknown-unknown target (plugins).
+# (twemproxy, for the load benchmark), etcd-server, protobuf-compiler and libprotobuf-dev
+# (topology service), clang and lld (the C example plugin) and Rust's wasm32-unknown-unknown
+# target (plugins).
 set -euo pipefail
 
 SUDO=""
