@@ -498,19 +498,22 @@ impl WorkerChain {
                     next += 1;
                 }
             }
-            let item = &self.items[i];
-            if view.is_none() && memory.recall(q, item.cmd, &item.args, &item.keys).is_some() {
+            // Only under the attributes the batch started with, which the memory is for.
+            let recall = |view: &Option<_>, memory: &Memory, item: &Item| match view {
+                Some(_) => None,
+                None => memory.recall(q, item.cmd, &item.args, &item.keys).cloned(),
+            };
+            let mut recalled = recall(&view, memory, &self.items[i]);
+            if recalled.is_some() && !group.is_empty() {
                 // The commands waiting for a call may set attributes: decide them first.
                 self.call_group(q, ctx, &mut view, &mut group, keys, memory);
-                let item = &self.items[i];
-                let recalled = memory.recall(q, item.cmd, &item.args, &item.keys);
-                if let (None, Some(verdict)) = (&view, recalled) {
-                    let verdict = verdict.clone();
-                    self.links[q].counts.remembered += 1;
-                    self.dirty = true;
-                    self.apply_remembered(i, verdict, q, keys);
-                    continue;
-                }
+                recalled = recall(&view, memory, &self.items[i]);
+            }
+            if let Some(verdict) = recalled {
+                self.links[q].counts.remembered += 1;
+                self.dirty = true;
+                self.apply_remembered(i, verdict, q, keys);
+                continue;
             }
             group.push(i);
             if !batched {
