@@ -15,6 +15,15 @@ pub const CONTAINER_COMMANDS: [&str; 15] = [
     "object", "pubsub", "script", "slowlog", "xgroup", "xinfo",
 ];
 
+/// Inserts `prefix` at the start of `buf`, in place (no allocation if `buf` has room): for
+/// [`Command::edit_arg`] and [`Command::edit_keys`] callbacks that put a prefix in front.
+pub fn prepend(buf: &mut Vec<u8>, prefix: &[u8]) {
+    let len = buf.len();
+    buf.extend_from_slice(prefix);
+    buf.copy_within(..len, prefix.len());
+    buf[..prefix.len()].copy_from_slice(prefix);
+}
+
 /// Whether `name` (lowercase) is one of the [`CONTAINER_COMMANDS`].
 pub fn is_container_command(name: &str) -> bool {
     CONTAINER_COMMANDS.contains(&name)
@@ -474,11 +483,7 @@ impl Command {
                 continue;
             }
             if s.owned {
-                let buf = &mut self.owned[s.start];
-                let len = buf.len();
-                buf.extend_from_slice(prefix);
-                buf.copy_within(..len, prefix.len());
-                buf[..prefix.len()].copy_from_slice(prefix);
+                prepend(&mut self.owned[s.start], prefix);
             } else {
                 // The prefixed key goes after the decoded arguments, in the same buffer: no
                 // owned buffer to take, and the other arguments stay where they are.
@@ -1009,6 +1014,18 @@ mod tests {
         c.args()
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect()
+    }
+
+    #[test]
+    fn prepend_inserts_in_place() {
+        let mut b = b"key".to_vec();
+        prepend(&mut b, b"t1:");
+        assert_eq!(b, b"t1:key");
+        let mut e = Vec::new();
+        prepend(&mut e, b"p");
+        assert_eq!(e, b"p");
+        prepend(&mut e, b"");
+        assert_eq!(e, b"p");
     }
 
     #[test]

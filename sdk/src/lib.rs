@@ -92,7 +92,9 @@ pub mod time;
 pub mod wire;
 
 pub use by_name::ByName;
-pub use command::{CONTAINER_COMMANDS, Command, CommandError, KeyPrefixes, is_container_command};
+pub use command::{
+    CONTAINER_COMMANDS, Command, CommandError, KeyPrefixes, is_container_command, prepend,
+};
 pub use context::Context;
 
 #[cfg(test)]

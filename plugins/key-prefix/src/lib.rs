@@ -34,7 +34,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use tessera_sdk::{ByName, Command, Context, Plugin, Verdict, export_plugin, reply};
+use tessera_sdk::{ByName, Command, Context, Plugin, Verdict, export_plugin, prepend, reply};
 
 pub mod resp;
 
@@ -110,14 +110,6 @@ pub fn escape_glob(prefix: &str) -> Vec<u8> {
         out.push(b);
     }
     out
-}
-
-/// Inserts `prefix` at the start of `buf`, in place (no allocation if `buf` has room).
-pub fn prepend(buf: &mut Vec<u8>, prefix: &[u8]) {
-    let len = buf.len();
-    buf.extend_from_slice(prefix);
-    buf.copy_within(..len, prefix.len());
-    buf[..prefix.len()].copy_from_slice(prefix);
 }
 
 /// Rewrites `cmd` into the namespace `prefix`. Keys are prefixed in place with
@@ -503,17 +495,5 @@ mod tests {
         let out = rt.on_reply(&reply_input(&alice(), &keys, b"*1\r\n$4\r\nt1:a\r\n"));
         let v = wire::decode_verdict(out.unwrap()).unwrap();
         assert_eq!(v.action, WireAction::Reply(b"*1\r\n$1\r\na\r\n".to_vec()));
-    }
-
-    #[test]
-    fn prepend_inserts_in_place() {
-        let mut b = b"key".to_vec();
-        prepend(&mut b, b"t1:");
-        assert_eq!(b, b"t1:key");
-        let mut e = Vec::new();
-        prepend(&mut e, b"p");
-        assert_eq!(e, b"p");
-        prepend(&mut e, b"");
-        assert_eq!(e, b"p");
     }
 }
