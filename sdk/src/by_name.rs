@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::fmt;
 
+use crate::Context;
 use crate::wire::same_bytes;
 
 /// A table from names to values, looked up by the connection's user on every call.
@@ -31,11 +32,35 @@ pub struct ByName<T> {
     last: Cell<(usize, usize)>,
     /// The last name looked up that has no entry (`last` then says `usize::MAX`).
     missed: std::cell::RefCell<String>,
+    /// The last [`of_user`](ByName::of_user): the context's user id (0: none yet) and the
+    /// index of its entry (`usize::MAX`: no entry).
+    last_user: Cell<(u64, usize)>,
 }
 
 const NONE: usize = usize::MAX;
 
 impl<T> ByName<T> {
+    /// The value for the connection's user ([`Context::user`]), if the table has one. For
+    /// the user of the last call this is one comparison of [`Context::user_id`]s: the
+    /// lookup to make on every command.
+    #[inline]
+    pub fn of_user(&self, ctx: &Context) -> Option<&T> {
+        let id = ctx.user_id();
+        let (last, at) = self.last_user.get();
+        if id == last && id != 0 {
+            return self.entries.get(at).map(|(_, v)| v);
+        }
+        self.of_new_user(ctx)
+    }
+
+    #[inline(never)]
+    fn of_new_user(&self, ctx: &Context) -> Option<&T> {
+        let found = self.get(ctx.user());
+        let (at, _) = self.last.get();
+        self.last_user.set((ctx.user_id(), at));
+        found
+    }
+
     /// The value for `name`, if the table has one.
     pub fn get(&self, name: &str) -> Option<&T> {
         let (at, len) = self.last.get();
@@ -87,6 +112,7 @@ impl<T> Default for ByName<T> {
             entries: Vec::new(),
             last: Cell::new((NONE, usize::MAX)),
             missed: Default::default(),
+            last_user: Cell::new((0, NONE)),
         }
     }
 }
@@ -167,5 +193,29 @@ mod tests {
         assert_eq!((v, n), (Some(4), 0));
         let (v, n) = crate::testing::count_allocations(|| t.get("nobody").is_none());
         assert_eq!((v, n), (true, 0));
+    }
+
+    #[test]
+    fn of_user_follows_the_user_of_each_context() {
+        let t = table();
+        let alice = Context::default().with_user("alice");
+        let bob = Context::default().with_user("bob");
+        let nobody = Context::default();
+        let carol = Context::default().with_user("carol");
+        for (ctx, want) in [
+            (&alice, Some(1)),
+            (&alice, Some(1)),
+            (&bob, Some(4)),
+            (&nobody, None),
+            (&carol, None),
+            (&carol, None),
+            (&alice, Some(1)),
+            (&nobody, None),
+            (&bob, Some(4)),
+        ] {
+            assert_eq!(t.of_user(ctx).copied(), want, "{:?}", ctx.user());
+        }
+        let (v, n) = crate::testing::count_allocations(|| t.of_user(&bob).copied());
+        assert_eq!((v, n), (Some(4), 0));
     }
 }

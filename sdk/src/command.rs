@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::wire::{Action, same_bytes};
+use crate::wire::{Action, DecodeError, FLAG_KEY, Reader, same_bytes};
 
 /// The Redis 7.0 commands that have subcommands (*container* commands). For these the
 /// proxy's command id — what it keeps [remembered verdicts](Command::remember) by — is the
@@ -77,11 +77,14 @@ enum Edits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Span {
     /// `bytes[start..end]`, or, if `owned`, `owned[start]` (`end` unused). Keys prefixed
-    /// with [`Command::prefix_keys`] are in `bytes` too, after the decoded arguments.
+    /// with [`Command::prefix_keys`] are in `bytes` too: in place, or after the input.
     start: usize,
     end: usize,
     key: bool,
     owned: bool,
+    /// How many bytes right before `start` belong to no argument (the input's fields
+    /// around a decoded argument), free to take a prefix in place.
+    room: u8,
 }
 
 /// One command as the client sent it: `args[0]` is the name, the host marked which
@@ -96,10 +99,11 @@ struct Span {
 /// Reading a command never allocates; neither do [`is_named`](Command::is_named) and the
 /// in-place edits [`edit_arg`](Command::edit_arg) and [`edit_keys`](Command::edit_keys)
 /// once the SDK's buffers have grown to the plugin's usual commands.
-// Decoding copies the arguments back to back into one buffer (`bytes`) and notes where
-// each one is; an argument a plugin edits is copied into a buffer of its own (`owned`,
-// whose buffers are kept for the next commands), so decoding does no work per argument
-// beyond noting its span.
+// The SDK copies a call's commands, as the host encoded them, into one buffer (`bytes`)
+// once per call, and decoding a command notes where each argument is in it: no copy per
+// argument. An argument a plugin edits is copied into a buffer of its own (`owned`, whose
+// buffers are kept for the next commands); a key prefix goes in place, into the input's
+// length and flag fields before the key, when it fits there.
 #[derive(Clone, Default)]
 pub struct Command {
     /// The decoded arguments, back to back.
@@ -110,6 +114,9 @@ pub struct Command {
     /// the rest are spare buffers kept for their capacity.
     owned: Vec<Vec<u8>>,
     n_owned: usize,
+    /// `bytes[next..input_end]`: the commands of the call's input not decoded yet.
+    next: usize,
+    input_end: usize,
     /// `args[0]` lowercased.
     name: String,
     /// The `args[0]` `name` was made from (commands repeat: it is made again only when the
@@ -134,6 +141,8 @@ impl Command {
             spans: Vec::new(),
             owned: Vec::new(),
             n_owned: 0,
+            next: 0,
+            input_end: 0,
             name: String::new(),
             name_from: Vec::new(),
             modified: false,
@@ -181,15 +190,63 @@ impl Command {
         cmd
     }
 
-    /// Empties the command for decoding into it, keeping its buffers.
-    #[inline]
+    /// Empties the command for decoding into it with [`push_decoded`](Self::push_decoded),
+    /// keeping its buffers.
+    #[cfg(test)]
     pub(crate) fn start_decode(&mut self) {
-        self.start_call();
-        self.spans.clear();
-        if self.bytes.capacity() > KEEP_BYTES {
+        self.start_input(&[]);
+        self.clear_args();
+    }
+
+    /// Takes a copy of `input`, the commands of a call as the host encoded them, for
+    /// [`decode_next`](Self::decode_next) to decode one by one.
+    #[inline]
+    pub(crate) fn start_input(&mut self, input: &[u8]) {
+        if self.bytes.capacity() > KEEP_BYTES && input.len() <= KEEP_BYTES {
             self.bytes = Vec::new();
         }
         self.bytes.clear();
+        self.bytes.extend_from_slice(input);
+        self.next = 0;
+        self.input_end = input.len();
+    }
+
+    /// Decodes the next command of the input given to [`start_input`](Self::start_input)
+    /// into this one, reusing its buffers. On an error the command holds part of it.
+    pub(crate) fn decode_next(&mut self) -> Result<(), DecodeError> {
+        self.clear_args();
+        let input = &self.bytes[self.next..self.input_end];
+        let mut r = Reader::new(input);
+        let argc = r.count("argument count")?;
+        if argc == 0 {
+            return Err(DecodeError::EmptyCommand);
+        }
+        let base = self.next;
+        let mut free = base;
+        for _ in 0..argc {
+            let flags = r.u8("argument flags")?;
+            let arg = r.bytes("argument")?;
+            let start = base + (arg.as_ptr() as usize - input.as_ptr() as usize);
+            let end = start + arg.len();
+            self.spans.push(Span {
+                start,
+                end,
+                key: flags & FLAG_KEY != 0,
+                owned: false,
+                room: (start - free).min(u8::MAX as usize) as u8,
+            });
+            free = end;
+        }
+        self.next = free;
+        self.set_name();
+        Ok(())
+    }
+
+    /// Forgets the arguments of the last command and what a hook did with it.
+    #[inline]
+    fn clear_args(&mut self) {
+        self.start_call();
+        self.spans.clear();
         if self.n_owned > 0 {
             self.release_owned();
         }
@@ -216,9 +273,8 @@ impl Command {
         self.n_owned = 0;
     }
 
-    /// Appends a decoded argument.
-    #[inline]
-    pub(crate) fn push_decoded(&mut self, arg: &[u8], is_key: bool) {
+    /// Appends an argument, for building a command from its parts.
+    fn push_decoded(&mut self, arg: &[u8], is_key: bool) {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(arg);
         self.spans.push(Span {
@@ -226,12 +282,14 @@ impl Command {
             end: self.bytes.len(),
             key: is_key,
             owned: false,
+            room: 0,
         });
     }
 
-    /// Ends decoding: at least the name was pushed.
-    #[inline]
-    pub(crate) fn finish_decode(&mut self) {
+    /// Ends building a command with [`push_decoded`](Self::push_decoded): at least the name
+    /// was pushed.
+    #[cfg(test)]
+    fn finish_decode(&mut self) {
         debug_assert!(!self.spans.is_empty());
         self.set_name();
     }
@@ -280,6 +338,7 @@ impl Command {
             end: 0,
             key: s.key,
             owned: true,
+            room: 0,
         };
         &mut self.owned[at]
     }
@@ -394,6 +453,7 @@ impl Command {
             end: 0,
             key: s.key,
             owned: true,
+            room: 0,
         };
         self.edited(i);
         Ok(())
@@ -484,9 +544,17 @@ impl Command {
             }
             if s.owned {
                 prepend(&mut self.owned[s.start], prefix);
+            } else if prefix.len() <= s.room as usize {
+                let start = s.start - prefix.len();
+                self.bytes[start..s.start].copy_from_slice(prefix);
+                self.spans[i] = Span {
+                    start,
+                    room: s.room - prefix.len() as u8,
+                    ..s
+                };
             } else {
-                // The prefixed key goes after the decoded arguments, in the same buffer: no
-                // owned buffer to take, and the other arguments stay where they are.
+                // The prefixed key goes after the input, in the same buffer: no owned
+                // buffer to take, and the other arguments stay where they are.
                 let start = self.bytes.len();
                 self.bytes.extend_from_slice(prefix);
                 self.bytes.extend_from_within(s.start..s.end);
@@ -495,6 +563,7 @@ impl Command {
                     end: self.bytes.len(),
                     key: true,
                     owned: false,
+                    room: 0,
                 };
             }
             self.modified = true;
@@ -511,6 +580,7 @@ impl Command {
             end: 0,
             key: false,
             owned: true,
+            room: 0,
         });
         self.modified = true;
     }
@@ -954,15 +1024,31 @@ mod tests {
             let mut model: Vec<(Vec<u8>, bool)> = (0..argc)
                 .map(|i| (format!("a{round}.{i}").into_bytes(), i % 2 == 1))
                 .collect();
-            c.start_decode();
-            for (a, k) in &model {
-                c.push_decoded(a, *k);
+            if round % 2 == 0 {
+                c.start_decode();
+                for (a, k) in &model {
+                    c.push_decoded(a, *k);
+                }
+                c.finish_decode();
+            } else {
+                // As the SDK decodes a call's input: keys prefixed in place when they fit.
+                let mut input = Vec::new();
+                crate::wire::encode_command(&mut input, &Command::from_parts(model.clone()));
+                c.start_input(&input);
+                c.decode_next().unwrap();
             }
-            c.finish_decode();
             for step in 0..next(6) {
                 let i = next(model.len() as u32 + 1) as usize;
                 let v = format!("v{step}").into_bytes();
-                match next(7) {
+                match next(8) {
+                    7 => {
+                        let prefix = &b"0123456789"[..next(11) as usize];
+                        c.prefix_keys(prefix);
+                        model
+                            .iter_mut()
+                            .filter(|a| a.1)
+                            .for_each(|a| a.0.splice(0..0, prefix.iter().copied()).for_each(drop));
+                    }
                     0 => drop(c.set_arg(i, v.clone()).map(|()| model[i].0 = v)),
                     1 => drop(
                         c.edit_arg(i, |a| a.push(b'!'))
@@ -1072,6 +1158,45 @@ mod tests {
         c.prefix_keys(b"t1:");
         assert!(!c.is_modified());
         assert_eq!(sent_as(&c), (4, b"t1:".to_vec()));
+    }
+
+    #[test]
+    fn prefix_keys_in_place_leaves_the_other_commands_of_the_input_whole() {
+        let cmds = [
+            Command::new(["MSET", "a", "1", "bb", "22"])
+                .with_key(1)
+                .with_key(3),
+            Command::new(["GET", "k"]).with_key(1),
+            Command::new(["PING"]),
+            Command::new(["SET", "", "v"]).with_key(1),
+        ];
+        for prefix in [&b"t:"[..], b"12345", b"123456", b"0123456789"] {
+            let mut input = Vec::new();
+            for cmd in &cmds {
+                crate::wire::encode_command(&mut input, cmd);
+            }
+            let mut c = Command::default();
+            c.start_input(&input);
+            for cmd in &cmds {
+                c.decode_next().unwrap();
+                assert_eq!(&c, cmd);
+                c.prefix_keys(prefix);
+                c.prefix_keys(b"x");
+                let want: Vec<Vec<u8>> = cmd
+                    .args()
+                    .enumerate()
+                    .map(|(i, a)| match cmd.is_key(i) {
+                        true => [b"x", prefix, a].concat(),
+                        false => a.to_vec(),
+                    })
+                    .collect();
+                assert_eq!(c.args().map(<[u8]>::to_vec).collect::<Vec<_>>(), want);
+            }
+            assert!(
+                c.decode_next().is_err(),
+                "the input ends after four commands"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,21 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::wire::same_bytes;
+
+/// The last [`Context::user_id`] handed out.
+static LAST_USER_ID: AtomicU64 = AtomicU64::new(0);
+
+/// The id of `user`: 0 for no user, else a new one.
+fn new_user_id(user: &str) -> u64 {
+    if user.is_empty() {
+        0
+    } else {
+        LAST_USER_ID.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
 
 /// The client connection a hook is called for, as the host describes it on every call.
 ///
@@ -16,6 +31,8 @@ pub struct Context {
     db: u32,
     peer: String,
     user: String,
+    /// Equal in two contexts only if their users are equal (see [`Context::user_id`]).
+    user_id: u64,
     /// The attributes the host passed in, in its order.
     attrs: Vec<(String, String)>,
     /// Attribute buffers not in use, kept for their capacity.
@@ -31,6 +48,7 @@ impl Context {
             db: 0,
             peer: String::new(),
             user: String::new(),
+            user_id: 0,
             attrs: Vec::new(),
             spare: Vec::new(),
             changes: RefCell::new(Vec::new()),
@@ -48,11 +66,13 @@ impl Context {
         user: impl Into<String>,
         attrs: impl IntoIterator<Item = (String, String)>,
     ) -> Self {
+        let user = user.into();
         let mut ctx = Context {
             conn_id,
             db,
             peer: peer.into(),
-            user: user.into(),
+            user_id: new_user_id(&user),
+            user,
             ..Context::default()
         };
         for (k, v) in attrs {
@@ -64,6 +84,7 @@ impl Context {
     /// This context with `user` as its user (and its `user` attribute), for tests.
     pub fn with_user(mut self, user: impl Into<String>) -> Self {
         self.user = user.into();
+        self.user_id = new_user_id(&self.user);
         self.put_attr("user".to_owned(), self.user.clone());
         self
     }
@@ -88,8 +109,11 @@ impl Context {
         self.db = db;
         self.peer.clear();
         self.peer.push_str(peer);
-        self.user.clear();
-        self.user.push_str(user);
+        if !same_bytes(self.user.as_bytes(), user.as_bytes()) {
+            self.user.clear();
+            self.user.push_str(user);
+            self.user_id = new_user_id(user);
+        }
         self.spare.append(&mut self.attrs);
         self.changes.get_mut().clear();
     }
@@ -129,6 +153,17 @@ impl Context {
     /// authenticates with the proxy password (then `"default"`).
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    /// A number standing for [`user`](Context::user): two contexts (or the contexts of two
+    /// calls) with the same id have the same user; 0 is no user. The SDK keeps a user's id
+    /// from call to call while the user stays the same, so a plugin can key what it works
+    /// out per user by it and check it with one comparison (as [`ByName::of_user`] does).
+    /// Contexts with the same user may still have different ids.
+    ///
+    /// [`ByName::of_user`]: crate::ByName::of_user
+    pub fn user_id(&self) -> u64 {
+        self.user_id
     }
 
     /// Whether the connection has a user (see [`user`](Context::user)).

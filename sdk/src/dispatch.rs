@@ -155,8 +155,9 @@ impl<P: Plugin> Runtime<P> {
         out.reserve(4 + most * USUAL_ENTRY_LEN);
         out.put_u32(0); // the count, once known
         let (mut k, mut plain) = (0, true);
+        self.cmd.start_input(r.remaining());
         while k < n {
-            if let Err(e) = wire::decode_command_into(&mut r, &mut self.cmd) {
+            if let Err(e) = self.cmd.decode_next() {
                 if k == 0 {
                     return reject_list(out, &bad_input_message("on_commands", e));
                 }

@@ -149,7 +149,7 @@ impl<'a> Reader<'a> {
 
     /// Reads a count field; a count larger than the bytes left cannot be right (every
     /// element takes at least one byte), so it fails early instead of allocating for it.
-    fn count(&mut self, what: &'static str) -> Result<usize, DecodeError> {
+    pub(crate) fn count(&mut self, what: &'static str) -> Result<usize, DecodeError> {
         let n = self.u32(what)? as usize;
         if n > self.buf.len() {
             return Err(DecodeError::Truncated(what));
@@ -277,17 +277,16 @@ pub fn decode_command(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
 /// Decodes a *command* into `cmd`, reusing its buffers (what the SDK does on every call).
 /// On an error `cmd` holds part of the input.
 pub fn decode_command_into(r: &mut Reader<'_>, cmd: &mut Command) -> Result<(), DecodeError> {
-    let argc = r.count("argument count")?;
-    if argc == 0 {
-        return Err(DecodeError::EmptyCommand);
-    }
-    cmd.start_decode();
+    let mut skip = r.clone();
+    let argc = skip.count("argument count")?;
     for _ in 0..argc {
-        let flags = r.u8("argument flags")?;
-        let arg = r.bytes("argument")?;
-        cmd.push_decoded(arg, flags & FLAG_KEY != 0);
+        skip.u8("argument flags")?;
+        skip.bytes("argument")?;
     }
-    cmd.finish_decode();
+    let len = r.remaining().len() - skip.remaining().len();
+    cmd.start_input(&r.remaining()[..len]);
+    cmd.decode_next()?;
+    *r = skip;
     Ok(())
 }
 

@@ -435,7 +435,7 @@ impl Plugin for AclAuth {
                 may
             }
         };
-        let user = match self.users.get(ctx.user()) {
+        let user = match self.users.of_user(ctx) {
             Some(user) if may_run(user, &mut self.memo) => user,
             user => {
                 if !user.is_some_and(|u| u.run_depends_on_args(cmd)) {

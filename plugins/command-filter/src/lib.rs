@@ -80,22 +80,22 @@ pub struct CommandFilter {
 #[derive(Debug, Default)]
 struct Memo {
     valid: bool,
-    user: String,
+    /// The user's [`Context::user_id`].
+    user_id: u64,
     name: String,
 }
 
 impl Memo {
     #[inline]
-    fn passes(&self, user: &str, name: &str) -> bool {
+    fn passes(&self, ctx: &Context, name: &str) -> bool {
         self.valid
+            && self.user_id == ctx.user_id()
             && same_bytes(self.name.as_bytes(), name.as_bytes())
-            && same_bytes(self.user.as_bytes(), user.as_bytes())
     }
 
-    fn set(&mut self, user: &str, name: &str) {
+    fn set(&mut self, ctx: &Context, name: &str) {
         self.valid = true;
-        self.user.clear();
-        self.user.push_str(user);
+        self.user_id = ctx.user_id();
         self.name.clear();
         self.name.push_str(name);
     }
@@ -189,7 +189,7 @@ impl Plugin for CommandFilter {
     }
 
     fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
-        if self.memo.passes(ctx.user(), cmd.name()) {
+        if self.memo.passes(ctx, cmd.name()) {
             cmd.remember();
             return Verdict::Continue;
         }
@@ -199,7 +199,7 @@ impl Plugin for CommandFilter {
         match self.check(ctx.user(), cmd) {
             None => {
                 if !self.sub_entry_names.iter().any(|n| n == cmd.name()) {
-                    self.memo.set(ctx.user(), cmd.name());
+                    self.memo.set(ctx, cmd.name());
                 }
                 Verdict::Continue
             }

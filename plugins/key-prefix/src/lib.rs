@@ -79,6 +79,15 @@ impl KeyPrefix {
             .or(self.default.as_ref())
             .map(String::as_str)
     }
+
+    /// The prefix of the connection's user, if any: [`prefix_of`](Self::prefix_of) with
+    /// the lookup [`ByName::of_user`] saves for the user of the last call.
+    pub fn prefix_for(&self, ctx: &Context) -> Option<&str> {
+        self.tenants
+            .of_user(ctx)
+            .or(self.default.as_ref())
+            .map(String::as_str)
+    }
 }
 
 /// The commands whose replies carry keys, which [`strip_reply`] strips.
@@ -193,7 +202,7 @@ impl Plugin for KeyPrefix {
     }
 
     fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
-        match self.prefix_of(ctx.user()) {
+        match self.prefix_for(ctx) {
             Some(prefix) => {
                 prefix_command(cmd, prefix);
                 // A PrefixKeys verdict is a function of the user and the command id, even
@@ -216,7 +225,7 @@ impl Plugin for KeyPrefix {
         if !REPLY_SUBSCRIPTIONS.contains(&cmd.name()) {
             return None;
         }
-        strip_reply(cmd.name(), reply, self.prefix_of(ctx.user())?)
+        strip_reply(cmd.name(), reply, self.prefix_for(ctx)?)
     }
 }
 
