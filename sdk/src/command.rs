@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::wire::{Action, DecodeError, FLAG_KEY, Reader, same_bytes};
+use crate::wire::{Action, DecodeError, FLAG_KEY, same_bytes};
 
 /// The Redis 7.0 commands that have subcommands (*container* commands). For these the
 /// proxy's command id — what it keeps [remembered verdicts](Command::remember) by — is the
@@ -122,6 +122,8 @@ pub struct Command {
     /// The `args[0]` `name` was made from (commands repeat: it is made again only when the
     /// name changes).
     name_from: Vec<u8>,
+    /// The first 8 bytes of `name_from`, little-endian, zero-padded.
+    name_word: u64,
     modified: bool,
     edits: Edits,
     /// The prefix of the one `prefix_keys` call, while `edits` is `Edits::PrefixKeys`.
@@ -145,6 +147,7 @@ impl Command {
             input_end: 0,
             name: String::new(),
             name_from: Vec::new(),
+            name_word: 0,
             modified: false,
             edits: Edits::None,
             prefix: Vec::new(),
@@ -215,29 +218,38 @@ impl Command {
     /// into this one, reusing its buffers. On an error the command holds part of it.
     pub(crate) fn decode_next(&mut self) -> Result<(), DecodeError> {
         self.clear_args();
-        let input = &self.bytes[self.next..self.input_end];
-        let mut r = Reader::new(input);
-        let argc = r.count("argument count")?;
+        let buf = &self.bytes[..self.input_end];
+        let mut at = self.next;
+        let argc = read_u32(buf, at).ok_or(DecodeError::Truncated("argument count"))? as usize;
+        at += 4;
         if argc == 0 {
             return Err(DecodeError::EmptyCommand);
         }
-        let base = self.next;
-        let mut free = base;
+        // Every argument takes at least one byte: a larger count cannot be right.
+        if argc > buf.len() - at {
+            return Err(DecodeError::Truncated("argument count"));
+        }
+        let mut free = self.next;
         for _ in 0..argc {
-            let flags = r.u8("argument flags")?;
-            let arg = r.bytes("argument")?;
-            let start = base + (arg.as_ptr() as usize - input.as_ptr() as usize);
-            let end = start + arg.len();
+            let Some(&flags) = buf.get(at) else {
+                return Err(DecodeError::Truncated("argument flags"));
+            };
+            let len = read_u32(buf, at + 1).ok_or(DecodeError::Truncated("argument"))? as usize;
+            let start = at + 5;
+            if len > buf.len() - start {
+                return Err(DecodeError::Truncated("argument"));
+            }
             self.spans.push(Span {
                 start,
-                end,
+                end: start + len,
                 key: flags & FLAG_KEY != 0,
                 owned: false,
                 room: (start - free).min(u8::MAX as usize) as u8,
             });
-            free = end;
+            at = start + len;
+            free = at;
         }
-        self.next = free;
+        self.next = at;
         self.set_name();
         Ok(())
     }
@@ -294,12 +306,22 @@ impl Command {
         self.set_name();
     }
 
+    #[inline(always)]
     fn set_name(&mut self) {
-        let raw = self.span_bytes(self.spans[0]);
-        if same_bytes(raw, &self.name_from) && !self.name.is_empty() {
-            return;
+        let s = self.spans[0];
+        let len = s.end.wrapping_sub(s.start);
+        // A name of up to 8 bytes with 8 bytes of the buffer from its start (nearly every
+        // decoded one) is compared as one word.
+        let same = match self.bytes.get(s.start..s.start.wrapping_add(8)) {
+            Some(word) if !s.owned && len <= 8 => {
+                let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+                len == self.name_from.len() && word & low_bytes(len) == self.name_word
+            }
+            _ => same_bytes(self.span_bytes(s), &self.name_from),
+        };
+        if !same || self.name.is_empty() {
+            self.rename();
         }
-        self.rename();
     }
 
     #[inline(never)]
@@ -307,6 +329,10 @@ impl Command {
         let raw = slice(&self.bytes, &self.owned, self.spans[0]);
         self.name_from.clear();
         self.name_from.extend_from_slice(raw);
+        let mut word = [0u8; 8];
+        let n = raw.len().min(8);
+        word[..n].copy_from_slice(&raw[..n]);
+        self.name_word = u64::from_le_bytes(word);
         self.name.clear();
         if raw.is_ascii() {
             self.name
@@ -537,7 +563,30 @@ impl Command {
         } else {
             self.edits = Edits::Other;
         }
-        for i in 0..self.spans.len() {
+        // The usual case, every key decoded with room for the prefix before it, in a loop
+        // of its own: the other cases are left to `prefix_keys_from`.
+        let n = prefix.len();
+        let mut i = 0;
+        while let Some(s) = self.spans.get_mut(i) {
+            if s.key {
+                if s.owned || n > s.room as usize {
+                    self.prefix_keys_from(i, prefix);
+                    return;
+                }
+                s.start -= n;
+                s.room -= n as u8;
+                let at = s.start;
+                self.bytes[at..at + n].copy_from_slice(prefix);
+                self.modified = true;
+            }
+            i += 1;
+        }
+    }
+
+    /// Puts `prefix` in front of keys `from..` (any key, in any buffer).
+    #[inline(never)]
+    fn prefix_keys_from(&mut self, from: usize, prefix: &[u8]) {
+        for i in from..self.spans.len() {
             let s = self.spans[i];
             if !s.key {
                 continue;
@@ -894,6 +943,22 @@ impl fmt::Debug for Command {
     }
 }
 
+/// The little-endian `u32` at `buf[at..at + 4]`, if `buf` has it.
+#[inline(always)]
+fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
+    let b = buf.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+}
+
+/// A mask of the low `n` bytes of a `u64` (`n` <= 8).
+#[inline(always)]
+fn low_bytes(n: usize) -> u64 {
+    match n {
+        8 => u64::MAX,
+        n => (1u64 << (n * 8)) - 1,
+    }
+}
+
 /// The bytes of an argument at `s`.
 #[inline(always)]
 fn slice<'a>(bytes: &'a [u8], owned: &'a [Vec<u8>], s: Span) -> &'a [u8] {
@@ -1158,6 +1223,26 @@ mod tests {
         c.prefix_keys(b"t1:");
         assert!(!c.is_modified());
         assert_eq!(sent_as(&c), (4, b"t1:".to_vec()));
+    }
+
+    #[test]
+    fn each_command_of_an_input_gets_its_own_name() {
+        let names = [
+            "GET", "SET", "get", "GET", "GETX", "GETEX", "GET", "getdelex", "GETDELEX", "getdele",
+            "", "x", "GET",
+        ];
+        let mut input = Vec::new();
+        for name in names {
+            crate::wire::encode_command(&mut input, &Command::new([name, "k"]));
+        }
+        crate::wire::encode_command(&mut input, &Command::new(["Ping"]));
+        let mut c = Command::default();
+        c.start_input(&input);
+        for name in names.iter().chain(&["Ping"]) {
+            c.decode_next().unwrap();
+            assert_eq!(c.name(), name.to_ascii_lowercase());
+            assert!(c.is_named(&name.to_ascii_lowercase()));
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! [`Context`]: who is calling — the client connection a hook runs for. In a plugin the
 //! SDK keeps one and decodes every call into it, reusing its buffers.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -38,6 +38,8 @@ pub struct Context {
     /// Attribute buffers not in use, kept for their capacity.
     spare: Vec<(String, String)>,
     changes: RefCell<Vec<(String, String)>>,
+    /// Whether `changes` is not empty, checked after every command without a borrow.
+    changed: Cell<bool>,
 }
 
 impl Context {
@@ -52,6 +54,7 @@ impl Context {
             attrs: Vec::new(),
             spare: Vec::new(),
             changes: RefCell::new(Vec::new()),
+            changed: Cell::new(false),
         }
     }
 
@@ -115,13 +118,14 @@ impl Context {
             self.user_id = new_user_id(user);
         }
         self.spare.append(&mut self.attrs);
-        self.changes.get_mut().clear();
+        self.clear_changes();
     }
 
     /// Forgets the attribute changes of the last call (for a call whose context is the
     /// last one's, not decoded again).
     pub(crate) fn clear_changes(&mut self) {
         self.changes.get_mut().clear();
+        self.changed.set(false);
     }
 
     /// Appends a decoded attribute, into spare buffers if there are some.
@@ -197,6 +201,7 @@ impl Context {
     /// An empty `value` removes the attribute (see [`remove_attr`](Context::remove_attr)).
     pub fn set_attr(&self, key: impl Into<String>, value: impl Into<String>) {
         self.changes.borrow_mut().push((key.into(), value.into()));
+        self.changed.set(true);
     }
 
     /// Removes a connection attribute (sends it with an empty value).
@@ -208,6 +213,12 @@ impl Context {
     /// in order (what the SDK sends with the verdict; tests assert on it).
     pub fn attr_changes(&self) -> Vec<(String, String)> {
         self.changes.borrow().clone()
+    }
+
+    /// Whether a hook set or removed an attribute during this call.
+    #[inline(always)]
+    pub(crate) fn has_changes(&self) -> bool {
+        self.changed.get()
     }
 
     /// The changes of this call, for encoding the verdict.

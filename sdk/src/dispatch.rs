@@ -165,9 +165,8 @@ impl<P: Plugin> Runtime<P> {
                 break;
             }
             let verdict = plugin.on_command(&self.ctx, &mut self.cmd);
-            let changes = self.ctx.changes();
             k += 1;
-            if changes.is_empty()
+            if !self.ctx.has_changes()
                 && matches!(verdict, Verdict::Continue)
                 && let Some(prefix) = self.cmd.remembered_continue()
             {
@@ -176,6 +175,7 @@ impl<P: Plugin> Runtime<P> {
                 plain = false;
                 continue;
             }
+            let changes = self.ctx.changes();
             let at = out.len();
             out.put_u32(0);
             if !put_command_verdict(out, &verdict, &self.cmd, &changes) {

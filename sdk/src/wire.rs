@@ -485,9 +485,14 @@ pub(crate) fn put_remembered_continue_entry(
             out.extend_from_slice(&[0; 4]);
         }
         Some(prefix) if cond == [0; 4] => {
-            out.put_u32(len_u32(1 + 4 + 4 + prefix.len() + 4));
-            out.extend_from_slice(&[4 | REMEMBER, 0, 0, 0, 0]);
-            out.put_bytes(prefix);
+            // The 13 bytes before the prefix in one piece: entry length, kind, no
+            // condition, prefix length.
+            let n = len_u32(prefix.len());
+            let mut head = [0, 0, 0, 0, 4 | REMEMBER, 0, 0, 0, 0, 0, 0, 0, 0];
+            head[..4].copy_from_slice(&(1 + 4 + 4 + n + 4).to_le_bytes());
+            head[9..].copy_from_slice(&n.to_le_bytes());
+            out.extend_from_slice(&head);
+            out.extend_from_slice(prefix);
             out.extend_from_slice(&[0; 4]);
         }
         Some(prefix) => {
