@@ -661,6 +661,11 @@ fn chain_rows(chain: &Value) -> String {
                 text(&p["fail"]),
                 format!("{} MiB", text(&p["memory_limit_mb"])),
                 format!("{} ms", text(&p["timeout_ms"])),
+                // Absent in a chain stored before the setting existed: remembered.
+                match p["remember"].as_bool() {
+                    Some(false) => "no".to_string(),
+                    _ => "yes".to_string(),
+                },
                 short_config(&p["config"]),
             ]
         })
@@ -669,7 +674,9 @@ fn chain_rows(chain: &Value) -> String {
         return "no plugins in the chain\n".to_string();
     }
     table(
-        &["NAME", "MODULE", "FAIL", "MEMORY", "TIMEOUT", "CONFIG"],
+        &[
+            "NAME", "MODULE", "FAIL", "MEMORY", "TIMEOUT", "REMEMBER", "CONFIG",
+        ],
         &rows,
     )
 }
@@ -751,6 +758,26 @@ mod tests {
             ],
         );
         assert_eq!(t, "A          LONG HEADER\nwide cell  x\ny          z\n");
+    }
+
+    #[test]
+    fn the_chain_table_says_which_plugins_are_remembered() {
+        let chain = serde_json::json!([
+            {"name": "acl", "module": "3fa1c0d2e4b5aa", "fail": "closed", "memory_limit_mb": 16,
+             "timeout_ms": 10, "remember": true, "config": "{}"},
+            {"name": "audit", "module": "9b2e77a0c1d3bb", "fail": "open", "memory_limit_mb": 8,
+             "timeout_ms": 5, "remember": false, "config": ""},
+        ]);
+        let t = chain_rows(&chain);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].contains("TIMEOUT  REMEMBER  CONFIG"), "{t}");
+        let cells = |line: &str| {
+            line.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(cells(lines[1])[7], "yes", "{t}");
+        assert_eq!(cells(lines[2])[7], "no", "{t}");
     }
 
     #[test]

@@ -9,7 +9,8 @@ use crate::wire::{Action, DecodeError, FLAG_KEY, same_bytes};
 /// proxy's command id — what it keeps [remembered verdicts](Command::remember) by — is the
 /// name and the subcommand (`config|get` and `config|set` are two ids); for every other
 /// command it is the name alone. So a decision that looks at argument 1 of a command may be
-/// remembered only if the command is one of these.
+/// remembered only if the command is one of these. (A test of the proxy checks this list
+/// against its command table.)
 pub const CONTAINER_COMMANDS: [&str; 15] = [
     "acl", "client", "cluster", "command", "config", "function", "latency", "memory", "module",
     "object", "pubsub", "script", "slowlog", "xgroup", "xinfo",

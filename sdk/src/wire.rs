@@ -149,7 +149,7 @@ impl<'a> Reader<'a> {
 
     /// Reads a count field; a count larger than the bytes left cannot be right (every
     /// element takes at least one byte), so it fails early instead of allocating for it.
-    pub(crate) fn count(&mut self, what: &'static str) -> Result<usize, DecodeError> {
+    fn count(&mut self, what: &'static str) -> Result<usize, DecodeError> {
         let n = self.u32(what)? as usize;
         if n > self.buf.len() {
             return Err(DecodeError::Truncated(what));

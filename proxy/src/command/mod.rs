@@ -489,6 +489,32 @@ fn finish_error(mut s: Vec<u8>) -> String {
 mod tests {
     use super::*;
 
+    /// The plugin SDK keeps its own list of the container commands (what a remembered
+    /// verdict's command id includes the subcommand of): it must be this table's.
+    #[test]
+    fn the_sdk_lists_the_container_commands_of_this_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk/src/command.rs");
+        let source = std::fs::read_to_string(path).expect("read the SDK's command.rs");
+        let start = source
+            .find("pub const CONTAINER_COMMANDS")
+            .expect("the SDK defines CONTAINER_COMMANDS");
+        let list = &source[start..];
+        let list = &list[list.find("= [").expect("a list") + 3..list.find("];").expect("its end")];
+        let mut sdk: Vec<&str> = list
+            .split(',')
+            .map(|s| s.trim().trim_matches('"'))
+            .filter(|s| !s.is_empty())
+            .collect();
+        sdk.sort_unstable();
+        let mut table: Vec<&str> = COMMANDS
+            .iter()
+            .filter(|s| s.is_container())
+            .map(|s| s.name)
+            .collect();
+        table.sort_unstable();
+        assert_eq!(sdk, table, "sdk/src/command.rs CONTAINER_COMMANDS");
+    }
+
     fn args(words: &[&[u8]]) -> Vec<Bytes> {
         words.iter().map(|w| Bytes::copy_from_slice(w)).collect()
     }
