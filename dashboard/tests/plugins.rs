@@ -377,7 +377,7 @@ async fn admin_cli_sets_a_chain_from_a_file() {
     let chain = json!({"chain": [
         {"name": "filter", "path": "modules/filter.wasm",
          "config": {"deny": ["flushall", "keys"], "message": "NOPERM nope"}, "fail": "closed"},
-        {"name": "secret", "module": secret, "timeout_ms": 5},
+        {"name": "secret", "module": secret, "timeout_ms": 5, "remember": false},
     ]});
     std::fs::write(&chain_file, chain.to_string()).unwrap();
     let out = cli(&d, &["plugins", "set", chain_file.to_str().unwrap()])
@@ -396,22 +396,29 @@ async fn admin_cli_sets_a_chain_from_a_file() {
     );
     assert_eq!(stored.chain[1].module, secret);
     assert_eq!(stored.chain[1].timeout_ms, 5);
+    assert!(stored.chain[0].remember && !stored.chain[1].remember);
 
     let out = cli(&d, &["plugins"]).await.unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert!(
-        lines[1].starts_with("NAME    MODULE        FAIL    MEMORY  TIMEOUT  CONFIG"),
+        lines[1].starts_with("NAME    MODULE        FAIL    MEMORY  TIMEOUT  REMEMBER  CONFIG"),
         "{out}"
     );
     assert!(
         lines[2].starts_with(&format!(
-            "filter  {}  closed  16 MiB  10 ms    {{\"deny\"",
+            "filter  {}  closed  16 MiB  10 ms    yes       {{\"deny\"",
             &filter[..12]
         )),
         "{out}"
     );
     assert!(lines[2].ends_with('…'), "{out}");
-    assert!(lines[3].starts_with("secret"), "{out}");
+    assert!(
+        lines[3].starts_with(&format!(
+            "secret  {}  closed  16 MiB  5 ms     no        -",
+            &secret[..12]
+        )),
+        "{out}"
+    );
     assert!(
         out.contains(&format!("{filter}  {}", module("command_filter").len())),
         "{out}"
