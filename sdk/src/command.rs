@@ -584,7 +584,8 @@ impl Command {
         }
     }
 
-    /// Puts `prefix` in front of keys `from..` (any key, in any buffer).
+    /// Puts `prefix` in front of keys `from..`, the first of which has no room for it in
+    /// place: each key into a buffer of its own, or copied with the prefix after the input.
     #[inline(never)]
     fn prefix_keys_from(&mut self, from: usize, prefix: &[u8]) {
         for i in from..self.spans.len() {
@@ -594,14 +595,6 @@ impl Command {
             }
             if s.owned {
                 prepend(&mut self.owned[s.start], prefix);
-            } else if prefix.len() <= s.room as usize {
-                let start = s.start - prefix.len();
-                self.bytes[start..s.start].copy_from_slice(prefix);
-                self.spans[i] = Span {
-                    start,
-                    room: s.room - prefix.len() as u8,
-                    ..s
-                };
             } else {
                 // The prefixed key goes after the input, in the same buffer: no owned
                 // buffer to take, and the other arguments stay where they are.

@@ -72,17 +72,9 @@ impl KeyPrefix {
         })
     }
 
-    /// The prefix of `user`, if any.
-    pub fn prefix_of(&self, user: &str) -> Option<&str> {
-        self.tenants
-            .get(user)
-            .or(self.default.as_ref())
-            .map(String::as_str)
-    }
-
-    /// The prefix of the connection's user, if any: [`prefix_of`](Self::prefix_of) with
-    /// the lookup [`ByName::of_user`] saves for the user of the last call.
-    pub fn prefix_for(&self, ctx: &Context) -> Option<&str> {
+    /// The prefix of the connection's user, if any (one comparison for the user of the last
+    /// call: [`ByName::of_user`]).
+    pub fn prefix_of(&self, ctx: &Context) -> Option<&str> {
         self.tenants
             .of_user(ctx)
             .or(self.default.as_ref())
@@ -202,7 +194,7 @@ impl Plugin for KeyPrefix {
     }
 
     fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
-        match self.prefix_for(ctx) {
+        match self.prefix_of(ctx) {
             Some(prefix) => {
                 prefix_command(cmd, prefix);
                 // A PrefixKeys verdict is a function of the user and the command id, even
@@ -225,7 +217,7 @@ impl Plugin for KeyPrefix {
         if !REPLY_SUBSCRIPTIONS.contains(&cmd.name()) {
             return None;
         }
-        strip_reply(cmd.name(), reply, self.prefix_for(ctx)?)
+        strip_reply(cmd.name(), reply, self.prefix_of(ctx)?)
     }
 }
 
