@@ -26,28 +26,20 @@ use std::time::{Duration, Instant};
 
 use harness::{Proxy, RawConn, RedisServer, Resp, clock_ticks_per_sec, cpu_ticks, encode};
 
+#[path = "common/plugin_configs.rs"]
+mod plugin_configs;
+use plugin_configs::{COMMAND_FILTER, KEY_PREFIX, USER, acl_auth_config};
+
+/// The password of `USER`, as its hash in the acl-auth configuration says.
+const PASSWORD: &str = "secret";
+
 /// Every redis-benchmark run is killed past this.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
-const USER: &str = "alice";
-const PASSWORD: &str = "secret";
-/// `printf %s secret | sha256sum`.
-const PASSWORD_HASH: &str =
-    "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
 /// The plugins' modules, as `./plugins/build.sh` leaves them.
 const MODULE_DIR: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/plugins/target/wasm32-unknown-unknown/release"
 );
-
-const COMMAND_FILTER: &str = r#"{"deny": ["flushall", "flushdb", "keys", "debug", "config|set"], "allow": null, "users": {"alice": {"allow": ["get", "set", "del", "mget", "ping"]}}, "message": "NOPERM command not allowed by policy"}"#;
-const KEY_PREFIX: &str = r#"{"tenants": {"alice": "t1:", "bob": "t2:"}, "default": null}"#;
-
-fn acl_auth_config() -> String {
-    // redis-benchmark's keys are `key:<12 digits>`.
-    format!(
-        r#"{{"users": {{"{USER}": {{"password": "{PASSWORD_HASH}", "commands": ["get", "set", "del", "mget", "ping", "select"], "keys": ["key:*"]}}}}}}"#
-    )
-}
 
 /// One system under test.
 struct Setup {

@@ -26,26 +26,16 @@ const BATCH: usize = 16;
 /// Connections whose batches alternate (a worker serves many clients).
 const CONNS: u64 = 4;
 
-const PASSWORD_HASH: &str =
-    "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+#[path = "../../benches/common/plugin_configs.rs"]
+mod plugin_configs;
+use plugin_configs::{COMMAND_FILTER, KEY_PREFIX, USER, acl_auth_config};
 
 /// The bundled plugins and the plugin bench's configuration of each.
 fn plugins() -> [(&'static str, String); 3] {
     [
-        (
-            "acl_auth",
-            format!(
-                r#"{{"users": {{"alice": {{"password": "{PASSWORD_HASH}", "commands": ["get", "set", "del", "mget", "ping", "select"], "keys": ["key:*"]}}}}}}"#
-            ),
-        ),
-        (
-            "key_prefix",
-            r#"{"tenants": {"alice": "t1:", "bob": "t2:"}, "default": null}"#.to_owned(),
-        ),
-        (
-            "command_filter",
-            r#"{"deny": ["flushall", "flushdb", "keys", "debug", "config|set"], "allow": null, "users": {"alice": {"allow": ["get", "set", "del", "mget", "ping"]}}, "message": "NOPERM command not allowed by policy"}"#.to_owned(),
-        ),
+        ("acl_auth", acl_auth_config()),
+        ("key_prefix", KEY_PREFIX.to_owned()),
+        ("command_filter", COMMAND_FILTER.to_owned()),
     ]
 }
 
@@ -60,9 +50,9 @@ fn module_path(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"))
 }
 
-/// The inputs of `tessera_on_commands` for `CONNS` connections of user alice.
+/// The inputs of `tessera_on_commands` for `CONNS` connections of the bench's user.
 fn inputs(set: bool) -> Vec<Vec<u8>> {
-    let attrs = vec![("user".to_owned(), "alice".to_owned())];
+    let attrs = vec![("user".to_owned(), USER.to_owned())];
     (0..CONNS)
         .map(|conn| {
             let peer = format!("127.0.0.1:{}", 50000 + conn);
