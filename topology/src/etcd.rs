@@ -18,10 +18,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time allowed for one unary request (also enforced around every call, so a half-open
 /// connection cannot hang a caller).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// HTTP/2 keep-alive: a dead connection (and the watches on it) is noticed within
-/// interval + timeout.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 keep-alive: a half-open connection (and the watches on it) is noticed within
+/// interval + timeout. etcd answers pings closer than its `--grpc-keepalive-min-time`
+/// (5 s by default) with strikes, and the third strike closes the connection with every
+/// watch on it; 10 s is also the shortest interval etcd's own Go client uses.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Capacity of a watch channel.
 const WATCH_CHANNEL: usize = 1024;
 

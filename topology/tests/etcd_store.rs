@@ -50,8 +50,9 @@ async fn conformance_leases() {
 async fn conformance_watch() {
     let etcd = Etcd::start();
     let (writer, reader) = two_clients(&etcd).await;
-    // Idle past the client's per-request timeout: a watch must outlive it.
-    conformance::watch_sees_changes_in_order(&writer, &reader, Duration::from_secs(4)).await;
+    // Idle past the client's per-request timeout and its first keep-alive ping: a watch must
+    // outlive both (etcd closes a connection that pings too often, watches and all).
+    conformance::watch_sees_changes_in_order(&writer, &reader, Duration::from_secs(12)).await;
 }
 
 #[tokio::test]
