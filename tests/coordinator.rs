@@ -161,6 +161,38 @@ fn follows_slot_reassignment_live() {
     }));
 }
 
+/// etcd closes a connection whose client pings more often than its keep-alive minimum (5 s),
+/// watches and all: a proxy left idle must keep its one watch and its registration. A 30 s
+/// lease is renewed every 10 s, so nothing else crosses the connection while it idles.
+#[test]
+fn an_idle_proxy_keeps_its_topology_watch() {
+    let etcd = Etcd::start();
+    let r1 = RedisServer::start();
+    let rt = runtime();
+    let store = store(&rt, &etcd);
+    seed(&rt, &store, "idle", &[&r1], 1);
+    let proxy = coordinator_proxy(&etcd, "idle", 30);
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Resp::ok());
+
+    std::thread::sleep(Duration::from_secs(12));
+    let log = proxy.log();
+    assert!(
+        !log.contains("watch ended") && !log.contains("cannot"),
+        "the idle proxy lost its connection to etcd; log:\n{log}"
+    );
+    assert_eq!(c.cmd(&["GET", "k"]), Resp::bulk(b"v"));
+    let start = Instant::now();
+    let revision = rt.block_on(assign_all(&store, "idle", 1));
+    assert!(
+        wait_until(Duration::from_secs(2), || applied_revision(&proxy)
+            >= revision),
+        "the proxy did not follow a change after idling; log:\n{}",
+        proxy.log()
+    );
+    eprintln!("applied a change {:?} after 12 s idle", start.elapsed());
+}
+
 #[test]
 fn killed_proxy_registration_disappears_within_its_ttl() {
     let etcd = Etcd::start();
