@@ -709,14 +709,23 @@ fn stats_and_metrics_count_calls_rejects_and_failures_per_plugin() {
     let value =
         |series: &str| metric(m, series).unwrap_or_else(|| panic!("no {series} in /metrics:\n{m}"));
     assert_eq!(
-        value(r#"tessera_plugin_calls_total{plugin="filter",verdict="reject"}"#),
+        value(r#"tessera_plugin_verdicts_total{plugin="filter",verdict="reject"}"#),
         1.0
     );
     assert_eq!(
-        value(r#"tessera_plugin_calls_total{plugin="deny-secret",verdict="reject"}"#),
+        value(r#"tessera_plugin_verdicts_total{plugin="deny-secret",verdict="reject"}"#),
         1.0
     );
-    assert!(value(r#"tessera_plugin_calls_total{plugin="filter",verdict="continue"}"#) >= 4.0);
+    // Every command filter decided, the two remembered GETs among them; calls only by a call.
+    assert_eq!(
+        value(r#"tessera_plugin_verdicts_total{plugin="filter",verdict="continue"}"#),
+        4.0
+    );
+    assert_eq!(value(r#"tessera_plugin_calls_total{plugin="filter"}"#), 3.0);
+    assert_eq!(
+        value(r#"tessera_plugin_calls_total{plugin="deny-secret"}"#),
+        4.0
+    );
     assert_eq!(
         value(r#"tessera_plugin_remembered_total{plugin="filter"}"#),
         2.0

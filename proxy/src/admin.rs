@@ -248,7 +248,7 @@ fn metrics(shared: &Shared) -> String {
     let chain = shared.plugins.load();
     let _ = writeln!(
         out,
-        "# HELP tessera_plugin_calls_total Plugin hook calls by verdict.\n# TYPE tessera_plugin_calls_total counter"
+        "# HELP tessera_plugin_verdicts_total Commands a plugin decided (by a call or from a remembered verdict), by verdict.\n# TYPE tessera_plugin_verdicts_total counter"
     );
     for p in &chain.plugins {
         let s = &p.stats;
@@ -261,13 +261,18 @@ fn metrics(shared: &Shared) -> String {
         ] {
             let _ = writeln!(
                 out,
-                "tessera_plugin_calls_total{{plugin=\"{}\",verdict=\"{verdict}\"}} {}",
+                "tessera_plugin_verdicts_total{{plugin=\"{}\",verdict=\"{verdict}\"}} {}",
                 p.config.name,
                 n.load(Relaxed)
             );
         }
     }
-    let per_plugin: [(&str, &str, PluginSample); 4] = [
+    let per_plugin: [(&str, &str, PluginSample); 5] = [
+        (
+            "tessera_plugin_calls_total",
+            "Commands, connections and replies decided by a call into the plugin (not from a remembered verdict).",
+            |s| s.calls.load(Relaxed).to_string(),
+        ),
         (
             "tessera_plugin_failures_total",
             "Plugin traps, timeouts, memory overruns and malformed verdicts.",
