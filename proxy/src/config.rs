@@ -81,7 +81,8 @@ fn default_true() -> bool {
 pub struct ProxyConfig {
     /// Where clients connect.
     pub listen: SocketAddr,
-    /// Where the admin HTTP API (`/api/model`, `/api/stats`, `/metrics`) listens; none if absent.
+    /// Where the admin HTTP API (`/api/model`, `/api/stats`, `/metrics`) listens:
+    /// 127.0.0.1:19080 if the file leaves it out. `None` (no admin API) can only be set in code.
     pub admin_listen: Option<SocketAddr>,
     /// Worker threads, each with its own event loop and backend connections. 0 = one per core.
     pub workers: usize,
