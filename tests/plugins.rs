@@ -550,6 +550,37 @@ fn looping_plugin_times_out_and_only_its_command_fails() {
     assert_contained("loop", "loop", "timed out after 100 ms", "timeout_ms = 100");
 }
 
+/// The time limit counts the time a plugin runs, so a busy machine does not stop a plugin
+/// that waits for a core; but a loop must be stopped all the same. Here the proxy's worker
+/// shares one core with two busy threads, so it never runs for most of a 20 ms window.
+#[test]
+fn looping_plugin_is_stopped_on_a_shared_core() {
+    let r = RedisServer::start();
+    let proxy = start(
+        &[&[&r]],
+        1,
+        &[plugin("loop", &wat("loop"), "", "timeout_ms = 20")],
+    );
+    let mut c = proxy.raw();
+    expect(&mut c, &["SET", "k", "v"], Resp::ok());
+    let shared = SharedCore::new(proxy.pid(), 2);
+    let t = Instant::now();
+    let reply = c.cmd(&["GET", "loop"]);
+    let took = t.elapsed();
+    drop(shared);
+    assert_eq!(
+        reply.error_text(),
+        "ERR plugin 'loop' failed: timed out after 20 ms",
+        "{reply:?}"
+    );
+    assert!(took < Duration::from_secs(2), "the loop ran for {took:?}");
+    eprintln!("a loop on a core shared three ways was stopped after {took:?}");
+    assert_eq!(
+        until_restarted(&mut c, "loop", &["GET", "k"]),
+        Resp::bulk("v")
+    );
+}
+
 #[test]
 fn growing_plugin_hits_its_memory_limit_and_only_its_command_fails() {
     assert_contained("grow", "grow", "memory", "memory_limit_mb = 4");

@@ -18,8 +18,8 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Number of slots of the proxy (Codis's 1024).
@@ -221,6 +221,68 @@ pub fn wait_exit(child: &mut Child, bound: Duration) -> Option<ExitStatus> {
         status.is_some()
     });
     status
+}
+
+/// A core shared with busy threads: pins every thread of process `pid` and `hogs` spinning
+/// threads of the test to one CPU (the first this process may use), so the process gets
+/// about `1 / (hogs + 1)` of it. The spinning stops on drop (also when the test panics) and
+/// after 30 s in any case; the process stays pinned.
+pub struct SharedCore {
+    stop: Arc<AtomicBool>,
+    hogs: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl SharedCore {
+    pub fn new(pid: u32, hogs: usize) -> SharedCore {
+        // SAFETY: cpu_set_t is plain data; the calls only read and write the set given.
+        let set = unsafe {
+            let mut mine: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            assert_eq!(
+                libc::sched_getaffinity(0, size, &mut mine),
+                0,
+                "sched_getaffinity"
+            );
+            let cpu = (0..libc::CPU_SETSIZE as usize)
+                .find(|&c| libc::CPU_ISSET(c, &mine))
+                .expect("a CPU to run on");
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut one);
+            one
+        };
+        let pin = move |tid: libc::pid_t| {
+            // SAFETY: as above.
+            unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) == 0 }
+        };
+        let tasks = fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+        for task in tasks.flatten() {
+            let tid: libc::pid_t = task.file_name().to_string_lossy().parse().unwrap();
+            assert!(pin(tid), "cannot pin thread {tid} of {pid}");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let hogs = (0..hogs)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    assert!(pin(0), "cannot pin a busy thread");
+                    let until = Instant::now() + Duration::from_secs(30);
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        SharedCore { stop, hogs }
+    }
+}
+
+impl Drop for SharedCore {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for hog in self.hogs.drain(..) {
+            let _ = hog.join();
+        }
+    }
 }
 
 /// Sends SIGSTOP to a process on creation and SIGCONT on drop (also when the test panics).

@@ -57,7 +57,7 @@ pub fn compile(bytes: &[u8]) -> Result<Module, String> {
 pub struct HostState {
     limits: StoreLimits,
     plugin: String,
-    /// The thread's CPU time when the current call's deadline last fired.
+    /// The thread's CPU time when the current call's deadline first fired.
     cpu_at_deadline: Option<Duration>,
 }
 
@@ -167,6 +167,12 @@ fn linker() -> Result<Linker<HostState>, String> {
     Ok(linker)
 }
 
+/// Starts the time limit of one call into the instance.
+fn arm_deadline(store: &mut Store<HostState>, ticks: u64) {
+    store.set_epoch_deadline(ticks);
+    store.data_mut().cpu_at_deadline = None;
+}
+
 impl Instance {
     /// Instantiates `module` under the limits, checks the ABI version and exports.
     pub fn new(
@@ -191,22 +197,27 @@ impl Instance {
         store.limiter(|s| &mut s.limits);
         let timeout_ticks = (timeout.as_millis() as u64 / TICK.as_millis() as u64).max(1);
         // The deadline is in wall-clock ticks, but only time the plugin spent running counts:
-        // when it fires, the call goes on for another window, and it is stopped once a window
-        // passes in which the thread ran for most of it (not merely waited for a CPU).
+        // when it first fires (the call has run for at most `timeout` so far), the thread's
+        // CPU time is noted, and the call is stopped at the first later firing by which the
+        // thread has run for most of another `timeout` since, however many windows that took
+        // (a worker that waits for a core gets more of them; a loop is stopped all the same).
         store.epoch_deadline_callback(move |mut ctx| {
             let now = cpu_time::ThreadTime::try_now()
                 .map(|t| t.as_duration())
                 .unwrap_or_default();
             let data = ctx.data_mut();
-            let previous = data.cpu_at_deadline.replace(now);
-            match previous {
-                Some(before) if now.saturating_sub(before) >= timeout * 4 / 5 => {
+            match data.cpu_at_deadline {
+                None => {
+                    data.cpu_at_deadline = Some(now);
+                    Ok(UpdateDeadline::Continue(timeout_ticks))
+                }
+                Some(first) if now.saturating_sub(first) >= timeout * 4 / 5 => {
                     Err(wasmtime::Error::new(Trap::Interrupt))
                 }
-                _ => Ok(UpdateDeadline::Continue(timeout_ticks)),
+                Some(_) => Ok(UpdateDeadline::Continue(timeout_ticks)),
             }
         });
-        store.set_epoch_deadline(timeout_ticks);
+        arm_deadline(&mut store, timeout_ticks);
         let instance: WasmInstance = linker()?
             .instantiate(&mut store, module)
             .map_err(|e| format!("cannot instantiate: {}", describe(&e, timeout)))?;
@@ -216,7 +227,7 @@ impl Instance {
         let version = instance
             .get_typed_func::<(), i32>(&mut store, "tessera_abi_version")
             .map_err(|_| "does not export tessera_abi_version: () -> i32".to_string())?;
-        store.set_epoch_deadline(timeout_ticks);
+        arm_deadline(&mut store, timeout_ticks);
         let v = version
             .call(&mut store, ())
             .map_err(|e| describe(&e, timeout))?;
@@ -265,7 +276,7 @@ impl Instance {
                         "exports tessera_input_reusable with the wrong type; want () -> i32"
                             .to_string()
                     })?;
-                store.set_epoch_deadline(timeout_ticks);
+                arm_deadline(&mut store, timeout_ticks);
                 f.call(&mut store, ()).map_err(|e| describe(&e, timeout))? == 1
             }
         };
@@ -295,7 +306,7 @@ impl Instance {
         let Some(f) = self.lists[list as usize].clone() else {
             return Ok(Vec::new());
         };
-        self.store.set_epoch_deadline(self.timeout_ticks);
+        arm_deadline(&mut self.store, self.timeout_ticks);
         let packed = f
             .call(&mut self.store, ())
             .map_err(|e| describe(&e, timeout))?;
@@ -346,8 +357,7 @@ impl Instance {
         let Some(f) = &self.hooks[hook as usize] else {
             return Ok(None);
         };
-        self.store.set_epoch_deadline(self.timeout_ticks);
-        self.store.data_mut().cpu_at_deadline = None;
+        arm_deadline(&mut self.store, self.timeout_ticks);
         let len = i32::try_from(input.len()).map_err(|_| "input too large")?;
         let ptr = match self.input {
             Some((ptr, size)) if input.len() <= size => ptr,
