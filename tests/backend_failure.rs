@@ -78,8 +78,14 @@ fn killed_backend_fails_fast_and_recovers_after_restart() {
     let direct: Option<String> = redis::cmd("GET").arg(&k2).query(&mut r2.conn()).unwrap();
     assert_eq!(direct.as_deref(), Some("again"));
     assert_eq!(c.cmd(&["GET", &k1]), Resp::bulk("uno"));
-    // Every session recovers, including one opened while the backend was down.
-    assert_eq!(fresh.cmd(&["GET", &k2]), Resp::bulk("again"));
+    // Every session recovers, including one opened while the backend was down. It may be
+    // on the other worker, whose connection waits out its own backoff (50 ms) first.
+    let mut last = Resp::nil();
+    let recovered = wait_until(Duration::from_secs(5), || {
+        last = fresh.cmd(&["GET", &k2]);
+        last == Resp::bulk("again")
+    });
+    assert!(recovered, "the other session still gets {last:?} 5 s later");
 }
 
 #[test]
