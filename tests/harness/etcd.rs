@@ -4,10 +4,12 @@
 //! std only (std::process, std::net), so it can move to any test crate as it is.
 //! Needs the `etcd` binary (Debian `etcd-server`); `$ETCD_BIN` overrides the path.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,10 +25,23 @@ pub struct Etcd {
     peer_port: u16,
 }
 
-/// A port nobody listens on right now.
+/// Every port [`free_port`] handed out in this process (tests run in parallel threads: two
+/// of them must not get the same port, e.g. one for its etcd and one as an address where
+/// nothing listens).
+pub static HANDED_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A TCP port on 127.0.0.1 that was free a moment ago and that this process never handed out.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        if HANDED_PORTS.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+    panic!("no free port found in 1000 tries");
 }
 
 impl Etcd {

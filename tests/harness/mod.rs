@@ -11,15 +11,14 @@
 
 pub mod etcd;
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Number of slots of the proxy (Codis's 1024).
@@ -35,24 +34,12 @@ const POLL: Duration = Duration::from_millis(20);
 // Ports, temp dirs, polling
 // ---------------------------------------------------------------------------------------------
 
-static HANDED_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+use etcd::HANDED_PORTS;
+/// One set of handed-out ports for the whole process, the etcd harness's included.
+pub use etcd::free_port;
 
 fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago and that this process never handed out.
-pub fn free_port() -> u16 {
-    for _ in 0..1000 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind 127.0.0.1:0")
-            .port();
-        if HANDED_PORTS.lock().unwrap().insert(port) {
-            return port;
-        }
-    }
-    panic!("no free port found in 1000 tries");
 }
 
 /// A port `p` such that `p` and `p + 1` are both free (for `tessera up --redis-port-base`).
