@@ -276,5 +276,11 @@ fn a_chain_that_does_not_load_is_reported_and_the_old_one_stays() {
     assert!(wait_until(Duration::from_secs(5), || conn
         .cmd(&["ECHO", "x"])
         == Resp::bulk(b"x")));
-    assert!(c.registration()["plugin_error"].is_null());
+    // The registration catches up with the chain in force (it is written after the swap).
+    assert!(
+        wait_until(Duration::from_secs(5), || c.registration()["plugin_error"]
+            .is_null()),
+        "plugin_error stays after a good chain loaded: {}",
+        c.registration()
+    );
 }

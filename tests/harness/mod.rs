@@ -773,8 +773,8 @@ impl Proxy {
         Proxy::launch(dir, config_path, &args, listen, admin, wait_admin)
     }
 
-    /// Runs `tessera proxy ARGS` with its log in `dir`; waits for `listen` (and `admin` if
-    /// `wait_admin`), or for the process to exit.
+    /// Runs `tessera proxy ARGS` with its log in `dir`; waits until it says it serves and
+    /// `listen` (and `admin` if `wait_admin`) accept, or for the process to exit.
     fn launch(
         dir: TempDir,
         config_path: PathBuf,
@@ -807,7 +807,11 @@ impl Proxy {
                 exited = Some(s);
                 return true;
             }
-            accepts(listen) && (!wait_admin || accepts(admin))
+            // The proxy binds its ports before it reads its coordinator, so a port that
+            // accepts is not yet a proxy that serves: it says so once it does.
+            proxy.log().contains("tessera proxy: serving on")
+                && accepts(listen)
+                && (!wait_admin || accepts(admin))
         });
         if exited.is_some() || !listening {
             proxy.kill();
