@@ -105,10 +105,10 @@ fn setups() -> Vec<Setup> {
     setups
 }
 
-/// The per-call deadline of the bench's plugins. Not the default 10 ms: the deadline is wall
-/// clock (wasmtime epochs), so on a shared 2-core machine a worker descheduled in the middle
-/// of a call trips it, and redis-benchmark aborts on the error reply. The bench measures the
-/// cost of a call, not containment; the deadline's value does not change that cost.
+/// The per-call time limit of the bench's plugins. Not the default 10 ms, so that no run can
+/// be lost to a plugin error (redis-benchmark aborts on an error reply). The limit counts the
+/// time the worker runs, not the time it waits for a core (docs/plugin-abi.md, "Limits and
+/// failures"), and its value does not change the cost of a call, which is what is measured.
 const TIMEOUT_MS: u64 = 1000;
 
 fn plugin_toml(chain: &[(&str, &str, String)], remember: bool) -> String {
