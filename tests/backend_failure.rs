@@ -25,6 +25,18 @@ fn timed<A: AsRef<[u8]>>(c: &mut RawConn, args: &[A]) -> (Resp, Duration) {
     (r, t.elapsed())
 }
 
+/// Sends `args` on `c` until the reply is `want`, for at most `bound`; panics with `what` and
+/// the last reply otherwise.
+#[track_caller]
+fn until_reply(c: &mut RawConn, args: &[&str], want: Resp, bound: Duration, what: &str) {
+    let mut last = Resp::nil();
+    let ok = wait_until(bound, || {
+        last = c.cmd(args);
+        last == want
+    });
+    assert!(ok, "{what}: still {last:?} after {bound:?}, want {want:?}");
+}
+
 #[test]
 fn killed_backend_fails_fast_and_recovers_after_restart() {
     let (r1, mut r2, k1, k2) = two_groups();
@@ -63,14 +75,12 @@ fn killed_backend_fails_fast_and_recovers_after_restart() {
     // Back on the same port (empty: no persistence): served again without a proxy restart.
     r2.restart();
     let t = Instant::now();
-    let mut last = Resp::nil();
-    let recovered = wait_until(Duration::from_secs(10), || {
-        last = c.cmd(&["SET", &k2, "again"]);
-        last == Resp::ok()
-    });
-    assert!(
-        recovered,
-        "backend not used again 10 s after restart; last reply {last:?}"
+    until_reply(
+        &mut c,
+        &["SET", &k2, "again"],
+        Resp::ok(),
+        Duration::from_secs(10),
+        "backend not used again after restart",
     );
     let took = t.elapsed();
     assert!(took < Duration::from_secs(5), "recovery took {took:?}");
@@ -80,12 +90,13 @@ fn killed_backend_fails_fast_and_recovers_after_restart() {
     assert_eq!(c.cmd(&["GET", &k1]), Resp::bulk("uno"));
     // Every session recovers, including one opened while the backend was down. It may be
     // on the other worker, whose connection waits out its own backoff (50 ms) first.
-    let mut last = Resp::nil();
-    let recovered = wait_until(Duration::from_secs(5), || {
-        last = fresh.cmd(&["GET", &k2]);
-        last == Resp::bulk("again")
-    });
-    assert!(recovered, "the other session still gets {last:?} 5 s later");
+    until_reply(
+        &mut fresh,
+        &["GET", &k2],
+        Resp::bulk("again"),
+        Duration::from_secs(5),
+        "the other session did not recover",
+    );
 }
 
 #[test]
@@ -104,12 +115,13 @@ fn proxy_starts_while_a_backend_is_down() {
     );
     assert!(took < DEAD_BOUND, "{took:?}");
     r2.restart();
-    let mut last = Resp::nil();
-    let ok = wait_until(Duration::from_secs(10), || {
-        last = c.cmd(&["SET", &k2, "two"]);
-        last == Resp::ok()
-    });
-    assert!(ok, "never recovered; last reply {last:?}");
+    until_reply(
+        &mut c,
+        &["SET", &k2, "two"],
+        Resp::ok(),
+        Duration::from_secs(10),
+        "never recovered",
+    );
     assert_eq!(c.cmd(&["GET", &k2]), Resp::bulk("two"));
 }
 
@@ -165,12 +177,13 @@ fn hung_backend_times_out_and_recovers_after_sigcont() {
     }
 
     // After SIGCONT the data is still there and is served again.
-    let mut last = Resp::nil();
-    let ok = wait_until(Duration::from_secs(10), || {
-        last = c.cmd(&["GET", &k2]);
-        last == Resp::bulk("two")
-    });
-    assert!(ok, "not recovered 10 s after SIGCONT; last reply {last:?}");
+    until_reply(
+        &mut c,
+        &["GET", &k2],
+        Resp::bulk("two"),
+        Duration::from_secs(10),
+        "not recovered after SIGCONT",
+    );
     assert_eq!(c.cmd(&["SET", &k2, "three"]), Resp::ok());
     let direct: Option<String> = redis::cmd("GET").arg(&k2).query(&mut r2.conn()).unwrap();
     assert_eq!(direct.as_deref(), Some("three"));
@@ -228,12 +241,13 @@ fn reconnect_keeps_the_selected_db_and_the_backend_password() {
     assert_eq!(direct(&r2, 0, &k2), None);
 
     r2.restart();
-    let mut last = Resp::nil();
-    let ok = wait_until(Duration::from_secs(10), || {
-        last = c.cmd(&["SET", &k2, "after-restart"]);
-        last == Resp::ok()
-    });
-    assert!(ok, "not recovered after restart; last reply {last:?}");
+    until_reply(
+        &mut c,
+        &["SET", &k2, "after-restart"],
+        Resp::ok(),
+        Duration::from_secs(10),
+        "not recovered after restart",
+    );
     assert_eq!(
         direct(&r2, 5, &k2).as_deref(),
         Some("after-restart"),
