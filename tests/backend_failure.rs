@@ -274,3 +274,211 @@ fn wrong_backend_password_gives_an_error_not_a_hang() {
     assert!(took < DEAD_BOUND, "took {took:?}");
     assert_eq!(c.cmd(&["PING"]), Resp::simple("PONG"));
 }
+
+/// A TCP relay in front of a Redis whose connections can be made to hold what the proxy
+/// sends, as a slow network path would, and deliver it later: bytes in flight when a
+/// connection is given up on still reach Redis.
+mod relay {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
+    use std::time::{Duration, Instant};
+
+    struct Link {
+        hold: AtomicBool,
+        /// The upstream side saw its end (Redis closed it, or answered and closed).
+        upstream_done: AtomicBool,
+    }
+
+    pub struct Relay {
+        pub addr: SocketAddr,
+        links: Arc<Mutex<Vec<Arc<Link>>>>,
+        stop: Arc<AtomicBool>,
+        accept: Option<JoinHandle<()>>,
+    }
+
+    impl Relay {
+        pub fn start(upstream: SocketAddr) -> Relay {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
+            listener.set_nonblocking(true).expect("nonblocking");
+            let addr = listener.local_addr().expect("relay addr");
+            let links: Arc<Mutex<Vec<Arc<Link>>>> = Arc::default();
+            let stop = Arc::new(AtomicBool::new(false));
+            let (l, s) = (links.clone(), stop.clone());
+            let accept = std::thread::spawn(move || {
+                while !s.load(SeqCst) {
+                    match listener.accept() {
+                        Ok((client, _)) => {
+                            let link = Arc::new(Link {
+                                hold: AtomicBool::new(false),
+                                upstream_done: AtomicBool::new(false),
+                            });
+                            l.lock().unwrap().push(link.clone());
+                            serve(client, upstream, link, s.clone());
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+            Relay {
+                addr,
+                links,
+                stop,
+                accept: Some(accept),
+            }
+        }
+
+        /// Makes every connection open now hold what the proxy sends on it.
+        pub fn hold_open_links(&self) -> usize {
+            let links = self.links.lock().unwrap();
+            for l in links.iter() {
+                l.hold.store(true, SeqCst);
+            }
+            links.len()
+        }
+
+        /// Delivers what the held connections hold, closes their sending side, and waits
+        /// (at most `bound`) until Redis has answered and closed them, or dropped them.
+        pub fn release_held(&self, bound: Duration) -> bool {
+            let held: Vec<Arc<Link>> = self
+                .links
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.hold.swap(false, SeqCst))
+                .cloned()
+                .collect();
+            let t = Instant::now();
+            while t.elapsed() < bound {
+                if held.iter().all(|l| l.upstream_done.load(SeqCst)) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            false
+        }
+    }
+
+    impl Drop for Relay {
+        fn drop(&mut self) {
+            self.stop.store(true, SeqCst);
+            if let Some(t) = self.accept.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// Copies both ways until either side ends or the relay stops (each read waits at most
+    /// 20 ms, so every thread sees `stop` soon).
+    fn serve(client: TcpStream, upstream: SocketAddr, link: Arc<Link>, stop: Arc<AtomicBool>) {
+        let Ok(server) = TcpStream::connect(upstream) else {
+            return;
+        };
+        let tick = Some(Duration::from_millis(20));
+        for s in [&client, &server] {
+            s.set_read_timeout(tick).expect("read timeout");
+        }
+        let (mut c_rd, mut s_wr) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let (stop2, link2) = (stop.clone(), link.clone());
+        // Proxy to Redis: held bytes wait for the release, then go out even if the proxy
+        // has closed its side meanwhile (as data in flight would).
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            let mut client_done = false;
+            let mut buf = [0u8; 16 * 1024];
+            while !stop2.load(SeqCst) {
+                if !client_done {
+                    match c_rd.read(&mut buf) {
+                        Ok(0) => client_done = true,
+                        Ok(n) => held.extend_from_slice(&buf[..n]),
+                        Err(e) if is_tick(&e) => {}
+                        Err(_) => client_done = true,
+                    }
+                } else {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if !link2.hold.load(SeqCst) {
+                    if !held.is_empty() {
+                        let _ = s_wr.write_all(&held);
+                        held.clear();
+                    }
+                    if client_done {
+                        let _ = s_wr.shutdown(Shutdown::Write);
+                        return;
+                    }
+                }
+            }
+        });
+        // Redis to the proxy.
+        let (mut s_rd, mut c_wr) = (server, client);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16 * 1024];
+            while !stop.load(SeqCst) {
+                match s_rd.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let _ = c_wr.write_all(&buf[..n]);
+                    }
+                    Err(e) if is_tick(&e) => {}
+                    Err(_) => break,
+                }
+            }
+            link.upstream_done.store(true, SeqCst);
+            let _ = c_wr.shutdown(Shutdown::Both);
+        });
+    }
+
+    fn is_tick(e: &std::io::Error) -> bool {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    }
+}
+
+/// A command that timed out may still be in Redis's hands (in flight on the network, or
+/// read and not yet run). The connection that replaces the broken one must not carry a
+/// command before Redis can no longer run it: a timed-out `SET k 1` must never land after
+/// the acknowledged `SET k 2` sent once the backend answered again.
+#[test]
+fn a_timed_out_command_cannot_run_after_a_later_acknowledged_one() {
+    let r = RedisServer::start();
+    let relay = relay::Relay::start(r.socket_addr());
+    let relay_addr = relay.addr.to_string();
+    let proxy = ProxyBuilder::with_addrs(&[&[&relay_addr]])
+        .settings(&[
+            ("proxy.workers", "1"),
+            ("backend.timeout_ms", "300"),
+            ("backend.min_backoff_ms", "10"),
+        ])
+        .start();
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&["SET", "k", "0"]), Resp::ok());
+    assert_eq!(relay.hold_open_links(), 1, "one backend connection");
+    let reply = c.cmd(&["SET", "k", "1"]);
+    assert!(
+        reply.error_text().contains("no reply within 300 ms"),
+        "SET k 1 on a held connection: {reply:?}"
+    );
+    until_reply(
+        &mut c,
+        &["SET", "k", "2"],
+        Resp::ok(),
+        Duration::from_secs(5),
+        "no new backend connection",
+    );
+    // What the broken connection had sent reaches Redis now.
+    assert!(
+        relay.release_held(Duration::from_secs(5)),
+        "the held connection did not end"
+    );
+    let direct: Option<String> = redis::cmd("GET").arg("k").query(&mut r.conn()).unwrap();
+    assert_eq!(
+        direct.as_deref(),
+        Some("2"),
+        "the timed-out SET ran after the acknowledged one"
+    );
+    assert_eq!(c.cmd(&["GET", "k"]), Resp::bulk("2"));
+}

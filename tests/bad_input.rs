@@ -81,6 +81,53 @@ fn malformed_frames_get_a_protocol_error_and_a_close() {
     assert_eq!(c.cmd(&["GET", "k"]), Resp::bulk("vv"));
 }
 
+fn connections_received(redis: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(redis)
+        .expect("INFO stats");
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("total_connections_received in INFO")
+}
+
+/// `$01`, `*02`, `$-0`: Redis refuses them and closes the connection, which the proxy shares
+/// among sessions; the proxy must refuse them itself and never forward them.
+#[test]
+fn non_canonical_lengths_are_refused_by_the_proxy_not_forwarded() {
+    let r = RedisServer::start();
+    let proxy = Proxy::start_with(&[&[&r]], &[("proxy.workers", "1")]);
+    let mut bystander = proxy.raw();
+    assert_eq!(bystander.cmd(&["SET", "k", "v"]), Resp::ok());
+    let mut admin = r.conn();
+    let before = connections_received(&mut admin);
+    let cases: &[(&[u8], &str)] = &[
+        (
+            b"*2\r\n$3\r\nGET\r\n$01\r\nk\r\n",
+            "ERR Protocol error: invalid bulk length",
+        ),
+        (
+            b"*02\r\n$3\r\nGET\r\n$1\r\nk\r\n",
+            "ERR Protocol error: invalid multibulk length",
+        ),
+        (
+            b"*2\r\n$3\r\nGET\r\n$-0\r\n\r\n",
+            "ERR Protocol error: invalid bulk length",
+        ),
+    ];
+    for (bytes, want) in cases {
+        expect_protocol_error(&proxy, bytes, want);
+        assert_eq!(bystander.cmd(&["GET", "k"]), Resp::bulk("v"));
+    }
+    // The worker's backend connection is the one it had: Redis never saw the frames.
+    assert_eq!(
+        connections_received(&mut admin),
+        before,
+        "the backend connection was reset"
+    );
+}
+
 #[test]
 fn huge_headers_are_refused_without_allocating() {
     let (_r, proxy) = one_group();

@@ -1022,6 +1022,62 @@ fn auth_and_hello_forms_with_a_password() {
     assert_eq!(g.cmd(&["AUTH", "x"]), want);
 }
 
+/// `AUTH a b c` passes AUTH's arity (-2): Redis answers a syntax error, and the session (which
+/// once panicked on it) keeps serving, before and after authenticating.
+#[test]
+fn auth_with_too_many_arguments_is_a_syntax_error() {
+    let s = setup(&[("proxy.password", &toml_str("pw"))]);
+    let want = s.reference.raw().cmd(&["AUTH", "a", "b", "c"]);
+    assert_eq!(want, Resp::err("ERR syntax error"));
+    let mut c = s.proxy.raw();
+    assert_eq!(c.cmd(&["AUTH", "a", "b", "c"]), want);
+    assert_eq!(c.cmd(&["AUTH", "default", "pw", "x", "y"]), want);
+    assert_eq!(c.cmd(&["AUTH", "pw"]), Resp::ok());
+    assert_eq!(c.cmd(&["AUTH", "a", "b", "c"]), want);
+    assert_eq!(c.cmd(&["PING"]), Resp::simple("PONG"));
+}
+
+/// Connections are per database: `MOVE k 1`, `SELECT 1`, `GET k` in one write must not let
+/// the GET (on database 1's connection) overtake the MOVE (on database 0's). Redis pauses
+/// writes for a moment, so an overtaking GET would find nothing.
+#[test]
+fn select_does_not_let_later_commands_overtake_earlier_ones() {
+    let s = setup(&[("proxy.workers", "1")]);
+    let mut c = s.proxy.raw();
+    assert_eq!(c.cmd(&["SET", "moved", "v"]), Resp::ok());
+    // Both databases' connections exist before the pause.
+    assert_eq!(c.cmd(&["SELECT", "1"]), Resp::ok());
+    assert_eq!(c.cmd(&["GET", "moved"]), Resp::nil());
+    assert_eq!(c.cmd(&["SELECT", "0"]), Resp::ok());
+    let owner = if group_of_key(b"moved", 2) == 1 {
+        &s.r1
+    } else {
+        &s.r2
+    };
+    let paused: String = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "400", "WRITE"])
+        .query(&mut owner.conn())
+        .expect("CLIENT PAUSE");
+    assert_eq!(paused, "OK");
+    let mut write = encode(&["MOVE", "moved", "1"]);
+    write.extend(encode(&["SELECT", "1"]));
+    write.extend(encode(&["GET", "moved"]));
+    write.extend(encode(&["SELECT", "0"]));
+    write.extend(encode(&["EXISTS", "moved"]));
+    c.send(&write);
+    let replies: Vec<Resp> = (0..5).map(|_| c.read().expect("a reply")).collect();
+    assert_eq!(
+        replies,
+        [
+            Resp::Int(1),
+            Resp::ok(),
+            Resp::bulk("v"),
+            Resp::ok(),
+            Resp::Int(0)
+        ]
+    );
+}
+
 #[test]
 fn databases_setting_bounds_select() {
     let s = setup(&[("proxy.databases", "4")]);

@@ -77,6 +77,8 @@ impl BackendConn {
             rx,
             state: state.clone(),
             down_reply: down_reply.clone(),
+            client: None,
+            fence: None,
         };
         tokio::task::spawn_local(task.run());
         BackendConn {
@@ -136,6 +138,11 @@ struct ConnTask {
     rx: mpsc::UnboundedReceiver<Batch>,
     state: Rc<Cell<ConnState>>,
     down_reply: Rc<Cell<Option<Bytes>>>,
+    /// How Redis knows the connection being served (from `CLIENT INFO` in its setup).
+    client: Option<ClientName>,
+    /// An earlier connection that broke with commands Redis may still run: the next
+    /// connection kills it before it carries a command.
+    fence: Option<ClientName>,
 }
 
 impl ConnTask {
@@ -158,7 +165,12 @@ impl ConnTask {
                     let reason = self.serve(stream).await;
                     self.info.connected.fetch_sub(1, Relaxed);
                     match reason {
-                        Some(r) => r,
+                        Some((r, unanswered)) => {
+                            if unanswered {
+                                self.fence = self.client.take().or(self.fence.take());
+                            }
+                            r
+                        }
                         None => return,
                     }
                 }
@@ -191,63 +203,95 @@ impl ConnTask {
         }
     }
 
-    /// Connects, authenticates and selects the database, all within the connect bound.
+    /// Connects, authenticates, selects the database, learns the connection's client id and
+    /// fences off the connection before it (see [`Setup`]), all within the connect bound.
     async fn connect(&mut self) -> Result<TcpStream, String> {
+        let fence = self.fence.clone();
         let work = async {
             let mut stream = TcpStream::connect(&*self.info.addr)
                 .await
                 .map_err(|e| e.to_string())?;
             stream.set_nodelay(true).map_err(|e| e.to_string())?;
             let mut hello = BytesMut::new();
-            let mut expect = 0;
+            let mut steps = Vec::with_capacity(4);
             let password = self.passwords.load().backend.clone();
             if !password.is_empty() {
                 encode::command(&mut hello, &["AUTH", password.as_str()]);
-                expect += 1;
+                steps.push(Setup::Required);
             }
             if self.db != 0 {
                 encode::command(&mut hello, &["SELECT", &self.db.to_string()]);
-                expect += 1;
+                steps.push(Setup::Required);
             }
-            if expect > 0 {
-                stream.write_all(&hello).await.map_err(|e| e.to_string())?;
-                let mut buf = BytesMut::with_capacity(256);
-                let mut scanner = ReplyScanner::default();
-                while expect > 0 {
-                    match scanner.scan(&buf).map_err(|e| e.to_string())? {
-                        Some(n) => {
-                            let reply = buf.split_to(n);
-                            if reply.first() == Some(&b'-') {
-                                let text = String::from_utf8_lossy(&reply[1..]);
-                                return Err(format!(
-                                    "refused the connection setup: {}",
-                                    text.trim_end()
-                                ));
-                            }
-                            expect -= 1;
-                        }
-                        None => {
-                            if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-                                return Err("closed the connection during setup".to_string());
-                            }
-                        }
+            if let Some(old) = &fence {
+                let id = old.id.to_string();
+                encode::command(
+                    &mut hello,
+                    &["CLIENT", "KILL", "ID", &id, "ADDR", &old.addr],
+                );
+                steps.push(Setup::Fence);
+            }
+            encode::command(&mut hello, &["CLIENT", "INFO"]);
+            steps.push(Setup::ClientInfo);
+            stream.write_all(&hello).await.map_err(|e| e.to_string())?;
+            let mut buf = BytesMut::with_capacity(256);
+            let mut scanner = ReplyScanner::default();
+            let mut client = None;
+            let mut fenced = Ok(());
+            let mut step = 0;
+            while step < steps.len() {
+                let Some(n) = scanner.scan(&buf).map_err(|e| e.to_string())? else {
+                    if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                        return Err("closed the connection during setup".to_string());
                     }
+                    continue;
+                };
+                let reply = buf.split_to(n);
+                let refused = (reply.first() == Some(&b'-'))
+                    .then(|| String::from_utf8_lossy(&reply[1..]).trim_end().to_string());
+                match (steps[step], refused) {
+                    (Setup::Required, Some(text)) => {
+                        return Err(format!("refused the connection setup: {text}"));
+                    }
+                    (Setup::Required, None) => {}
+                    (Setup::Fence, refused) => fenced = refused.map_or(Ok(()), Err),
+                    (Setup::ClientInfo, _) => client = ClientName::parse(&reply),
                 }
+                step += 1;
             }
-            Ok(stream)
+            Ok((stream, client, fenced))
         };
-        match tokio::time::timeout(self.config.connect_timeout(), work).await {
-            Ok(r) => r,
-            Err(_) => Err(format!(
-                "connect timed out after {} ms",
-                self.config.connect_timeout_ms
-            )),
+        let (stream, client, fenced) =
+            match tokio::time::timeout(self.config.connect_timeout(), work).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(format!(
+                        "connect timed out after {} ms",
+                        self.config.connect_timeout_ms
+                    ));
+                }
+            };
+        if let (Some(old), Err(why)) = (fence, fenced) {
+            tracing::error!(
+                backend = %self.info.addr,
+                old_client = old.id,
+                reason = %why,
+                "cannot close the broken backend connection on Redis's side; commands it had \
+                 sent before it broke may still run after newer ones"
+            );
         }
+        if client.is_none() {
+            tracing::debug!(backend = %self.info.addr, "no CLIENT INFO: this connection cannot be fenced off should it break");
+        }
+        self.fence = None;
+        self.client = client;
+        Ok(stream)
     }
 
-    /// Pumps batches and replies until the connection breaks (`Some(reason)`) or every
-    /// session and the worker have let go of it (`None`).
-    async fn serve(&mut self, stream: TcpStream) -> Option<String> {
+    /// Pumps batches and replies until the connection breaks (`Some((reason, unanswered))`,
+    /// `unanswered` if Redis may have commands of it still to run) or every session and the
+    /// worker have let go of it (`None`).
+    async fn serve(&mut self, stream: TcpStream) -> Option<(String, bool)> {
         let timeout = self.config.timeout();
         let mut pending: VecDeque<InFlight> = VecDeque::new();
         let mut wbuf = BytesMut::with_capacity(16 * 1024);
@@ -305,10 +349,11 @@ impl ConnTask {
             }
         };
         let reply = unavailable_reply(&self.info.addr, &failure);
+        let unanswered = !pending.is_empty();
         for f in pending.drain(..) {
             f.fail(&reply);
         }
-        Some(failure)
+        Some((failure, unanswered))
     }
 
     fn queue(&self, b: Batch, now: Instant, wbuf: &mut BytesMut, pending: &mut VecDeque<InFlight>) {
@@ -316,6 +361,47 @@ impl ConnTask {
         let mut f = in_flight(b);
         f.sent = now;
         pending.push_back(f);
+    }
+}
+
+/// What a reply to one command of a connection's setup means.
+#[derive(Debug, Clone, Copy)]
+enum Setup {
+    /// AUTH, SELECT: an error refuses the connection.
+    Required,
+    /// `CLIENT KILL ID <old>`: closes, on Redis's side, a connection that broke while Redis
+    /// still held commands of it (a timeout, a broken socket), and since Redis runs one
+    /// command at a time, once this is answered no command of the old connection can run
+    /// any more. Without it a timed-out `SET k 1` could run after an acknowledged `SET k 2`
+    /// sent on the new connection. Refused (no permission): logged, and the connection is
+    /// used all the same.
+    Fence,
+    /// `CLIENT INFO`: how to name this connection to fence it off, should it break.
+    ClientInfo,
+}
+
+/// A connection as Redis knows it: its id and its address as Redis sees it. Both name it
+/// when it is killed, so that a restarted Redis, which hands out ids from 1 again, cannot
+/// have another client killed in its place.
+#[derive(Debug, Clone)]
+struct ClientName {
+    id: i64,
+    addr: String,
+}
+
+impl ClientName {
+    /// From the reply to `CLIENT INFO` (`$N\r\nid=7 addr=127.0.0.1:5 ...\n\r\n`).
+    fn parse(reply: &[u8]) -> Option<ClientName> {
+        let text = std::str::from_utf8(reply.strip_prefix(b"$")?).ok()?;
+        let (_, body) = text.split_once("\r\n")?;
+        let field = |name: &str| {
+            body.split_ascii_whitespace()
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        };
+        Some(ClientName {
+            id: field("id")?.parse().ok()?,
+            addr: field("addr")?.to_string(),
+        })
     }
 }
 

@@ -17,6 +17,8 @@
 //! 4. differential, RESP arrays: the `redis-protocol` crate decodes each `raw` into an array of
 //!    bulk strings equal to `args`, consuming exactly `raw`; a frame `redis-protocol` finds
 //!    complete is never left waiting; a canonical frame within the limits is never refused;
+//!    and `raw` is byte for byte the canonical encoding of `args` (what the proxy forwards as
+//!    sent, Redis must parse as the same command);
 //! 5. differential, inline commands: the arguments of an inline line, whether it is skipped as
 //!    blank, and whether its quotes are refused, are those of Redis's `sdssplitargs` (a port of
 //!    it is below, [`sdssplitargs`]);
@@ -240,6 +242,7 @@ fn check_request(req: &Request, consumed: &[u8], limits: Limits) {
                 }
             }
             differential_array(raw, &req.args);
+            canonical_array(raw, &req.args);
         }
         None => {
             let items = items(consumed).unwrap_or_else(|| {
@@ -271,6 +274,20 @@ fn check_request(req: &Request, consumed: &[u8], limits: Limits) {
             );
         }
     }
+}
+
+/// `raw` is forwarded to Redis as it is, so it must be the one canonical encoding of `args`
+/// (no `$01`, `*02` or `$-0`): Redis parses lengths with `string2ll` and refuses the rest,
+/// closing a connection other sessions share.
+fn canonical_array(raw: &Bytes, args: &[Bytes]) {
+    let mut canonical = BytesMut::new();
+    tessera_proxy::resp::encode::command(&mut canonical, args);
+    assert_eq!(
+        &raw[..],
+        &canonical[..],
+        "raw {:?} is not the canonical encoding of its arguments",
+        show(raw)
+    );
 }
 
 /// `raw` must decode with redis-protocol into exactly `args`, consuming all of it.

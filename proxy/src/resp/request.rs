@@ -238,6 +238,11 @@ enum Header {
 
 /// Reads the decimal after a type byte up to CRLF: `(value, index after CRLF)`, or `None`
 /// when the line is not complete yet. A line longer than any valid number is `Bad` at once.
+///
+/// Only the canonical form Redis's `string2ll` accepts is a number: an optional `-`, then
+/// `0` alone or digits that do not start with `0` (`01`, `-0`, `-` and `+1` are `Bad`).
+/// The decoder forwards frames as the client sent them, so it must refuse whatever Redis
+/// would refuse.
 fn read_header(
     buf: &[u8],
     start: usize,
@@ -247,6 +252,7 @@ fn read_header(
     let mut neg = false;
     let mut digits = 0;
     let mut overflow = false;
+    let mut leading_zero = false;
     let mut i = start;
     loop {
         let Some(&b) = buf.get(i) else {
@@ -261,7 +267,7 @@ fn read_header(
                 let Some(&lf) = buf.get(i + 1) else {
                     return Ok(None);
                 };
-                if lf != b'\n' || digits == 0 {
+                if lf != b'\n' || digits == 0 || (leading_zero && (digits > 1 || neg)) {
                     return Ok(Some((Header::Bad, i)));
                 }
                 let v = if neg { -value } else { value };
@@ -274,6 +280,9 @@ fn read_header(
             }
             b'-' if i == start => neg = true,
             b'0'..=b'9' => {
+                if digits == 0 {
+                    leading_zero = b == b'0';
+                }
                 if digits < 18 {
                     value = value * 10 + (b - b'0') as i64;
                 } else {
@@ -529,6 +538,48 @@ mod tests {
         );
         let long = vec![b'a'; 70 * 1024];
         assert_eq!(decode_all(&long), Err(ProtocolError::InlineTooBig));
+    }
+
+    /// Redis reads lengths with `string2ll`: no leading zero, no `-0`, no sign alone. A frame
+    /// Redis would refuse must not be forwarded as sent (Redis would drop the shared backend
+    /// connection), so the decoder refuses it with Redis's own error.
+    #[test]
+    fn non_canonical_lengths_are_refused_as_redis_does() {
+        for bad in [
+            &b"*02\r\n$3\r\nGET\r\n$1\r\nk\r\n"[..],
+            b"*-0\r\n",
+            b"*-01\r\n",
+            b"*-\r\n",
+            b"*00\r\n",
+        ] {
+            assert_eq!(
+                decode_all(bad),
+                Err(ProtocolError::InvalidArrayLen),
+                "{bad:?}"
+            );
+        }
+        for bad in [
+            &b"*2\r\n$3\r\nGET\r\n$01\r\nk\r\n"[..],
+            b"*1\r\n$-0\r\n\r\n",
+            b"*1\r\n$00\r\n\r\n",
+            b"*1\r\n$-\r\n",
+        ] {
+            assert_eq!(
+                decode_all(bad),
+                Err(ProtocolError::InvalidBulkLen),
+                "{bad:?}"
+            );
+        }
+        // The canonical forms still decode; `*0`, `*-1` and `$0` are canonical.
+        assert_eq!(decode_all(b"*0\r\n*-1\r\n*-5\r\n"), Ok(vec![]));
+        assert_eq!(
+            decode_all(b"*2\r\n$3\r\nGET\r\n$0\r\n\r\n"),
+            Ok(vec![vec!["GET".to_string(), String::new()]])
+        );
+        assert_eq!(
+            decode_all(b"*1\r\n$10\r\n0123456789\r\n"),
+            Ok(vec![vec!["0123456789".to_string()]])
+        );
     }
 
     #[test]

@@ -35,14 +35,16 @@ impl Session {
                 encode::simple(&mut out, "OK");
                 self.close_after = Some(seq);
             }
-            Local::Auth => {
-                let (user, pass) = match args {
-                    [_, pass] => (None, pass),
-                    [_, user, pass] => (Some(user), pass),
-                    _ => unreachable!("arity checked"),
-                };
-                self.auth(&mut out, user.map(|u| &u[..]), pass);
-            }
+            Local::Auth => match args {
+                [_, pass] => {
+                    self.auth(&mut out, None, pass);
+                }
+                [_, user, pass] => {
+                    self.auth(&mut out, Some(user), pass);
+                }
+                // Redis: only the two and three argument forms.
+                _ => encode::error(&mut out, "ERR syntax error"),
+            },
             Local::Select => self.select(&mut out, &args[1]),
             Local::Hello => self.hello(&mut out, args),
             Local::ClientSetName => {

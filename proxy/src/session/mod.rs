@@ -98,6 +98,10 @@ pub struct Session {
     remembered: crate::plugin::Memory,
     /// Close once the reply with this sequence number is written (QUIT, protocol error).
     close_after: Option<u64>,
+    /// A SELECT switched databases while commands were in flight on the old database's
+    /// connections: later commands wait (unread in `rbuf`) until those are answered, so
+    /// they cannot overtake them on the new database's connections.
+    held: bool,
 }
 
 impl Session {
@@ -139,6 +143,7 @@ impl Session {
             outcomes: Vec::new(),
             remembered: Default::default(),
             close_after: None,
+            held: false,
         }
     }
 
@@ -172,13 +177,18 @@ impl Session {
             {
                 break;
             }
-            let can_read = !eof && self.close_after.is_none() && self.queue.len() < max_pipeline;
+            let can_read =
+                !eof && !self.held && self.close_after.is_none() && self.queue.len() < max_pipeline;
             tokio::select! {
                 biased;
                 Some(batch) = self.replies_rx.recv() => {
                     self.on_replies(batch);
                     while let Ok(b) = self.replies_rx.try_recv() {
                         self.on_replies(b);
+                    }
+                    if self.held && !self.sent_unanswered() {
+                        self.held = false;
+                        self.on_input(Instant::now());
                     }
                 }
                 read = read_more(&mut self.stream, &mut self.rbuf), if can_read => {
@@ -225,7 +235,7 @@ impl Session {
                     break;
                 }
             }
-            if self.close_after.is_some() {
+            if self.close_after.is_some() || self.held {
                 break;
             }
         }
@@ -515,11 +525,19 @@ impl Session {
     }
 
     /// Switches to another database: the commands gathered so far go out on the old
-    /// database's connections, later ones on the new database's.
+    /// database's connections, later ones on the new database's once every command sent
+    /// on the old ones is answered (`held`): `MOVE k 1`, `SELECT 1`, `GET k` must see the
+    /// moved key.
     fn switch_db(&mut self, db: u32) {
         self.flush_batches();
         self.conns.clear();
         self.db = db;
+        self.held = self.sent_unanswered();
+    }
+
+    /// Whether a batch sent to a backend has not been answered yet.
+    fn sent_unanswered(&self) -> bool {
+        self.batches.iter().any(Option::is_some)
     }
 }
 

@@ -110,7 +110,10 @@ impl Merge {
                         .and_then(|r| r.strip_suffix(b"\r\n"))
                         .and_then(parse_int)
                     {
-                        Some(n) => total += n,
+                        Some(n) => match total.checked_add(n) {
+                            Some(t) => total = t,
+                            None => return Some(unexpected()),
+                        },
                         None => return Some(unexpected()),
                     }
                 }
