@@ -2,8 +2,8 @@
 # Installs what Tessera's cluster, tests and benchmarks need on a Debian machine, skipping
 # what is already there: redis-server and redis-tools (tests, `tessera up`), nutcracker
 # (twemproxy, for the load benchmark), etcd-server, protobuf-compiler and libprotobuf-dev
-# (topology service), clang and lld (the C example plugin) and Rust's wasm32-unknown-unknown
-# target (plugins).
+# (topology service), clang and lld (the C example plugin), python3 with venv and redis-py
+# (client-library tests) and Rust's wasm32-unknown-unknown target (plugins).
 set -euo pipefail
 
 SUDO=""
@@ -20,6 +20,9 @@ command -v protoc >/dev/null || missing+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v clang >/dev/null || missing+=(clang)
 command -v wasm-ld >/dev/null || missing+=(lld)
+# Client-library tests run redis-py from a virtualenv (python3 -m venv needs ensurepip).
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ "${TESSERA_BENCH_DEPS:-0}" = 1 ]; then
   command -v nutcracker >/dev/null || missing+=(nutcracker)
 fi
@@ -34,6 +37,16 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "install-deps: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
   exit 1
+fi
+# redis-py, the Python client the client-library tests use (tests/resp3.rs), in
+# target/py: PyPI's current major version, pinned so a run is repeatable.
+REDIS_PY=8.1.0
+VENV="$(cd "$(dirname "$0")/.." && pwd)/target/py"
+PY="$VENV/bin/python3"
+if ! { [ -x "$PY" ] && "$PY" -c "import redis, sys; sys.exit(redis.__version__ != '$REDIS_PY')" 2>/dev/null; }; then
+  echo "install-deps: installing redis-py $REDIS_PY into $VENV"
+  python3 -m venv "$VENV"
+  "$PY" -m pip install --quiet --disable-pip-version-check "redis==$REDIS_PY"
 fi
 # Plugins are built for WebAssembly.
 if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'; then

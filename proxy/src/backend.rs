@@ -22,7 +22,7 @@ use tokio::time::MissedTickBehavior;
 use arc_swap::ArcSwap;
 
 use crate::config::BackendConfig;
-use crate::resp::{ReplyScanner, encode};
+use crate::resp::{Protocol, ReplyScanner, encode, is_push};
 use crate::router::BackendInfo;
 use crate::server::Passwords;
 
@@ -59,10 +59,12 @@ pub struct BackendConn {
 }
 
 impl BackendConn {
-    /// Starts the connection task for `info.addr`, database `db`, on the current `LocalSet`.
+    /// Starts the connection task for `info.addr`, database `db`, speaking `protocol`, on the
+    /// current `LocalSet`.
     pub fn spawn(
         info: Arc<BackendInfo>,
         db: u32,
+        protocol: Protocol,
         config: &BackendConfig,
         passwords: Arc<ArcSwap<Passwords>>,
     ) -> BackendConn {
@@ -72,6 +74,7 @@ impl BackendConn {
         let task = ConnTask {
             info,
             db,
+            protocol,
             config: config.clone(),
             passwords,
             rx,
@@ -133,6 +136,7 @@ impl InFlight {
 struct ConnTask {
     info: Arc<BackendInfo>,
     db: u32,
+    protocol: Protocol,
     config: BackendConfig,
     passwords: Arc<ArcSwap<Passwords>>,
     rx: mpsc::UnboundedReceiver<Batch>,
@@ -223,6 +227,17 @@ impl ConnTask {
                 encode::command(&mut hello, &["SELECT", &self.db.to_string()]);
                 steps.push(Setup::Required);
             }
+            // The replies' protocol, and the server's version (which sessions' HELLO report).
+            match self.protocol {
+                Protocol::Resp2 => {
+                    encode::command(&mut hello, &["HELLO", "2"]);
+                    steps.push(Setup::Hello { required: false });
+                }
+                Protocol::Resp3 => {
+                    encode::command(&mut hello, &["HELLO", "3"]);
+                    steps.push(Setup::Hello { required: true });
+                }
+            }
             if let Some(old) = &fence {
                 let id = old.id.to_string();
                 encode::command(
@@ -250,10 +265,18 @@ impl ConnTask {
                 let refused = (reply.first() == Some(&b'-'))
                     .then(|| String::from_utf8_lossy(&reply[1..]).trim_end().to_string());
                 match (steps[step], refused) {
-                    (Setup::Required, Some(text)) => {
+                    (Setup::Required | Setup::Hello { required: true }, Some(text)) => {
                         return Err(format!("refused the connection setup: {text}"));
                     }
-                    (Setup::Required, None) => {}
+                    (Setup::Required, None) | (Setup::Hello { .. }, Some(_)) => {}
+                    (Setup::Hello { .. }, None) => {
+                        if let Some(v) = hello_version(&reply) {
+                            let known = self.info.version.load();
+                            if known.as_deref().is_none_or(|k| *k != v) {
+                                self.info.version.store(Some(Arc::new(v)));
+                            }
+                        }
+                    }
                     (Setup::Fence, refused) => fenced = refused.map_or(Ok(()), Err),
                     (Setup::ClientInfo, _) => client = ClientName::parse(&reply),
                 }
@@ -369,6 +392,9 @@ impl ConnTask {
 enum Setup {
     /// AUTH, SELECT: an error refuses the connection.
     Required,
+    /// `HELLO 2|3`: sets the protocol of the replies and tells the server's version. Only
+    /// RESP3 needs it; a server without HELLO (before Redis 6) speaks RESP2 all the same.
+    Hello { required: bool },
     /// `CLIENT KILL ID <old>`: closes, on Redis's side, a connection that broke while Redis
     /// still held commands of it (a timeout, a broken socket), and since Redis runs one
     /// command at a time, once this is answered no command of the old connection can run
@@ -378,6 +404,18 @@ enum Setup {
     Fence,
     /// `CLIENT INFO`: how to name this connection to fence it off, should it break.
     ClientInfo,
+}
+
+/// The `version` field of a HELLO reply (a RESP2 flat array or a RESP3 map: both carry the
+/// field name and its value as bulk strings).
+fn hello_version(reply: &[u8]) -> Option<String> {
+    const FIELD: &[u8] = b"$7\r\nversion\r\n$";
+    let at = reply.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
+    let rest = &reply[at..];
+    let eol = rest.iter().position(|&b| b == b'\r')?;
+    let len: usize = std::str::from_utf8(&rest[..eol]).ok()?.parse().ok()?;
+    let value = rest.get(eol + 2..eol + 2 + len)?;
+    Some(String::from_utf8_lossy(value).into_owned())
 }
 
 /// A connection as Redis knows it: its id and its address as Redis sees it. Both name it
@@ -441,6 +479,12 @@ fn take_replies(
 ) -> Result<(), String> {
     while let Some(n) = scanner.scan(rbuf).map_err(|e| e.to_string())? {
         let reply = rbuf.split_to(n).freeze();
+        if is_push(&reply) {
+            // Out-of-band data (RESP3), no command's reply: nothing on a shared connection
+            // asked for it.
+            tracing::debug!(len = reply.len(), "dropped a push from a backend");
+            continue;
+        }
         let Some(front) = pending.front_mut() else {
             return Err("reply without a request (protocol out of step)".to_string());
         };

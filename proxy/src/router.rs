@@ -164,6 +164,8 @@ pub struct BackendInfo {
     pub failing: AtomicI64,
     /// Connection failures and timeouts so far.
     pub failures: AtomicU64,
+    /// The Redis version it reported (HELLO's `version`) when a connection was set up.
+    pub version: arc_swap::ArcSwapOption<String>,
 }
 
 impl BackendInfo {
@@ -205,6 +207,7 @@ impl BackendRegistry {
             connected: AtomicI64::new(0),
             failing: AtomicI64::new(0),
             failures: AtomicU64::new(0),
+            version: Default::default(),
         }));
         inner.by_addr.insert(addr.to_string(), id);
         id

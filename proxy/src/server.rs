@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::error::ProxyError;
 use crate::plugin::{PluginChain, WorkerChain};
+use crate::resp::Protocol;
 use crate::router::{BackendId, BackendRegistry, SlotTable};
 use crate::session::Session;
 use crate::stats::Stats;
@@ -55,8 +56,8 @@ impl Shared {
     }
 }
 
-/// A backend and a database.
-type PoolKey = (BackendId, u32);
+/// A backend, a database and the protocol of the replies.
+type PoolKey = (BackendId, u32, Protocol);
 
 /// One worker thread's state: its backend connections, created on first use.
 pub struct Worker {
@@ -78,15 +79,22 @@ impl Worker {
         !chain.is_empty()
     }
 
-    /// The connection a session uses for `backend` and `db`: one of the worker's pool, always
-    /// the same for one session, so its commands to one backend keep their order.
-    pub fn conn(&self, backend: BackendId, db: u32, session: u64) -> BackendConn {
+    /// The connection a session uses for `backend`, `db` and `protocol`: one of the worker's
+    /// pool, always the same for one session, so its commands to one backend keep their order.
+    pub fn conn(
+        &self,
+        backend: BackendId,
+        db: u32,
+        protocol: Protocol,
+        session: u64,
+    ) -> BackendConn {
         let mut pools = self.pools.borrow_mut();
-        let pool = pools.entry((backend, db)).or_insert_with(|| {
+        let pool = pools.entry((backend, db, protocol)).or_insert_with(|| {
             let info = self.shared.registry.get(backend);
             let cfg = &self.shared.config.backend;
+            let passwords = &self.shared.passwords;
             (0..cfg.connections)
-                .map(|_| BackendConn::spawn(info.clone(), db, cfg, self.shared.passwords.clone()))
+                .map(|_| BackendConn::spawn(info.clone(), db, protocol, cfg, passwords.clone()))
                 .collect()
         });
         pool[(session % pool.len() as u64) as usize].clone()
@@ -330,7 +338,7 @@ impl WorkerSeed {
             // Connect to every master up front, so the first commands find connections ready.
             let table = worker.shared.table.load_full();
             for g in table.groups() {
-                worker.conn(g.master, 0, 0);
+                worker.conn(g.master, 0, Protocol::Resp2, 0);
             }
             loop {
                 tokio::select! {

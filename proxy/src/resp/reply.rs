@@ -1,24 +1,44 @@
 //! Replies: a resumable scanner that finds where each backend reply ends (replies are passed
 //! through as bytes, never rebuilt), and encoders for the replies the proxy makes itself.
 
-/// Finds complete replies at the front of a backend's read buffer.
+/// Finds complete replies at the front of a backend's read buffer, in RESP2 or RESP3.
 ///
 /// Resumable: a large reply that arrives in many reads is scanned once, not once per read.
 /// Aggregates are tracked with an explicit stack, so nesting depth costs no recursion.
+///
+/// RESP3: an attribute (`|`) is part of the value it precedes, at any depth, so an attribute
+/// and its reply are one reply. A push (`>`) is scanned as a reply of its own: the caller
+/// tells it apart with [`is_push`]. Streamed strings and aggregates (`$?`, `*?`), which Redis
+/// never sends, are an error rather than a guess.
 #[derive(Debug, Default)]
 pub struct ReplyScanner {
     /// Bytes of the current reply already scanned.
     pos: usize,
-    /// Elements still expected by each open aggregate, innermost last.
-    stack: Vec<i64>,
+    /// The open aggregates, innermost last.
+    stack: Vec<Open>,
+}
+
+/// An aggregate being scanned.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    /// Elements still expected (a map's or attribute's count twice).
+    remaining: i64,
+    /// An attribute: once complete, it is not an element of what holds it.
+    attribute: bool,
 }
 
 /// A reply a backend sent that is not RESP.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("backend sent a malformed reply (byte {byte:#04x} at offset {offset})")]
+#[error("backend sent {what} (byte {byte:#04x} at offset {offset})")]
 pub struct MalformedReply {
+    pub what: &'static str,
     pub byte: u8,
     pub offset: usize,
+}
+
+/// Whether a whole reply is a RESP3 push (out-of-band data, not the answer to a command).
+pub fn is_push(reply: &[u8]) -> bool {
+    reply.first() == Some(&b'>')
 }
 
 impl ReplyScanner {
@@ -33,14 +53,20 @@ impl ReplyScanner {
                 return Ok(None);
             };
             let after = eol + 2;
-            let bad = MalformedReply {
+            let offset = self.pos;
+            let bad = |what| MalformedReply {
+                what,
                 byte: kind,
-                offset: self.pos,
+                offset,
+            };
+            let length = |line: &[u8]| match line {
+                b"?" => Err(bad("a streamed reply, which the proxy does not pass on")),
+                _ => parse_int(line).ok_or_else(|| bad("a malformed reply")),
             };
             match kind {
                 b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => self.pos = after,
                 b'$' | b'!' | b'=' => {
-                    let n = parse_int(&buf[self.pos + 1..eol]).ok_or(bad.clone())?;
+                    let n = length(&buf[self.pos + 1..eol])?;
                     if n < 0 {
                         self.pos = after;
                     } else {
@@ -52,29 +78,43 @@ impl ReplyScanner {
                     }
                 }
                 b'*' | b'~' | b'>' | b'%' | b'|' => {
-                    let n = parse_int(&buf[self.pos + 1..eol]).ok_or(bad.clone())?;
+                    let n = length(&buf[self.pos + 1..eol])?;
                     self.pos = after;
                     let n = if matches!(kind, b'%' | b'|') {
-                        n.checked_mul(2).ok_or(bad.clone())?
+                        n.checked_mul(2).ok_or_else(|| bad("a malformed reply"))?
                     } else {
                         n
                     };
+                    let attribute = kind == b'|';
                     if n > 0 {
-                        self.stack.push(n);
+                        self.stack.push(Open {
+                            remaining: n,
+                            attribute,
+                        });
+                        continue;
+                    }
+                    if attribute {
+                        // An empty attribute: the value it precedes comes next.
                         continue;
                     }
                 }
-                _ => return Err(bad),
+                _ => return Err(bad("a malformed reply")),
             }
-            // One element finished: close every aggregate it completes.
+            // One element finished: close every aggregate it completes. A completed
+            // attribute is no element: the value it belongs to follows.
+            let mut attribute_done = false;
             while let Some(top) = self.stack.last_mut() {
-                *top -= 1;
-                if *top > 0 {
+                top.remaining -= 1;
+                if top.remaining > 0 {
                     break;
                 }
-                self.stack.pop();
+                let closed = self.stack.pop().expect("a top");
+                if closed.attribute {
+                    attribute_done = true;
+                    break;
+                }
             }
-            if self.stack.is_empty() {
+            if self.stack.is_empty() && !attribute_done {
                 let n = self.pos;
                 self.pos = 0;
                 return Ok(Some(n));
@@ -129,6 +169,8 @@ pub(crate) fn parse_int(s: &[u8]) -> Option<i64> {
 pub mod encode {
     use bytes::{BufMut, BytesMut};
 
+    use crate::resp::Protocol;
+
     pub fn simple(out: &mut BytesMut, s: &str) {
         out.reserve(s.len() + 3);
         out.put_u8(b'+');
@@ -158,8 +200,20 @@ pub mod encode {
         out.extend_from_slice(b"\r\n");
     }
 
-    pub fn null(out: &mut BytesMut) {
-        out.extend_from_slice(b"$-1\r\n");
+    /// The null reply: `$-1` in RESP2, `_` in RESP3.
+    pub fn null(out: &mut BytesMut, protocol: Protocol) {
+        match protocol {
+            Protocol::Resp2 => out.extend_from_slice(b"$-1\r\n"),
+            Protocol::Resp3 => out.extend_from_slice(b"_\r\n"),
+        }
+    }
+
+    /// A map of `pairs` entries: `%pairs` in RESP3, a flat array of twice as many in RESP2.
+    pub fn map_header(out: &mut BytesMut, protocol: Protocol, pairs: usize) {
+        match protocol {
+            Protocol::Resp2 => header(out, b'*', 2 * pairs as i64),
+            Protocol::Resp3 => header(out, b'%', pairs as i64),
+        }
     }
 
     pub fn array_header(out: &mut BytesMut, n: usize) {
@@ -231,6 +285,18 @@ mod tests {
             b"*0\r\n",
             b"*3\r\n$1\r\na\r\n*2\r\n:1\r\n*0\r\n$-1\r\n",
             b"%1\r\n+k\r\n:1\r\n",
+            // RESP3: every type, an attribute before a reply and inside an aggregate.
+            b"_\r\n",
+            b",1.5\r\n",
+            b"#t\r\n",
+            b"(3492890328409238509324850943850943825024385\r\n",
+            b"=15\r\ntxt:Some string\r\n",
+            b"!21\r\nSYNTAX invalid syntax\r\n",
+            b"~2\r\n+a\r\n+b\r\n",
+            b"|1\r\n+key-popularity\r\n*2\r\n$1\r\na\r\n,0.19\r\n*2\r\n:1\r\n:2\r\n",
+            b"*2\r\n|1\r\n+ttl\r\n:3600\r\n$1\r\nv\r\n:2\r\n",
+            b"|0\r\n+OK\r\n",
+            b">3\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n_\r\n",
         ];
         let all: Vec<u8> = replies.concat();
         let mut s = ReplyScanner::default();
@@ -265,6 +331,17 @@ mod tests {
             s.scan(b"%9000000000000000000\r\n").is_err(),
             "a map header that overflows"
         );
+        for streamed in [&b"$?\r\n;4\r\nHell\r\n;0\r\n"[..], b"*?\r\n:1\r\n.\r\n"] {
+            s.reset();
+            let e = s.scan(streamed).unwrap_err();
+            assert!(e.to_string().contains("streamed"), "{e}");
+        }
+    }
+
+    #[test]
+    fn pushes_are_told_apart() {
+        assert!(is_push(b">2\r\n+message\r\n+x\r\n"));
+        assert!(!is_push(b"*2\r\n+message\r\n+x\r\n"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Commands the proxy answers itself, with Redis 7.0's replies:
 //!
 //! ```text
-//! AUTH [username] password      HELLO [2 [AUTH username password] [SETNAME name]]
+//! AUTH [username] password      HELLO [2|3 [AUTH username password] [SETNAME name]]
 //! SELECT index                  PING [message]      ECHO message      QUIT
 //! CLIENT SETNAME name           CLIENT GETNAME      CLIENT ID
 //! ```
@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::Session;
 use crate::command::Local;
-use crate::resp::{encode, parse_int};
+use crate::resp::{Protocol, encode, parse_int};
 
 pub const NOAUTH: &str = "NOAUTH Authentication required.";
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
@@ -48,11 +48,8 @@ impl Session {
             Local::Select => self.select(&mut out, &args[1]),
             Local::Hello => self.hello(&mut out, args),
             Local::ClientSetName => {
-                if args[2].iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
-                    encode::error(
-                        &mut out,
-                        "ERR Client names cannot contain spaces, newlines or special characters.",
-                    );
+                if !valid_client_name(&args[2]) {
+                    encode::error(&mut out, BAD_CLIENT_NAME);
                 } else {
                     self.name = (!args[2].is_empty()).then(|| args[2].clone());
                     encode::simple(&mut out, "OK");
@@ -60,7 +57,7 @@ impl Session {
             }
             Local::ClientGetName => match &self.name {
                 Some(n) => encode::bulk(&mut out, n),
-                None => encode::null(&mut out),
+                None => encode::null(&mut out, self.protocol),
             },
             Local::ClientId => encode::integer(&mut out, self.id as i64),
         }
@@ -106,11 +103,18 @@ impl Session {
         }
     }
 
+    /// `HELLO [protover [AUTH username password] [SETNAME clientname]]`, as Redis 7 answers
+    /// it: the connection's properties as a map (RESP3) or a flat array (RESP2), in the
+    /// protocol it switches to; `version` is the backends' Redis version, and one field more
+    /// than Redis's, `proxy`, names the proxy and its version.
     fn hello(&mut self, out: &mut BytesMut, args: &[Bytes]) {
+        let mut protocol = None;
         if let Some(ver) = args.get(1) {
             match parse_int(ver) {
-                Some(2) => {}
-                Some(_) => return encode::error(out, "NOPROTO unsupported protocol version"),
+                Some(v) => match Protocol::from_version(v) {
+                    Some(p) => protocol = Some(p),
+                    None => return encode::error(out, "NOPROTO unsupported protocol version"),
+                },
                 None => {
                     return encode::error(
                         out,
@@ -121,15 +125,12 @@ impl Session {
         }
         let mut i = 2;
         let mut name = None;
+        let mut credentials = None;
         while i < args.len() {
             let opt = args[i].to_ascii_uppercase();
             let more = args.len() - i - 1;
             if opt == b"AUTH" && more >= 2 {
-                let mut auth_reply = BytesMut::new();
-                if !self.auth(&mut auth_reply, Some(&args[i + 1]), &args[i + 2]) {
-                    out.extend_from_slice(&auth_reply);
-                    return;
-                }
+                credentials = Some((&args[i + 1], &args[i + 2]));
                 i += 3;
             } else if opt == b"SETNAME" && more >= 1 {
                 name = Some(args[i + 1].clone());
@@ -139,6 +140,13 @@ impl Session {
                 return encode::error(out, &format!("ERR Syntax error in HELLO option '{opt}'"));
             }
         }
+        if let Some((user, pass)) = credentials {
+            let mut auth_reply = BytesMut::new();
+            if !self.auth(&mut auth_reply, Some(user), pass) {
+                out.extend_from_slice(&auth_reply);
+                return;
+            }
+        }
         if !self.authenticated {
             return encode::error(
                 out,
@@ -146,19 +154,31 @@ impl Session {
             );
         }
         if let Some(n) = name {
+            if !valid_client_name(&n) {
+                return encode::error(out, BAD_CLIENT_NAME);
+            }
             self.name = (!n.is_empty()).then_some(n);
         }
-        encode::array_header(out, 16);
-        for (k, v) in [
-            ("server", "redis"),
-            ("version", "7.0.0"),
-            ("proxy", concat!("tessera/", env!("CARGO_PKG_VERSION"))),
-        ] {
+        if let Some(p) = protocol
+            && p != self.protocol
+        {
+            self.switch_protocol(p);
+        }
+        let version = self
+            .worker
+            .shared
+            .table
+            .load()
+            .any_backend()
+            .and_then(|b| self.worker.shared.registry.get(b).version.load_full())
+            .map_or_else(|| ASSUMED_REDIS_VERSION.to_string(), |v| v.to_string());
+        encode::map_header(out, self.protocol, 8);
+        for (k, v) in [("server", "redis"), ("version", version.as_str())] {
             encode::bulk(out, k.as_bytes());
             encode::bulk(out, v.as_bytes());
         }
         encode::bulk(out, b"proto");
-        encode::integer(out, 2);
+        encode::integer(out, self.protocol.version() as i64);
         encode::bulk(out, b"id");
         encode::integer(out, self.id as i64);
         encode::bulk(out, b"mode");
@@ -167,7 +187,24 @@ impl Session {
         encode::bulk(out, b"master");
         encode::bulk(out, b"modules");
         encode::array_header(out, 0);
+        encode::bulk(out, b"proxy");
+        encode::bulk(
+            out,
+            concat!("tessera/", env!("CARGO_PKG_VERSION")).as_bytes(),
+        );
     }
+}
+
+/// The Redis version HELLO reports before any backend has told its own: the version whose
+/// command table the proxy carries.
+const ASSUMED_REDIS_VERSION: &str = "7.0.0";
+
+const BAD_CLIENT_NAME: &str =
+    "ERR Client names cannot contain spaces, newlines or special characters.";
+
+/// Redis's rule for client names: printable ASCII without spaces.
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|b| (b'!'..=b'~').contains(b))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

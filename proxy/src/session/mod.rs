@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::backend::{BackendConn, Batch, ReplyBatch};
 use crate::command::{self, Class, Lookup, Spec};
-use crate::resp::{Limits, Request, RequestDecoder, encode};
+use crate::resp::{Limits, Protocol, Request, RequestDecoder, encode};
 use crate::router::{BackendId, SlotTable};
 use crate::server::Worker;
 use crate::slot;
@@ -82,6 +82,8 @@ pub struct Session {
     conns: Vec<Option<BackendConn>>,
     keys: Vec<usize>,
     db: u32,
+    /// The protocol of this client's replies (HELLO), and so of its backend connections.
+    protocol: Protocol,
     authenticated: bool,
     name: Option<Bytes>,
     /// Connection attributes set by plugins (`user`, `tenant`, ...).
@@ -98,9 +100,9 @@ pub struct Session {
     remembered: crate::plugin::Memory,
     /// Close once the reply with this sequence number is written (QUIT, protocol error).
     close_after: Option<u64>,
-    /// A SELECT switched databases while commands were in flight on the old database's
-    /// connections: later commands wait (unread in `rbuf`) until those are answered, so
-    /// they cannot overtake them on the new database's connections.
+    /// A SELECT (or HELLO) switched databases (or protocols) while commands were in flight
+    /// on the old connections: later commands wait (unread in `rbuf`) until those are
+    /// answered, so they cannot overtake them on the new connections.
     held: bool,
 }
 
@@ -135,6 +137,7 @@ impl Session {
             conns: Vec::new(),
             keys: Vec::new(),
             db: 0,
+            protocol: Protocol::Resp2,
             name: None,
             attrs: Vec::new(),
             peer_text: String::new(),
@@ -436,7 +439,7 @@ impl Session {
         if let Some(c) = &self.conns[i] {
             return c.clone();
         }
-        let c = self.worker.conn(backend, self.db, self.id);
+        let c = self.worker.conn(backend, self.db, self.protocol, self.id);
         self.conns[i] = Some(c.clone());
         c
     }
@@ -532,6 +535,16 @@ impl Session {
         self.flush_batches();
         self.conns.clear();
         self.db = db;
+        self.held = self.sent_unanswered();
+    }
+
+    /// Switches the protocol of the replies (HELLO): like [`Session::switch_db`], later
+    /// commands go to other connections (ones that speak `protocol`), once the commands
+    /// sent on the old ones are answered (in the old protocol, as Redis would answer them).
+    fn switch_protocol(&mut self, protocol: Protocol) {
+        self.flush_batches();
+        self.conns.clear();
+        self.protocol = protocol;
         self.held = self.sent_unanswered();
     }
 

@@ -1,0 +1,69 @@
+"""redis-py against a Tessera proxy, as an application would use it.
+
+Usage: redis_py.py PORT default|2 -- with `default`, redis-py's own defaults (RESP3: every
+connection opens with `HELLO 3 AUTH default <password>`); with `2`, `protocol=2`.
+The proxy's password is `pw`. Prints `redis-py ok` when every check passed.
+"""
+
+import sys
+
+import redis
+
+
+def main() -> None:
+    port = int(sys.argv[1])
+    kwargs = {"host": "127.0.0.1", "port": port, "password": "pw", "socket_timeout": 10}
+    if sys.argv[2] == "2":
+        kwargs["protocol"] = 2
+    r = redis.Redis(**kwargs)
+    assert r.ping() is True
+    hello = r.execute_command("HELLO")
+    want_proto = 2 if sys.argv[2] == "2" else 3
+    proto = hello.get(b"proto", hello.get("proto")) if isinstance(hello, dict) else None
+    if isinstance(hello, list):
+        proto = hello[hello.index(b"proto") + 1]
+    assert proto == want_proto, hello
+
+    prefix = f"py{want_proto}:"
+    r.delete(*(prefix + k for k in ("s", "h", "set", "z", "n", "l")))
+    assert r.set(prefix + "s", "hello") is True
+    assert r.get(prefix + "s") == b"hello"
+    assert r.get(prefix + "missing") is None
+    assert r.hset(prefix + "h", mapping={"a": "1", "b": "2"}) == 2
+    assert r.hgetall(prefix + "h") == {b"a": b"1", b"b": b"2"}
+    assert r.sadd(prefix + "set", "x", "y") == 2
+    assert r.smembers(prefix + "set") == {b"x", b"y"}
+    assert r.zadd(prefix + "z", {"m": 2.5, "n": 1}) == 2
+    score = r.zscore(prefix + "z", "m")
+    assert isinstance(score, float) and score == 2.5, score
+    assert r.zrange(prefix + "z", 0, -1, withscores=True) == [(b"n", 1.0), (b"m", 2.5)]
+    assert r.mget(prefix + "s", prefix + "missing", "other:missing") == [b"hello", None, None]
+
+    pipe = r.pipeline(transaction=False)
+    pipe.incr(prefix + "n")
+    pipe.incrbyfloat(prefix + "n", 0.5)
+    pipe.rpush(prefix + "l", "a", "b")
+    pipe.lrange(prefix + "l", 0, -1)
+    pipe.get(prefix + "nothing")
+    pipe.hgetall(prefix + "h")
+    assert pipe.execute() == [1, 1.5, 2, [b"a", b"b"], None, {b"a": b"1", b"b": b"2"}]
+
+    try:
+        r.execute_command("SUBSCRIBE", "x")
+    except redis.ResponseError as e:
+        assert "not supported" in str(e), e
+    else:
+        raise AssertionError("SUBSCRIBE through the proxy did not fail")
+
+    bad = redis.Redis(**{**kwargs, "password": "wrong"})
+    try:
+        bad.ping()
+    except redis.AuthenticationError:
+        pass
+    else:
+        raise AssertionError("a wrong password was accepted")
+    print("redis-py ok")
+
+
+if __name__ == "__main__":
+    main()
