@@ -504,9 +504,9 @@ fn sort_patterns_that_may_name_another_slot_are_refused() {
     c.cmd(&["MSET", &format!("{t}o_a"), "A", &format!("{t}o_b"), "B"]);
     c.cmd(&["HSET", &format!("{t}h_a"), "f", "HA"]);
     let by = "ERR BY option of SORT denied by the proxy when keys formed by the pattern may \
-              be in different slots";
+              be in different slots.";
     let get = "ERR GET option of SORT denied by the proxy when keys formed by the pattern may \
-               be in different slots";
+               be in different slots.";
     let b = |s: &str| Resp::bulk(s);
     let cases: Vec<(Vec<String>, Resp)> = vec![
         // In the sorted key's slot: served.
