@@ -388,6 +388,67 @@ fn generated_lines_route_by_the_keys_redis_touches() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// The commands whose keys follow a `numkeys` argument, with keys named like numbers and
+/// options: the proxy's keys are `COMMAND GETKEYS`'s wherever Redis accepts the line (these
+/// key specs describe exactly what the commands run).
+#[test]
+fn generated_numkeys_lines_match_command_getkeys() {
+    let redis = RedisServer::start();
+    let mut conn = redis.raw();
+    let mut rng = Rng(0x7E55_E7A5_0002);
+    // (command, arguments before numkeys, options after the keys)
+    let templates: &[(&str, &[&str], &[&str])] = &[
+        ("eval", &["return 1"], &["a", "2"]),
+        ("eval_ro", &["return 1"], &["STORE"]),
+        (
+            "evalsha",
+            &["0123456789012345678901234567890123456789"],
+            &["1"],
+        ),
+        ("fcall", &["f"], &["x"]),
+        ("fcall_ro", &["f"], &[]),
+        ("zunionstore", &["dst"], &["WEIGHTS 1 2", "AGGREGATE MAX"]),
+        ("zinterstore", &["2"], &["AGGREGATE SUM"]),
+        ("zdiffstore", &["dst"], &[]),
+        ("zunion", &[], &["WITHSCORES"]),
+        ("zinter", &[], &["WITHSCORES"]),
+        ("zdiff", &[], &["WITHSCORES"]),
+        ("sintercard", &[], &["LIMIT 5"]),
+        ("zintercard", &[], &["LIMIT 5"]),
+        ("lmpop", &[], &["LEFT", "RIGHT COUNT 2"]),
+        ("zmpop", &[], &["MIN", "MAX COUNT 2"]),
+        ("blmpop", &["0"], &["LEFT"]),
+        ("bzmpop", &["0"], &["MAX"]),
+    ];
+    const KEYS: &[&str] = &[
+        "k1", "k2", "1", "2", "0", "STORE", "LEFT", "WEIGHTS", "numkeys",
+    ];
+    let (mut compared, mut mismatches) = (0, Vec::new());
+    for _ in 0..600 {
+        let (name, before, options) = templates[rng.below(templates.len())];
+        let n = rng.below(4);
+        let mut line = vec![rng.case(name)];
+        line.extend(before.iter().map(|a| a.to_string()));
+        line.push(n.to_string());
+        for _ in 0..n {
+            line.push(rng.pick(KEYS).to_string());
+        }
+        if !options.is_empty() && rng.chance(60) {
+            line.extend(words(rng.pick(options)));
+        }
+        let Ok(want) = getkeys(&mut conn, &line) else {
+            continue;
+        };
+        compared += 1;
+        let got = proxy_keys(&line);
+        if got != want {
+            mismatches.push(format!("{}: proxy {got:?}, Redis {want:?}", line.join(" ")));
+        }
+    }
+    assert!(compared >= 300, "only {compared} lines were valid");
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
 /// The lines named in the key finders' docs, checked one by one.
 #[test]
 fn keywords_as_names_and_repeated_options() {

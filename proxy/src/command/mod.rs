@@ -1166,21 +1166,22 @@ Notes:
   Redis reads on the sorted key's group. A pattern is served only when every key it forms is
   in the sorted key's slot: the part before its first `*` holds a hash tag of that slot
   (`SORT {u}list BY {u}w_* GET {u}o_*->name`). `GET #` and patterns without `*` (`BY nosort`)
-  read no key and are always served. Other patterns are refused, as Redis Cluster refuses
-  them: `-ERR BY option of SORT denied by the proxy when keys formed by the pattern may be in
-  different slots.` (`GET option` for a GET pattern).
+  read no key and are always served. Other patterns are refused before anything runs, as
+  Redis Cluster refuses them: `-ERR BY option of SORT denied by the proxy when keys formed
+  by the pattern may be in different slots.`, and likewise `-ERR GET option of SORT ...`.
 - XREAD and XREADGROUP with the BLOCK option are refused:
   `-ERR command 'xread' with BLOCK is not supported by the proxy yet` (`'xreadgroup'`
   likewise). A blocked command would stop every other session sharing its backend
   connection; blocking commands come later. Without BLOCK they are served.
-- A slow command (a DEL of a big key, a long EVAL or FUNCTION) delays the commands of every
-  session sharing its backend connection: Redis runs them one at a time. Once the oldest
-  command on the connection has waited `backend.timeout_ms` (checked every 100 ms, or
-  every `timeout_ms` if smaller), every command the connection holds, the slow one
-  included, fails with `-ERR backend <addr> unavailable: no reply within <timeout_ms> ms`;
-  the connection is closed and reconnected after `backend.min_backoff_ms` (doubling up to
-  `max_backoff_ms` while reconnecting fails), and meanwhile its commands fail at once with
-  the same error. So `timeout_ms` bounds how long the sessions on that connection wait.
+- A slow command (a DEL of a big key, a long EVAL or FCALL) delays the commands of every
+  session sharing its backend connection (the sessions of one proxy worker share its
+  `backend.connections` connections to each Redis): Redis runs a connection's commands one
+  at a time, in order. Once the oldest command on the connection has waited
+  `backend.timeout_ms` (checked every 100 ms, or every `timeout_ms` if smaller), every
+  command the connection holds, the slow one included, fails with `-ERR backend <addr> unavailable: no reply within <timeout_ms> ms`;
+  the connection is closed and reconnected after `backend.min_backoff_ms` (doubled after
+  each failure in a row, up to `max_backoff_ms`), and meanwhile its commands fail at once
+  with the same error. So `timeout_ms` bounds how long the sessions on that connection wait.
   Redis still completes the slow command (it may have taken effect although its client got
   the error), and commands on other connections to that Redis wait for it too.
 - MSETNX is atomic, so it is keyed (one slot), not split. MOVE and COPY ... DB use the
