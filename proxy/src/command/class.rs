@@ -248,7 +248,7 @@ const ANY_BACKEND: &[&str] = &[
     "pubsub|help",
 ];
 
-/// Planned for later issues.
+/// Not served yet (planned).
 const LATER: &[&str] = &[
     // Transactions.
     "multi",

@@ -194,7 +194,7 @@ pub enum Class {
     AnyBackend,
     /// Makes no sense through a proxy (server administration, replication, cluster, ...).
     Unsupported,
-    /// Planned for a later issue: transactions, blocking commands, pub/sub, cluster-wide
+    /// Not served yet (planned): transactions, blocking commands, pub/sub, cluster-wide
     /// keyless commands.
     Later,
 }
