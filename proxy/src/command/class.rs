@@ -98,8 +98,8 @@ const KEYED: &[&str] = &[
     "rpoplpush",
     "rpush",
     "rpushx",
-    // Sets and SORT. SORT's BY/GET patterns are read on the group of the sorted key; its STORE
-    // key is found by `key_positions` like Redis's sortGetKeys.
+    // Sets and SORT. SORT's STORE key is found as Redis reads the options (`sort.rs`); BY/GET
+    // patterns whose keys may be in another slot are refused by `check_options`.
     "sadd",
     "scard",
     "sdiff",
@@ -167,7 +167,7 @@ const KEYED: &[&str] = &[
     "georadiusbymember_ro",
     "geosearch",
     "geosearchstore",
-    // Streams. XREAD/XREADGROUP with BLOCK are told apart by the session at run time.
+    // Streams. XREAD/XREADGROUP with BLOCK are refused by `check_options` (`xread.rs`).
     "xack",
     "xadd",
     "xautoclaim",
@@ -248,7 +248,7 @@ const ANY_BACKEND: &[&str] = &[
     "pubsub|help",
 ];
 
-/// Planned for later issues.
+/// Not served yet (planned).
 const LATER: &[&str] = &[
     // Transactions.
     "multi",

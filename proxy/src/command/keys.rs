@@ -3,7 +3,8 @@
 
 use bytes::Bytes;
 
-use super::{BeginSearch, FindKeys, KS_NOT_KEY, Spec};
+use super::xread::XRead;
+use super::{BeginSearch, FindKeys, KS_NOT_KEY, MOVABLEKEYS, Spec, georadius, sort};
 
 /// Appends to `out` the indices (into `args`, the name being 0) of the keys of the command
 /// line `args` of `spec`, in key-spec order: for `*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n`,
@@ -16,14 +17,25 @@ use super::{BeginSearch, FindKeys, KS_NOT_KEY, Spec};
 /// (shard channels) are skipped. Where Redis would reject a spec this is lenient and never
 /// reads out of bounds nor panics: positions are bounded by `args.len()`, so a `numkeys`
 /// larger than the arguments yields the keys that are there, and one that is not a
-/// non-negative integer (or is missing) yields none for that spec. SORT's `unknown` specs are
-/// resolved like Redis's `sortGetKeys`: the key of the last `STORE` option (its BY/GET
-/// patterns are not keys). A keyword search that finds nothing yields no keys for that spec.
+/// non-negative integer (or is missing) yields none for that spec. A keyword search that
+/// finds nothing yields no keys for that spec.
+///
+/// The commands whose keys depend on how Redis reads their options (their specs are
+/// `unknown` or search for a keyword that may also be an option's argument or a key's name)
+/// are read the way Redis executes them, which is not always what `COMMAND GETKEYS` says:
+/// SORT's key and the destination of its last STORE (`SORT k STORE by STORE dst`: `dst`;
+/// BY/GET patterns are not keys, see [`check_options`](super::check_options)), GEORADIUS's
+/// and GEORADIUSBYMEMBER's source and the destination of the last STORE or STOREDIST, the
+/// streams after XREAD's and XREADGROUP's STREAMS option (a group, consumer or stream may be
+/// named `STREAMS`). A line Redis refuses with a syntax error has only the keys it surely
+/// names (none for XREAD), since Redis touches none.
 ///
 /// Meant to be called after [`Spec::arity_ok`], but safe on any `args`.
 pub fn key_positions(spec: &Spec, args: &[Bytes], out: &mut Vec<usize>) {
+    if spec.has_flag(MOVABLEKEYS) && read_as_executed(spec, args, out) {
+        return;
+    }
     let argc = args.len() as i64;
-    let mut unknown = false;
     for ks in spec.key_specs {
         if ks.flags & KS_NOT_KEY != 0 {
             continue;
@@ -36,10 +48,7 @@ pub fn key_positions(spec: &Spec, args: &[Bytes], out: &mut Vec<usize>) {
                     None => continue,
                 }
             }
-            BeginSearch::Unknown => {
-                unknown = true;
-                continue;
-            }
+            BeginSearch::Unknown => continue,
         };
         let (last, step) = match ks.find_keys {
             FindKeys::Range {
@@ -75,10 +84,7 @@ pub fn key_positions(spec: &Spec, args: &[Bytes], out: &mut Vec<usize>) {
                 // numkeys <= i64::MAX; saturate rather than overflow, the bound below clamps.
                 (first.saturating_add(numkeys).saturating_sub(1), step)
             }
-            FindKeys::Unknown => {
-                unknown = true;
-                continue;
-            }
+            FindKeys::Unknown => continue,
         };
         let last = last.min(argc - 1);
         if first < 1 || first > last {
@@ -87,9 +93,27 @@ pub fn key_positions(spec: &Spec, args: &[Bytes], out: &mut Vec<usize>) {
         let step = step.max(1) as usize;
         out.extend((first as usize..=last as usize).step_by(step));
     }
-    if unknown && spec.name == "sort" {
-        sort_store_key(args, out);
+}
+
+/// The keys of the commands whose options Redis's own parser must decide (see
+/// [`key_positions`]); false for any other command.
+fn read_as_executed(spec: &Spec, args: &[Bytes], out: &mut Vec<usize>) -> bool {
+    let store = match spec.name {
+        "sort" => sort::store_key(args, false),
+        "sort_ro" => None,
+        "georadius" => georadius::store_key(args, false),
+        "georadiusbymember" => georadius::store_key(args, true),
+        "xread" | "xreadgroup" => {
+            out.extend(XRead::parse(args, spec.name == "xreadgroup").streams);
+            return true;
+        }
+        _ => return false,
+    };
+    if args.len() > 1 {
+        out.push(1);
     }
+    out.extend(store);
+    true
 }
 
 /// Redis's keyword search: forwards from `startfrom` up to (not including) the last argument,
@@ -131,25 +155,6 @@ fn parse_numkeys(arg: &[u8]) -> Option<i64> {
         }),
         _ => None,
     }
-}
-
-/// SORT's STORE key, as Redis's `sortGetKeys` finds it: options are scanned from argument 2;
-/// LIMIT skips 2 arguments, GET and BY skip 1, and the key after the last `STORE` counts.
-fn sort_store_key(args: &[Bytes], out: &mut Vec<usize>) {
-    let mut store = None;
-    let mut i = 2;
-    while i < args.len() {
-        let arg = &args[i];
-        if arg.eq_ignore_ascii_case(b"limit") {
-            i += 2;
-        } else if arg.eq_ignore_ascii_case(b"store") && i + 1 < args.len() {
-            store = Some(i + 1);
-        } else if arg.eq_ignore_ascii_case(b"get") || arg.eq_ignore_ascii_case(b"by") {
-            i += 1;
-        }
-        i += 1;
-    }
-    out.extend(store);
 }
 
 #[cfg(test)]
@@ -262,8 +267,8 @@ mod tests {
         assert_eq!(keys("XREAD COUNT 2 STREAMS s1 s2 0 0"), [4, 5]);
         assert_eq!(keys("xread streams s 0"), [2]);
         assert_eq!(keys("xread BLOCK 0 streams a b c $ $ $"), [4, 5, 6]);
-        // An odd count of ids: half, rounded down.
-        assert_eq!(keys("xread streams a b 0"), [2]);
+        // An odd count of ids: Redis's syntax error, no keys.
+        assert_eq!(keys("xread streams a b 0"), [] as [usize; 0]);
         // No STREAMS keyword: no keys.
         assert_eq!(keys("xread count 1 block 0"), [] as [usize; 0]);
         // The keyword is not searched for in the last argument.
@@ -273,6 +278,10 @@ mod tests {
             [7, 8]
         );
         assert_eq!(keys("xreadgroup group g c streams s >"), [5]);
+        // Named like the keyword: only the option counts.
+        assert_eq!(keys("XREADGROUP GROUP g STREAMS STREAMS s >"), [5]);
+        assert_eq!(keys("XREADGROUP NOACK GROUP g c STREAMS s >"), [6]);
+        assert_eq!(keys("xread count 5 streams streams 0"), [4]);
     }
 
     #[test]
@@ -281,6 +290,10 @@ mod tests {
         assert_eq!(keys("GEORADIUS src 0 0 10 km STORE dst"), [1, 7]);
         assert_eq!(keys("georadius src 0 0 10 km ASC storedist dst"), [1, 8]);
         assert_eq!(keys("georadiusbymember src m 10 km STORE dst"), [1, 6]);
+        // The last STORE or STOREDIST is the one written.
+        assert_eq!(keys("GEORADIUS src 0 0 10 km STORE a STORE b"), [1, 9]);
+        assert_eq!(keys("georadius src 0 0 10 km STORE a STOREDIST b"), [1, 9]);
+        assert_eq!(keys("georadius_ro src 0 0 10 km STORE a"), [1]);
         assert_eq!(
             keys("geosearchstore dst src FROMMEMBER m BYRADIUS 1 km"),
             [1, 2]
@@ -293,8 +306,9 @@ mod tests {
         assert_eq!(keys("SORT k BY w_* GET o_* LIMIT 0 10 ALPHA"), [1]);
         assert_eq!(keys("sort k STORE dst"), [1, 3]);
         assert_eq!(keys("sort k store a LIMIT 0 1 STORE b"), [1, 8]);
-        // STORE as an argument of BY/GET/LIMIT is not the option.
-        assert_eq!(keys("sort k BY store GET store LIMIT store store"), [1]);
+        // STORE as an argument of BY/GET/STORE is not the option.
+        assert_eq!(keys("sort k BY store GET store LIMIT 0 1"), [1]);
+        assert_eq!(keys("SORT k STORE by STORE dst"), [1, 5]);
         assert_eq!(keys("sort k STORE"), [1]);
         // SORT_RO has no STORE.
         assert_eq!(keys("sort_ro k STORE dst"), [1]);

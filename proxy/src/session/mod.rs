@@ -328,6 +328,9 @@ impl Session {
         {
             return self.error(seq, why);
         }
+        if let Err(why) = command::check_options(spec, &req.args) {
+            return self.error(seq, &why);
+        }
         if self.plugins && matches!(class, Class::Keyed | Class::Split(_) | Class::AnyBackend) {
             self.keep_for_reply_hook(seq, spec, &req);
         }
@@ -346,13 +349,7 @@ impl Session {
                     display_name(spec)
                 ),
             ),
-            Class::Later => self.error(
-                seq,
-                &format!(
-                    "ERR command '{}' is not supported by the proxy yet",
-                    display_name(spec)
-                ),
-            ),
+            Class::Later => self.error(seq, &command::not_supported_yet_error(spec, None)),
         }
     }
 
