@@ -1398,3 +1398,251 @@ fn prefix_keys_remembered_by_key_prefix_puts_every_key_of_a_pipeline_in_the_name
     );
     assert!(plugin_stat(&proxy, "key-prefix", "invocations") <= 4);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input: one client's bytes or one plugin's verdict affect that client or plugin only
+// ---------------------------------------------------------------------------------------------
+
+/// The largest input a plugin with the default 16 MiB memory limit is given.
+const DEFAULT_MAX_INPUT: usize = 4 * 1024 * 1024;
+
+/// Asserts `reply` is the error for a command too large for plugin `name`.
+#[track_caller]
+fn assert_too_large(reply: &Resp, name: &str, max: usize) {
+    let text = reply.error_text();
+    assert!(
+        text.starts_with(&format!("ERR plugin '{name}' cannot take a command of "))
+            && text.contains(&format!("at most {max} bytes")),
+        "want the size error of plugin '{name}', got {reply:?}"
+    );
+}
+
+#[test]
+fn a_command_too_large_for_acl_auth_gets_an_error_and_the_worker_keeps_authenticating() {
+    let r = RedisServer::start();
+    let acl = acl_config(&[("alice", SECRET_SHA, r#"["*"]"#, r#"["*"]"#)]);
+    // Every command a call (a remembered verdict decides a command without one, whatever
+    // its size).
+    let proxy = start(
+        &[&[&r]],
+        1,
+        &[plugin("acl-auth", &acl_auth(), &acl, "remember = false")],
+    );
+    let mut alice = proxy.raw();
+    auth(&mut alice, "alice", "secret");
+    expect(&mut alice, &["SET", "k", "v"], Resp::ok());
+
+    // Before AUTH, twice in a second: each gets the error, the plugin is not called.
+    let mut mallory = proxy.raw();
+    let huge = "x".repeat(17 * 1024 * 1024);
+    for _ in 0..2 {
+        let reply = mallory.cmd(&["AUTH", "alice", &huge]);
+        assert_too_large(&reply, "acl-auth", DEFAULT_MAX_INPUT);
+    }
+    expect(&mut alice, &["GET", "k"], Resp::bulk("v"));
+    expect_err(
+        &mut mallory,
+        &["GET", "k"],
+        "NOAUTH Authentication required.",
+    );
+    let mut carol = proxy.raw();
+    expect_err(&mut carol, &["GET", "k"], "NOAUTH Authentication required.");
+    auth(&mut carol, "alice", "secret");
+    expect(&mut carol, &["GET", "k"], Resp::bulk("v"));
+    assert_eq!(plugin_stat(&proxy, "acl-auth", "failures"), 0);
+
+    // The largest command that fits (the value leaves room for the context and the
+    // command's encoding) reaches Redis through the SDK plugin within its memory limit.
+    let big = "b".repeat(DEFAULT_MAX_INPUT - 200);
+    expect(&mut alice, &["SET", "big", &big], Resp::ok());
+    assert_eq!(backend_get(&r, "big").map(|v| v.len()), Some(big.len()));
+    // One byte more than fits, alone: refused, the commands around it served.
+    let bigger = "b".repeat(DEFAULT_MAX_INPUT);
+    let replies = pipeline(
+        &mut alice,
+        &[
+            vec!["SET", "a", "1"],
+            vec!["SET", "big", &bigger],
+            vec!["GET", "a"],
+        ],
+    );
+    assert_eq!(replies[0], Resp::ok());
+    assert_too_large(&replies[1], "acl-auth", DEFAULT_MAX_INPUT);
+    assert_eq!(replies[2], Resp::bulk("1"));
+    assert_eq!(backend_get(&r, "big").map(|v| v.len()), Some(big.len()));
+    assert_eq!(plugin_stat(&proxy, "acl-auth", "failures"), 0);
+}
+
+#[test]
+fn plugins_that_gate_access_cannot_be_configured_fail_open() {
+    let acl = acl_config(&[("alice", SECRET_SHA, r#"["*"]"#, r#"["*"]"#)]);
+    let tenants = r#"{"tenants": {"alice": "t1:"}, "default": null}"#;
+    for (name, path, config) in [
+        ("acl-auth", acl_auth(), acl),
+        ("key-prefix", key_prefix(), tenants.to_string()),
+    ] {
+        assert_refused(
+            &[plugin(name, &path, &config, "fail = \"open\"")],
+            name,
+            "gates access, so it cannot be fail = \"open\"",
+        );
+    }
+}
+
+#[test]
+fn a_fail_open_plugin_that_prefixes_keys_without_declaring_it_is_refused() {
+    let r = RedisServer::start();
+    // Fail-closed, the namespace works.
+    let closed = start(
+        &[&[&r]],
+        1,
+        &[plugin("prefix-all", &wat("prefix-all"), "", "")],
+    );
+    let mut c = closed.raw();
+    expect(&mut c, &["SET", "k", "v"], Resp::ok());
+    assert_eq!(backend_get(&r, "t:k"), Some(b"v".to_vec()));
+    assert_eq!(backend_get(&r, "k"), None);
+    // Fail-open, its verdicts are refused: no command of it reaches Redis unprefixed.
+    let open = start(
+        &[&[&r]],
+        1,
+        &[plugin(
+            "prefix-all",
+            &wat("prefix-all"),
+            "",
+            "fail = \"open\"",
+        )],
+    );
+    let mut c = open.raw();
+    for _ in 0..3 {
+        let reply = c.cmd(&["SET", "k", "w"]);
+        let text = reply.error_text();
+        assert!(
+            text.starts_with("ERR plugin 'prefix-all' ") && text.contains("fail = \"open\""),
+            "{reply:?}"
+        );
+    }
+    assert_eq!(backend_get(&r, "k"), None);
+    assert_eq!(backend_get(&r, "t:k"), Some(b"v".to_vec()));
+    let log = open.log();
+    assert!(
+        log.contains("prefix-all") && log.contains("fail = \"open\""),
+        "not logged:\n{log}"
+    );
+}
+
+#[test]
+fn a_verdict_with_100k_attributes_is_malformed_and_does_not_stall_the_worker() {
+    let r = RedisServer::start();
+    let proxy = start(&[&[&r]], 1, &[plugin("flood", &wat("attr-flood"), "", "")]);
+    let mut other = proxy.raw();
+    expect(&mut other, &["SET", "k", "v"], Resp::ok());
+    let mut c = proxy.raw();
+    let t = Instant::now();
+    let reply = c.cmd(&["GET", "flood!"]);
+    let took = t.elapsed();
+    eprintln!("a verdict of 100000 attributes was answered after {took:?}");
+    let text = reply.error_text();
+    assert!(
+        text.starts_with("ERR plugin 'flood' failed: ") && text.contains("attributes"),
+        "{reply:?}"
+    );
+    assert!(took < Duration::from_secs(2), "the verdict took {took:?}");
+    let t = Instant::now();
+    assert_eq!(
+        until_restarted(&mut other, "flood", &["GET", "k"]),
+        Resp::bulk("v")
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn commands_pipelined_before_a_plugin_auth_are_not_authenticated_by_it() {
+    let r = RedisServer::start();
+    r.raw().cmd(&["SET", "k", "v"]);
+    let acl = acl_config(&[("alice", SECRET_SHA, r#"["*"]"#, r#"["*"]"#)]);
+    let proxy = start(&[&[&r]], 1, &[plugin("acl-auth", &acl_auth(), &acl, "")]);
+    let mut c = proxy.raw();
+    let replies = pipeline(
+        &mut c,
+        &[
+            vec!["GET", "k"],
+            vec!["AUTH", "alice", "secret"],
+            vec!["GET", "k"],
+        ],
+    );
+    assert_eq!(
+        replies,
+        [
+            Resp::err("NOAUTH Authentication required."),
+            Resp::ok(),
+            Resp::bulk("v")
+        ]
+    );
+}
+
+#[test]
+fn commands_pipelined_around_a_plugin_auth_run_as_they_stand() {
+    let r = RedisServer::start();
+    r.raw().cmd(&["SET", "k", "v"]);
+    // The plugin sees AUTH only; the proxy asks for its password before any other command
+    // until a plugin sets `user`.
+    let proxy = Proxy::builder(&[&[&r]])
+        .set("proxy.workers", "1")
+        .set("proxy.password", &toml_str("pw"))
+        .extra_toml(&plugin("auth", &wat("auth-any"), "", ""))
+        .start();
+    let mut c = proxy.raw();
+    let replies = pipeline(
+        &mut c,
+        &[
+            vec!["GET", "k"],
+            vec!["SET", "k", "w"],
+            vec!["AUTH", "alice", "any"],
+            vec!["GET", "k"],
+        ],
+    );
+    let noauth = Resp::err("NOAUTH Authentication required.");
+    assert_eq!(
+        replies,
+        [noauth.clone(), noauth, Resp::ok(), Resp::bulk("v")]
+    );
+    assert_eq!(backend_get(&r, "k"), Some(b"v".to_vec()));
+}
+
+#[test]
+fn a_command_too_large_for_key_prefix_leaves_the_namespace_of_other_sessions() {
+    let r = RedisServer::start();
+    let tenants = r#"{"tenants": {}, "default": "anon:"}"#;
+    let proxy = start(
+        &[&[&r]],
+        1,
+        &[plugin(
+            "key-prefix",
+            &key_prefix(),
+            tenants,
+            "remember = false",
+        )],
+    );
+    let mut other = proxy.raw();
+    expect(&mut other, &["SET", "k", "v"], Resp::ok());
+    let mut c = proxy.raw();
+    let huge = "x".repeat(17 * 1024 * 1024);
+    for _ in 0..2 {
+        assert_too_large(
+            &c.cmd(&["SET", "k", &huge]),
+            "key-prefix",
+            DEFAULT_MAX_INPUT,
+        );
+    }
+    expect(&mut other, &["SET", "k2", "v2"], Resp::ok());
+    expect(&mut c, &["GET", "k2"], Resp::bulk("v2"));
+    assert_eq!(backend_get(&r, "anon:k2"), Some(b"v2".to_vec()));
+    assert_eq!(backend_get(&r, "k2"), None);
+    assert_eq!(backend_get(&r, "anon:k"), Some(b"v".to_vec()));
+    assert_eq!(plugin_stat(&proxy, "key-prefix", "failures"), 0);
+}

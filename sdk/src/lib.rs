@@ -140,6 +140,14 @@ pub trait Plugin: Sized + 'static {
     /// `message` to the operator.
     fn configure(config: &[u8]) -> Result<Self, String>;
 
+    /// Whether the plugin gates access: it authenticates connections (sets the `user`
+    /// attribute) or keeps tenants apart (rewrites or prefixes keys). The proxy refuses to
+    /// load such a plugin with `fail = "open"`, where a failing call would let commands
+    /// through unchecked. Exported as `tessera_gates_access`.
+    ///
+    /// Default: `false`.
+    const GATES_ACCESS: bool = false;
+
     /// The commands [`on_command`](Plugin::on_command) is called for (and
     /// [`on_reply`](Plugin::on_reply), unless [`reply_subscriptions`](Plugin::reply_subscriptions)
     /// says otherwise): lowercase names such as `"get"`, or `"object|encoding"` for one
@@ -206,7 +214,8 @@ pub trait Plugin: Sized + 'static {
 /// ```
 ///
 /// On `wasm32` it emits the exports `tessera_abi_version`, `tessera_alloc`,
-/// `tessera_input_reusable`, `tessera_on_configure`, `tessera_subscriptions` and the hooks
+/// `tessera_input_reusable`, `tessera_gates_access` (from [`Plugin::GATES_ACCESS`]),
+/// `tessera_on_configure`, `tessera_subscriptions` and the hooks
 /// `tessera_on_connect`, `tessera_on_command` with `tessera_on_commands` (the batched form
 /// the proxy calls: a list of commands, each through [`Plugin::on_command`]; see
 /// [`Runtime::on_commands`](crate::dispatch::Runtime::on_commands)), and
@@ -246,6 +255,11 @@ macro_rules! export_plugin {
             #[unsafe(no_mangle)]
             pub extern "C" fn tessera_input_reusable() -> i32 {
                 $crate::abi::input_reusable()
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tessera_gates_access() -> i32 {
+                <$plugin as $crate::Plugin>::GATES_ACCESS as i32
             }
 
             #[unsafe(no_mangle)]

@@ -411,6 +411,9 @@ impl AclAuth {
 }
 
 impl Plugin for AclAuth {
+    /// Gates access (it authenticates connections): never `fail = "open"`.
+    const GATES_ACCESS: bool = true;
+
     fn configure(config: &[u8]) -> Result<Self, String> {
         Self::from_json(config)
     }

@@ -184,6 +184,9 @@ pub fn strip_reply(name: &str, reply: &[u8], prefix: &str) -> Option<Vec<u8>> {
 }
 
 impl Plugin for KeyPrefix {
+    /// Gates access (it keeps tenants apart): never `fail = "open"`.
+    const GATES_ACCESS: bool = true;
+
     fn configure(config: &[u8]) -> Result<Self, String> {
         Self::from_json(config)
     }

@@ -3,7 +3,30 @@
 
 use bytes::Bytes;
 
-use crate::resp::ReplyScanner;
+use crate::resp::{Limits, ReplyScanner};
+
+/// Most attributes one verdict may set, and most attributes a connection may hold.
+pub const MAX_ATTRS: usize = 64;
+/// Most bytes of the keys and values of those attributes.
+pub const MAX_ATTR_BYTES: usize = 4096;
+
+/// `Err` if `attrs` are more than [`MAX_ATTRS`] or [`MAX_ATTR_BYTES`] allow; `whose` says
+/// whose attributes they are, for the message.
+pub fn check_attrs(attrs: &[(String, String)], whose: &str) -> Result<(), String> {
+    if attrs.len() > MAX_ATTRS {
+        return Err(format!(
+            "{whose} {} attributes; at most {MAX_ATTRS}",
+            attrs.len()
+        ));
+    }
+    let bytes: usize = attrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_ATTR_BYTES {
+        return Err(format!(
+            "{whose} {bytes} bytes of attributes; at most {MAX_ATTR_BYTES}"
+        ));
+    }
+    Ok(())
+}
 
 /// What a hook is told about the connection.
 pub struct CallContext<'a> {
@@ -73,13 +96,21 @@ pub fn encode_context(out: &mut Vec<u8>, ctx: &CallContext) {
     }
 }
 
-/// `keys` are the indices of the key arguments, ascending.
+/// `keys` are the indices of the key arguments, ascending (an index may repeat).
 pub fn encode_command(out: &mut Vec<u8>, args: &[Bytes], keys: &[usize]) {
     out.extend_from_slice(&(args.len() as u32).to_le_bytes());
+    debug_assert!(keys.is_sorted(), "key positions out of order: {keys:?}");
+    let mut keys = keys.iter().peekable();
     for (i, a) in args.iter().enumerate() {
-        out.push(keys.contains(&i) as u8);
+        while keys.next_if(|&&k| k < i).is_some() {}
+        out.push(keys.peek().is_some_and(|&&k| k == i) as u8);
         put_bytes(out, a);
     }
+}
+
+/// The bytes [`encode_command`] writes for `args`.
+pub fn command_len(args: &[Bytes]) -> usize {
+    4 + args.iter().map(|a| 5 + a.len()).sum::<usize>()
 }
 
 pub fn encode_reply(out: &mut Vec<u8>, reply: &[u8]) {
@@ -120,8 +151,9 @@ impl<'a> Reader<'a> {
 /// Reads a verdict; anything malformed is an error (treated like a trap by the host). An
 /// argument of a rewrite equal to the argument at the same index of `previous` (the command
 /// the plugin was given) shares its bytes instead of being copied: a plugin that changes a
-/// key sends the whole command back.
-pub fn decode_verdict(buf: &[u8], previous: &[Bytes]) -> Result<Verdict, String> {
+/// key sends the whole command back. A rewrite is held to the bounds of a client's command
+/// (`limits`), attributes to [`MAX_ATTRS`] and [`MAX_ATTR_BYTES`].
+pub fn decode_verdict(buf: &[u8], previous: &[Bytes], limits: &Limits) -> Result<Verdict, String> {
     if buf.is_empty() {
         return Ok(Verdict::CONTINUE);
     }
@@ -144,9 +176,22 @@ pub fn decode_verdict(buf: &[u8], previous: &[Bytes]) -> Result<Verdict, String>
             if n == 0 {
                 return Err("rewrite to an empty command".into());
             }
+            if n > limits.max_array_len {
+                return Err(format!(
+                    "rewrite to {n} arguments; at most {}",
+                    limits.max_array_len
+                ));
+            }
             let mut args = Vec::with_capacity(n.min(1024));
             for i in 0..n {
                 let arg = r.bytes()?;
+                if arg.len() > limits.max_bulk_len {
+                    return Err(format!(
+                        "rewrite to an argument of {} bytes; at most {}",
+                        arg.len(),
+                        limits.max_bulk_len
+                    ));
+                }
                 args.push(match previous.get(i) {
                     Some(same) if same[..] == *arg => same.clone(),
                     _ => Bytes::copy_from_slice(arg),
@@ -170,10 +215,14 @@ pub fn decode_verdict(buf: &[u8], previous: &[Bytes]) -> Result<Verdict, String>
         return Err("asked the host to remember a rewrite".into());
     }
     let n = r.u32()? as usize;
-    let mut attrs = Vec::with_capacity(n.min(64));
+    if n > MAX_ATTRS {
+        return Err(format!("set {n} attributes; at most {MAX_ATTRS}"));
+    }
+    let mut attrs = Vec::with_capacity(n);
     for _ in 0..n {
         attrs.push((r.string()?, r.string()?));
     }
+    check_attrs(&attrs, "set")?;
     if r.pos != buf.len() {
         return Err(format!("{} bytes after the verdict", buf.len() - r.pos));
     }
@@ -224,6 +273,10 @@ impl<'a> VerdictList<'a> {
 mod tests {
     use super::*;
 
+    fn decode(buf: &[u8], previous: &[Bytes]) -> Result<Verdict, String> {
+        decode_verdict(buf, previous, &Limits::default())
+    }
+
     fn verdict(kind: u8, body: &[u8], attrs: &[(&str, &str)]) -> Vec<u8> {
         let mut v = vec![kind];
         v.extend_from_slice(body);
@@ -237,11 +290,11 @@ mod tests {
 
     #[test]
     fn decodes_every_kind() {
-        assert_eq!(decode_verdict(&[], &[]).unwrap(), Verdict::CONTINUE);
+        assert_eq!(decode(&[], &[]).unwrap(), Verdict::CONTINUE);
         let mut body = 2u32.to_le_bytes().to_vec();
         put_bytes(&mut body, b"GET");
         put_bytes(&mut body, b"t1:k");
-        let v = decode_verdict(&verdict(1, &body, &[("user", "alice")]), &[]).unwrap();
+        let v = decode(&verdict(1, &body, &[("user", "alice")]), &[]).unwrap();
         assert_eq!(
             v.decision,
             Decision::Rewrite(vec![Bytes::from("GET"), Bytes::from("t1:k")])
@@ -250,17 +303,13 @@ mod tests {
         let mut body = Vec::new();
         put_bytes(&mut body, b"+OK\r\n");
         assert_eq!(
-            decode_verdict(&verdict(2, &body, &[]), &[])
-                .unwrap()
-                .decision,
+            decode(&verdict(2, &body, &[]), &[]).unwrap().decision,
             Decision::Reply(Bytes::from("+OK\r\n"))
         );
         let mut body = Vec::new();
         put_bytes(&mut body, b"NOPERM no");
         assert_eq!(
-            decode_verdict(&verdict(3, &body, &[]), &[])
-                .unwrap()
-                .decision,
+            decode(&verdict(3, &body, &[]), &[]).unwrap().decision,
             Decision::Reject("NOPERM no".into())
         );
     }
@@ -273,7 +322,7 @@ mod tests {
         for arg in [&b"SET"[..], b"t1:k", b"value"] {
             put_bytes(&mut body, arg);
         }
-        let v = decode_verdict(&verdict(1, &body, &[]), &previous).unwrap();
+        let v = decode(&verdict(1, &body, &[]), &previous).unwrap();
         let Decision::Rewrite(args) = v.decision else {
             panic!("not a rewrite: {v:?}");
         };
@@ -286,7 +335,7 @@ mod tests {
         for arg in [&b"SET"[..], b"k", b"value", b"EX"] {
             put_bytes(&mut body, arg);
         }
-        let v = decode_verdict(&verdict(1, &body, &[]), &previous).unwrap();
+        let v = decode(&verdict(1, &body, &[]), &previous).unwrap();
         assert_eq!(
             v.decision,
             Decision::Rewrite(["SET", "k", "value", "EX"].map(Bytes::from).to_vec())
@@ -297,7 +346,7 @@ mod tests {
     fn decodes_prefix_keys_and_the_remember_flag() {
         let mut body = Vec::new();
         put_bytes(&mut body, b"t1:");
-        let v = decode_verdict(&verdict(4, &body, &[]), &[]).unwrap();
+        let v = decode(&verdict(4, &body, &[]), &[]).unwrap();
         assert_eq!(v.decision, Decision::PrefixKeys(Bytes::from("t1:")));
         assert_eq!(v.remember, None);
 
@@ -305,13 +354,13 @@ mod tests {
         let mut cond = 2u32.to_le_bytes().to_vec();
         put_bytes(&mut cond, b"app:");
         put_bytes(&mut cond, b"");
-        let v = decode_verdict(&verdict(0x80, &cond, &[]), &[]).unwrap();
+        let v = decode(&verdict(0x80, &cond, &[]), &[]).unwrap();
         assert_eq!(v.decision, Decision::Continue);
         assert_eq!(v.remember, Some(vec![Bytes::from("app:"), Bytes::new()]));
 
         let mut cond_body = 0u32.to_le_bytes().to_vec();
         put_bytes(&mut cond_body, b"NOPERM no");
-        let v = decode_verdict(&verdict(0x83, &cond_body, &[]), &[]).unwrap();
+        let v = decode(&verdict(0x83, &cond_body, &[]), &[]).unwrap();
         assert_eq!(v.decision, Decision::Reject("NOPERM no".into()));
         assert_eq!(v.remember, Some(vec![]));
 
@@ -319,28 +368,88 @@ mod tests {
         rewrite.extend_from_slice(&1u32.to_le_bytes());
         put_bytes(&mut rewrite, b"PING");
         assert!(
-            decode_verdict(&verdict(0x81, &rewrite, &[]), &[]).is_err(),
+            decode(&verdict(0x81, &rewrite, &[]), &[]).is_err(),
             "a remembered rewrite"
         );
         assert!(
-            decode_verdict(&verdict(0x80, &[1, 0, 0], &[]), &[]).is_err(),
+            decode(&verdict(0x80, &[1, 0, 0], &[]), &[]).is_err(),
             "truncated condition"
         );
     }
 
     #[test]
     fn refuses_malformed_verdicts() {
-        assert!(decode_verdict(&[9, 0, 0, 0, 0], &[]).is_err());
-        assert!(decode_verdict(&[1, 255, 255, 255, 255], &[]).is_err());
+        assert!(decode(&[9, 0, 0, 0, 0], &[]).is_err());
+        assert!(decode(&[1, 255, 255, 255, 255], &[]).is_err());
         let mut body = Vec::new();
         put_bytes(&mut body, b"+OK");
         assert!(
-            decode_verdict(&verdict(2, &body, &[]), &[]).is_err(),
+            decode(&verdict(2, &body, &[]), &[]).is_err(),
             "reply without CRLF"
         );
         let mut v = verdict(0, &[], &[]);
         v.push(0);
-        assert!(decode_verdict(&v, &[]).is_err(), "trailing bytes");
+        assert!(decode(&v, &[]).is_err(), "trailing bytes");
+    }
+
+    #[test]
+    fn refuses_verdicts_over_the_limits() {
+        let attrs: Vec<(String, String)> = (0..=MAX_ATTRS)
+            .map(|i| (format!("a{i}"), "v".into()))
+            .collect();
+        let attrs: Vec<(&str, &str)> = attrs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let err = decode(&verdict(0, &[], &attrs), &[]).unwrap_err();
+        assert_eq!(err, "set 65 attributes; at most 64");
+        assert!(decode(&verdict(0, &[], &attrs[..MAX_ATTRS]), &[]).is_ok());
+        let long = "x".repeat(MAX_ATTR_BYTES);
+        let err = decode(&verdict(0, &[], &[("k", &long)]), &[]).unwrap_err();
+        assert_eq!(err, "set 4097 bytes of attributes; at most 4096");
+        // A count past the limit is refused before anything is read.
+        assert!(decode(&[0, 255, 255, 255, 255], &[]).is_err());
+
+        let limits = Limits {
+            max_array_len: 2,
+            max_bulk_len: 3,
+            ..Limits::default()
+        };
+        let rewrite = |args: &[&str]| {
+            let mut body = (args.len() as u32).to_le_bytes().to_vec();
+            for a in args {
+                put_bytes(&mut body, a.as_bytes());
+            }
+            verdict(1, &body, &[])
+        };
+        assert!(decode_verdict(&rewrite(&["GET", "k"]), &[], &limits).is_ok());
+        assert_eq!(
+            decode_verdict(&rewrite(&["DEL", "a", "b"]), &[], &limits).unwrap_err(),
+            "rewrite to 3 arguments; at most 2"
+        );
+        assert_eq!(
+            decode_verdict(&rewrite(&["GET", "long"]), &[], &limits).unwrap_err(),
+            "rewrite to an argument of 4 bytes; at most 3"
+        );
+    }
+
+    #[test]
+    fn marks_keys_given_in_order_with_repeats() {
+        let args: Vec<Bytes> = ["MSET", "a", "1", "b", "2"].map(Bytes::from).to_vec();
+        let mut out = Vec::new();
+        encode_command(&mut out, &args, &[1, 1, 3]);
+        assert_eq!(out.len(), command_len(&args));
+        let flags: Vec<u8> = {
+            let mut pos = 4;
+            args.iter()
+                .map(|a| {
+                    let f = out[pos];
+                    pos += 5 + a.len();
+                    f
+                })
+                .collect()
+        };
+        assert_eq!(flags, [0, 1, 0, 1, 0]);
     }
 
     fn list(k: u32, entries: &[&[u8]]) -> Vec<u8> {

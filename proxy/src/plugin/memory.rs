@@ -9,6 +9,8 @@ use super::CallContext;
 pub const MAX_ENTRIES: usize = 64;
 /// The most bytes of key prefixes one remembered verdict's condition may hold.
 pub const MAX_CONDITION_BYTES: usize = 4096;
+/// The most key prefixes of one condition (each key of a command is checked against them).
+pub const MAX_CONDITION_PREFIXES: usize = 64;
 
 /// What a remembered verdict does to a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +86,9 @@ impl Memory {
         prefixes: Vec<Bytes>,
         verdict: Remembered,
     ) -> bool {
-        if prefixes.iter().map(Bytes::len).sum::<usize>() > MAX_CONDITION_BYTES {
+        if prefixes.len() > MAX_CONDITION_PREFIXES
+            || prefixes.iter().map(Bytes::len).sum::<usize>() > MAX_CONDITION_BYTES
+        {
             return false;
         }
         let Some(entries) = self.links.get_mut(link) else {
@@ -205,6 +209,11 @@ mod tests {
         assert!(
             !m.remember(0, 3, big, Remembered::Continue),
             "too large a condition"
+        );
+        let many = vec![Bytes::new(); MAX_CONDITION_PREFIXES + 1];
+        assert!(
+            !m.remember(0, 3, many, Remembered::Continue),
+            "too many prefixes"
         );
         assert!(
             !m.remember(5, 3, vec![], Remembered::Continue),

@@ -6,6 +6,8 @@
 //! malformed verdict fails that call. Fail-closed (default): the command is answered
 //! `-ERR plugin '<name>' failed: <what>`. Fail-open: the command goes on as if the plugin had
 //! said `Continue`. The instance is thrown away and re-created (at most once a second).
+//! A command or reply too large for a plugin ([`max_input`]) is no failure: it is answered
+//! with an error without a call. A plugin that gates access is never fail-open.
 
 pub mod abi;
 pub mod from_store;
@@ -22,6 +24,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::command;
+use crate::resp::Limits;
 use abi::VerdictList;
 pub use abi::{CallContext, Decision, Verdict};
 pub use memory::Memory;
@@ -112,6 +115,8 @@ pub struct LoadedPlugin {
     reply_subscribed: Box<[bool]>,
     hooks: [bool; 5],
     pub stats: PluginStats,
+    /// Whether a refused verdict of this fail-open plugin was logged (once is enough).
+    refusal_logged: std::sync::atomic::AtomicBool,
 }
 
 impl LoadedPlugin {
@@ -150,6 +155,9 @@ impl LoadedPlugin {
             subscribed.clone()
         };
         let hooks = Hook::ALL.map(|h| instance.has(h));
+        if instance.gates_access() && config.fail == FailMode::Open {
+            return Err(err(GATES_OPEN.into()));
+        }
         Ok(LoadedPlugin {
             config,
             module,
@@ -157,6 +165,7 @@ impl LoadedPlugin {
             reply_subscribed,
             hooks,
             stats: PluginStats::default(),
+            refusal_logged: Default::default(),
         })
     }
 
@@ -188,6 +197,17 @@ fn command_table(names: &[String]) -> Result<Box<[bool]>, String> {
         table[spec.id as usize] = true;
     }
     Ok(table)
+}
+
+/// Why a module that declares `tessera_gates_access` is refused with `fail = "open"`.
+const GATES_OPEN: &str = "gates access, so it cannot be fail = \"open\" (a failing call would let \
+     commands through unchecked): set fail = \"closed\"";
+
+/// The largest input (context and command, or context, command and reply) a plugin is given:
+/// a quarter of its memory limit, which leaves it room for its own data, a copy of the input
+/// and a verdict as large.
+pub fn max_input(c: &PluginConfig) -> usize {
+    (c.memory_limit_mb as usize).saturating_mul(1024 * 1024) / 4
 }
 
 fn timeout(c: &PluginConfig) -> Duration {
@@ -267,6 +287,8 @@ pub struct WorkerChain {
     group: Vec<usize>,
     /// Some counts are not flushed yet.
     dirty: bool,
+    /// The bounds of a client's command, which a rewrite is held to.
+    limits: Limits,
 }
 
 /// Counts of one link not yet added to the plugin's shared counters.
@@ -356,6 +378,7 @@ impl WorkerChain {
             key_arena: bytes::BytesMut::new(),
             group: Vec::new(),
             dirty: false,
+            limits: Limits::default(),
         }
     }
 
@@ -381,9 +404,21 @@ impl WorkerChain {
             let ctx = CallContext { attrs, ..*ctx };
             self.scratch.clear();
             abi::encode_context(&mut self.scratch, &ctx);
+            if self.scratch.len() > max_input(&self.links[i].plugin.config) {
+                return Err(self.too_large(i, "connection context", self.scratch.len()));
+            }
             match self.call(i, Hook::Connect, &[]) {
                 Ok(v) => {
-                    set_attrs(attrs, v.attrs);
+                    if let Some(what) = self.gates_open(i, &Decision::Continue, &v.attrs, None) {
+                        return Err(self.refuse_gating(i, what));
+                    }
+                    let mut next = attrs.clone();
+                    set_attrs(&mut next, v.attrs);
+                    if let Err(e) = abi::check_attrs(&next, "would give the connection") {
+                        self.fail(i, e)?;
+                        continue;
+                    }
+                    *attrs = next;
                     match v.decision {
                         Decision::Continue | Decision::Rewrite(_) | Decision::PrefixKeys(_) => {}
                         Decision::Reply(r) => return Err(r),
@@ -425,18 +460,23 @@ impl WorkerChain {
 
     /// Runs `on_command` through the chain for the batch, plugin by plugin, and appends
     /// the outcomes to `out` in order, emptying the batch. `ctx` is the connection as the
-    /// batch starts; the attributes it ends with are returned if plugins changed them.
+    /// batch starts. Returned: where plugins changed its attributes, as `(i, attributes)`:
+    /// the attributes from the `i`-th command of the batch on (set while deciding it),
+    /// ascending in `i`; empty if they changed none.
     /// `keys` finds the id and key positions of a rewritten command; a rewrite to no valid
     /// command ends the chain for it (the session then reports the error as usual).
     /// `memory` holds the connection's remembered verdicts: they decide commands without
-    /// a call, and verdicts plugins ask to be remembered are added to it.
+    /// a call, and verdicts plugins ask to be remembered are added to it. `limits` are the
+    /// bounds of a client's command, which rewrites are held to.
     pub fn run_batch(
         &mut self,
         ctx: &CallContext,
         keys: &mut KeyFinder,
         memory: &mut Memory,
+        limits: Limits,
         out: &mut Vec<CommandOutcome>,
-    ) -> Option<Vec<(String, String)>> {
+    ) -> Vec<(usize, Vec<(String, String)>)> {
+        self.limits = limits;
         self.changes.clear();
         memory.validate(self.version, self.links.len(), ctx);
         for link in 0..self.links.len() {
@@ -453,15 +493,20 @@ impl WorkerChain {
                 }
             });
         }
+        let mut from = Vec::new();
         if self.changes.is_empty() {
-            return None;
+            return from;
         }
         let mut attrs = ctx.attrs.to_vec();
         self.changes.sort_by_key(|c| (c.item, c.link));
-        for c in self.changes.drain(..) {
+        let mut changes = self.changes.drain(..).peekable();
+        while let Some(c) = changes.next() {
             set_attrs(&mut attrs, c.attrs);
+            if changes.peek().is_none_or(|next| next.item != c.item) {
+                from.push((c.item, attrs.clone()));
+            }
         }
-        Some(attrs)
+        from
     }
 
     /// Runs link `q` over the commands of the batch it wants, in as few calls as its module
@@ -557,20 +602,37 @@ impl WorkerChain {
         memory: &mut Memory,
     ) {
         let batched = self.links[q].plugin.batched();
+        let max = max_input(&self.links[q].plugin.config);
         let mut done = 0;
         while done < group.len() {
             let todo = &group[done..];
             let attrs = view.as_deref().unwrap_or(ctx.attrs);
             self.scratch.clear();
             abi::encode_context(&mut self.scratch, &CallContext { attrs, ..*ctx });
-            if batched {
-                self.scratch
-                    .extend_from_slice(&(todo.len() as u32).to_le_bytes());
+            let count_at = self.scratch.len();
+            let first = abi::command_len(&self.items[todo[0]].args);
+            let alone = count_at + if batched { 4 } else { 0 } + first;
+            if alone > max {
+                self.items[todo[0]].answer = Some(self.too_large(q, "command", alone));
+                done += 1;
+                continue;
             }
-            let n = if batched { todo.len() } else { 1 };
-            for &i in &todo[..n] {
+            if batched {
+                self.scratch.extend_from_slice(&[0; 4]);
+            }
+            // As many commands as fit in one input; the rest go in the next call.
+            let mut n = 0;
+            for &i in todo {
                 let item = &self.items[i];
+                let fits = self.scratch.len() + abi::command_len(&item.args) <= max;
+                if n > 0 && !(batched && fits) {
+                    break;
+                }
                 abi::encode_command(&mut self.scratch, &item.args, &item.keys);
+                n += 1;
+            }
+            if batched {
+                self.scratch[count_at..count_at + 4].copy_from_slice(&(n as u32).to_le_bytes());
             }
             let hook = if batched {
                 Hook::Commands
@@ -641,7 +703,7 @@ impl WorkerChain {
                 None => bytes,
             };
             let item = &mut self.items[i];
-            let v = abi::decode_verdict(raw, &item.args).map_err(|e| (e, true))?;
+            let v = abi::decode_verdict(raw, &item.args, &self.limits).map_err(|e| (e, true))?;
             if !v.attrs.is_empty() && j + 1 < k {
                 return Err((
                     format!(
@@ -651,8 +713,24 @@ impl WorkerChain {
                     true,
                 ));
             }
+            // The connection's attributes with this verdict's, checked before any is applied.
+            let next_attrs = if v.attrs.is_empty() {
+                None
+            } else {
+                let mut next = view.clone().unwrap_or_else(|| ctx.attrs.to_vec());
+                set_attrs(&mut next, v.attrs.clone());
+                abi::check_attrs(&next, "would give the connection").map_err(|e| (e, true))?;
+                Some(next)
+            };
             let counts = &mut link.counts;
             counts.calls += 1;
+            if link.plugin.config.fail == FailMode::Open
+                && let Some(what) = gating(&v.decision, &v.attrs, Some(item))
+            {
+                counts.rejects += 1;
+                item.answer = Some(refuse_gating(&link.plugin, what));
+                continue;
+            }
             count_verdict(counts, &v.decision);
             let given = item.cmd;
             let kept = match v.decision {
@@ -690,9 +768,8 @@ impl WorkerChain {
             {
                 memory.remember(q, given, prefixes, kept);
             }
-            if !v.attrs.is_empty() {
-                let attrs = view.get_or_insert_with(|| ctx.attrs.to_vec());
-                set_attrs(attrs, v.attrs.clone());
+            if let Some(next) = next_attrs {
+                *view = Some(next);
                 self.changes.push(Change {
                     item: i,
                     link: q,
@@ -733,6 +810,9 @@ impl WorkerChain {
                 }
             }
             abi::encode_reply(&mut self.scratch, &reply);
+            if self.scratch.len() > max_input(&self.links[i].plugin.config) {
+                return self.too_large(i, "reply", self.scratch.len());
+            }
             match self.call(i, Hook::Reply, &[]) {
                 Ok(v) => match v.decision {
                     Decision::Continue => {}
@@ -767,7 +847,8 @@ impl WorkerChain {
                 None => Verdict::CONTINUE,
                 Some(at) => {
                     let instance = link.instance.as_ref().expect("an instance answered");
-                    abi::decode_verdict(instance.output(at), args).map_err(|e| (e, true))?
+                    abi::decode_verdict(instance.output(at), args, &self.limits)
+                        .map_err(|e| (e, true))?
                 }
             };
             count_verdict(&mut link.counts, &v.decision);
@@ -838,6 +919,36 @@ impl WorkerChain {
         }
     }
 
+    /// The answer to an input of `size` bytes too large for link `i`: no call, no failure.
+    fn too_large(&self, i: usize, what: &str, size: usize) -> Bytes {
+        let c = &self.links[i].plugin.config;
+        tracing::debug!(plugin = %c.name, size, "input too large for the plugin");
+        error_reply(&format!(
+            "ERR plugin '{}' cannot take a {what} of {size} bytes: at most {} bytes (a quarter \
+             of its memory limit)",
+            c.name,
+            max_input(c)
+        ))
+    }
+
+    /// What a verdict of link `i` does that a fail-open plugin may not, if anything.
+    fn gates_open(
+        &self,
+        i: usize,
+        decision: &Decision,
+        attrs: &[(String, String)],
+        item: Option<&Item>,
+    ) -> Option<&'static str> {
+        let plugin = &self.links[i].plugin;
+        (plugin.config.fail == FailMode::Open)
+            .then(|| gating(decision, attrs, item))
+            .flatten()
+    }
+
+    fn refuse_gating(&self, i: usize, what: &str) -> Bytes {
+        refuse_gating(&self.links[i].plugin, what)
+    }
+
     fn fail(&mut self, i: usize, what: String) -> Result<(), Bytes> {
         let link = &mut self.links[i];
         link.instance = None;
@@ -864,9 +975,13 @@ impl WorkerChain {
 /// (An unchanged argument of a rewrite shares the old one's bytes.)
 fn only_keys_changed(item: &Item, new: &[Bytes]) -> bool {
     let same = |a: &Bytes, b: &Bytes| a.as_ptr() == b.as_ptr() && a.len() == b.len();
+    let mut keys = item.keys.iter().peekable();
     new.len() == item.args.len()
         && key_positions_fixed(item.cmd)
-        && (0..new.len()).all(|j| item.keys.contains(&j) || same(&new[j], &item.args[j]))
+        && (0..new.len()).all(|j| {
+            while keys.next_if(|&&k| k < j).is_some() {}
+            keys.peek() == Some(&&j) || same(&new[j], &item.args[j])
+        })
 }
 
 /// Whether the key positions of command `cmd` depend only on the number of arguments and
@@ -917,13 +1032,59 @@ fn count_verdict(counts: &mut Counts, d: &Decision) {
     }
 }
 
+/// Sets the attributes `new` (an empty value removes one): the last value given for a key
+/// wins, and the keys set go to the end in the order given. Linear in both lists.
 fn set_attrs(attrs: &mut Vec<(String, String)>, new: Vec<(String, String)>) {
-    for (k, v) in new {
-        attrs.retain(|(key, _)| *key != k);
-        if !v.is_empty() {
-            attrs.push((k, v));
-        }
+    let mut seen = std::collections::HashSet::with_capacity(new.len());
+    let mut kept: Vec<(String, String)> = new
+        .into_iter()
+        .rev()
+        .filter(|(k, _)| seen.insert(k.clone()))
+        .collect();
+    attrs.retain(|(k, _)| !seen.contains(k));
+    kept.reverse();
+    attrs.extend(kept.into_iter().filter(|(_, v)| !v.is_empty()));
+}
+
+/// What a verdict does that gates access, if anything: it sets or removes the `user`
+/// attribute (authentication), or changes the keys of the command `item` (a namespace).
+fn gating(
+    decision: &Decision,
+    attrs: &[(String, String)],
+    item: Option<&Item>,
+) -> Option<&'static str> {
+    if attrs.iter().any(|(k, _)| k == "user") {
+        return Some("set the user attribute");
     }
+    match (decision, item) {
+        (Decision::PrefixKeys(_), _) => Some("prefixed keys"),
+        (Decision::Rewrite(args), Some(item))
+            if item
+                .keys
+                .iter()
+                .any(|&k| args.get(k) != Some(&item.args[k])) =>
+        {
+            Some("rewrote keys")
+        }
+        _ => None,
+    }
+}
+
+/// The answer to a verdict of a fail-open plugin that gates access; logged once.
+fn refuse_gating(plugin: &LoadedPlugin, what: &str) -> Bytes {
+    let msg = format!(
+        "ERR plugin '{}' is fail = \"open\" and {what}: a plugin that gates access must be \
+         fail = \"closed\"",
+        plugin.config.name
+    );
+    if !plugin.refusal_logged.swap(true, Relaxed) {
+        tracing::error!(
+            plugin = %plugin.config.name,
+            "refusing the plugin's verdicts: it is fail = \"open\" and {what}; a plugin that \
+             gates access must be fail = \"closed\""
+        );
+    }
+    error_reply(&msg)
 }
 
 fn error_reply(msg: &str) -> Bytes {
@@ -964,6 +1125,97 @@ mod tests {
             new[i] = Bytes::from(v.to_string());
         }
         new
+    }
+
+    /// Finds a command's id and keys as the session does.
+    fn find(args: &[Bytes], keys: &mut Vec<usize>) -> Option<u16> {
+        let Lookup::Found(spec) = command::lookup(args) else {
+            return None;
+        };
+        keys.clear();
+        command::key_positions(spec, args, keys);
+        Some(spec.id)
+    }
+
+    #[test]
+    fn a_batch_too_large_for_one_input_is_split_and_a_command_too_large_alone_is_answered() {
+        // need-attr continues every command of a call when the connection has an attribute.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/wat/need-attr.wat");
+        let config = PluginConfig {
+            name: "need".into(),
+            path: path.into(),
+            config: String::new(),
+            fail: FailMode::Closed,
+            memory_limit_mb: 1,
+            timeout_ms: 1000,
+            remember: true,
+        };
+        assert_eq!(max_input(&config), 256 * 1024);
+        let chain = PluginChain::load(&[config], 1).unwrap();
+        let mut w = WorkerChain::new(&chain);
+        let line = |args: &[&[u8]]| args.iter().map(|a| Bytes::copy_from_slice(a)).collect();
+        let value = vec![b'v'; 100 * 1024];
+        for i in 0..10 {
+            w.push(
+                line(&[b"SET", format!("k{i}").as_bytes(), &value]),
+                &mut find,
+            );
+        }
+        w.push(line(&[b"SET", b"huge", &[b'h'; 256 * 1024]]), &mut find);
+        w.push(line(&[b"GET", b"k"]), &mut find);
+        let attrs = vec![("a".to_string(), "b".to_string())];
+        let ctx = CallContext {
+            conn_id: 1,
+            db: 0,
+            peer: "127.0.0.1:1",
+            attrs: &attrs,
+        };
+        let mut out = Vec::new();
+        let changes = w.run_batch(
+            &ctx,
+            &mut find,
+            &mut Memory::default(),
+            Limits::default(),
+            &mut out,
+        );
+        assert!(changes.is_empty());
+        assert_eq!(out.len(), 12);
+        for (i, o) in out.iter().enumerate() {
+            match (i, o) {
+                (10, CommandOutcome::Answer(_, reply)) => {
+                    let text = String::from_utf8_lossy(reply);
+                    assert!(
+                        text.starts_with("-ERR plugin 'need' cannot take a command of 262")
+                            && text.contains("at most 262144 bytes"),
+                        "{text}"
+                    );
+                }
+                (10, _) => panic!("the command too large was not answered"),
+                (_, CommandOutcome::Continue(_, false, Some(_))) => {}
+                _ => panic!("command {i} did not continue"),
+            }
+        }
+        // Two of the 100 KiB commands fit in one input: five calls, then one for GET.
+        let counts = &w.links[0].counts;
+        assert_eq!(
+            (counts.invocations, counts.calls, counts.failures),
+            (6, 11, 0)
+        );
+    }
+
+    #[test]
+    fn set_attrs_keeps_the_last_value_of_a_key_and_removes_empty_ones() {
+        let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let mut attrs = pairs(&[("user", "bob"), ("tenant", "t1"), ("x", "1")]);
+        set_attrs(
+            &mut attrs,
+            pairs(&[("a", "1"), ("tenant", ""), ("user", "alice"), ("a", "2")]),
+        );
+        assert_eq!(attrs, pairs(&[("x", "1"), ("user", "alice"), ("a", "2")]));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::abi::{self, Verdict};
+use crate::resp::Limits;
 use wasmtime::{
     Caller, Config, Engine, Instance as WasmInstance, Linker, Memory, Module, Store, StoreLimits,
     StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadline,
@@ -127,6 +128,8 @@ pub struct Instance {
     lists: [Option<TypedFunc<(), i64>>; 2],
     /// Whether the module exports `tessera_input_reusable` returning 1.
     input_reusable: bool,
+    /// Whether the module exports `tessera_gates_access` returning 1.
+    gates_access: bool,
     /// The input buffer the last `tessera_alloc` returned and its size, if reusable.
     input: Option<(i32, usize)>,
     timeout_ticks: u64,
@@ -267,19 +270,18 @@ impl Instance {
                 lists[i] = Some(f);
             }
         }
-        let input_reusable = match instance.get_export(&mut store, "tessera_input_reusable") {
-            None => false,
-            Some(_) => {
-                let f = instance
-                    .get_typed_func::<(), i32>(&mut store, "tessera_input_reusable")
-                    .map_err(|_| {
-                        "exports tessera_input_reusable with the wrong type; want () -> i32"
-                            .to_string()
-                    })?;
-                arm_deadline(&mut store, timeout_ticks);
-                f.call(&mut store, ()).map_err(|e| describe(&e, timeout))? == 1
+        let mut flag = |name: &str| -> Result<bool, String> {
+            if instance.get_export(&mut store, name).is_none() {
+                return Ok(false);
             }
+            let f = instance
+                .get_typed_func::<(), i32>(&mut store, name)
+                .map_err(|_| format!("exports {name} with the wrong type; want () -> i32"))?;
+            arm_deadline(&mut store, timeout_ticks);
+            Ok(f.call(&mut store, ()).map_err(|e| describe(&e, timeout))? == 1)
         };
+        let input_reusable = flag("tessera_input_reusable")?;
+        let gates_access = flag("tessera_gates_access")?;
         Ok(Instance {
             store,
             memory,
@@ -287,9 +289,15 @@ impl Instance {
             hooks,
             lists,
             input_reusable,
+            gates_access,
             input: None,
             timeout_ticks,
         })
+    }
+
+    /// Whether the module declares that it gates access (`tessera_gates_access`).
+    pub fn gates_access(&self) -> bool {
+        self.gates_access
     }
 
     pub fn has(&self, hook: Hook) -> bool {
@@ -342,7 +350,7 @@ impl Instance {
     ) -> Result<Verdict, String> {
         match self.call_raw(hook, input, timeout)? {
             None => Ok(Verdict::CONTINUE),
-            Some(out) => abi::decode_verdict(self.output(out), args),
+            Some(out) => abi::decode_verdict(self.output(out), args, &Limits::default()),
         }
     }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::Session;
 use crate::command::{self, Class, Local, Lookup, Spec};
 use crate::plugin::{CallContext, CommandOutcome};
-use crate::resp::Request;
+use crate::resp::{Limits, Request};
 use crate::router::SlotTable;
 
 /// A command whose reply a plugin wants to see.
@@ -88,7 +88,9 @@ impl Session {
         }
     }
 
-    /// Runs the plugin chain over the batch and dispatches its commands in order.
+    /// Runs the plugin chain over the batch and dispatches its commands in order. Attributes
+    /// plugins set take effect at the command they were set on: the commands before an AUTH
+    /// that authenticates are not run as its user.
     pub(super) fn run_plugin_batch(
         &mut self,
         table: &SlotTable,
@@ -102,15 +104,23 @@ impl Session {
         }
         let mut outcomes = std::mem::take(&mut self.outcomes);
         let mut memory = std::mem::take(&mut self.remembered);
+        let p = &self.worker.shared.config.proxy;
+        let limits = Limits {
+            max_bulk_len: p.max_bulk_len,
+            max_array_len: p.max_array_len,
+            max_inline_len: p.max_inline_len,
+        };
         let ctx = self.call_context();
-        if let Some(attrs) = chain.run_batch(&ctx, &mut command_keys, &mut memory, &mut outcomes) {
-            self.attrs = attrs;
-            self.note_user();
-        }
+        let changes = chain.run_batch(&ctx, &mut command_keys, &mut memory, limits, &mut outcomes);
         self.remembered = memory;
         drop(chain);
+        let mut changes = changes.into_iter().peekable();
         let mut raws = std::mem::take(&mut self.batch_raw);
-        for (outcome, raw) in outcomes.drain(..).zip(raws.drain(..)) {
+        for (i, (outcome, raw)) in outcomes.drain(..).zip(raws.drain(..)).enumerate() {
+            while let Some((_, attrs)) = changes.next_if(|(from, _)| *from <= i) {
+                self.attrs = attrs;
+                self.note_user();
+            }
             match outcome {
                 CommandOutcome::Continue(args, rewritten, cmd) => {
                     let raw = if rewritten { None } else { raw };
