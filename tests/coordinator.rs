@@ -1,6 +1,7 @@
 //! The proxy in coordinator mode against a real etcd: it follows slot re-assignments live,
-//! its registration lives and dies with its lease, and the lease rule makes it refuse
-//! commands (with a clear error) while etcd is gone, recovering without a restart.
+//! its registration lives and dies with its lease, and it refuses commands (with a clear
+//! error) while etcd is gone or a topology document does not decode, recovering without a
+//! restart.
 
 mod harness;
 
@@ -78,12 +79,16 @@ async fn assign_all(store: &Arc<dyn Store>, product: &str, group: u32) -> i64 {
 }
 
 fn coordinator_proxy(etcd: &Etcd, product: &str, ttl: u64) -> Proxy {
+    proxy_at(&etcd.url(), product, ttl)
+}
+
+/// A proxy following `product` in the store at `url`.
+fn proxy_at(url: &str, product: &str, ttl: u64) -> Proxy {
     let listen = free_addr();
     let admin = free_addr();
     let config = format!(
         "[proxy]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\nworkers = 1\n\n\
-         [coordinator]\nurl = \"{}\"\nproduct = \"{product}\"\nlease_ttl_secs = {ttl}\n",
-        etcd.url()
+         [coordinator]\nurl = \"{url}\"\nproduct = \"{product}\"\nlease_ttl_secs = {ttl}\n"
     );
     Proxy::start_raw(&config).unwrap_or_else(|e| panic!("proxy did not start: {e}"))
 }
@@ -352,11 +357,27 @@ fn until_acknowledged(
 #[test]
 fn undecodable_document_is_refused_until_a_good_revision() {
     let etcd = Etcd::start();
-    let (r1, r2) = (RedisServer::start(), RedisServer::start());
     let rt = runtime();
     let store = store(&rt, &etcd);
-    seed(&rt, &store, "bad", &[&r1, &r2], 1);
-    let proxy = coordinator_proxy(&etcd, "bad", 10);
+    refused_until_a_good_revision(&rt, &store, &etcd.url());
+}
+
+/// The same with the embedded file store.
+#[test]
+fn undecodable_document_is_refused_until_a_good_revision_file_store() {
+    let dir = harness::TempDir::new("coordinator-bad");
+    let url = format!("file://{}", dir.path().display());
+    let rt = runtime();
+    let store = rt
+        .block_on(tessera_topology::connect(&url))
+        .expect("open the file store");
+    refused_until_a_good_revision(&rt, &store, &url);
+}
+
+fn refused_until_a_good_revision(rt: &tokio::runtime::Runtime, store: &Arc<dyn Store>, url: &str) {
+    let (r1, r2) = (RedisServer::start(), RedisServer::start());
+    seed(rt, store, "bad", &[&r1, &r2], 1);
+    let proxy = proxy_at(url, "bad", 10);
     let mut c = proxy.raw();
     assert_eq!(c.cmd(&["SET", "k", "v"]), Resp::ok());
 
@@ -381,7 +402,7 @@ fn undecodable_document_is_refused_until_a_good_revision() {
         let mut info = serde_json::Value::Null;
         assert!(
             wait_until(Duration::from_secs(10), || {
-                info = registration(&rt, &store, "bad");
+                info = registration(rt, store, "bad");
                 info["topology_error"].is_string()
             }),
             "no topology_error in the registration: {info}; log:\n{}",
@@ -394,15 +415,15 @@ fn undecodable_document_is_refused_until_a_good_revision() {
 
         // A good document: applied, acknowledged, served by.
         let good = if key == keys::slots("bad") {
-            rt.block_on(assign_all(&store, "bad", 2))
+            rt.block_on(assign_all(store, "bad", 2))
         } else {
             rt.block_on(store.put(&key, b"{\"chain\": []}".to_vec(), None))
                 .unwrap()
         };
         assert!(
-            until_acknowledged(&rt, &store, "bad", good),
+            until_acknowledged(rt, store, "bad", good),
             "the proxy did not acknowledge revision {good}: {}; log:\n{}",
-            registration(&rt, &store, "bad"),
+            registration(rt, store, "bad"),
             proxy.log()
         );
         assert_eq!(c.cmd(&["SET", &format!("after-{key}"), "w"]), Resp::ok());
