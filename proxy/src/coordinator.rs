@@ -286,7 +286,7 @@ impl Coordinator {
                 self.adopt(topology);
                 tracing::info!(
                     revision = self.topology.revision,
-                    "read a complete topology again; serving"
+                    "read a complete topology again"
                 );
                 self.report().await;
                 Ok(self.watch().await)
