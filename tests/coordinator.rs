@@ -1,6 +1,7 @@
 //! The proxy in coordinator mode against a real etcd: it follows slot re-assignments live,
-//! its registration lives and dies with its lease, and the lease rule makes it refuse
-//! commands (with a clear error) while etcd is gone, recovering without a restart.
+//! its registration lives and dies with its lease, and it refuses commands (with a clear
+//! error) while etcd is gone or a topology document does not decode, recovering without a
+//! restart.
 
 mod harness;
 
@@ -78,12 +79,16 @@ async fn assign_all(store: &Arc<dyn Store>, product: &str, group: u32) -> i64 {
 }
 
 fn coordinator_proxy(etcd: &Etcd, product: &str, ttl: u64) -> Proxy {
+    proxy_at(&etcd.url(), product, ttl)
+}
+
+/// A proxy following `product` in the store at `url`.
+fn proxy_at(url: &str, product: &str, ttl: u64) -> Proxy {
     let listen = free_addr();
     let admin = free_addr();
     let config = format!(
         "[proxy]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\nworkers = 1\n\n\
-         [coordinator]\nurl = \"{}\"\nproduct = \"{product}\"\nlease_ttl_secs = {ttl}\n",
-        etcd.url()
+         [coordinator]\nurl = \"{url}\"\nproduct = \"{product}\"\nlease_ttl_secs = {ttl}\n"
     );
     Proxy::start_raw(&config).unwrap_or_else(|e| panic!("proxy did not start: {e}"))
 }
@@ -296,6 +301,227 @@ fn unreachable_coordinator_fails_the_start_with_a_clear_error() {
         .expect("proxy must not start without its coordinator");
     assert!(
         err.log.contains(&format!("etcd://{nowhere}")),
+        "{}",
+        err.log
+    );
+    assert!(err.status.is_some_and(|s| !s.success()), "{err}");
+}
+
+/// The proxy's registration document, once there is exactly one.
+fn registration(
+    rt: &tokio::runtime::Runtime,
+    store: &Arc<dyn Store>,
+    product: &str,
+) -> serde_json::Value {
+    let regs = rt
+        .block_on(store.get_prefix(&keys::proxies_prefix(product)))
+        .unwrap()
+        .0;
+    match regs.as_slice() {
+        [one] => serde_json::from_slice(&one.value).unwrap(),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// Sends `args` until the reply is an error, bounded; the error.
+fn until_refused(c: &mut harness::RawConn, args: &[&str], bound: Duration) -> Option<String> {
+    let mut refusal = None;
+    wait_until(bound, || match c.cmd(args) {
+        Resp::Error(e) => {
+            refusal = Some(e);
+            true
+        }
+        _ => false,
+    });
+    refusal
+}
+
+/// Waits until the registration says the topology is applied again at `revision` or later,
+/// without a `topology_error`.
+fn until_acknowledged(
+    rt: &tokio::runtime::Runtime,
+    store: &Arc<dyn Store>,
+    product: &str,
+    revision: i64,
+) -> bool {
+    wait_until(Duration::from_secs(10), || {
+        let info = registration(rt, store, product);
+        info["applied_revision"].as_i64() >= Some(revision) && info.get("topology_error").is_none()
+    })
+}
+
+/// A document that does not decode stops the proxy: it refuses non-local commands naming the
+/// key and revision, does not acknowledge that revision, says why in its registration, and
+/// serves again (acknowledging) once a complete revision decodes — for the slot table and
+/// for the plugin chain alike.
+#[test]
+fn undecodable_document_is_refused_until_a_good_revision() {
+    let etcd = Etcd::start();
+    let rt = runtime();
+    let store = store(&rt, &etcd);
+    refused_until_a_good_revision(&rt, &store, &etcd.url());
+}
+
+/// The same with the embedded file store.
+#[test]
+fn undecodable_document_is_refused_until_a_good_revision_file_store() {
+    let dir = harness::TempDir::new("coordinator-bad");
+    let url = format!("file://{}", dir.path().display());
+    let rt = runtime();
+    let store = rt
+        .block_on(tessera_topology::connect(&url))
+        .expect("open the file store");
+    refused_until_a_good_revision(&rt, &store, &url);
+}
+
+fn refused_until_a_good_revision(rt: &tokio::runtime::Runtime, store: &Arc<dyn Store>, url: &str) {
+    let (r1, r2) = (RedisServer::start(), RedisServer::start());
+    seed(rt, store, "bad", &[&r1, &r2], 1);
+    let proxy = proxy_at(url, "bad", 10);
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Resp::ok());
+
+    for key in [keys::slots("bad"), keys::plugins("bad")] {
+        let bad = rt
+            .block_on(store.put(&key, b"{\"slots\": 12".to_vec(), None))
+            .unwrap();
+        let refusal =
+            until_refused(&mut c, &["GET", "k"], Duration::from_secs(10)).unwrap_or_else(|| {
+                panic!(
+                    "proxy kept serving after a bad document at {key}; log:\n{}",
+                    proxy.log()
+                )
+            });
+        assert!(
+            refusal.contains(&key) && refusal.contains(&format!("revision {bad}")),
+            "{refusal}"
+        );
+        // Local commands still answer, so a client can tell what is going on.
+        assert_eq!(c.cmd(&["PING"]), Resp::simple("PONG"));
+        // The registration says why, and keeps the last revision applied in full.
+        let mut info = serde_json::Value::Null;
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                info = registration(rt, store, "bad");
+                info["topology_error"].is_string()
+            }),
+            "no topology_error in the registration: {info}; log:\n{}",
+            proxy.log()
+        );
+        let error = info["topology_error"].as_str().unwrap();
+        assert!(error.contains(&key), "{error}");
+        assert!(info["applied_revision"].as_i64().unwrap() < bad, "{info}");
+        assert!(applied_revision(&proxy) < bad);
+
+        // A good document: applied, acknowledged, served by.
+        let good = if key == keys::slots("bad") {
+            rt.block_on(assign_all(store, "bad", 2))
+        } else {
+            rt.block_on(store.put(&key, b"{\"chain\": []}".to_vec(), None))
+                .unwrap()
+        };
+        assert!(
+            until_acknowledged(rt, store, "bad", good),
+            "the proxy did not acknowledge revision {good}: {}; log:\n{}",
+            registration(rt, store, "bad"),
+            proxy.log()
+        );
+        assert_eq!(c.cmd(&["SET", &format!("after-{key}"), "w"]), Resp::ok());
+        assert_eq!(get(&r2, &format!("after-{key}")).as_deref(), Some("w"));
+    }
+}
+
+/// One transaction with a good slot table and a group that does not decode: the proxy does
+/// not publish the slot table of that revision on its own, it refuses until the group is fixed.
+#[test]
+fn bad_document_in_the_same_transaction_as_a_good_one() {
+    let etcd = Etcd::start();
+    let (r1, r2) = (RedisServer::start(), RedisServer::start());
+    let rt = runtime();
+    let store = store(&rt, &etcd);
+    let before = seed(&rt, &store, "txn", &[&r1, &r2], 1);
+    let proxy = coordinator_proxy(&etcd, "txn", 10);
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Resp::ok());
+
+    let slots = Slots {
+        slots: vec![SlotState::Owned { group: 2 }; 1024],
+    };
+    let put = |key: String, value: Vec<u8>| tessera_topology::store::Op::Put {
+        key,
+        value,
+        lease: None,
+    };
+    let bad = rt
+        .block_on(store.txn(
+            vec![],
+            vec![
+                put(keys::slots("txn"), serde_json::to_vec(&slots).unwrap()),
+                put(keys::group("txn", 2), b"{\"id\": \"two\"}".to_vec()),
+            ],
+        ))
+        .unwrap()
+        .unwrap();
+    let refusal = until_refused(&mut c, &["GET", "k"], Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("proxy kept serving; log:\n{}", proxy.log()));
+    assert!(
+        refusal.contains(&keys::group("txn", 2)) && refusal.contains(&format!("revision {bad}")),
+        "{refusal}"
+    );
+    // Neither published nor acknowledged: the table is still the one before the transaction.
+    assert!(applied_revision(&proxy) >= before && applied_revision(&proxy) < bad);
+    assert!(
+        registration(&rt, &store, "txn")["applied_revision"]
+            .as_i64()
+            .unwrap()
+            < bad
+    );
+
+    let group = Group {
+        id: 2,
+        servers: vec![r2.addr()],
+    };
+    let good = rt
+        .block_on(store.put(
+            &keys::group("txn", 2),
+            serde_json::to_vec(&group).unwrap(),
+            None,
+        ))
+        .unwrap();
+    assert!(
+        until_acknowledged(&rt, &store, "txn", good),
+        "not acknowledged: {}; log:\n{}",
+        registration(&rt, &store, "txn"),
+        proxy.log()
+    );
+    assert_eq!(c.cmd(&["SET", "k2", "w"]), Resp::ok());
+    assert_eq!(get(&r2, "k2").as_deref(), Some("w"));
+}
+
+/// A proxy never serves on a partial topology: a document that does not decode at start
+/// fails the start, naming the key and its revision.
+#[test]
+fn undecodable_document_at_start_fails_the_start() {
+    let etcd = Etcd::start();
+    let r1 = RedisServer::start();
+    let rt = runtime();
+    let store = store(&rt, &etcd);
+    seed(&rt, &store, "start", &[&r1], 1);
+    let bad = rt
+        .block_on(store.put(&keys::slots("start"), b"[]".to_vec(), None))
+        .unwrap();
+    let listen = free_addr();
+    let config = format!(
+        "[proxy]\nlisten = \"{listen}\"\nadmin_listen = \"{}\"\n\n\
+         [coordinator]\nurl = \"{}\"\nproduct = \"start\"\n",
+        free_addr(),
+        etcd.url()
+    );
+    let err = Proxy::start_raw(&config)
+        .err()
+        .expect("proxy must not start on a topology it cannot decode");
+    assert!(
+        err.log.contains(&keys::slots("start")) && err.log.contains(&format!("revision {bad}")),
         "{}",
         err.log
     );

@@ -508,6 +508,7 @@ fn proxy_rows(v: &Value) -> String {
                     "current"
                 })
                 .to_string(),
+                text(&p["topology_error"]),
                 text(&p["plugin_error"]),
             ]
         })
@@ -525,6 +526,7 @@ fn proxy_rows(v: &Value) -> String {
             "APPLIED",
             "OPS/S",
             "TABLE",
+            "TOPOLOGY ERROR",
             "PLUGIN ERROR",
         ],
         &rows,
@@ -778,6 +780,25 @@ mod tests {
         };
         assert_eq!(cells(lines[1])[7], "yes", "{t}");
         assert_eq!(cells(lines[2])[7], "no", "{t}");
+    }
+
+    #[test]
+    fn the_proxy_table_shows_why_a_proxy_cannot_apply_the_topology() {
+        let why = "bad document at /tessera/p/slots (revision 9): expected value";
+        let proxies = serde_json::json!([
+            {"addr": "127.0.0.1:19000", "applied_revision": 8, "behind": true,
+             "topology_error": why},
+            {"addr": "127.0.0.1:19001", "applied_revision": 9, "behind": false},
+        ]);
+        let t = proxy_rows(&proxies);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[0].contains("TABLE    TOPOLOGY ERROR") && lines[0].ends_with("PLUGIN ERROR"),
+            "{t}"
+        );
+        assert!(lines[1].contains(why) && lines[1].contains("behind"), "{t}");
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(cells[cells.len() - 3..], ["current", "-", "-"], "{t}");
     }
 
     #[test]

@@ -304,6 +304,7 @@ async fn proxies_report_their_plugin_errors() {
             applied_revision: 1,
             ops_per_sec: 0.0,
             plugin_error: plugin_error.map(String::from),
+            topology_error: None,
         };
         let value = serde_json::to_vec(&info).unwrap();
         env.store

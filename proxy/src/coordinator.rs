@@ -6,11 +6,16 @@
 //! commands until it is registered again with a fresh table, because the lease — and with it
 //! the dashboard's view that this proxy follows the topology — is about to lapse. Routing on
 //! a stale table while a migration moves keys would strand acknowledged writes.
+//!
+//! The same holds for a topology the proxy cannot read: a document that does not decode
+//! stops it applying (it does not acknowledge that revision), it refuses commands naming the
+//! document, and re-reads the whole topology with backoff until a complete revision decodes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwapOption;
 use tessera_topology::model::{Plugins, ProxyInfo, SlotState, Topology};
 use tessera_topology::{LeaseId, Store, StoreError, WatchEvent, keys, load};
 use tokio::sync::{mpsc, watch};
@@ -21,8 +26,14 @@ use crate::plugin::{PluginChain, PluginError};
 use crate::router::SlotTable;
 use crate::server::{Passwords, Shared};
 
-/// Bound on each store call made while starting, so an unreachable store fails the start.
+/// Bound on each store call made while starting (so an unreachable store fails the start)
+/// and on each attempt to re-read a topology that did not decode.
 const START_BOUND: Duration = Duration::from_secs(5);
+/// First and longest wait between attempts to re-read a topology that did not decode.
+const RELOAD_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+
+/// Watch messages: each holds every change of one revision.
+type Revisions = mpsc::Receiver<Vec<WatchEvent>>;
 
 /// A proxy's link to the topology store.
 pub struct Coordinator {
@@ -38,6 +49,7 @@ pub struct Coordinator {
     plugins_loading: bool,
     loaded: mpsc::Sender<(Plugins, Result<PluginChain, PluginError>)>,
     loaded_rx: Option<mpsc::Receiver<(Plugins, Result<PluginChain, PluginError>)>>,
+    refusals: Arc<Refusals>,
 }
 
 /// Why coordinator mode could not start.
@@ -67,7 +79,12 @@ impl Coordinator {
             .map_err(|e| err(e.to_string()))?;
         let topology = bounded(load::load_topology(&*store, &config.product))
             .await
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| match e {
+                StoreError::BadDocument { .. } => {
+                    err(format!("{e}; not serving on part of the topology"))
+                }
+                e => err(e.to_string()),
+            })?;
         let info = ProxyInfo {
             token: token(),
             addr: addr.to_string(),
@@ -80,6 +97,7 @@ impl Coordinator {
             applied_revision: 0,
             ops_per_sec: 0.0,
             plugin_error: None,
+            topology_error: None,
         };
         let (loaded, loaded_rx) = mpsc::channel(1);
         let mut c = Coordinator {
@@ -93,6 +111,7 @@ impl Coordinator {
             plugins_loading: false,
             loaded,
             loaded_rx: Some(loaded_rx),
+            refusals: Arc::new(Refusals::default()),
         };
         c.publish();
         // The store's plugin chain is in force before the first client is served: an auth
@@ -129,6 +148,7 @@ impl Coordinator {
                 renewed.clone(),
                 fence,
                 self.shared.clone(),
+                self.refusals.clone(),
                 self.store.endpoint(),
             ));
         }
@@ -136,20 +156,26 @@ impl Coordinator {
         let mut events = self.watch().await;
         let mut loaded = self.loaded_rx.take().expect("run is called once");
         let mut healthy = true;
+        // While the topology does not decode: when to re-read it next, and the wait after that.
+        let mut reload: Option<(tokio::time::Instant, Duration)> = None;
         loop {
             tokio::select! {
                 Some((wanted, result)) = loaded.recv() => {
                     self.plugins_loaded(wanted, result).await;
                 }
                 event = recv(&mut events) => match event {
-                    Some(e) => {
-                        let mut batch = vec![e];
+                    Some(revision) => {
+                        let mut batch = vec![revision];
                         if let Some(rx) = events.as_mut() {
-                            while let Ok(e) = rx.try_recv() {
-                                batch.push(e);
+                            while let Ok(revision) = rx.try_recv() {
+                                batch.push(revision);
                             }
                         }
-                        self.apply(batch).await;
+                        if self.apply(batch).await.is_err() {
+                            // Later changes are read with the whole topology.
+                            events = None;
+                            reload = Some(first_reload());
+                        }
                     }
                     None => {
                         tracing::warn!("topology watch ended; re-reading the topology");
@@ -158,6 +184,19 @@ impl Coordinator {
                         tick.reset_immediately();
                     }
                 },
+                _ = sleep_until(reload.map(|(at, _)| at)) => {
+                    let delay = reload.map_or(RELOAD_BACKOFF.0, |(_, delay)| delay);
+                    match self.reload().await {
+                        Ok(rx) => {
+                            reload = None;
+                            events = rx;
+                        }
+                        Err(()) => {
+                            let next = (delay * 2).min(RELOAD_BACKOFF.1);
+                            reload = Some((tokio::time::Instant::now() + delay, next));
+                        }
+                    }
+                }
                 _ = tick.tick() => {
                     match tokio::time::timeout(ttl / 3, self.store.keep_alive(self.lease)).await {
                         Ok(Ok(())) => {
@@ -172,14 +211,19 @@ impl Coordinator {
                     if renewed.elapsed() >= ttl / 3 * 2 {
                         healthy = false;
                     }
-                    if !healthy || events.is_none() {
+                    if !healthy || (events.is_none() && reload.is_none()) {
                         match tokio::time::timeout(ttl, self.recover()).await {
                             Ok(Ok(rx)) => {
-                                events = Some(rx);
+                                // No watch: the topology did not decode; keep re-reading it.
+                                reload = match rx {
+                                    Some(_) => None,
+                                    None => reload.or(Some(first_reload())),
+                                };
+                                events = rx;
                                 healthy = true;
                                 renewed.mark();
-                                if self.shared.refusal.swap(None).is_some() {
-                                    tracing::info!(revision = self.topology.revision, "registered again; serving");
+                                if self.refusals.update(&self.shared.refusal, Reason::Lease, None) {
+                                    tracing::info!(revision = self.topology.revision, "registered again");
                                 }
                             }
                             Ok(Err(e)) => tracing::warn!(error = %e, "cannot reach the coordinator yet"),
@@ -205,28 +249,107 @@ impl Coordinator {
     }
 
     /// Re-registers (a new lease if the old one is gone), re-reads the topology, publishes it
-    /// and watches again.
-    async fn recover(&mut self) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
-        let topology = load::load_topology(&*self.store, &self.config.product).await?;
-        self.topology = topology;
-        self.publish();
-        self.sync_plugins();
+    /// and watches again. `None` (registered, not watching) if the topology does not decode.
+    async fn recover(&mut self) -> Result<Option<Revisions>, StoreError> {
+        let readable = match load::load_topology(&*self.store, &self.config.product).await {
+            Ok(topology) => {
+                self.adopt(topology);
+                true
+            }
+            Err(e @ StoreError::BadDocument { .. }) => {
+                self.unreadable(&e);
+                false
+            }
+            Err(e) => return Err(e),
+        };
         if self.store.keep_alive(self.lease).await.is_err() {
             self.register().await?;
         } else {
             self.write_info().await?;
         }
+        if !readable {
+            return Ok(None);
+        }
         let prefix = keys::product_prefix(&self.config.product);
         self.store
-            .watch_prefix(&prefix, self.topology.revision)
+            .watch_revisions(&prefix, self.topology.revision)
             .await
+            .map(Some)
     }
 
-    async fn watch(&mut self) -> Option<mpsc::Receiver<WatchEvent>> {
+    /// One attempt to re-read a topology that did not decode: on success it is published and
+    /// acknowledged, the refusal lifted, and the watch resumed (`None` if that failed: the
+    /// lease tick retries it).
+    async fn reload(&mut self) -> Result<Option<Revisions>, ()> {
+        match bounded(load::load_topology(&*self.store, &self.config.product)).await {
+            Ok(topology) => {
+                self.adopt(topology);
+                tracing::info!(
+                    revision = self.topology.revision,
+                    "read a complete topology again"
+                );
+                self.report().await;
+                Ok(self.watch().await)
+            }
+            Err(e @ StoreError::BadDocument { .. }) => {
+                if self.unreadable(&e) {
+                    self.report().await;
+                }
+                Err(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot re-read the topology yet");
+                Err(())
+            }
+        }
+    }
+
+    /// Takes a whole topology read from the store: publishes it and lifts the refusal that a
+    /// document that did not decode had set.
+    fn adopt(&mut self, topology: Topology) {
+        self.topology = topology;
+        self.publish();
+        self.sync_plugins();
+        self.info.topology_error = None;
+        self.refusals
+            .update(&self.shared.refusal, Reason::Topology, None);
+    }
+
+    /// Stops serving on a topology with a document that does not decode: refuses commands
+    /// naming it, and says so in the registration. Whether the reason is new.
+    fn unreadable(&mut self, error: &StoreError) -> bool {
+        let why = error.to_string();
+        if self.info.topology_error.as_deref() == Some(why.as_str()) {
+            return false;
+        }
+        tracing::error!(error = %why, applied = self.info.applied_revision, "cannot apply the topology; refusing commands and re-reading it");
+        self.refusals.update(
+            &self.shared.refusal,
+            Reason::Topology,
+            Some(format!(
+                "proxy cannot apply the topology: {why}; refusing commands until it reads a complete topology"
+            )),
+        );
+        self.info.topology_error = Some(why);
+        true
+    }
+
+    /// Writes the registration, bounded; a failure is retried by the next lease tick.
+    async fn report(&self) {
+        let ttl = Duration::from_secs(self.config.lease_ttl_secs);
+        if !matches!(
+            tokio::time::timeout(ttl / 3, self.write_info()).await,
+            Ok(Ok(()))
+        ) {
+            tracing::debug!("cannot update the proxy's registration");
+        }
+    }
+
+    async fn watch(&mut self) -> Option<Revisions> {
         let prefix = keys::product_prefix(&self.config.product);
         match self
             .store
-            .watch_prefix(&prefix, self.topology.revision)
+            .watch_revisions(&prefix, self.topology.revision)
             .await
         {
             Ok(rx) => Some(rx),
@@ -237,21 +360,22 @@ impl Coordinator {
         }
     }
 
-    async fn apply(&mut self, events: Vec<WatchEvent>) {
+    /// Applies whole revisions in order. At the first one with a document that does not
+    /// decode it stops: what came before is published and acknowledged, that revision and
+    /// the rest are not, and the proxy refuses commands until a re-read succeeds (`Err`).
+    async fn apply(&mut self, revisions: Vec<Vec<WatchEvent>>) -> Result<(), ()> {
         let before = self.topology.revision;
         let mut changed = false;
-        for e in &events {
-            let key = match e {
-                WatchEvent::Put(kv) => &kv.key,
-                WatchEvent::Delete { key, .. } => key,
-            };
-            // Registrations of proxies (this one included) do not change routing.
-            let routing = !key.starts_with(&keys::proxies_prefix(&self.config.product));
-            if let Err(err) = load::apply_event(&mut self.topology, &self.config.product, e) {
-                tracing::error!(error = %err, "bad topology document; keeping the current table");
-                continue;
+        let mut result = Ok(());
+        for events in &revisions {
+            match load::apply_revision(&mut self.topology, &self.config.product, events) {
+                Ok(routing) => changed |= routing,
+                Err(e) => {
+                    self.unreadable(&e);
+                    result = Err(());
+                    break;
+                }
             }
-            changed |= routing;
         }
         self.sync_plugins();
         if changed {
@@ -261,10 +385,13 @@ impl Coordinator {
                 to = self.topology.revision,
                 "applied a new topology"
             );
-            if let Err(e) = self.write_info().await {
-                tracing::warn!(error = %e, "cannot report the applied revision");
-            }
         }
+        if (changed || result.is_err())
+            && let Err(e) = self.write_info().await
+        {
+            tracing::warn!(error = %e, "cannot report the applied revision");
+        }
+        result
     }
 
     /// Starts loading the store's plugin chain if it changed and no load is under way. The
@@ -307,13 +434,7 @@ impl Coordinator {
             }
         }
         self.plugins_applied = wanted;
-        let ttl = Duration::from_secs(self.config.lease_ttl_secs);
-        if !matches!(
-            tokio::time::timeout(ttl / 3, self.write_info()).await,
-            Ok(Ok(()))
-        ) {
-            tracing::debug!("cannot update the proxy's registration");
-        }
+        self.report().await;
         // A newer chain may have been written while this one loaded.
         self.sync_plugins();
     }
@@ -382,13 +503,48 @@ impl LeaseClock {
     }
 }
 
+/// Why the proxy refuses non-local commands. Each rule sets and lifts only its own reason;
+/// sessions see every reason set, joined, in `Shared::refusal`.
+#[derive(Default)]
+struct Refusals {
+    reasons: std::sync::Mutex<[Option<String>; 2]>,
+}
+
+/// A rule that makes the proxy refuse commands.
+#[derive(Debug, Clone, Copy)]
+enum Reason {
+    /// The lease was not renewed in time.
+    Lease = 0,
+    /// A topology document does not decode.
+    Topology = 1,
+}
+
+impl Refusals {
+    /// Sets (`Some`) or lifts (`None`) one reason and publishes the refusal to `out`;
+    /// whether that reason was set before.
+    fn update(&self, out: &ArcSwapOption<String>, reason: Reason, why: Option<String>) -> bool {
+        let mut reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
+        let was = std::mem::replace(&mut reasons[reason as usize], why).is_some();
+        let set: Vec<&str> = reasons.iter().flatten().map(String::as_str).collect();
+        out.store((!set.is_empty()).then(|| Arc::new(format!("ERR {}", set.join("; and ")))));
+        was
+    }
+
+    fn is_set(&self, reason: Reason) -> bool {
+        let reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
+        reasons[reason as usize].is_some()
+    }
+}
+
 /// The lease rule, on its own task so that no slow store call can delay it: once the lease
 /// has gone `fence` without a renewal, every command is refused until the proxy is
-/// registered again with a fresh table (the main loop lifts the refusal).
+/// registered again (the main loop lifts this reason; a topology that does not decode keeps
+/// its own).
 async fn enforce_lease_rule(
     clock: Arc<LeaseClock>,
     fence: Duration,
     shared: Arc<Shared>,
+    refusals: Arc<Refusals>,
     endpoint: String,
 ) {
     loop {
@@ -397,24 +553,36 @@ async fn enforce_lease_rule(
             tokio::time::sleep(fence - since).await;
             continue;
         }
-        if shared.refusal.load().is_none() {
+        if !refusals.is_set(Reason::Lease) {
             let why = format!(
-                "ERR proxy lost its registration with the coordinator at {endpoint} (lease not renewed for {:.1} s); \
+                "proxy lost its registration with the coordinator at {endpoint} (lease not renewed for {:.1} s); \
                  refusing commands so as not to route on a stale slot table",
                 since.as_secs_f64()
             );
             tracing::error!("{why}");
-            shared.refusal.store(Some(Arc::new(why)));
+            refusals.update(&shared.refusal, Reason::Lease, Some(why));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-async fn recv(events: &mut Option<mpsc::Receiver<WatchEvent>>) -> Option<WatchEvent> {
+async fn recv(events: &mut Option<Revisions>) -> Option<Vec<WatchEvent>> {
     match events {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The first re-read of a topology that did not decode: now, then after the first backoff.
+fn first_reload() -> (tokio::time::Instant, Duration) {
+    (tokio::time::Instant::now(), RELOAD_BACKOFF.0)
 }
 
 async fn bounded<T>(f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
@@ -439,4 +607,27 @@ fn token() -> String {
             .map_or(0, |d| d.as_nanos()),
     );
     format!("{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_reason_is_lifted_on_its_own() {
+        let out = ArcSwapOption::empty();
+        let refusals = Refusals::default();
+        let current = || out.load().as_deref().cloned();
+        assert!(!refusals.update(&out, Reason::Topology, Some("bad slots".into())));
+        assert_eq!(current().as_deref(), Some("ERR bad slots"));
+        assert!(!refusals.update(&out, Reason::Lease, Some("lease lost".into())));
+        assert_eq!(current().as_deref(), Some("ERR lease lost; and bad slots"));
+        // Registered again: the topology still does not decode, so still refusing.
+        assert!(refusals.update(&out, Reason::Lease, None));
+        assert_eq!(current().as_deref(), Some("ERR bad slots"));
+        assert!(refusals.is_set(Reason::Topology) && !refusals.is_set(Reason::Lease));
+        assert!(refusals.update(&out, Reason::Topology, None));
+        assert_eq!(current(), None);
+        assert!(!refusals.update(&out, Reason::Topology, None));
+    }
 }

@@ -21,7 +21,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::store::{Compare, KeyValue, LeaseId, Op, Revision, Store, StoreError, WatchEvent};
+use crate::store::{
+    Compare, KeyValue, LeaseId, Op, Revision, Store, StoreError, WATCH_CHANNEL, WatchEvent,
+    group_by_revision,
+};
 
 /// How often a watch looks at the state file.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -31,8 +34,6 @@ const LOG_MAX_EVENTS: usize = 1000;
 const LOG_MAX_BYTES: usize = 8 << 20;
 /// Giving up on the lock after this long: another process holds it and is stuck.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Capacity of a watch channel.
-const WATCH_CHANNEL: usize = 1024;
 
 const STATE_FILE: &str = "store.json";
 const TEMP_FILE: &str = "store.json.tmp";
@@ -557,11 +558,11 @@ impl Store for FileStore {
             .await
     }
 
-    async fn watch_prefix(
+    async fn watch_revisions(
         &self,
         prefix: &str,
         after: Revision,
-    ) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
+    ) -> Result<mpsc::Receiver<Vec<WatchEvent>>, StoreError> {
         let (tx, rx) = mpsc::channel(WATCH_CHANNEL);
         let watcher = Watcher {
             files: self.files.clone(),
@@ -585,8 +586,9 @@ impl Store for FileStore {
                     );
                     return;
                 };
-                for event in batch {
-                    if tx.send(event).await.is_err() {
+                // A poll reads a whole state, so every revision in it is complete.
+                for revision in group_by_revision(batch) {
+                    if tx.send(revision).await.is_err() {
                         return;
                     }
                 }

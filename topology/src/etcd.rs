@@ -11,7 +11,10 @@ use etcd_client::{
 };
 use tokio::sync::mpsc;
 
-use crate::store::{Compare, KeyValue, LeaseId, Op, Revision, Store, StoreError, WatchEvent};
+use crate::store::{
+    Compare, KeyValue, LeaseId, Op, Revision, Store, StoreError, WATCH_CHANNEL, WatchEvent,
+    group_by_revision,
+};
 
 /// Time allowed to open a TCP connection to etcd.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,8 +27,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// watch on it; 10 s is also the shortest interval etcd's own Go client uses.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Capacity of a watch channel.
-const WATCH_CHANNEL: usize = 1024;
 
 /// gRPC status codes that mean "could not reach (a working) etcd".
 const GRPC_CANCELLED: i32 = 1;
@@ -254,11 +255,11 @@ impl Store for EtcdStore {
         }
     }
 
-    async fn watch_prefix(
+    async fn watch_revisions(
         &self,
         prefix: &str,
         after: Revision,
-    ) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
+    ) -> Result<mpsc::Receiver<Vec<WatchEvent>>, StoreError> {
         let endpoint = self.endpoint();
         let mut client = self.client.watch_client();
         let options = WatchOptions::new()
@@ -308,16 +309,20 @@ impl Store for EtcdStore {
                     tracing::info!(%endpoint, %prefix, reason = resp.cancel_reason(), "etcd watch canceled");
                     return;
                 }
-                for event in resp.events() {
-                    let Some(kv) = event.kv() else { continue };
-                    let event = match event.event_type() {
+                // etcd puts all events of a revision in one response (the watch does not ask
+                // for fragments); a response may hold several revisions.
+                let events = resp.events().iter().filter_map(|event| {
+                    let kv = event.kv()?;
+                    Some(match event.event_type() {
                         EventType::Put => WatchEvent::Put(to_key_value(kv)),
                         EventType::Delete => WatchEvent::Delete {
                             key: String::from_utf8_lossy(kv.key()).into_owned(),
                             revision: kv.mod_revision(),
                         },
-                    };
-                    if tx.send(event).await.is_err() {
+                    })
+                });
+                for revision in group_by_revision(events) {
+                    if tx.send(revision).await.is_err() {
                         let _ =
                             tokio::time::timeout(REQUEST_TIMEOUT, stream.cancel(watch_id)).await;
                         return;

@@ -14,5 +14,5 @@ pub mod load;
 pub mod model;
 pub mod store;
 
-pub use load::{apply_event, load_topology};
+pub use load::{apply_event, apply_revision, load_topology};
 pub use store::{KeyValue, LeaseId, Revision, Store, StoreError, WatchEvent, connect};

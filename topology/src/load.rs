@@ -1,5 +1,6 @@
 //! Reading a product's [`Topology`] from the store in one read, and keeping it current from
-//! watch events (so a proxy applies changes without re-reading everything).
+//! watch events, a whole revision at a time (so a proxy applies changes without re-reading
+//! everything, and never a part of a transaction).
 
 use crate::keys;
 use crate::model::{Group, Product, ProxyInfo, SLOT_COUNT, Slots, Topology};
@@ -35,19 +36,25 @@ fn classify<'a>(product: &str, key: &'a str) -> Option<Doc<'a>> {
     })
 }
 
+fn bad_document(kv: &KeyValue, message: String) -> StoreError {
+    StoreError::BadDocument {
+        key: kv.key.clone(),
+        revision: kv.mod_revision,
+        message,
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T, StoreError> {
-    serde_json::from_slice(&kv.value)
-        .map_err(|e| StoreError::Other(format!("bad document at {}: {e}", kv.key)))
+    serde_json::from_slice(&kv.value).map_err(|e| bad_document(kv, e.to_string()))
 }
 
 fn decode_slots(kv: &KeyValue) -> Result<Slots, StoreError> {
     let slots: Slots = decode(kv)?;
     if slots.slots.len() != SLOT_COUNT {
-        return Err(StoreError::Other(format!(
-            "bad document at {}: {} slots, expected {SLOT_COUNT}",
-            kv.key,
-            slots.slots.len()
-        )));
+        return Err(bad_document(
+            kv,
+            format!("{} slots, expected {SLOT_COUNT}", slots.slots.len()),
+        ));
     }
     Ok(slots)
 }
@@ -75,14 +82,21 @@ fn apply_put(topology: &mut Topology, product: &str, kv: &KeyValue) -> Result<()
         Some(Doc::Group(id)) => {
             let group: Group = decode(kv)?;
             if id.parse::<u32>().ok() != Some(group.id) {
-                return Err(StoreError::Other(format!(
-                    "bad document at {}: group id {} does not match its key",
-                    kv.key, group.id
-                )));
+                return Err(bad_document(
+                    kv,
+                    format!("group id {} does not match its key", group.id),
+                ));
             }
             upsert_group(&mut topology.groups, group)
         }
-        Some(Doc::Proxy(_)) => upsert_proxy(&mut topology.proxies, decode(kv)?),
+        // Another proxy's registration does not route anything: one that does not decode
+        // is left out rather than stopping every proxy of the product.
+        Some(Doc::Proxy(_)) => match decode(kv) {
+            Ok(proxy) => upsert_proxy(&mut topology.proxies, proxy),
+            Err(error) => {
+                tracing::warn!(%error, "proxy registration does not decode; left out")
+            }
+        },
         Some(Doc::Plugins) => topology.plugins = decode(kv)?,
     }
     Ok(())
@@ -90,8 +104,9 @@ fn apply_put(topology: &mut Topology, product: &str, kv: &KeyValue) -> Result<()
 
 /// Reads everything of `product` with one prefix read: groups sorted by id, proxies by
 /// token; absent documents are defaults (no product settings, all slots offline).
-/// `revision` is the store revision of the read. A document that does not decode is an
-/// error naming its key.
+/// `revision` is the store revision of the read. A document that does not decode is
+/// [`StoreError::BadDocument`] naming its key and revision (a proxy registration that does
+/// not decode is left out instead).
 pub async fn load_topology(store: &dyn Store, product: &str) -> Result<Topology, StoreError> {
     let (kvs, revision) = store.get_prefix(&keys::product_prefix(product)).await?;
     let mut topology = Topology {
@@ -119,30 +134,43 @@ pub fn apply_event(
     product: &str,
     event: &WatchEvent,
 ) -> Result<(), StoreError> {
-    let revision = match event {
-        WatchEvent::Put(kv) => {
-            apply_put(topology, product, kv)?;
-            kv.mod_revision
-        }
-        WatchEvent::Delete { key, revision } => {
-            match classify(product, key) {
-                None | Some(Doc::Other) => {}
-                Some(Doc::Product) => topology.product = Product::default(),
-                Some(Doc::Slots) => topology.slots = Slots::default(),
-                Some(Doc::Group(id)) => match id.parse::<u32>() {
-                    Ok(id) => topology.groups.retain(|g| g.id != id),
-                    Err(_) => {
-                        tracing::warn!(key, "deleted group key without a numeric id; ignored")
-                    }
-                },
-                Some(Doc::Proxy(token)) => topology.proxies.retain(|p| p.token != token),
-                Some(Doc::Plugins) => topology.plugins = Default::default(),
-            }
-            *revision
-        }
-    };
-    topology.revision = topology.revision.max(revision);
+    match event {
+        WatchEvent::Put(kv) => apply_put(topology, product, kv)?,
+        WatchEvent::Delete { key, .. } => match classify(product, key) {
+            None | Some(Doc::Other) => {}
+            Some(Doc::Product) => topology.product = Product::default(),
+            Some(Doc::Slots) => topology.slots = Slots::default(),
+            Some(Doc::Group(id)) => match id.parse::<u32>() {
+                Ok(id) => topology.groups.retain(|g| g.id != id),
+                Err(_) => {
+                    tracing::warn!(key, "deleted group key without a numeric id; ignored")
+                }
+            },
+            Some(Doc::Proxy(token)) => topology.proxies.retain(|p| p.token != token),
+            Some(Doc::Plugins) => topology.plugins = Default::default(),
+        },
+    }
+    topology.revision = topology.revision.max(event.revision());
     Ok(())
+}
+
+/// Applies the events of one revision (one transaction) to `topology`: all of them, or — if
+/// one document does not decode — none (the error names its key and revision). Returns
+/// whether anything but proxy registrations changed, i.e. whether routing may have.
+pub fn apply_revision(
+    topology: &mut Topology,
+    product: &str,
+    events: &[WatchEvent],
+) -> Result<bool, StoreError> {
+    let mut next = topology.clone();
+    let proxies = keys::proxies_prefix(product);
+    let mut routing = false;
+    for event in events {
+        apply_event(&mut next, product, event)?;
+        routing |= !event.key().starts_with(&proxies);
+    }
+    *topology = next;
+    Ok(routing)
 }
 
 #[cfg(test)]
@@ -183,6 +211,7 @@ mod tests {
             applied_revision: 0,
             ops_per_sec: 0.0,
             plugin_error: None,
+            topology_error: None,
         }
     }
 
@@ -328,11 +357,91 @@ mod tests {
         let err = apply_event(&mut topology, p, &WatchEvent::Put(bad.clone())).unwrap_err();
         assert!(err.to_string().contains(&keys::group(p, 7)), "{err}");
         assert_eq!(snapshot(&topology), before);
-        store.put(&bad.key, bad.value.clone(), None).await.unwrap();
+        let written = store.put(&bad.key, bad.value.clone(), None).await.unwrap();
         let err = load_topology(&store, p).await.unwrap_err();
         assert!(
-            matches!(&err, StoreError::Other(m) if m.contains("/tessera/demo/groups/0007")),
+            matches!(&err, StoreError::BadDocument { key, revision, .. }
+                if key == "/tessera/demo/groups/0007" && *revision == written),
             "{err}"
         );
+        assert!(
+            err.to_string().contains(&format!("revision {written}")),
+            "{err}"
+        );
+    }
+
+    fn put(key: String, value: &[u8], mod_revision: i64) -> WatchEvent {
+        WatchEvent::Put(KeyValue {
+            key,
+            value: value.to_vec(),
+            mod_revision,
+        })
+    }
+
+    fn owned_by(group: u32) -> Vec<u8> {
+        json(&Slots {
+            slots: vec![SlotState::Owned { group }; SLOT_COUNT],
+        })
+    }
+
+    #[test]
+    fn a_revision_is_applied_whole_or_not_at_all() {
+        let p = "rev";
+        let mut topology = Topology {
+            revision: 10,
+            ..Topology::default()
+        };
+        let group = |id: u32| {
+            json(&Group {
+                id,
+                servers: vec![],
+            })
+        };
+        let good = [
+            put(keys::slots(p), &owned_by(1), 11),
+            put(keys::group(p, 1), &group(1), 11),
+        ];
+        assert!(apply_revision(&mut topology, p, &good).unwrap());
+        assert_eq!(topology.revision, 11);
+        let before = snapshot(&topology);
+
+        // A good slot table and a group that does not decode, in one transaction: nothing.
+        let mixed = [
+            put(keys::slots(p), &owned_by(2), 12),
+            put(keys::group(p, 2), b"{\"id\": \"two\"}", 12),
+        ];
+        let err = apply_revision(&mut topology, p, &mixed).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::BadDocument { key, revision: 12, .. } if *key == keys::group(p, 2)),
+            "{err}"
+        );
+        assert_eq!(snapshot(&topology), before);
+
+        // The plugin chain is part of the topology: the same rule.
+        let plugins = [put(keys::plugins(p), b"[1, 2]", 13)];
+        let err = apply_revision(&mut topology, p, &plugins).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::BadDocument { key, revision: 13, .. } if *key == keys::plugins(p)),
+            "{err}"
+        );
+        assert_eq!(snapshot(&topology), before);
+    }
+
+    #[test]
+    fn proxy_registrations_do_not_route_and_a_bad_one_is_left_out() {
+        let p = "reg";
+        let mut topology = Topology::default();
+        let a = put(keys::proxy(p, "a"), &json(&proxy("a")), 5);
+        assert!(!apply_revision(&mut topology, p, &[a]).unwrap());
+        assert_eq!(topology.proxies.len(), 1);
+        let garbage = put(keys::proxy(p, "b"), b"not json", 6);
+        assert!(!apply_revision(&mut topology, p, &[garbage]).unwrap());
+        assert_eq!(topology.proxies.len(), 1);
+        assert_eq!(topology.revision, 6);
+        let delete = WatchEvent::Delete {
+            key: keys::slots(p),
+            revision: 7,
+        };
+        assert!(apply_revision(&mut topology, p, &[delete]).unwrap());
     }
 }

@@ -75,6 +75,11 @@ pub struct ProxyInfo {
     /// Why the proxy could not load the product's plugin chain (it keeps the previous one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin_error: Option<String>,
+    /// Why the proxy cannot apply the product's topology (a document that does not decode,
+    /// naming its key and revision): it refuses commands and re-reads the topology until it
+    /// can. `applied_revision` stays the last revision it applied in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_error: Option<String>,
 }
 
 /// `/tessera/<product>/dashboard`: who holds the single-writer lock.

@@ -3,11 +3,14 @@
 //! ([`crate::embedded::FileStore`], one machine, no etcd).
 //!
 //! Semantics (etcd's): every write gets a new, store-wide, increasing revision; a watch
-//! delivers every change after a revision in order; a key written under a lease is deleted
-//! when the lease expires or is revoked.
+//! delivers every change after a revision in order, the changes of one revision together; a
+//! key written under a lease is deleted when the lease expires or is revoked.
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
+
+/// Capacity of a watch channel (in messages: revisions, or single changes).
+pub(crate) const WATCH_CHANNEL: usize = 1024;
 
 /// A store-wide revision number (etcd's `mod_revision`).
 pub type Revision = i64;
@@ -22,6 +25,13 @@ pub enum StoreError {
     LeaseLost(LeaseId),
     #[error("store error: {0}")]
     Other(String),
+    /// A document under a product's prefix that does not decode (or contradicts its key).
+    #[error("bad document at {key} (revision {revision}): {message}")]
+    BadDocument {
+        key: String,
+        revision: Revision,
+        message: String,
+    },
     #[error("bad coordinator address {0:?}: use etcd://HOST:PORT[,HOST:PORT...] or file://DIR")]
     BadUrl(String),
 }
@@ -38,6 +48,38 @@ pub struct KeyValue {
 pub enum WatchEvent {
     Put(KeyValue),
     Delete { key: String, revision: Revision },
+}
+
+impl WatchEvent {
+    /// The key that changed.
+    pub fn key(&self) -> &str {
+        match self {
+            WatchEvent::Put(kv) => &kv.key,
+            WatchEvent::Delete { key, .. } => key,
+        }
+    }
+
+    /// The revision of the change.
+    pub fn revision(&self) -> Revision {
+        match self {
+            WatchEvent::Put(kv) => kv.mod_revision,
+            WatchEvent::Delete { revision, .. } => *revision,
+        }
+    }
+}
+
+/// Splits changes in revision order into one `Vec` per revision.
+pub(crate) fn group_by_revision(
+    events: impl IntoIterator<Item = WatchEvent>,
+) -> Vec<Vec<WatchEvent>> {
+    let mut revisions: Vec<Vec<WatchEvent>> = Vec::new();
+    for event in events {
+        match revisions.last_mut() {
+            Some(last) if last[0].revision() == event.revision() => last.push(event),
+            _ => revisions.push(vec![event]),
+        }
+    }
+    revisions
 }
 
 /// A condition of a transaction on one key.
@@ -89,13 +131,43 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError>;
 
     /// Every change under `prefix` after revision `after`, in order, until the receiver is
-    /// dropped. If the watch breaks (store unreachable), the channel closes; the caller
-    /// re-reads and watches again.
+    /// dropped: one message per revision, holding all of that revision's changes under
+    /// `prefix` in the transaction's order, so a reader never sees part of a transaction.
+    /// If the watch breaks (store unreachable), the channel closes; the caller re-reads and
+    /// watches again.
+    async fn watch_revisions(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<mpsc::Receiver<Vec<WatchEvent>>, StoreError>;
+
+    /// [`Store::watch_revisions`] one change at a time, for readers that need no
+    /// transaction boundaries.
     async fn watch_prefix(
         &self,
         prefix: &str,
         after: Revision,
-    ) -> Result<mpsc::Receiver<WatchEvent>, StoreError>;
+    ) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
+        let mut revisions = self.watch_revisions(prefix, after).await?;
+        let (tx, rx) = mpsc::channel(WATCH_CHANNEL);
+        tokio::spawn(async move {
+            loop {
+                let events = tokio::select! {
+                    _ = tx.closed() => return,
+                    events = revisions.recv() => match events {
+                        Some(events) => events,
+                        None => return,
+                    },
+                };
+                for event in events {
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
 
     /// Convenience: a plain put (one transaction without compares).
     async fn put(

@@ -53,6 +53,7 @@ async fn conformance_watch() {
     // Idle past the client's per-request timeout and its first keep-alive ping: a watch must
     // outlive both (etcd closes a connection that pings too often, watches and all).
     conformance::watch_sees_changes_in_order(&writer, &reader, Duration::from_secs(12)).await;
+    conformance::watch_delivers_each_revision_whole(&writer, &reader).await;
 }
 
 #[tokio::test]

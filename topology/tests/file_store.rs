@@ -85,6 +85,12 @@ async fn watch_sees_changes_in_order() {
         .await;
 }
 
+#[tokio::test]
+async fn watch_delivers_each_revision_whole() {
+    let dir = TempDir::new("watchrev");
+    conformance::watch_delivers_each_revision_whole(&dir.open(), &dir.open()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_txns_exactly_one_wins() {
     let dir = TempDir::new("race");

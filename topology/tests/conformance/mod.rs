@@ -279,6 +279,55 @@ pub async fn watch_sees_changes_in_order(writer: &DynStore, reader: &DynStore, i
     );
 }
 
+/// `watch_revisions` delivers each revision whole, as one message: a transaction of several
+/// writes under the prefix arrives together (in the transaction's order, without the write
+/// elsewhere), and each later single write as its own message.
+pub async fn watch_delivers_each_revision_whole(writer: &DynStore, reader: &DynStore) {
+    let r0 = writer.put("/t/before", b"0".to_vec(), None).await.unwrap();
+    let mut rx = reader.watch_revisions("/t/", r0).await.unwrap();
+    let r1 = writer
+        .txn(
+            vec![],
+            vec![
+                put("/t/b", "1"),
+                put("/elsewhere-t", "x"),
+                put("/t/a", "2"),
+                Op::Delete("/t/before".into()),
+            ],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let r2 = writer.put("/t/c", b"3".to_vec(), None).await.unwrap();
+    let r3 = writer.put("/t/c", b"4".to_vec(), None).await.unwrap();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a revision within 5 s")
+            .expect("watch channel open")
+    };
+    let kv = |key: &str, value: &str, mod_revision| {
+        WatchEvent::Put(KeyValue {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+            mod_revision,
+        })
+    };
+    assert_eq!(
+        next().await,
+        [
+            kv("/t/b", "1", r1),
+            kv("/t/a", "2", r1),
+            WatchEvent::Delete {
+                key: "/t/before".into(),
+                revision: r1
+            },
+        ]
+    );
+    assert_eq!(next().await, [kv("/t/c", "3", r2)]);
+    assert_eq!(next().await, [kv("/t/c", "4", r3)]);
+}
+
 /// Eight clients race an `Absent` transaction on one key through two handles: exactly one
 /// wins, five times over.
 pub async fn racing_txns_exactly_one_wins(a: &DynStore, b: &DynStore) {
