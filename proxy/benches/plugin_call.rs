@@ -61,9 +61,10 @@ fn inputs(set: bool) -> Vec<Vec<u8>> {
                 db: 0,
                 peer: &peer,
                 attrs: &attrs,
+                protocol: 2,
             };
             let mut out = Vec::new();
-            abi::encode_context(&mut out, &ctx);
+            abi::encode_context(&mut out, &ctx, true);
             out.extend_from_slice(&(BATCH as u32).to_le_bytes());
             for i in 0..BATCH as u64 {
                 let key = Bytes::from(format!("key:{:012}", 12345 + conn * 100 + i));

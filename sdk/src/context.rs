@@ -29,6 +29,8 @@ fn new_user_id(user: &str) -> u64 {
 pub struct Context {
     conn_id: u64,
     db: u32,
+    /// The RESP version of the connection's replies: 2 or 3.
+    protocol: u8,
     peer: String,
     user: String,
     /// Equal in two contexts only if their users are equal (see [`Context::user_id`]).
@@ -48,6 +50,7 @@ impl Context {
         Context {
             conn_id: 0,
             db: 0,
+            protocol: 2,
             peer: String::new(),
             user: String::new(),
             user_id: 0,
@@ -141,6 +144,24 @@ impl Context {
     /// The connection's id, unique per proxy process.
     pub fn conn_id(&self) -> u64 {
         self.conn_id
+    }
+
+    /// The RESP version the connection's replies are in (`HELLO 3` makes it 3): 2 or 3.
+    /// A [`Verdict::reply`](crate::Verdict::reply) in either version is delivered in this
+    /// one (the proxy converts RESP3 types for a RESP2 client, and RESP2 nulls for a RESP3
+    /// one), so a plugin needs this only to answer in the richer form when it can.
+    pub fn protocol(&self) -> u8 {
+        self.protocol
+    }
+
+    /// This context with `protocol` (2 or 3) as its protocol, for tests.
+    pub fn with_protocol(mut self, protocol: u8) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    pub(crate) fn set_protocol(&mut self, protocol: u8) {
+        self.protocol = protocol;
     }
 
     /// The database the connection has `SELECT`ed (0 unless it did).

@@ -215,6 +215,7 @@ pub trait Plugin: Sized + 'static {
 ///
 /// On `wasm32` it emits the exports `tessera_abi_version`, `tessera_alloc`,
 /// `tessera_input_reusable`, `tessera_gates_access` (from [`Plugin::GATES_ACCESS`]),
+/// `tessera_context_protocol` (the context carries the connection's protocol),
 /// `tessera_on_configure`, `tessera_subscriptions` and the hooks
 /// `tessera_on_connect`, `tessera_on_command` with `tessera_on_commands` (the batched form
 /// the proxy calls: a list of commands, each through [`Plugin::on_command`]; see
@@ -260,6 +261,12 @@ macro_rules! export_plugin {
             #[unsafe(no_mangle)]
             pub extern "C" fn tessera_gates_access() -> i32 {
                 <$plugin as $crate::Plugin>::GATES_ACCESS as i32
+            }
+
+            /// The context this SDK decodes ends with the connection's protocol.
+            #[unsafe(no_mangle)]
+            pub extern "C" fn tessera_context_protocol() -> i32 {
+                1
             }
 
             #[unsafe(no_mangle)]

@@ -240,6 +240,8 @@ pub fn decode_context_into(r: &mut Reader<'_>, ctx: &mut Context) -> Result<(), 
         let value = r.string("attribute value")?;
         ctx.push_decoded_attr(key, value);
     }
+    // The module exports `tessera_context_protocol`: the host adds the protocol.
+    ctx.set_protocol(r.u8("protocol")?);
     Ok(())
 }
 
@@ -255,6 +257,7 @@ pub fn context_len(buf: &[u8]) -> Option<usize> {
         r.bytes("").ok()?;
         r.bytes("").ok()?;
     }
+    r.u8("").ok()?;
     Some(buf.len() - r.remaining().len())
 }
 
@@ -270,6 +273,7 @@ pub fn encode_context(out: &mut Vec<u8>, ctx: &Context) {
         out.put_bytes(k.as_bytes());
         out.put_bytes(v.as_bytes());
     }
+    out.push(ctx.protocol());
 }
 
 /// Decodes a *command* from the reader into a new [`Command`].
@@ -663,7 +667,7 @@ mod tests {
 
     #[test]
     fn context_layout_is_the_documented_one() {
-        let ctx = Context::new(7, 2, "p", "", BTreeMap::new());
+        let ctx = Context::new(7, 2, "p", "", BTreeMap::new()).with_protocol(3);
         let mut buf = Vec::new();
         encode_context(&mut buf, &ctx);
         let want: Vec<u8> = [
@@ -673,9 +677,13 @@ mod tests {
             b"p",
             &0u32.to_le_bytes(),
             &0u32.to_le_bytes(),
+            &[3],
         ]
         .concat();
         assert_eq!(buf, want);
+        assert_eq!(context_len(&buf), Some(buf.len()));
+        let decoded = decode_context(&mut Reader::new(&buf)).unwrap();
+        assert_eq!(decoded.protocol(), 3);
     }
 
     #[test]

@@ -500,4 +500,42 @@ mod tests {
         let v = wire::decode_verdict(out.unwrap()).unwrap();
         assert_eq!(v.action, WireAction::Reply(b"*1\r\n$1\r\na\r\n".to_vec()));
     }
+
+    /// A RESP3 session gets the same arrays for KEYS and SCAN, and `_` for no key: the
+    /// stripping is the same, and a RESP2 null the plugin writes reaches a RESP3 client as
+    /// `_` (the proxy converts it).
+    #[test]
+    fn replies_of_a_resp3_session_are_stripped_too() {
+        let mut rt = Runtime::<KeyPrefix>::new();
+        rt.on_configure(include_bytes!("../config.example.json"));
+        let alice = alice().with_protocol(3);
+        let reply = |rt: &mut Runtime<KeyPrefix>, line: &[&str], reply: &[u8]| {
+            let cmd = Command::new(line.iter().copied());
+            rt.on_reply(&reply_input(&alice, &cmd, reply))
+                .map(|out| wire::decode_verdict(out).unwrap().action)
+        };
+        assert_eq!(
+            reply(
+                &mut rt,
+                &["KEYS", "t1:*"],
+                b"*2\r\n$4\r\nt1:a\r\n$4\r\nt1:b\r\n"
+            ),
+            Some(WireAction::Reply(b"*2\r\n$1\r\na\r\n$1\r\nb\r\n".to_vec()))
+        );
+        assert_eq!(
+            reply(
+                &mut rt,
+                &["SCAN", "0"],
+                b"*2\r\n$1\r\n0\r\n*1\r\n$4\r\nt1:a\r\n"
+            ),
+            Some(WireAction::Reply(
+                b"*2\r\n$1\r\n0\r\n*1\r\n$1\r\na\r\n".to_vec()
+            ))
+        );
+        assert_eq!(reply(&mut rt, &["RANDOMKEY"], b"_\r\n"), None);
+        assert_eq!(
+            reply(&mut rt, &["RANDOMKEY"], b"$4\r\nt1:a\r\n"),
+            Some(WireAction::Reply(b"$1\r\na\r\n".to_vec()))
+        );
+    }
 }

@@ -34,6 +34,8 @@ pub struct CallContext<'a> {
     pub db: u32,
     pub peer: &'a str,
     pub attrs: &'a [(String, String)],
+    /// The protocol of the session's replies (HELLO): 2 or 3.
+    pub protocol: u8,
 }
 
 impl CallContext<'_> {
@@ -84,7 +86,9 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-pub fn encode_context(out: &mut Vec<u8>, ctx: &CallContext) {
+/// `with_protocol`: the module asked for the session's protocol (`tessera_context_protocol`),
+/// one byte after the attributes.
+pub fn encode_context(out: &mut Vec<u8>, ctx: &CallContext, with_protocol: bool) {
     out.extend_from_slice(&ctx.conn_id.to_le_bytes());
     out.extend_from_slice(&ctx.db.to_le_bytes());
     put_bytes(out, ctx.peer.as_bytes());
@@ -93,6 +97,9 @@ pub fn encode_context(out: &mut Vec<u8>, ctx: &CallContext) {
     for (k, v) in ctx.attrs {
         put_bytes(out, k.as_bytes());
         put_bytes(out, v.as_bytes());
+    }
+    if with_protocol {
+        out.push(ctx.protocol);
     }
 }
 
@@ -502,9 +509,10 @@ mod tests {
             db: 2,
             peer: "1.2.3.4:5",
             attrs: &attrs,
+            protocol: 3,
         };
         let mut out = Vec::new();
-        encode_context(&mut out, &ctx);
+        encode_context(&mut out, &ctx, false);
         encode_command(&mut out, &[Bytes::from("GET"), Bytes::from("k")], &[1]);
         let mut expect = 7u64.to_le_bytes().to_vec();
         expect.extend_from_slice(&2u32.to_le_bytes());

@@ -36,6 +36,7 @@ struct Entry {
 pub struct Memory {
     chain_version: u64,
     db: u32,
+    protocol: u8,
     attrs: Vec<(String, String)>,
     /// By link of the chain.
     links: Vec<Vec<Entry>>,
@@ -48,12 +49,14 @@ impl Memory {
         let same = self.chain_version == chain_version
             && self.links.len() == links
             && self.db == ctx.db
+            && self.protocol == ctx.protocol
             && self.attrs == ctx.attrs;
         if same {
             return;
         }
         self.chain_version = chain_version;
         self.db = ctx.db;
+        self.protocol = ctx.protocol;
         self.attrs.clear();
         self.attrs.extend_from_slice(ctx.attrs);
         self.links.iter_mut().for_each(Vec::clear);
@@ -120,6 +123,7 @@ mod tests {
             db,
             peer: "127.0.0.1:1",
             attrs,
+            protocol: 2,
         }
     }
 

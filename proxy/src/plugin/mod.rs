@@ -114,6 +114,8 @@ pub struct LoadedPlugin {
     /// By command id: whether `on_reply` is called for it.
     reply_subscribed: Box<[bool]>,
     hooks: [bool; 5],
+    /// Whether its contexts carry the session's protocol (`tessera_context_protocol`).
+    context_protocol: bool,
     pub stats: PluginStats,
     /// Whether a refused verdict of this fail-open plugin was logged (once is enough).
     refusal_logged: std::sync::atomic::AtomicBool,
@@ -164,6 +166,7 @@ impl LoadedPlugin {
             subscribed,
             reply_subscribed,
             hooks,
+            context_protocol: instance.context_protocol(),
             stats: PluginStats::default(),
             refusal_logged: Default::default(),
         })
@@ -403,7 +406,11 @@ impl WorkerChain {
             }
             let ctx = CallContext { attrs, ..*ctx };
             self.scratch.clear();
-            abi::encode_context(&mut self.scratch, &ctx);
+            abi::encode_context(
+                &mut self.scratch,
+                &ctx,
+                self.links[i].plugin.context_protocol,
+            );
             if self.scratch.len() > max_input(&self.links[i].plugin.config) {
                 return Err(self.too_large(i, "connection context", self.scratch.len()));
             }
@@ -608,7 +615,11 @@ impl WorkerChain {
             let todo = &group[done..];
             let attrs = view.as_deref().unwrap_or(ctx.attrs);
             self.scratch.clear();
-            abi::encode_context(&mut self.scratch, &CallContext { attrs, ..*ctx });
+            abi::encode_context(
+                &mut self.scratch,
+                &CallContext { attrs, ..*ctx },
+                self.links[q].plugin.context_protocol,
+            );
             let count_at = self.scratch.len();
             let first = abi::command_len(&self.items[todo[0]].args);
             let alone = count_at + if batched { 4 } else { 0 } + first;
@@ -794,19 +805,21 @@ impl WorkerChain {
         keys: &[usize],
         mut reply: Bytes,
     ) -> Bytes {
-        // Some(n): `scratch` starts with the encoded context and command, n bytes.
-        let mut encoded: Option<usize> = None;
+        // Some((n, p)): `scratch` starts with the encoded context (with the protocol if p)
+        // and command, n bytes.
+        let mut encoded: Option<(usize, bool)> = None;
         for i in (0..self.links.len()).rev() {
             if !self.links[i].plugin.wants(Hook::Reply, cmd) {
                 continue;
             }
+            let with_protocol = self.links[i].plugin.context_protocol;
             match encoded {
-                Some(n) => self.scratch.truncate(n),
-                None => {
+                Some((n, p)) if p == with_protocol => self.scratch.truncate(n),
+                _ => {
                     self.scratch.clear();
-                    abi::encode_context(&mut self.scratch, ctx);
+                    abi::encode_context(&mut self.scratch, ctx, with_protocol);
                     abi::encode_command(&mut self.scratch, args, keys);
-                    encoded = Some(self.scratch.len());
+                    encoded = Some((self.scratch.len(), with_protocol));
                 }
             }
             abi::encode_reply(&mut self.scratch, &reply);
@@ -1169,6 +1182,7 @@ mod tests {
             db: 0,
             peer: "127.0.0.1:1",
             attrs: &attrs,
+            protocol: 2,
         };
         let mut out = Vec::new();
         let changes = w.run_batch(

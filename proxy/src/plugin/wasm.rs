@@ -130,6 +130,8 @@ pub struct Instance {
     input_reusable: bool,
     /// Whether the module exports `tessera_gates_access` returning 1.
     gates_access: bool,
+    /// Whether the module exports `tessera_context_protocol` returning 1.
+    context_protocol: bool,
     /// The input buffer the last `tessera_alloc` returned and its size, if reusable.
     input: Option<(i32, usize)>,
     timeout_ticks: u64,
@@ -282,6 +284,7 @@ impl Instance {
         };
         let input_reusable = flag("tessera_input_reusable")?;
         let gates_access = flag("tessera_gates_access")?;
+        let context_protocol = flag("tessera_context_protocol")?;
         Ok(Instance {
             store,
             memory,
@@ -290,9 +293,16 @@ impl Instance {
             lists,
             input_reusable,
             gates_access,
+            context_protocol,
             input: None,
             timeout_ticks,
         })
+    }
+
+    /// Whether the module wants the session's protocol in its context
+    /// (`tessera_context_protocol`).
+    pub fn context_protocol(&self) -> bool {
+        self.context_protocol
     }
 
     /// Whether the module declares that it gates access (`tessera_gates_access`).

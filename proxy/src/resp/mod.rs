@@ -1,6 +1,7 @@
 //! RESP on the wire: the request decoder for client connections, a reply scanner that finds
 //! frame boundaries in backend output without building frames, and reply encoders.
 
+pub mod convert;
 mod reply;
 mod request;
 

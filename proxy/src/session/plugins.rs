@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::Session;
 use crate::command::{self, Class, Local, Lookup, Spec};
 use crate::plugin::{CallContext, CommandOutcome};
-use crate::resp::{Limits, Request};
+use crate::resp::{Limits, Protocol, Request, convert};
 use crate::router::SlotTable;
 
 /// A command whose reply a plugin wants to see.
@@ -18,6 +18,8 @@ pub struct ReplyHook {
     cmd: u16,
     args: Vec<Bytes>,
     keys: Vec<usize>,
+    /// The session's protocol when the command was sent: its reply's.
+    protocol: Protocol,
 }
 
 /// The command id of a command line, if it is a valid command, with its key positions put
@@ -41,6 +43,7 @@ impl Session {
             db: self.db,
             peer: &self.peer_text,
             attrs: &self.attrs,
+            protocol: self.protocol.version(),
         }
     }
 
@@ -129,7 +132,7 @@ impl Session {
                 }
                 CommandOutcome::Answer(cmd, reply) => {
                     let seq = self.push(Some(cmd), now);
-                    self.complete(seq, reply);
+                    self.complete(seq, convert::for_protocol(reply, self.protocol));
                 }
             }
         }
@@ -144,23 +147,26 @@ impl Session {
         }
         let mut keys = Vec::new();
         command::key_positions(spec, &req.args, &mut keys);
+        let protocol = self.protocol;
         self.entry(seq).reply_hook = Some(Box::new(ReplyHook {
             cmd: spec.id,
             args: req.args.clone(),
             keys,
+            protocol,
         }));
     }
 
+    /// The reply after the plugins' `on_reply`, in the protocol its command was sent under
+    /// (a HELLO after it does not change it).
     pub(super) fn plugins_on_reply(&mut self, hook: &ReplyHook, reply: Bytes) -> Bytes {
         let worker = self.worker.clone();
         let mut chain = worker.chain.borrow_mut();
-        chain.on_reply(
-            &self.call_context(),
-            hook.cmd,
-            &hook.args,
-            &hook.keys,
-            reply,
-        )
+        let ctx = CallContext {
+            protocol: hook.protocol.version(),
+            ..self.call_context()
+        };
+        let reply = chain.on_reply(&ctx, hook.cmd, &hook.args, &hook.keys, reply);
+        convert::for_protocol(reply, hook.protocol)
     }
 
     /// A plugin that set the `user` attribute has authenticated the connection.
