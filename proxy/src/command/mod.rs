@@ -1115,8 +1115,18 @@ mod tests {
 from Redis 7.0.15, and the classification in class.rs). Do not edit: regenerate with
 `TESSERA_BLESS=1 cargo test -p tessera-proxy --lib command`. -->
 
-Tessera speaks the Redis 7.0 protocol. Every Redis 7.0 command and subcommand is in one of
-these classes:
+Tessera speaks the Redis 7.0 protocol, RESP2 and RESP3, per connection: a client starts in
+RESP2 and switches with `HELLO 3` (and back with `HELLO 2`), as with Redis. The proxy
+answers HELLO itself with Redis's fields (`version` is the backends' Redis version) plus a
+`proxy` field with its own name and version; `NOPROTO` is only for versions other than 2
+and 3. A RESP3 session's commands go to backend connections opened with `HELLO 3`, so every
+reply (maps, sets, doubles, booleans, nulls, big numbers, verbatim strings) is exactly what
+Redis sends a RESP3 client; replies the proxy makes (merged MGET, CLIENT GETNAME, errors)
+and replies plugins make are in the session's protocol (an MGET miss is `_` in RESP3).
+Commands sent before a HELLO are answered in the protocol they were sent under. Redis
+pushes (`>`) never reach a session: nothing the proxy serves subscribes to them.
+
+Every Redis 7.0 command and subcommand is in one of these classes:
 
 - **Keyed**: routed to the group that owns the slot of its keys. All keys of one command
   must hash to the same slot (use hash tags, `{user1}.a` and `{user1}.b`), else the proxy
