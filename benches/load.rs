@@ -33,6 +33,8 @@ const KEYSPACE: u64 = 100_000;
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Size of the values of the 1 KiB workload.
 const BIG_VALUE: usize = 1024;
+/// Fields of each hash of the HGETALL workloads.
+const HASH_FIELDS: usize = 10;
 
 /// What the issue asks of Tessera for a workload.
 #[derive(Clone, Copy)]
@@ -52,6 +54,10 @@ struct Workload {
     args: Vec<String>,
     /// Fill `big:<n>` with 1 KiB values on every system first.
     needs_big_keys: bool,
+    /// Fill `hash:<n>` with hashes of [`HASH_FIELDS`] fields on every system first.
+    needs_hashes: bool,
+    /// redis-benchmark's connections speak RESP3 (`-3`: `HELLO 3` first).
+    resp3: bool,
     target: Target,
 }
 
@@ -78,6 +84,8 @@ fn workloads() -> Vec<Workload> {
             share: (1, 5),
             args: words("-t set"),
             needs_big_keys: false,
+            needs_hashes: false,
+            resp3: false,
             target: p1,
         },
         Workload {
@@ -86,6 +94,8 @@ fn workloads() -> Vec<Workload> {
             share: (1, 5),
             args: words("-t get"),
             needs_big_keys: false,
+            needs_hashes: false,
+            resp3: false,
             target: p1,
         },
         Workload {
@@ -94,6 +104,8 @@ fn workloads() -> Vec<Workload> {
             share: (1, 1),
             args: words("-t set"),
             needs_big_keys: false,
+            needs_hashes: false,
+            resp3: false,
             target: p16,
         },
         Workload {
@@ -102,6 +114,8 @@ fn workloads() -> Vec<Workload> {
             share: (1, 1),
             args: words("-t get"),
             needs_big_keys: false,
+            needs_hashes: false,
+            resp3: false,
             target: Target {
                 min_ratio: 0.6,
                 max_cpu_us: Some(1.3),
@@ -113,6 +127,8 @@ fn workloads() -> Vec<Workload> {
             share: (1, 4),
             args: mset,
             needs_big_keys: false,
+            needs_hashes: false,
+            resp3: false,
             target: p16,
         },
         Workload {
@@ -121,6 +137,8 @@ fn workloads() -> Vec<Workload> {
             share: (1, 4),
             args: mget,
             needs_big_keys: false,
+            needs_hashes: false,
+            resp3: false,
             target: p16,
         },
         Workload {
@@ -129,10 +147,49 @@ fn workloads() -> Vec<Workload> {
             share: (1, 2),
             args: words("GET big:__rand_int__"),
             needs_big_keys: true,
+            needs_hashes: false,
+            resp3: false,
+            target: p16,
+        },
+        Workload {
+            name: "GET -P16 RESP3",
+            pipeline: 16,
+            share: (1, 1),
+            args: words("-t get"),
+            needs_big_keys: false,
+            needs_hashes: false,
+            resp3: true,
+            target: p16,
+        },
+        Workload {
+            name: "HGETALL -P16",
+            pipeline: 16,
+            share: (1, 2),
+            args: words("HGETALL hash:__rand_int__"),
+            needs_big_keys: false,
+            needs_hashes: true,
+            resp3: false,
+            target: p16,
+        },
+        Workload {
+            name: "HGETALL -P16 RESP3",
+            pipeline: 16,
+            share: (1, 2),
+            args: words("HGETALL hash:__rand_int__"),
+            needs_big_keys: false,
+            needs_hashes: true,
+            resp3: true,
             target: p16,
         },
     ]
 }
+
+/// The pairs of workloads whose RESP3 / RESP2 throughput ratio is reported, and the target.
+const RESP3_PAIRS: &[(&str, &str)] = &[
+    ("GET -P16", "GET -P16 RESP3"),
+    ("HGETALL -P16", "HGETALL -P16 RESP3"),
+];
+const RESP3_MIN_RATIO: f64 = 0.95;
 
 // ---------------------------------------------------------------------------------------------
 // Systems under test
@@ -271,8 +328,11 @@ fn run_benchmark(
     cmd.args(["-h", "127.0.0.1", "-p", &ep.addr.port().to_string()])
         .args(["-c", &CLIENTS.to_string(), "-n", &requests.to_string()])
         .args(["-r", &KEYSPACE.to_string(), "-P", &w.pipeline.to_string()])
-        .args(["-q", "--csv"])
-        .args(&w.args);
+        .args(["-q", "--csv"]);
+    if w.resp3 {
+        cmd.arg("-3");
+    }
+    cmd.args(&w.args);
     let (status, stdout, stderr) = harness::run_bounded(&mut cmd, RUN_TIMEOUT)
         .map_err(|e| format!("cannot run redis-benchmark: {e}"))?;
     let cpu_after = ep.cpu_pid.and_then(cpu_ticks);
@@ -337,8 +397,21 @@ fn probe_command(w: &Workload) -> Vec<String> {
 }
 
 /// Sends one command of the workload and refuses an error reply: redis-benchmark counts
-/// error replies as operations, which would make a broken path look fast.
+/// error replies as operations, which would make a broken path look fast. For a RESP3
+/// workload, first checks that the endpoint accepts `HELLO 3`.
 fn probe(ep: &Endpoint, w: &Workload) -> Result<(), String> {
+    if w.resp3 {
+        use std::io::Read as _;
+        let mut conn = RawConn::connect(ep.addr);
+        conn.send(&harness::encode(&["HELLO", "3"]));
+        let mut first = [0u8; 1];
+        conn.stream
+            .read_exact(&mut first)
+            .map_err(|e| format!("HELLO 3 got no reply: {e}"))?;
+        if first[0] != b'%' {
+            return Err("refuses HELLO 3 (no RESP3)".into());
+        }
+    }
     let mut conn = RawConn::connect(ep.addr);
     let cmd = probe_command(w);
     conn.send(&harness::encode(&cmd));
@@ -371,6 +444,35 @@ fn fill_big_keys(ep: &Endpoint) -> Result<(), String> {
             match conn.read() {
                 Ok(Resp::Simple(s)) if s == "OK" => {}
                 other => return Err(format!("filling big keys: {other:?}")),
+            }
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+/// `HSET hash:<n>` with [`HASH_FIELDS`] short fields for every key of the keyspace,
+/// pipelined, through `ep`.
+fn fill_hashes(ep: &Endpoint) -> Result<(), String> {
+    const BATCH: u64 = 500;
+    let mut conn = RawConn::connect(ep.addr);
+    let mut start = 0;
+    while start < KEYSPACE {
+        let end = (start + BATCH).min(KEYSPACE);
+        let mut buf = Vec::new();
+        for n in start..end {
+            let mut cmd = vec!["HSET".to_string(), format!("hash:{n:012}")];
+            for f in 0..HASH_FIELDS {
+                cmd.push(format!("field{f}"));
+                cmd.push(format!("value{f}"));
+            }
+            buf.extend_from_slice(&harness::encode(&cmd));
+        }
+        conn.send(&buf);
+        for _ in start..end {
+            match conn.read() {
+                Ok(Resp::Int(_)) => {}
+                other => return Err(format!("filling hashes: {other:?}")),
             }
         }
         start = end;
@@ -579,6 +681,8 @@ fn main() {
         share: (1, 1),
         args: vec!["-t".into(), "set,get".into()],
         needs_big_keys: false,
+        needs_hashes: false,
+        resp3: false,
         target: Target {
             min_ratio: 0.0,
             max_cpu_us: None,
@@ -590,7 +694,14 @@ fn main() {
         }
     }
 
-    let workloads = workloads();
+    // TESSERA_BENCH_ONLY=a,b: only the workloads whose names contain one of these.
+    let only: Vec<String> = std::env::var("TESSERA_BENCH_ONLY")
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default();
+    let workloads: Vec<Workload> = workloads()
+        .into_iter()
+        .filter(|w| only.is_empty() || only.iter().any(|o| w.name.contains(o.as_str())))
+        .collect();
     let mut cells: Vec<Vec<Cell>> = Vec::new();
     for w in &workloads {
         let requests = (base * w.share.0 / w.share.1).max(1000);
@@ -598,6 +709,8 @@ fn main() {
         for (ep, cell) in endpoints.iter().zip(row.iter_mut()) {
             let prepared = if w.needs_big_keys {
                 fill_big_keys(ep)
+            } else if w.needs_hashes {
+                fill_hashes(ep)
             } else {
                 Ok(())
             };
@@ -663,6 +776,59 @@ fn main() {
     }
     drop(twemproxy);
     drop(tessera);
+}
+
+/// RESP3 against RESP2 sessions on each system, for the workloads of [`RESP3_PAIRS`] that
+/// ran: the median ops/s of the RESP3 workload over the RESP2 one's.
+fn resp3_section(
+    out: &mut String,
+    workloads: &[Workload],
+    endpoints: &[Endpoint],
+    cells: &[Vec<Cell>],
+) {
+    let row = |name: &str| {
+        workloads
+            .iter()
+            .position(|w| w.name == name)
+            .map(|i| &cells[i])
+    };
+    let pairs: Vec<_> = RESP3_PAIRS
+        .iter()
+        .filter_map(|&(two, three)| Some((two, row(two)?, row(three)?)))
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nRESP3 sessions against RESP2 sessions (`redis-benchmark -3`), RESP3 ops/s / RESP2 \
+         ops/s of the same workload in this run; target for Tessera ≥ {RESP3_MIN_RATIO}:\n"
+    );
+    let _ = write!(out, "| workload |");
+    for ep in endpoints {
+        let _ = write!(out, " {} RESP3/RESP2 |", ep.sys.label());
+    }
+    let _ = writeln!(out, "\n|---|{}", "---:|".repeat(endpoints.len()));
+    for (name, two, three) in pairs {
+        let _ = write!(out, "| {name} |");
+        for (i, ep) in endpoints.iter().enumerate() {
+            match (two[i].ops(), three[i].ops()) {
+                (Some(a), Some(b)) if a > 0.0 => {
+                    let ratio = b / a;
+                    let mark = match ep.sys {
+                        Sys::Tessera if ratio >= RESP3_MIN_RATIO => " ✓",
+                        Sys::Tessera => " ✗",
+                        _ => "",
+                    };
+                    let _ = write!(out, " {ratio:.3}{mark} |");
+                }
+                _ => {
+                    let _ = write!(out, " — |");
+                }
+            }
+        }
+        let _ = writeln!(out);
+    }
 }
 
 struct Meta {
@@ -752,6 +918,8 @@ fn render(workloads: &[Workload], endpoints: &[Endpoint], cells: &[Vec<Cell>], m
             target
         );
     }
+
+    resp3_section(&mut out, workloads, endpoints, cells);
 
     let _ = writeln!(
         out,

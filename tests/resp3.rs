@@ -376,20 +376,6 @@ fn the_redis_crate_over_resp3() {
     assert_eq!((a, b), (1, None));
 }
 
-/// The Python interpreter with redis-py that `scripts/install-deps.sh` installs.
-fn python() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("TESSERA_PYTHON") {
-        return p.into();
-    }
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py/bin/python3");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/install-deps.sh (it installs redis-py there)",
-        p.display()
-    );
-    p
-}
-
 /// redis-py 8 with its defaults (it opens every connection with `HELLO 3`, and `HELLO 3
 /// AUTH` with a password) and with `protocol=2`.
 #[test]
@@ -397,24 +383,9 @@ fn redis_py_with_its_defaults_and_with_resp2() {
     let r1 = RedisServer::start();
     let r2 = RedisServer::start();
     let proxy = Proxy::start_with(&[&[&r1], &[&r2]], &[("proxy.password", &toml_str("pw"))]);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/redis_py.py");
     for protocol in ["default", "2"] {
-        let out = std::process::Command::new(python())
-            .arg(&script)
-            .arg(proxy.addr.port().to_string())
-            .arg(protocol)
-            .output()
-            .expect("run python");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "redis-py, protocol {protocol}:\n{text}"
-        );
-        assert!(text.contains("redis-py ok"), "{text}");
+        let out = run_redis_py(proxy.addr, protocol, Some("pw"));
+        assert!(out.contains("redis-py ok"), "{out}");
     }
 }
 

@@ -174,6 +174,11 @@ fn run_up_and_stop(sig: libc::c_int) {
     assert_eq!(c.cmd(&["SET", &last, "x"]), Resp::ok());
     assert_eq!(second.cmd(&["GET", &last]), Resp::bulk("x"));
     assert_eq!(first.cmd(&["GET", &last]), Resp::nil());
+    // redis-py 8 with its defaults (RESP3, HELLO 3 on every connection), and with RESP2.
+    for protocol in ["default", "2"] {
+        let out = run_redis_py(proxy_addr, protocol, None);
+        assert!(out.contains("redis-py ok"), "{out}");
+    }
     // The admin API is up too.
     let model = http_get(admin_addr, "/api/model");
     assert_eq!(model.status, 200, "{model:?}");
