@@ -5,7 +5,8 @@
 //! - `TESSERA_BENCH_REQUESTS` — requests of a `-P 16` single-key run (default 1000000); the
 //!   other workloads use a fixed fraction of it (the `requests` column);
 //! - `TESSERA_BENCH_REPS` — repetitions per workload and system (default 3; the median counts);
-//! - `TESSERA_BENCH_WORKERS` — Tessera's `proxy.workers` (default: the proxy's own, one per core).
+//! - `TESSERA_BENCH_WORKERS` — Tessera's `proxy.workers` (default: the proxy's own, one per core);
+//! - `TESSERA_BENCH_ONLY` — comma-separated parts of workload names: only those workloads run.
 //!
 //! The table is printed and written to `target/bench-load.md`. See benches/README.md.
 

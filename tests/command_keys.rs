@@ -13,54 +13,6 @@ use bytes::Bytes;
 use harness::*;
 use tessera_proxy::command::{Lookup, key_positions, lookup};
 
-/// A deterministic generator (xorshift64*), so a failing line is reproduced by the same run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    /// One of `items`, in any case.
-    fn case_of(&mut self, items: &[&str]) -> String {
-        let word = self.pick(items);
-        self.case(word)
-    }
-
-    /// `word` in lower, upper or mixed case.
-    fn case(&mut self, word: &str) -> String {
-        match self.below(3) {
-            0 => word.to_ascii_lowercase(),
-            1 => word.to_ascii_uppercase(),
-            _ => word
-                .chars()
-                .map(|c| {
-                    if self.chance(50) {
-                        c.to_ascii_uppercase()
-                    } else {
-                        c.to_ascii_lowercase()
-                    }
-                })
-                .collect(),
-        }
-    }
-}
-
 /// The names of the keys the proxy finds in `line`.
 fn proxy_keys(line: &[String]) -> Vec<String> {
     let args: Vec<Bytes> = line.iter().map(|a| Bytes::from(a.clone())).collect();

@@ -9,21 +9,6 @@ use std::time::{Duration, Instant};
 
 use harness::*;
 
-/// A small deterministic PRNG (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
 /// The commands, their expected replies, and the model of the keyspace they imply.
@@ -45,9 +30,9 @@ fn build(n: usize) -> (Vec<Vec<Vec<u8>>>, Vec<Resp>) {
                     big_values += 1;
                     100 * 1024
                 } else if rng.below(20) == 0 {
-                    1024 + rng.below(8 * 1024) as usize
+                    1024 + rng.below(8 * 1024)
                 } else {
-                    rng.below(100) as usize
+                    rng.below(100)
                 };
                 let fill = b'a' + (i % 26) as u8;
                 let mut v = format!("{i}:").into_bytes();
@@ -75,7 +60,7 @@ fn build(n: usize) -> (Vec<Vec<Vec<u8>>>, Vec<Resp>) {
                 (vec![b"INCR".to_vec(), k], Resp::Int(cur + 1))
             }
             62..=71 => {
-                let count = 1 + rng.below(6) as usize;
+                let count = 1 + rng.below(6);
                 let mut c = vec![b"MGET".to_vec()];
                 let mut items = Vec::new();
                 for _ in 0..count {
@@ -90,7 +75,7 @@ fn build(n: usize) -> (Vec<Vec<Vec<u8>>>, Vec<Resp>) {
                 (c, Resp::array(items))
             }
             72..=79 => {
-                let count = 1 + rng.below(4) as usize;
+                let count = 1 + rng.below(4);
                 let mut c = vec![b"DEL".to_vec()];
                 let mut removed = 0;
                 for _ in 0..count {
@@ -107,7 +92,7 @@ fn build(n: usize) -> (Vec<Vec<Vec<u8>>>, Vec<Resp>) {
                 (c, Resp::Int(removed))
             }
             80..=84 => {
-                let count = 1 + rng.below(5) as usize;
+                let count = 1 + rng.below(5);
                 let mut c = vec![b"EXISTS".to_vec()];
                 let mut n = 0;
                 for _ in 0..count {

@@ -7,74 +7,27 @@
 #[path = "../fuzz/src/check.rs"]
 mod check;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+#[path = "../fuzz/src/replay.rs"]
+mod replay;
 
-const FUZZ_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz");
-
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .map(|e| e.expect("reading a corpus directory").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    files
-}
-
-/// Runs the checks on each file; names every file that fails, not just the first.
-fn replay(files: &[PathBuf]) -> Vec<String> {
-    let mut failures = Vec::new();
-    for path in files {
-        let data = std::fs::read(path).expect("reading a corpus file");
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| check::check(&data))) {
-            let msg = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("(non-string panic)");
-            failures.push(format!(
-                "{}: {msg}\n    input: {}",
-                path.display(),
-                check::show(&data)
-            ));
-        }
-    }
-    failures
-}
+use replay::{FUZZ_DIR, assert_replays, files_in};
 
 #[test]
 fn request_decoder_corpus_replays_cleanly() {
-    let corpus = files_in(&Path::new(FUZZ_DIR).join("corpus/request_decoder"));
+    let corpus = files_in("corpus/request_decoder");
     assert!(
         corpus.len() >= 30,
         "expected the seed corpus in {FUZZ_DIR}/corpus/request_decoder, found {} files",
         corpus.len()
     );
-    let failures = replay(&corpus);
-    assert!(
-        failures.is_empty(),
-        "{} of {} corpus inputs fail:\n{}",
-        failures.len(),
-        corpus.len(),
-        failures.join("\n")
-    );
+    assert_replays(&corpus, "corpus inputs", check::check, check::show);
 }
 
 #[test]
 fn request_decoder_artifacts_replay_cleanly() {
     // Present only after a local fuzzing run found something (the directory is not committed).
-    let artifacts = files_in(&Path::new(FUZZ_DIR).join("artifacts/request_decoder"));
-    let failures = replay(&artifacts);
-    assert!(
-        failures.is_empty(),
-        "{} of {} fuzz artifacts still fail:\n{}",
-        failures.len(),
-        artifacts.len(),
-        failures.join("\n")
-    );
+    let artifacts = files_in("artifacts/request_decoder");
+    assert_replays(&artifacts, "fuzz artifacts", check::check, check::show);
 }
 
 /// Inputs the decoder still fails on, kept out of the corpus (so CI stays green) until it is
@@ -83,15 +36,8 @@ fn request_decoder_artifacts_replay_cleanly() {
 #[test]
 #[ignore = "known decoder bugs, see proxy/fuzz/known-bugs/README.md"]
 fn request_decoder_known_bugs_are_fixed() {
-    let known = files_in(&Path::new(FUZZ_DIR).join("known-bugs/request_decoder"));
-    let failures = replay(&known);
-    assert!(
-        failures.is_empty(),
-        "{} of {} known bugs still fail:\n{}",
-        failures.len(),
-        known.len(),
-        failures.join("\n")
-    );
+    let known = files_in("known-bugs/request_decoder");
+    assert_replays(&known, "known bugs", check::check, check::show);
 }
 
 /// The checker itself: Redis's inline splitting as the reference implements it.
