@@ -96,8 +96,13 @@ pub enum GroupCommand {
 
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum PluginsCommand {
-    /// Show the chain, the uploaded modules and the proxies that could not load the chain.
-    Show,
+    /// Show the chain (each config masked, with its size and sha256), the uploaded modules
+    /// and the proxies that could not load the chain.
+    Show {
+        /// Show the configs themselves (needs the admin token).
+        #[arg(long)]
+        full: bool,
+    },
     /// Upload a module (`.wasm`, or `.wat` text); prints its sha256.
     Upload { file: PathBuf },
     /// Replace the whole chain with FILE: `{"chain": [{"name": ..., "path": "f.wasm" or
@@ -240,8 +245,14 @@ pub fn execute(args: &AdminArgs) -> Result<String, AdminError> {
         AdminCommand::Health => (client.call("GET", "/api/health", None)?, Box::new(health)),
         AdminCommand::Proxies => (client.call("GET", "/api/proxies", None)?, Box::new(proxies)),
         AdminCommand::Plugins { cmd } => match cmd {
-            None | Some(PluginsCommand::Show) => {
-                (client.call("GET", "/api/plugins", None)?, Box::new(plugins))
+            None => (client.call("GET", "/api/plugins", None)?, Box::new(plugins)),
+            Some(PluginsCommand::Show { full }) => {
+                let path = if *full {
+                    "/api/plugins?full=1"
+                } else {
+                    "/api/plugins"
+                };
+                (client.call("GET", path, None)?, Box::new(plugins))
             }
             Some(PluginsCommand::Upload { file }) => {
                 let v = upload(&client, file)?;
@@ -636,9 +647,16 @@ fn chain_file(client: &Client, file: &Path) -> Result<Value, AdminError> {
     Ok(doc)
 }
 
-/// A config in a table cell: one line, at most 40 characters.
-fn short_config(v: &Value) -> String {
-    let config = v.as_str().unwrap_or_default();
+/// A link's config in a table cell: masked, its size and the start of its sha256; or, shown
+/// in full, one line of at most 40 characters.
+fn short_config(link: &Value) -> String {
+    let config = link["config"].as_str().unwrap_or_default();
+    if config == crate::view::MASK
+        && let Some(bytes) = link["config_bytes"].as_u64()
+    {
+        let sha: String = text(&link["config_sha256"]).chars().take(12).collect();
+        return format!("{config} ({bytes} bytes, sha256 {sha})");
+    }
     let line = config.split_whitespace().collect::<Vec<_>>().join(" ");
     if line.is_empty() {
         "-".to_string()
@@ -666,7 +684,7 @@ fn chain_rows(chain: &Value) -> String {
                     Some(false) => "no".to_string(),
                     _ => "yes".to_string(),
                 },
-                short_config(&p["config"]),
+                short_config(p),
             ]
         })
         .collect();

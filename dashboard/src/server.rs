@@ -127,6 +127,7 @@ pub async fn start_with_store(
     let state = Arc::new(AppState {
         service: Service::new(store.clone(), &args.product),
         admin_token: admin_token.clone(),
+        listen: std::sync::OnceLock::new(),
     });
     let (stop, mut stopped) = watch::channel(false);
     let (addr, serve) = warp::serve(routes(state.clone()))
@@ -137,6 +138,7 @@ pub async fn start_with_store(
             addr: args.listen.to_string(),
             message: e.to_string(),
         })?;
+    let _ = state.listen.set(addr);
     // Nothing is served before the lock is held: `serve` only runs once spawned.
     let lock = Lock::acquire(
         store.clone(),
