@@ -69,7 +69,10 @@ pub fn routes(
     warp::method()
         .and(warp::path::full())
         .and(query)
-        .and(warp::header::optional::<String>("host"))
+        // The `Host` header, or the authority of the request's target.
+        .and(
+            warp::host::optional().map(|a: Option<warp::host::Authority>| a.map(|a| a.to_string())),
+        )
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::body::stream())
         .then(

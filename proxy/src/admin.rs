@@ -42,9 +42,11 @@ pub fn bind(
     // Set once bound (the port may be 0 in the config); nothing is served before that.
     let bound = Arc::new(OnceLock::<SocketAddr>::new());
     let listen = bound.clone();
-    let host = warp::header::optional::<String>("host")
-        .and_then(move |host: Option<String>| {
+    // The `Host` header, or the authority of the request's target.
+    let host = warp::host::optional()
+        .and_then(move |host: Option<warp::host::Authority>| {
             let listen = listen.get().copied().unwrap_or(addr);
+            let host = host.map(|a| a.to_string());
             async move { check_host(host.as_deref(), listen).map_err(warp::reject::custom) }
         })
         .untuple_one();

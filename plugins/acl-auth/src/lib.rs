@@ -7,7 +7,7 @@
 //! {
 //!   "users": {
 //!     "alice": {
-//!       "password": "$argon2id$v=19$m=4096,t=2,p=1$<salt>$<hash>",
+//!       "password": "$argon2id$v=19$m=2048,t=2,p=1$<salt>$<hash>",
 //!       "commands": ["get", "set", "del"],
 //!       "keys": ["app:*"]
 //!     }
