@@ -79,7 +79,7 @@ pub enum AdminCommand {
 }
 
 /// The default memory cost of `hash-password`: with [`HASH_ITERATIONS`], about 2 ms natively
-/// and 5 ms in a plugin under wasmtime on a shared 2-core machine (docs/plugins.md).
+/// and 5–8 ms in a plugin under wasmtime on a shared 2-core machine (docs/plugins.md).
 pub const HASH_MEMORY_KIB: u32 = 2048;
 /// The default time cost of `hash-password`.
 pub const HASH_ITERATIONS: u32 = 2;

@@ -23,7 +23,8 @@ pub struct DashboardArgs {
     /// The product (cluster) name; its documents live under `/tessera/<product>/`.
     #[arg(long, default_value = "tessera")]
     pub product: String,
-    /// Where the REST API listens.
+    /// Where the REST API listens. Requests must name this address in `Host` (or
+    /// `localhost` with its port, when it is a loopback or wildcard address).
     #[arg(long, default_value = "127.0.0.1:18080")]
     pub listen: SocketAddr,
     /// The token mutating calls must send (`Authorization: Bearer <token>`). Without one, a
