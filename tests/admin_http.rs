@@ -323,3 +323,96 @@ fn unassigned_slots_are_listed_and_refused() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert_eq!(c.cmd(&["SET", &owned, "v"]), Resp::ok());
 }
+
+/// One GET with the `Host` header given as is (`None`: an HTTP/1.0 request without one):
+/// the status and the body.
+fn get_with_host(addr: std::net::SocketAddr, path: &str, host: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = match host {
+        Some(host) => format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        None => format!("GET {path} HTTP/1.0\r\n\r\n"),
+    };
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {raw:?}"));
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+#[test]
+fn model_masks_plugin_configs() {
+    let r = RedisServer::start();
+    let module =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins/wat/deny-secret.wat");
+    let secret = r#"{"users": {"alice": {"password": "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"}}}"#;
+    let other = r#"{"deny": ["flushall"]}"#;
+    let link = |name: &str, config: &str| {
+        format!(
+            "[[plugin]]\nname = {}\npath = {}\nconfig = '''{config}'''\ntimeout_ms = 500\n",
+            toml_str(name),
+            toml_str(&module.display().to_string())
+        )
+    };
+    let proxy = Proxy::builder(&[&[&r]])
+        .extra_toml(&(link("first", secret) + &link("second", other)))
+        .start();
+    let resp = proxy.http_get("/api/model");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(!resp.body.contains("2bb80d537b"), "{}", resp.body);
+    assert!(!resp.body.contains("flushall"), "{}", resp.body);
+    let model: Json = serde_json::from_str(&resp.body).unwrap();
+    let links = model["config"]["plugin"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{model}"));
+    let names: Vec<&str> = links.iter().filter_map(|l| l["name"].as_str()).collect();
+    assert_eq!(names, ["first", "second"]);
+    for (l, config) in links.iter().zip([secret, other]) {
+        assert_eq!(l["config"], "********", "{l}");
+        assert_eq!(l["config_bytes"].as_u64(), Some(config.len() as u64), "{l}");
+        assert_eq!(l["timeout_ms"].as_u64(), Some(500), "{l}");
+        assert_eq!(l["fail"], "closed", "{l}");
+    }
+    // The fingerprints tell the two configs apart.
+    let sha = |l: &Json| l["config_sha256"].as_str().unwrap_or_default().to_string();
+    assert_eq!(sha(&links[0]).len(), 64, "{model}");
+    assert_ne!(sha(&links[0]), sha(&links[1]));
+}
+
+#[test]
+fn admin_api_refuses_a_host_that_is_not_its_address() {
+    let r = RedisServer::start();
+    let proxy = Proxy::start(&[&[&r]]);
+    let port = proxy.admin.port();
+    let (status, body) = get_with_host(
+        proxy.admin,
+        "/api/stats",
+        Some(&format!("evil.example:{port}")),
+    );
+    assert_eq!(status, 421, "{body}");
+    assert!(
+        body.contains("evil.example") && body.contains(&proxy.admin.to_string()),
+        "{body}"
+    );
+    let (status, _) = get_with_host(proxy.admin, "/metrics", Some("evil.example"));
+    assert_eq!(status, 421);
+    // Its own address, the loopback names of it, and HTTP/1.0 without a Host.
+    for host in [
+        Some(proxy.admin.to_string()),
+        Some(format!("localhost:{port}")),
+        Some(format!("127.0.0.1:{port}")),
+        None,
+    ] {
+        let (status, body) = get_with_host(proxy.admin, "/api/stats", host.as_deref());
+        assert_eq!(status, 200, "{host:?}: {body}");
+    }
+    // Another port is another server.
+    let (status, _) = get_with_host(proxy.admin, "/api/stats", Some("127.0.0.1:1"));
+    assert_eq!(status, 421);
+}

@@ -1646,3 +1646,80 @@ fn a_command_too_large_for_key_prefix_leaves_the_namespace_of_other_sessions() {
     assert_eq!(backend_get(&r, "anon:k"), Some(b"v".to_vec()));
     assert_eq!(plugin_stat(&proxy, "key-prefix", "failures"), 0);
 }
+
+/// `tessera admin hash-password` of `secret` (argon2id, 4 MiB, 1 pass).
+const SECRET_ARGON2: &str = "$argon2id$v=19$m=4096,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$BnOHU0YDNJJVGAmPZbnliZ/dtQxhBHwxPBOFCjkAjW0";
+
+#[test]
+fn acl_auth_takes_salted_argon2_passwords_and_still_the_sha256_form() {
+    const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+    // `tessera admin hash-password` salts: the same password hashes differently each time.
+    let hash_password = || {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["admin", "hash-password"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"carolpw\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim_end()
+            .to_string()
+    };
+    let carol = hash_password();
+    assert!(
+        carol.starts_with("$argon2id$v=19$m=2048,t=2,p=1$"),
+        "{carol}"
+    );
+    assert_ne!(carol, hash_password());
+    let r = RedisServer::start();
+    let acl = format!(
+        r#"{{"users": {{
+            "alice": {{"password": "{SECRET_ARGON2}", "commands": ["get", "set"], "keys": ["app:*"]}},
+            "carol": {{"password": "{carol}", "commands": ["get"], "keys": ["*"]}},
+            "bob": {{"password": "sha256:{BOBPW_SHA}", "commands": ["get"], "keys": ["*"]}}}}}}"#
+    );
+    let proxy = start(&[&[&r]], 2, &[plugin("acl", &acl_auth(), &acl, "")]);
+    let mut c = proxy.raw();
+    expect_err(&mut c, &["AUTH", "alice", "Secret"], WRONGPASS);
+    expect_err(&mut c, &["AUTH", "alice", "sha256:secret"], WRONGPASS);
+    expect_err(&mut c, &["GET", "app:1"], "NOAUTH Authentication required.");
+    auth(&mut c, "alice", "secret");
+    expect(&mut c, &["SET", "app:1", "v"], Resp::ok());
+    expect(&mut c, &["GET", "app:1"], Resp::bulk("v"));
+    // Connections of a pool authenticating again and again, on both workers.
+    for i in 0..20 {
+        let mut c = proxy.raw();
+        if i % 2 == 0 {
+            auth(&mut c, "alice", "secret");
+        } else {
+            let hello = c.cmd(&["HELLO", "2", "AUTH", "alice", "secret"]);
+            assert!(hello.items().is_some_and(|v| !v.is_empty()), "{hello:?}");
+        }
+        expect(&mut c, &["GET", "app:1"], Resp::bulk("v"));
+        expect_err(&mut c, &["AUTH", "alice", "wrong"], WRONGPASS);
+    }
+    let mut c = proxy.raw();
+    expect_err(&mut c, &["AUTH", "carol", "carolpw\n"], WRONGPASS);
+    auth(&mut c, "carol", "carolpw");
+    expect(&mut c, &["GET", "app:1"], Resp::bulk("v"));
+    // The old form still authenticates; the proxy's log says it is deprecated.
+    let mut b = proxy.raw();
+    expect_err(&mut b, &["AUTH", "bob", "secret"], WRONGPASS);
+    auth(&mut b, "bob", "bobpw");
+    expect(&mut b, &["GET", "app:1"], Resp::bulk("v"));
+    assert_eq!(plugin_stat(&proxy, "acl", "failures"), 0);
+    let log = proxy.log();
+    assert!(
+        log.contains("user 'bob'") && log.contains("deprecated"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("user 'alice'") && !log.contains("user 'carol'"),
+        "{log}"
+    );
+}

@@ -63,6 +63,66 @@ pub enum AdminCommand {
     },
     /// Whether the dashboard and its store answer.
     Health,
+    /// Print the Argon2id hash (a PHC string) of the password read from standard input, for
+    /// an acl-auth user's `password`: `printf %s 'secret' | tessera admin hash-password`.
+    /// One trailing newline is not part of the password. Calls no dashboard.
+    HashPassword {
+        /// Memory cost in KiB. The plugin needs this much memory in its instance
+        /// (`memory_limit_mb`), and each AUTH that is not remembered runs the whole hash
+        /// within the plugin's `timeout_ms`.
+        #[arg(long, default_value_t = HASH_MEMORY_KIB)]
+        memory_kib: u32,
+        /// Passes over the memory (time cost).
+        #[arg(long, default_value_t = HASH_ITERATIONS)]
+        iterations: u32,
+    },
+}
+
+/// The default memory cost of `hash-password`: with [`HASH_ITERATIONS`], about 2 ms natively
+/// and 5–8 ms in a plugin under wasmtime on a shared 2-core machine (docs/plugins.md).
+pub const HASH_MEMORY_KIB: u32 = 2048;
+/// The default time cost of `hash-password`.
+pub const HASH_ITERATIONS: u32 = 2;
+
+/// The Argon2id PHC string of `password` with a random 16-byte salt and the given costs
+/// (one lane): what acl-auth takes as a user's `password`.
+pub fn hash_password(
+    password: &[u8],
+    memory_kib: u32,
+    iterations: u32,
+) -> Result<String, AdminError> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    if password.is_empty() {
+        return Err(AdminError::Usage(
+            "the password is empty: give it on standard input".to_string(),
+        ));
+    }
+    let params = argon2::Params::new(memory_kib, iterations, 1, None)
+        .map_err(|e| AdminError::Usage(format!("bad Argon2 costs: {e}")))?;
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).expect("the OS random source works");
+    let salt = SaltString::encode_b64(&salt).expect("16 bytes make a valid salt");
+    let argon2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    argon2
+        .hash_password(password, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AdminError::Usage(format!("cannot hash the password: {e}")))
+}
+
+/// Reads the password of `hash-password`: all of standard input, less one trailing newline.
+fn read_password() -> Result<Vec<u8>, AdminError> {
+    use std::io::Read;
+    let mut input = Vec::new();
+    std::io::stdin().read_to_end(&mut input).map_err(|e| {
+        AdminError::Usage(format!("cannot read the password from standard input: {e}"))
+    })?;
+    if input.ends_with(b"\n") {
+        input.pop();
+        if input.ends_with(b"\r") {
+            input.pop();
+        }
+    }
+    Ok(input)
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -96,8 +156,13 @@ pub enum GroupCommand {
 
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum PluginsCommand {
-    /// Show the chain, the uploaded modules and the proxies that could not load the chain.
-    Show,
+    /// Show the chain (each config masked, with its size and sha256), the uploaded modules
+    /// and the proxies that could not load the chain.
+    Show {
+        /// Show the configs themselves (needs the admin token).
+        #[arg(long)]
+        full: bool,
+    },
     /// Upload a module (`.wasm`, or `.wat` text); prints its sha256.
     Upload { file: PathBuf },
     /// Replace the whole chain with FILE: `{"chain": [{"name": ..., "path": "f.wasm" or
@@ -231,6 +296,14 @@ type Render = Box<dyn Fn(&Value) -> String>;
 
 /// Runs one call and returns what `tessera admin` prints (a table, or the JSON).
 pub fn execute(args: &AdminArgs) -> Result<String, AdminError> {
+    if let AdminCommand::HashPassword {
+        memory_kib,
+        iterations,
+    } = &args.cmd
+    {
+        let hash = hash_password(&read_password()?, *memory_kib, *iterations)?;
+        return Ok(format!("{hash}\n"));
+    }
     let client = Client::new(&args.dashboard, args.token.clone());
     let (value, render): (Value, Render) = match &args.cmd {
         AdminCommand::Topology => (
@@ -238,10 +311,17 @@ pub fn execute(args: &AdminArgs) -> Result<String, AdminError> {
             Box::new(topology),
         ),
         AdminCommand::Health => (client.call("GET", "/api/health", None)?, Box::new(health)),
+        AdminCommand::HashPassword { .. } => unreachable!("answered above, without a call"),
         AdminCommand::Proxies => (client.call("GET", "/api/proxies", None)?, Box::new(proxies)),
         AdminCommand::Plugins { cmd } => match cmd {
-            None | Some(PluginsCommand::Show) => {
-                (client.call("GET", "/api/plugins", None)?, Box::new(plugins))
+            None => (client.call("GET", "/api/plugins", None)?, Box::new(plugins)),
+            Some(PluginsCommand::Show { full }) => {
+                let path = if *full {
+                    "/api/plugins?full=1"
+                } else {
+                    "/api/plugins"
+                };
+                (client.call("GET", path, None)?, Box::new(plugins))
             }
             Some(PluginsCommand::Upload { file }) => {
                 let v = upload(&client, file)?;
@@ -638,9 +718,16 @@ fn chain_file(client: &Client, file: &Path) -> Result<Value, AdminError> {
     Ok(doc)
 }
 
-/// A config in a table cell: one line, at most 40 characters.
-fn short_config(v: &Value) -> String {
-    let config = v.as_str().unwrap_or_default();
+/// A link's config in a table cell: masked, its size and the start of its sha256; or, shown
+/// in full, one line of at most 40 characters.
+fn short_config(link: &Value) -> String {
+    let config = link["config"].as_str().unwrap_or_default();
+    if config == crate::view::MASK
+        && let Some(bytes) = link["config_bytes"].as_u64()
+    {
+        let sha: String = text(&link["config_sha256"]).chars().take(12).collect();
+        return format!("{config} ({bytes} bytes, sha256 {sha})");
+    }
     let line = config.split_whitespace().collect::<Vec<_>>().join(" ");
     if line.is_empty() {
         "-".to_string()
@@ -668,7 +755,7 @@ fn chain_rows(chain: &Value) -> String {
                     Some(false) => "no".to_string(),
                     _ => "yes".to_string(),
                 },
-                short_config(&p["config"]),
+                short_config(p),
             ]
         })
         .collect();

@@ -1,13 +1,16 @@
 //! The REST API: one warp filter takes every request and [`dispatch`] routes it by method and
 //! path; handlers answer JSON or a [`DashboardError`], turned into a response in one place.
 //!
-//! Mutating calls need `Authorization: Bearer <admin token>`; reads are open. The body is
-//! read only after the route and the token are checked, and only up to the route's limit.
+//! Mutating calls need `Authorization: Bearer <admin token>`; reads are open, with secrets
+//! masked (the plugin configs in full need the token: `GET /api/plugins?full=1`). A request
+//! whose `Host` is not the dashboard's address is refused first (421). The body is read only
+//! after the route and the token are checked, and only up to the route's limit.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
@@ -17,7 +20,7 @@ use warp::Filter;
 use warp::http::{Method, StatusCode};
 
 use crate::error::DashboardError;
-use crate::plugins::{ChainUpdate, MAX_CHAIN_BODY, MAX_MODULE};
+use crate::plugins::{ChainUpdate, MAX_CHAIN_BODY, MAX_MODULE, masked_chain};
 use crate::service::{ProductUpdate, Service};
 use crate::view::slot_ranges;
 
@@ -31,6 +34,8 @@ const MAX_DRAIN: usize = 64 << 20;
 pub struct AppState {
     pub service: Service,
     pub admin_token: String,
+    /// The address the API is bound to (set before anything is served).
+    pub listen: OnceLock<SocketAddr>,
 }
 
 /// One request, as the router sees it.
@@ -38,6 +43,7 @@ struct Request {
     method: Method,
     path: String,
     query: HashMap<String, String>,
+    host: Option<String>,
     authorization: Option<String>,
     body: Body,
 }
@@ -63,10 +69,14 @@ pub fn routes(
     warp::method()
         .and(warp::path::full())
         .and(query)
+        // The `Host` header, or the authority of the request's target.
+        .and(
+            warp::host::optional().map(|a: Option<warp::host::Authority>| a.map(|a| a.to_string())),
+        )
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::body::stream())
         .then(
-            move |method, path: warp::path::FullPath, query: String, authorization, body| {
+            move |method, path: warp::path::FullPath, query: String, host, authorization, body| {
                 let state = state.clone();
                 async move {
                     let body = boxed(body);
@@ -74,6 +84,7 @@ pub fn routes(
                         method,
                         path: path.as_str().to_string(),
                         query: parse_query(&query),
+                        host,
                         authorization,
                         body,
                     };
@@ -101,9 +112,12 @@ fn ok(value: impl serde::Serialize) -> Answer {
     Ok((StatusCode::OK, json!(value)))
 }
 
-/// Routes one request. Order of checks: route (404/405), token (401), body (400), then the
-/// topology itself (404/409).
+/// Routes one request. Order of checks: host (421), route (404/405), token (401), body
+/// (400), then the topology itself (404/409).
 async fn dispatch(state: &AppState, mut req: Request) -> Answer {
+    if let Some(&listen) = state.listen.get() {
+        tessera_proxy::admin::check_host(req.host.as_deref(), listen)?;
+    }
     let segments: Vec<String> = req
         .path
         .trim_matches('/')
@@ -205,11 +219,7 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
         }
         ["api", "slots"] => {
             let snap = svc.snapshot().await?;
-            let full = matches!(
-                req.query.get("full").map(String::as_str),
-                Some("1" | "true" | "yes" | "")
-            );
-            if full {
+            if flag(&req.query, "full") {
                 ok(json!({ "revision": snap.revision(), "slots": snap.slot_states() }))
             } else {
                 let ranges = slot_ranges(&snap.slot_states());
@@ -242,11 +252,17 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
             let snap = svc.snapshot().await?;
             ok(json!({ "revision": snap.revision(), "proxies": snap.proxy_views() }))
         }
-        ["api", "plugins"] if *m == Method::GET => ok(svc.snapshot().await?.plugins_view()),
+        ["api", "plugins"] if *m == Method::GET => {
+            let full = flag(&req.query, "full");
+            if full {
+                check_token(state, req.authorization.as_deref())?;
+            }
+            ok(svc.snapshot().await?.plugins_view(full))
+        }
         ["api", "plugins"] => {
             let update: ChainUpdate = body(&mut req.body, MAX_CHAIN_BODY).await?;
             let (revision, chain) = svc.set_chain(update).await?;
-            ok(json!({ "revision": revision, "chain": chain }))
+            ok(json!({ "revision": revision, "chain": masked_chain(&chain) }))
         }
         ["api", "plugins", "modules"] => {
             let module = read_body(&mut req.body, MAX_MODULE).await?;
@@ -264,6 +280,14 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
         }
         _ => unreachable!("every route allowed above is handled"),
     }
+}
+
+/// Whether the query sets `name` (`?name`, `?name=1`, `true` or `yes`).
+fn flag(query: &HashMap<String, String>, name: &str) -> bool {
+    matches!(
+        query.get(name).map(String::as_str),
+        Some("1" | "true" | "yes" | "")
+    )
 }
 
 /// Distinguishes a field given as `null` (`Some(None)`) from a missing one (`None`).

@@ -10,6 +10,9 @@ pub enum DashboardError {
     /// The request is malformed or asks for something impossible (400).
     #[error("{0}")]
     BadRequest(String),
+    /// A request whose `Host` is not the dashboard's address (421).
+    #[error(transparent)]
+    ForeignHost(#[from] tessera_proxy::admin::ForeignHost),
     /// A mutating call without the right `Authorization: Bearer <token>` (401).
     #[error("missing or wrong admin token: send `Authorization: Bearer <token>`")]
     Unauthorized,
@@ -53,6 +56,7 @@ impl DashboardError {
     pub fn status(&self) -> StatusCode {
         match self {
             DashboardError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            DashboardError::ForeignHost(_) => StatusCode::MISDIRECTED_REQUEST,
             DashboardError::Unauthorized => StatusCode::UNAUTHORIZED,
             DashboardError::NotFound(_) => StatusCode::NOT_FOUND,
             DashboardError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

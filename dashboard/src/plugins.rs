@@ -45,7 +45,8 @@ pub struct ProxyPluginError {
 pub struct PluginsView {
     /// The topology revision (the chain's changes move it).
     pub revision: Revision,
-    pub chain: Vec<PluginSpec>,
+    /// The links as stored, their configs masked unless asked in full (with the token).
+    pub chain: Vec<serde_json::Value>,
     pub modules: Vec<ModuleView>,
     /// Proxies that report they could not load the chain.
     pub proxy_errors: Vec<ProxyPluginError>,
@@ -161,18 +162,23 @@ impl Snapshot {
         self.plugins.as_ref().map_or(&[], |d| &d.value.chain)
     }
 
-    /// `GET /api/plugins`.
-    pub fn plugins_view(&self) -> PluginsView {
-        let chain = self.chain().to_vec();
+    /// `GET /api/plugins`: each config masked, or in `full`.
+    pub fn plugins_view(&self, full: bool) -> PluginsView {
+        let chain = self.chain();
         let modules = self
             .modules
             .iter()
             .map(|(sha, doc)| ModuleView {
                 sha256: sha.clone(),
                 size: doc.value,
-                used_by: users(&chain, sha),
+                used_by: users(chain, sha),
             })
             .collect();
+        let chain = if full {
+            chain.iter().map(|s| serde_json::json!(s)).collect()
+        } else {
+            masked_chain(chain)
+        };
         let proxy_errors = self
             .proxies
             .iter()
@@ -197,6 +203,19 @@ impl Snapshot {
             None => Compare::Absent(keys::plugins(product)),
         }
     }
+}
+
+/// The links of `chain` as read views show them: each config masked, with its length and
+/// sha256 ([`tessera_proxy::admin::mask_plugin_config`]).
+pub fn masked_chain(chain: &[PluginSpec]) -> Vec<serde_json::Value> {
+    chain
+        .iter()
+        .map(|spec| {
+            let mut link = serde_json::json!(spec);
+            tessera_proxy::admin::mask_plugin_config(&mut link);
+            link
+        })
+        .collect()
 }
 
 /// The names of the links of `chain` that run module `sha`.

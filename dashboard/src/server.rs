@@ -23,7 +23,8 @@ pub struct DashboardArgs {
     /// The product (cluster) name; its documents live under `/tessera/<product>/`.
     #[arg(long, default_value = "tessera")]
     pub product: String,
-    /// Where the REST API listens.
+    /// Where the REST API listens. Requests must name this address in `Host` (or
+    /// `localhost` with its port, when it is a loopback or wildcard address).
     #[arg(long, default_value = "127.0.0.1:18080")]
     pub listen: SocketAddr,
     /// The token mutating calls must send (`Authorization: Bearer <token>`). Without one, a
@@ -127,6 +128,7 @@ pub async fn start_with_store(
     let state = Arc::new(AppState {
         service: Service::new(store.clone(), &args.product),
         admin_token: admin_token.clone(),
+        listen: std::sync::OnceLock::new(),
     });
     let (stop, mut stopped) = watch::channel(false);
     let (addr, serve) = warp::serve(routes(state.clone()))
@@ -137,6 +139,7 @@ pub async fn start_with_store(
             addr: args.listen.to_string(),
             message: e.to_string(),
         })?;
+    let _ = state.listen.set(addr);
     // Nothing is served before the lock is held: `serve` only runs once spawned.
     let lock = Lock::acquire(
         store.clone(),

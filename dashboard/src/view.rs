@@ -7,8 +7,8 @@ use tessera_topology::model::{Product, ProxyInfo, SLOT_COUNT, SlotState};
 use crate::error::DashboardError;
 use crate::service::Snapshot;
 
-/// What the API shows instead of a password that is set.
-pub const MASK: &str = "********";
+pub use tessera_proxy::admin::MASK;
+use tessera_proxy::admin::mask;
 
 /// A run of consecutive slots in the same state: `{"range": "0-511", "state": "owned", "group": 1}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -73,13 +73,6 @@ pub struct ProductView {
 
 impl From<&Product> for ProductView {
     fn from(p: &Product) -> Self {
-        let mask = |s: &str| {
-            if s.is_empty() {
-                String::new()
-            } else {
-                MASK.to_string()
-            }
-        };
         ProductView {
             name: p.name.clone(),
             backend_password: mask(&p.backend_password),

@@ -736,3 +736,61 @@ async fn admin_cli_against_a_running_dashboard() {
     );
     assert!(err.contains("refused"), "{err}");
 }
+
+/// One GET with the `Host` header given as is (`None`: an HTTP/1.0 request without one):
+/// the status and the body.
+async fn get_with_host(d: &DashboardHandle, path: &str, host: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(d.addr()).await.unwrap();
+    let request = match host {
+        Some(host) => format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        None => format!("GET {path} HTTP/1.0\r\n\r\n"),
+    };
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut raw))
+        .await
+        .expect("the answer within 10 s")
+        .unwrap();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {raw:?}"));
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_another_host_are_refused() {
+    let env = env().await;
+    let d = dashboard(&env, "hosts").await;
+    let port = d.addr().port();
+    // A page of evil.example whose name now resolves to 127.0.0.1 (DNS rebinding).
+    let (status, body) = get_with_host(&d, "/api/plugins", Some("evil.example:18080")).await;
+    assert_eq!(status, 421, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let message = v["error"].as_str().unwrap();
+    assert!(
+        message.contains("evil.example:18080") && message.contains(&d.addr().to_string()),
+        "{message}"
+    );
+    let (status, _) = get_with_host(&d, "/api/health", Some(&format!("evil.example:{port}"))).await;
+    assert_eq!(status, 421);
+    for host in [
+        Some(d.addr().to_string()),
+        Some(format!("localhost:{port}")),
+        Some(format!("LOCALHOST:{port}")),
+        None,
+    ] {
+        let (status, body) = get_with_host(&d, "/api/health", host.as_deref()).await;
+        assert_eq!(status, 200, "{host:?}: {body}");
+    }
+    // `tessera admin` by name works too.
+    let by_name = format!("localhost:{port}");
+    let out = tokio::task::spawn_blocking(move || admin_cli(&["--dashboard", &by_name, "health"]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.starts_with("ok: product hosts"), "{out}");
+}

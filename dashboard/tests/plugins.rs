@@ -187,12 +187,21 @@ async fn chains_are_loaded_before_they_are_written() {
         {"name": "secret", "module": secret, "config": "", "fail": "closed",
          "memory_limit_mb": 16, "timeout_ms": 10, "remember": true},
     ]);
-    assert_eq!(v["chain"], expected);
+    // The answers show each config masked, with its size and sha256; the store has it all.
+    let masked = json!([
+        {"name": "filter", "module": filter, "config": "********", "config_bytes": config.len(),
+         "config_sha256": sha256_hex(config.as_bytes()), "fail": "open",
+         "memory_limit_mb": 16, "timeout_ms": 20, "remember": false},
+        {"name": "secret", "module": secret, "config": "", "config_bytes": 0,
+         "config_sha256": sha256_hex(b""), "fail": "closed",
+         "memory_limit_mb": 16, "timeout_ms": 10, "remember": true},
+    ]);
+    assert_eq!(v["chain"], masked);
     let (stored, stored_revision) = stored_chain(&env, "chain").await.unwrap();
     assert_eq!(json!(stored.chain), expected);
     assert_eq!(stored_revision, revision);
     let v = get_plugins(&d).await;
-    assert_eq!(v["chain"], expected);
+    assert_eq!(v["chain"], masked);
     assert_eq!(v["revision"], revision);
     let used: Vec<(String, Value)> = v["modules"]
         .as_array()
@@ -405,14 +414,24 @@ async fn admin_cli_sets_a_chain_from_a_file() {
         lines[1].starts_with("NAME    MODULE        FAIL    MEMORY  TIMEOUT  REMEMBER  CONFIG"),
         "{out}"
     );
-    assert!(
-        lines[2].starts_with(&format!(
-            "filter  {}  closed  16 MiB  10 ms    yes       {{\"deny\"",
-            &filter[..12]
-        )),
+    let stored_config = &stored.chain[0].config;
+    assert_eq!(
+        lines[2],
+        format!(
+            "filter  {}  closed  16 MiB  10 ms    yes       ******** ({} bytes, sha256 {})",
+            &filter[..12],
+            stored_config.len(),
+            &sha256_hex(stored_config.as_bytes())[..12]
+        ),
         "{out}"
     );
-    assert!(lines[2].ends_with('…'), "{out}");
+    // With the token, `--full` shows the configs (one line, cut at 40 characters).
+    let full = cli(&d, &["plugins", "show", "--full"]).await.unwrap();
+    let full_line = full.lines().nth(2).unwrap();
+    assert!(
+        full_line.ends_with(r#"{"deny":["flushall","keys"],"message":"…"#),
+        "{full}"
+    );
     assert!(
         lines[3].starts_with(&format!(
             "secret  {}  closed  16 MiB  5 ms     no        -",
@@ -493,4 +512,54 @@ async fn admin_cli_sets_a_chain_from_a_file() {
         out.starts_with(&format!("module {secret} deleted")),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_configs_are_masked_in_read_views() {
+    let env = env().await;
+    let d = Arc::new(dashboard(&env, "masked").await);
+    let acl = sha256_hex(&module("acl_auth"));
+    let (status, v) = upload(&d, module("acl_auth")).await;
+    assert_eq!(status, 200, "{v}");
+    let hash = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+    let config = format!(
+        r#"{{"users": {{"alice": {{"password": "sha256:{hash}", "commands": ["get"], "keys": ["*"]}}}}}}"#
+    );
+    let (status, v) = put_chain(
+        &d,
+        json!([{"name": "acl", "module": acl, "config": config, "timeout_ms": 50}]),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(!v.to_string().contains(hash), "{v}");
+
+    // Without a token: the chain, each config masked, with its size and fingerprint.
+    let v = get_plugins(&d).await;
+    assert!(!v.to_string().contains(hash), "{v}");
+    assert_eq!(
+        v["chain"],
+        json!([{"name": "acl", "module": acl, "config": "********", "config_bytes": config.len(),
+                "config_sha256": sha256_hex(config.as_bytes()), "fail": "closed",
+                "memory_limit_mb": 16, "timeout_ms": 50, "remember": true}])
+    );
+    // The full configs need the token.
+    let (status, v) = http(&d, "GET", "/api/plugins?full=1", None, Body::None).await;
+    assert_eq!(status, 401, "{v}");
+    assert!(error(&v).starts_with("missing or wrong admin token"), "{v}");
+    let (status, v) = http(&d, "GET", "/api/plugins?full=1", Some(TOKEN), Body::None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["chain"][0]["config"], config);
+
+    // `tessera admin plugins` shows the mask, even with the token.
+    let out = cli(&d, &["plugins"]).await.unwrap();
+    assert!(!out.contains(hash), "{out}");
+    let fingerprint = &sha256_hex(config.as_bytes())[..12];
+    let cell = format!("******** ({} bytes, sha256 {fingerprint})", config.len());
+    assert!(out.contains(&cell), "{out}");
+    // `plugins show --full` asks for them (with the token).
+    let out = cli(&d, &["plugins", "show", "--full", "--json"])
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["chain"][0]["config"], config);
 }

@@ -7,7 +7,7 @@
 //! {
 //!   "users": {
 //!     "alice": {
-//!       "password": "sha256:<64 hex digits>",
+//!       "password": "$argon2id$v=19$m=2048,t=2,p=1$<salt>$<hash>",
 //!       "commands": ["get", "set", "del"],
 //!       "keys": ["app:*"]
 //!     }
@@ -15,8 +15,12 @@
 //! }
 //! ```
 //!
-//! - `password`: `sha256:` and the hex SHA-256 of the password
-//!   (`printf %s 'secret' | sha256sum`).
+//! - `password`: an Argon2 PHC string, salted and slow to guess, as
+//!   `printf %s 'secret' | tessera admin hash-password` prints it; or, deprecated (unsalted
+//!   and fast to guess, logged as such at configure time), `sha256:` and the hex SHA-256 of
+//!   the password (`printf %s 'secret' | sha256sum`). A verified Argon2 password is
+//!   remembered by the instance (as a salted SHA-256 of it, per user), so connections that
+//!   authenticate again with it do not pay the slow hash; a wrong one always does.
 //! - `commands`: rules applied in order, the last one that matches a command decides (as in
 //!   Redis's ACL): `"get"` or `"+get"` allows, `"-get"` denies, `"config|get"` names one
 //!   subcommand, `"*"`, `"+@all"` or `"allcommands"` allow everything, `"-@all"` or
@@ -51,8 +55,11 @@
 //! rules name with a subcommand when the command has no subcommands in Redis (`"get|k"`
 //! looks at an argument).
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tessera_sdk::wire::same_bytes;
@@ -145,12 +152,78 @@ impl KeyPattern {
     }
 }
 
+/// How a user's password is stored.
+#[derive(Debug)]
+enum Password {
+    /// `sha256:<hex>`: unsalted, deprecated.
+    Sha256([u8; 32]),
+    /// An Argon2 PHC string (checked at configure time), and the salted SHA-256 of the
+    /// password it was last verified with.
+    Argon2 {
+        phc: String,
+        verified: Cell<Option<[u8; 32]>>,
+    },
+}
+
+impl Password {
+    fn parse(text: &str) -> Result<Password, String> {
+        if let Some(hex) = text.strip_prefix("sha256:") {
+            let sha = parse_hex32(hex)
+                .ok_or("the sha256 of the password must be 64 hex digits".to_string())?;
+            return Ok(Password::Sha256(sha));
+        }
+        if text.starts_with("$argon2") {
+            let bad = |e: &dyn std::fmt::Display| format!("password: bad Argon2 PHC string: {e}");
+            let hash = PasswordHash::new(text).map_err(|e| bad(&e))?;
+            Algorithm::try_from(hash.algorithm).map_err(|e| bad(&e))?;
+            Params::try_from(&hash).map_err(|e| bad(&e))?;
+            if hash.salt.is_none() || hash.hash.is_none() {
+                return Err(bad(&"it has no salt or no hash"));
+            }
+            return Ok(Password::Argon2 {
+                phc: text.to_owned(),
+                verified: Cell::new(None),
+            });
+        }
+        Err("password must be an Argon2 PHC string (\"$argon2id$v=19$m=...\", from `tessera admin hash-password`) or \"sha256:<64 hex digits>\" (deprecated)".to_string())
+    }
+
+    fn matches(&self, password: &[u8]) -> bool {
+        match self {
+            Password::Sha256(want) => same_digest(&Sha256::digest(password).into(), want),
+            Password::Argon2 { phc, verified } => {
+                // The PHC string ends with the salt and the hash: a digest of it and the
+                // password differs per user and per salt.
+                let digest: [u8; 32] = Sha256::new()
+                    .chain_update(phc.as_bytes())
+                    .chain_update(password)
+                    .finalize()
+                    .into();
+                if verified.get().is_some_and(|v| same_digest(&digest, &v)) {
+                    return true;
+                }
+                let ok = PasswordHash::new(phc)
+                    .is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok());
+                if ok {
+                    verified.set(Some(digest));
+                }
+                ok
+            }
+        }
+    }
+}
+
+/// Compares every byte, whatever the first difference.
+fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// A configured user.
 #[derive(Debug)]
 struct User {
     /// Unique among the users, for [`Memo`].
     id: usize,
-    password_sha256: [u8; 32],
+    password: Password,
     rules: Vec<Rule>,
     /// The names that have subcommand rules (`config` for `config|get`): whether such a
     /// command may run depends on its argument 1, not on its name only.
@@ -235,13 +308,12 @@ impl Memo {
 
 impl User {
     fn from_config(id: usize, name: &str, c: UserConfig) -> Result<User, String> {
-        let hex = c
-            .password
-            .strip_prefix("sha256:")
-            .ok_or_else(|| format!("user '{name}': password must be \"sha256:<64 hex digits>\""))?;
-        let password_sha256 = parse_hex32(hex).ok_or_else(|| {
-            format!("user '{name}': the sha256 of the password must be 64 hex digits")
-        })?;
+        let password = Password::parse(&c.password).map_err(|e| format!("user '{name}': {e}"))?;
+        if matches!(password, Password::Sha256(_)) {
+            tessera_sdk::log::warn(&format!(
+                "acl-auth: user '{name}' has a sha256: password, which is deprecated (unsalted and fast to guess): replace it with the output of `tessera admin hash-password`"
+            ));
+        }
         let rules: Vec<Rule> = c
             .commands
             .iter()
@@ -274,7 +346,7 @@ impl User {
         };
         Ok(User {
             id,
-            password_sha256,
+            password,
             rules,
             sub_rule_names,
             arg_rule_names,
@@ -285,12 +357,7 @@ impl User {
     }
 
     fn password_is(&self, password: &[u8]) -> bool {
-        let got: [u8; 32] = Sha256::digest(password).into();
-        // Compare every byte, whatever the first difference.
-        got.iter()
-            .zip(&self.password_sha256)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        self.password.matches(password)
     }
 
     /// The last rule that matches the command decides; none: denied.
@@ -523,6 +590,91 @@ mod tests {
     /// The verdicts of a batch call, which must not be all plain `Continue`s.
     fn verdicts(out: Option<&[u8]>) -> Vec<WireVerdict> {
         wire::decode_verdict_list(out.expect("not all plain Continues")).unwrap()
+    }
+
+    /// `printf %s secret | tessera admin hash-password --memory-kib 4096 --iterations 1`.
+    const SECRET_ARGON2: &str = "$argon2id$v=19$m=4096,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$BnOHU0YDNJJVGAmPZbnliZ/dtQxhBHwxPBOFCjkAjW0";
+
+    fn argon2_user(p: &AclAuth, name: &str) -> Option<[u8; 32]> {
+        match &p.users.get(name).unwrap().password {
+            Password::Argon2 { verified, .. } => verified.get(),
+            Password::Sha256(_) => panic!("{name} has a sha256 password"),
+        }
+    }
+
+    #[test]
+    fn argon2_passwords_are_verified_then_remembered_per_user() {
+        let json = format!(
+            r#"{{"users": {{
+                "carol": {{"password": "{SECRET_ARGON2}", "commands": ["*"], "keys": ["*"]}},
+                "dave": {{"password": "{SECRET_ARGON2}", "commands": ["*"], "keys": ["*"]}},
+                "bob": {{"password": "sha256:{SECRET}", "commands": ["*"], "keys": ["*"]}}
+            }}}}"#
+        );
+        let p = AclAuth::from_json(json.as_bytes()).unwrap();
+        assert!(!p.check_password(b"carol", b"Secret"));
+        assert!(!p.check_password(b"carol", b""));
+        assert_eq!(
+            argon2_user(&p, "carol"),
+            None,
+            "a wrong password is not remembered"
+        );
+        assert!(p.check_password(b"carol", b"secret"));
+        let remembered = argon2_user(&p, "carol").expect("a verified password is remembered");
+        assert_eq!(argon2_user(&p, "dave"), None, "per user");
+        // Remembered: the same password again, and still no other one.
+        for _ in 0..3 {
+            assert!(p.check_password(b"carol", b"secret"));
+            assert!(!p.check_password(b"carol", b"secret2"));
+        }
+        assert_eq!(argon2_user(&p, "carol"), Some(remembered));
+        assert!(p.check_password(b"dave", b"secret"));
+        assert!(p.check_password(b"bob", b"secret") && !p.check_password(b"bob", b"x"));
+
+        let mut p = p;
+        let ctx = Context::default();
+        let (v, _) = run(&mut p, &ctx, &["AUTH", "carol", "secret"], &[]);
+        assert_eq!(v, Verdict::Reply(b"+OK\r\n".to_vec()));
+        assert_eq!(
+            ctx.attr_changes(),
+            [("user".to_owned(), "carol".to_owned())]
+        );
+    }
+
+    #[test]
+    fn bad_argon2_strings_are_refused_at_configure_time() {
+        let user = |password: &str| {
+            let json = format!(
+                r#"{{"users": {{"a": {{"password": "{password}", "commands": [], "keys": []}}}}}}"#
+            );
+            AclAuth::from_json(json.as_bytes()).map(drop)
+        };
+        assert!(user(SECRET_ARGON2).is_ok());
+        for (password, want) in [
+            (
+                "$argon2id$v=19$m=4096",
+                "user 'a': password: bad Argon2 PHC string",
+            ),
+            (
+                "$argon2id$v=19$m=1,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$BnOHU0YDNJJVGAmPZbnliZ/dtQxhBHwxPBOFCjkAjW0",
+                "bad Argon2",
+            ),
+            (
+                "$argon2x$v=19$m=4096,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$BnOHU0YDNJJVGAmPZbnliZ/dtQxhBHwxPBOFCjkAjW0",
+                "bad Argon2",
+            ),
+            (
+                "$argon2id$v=19$m=4096,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg",
+                "no salt or no hash",
+            ),
+            (
+                "$2b$12$abcdefghijklmnopqrstuu",
+                "tessera admin hash-password",
+            ),
+        ] {
+            let e = user(password).unwrap_err();
+            assert!(e.contains(want), "{password}: {e}");
+        }
     }
 
     #[test]
