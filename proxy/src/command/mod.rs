@@ -188,14 +188,17 @@ pub enum Class {
     Keyed,
     /// Split per group and the replies merged.
     Split(Split),
+    /// Keyless, over the whole keyspace: sent to every group (SCAN: to one group after
+    /// another) and the replies merged (`session::fanout`).
+    FanOut(FanOut),
     /// Handled inside the proxy.
     Local(Local),
     /// Keyless, answered by any one backend (COMMAND and subcommands, TIME, LOLWUT, HELPs).
     AnyBackend,
     /// Makes no sense through a proxy (server administration, replication, cluster, ...).
     Unsupported,
-    /// Not served yet (planned): transactions, blocking commands, pub/sub, cluster-wide
-    /// keyless commands.
+    /// Not served yet (planned): transactions, blocking commands, pub/sub, the other
+    /// keyless commands that need every group.
     Later,
 }
 
@@ -208,6 +211,23 @@ pub enum Split {
     Mset,
     /// `DEL`/`UNLINK`/`EXISTS`/`TOUCH k...`: one per group, the integer replies summed.
     SumIntegers,
+}
+
+/// How a fan-out command's group replies are merged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FanOut {
+    /// `DBSIZE`: the integers summed.
+    Dbsize,
+    /// `KEYS pattern`: the arrays concatenated in group order.
+    Keys,
+    /// `FLUSHDB [ASYNC|SYNC]`: `+OK` when every group says OK.
+    Flushdb,
+    /// `FLUSHALL [ASYNC|SYNC]`: likewise.
+    Flushall,
+    /// `LASTSAVE`: the smallest, the oldest of the groups' last saves.
+    Lastsave,
+    /// `SCAN cursor [...]`: one group at a time behind one cursor.
+    Scan,
 }
 
 /// A command the proxy answers itself.
@@ -990,16 +1010,15 @@ mod tests {
         ] {
             assert_eq!(class(&[c]), Class::Later, "{c:?}");
         }
-        for c in [
-            &b"subscribe"[..],
-            b"publish",
-            b"scan",
-            b"keys",
-            b"dbsize",
-            b"flushall",
-        ] {
+        for c in [&b"subscribe"[..], b"publish", b"randomkey", b"info"] {
             assert_eq!(class(&[c]), Class::Later, "{c:?}");
         }
+        assert_eq!(class(&[b"scan"]), Class::FanOut(FanOut::Scan));
+        assert_eq!(class(&[b"keys"]), Class::FanOut(FanOut::Keys));
+        assert_eq!(class(&[b"dbsize"]), Class::FanOut(FanOut::Dbsize));
+        assert_eq!(class(&[b"flushdb"]), Class::FanOut(FanOut::Flushdb));
+        assert_eq!(class(&[b"flushall"]), Class::FanOut(FanOut::Flushall));
+        assert_eq!(class(&[b"lastsave"]), Class::FanOut(FanOut::Lastsave));
         assert_eq!(class(&[b"script", b"load"]), Class::Later);
         assert_eq!(class(&[b"memory", b"stats"]), Class::Later);
         for c in [
@@ -1054,7 +1073,10 @@ mod tests {
             if matches!(spec.class(), Class::Split(_)) {
                 assert!(has_keys, "{}", spec.name);
             }
-            if matches!(spec.class(), Class::Local(_) | Class::AnyBackend) {
+            if matches!(
+                spec.class(),
+                Class::Local(_) | Class::AnyBackend | Class::FanOut(_)
+            ) {
                 assert!(!has_keys, "{} has keys", spec.name);
             }
         }
@@ -1068,6 +1090,7 @@ mod tests {
             match class {
                 Class::Keyed => "Keyed",
                 Class::Split(_) => "Split",
+                Class::FanOut(_) => "FanOut",
                 Class::Local(_) => "Local",
                 Class::AnyBackend => "AnyBackend",
                 Class::Later => "Later",
@@ -1078,6 +1101,7 @@ mod tests {
         for group in [
             "Keyed",
             "Split",
+            "FanOut",
             "Local",
             "AnyBackend",
             "Later",
@@ -1094,6 +1118,7 @@ mod tests {
             let name = spec.name.replace('|', " ").to_ascii_uppercase();
             let class = match spec.class() {
                 Class::Split(s) => format!("Split ({s:?})"),
+                Class::FanOut(f) => format!("FanOut ({f:?})"),
                 Class::Local(l) => format!("Local ({l:?})"),
                 c => format!("{c:?}"),
             };
