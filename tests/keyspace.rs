@@ -354,3 +354,43 @@ fn the_redis_crate_scans_every_key_in_resp2_and_resp3() {
     let all: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn3).unwrap();
     assert_each_once(&all, &keys);
 }
+
+/// The bundled key-prefix plugin rewrites KEYS and SCAN patterns into the tenant's namespace
+/// and strips the replies: through the fan-out, a tenant lists its own keys on every group,
+/// once, and none of another namespace.
+#[test]
+fn key_prefix_confines_keys_and_scan_to_the_tenant_over_every_group() {
+    let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("plugins/target/wasm32-unknown-unknown/release/key_prefix.wasm");
+    assert!(
+        module.is_file(),
+        "{} is missing: run ./plugins/build.sh first",
+        module.display()
+    );
+    let servers: Vec<RedisServer> = (0..GROUPS).map(|_| RedisServer::start()).collect();
+    let groups: Vec<[&RedisServer; 1]> = servers.iter().map(|s| [s]).collect();
+    let groups: Vec<&[&RedisServer]> = groups.iter().map(|g| &g[..]).collect();
+    let proxy = Proxy::builder(&groups)
+        .extra_toml(&format!(
+            "[[plugin]]\nname = \"key-prefix\"\npath = {}\n\
+             config = '''{{\"tenants\": {{}}, \"default\": \"t1:\"}}'''\ntimeout_ms = 500\n",
+            toml_str(&module.display().to_string())
+        ))
+        .start();
+    let mut c = proxy.raw();
+    let mine = set_keys(&mut c, "k:", 150);
+    // Another namespace's keys, written on the backends directly.
+    for (i, r) in servers.iter().enumerate() {
+        for j in 0..20 {
+            let _: () = redis::cmd("SET")
+                .arg(format!("t2:k:{i}:{j}"))
+                .arg("x")
+                .query(&mut r.conn())
+                .unwrap();
+        }
+    }
+    assert_each_once(&strings(&c.cmd(&["KEYS", "*"])), &mine);
+    let (got, calls) = scan_all(&mut c, &["COUNT", "10"], || {});
+    assert_each_once(&got, &mine);
+    assert!(calls >= GROUPS, "only {calls} SCAN calls");
+}

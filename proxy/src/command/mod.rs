@@ -1147,7 +1147,8 @@ answers HELLO itself with Redis's fields (`version` is the backends' Redis versi
 and 3. A RESP3 session's commands go to backend connections opened with `HELLO 3`, so every
 reply (maps, sets, doubles, booleans, nulls, big numbers, verbatim strings) is exactly what
 Redis sends a RESP3 client; replies the proxy makes (merged MGET, CLIENT GETNAME, errors)
-and replies plugins make are in the session's protocol (an MGET miss is `_` in RESP3).
+and replies plugins make are in the session's protocol (DBSIZE's sum, KEYS' array and
+SCAN's two elements are the same in both; their elements are the backends' own) (an MGET miss is `_` in RESP3).
 Commands sent before a HELLO are answered in the protocol they were sent under. Redis
 pushes (`>`) never reach a session: nothing the proxy serves subscribes to them.
 
@@ -1160,6 +1161,13 @@ Every Redis 7.0 command and subcommand is in one of these classes:
   per group and the replies merged (MGET values in key order; MSET `+OK` when every group
   succeeds; DEL, UNLINK, EXISTS and TOUCH sum the counts). Each group's part is atomic, the
   whole is not.
+- **FanOut**: keyless commands over the whole keyspace, sent to the master of every group
+  in group order (ascending group id) and merged: DBSIZE sums the counts, KEYS concatenates
+  the keys (group after group), FLUSHDB and FLUSHALL (`ASYNC`/`SYNC` passed on) answer `+OK`
+  when every group did, LASTSAVE answers the smallest time, the oldest group's last save
+  (the conservative answer: everything is saved at least as recently as that). SCAN walks
+  the groups one after another behind one cursor (below). A fan-out is not atomic: the
+  groups run it one by one, each on its own.
 - **Local**: answered by the proxy itself: AUTH, SELECT, PING, ECHO, QUIT, HELLO, CLIENT
   SETNAME, CLIENT GETNAME, CLIENT ID.
 - **AnyBackend**: keyless commands any backend answers for all: COMMAND and its
@@ -1167,9 +1175,8 @@ Every Redis 7.0 command and subcommand is in one of these classes:
   LOLWUT, and the HELP of containers the proxy supports.
 - **Later**: not supported yet, planned: transactions (MULTI, EXEC, DISCARD, WATCH,
   UNWATCH), blocking commands (BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN, BZPOPMAX,
-  BZMPOP, WAIT), pub/sub, RESET, and keyless commands that need every group (SCAN, KEYS,
-  DBSIZE, RANDOMKEY, FLUSHALL, FLUSHDB, INFO, MEMORY STATS, SCRIPT and FUNCTION
-  management).
+  BZMPOP, WAIT), pub/sub, RESET, and the keyless commands that need every group and are not
+  FanOut yet: RANDOMKEY, INFO, MEMORY STATS, SCRIPT and FUNCTION management.
 - **Unsupported**: makes no sense through a proxy; the proxy replies with an error. Use the
   backends directly for these: server administration and persistence (CONFIG, SHUTDOWN,
   SAVE, BGSAVE, ...), replication (REPLICAOF, SYNC, MONITOR, ROLE, ...), Redis Cluster
@@ -1219,6 +1226,31 @@ Notes:
   with the same error. So `timeout_ms` bounds how long the sessions on that connection wait.
   Redis still completes the slow command (it may have taken effect although its client got
   the error), and commands on other connections to that Redis wait for it too.
+- SCAN's cursor holds the group and that group's own cursor: `cursor = index << 53 |
+  group_cursor`, where `index` is the group's place in group order (0 for the lowest group
+  id) and `group_cursor` the cursor Redis gave (a bucket index of its hash table, far below
+  2^53). Every cursor fits an unsigned and a signed 64-bit integer; at most 1024 groups can
+  be scanned. `SCAN 0` starts on the first group; when a group answers cursor 0 the client
+  gets the next group's start (`(index + 1) << 53`, possibly with no keys in that call);
+  the last group's 0 is the client's 0. MATCH, COUNT and TYPE go to each group as sent
+  (COUNT is per call, so per group). A cursor that is not an unsigned 64-bit decimal or
+  names a group beyond the last gets Redis's `-ERR invalid cursor`. Redis's guarantee
+  holds over the whole iteration: a key that exists from the start to the end of the
+  iteration is returned at least once (possibly more than once, as with Redis). While slots
+  move between groups (slot migration does not exist yet, but a changed slot table has the
+  same effect), a key moved to a group already scanned may be missed and one moved to a
+  group not scanned yet may be returned twice; a change of the groups themselves (one
+  added or removed) changes what a cursor's index means. HSCAN, SSCAN and ZSCAN are keyed.
+- A fan-out answers a whole result or an error, never part of the groups' replies. When a
+  group cannot be reached, the reply is that group's `-ERR backend <addr> unavailable:
+  <reason>`; another error from some groups is answered naming the first one's group, with
+  its own code (`-LOADING group 2: Redis is loading ...`); an error every group gives alike
+  (a syntax error, say) is answered as Redis gives it. A FLUSHDB or FLUSHALL that fails on
+  one group may have flushed the others.
+- FLUSHDB and FLUSHALL are allowed by default, as in Redis. `proxy.allow_flushdb = false`
+  or `proxy.allow_flushall = false` in the config turns them off; they then answer
+  `-ERR FLUSHDB is disabled by the proxy's config (proxy.allow_flushdb = false)` (and the
+  same for FLUSHALL) and nothing is sent to any group.
 - MSETNX is atomic, so it is keyed (one slot), not split. MOVE and COPY ... DB use the
   databases of the group that owns the key.
 - A container command (OBJECT, CLIENT, CONFIG, ...) alone is an arity error, except
