@@ -1251,6 +1251,11 @@ Notes:
   or `proxy.allow_flushall = false` in the config turns them off; they then answer
   `-ERR FLUSHDB is disabled by the proxy's config (proxy.allow_flushdb = false)` (and the
   same for FLUSHALL) and nothing is sent to any group.
+- DBSIZE, FLUSHDB, FLUSHALL and LASTSAVE name no key, so a plugin that keeps tenants apart
+  by key prefix (the bundled key-prefix) does not confine them: a tenant's DBSIZE counts,
+  and its FLUSHDB or FLUSHALL deletes, every tenant's keys. Deny them to tenants (the
+  command-filter plugin, acl-auth's `commands`) or turn the flushes off. KEYS and SCAN are
+  confined: key-prefix rewrites their patterns and strips their replies.
 - MSETNX is atomic, so it is keyed (one slot), not split. MOVE and COPY ... DB use the
   databases of the group that owns the key.
 - A container command (OBJECT, CLIENT, CONFIG, ...) alone is an arity error, except

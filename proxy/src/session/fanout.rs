@@ -204,13 +204,11 @@ impl Gather {
     }
 
     fn unexpected(&self) -> Bytes {
+        let name = format!("{:?}", self.kind).to_ascii_lowercase();
         let mut out = BytesMut::new();
         encode::error(
             &mut out,
-            &format!(
-                "ERR unexpected reply from a backend to '{}'",
-                format!("{:?}", self.kind).to_ascii_lowercase()
-            ),
+            &format!("ERR unexpected reply from a backend to '{name}'"),
         );
         out.freeze()
     }
