@@ -105,6 +105,12 @@ pub struct ProxyConfig {
     pub idle_timeout_secs: u64,
     /// Number of logical databases a client may SELECT.
     pub databases: u32,
+    /// Whether clients may FLUSHDB (every group's selected database). On by default, as
+    /// in Redis; off, FLUSHDB answers an error naming this setting.
+    pub allow_flushdb: bool,
+    /// Whether clients may FLUSHALL (every database of every group). On by default, as in
+    /// Redis; off, FLUSHALL answers an error naming this setting.
+    pub allow_flushall: bool,
 }
 
 impl Default for ProxyConfig {
@@ -122,6 +128,8 @@ impl Default for ProxyConfig {
             max_pipeline: 10_000,
             idle_timeout_secs: 0,
             databases: 16,
+            allow_flushdb: true,
+            allow_flushall: true,
         }
     }
 }

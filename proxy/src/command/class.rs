@@ -5,7 +5,7 @@
 //! missing, unknown or duplicate name fails the build (and the unit tests say which).
 
 use super::table::{BY_ID, COUNT};
-use super::{Class, Local, Split};
+use super::{Class, FanOut, Local, Split};
 
 /// Routed by their keys; all keys must hash to one slot, else CROSSSLOT.
 const KEYED: &[&str] = &[
@@ -211,6 +211,16 @@ const SPLIT: &[(&str, Split)] = &[
     ("touch", Split::SumIntegers),
 ];
 
+/// Sent to every group (SCAN: to one group after another) and the replies merged.
+const FAN_OUT: &[(&str, FanOut)] = &[
+    ("dbsize", FanOut::Dbsize),
+    ("keys", FanOut::Keys),
+    ("flushdb", FanOut::Flushdb),
+    ("flushall", FanOut::Flushall),
+    ("lastsave", FanOut::Lastsave),
+    ("scan", FanOut::Scan),
+];
+
 /// Answered by the proxy itself.
 const LOCAL: &[(&str, Local)] = &[
     ("auth", Local::Auth),
@@ -282,12 +292,7 @@ const LATER: &[&str] = &[
     "pubsub|shardchannels",
     "pubsub|shardnumsub",
     // Keyless commands that need every group: fan out and merge.
-    "scan",
-    "keys",
-    "dbsize",
     "randomkey",
-    "flushall",
-    "flushdb",
     "info",
     "memory|stats",
     // Script and function management: fan out to every group.
@@ -323,7 +328,6 @@ const UNSUPPORTED: &[&str] = &[
     "save",
     "bgsave",
     "bgrewriteaof",
-    "lastsave",
     "module",
     "module|help",
     "module|list",
@@ -435,6 +439,13 @@ pub fn describe(class: Class) -> &'static str {
         Class::Split(Split::Mget) => "split per group, values merged in key order",
         Class::Split(Split::Mset) => "split per group, OK when every group succeeds",
         Class::Split(Split::SumIntegers) => "split per group, integer replies summed",
+        Class::FanOut(FanOut::Dbsize) => "sent to every group, integer replies summed",
+        Class::FanOut(FanOut::Keys) => "sent to every group, arrays concatenated in group order",
+        Class::FanOut(FanOut::Flushdb | FanOut::Flushall) => {
+            "sent to every group, OK when every group succeeds; can be disabled in the config"
+        }
+        Class::FanOut(FanOut::Lastsave) => "sent to every group, the oldest (smallest) answered",
+        Class::FanOut(FanOut::Scan) => "one cursor over every group, scanned one after another",
         Class::Local(_) => "answered by the proxy",
         Class::AnyBackend => "answered by any one backend",
         Class::Unsupported => "not supported through the proxy",
@@ -452,6 +463,7 @@ pub(super) fn entries() -> impl Iterator<Item = (&'static str, Class)> {
         |names: &'static [&'static str], class: Class| names.iter().map(move |&n| (n, class));
     plain(KEYED, Class::Keyed)
         .chain(SPLIT.iter().map(|&(n, s)| (n, Class::Split(s))))
+        .chain(FAN_OUT.iter().map(|&(n, f)| (n, Class::FanOut(f))))
         .chain(LOCAL.iter().map(|&(n, l)| (n, Class::Local(l))))
         .chain(plain(ANY_BACKEND, Class::AnyBackend))
         .chain(plain(LATER, Class::Later))
@@ -464,6 +476,11 @@ const fn build() -> [Class; COUNT] {
     let mut i = 0;
     while i < SPLIT.len() {
         assign(&mut found, SPLIT[i].0, Class::Split(SPLIT[i].1));
+        i += 1;
+    }
+    let mut i = 0;
+    while i < FAN_OUT.len() {
+        assign(&mut found, FAN_OUT[i].0, Class::FanOut(FAN_OUT[i].1));
         i += 1;
     }
     let mut i = 0;

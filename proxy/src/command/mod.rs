@@ -188,14 +188,17 @@ pub enum Class {
     Keyed,
     /// Split per group and the replies merged.
     Split(Split),
+    /// Keyless, over the whole keyspace: sent to every group (SCAN: to one group after
+    /// another) and the replies merged (`session::fanout`).
+    FanOut(FanOut),
     /// Handled inside the proxy.
     Local(Local),
     /// Keyless, answered by any one backend (COMMAND and subcommands, TIME, LOLWUT, HELPs).
     AnyBackend,
     /// Makes no sense through a proxy (server administration, replication, cluster, ...).
     Unsupported,
-    /// Not served yet (planned): transactions, blocking commands, pub/sub, cluster-wide
-    /// keyless commands.
+    /// Not served yet (planned): transactions, blocking commands, pub/sub, the other
+    /// keyless commands that need every group.
     Later,
 }
 
@@ -208,6 +211,23 @@ pub enum Split {
     Mset,
     /// `DEL`/`UNLINK`/`EXISTS`/`TOUCH k...`: one per group, the integer replies summed.
     SumIntegers,
+}
+
+/// How a fan-out command's group replies are merged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FanOut {
+    /// `DBSIZE`: the integers summed.
+    Dbsize,
+    /// `KEYS pattern`: the arrays concatenated in group order.
+    Keys,
+    /// `FLUSHDB [ASYNC|SYNC]`: `+OK` when every group says OK.
+    Flushdb,
+    /// `FLUSHALL [ASYNC|SYNC]`: likewise.
+    Flushall,
+    /// `LASTSAVE`: the smallest, the oldest of the groups' last saves.
+    Lastsave,
+    /// `SCAN cursor [...]`: one group at a time behind one cursor.
+    Scan,
 }
 
 /// A command the proxy answers itself.
@@ -990,16 +1010,15 @@ mod tests {
         ] {
             assert_eq!(class(&[c]), Class::Later, "{c:?}");
         }
-        for c in [
-            &b"subscribe"[..],
-            b"publish",
-            b"scan",
-            b"keys",
-            b"dbsize",
-            b"flushall",
-        ] {
+        for c in [&b"subscribe"[..], b"publish", b"randomkey", b"info"] {
             assert_eq!(class(&[c]), Class::Later, "{c:?}");
         }
+        assert_eq!(class(&[b"scan"]), Class::FanOut(FanOut::Scan));
+        assert_eq!(class(&[b"keys"]), Class::FanOut(FanOut::Keys));
+        assert_eq!(class(&[b"dbsize"]), Class::FanOut(FanOut::Dbsize));
+        assert_eq!(class(&[b"flushdb"]), Class::FanOut(FanOut::Flushdb));
+        assert_eq!(class(&[b"flushall"]), Class::FanOut(FanOut::Flushall));
+        assert_eq!(class(&[b"lastsave"]), Class::FanOut(FanOut::Lastsave));
         assert_eq!(class(&[b"script", b"load"]), Class::Later);
         assert_eq!(class(&[b"memory", b"stats"]), Class::Later);
         for c in [
@@ -1054,7 +1073,10 @@ mod tests {
             if matches!(spec.class(), Class::Split(_)) {
                 assert!(has_keys, "{}", spec.name);
             }
-            if matches!(spec.class(), Class::Local(_) | Class::AnyBackend) {
+            if matches!(
+                spec.class(),
+                Class::Local(_) | Class::AnyBackend | Class::FanOut(_)
+            ) {
                 assert!(!has_keys, "{} has keys", spec.name);
             }
         }
@@ -1068,6 +1090,7 @@ mod tests {
             match class {
                 Class::Keyed => "Keyed",
                 Class::Split(_) => "Split",
+                Class::FanOut(_) => "FanOut",
                 Class::Local(_) => "Local",
                 Class::AnyBackend => "AnyBackend",
                 Class::Later => "Later",
@@ -1078,6 +1101,7 @@ mod tests {
         for group in [
             "Keyed",
             "Split",
+            "FanOut",
             "Local",
             "AnyBackend",
             "Later",
@@ -1094,6 +1118,7 @@ mod tests {
             let name = spec.name.replace('|', " ").to_ascii_uppercase();
             let class = match spec.class() {
                 Class::Split(s) => format!("Split ({s:?})"),
+                Class::FanOut(f) => format!("FanOut ({f:?})"),
                 Class::Local(l) => format!("Local ({l:?})"),
                 c => format!("{c:?}"),
             };
@@ -1122,7 +1147,8 @@ answers HELLO itself with Redis's fields (`version` is the backends' Redis versi
 and 3. A RESP3 session's commands go to backend connections opened with `HELLO 3`, so every
 reply (maps, sets, doubles, booleans, nulls, big numbers, verbatim strings) is exactly what
 Redis sends a RESP3 client; replies the proxy makes (merged MGET, CLIENT GETNAME, errors)
-and replies plugins make are in the session's protocol (an MGET miss is `_` in RESP3).
+and replies plugins make are in the session's protocol (DBSIZE's sum, KEYS' array and
+SCAN's two elements are the same in both; their elements are the backends' own) (an MGET miss is `_` in RESP3).
 Commands sent before a HELLO are answered in the protocol they were sent under. Redis
 pushes (`>`) never reach a session: nothing the proxy serves subscribes to them.
 
@@ -1135,6 +1161,13 @@ Every Redis 7.0 command and subcommand is in one of these classes:
   per group and the replies merged (MGET values in key order; MSET `+OK` when every group
   succeeds; DEL, UNLINK, EXISTS and TOUCH sum the counts). Each group's part is atomic, the
   whole is not.
+- **FanOut**: keyless commands over the whole keyspace, sent to the master of every group
+  in group order (ascending group id) and merged: DBSIZE sums the counts, KEYS concatenates
+  the keys (group after group), FLUSHDB and FLUSHALL (`ASYNC`/`SYNC` passed on) answer `+OK`
+  when every group did, LASTSAVE answers the smallest time, the oldest group's last save
+  (the conservative answer: everything is saved at least as recently as that). SCAN walks
+  the groups one after another behind one cursor (below). A fan-out is not atomic: the
+  groups run it one by one, each on its own.
 - **Local**: answered by the proxy itself: AUTH, SELECT, PING, ECHO, QUIT, HELLO, CLIENT
   SETNAME, CLIENT GETNAME, CLIENT ID.
 - **AnyBackend**: keyless commands any backend answers for all: COMMAND and its
@@ -1142,9 +1175,8 @@ Every Redis 7.0 command and subcommand is in one of these classes:
   LOLWUT, and the HELP of containers the proxy supports.
 - **Later**: not supported yet, planned: transactions (MULTI, EXEC, DISCARD, WATCH,
   UNWATCH), blocking commands (BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN, BZPOPMAX,
-  BZMPOP, WAIT), pub/sub, RESET, and keyless commands that need every group (SCAN, KEYS,
-  DBSIZE, RANDOMKEY, FLUSHALL, FLUSHDB, INFO, MEMORY STATS, SCRIPT and FUNCTION
-  management).
+  BZMPOP, WAIT), pub/sub, RESET, and the keyless commands that need every group and are not
+  FanOut yet: RANDOMKEY, INFO, MEMORY STATS, SCRIPT and FUNCTION management.
 - **Unsupported**: makes no sense through a proxy; the proxy replies with an error. Use the
   backends directly for these: server administration and persistence (CONFIG, SHUTDOWN,
   SAVE, BGSAVE, ...), replication (REPLICAOF, SYNC, MONITOR, ROLE, ...), Redis Cluster
@@ -1194,6 +1226,36 @@ Notes:
   with the same error. So `timeout_ms` bounds how long the sessions on that connection wait.
   Redis still completes the slow command (it may have taken effect although its client got
   the error), and commands on other connections to that Redis wait for it too.
+- SCAN's cursor holds the group and that group's own cursor: `cursor = index << 53 |
+  group_cursor`, where `index` is the group's place in group order (0 for the lowest group
+  id) and `group_cursor` the cursor Redis gave (a bucket index of its hash table, far below
+  2^53). Every cursor fits an unsigned and a signed 64-bit integer; at most 1024 groups can
+  be scanned. `SCAN 0` starts on the first group; when a group answers cursor 0 the client
+  gets the next group's start (`(index + 1) << 53`, possibly with no keys in that call);
+  the last group's 0 is the client's 0. MATCH, COUNT and TYPE go to each group as sent
+  (COUNT is per call, so per group). A cursor that is not an unsigned 64-bit decimal or
+  names a group beyond the last gets Redis's `-ERR invalid cursor`. Redis's guarantee
+  holds over the whole iteration: a key that exists from the start to the end of the
+  iteration is returned at least once (possibly more than once, as with Redis). While slots
+  move between groups (slot migration does not exist yet, but a changed slot table has the
+  same effect), a key moved to a group already scanned may be missed and one moved to a
+  group not scanned yet may be returned twice; a change of the groups themselves (one
+  added or removed) changes what a cursor's index means. HSCAN, SSCAN and ZSCAN are keyed.
+- A fan-out answers a whole result or an error, never part of the groups' replies. When a
+  group cannot be reached, the reply is that group's `-ERR backend <addr> unavailable:
+  <reason>`; another error from some groups is answered naming the first one's group, with
+  its own code (`-LOADING group 2: Redis is loading ...`); an error every group gives alike
+  (a syntax error, say) is answered as Redis gives it. A FLUSHDB or FLUSHALL that fails on
+  one group may have flushed the others.
+- FLUSHDB and FLUSHALL are allowed by default, as in Redis. `proxy.allow_flushdb = false`
+  or `proxy.allow_flushall = false` in the config turns them off; they then answer
+  `-ERR FLUSHDB is disabled by the proxy's config (proxy.allow_flushdb = false)` (and the
+  same for FLUSHALL) and nothing is sent to any group.
+- DBSIZE, FLUSHDB, FLUSHALL and LASTSAVE name no key, so a plugin that keeps tenants apart
+  by key prefix (the bundled key-prefix) does not confine them: a tenant's DBSIZE counts,
+  and its FLUSHDB or FLUSHALL deletes, every tenant's keys. Deny them to tenants (the
+  command-filter plugin, acl-auth's `commands`) or turn the flushes off. KEYS and SCAN are
+  confined: key-prefix rewrites their patterns and strips their replies.
 - MSETNX is atomic, so it is keyed (one slot), not split. MOVE and COPY ... DB use the
   databases of the group that owns the key.
 - A container command (OBJECT, CLIENT, CONFIG, ...) alone is an arity error, except

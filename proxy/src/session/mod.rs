@@ -5,6 +5,7 @@
 //! the order it read them, so commands on one key run on Redis in the client's order. A reply
 //! that arrives early waits only for the replies before it.
 
+mod fanout;
 mod local;
 mod plugins;
 mod split;
@@ -42,6 +43,8 @@ enum State {
     Ready(Bytes),
     /// A split command waiting for some of its parts.
     Merging(Box<Merge>),
+    /// A fan-out command waiting for some of its groups.
+    Gathering(Box<fanout::Gather>),
 }
 
 /// A command in flight, in request order.
@@ -331,16 +334,22 @@ impl Session {
         if let Err(why) = command::check_options(spec, &req.args) {
             return self.error(seq, &why);
         }
-        if self.plugins && matches!(class, Class::Keyed | Class::Split(_) | Class::AnyBackend) {
+        if self.plugins
+            && matches!(
+                class,
+                Class::Keyed | Class::Split(_) | Class::FanOut(_) | Class::AnyBackend
+            )
+        {
             self.keep_for_reply_hook(seq, spec, &req);
         }
         match class {
             Class::Keyed => self.dispatch_keyed(seq, spec, req, table),
             Class::Split(kind) => self.dispatch_split(seq, kind, req, table),
+            Class::FanOut(kind) => self.dispatch_fanout(seq, kind, req, table),
             Class::Local(l) => self.local(seq, l, &req.args),
             Class::AnyBackend => match table.any_backend() {
                 Some(b) => self.forward(b, &req, Dest::Whole(seq)),
-                None => self.error(seq, "ERR no group is configured"),
+                None => self.error(seq, NO_GROUP),
             },
             Class::Unsupported => self.error(
                 seq,
@@ -358,9 +367,7 @@ impl Session {
         keys.clear();
         command::key_positions(spec, &req.args, &mut keys);
         let backend = match keys.split_first() {
-            None => table
-                .any_backend()
-                .ok_or_else(|| "ERR no group is configured".to_string()),
+            None => table.any_backend().ok_or_else(|| NO_GROUP.to_string()),
             Some((&first, rest)) => {
                 let s = slot::slot(&req.args[first]);
                 if rest.iter().any(|&k| slot::slot(&req.args[k]) != s) {
@@ -389,6 +396,40 @@ impl Session {
                         for &a in &part.args {
                             encode::bulk(out, &req.args[a as usize]);
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch_fanout(
+        &mut self,
+        seq: u64,
+        kind: command::FanOut,
+        req: Request,
+        table: &SlotTable,
+    ) {
+        let config = &self.worker.shared.config.proxy;
+        match fanout::plan(kind, &req.args, table, config) {
+            Err(msg) => self.error(seq, &msg),
+            Ok(fanout::Plan::Every(groups, gather)) => {
+                self.entry(seq).state = State::Gathering(Box::new(gather));
+                for (i, &(_, backend)) in groups.iter().enumerate() {
+                    self.forward(backend, &req, Dest::Part(seq, i as u32));
+                }
+            }
+            Ok(fanout::Plan::Scan {
+                backend,
+                group_cursor,
+                gather,
+            }) => {
+                self.entry(seq).state = State::Gathering(Box::new(gather));
+                if let Some(out) = self.outgoing(backend, Dest::Part(seq, 0)) {
+                    encode::array_header(out, req.args.len());
+                    encode::bulk(out, &req.args[0]);
+                    encode::bulk(out, group_cursor.to_string().as_bytes());
+                    for a in &req.args[2..] {
+                        encode::bulk(out, a);
                     }
                 }
             }
@@ -482,9 +523,12 @@ impl Session {
             Dest::Whole(seq) => self.complete(seq, reply),
             Dest::Part(seq, part) => {
                 let e = self.entry(seq);
-                if let State::Merging(m) = &mut e.state
-                    && let Some(done) = m.add(part as usize, reply)
-                {
+                let done = match &mut e.state {
+                    State::Merging(m) => m.add(part as usize, reply),
+                    State::Gathering(g) => g.add(part as usize, reply),
+                    _ => None,
+                };
+                if let Some(done) = done {
                     e.state = State::Ready(done);
                 }
             }
@@ -565,6 +609,9 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Resul
     }
     stream.read_buf(buf).await
 }
+
+/// The reply to a command that needs a group when the slot table has none.
+const NO_GROUP: &str = "ERR no group is configured";
 
 fn offline(slot: usize) -> String {
     format!("ERR slot {slot} is not served by any group")

@@ -1,0 +1,337 @@
+//! Keyless commands over the whole keyspace, sent to the master of every group (in group
+//! order) and merged back into one reply, and SCAN, which walks the groups one after another
+//! behind one cursor.
+//!
+//! ```text
+//! DBSIZE                      -> every group; the integers summed
+//! KEYS pattern                -> every group; the arrays concatenated in group order
+//! FLUSHDB [ASYNC|SYNC]        -> every group; +OK when every group says OK
+//! FLUSHALL [ASYNC|SYNC]       -> likewise (each can be refused by proxy.allow_flush*)
+//! LASTSAVE                    -> every group; the smallest (the oldest save)
+//! SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]
+//!                             -> one group: SCAN <its cursor> [options as sent]
+//! ```
+//!
+//! The cursor a client sees is `group_index << 53 | group_cursor`: the index of the group in
+//! group order in the high bits (at most [`MAX_SCAN_GROUPS`]), that group's own cursor in
+//! the low 53 (a Redis cursor is a bucket index of its keyspace's hash table, far below
+//! 2^53). So every cursor fits an unsigned and a signed 64-bit integer. A group that answers
+//! cursor 0 is done: the client gets the next group's cursor 0, and the last group's 0 is
+//! the client's 0.
+//!
+//! Errors: when every group answers the same error, that is the command's own error (a
+//! syntax error, say) and the reply; otherwise the first error in group order is, naming
+//! its group (`-ERR group 2: ...`) unless it is the proxy's own
+//! `-ERR backend <addr> unavailable ...`, which names the backend. A fan-out never answers
+//! with part of the groups' replies.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::command::FanOut;
+use crate::config::ProxyConfig;
+use crate::resp::{encode, parse_int};
+use crate::router::{BackendId, SlotTable};
+
+/// Bits of the client's SCAN cursor that hold the group's own cursor.
+const GROUP_CURSOR_BITS: u32 = 53;
+/// The most groups one SCAN cursor can walk: the index takes the 10 bits above the
+/// group's cursor, which keeps the client's cursor below 2^63.
+pub const MAX_SCAN_GROUPS: usize = 1 << 10;
+const GROUP_CURSOR_MASK: u64 = (1 << GROUP_CURSOR_BITS) - 1;
+
+/// Redis's reply to a cursor it cannot read.
+pub const INVALID_CURSOR: &str = "ERR invalid cursor";
+
+/// Where a fan-out command goes: every group's master, in group order (each with its
+/// group id), or, for SCAN, one group with the cursor to send it.
+pub enum Plan {
+    Every(Vec<(u32, BackendId)>, Gather),
+    Scan {
+        backend: BackendId,
+        group_cursor: u64,
+        gather: Gather,
+    },
+}
+
+/// How the replies of a fan-out come back together.
+pub struct Gather {
+    kind: FanOut,
+    /// The group id of each part.
+    groups: Vec<u32>,
+    parts: Vec<Option<Bytes>>,
+    remaining: usize,
+    /// SCAN: the index of the group scanned and how many groups there are.
+    scan: (usize, usize),
+}
+
+/// Decides where a fan-out command goes, or the error to answer instead.
+pub fn plan(
+    kind: FanOut,
+    args: &[Bytes],
+    table: &SlotTable,
+    config: &ProxyConfig,
+) -> Result<Plan, String> {
+    match kind {
+        FanOut::Flushdb if !config.allow_flushdb => return Err(disabled("flushdb")),
+        FanOut::Flushall if !config.allow_flushall => return Err(disabled("flushall")),
+        _ => {}
+    }
+    let groups: Vec<(u32, BackendId)> = table.groups().map(|g| (g.id, g.master)).collect();
+    if groups.is_empty() {
+        return Err(super::NO_GROUP.to_string());
+    }
+    if kind != FanOut::Scan {
+        let gather = Gather::new(kind, groups.iter().map(|g| g.0).collect(), (0, 0));
+        return Ok(Plan::Every(groups, gather));
+    }
+    if groups.len() > MAX_SCAN_GROUPS {
+        return Err(format!(
+            "ERR SCAN through the proxy walks at most {MAX_SCAN_GROUPS} groups, there are {}",
+            groups.len()
+        ));
+    }
+    let (index, group_cursor) = decode_cursor(&args[1], groups.len()).ok_or(INVALID_CURSOR)?;
+    let (id, backend) = groups[index];
+    Ok(Plan::Scan {
+        backend,
+        group_cursor,
+        gather: Gather::new(kind, vec![id], (index, groups.len())),
+    })
+}
+
+/// The error of a flush the config does not allow.
+fn disabled(name: &str) -> String {
+    format!(
+        "ERR {} is disabled by the proxy's config (proxy.allow_{name} = false)",
+        name.to_ascii_uppercase()
+    )
+}
+
+/// The client's cursor as (group index, group cursor); `None` if it is not an unsigned
+/// 64-bit decimal or names no group.
+fn decode_cursor(cursor: &[u8], groups: usize) -> Option<(usize, u64)> {
+    let cursor: u64 = std::str::from_utf8(cursor).ok()?.parse().ok()?;
+    let index = (cursor >> GROUP_CURSOR_BITS) as usize;
+    (index < groups).then_some((index, cursor & GROUP_CURSOR_MASK))
+}
+
+/// The client's cursor for `group_cursor` of the group at `index`; a group's 0 moves on to
+/// the next group's start, the last group's 0 is 0.
+fn encode_cursor(index: usize, groups: usize, group_cursor: u64) -> Option<u64> {
+    if group_cursor > GROUP_CURSOR_MASK {
+        return None;
+    }
+    let index = match group_cursor {
+        0 if index + 1 == groups => return Some(0),
+        0 => index + 1,
+        _ => index,
+    };
+    Some((index as u64) << GROUP_CURSOR_BITS | group_cursor)
+}
+
+impl Gather {
+    fn new(kind: FanOut, groups: Vec<u32>, scan: (usize, usize)) -> Gather {
+        Gather {
+            kind,
+            parts: vec![None; groups.len()],
+            remaining: groups.len(),
+            groups,
+            scan,
+        }
+    }
+
+    /// Takes the reply of one part; returns the merged reply once every part is in.
+    pub fn add(&mut self, part: usize, reply: Bytes) -> Option<Bytes> {
+        if self.parts[part].replace(reply).is_none() {
+            self.remaining -= 1;
+        }
+        if self.remaining > 0 {
+            return None;
+        }
+        let parts: Vec<&Bytes> = self.parts.iter().flatten().collect();
+        if let Some(err) = self.error(&parts) {
+            return Some(err);
+        }
+        let merged = match self.kind {
+            FanOut::Dbsize => sum(&parts),
+            FanOut::Lastsave => integers(&parts)
+                .and_then(|ns| ns.into_iter().min())
+                .map(integer),
+            FanOut::Keys => concat(&parts),
+            FanOut::Flushdb | FanOut::Flushall => parts
+                .iter()
+                .all(|p| &p[..] == b"+OK\r\n")
+                .then(|| Bytes::from_static(b"+OK\r\n")),
+            FanOut::Scan => self.scan_reply(parts[0]),
+        };
+        Some(merged.unwrap_or_else(|| self.unexpected()))
+    }
+
+    /// The reply when any part is an error (see the module doc).
+    fn error(&self, parts: &[&Bytes]) -> Option<Bytes> {
+        let (i, first) = parts
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.first() == Some(&b'-'))?;
+        if parts.iter().all(|p| p == first) || first.starts_with(b"-ERR backend ") {
+            return Some((*first).clone());
+        }
+        let text = String::from_utf8_lossy(&first[1..first.len().saturating_sub(2)]);
+        let (code, message) = text.split_once(' ').unwrap_or(("ERR", &text));
+        let mut out = BytesMut::with_capacity(first.len() + 16);
+        encode::error(
+            &mut out,
+            &format!("{code} group {}: {message}", self.groups[i]),
+        );
+        Some(out.freeze())
+    }
+
+    /// SCAN's `[cursor, [elements]]` with the group's cursor replaced by the client's.
+    fn scan_reply(&self, reply: &Bytes) -> Option<Bytes> {
+        let rest = reply.strip_prefix(b"*2\r\n$")?;
+        let len_end = rest.iter().position(|&b| b == b'\r')?;
+        let len = usize::try_from(parse_int(&rest[..len_end])?).ok()?;
+        let cursor = rest.get(len_end + 2..len_end + 2 + len)?;
+        let elements = rest.get(len_end + 2 + len + 2..)?;
+        let group_cursor: u64 = std::str::from_utf8(cursor).ok()?.parse().ok()?;
+        let (index, groups) = self.scan;
+        let cursor = encode_cursor(index, groups, group_cursor)?;
+        let mut out = BytesMut::with_capacity(elements.len() + 32);
+        encode::array_header(&mut out, 2);
+        encode::bulk(&mut out, cursor.to_string().as_bytes());
+        out.extend_from_slice(elements);
+        Some(out.freeze())
+    }
+
+    fn unexpected(&self) -> Bytes {
+        let name = format!("{:?}", self.kind).to_ascii_lowercase();
+        let mut out = BytesMut::new();
+        encode::error(
+            &mut out,
+            &format!("ERR unexpected reply from a backend to '{name}'"),
+        );
+        out.freeze()
+    }
+}
+
+fn integers(parts: &[&Bytes]) -> Option<Vec<i64>> {
+    parts
+        .iter()
+        .map(|p| {
+            p.strip_prefix(b":")
+                .and_then(|r| r.strip_suffix(b"\r\n"))
+                .and_then(parse_int)
+        })
+        .collect()
+}
+
+fn sum(parts: &[&Bytes]) -> Option<Bytes> {
+    integers(parts)?
+        .into_iter()
+        .try_fold(0i64, i64::checked_add)
+        .map(integer)
+}
+
+fn integer(n: i64) -> Bytes {
+    let mut out = BytesMut::with_capacity(24);
+    encode::integer(&mut out, n);
+    out.freeze()
+}
+
+/// The arrays of every part as one array: the counts added, the elements as the groups
+/// sent them (in the session's protocol already).
+fn concat(parts: &[&Bytes]) -> Option<Bytes> {
+    let mut total = 0usize;
+    let mut bodies = Vec::with_capacity(parts.len());
+    for p in parts {
+        let rest = p.strip_prefix(b"*")?;
+        let end = rest.iter().position(|&b| b == b'\r')?;
+        total += usize::try_from(parse_int(&rest[..end])?).ok()?;
+        bodies.push(rest.get(end + 2..)?);
+    }
+    let mut out = BytesMut::with_capacity(bodies.iter().map(|b| b.len()).sum::<usize>() + 16);
+    encode::array_header(&mut out, total);
+    for b in bodies {
+        out.extend_from_slice(b);
+    }
+    Some(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gather(kind: FanOut, groups: usize) -> Gather {
+        Gather::new(kind, (1..=groups as u32).collect(), (0, 0))
+    }
+
+    fn b(s: &'static [u8]) -> Bytes {
+        Bytes::from_static(s)
+    }
+
+    #[test]
+    fn cursors_round_trip_and_move_on_at_zero() {
+        assert_eq!(decode_cursor(b"0", 3), Some((0, 0)));
+        let c = encode_cursor(1, 3, 12345).unwrap();
+        assert_eq!(decode_cursor(c.to_string().as_bytes(), 3), Some((1, 12345)));
+        assert_eq!(encode_cursor(0, 3, 0), Some(1 << 53));
+        assert_eq!(encode_cursor(2, 3, 0), Some(0));
+        assert_eq!(encode_cursor(0, 3, 1 << 53), None);
+        let last = encode_cursor(MAX_SCAN_GROUPS - 1, MAX_SCAN_GROUPS, GROUP_CURSOR_MASK);
+        assert!(last.unwrap() <= i64::MAX as u64);
+        for bad in [&b"x"[..], b"-1", b"", b"18446744073709551616", b"1.5"] {
+            assert_eq!(decode_cursor(bad, 3), None, "{bad:?}");
+        }
+        assert_eq!(decode_cursor((3u64 << 53).to_string().as_bytes(), 3), None);
+        assert_eq!(decode_cursor(u64::MAX.to_string().as_bytes(), 3), None);
+    }
+
+    #[test]
+    fn merges() {
+        let mut g = gather(FanOut::Dbsize, 2);
+        assert!(g.add(1, b(b":3\r\n")).is_none());
+        assert_eq!(&g.add(0, b(b":4\r\n")).unwrap()[..], b":7\r\n");
+        let mut g = gather(FanOut::Lastsave, 2);
+        g.add(0, b(b":200\r\n"));
+        assert_eq!(&g.add(1, b(b":100\r\n")).unwrap()[..], b":100\r\n");
+        let mut g = gather(FanOut::Keys, 3);
+        g.add(2, b(b"*0\r\n"));
+        g.add(1, b(b"*1\r\n$1\r\nb\r\n"));
+        assert_eq!(
+            &g.add(0, b(b"*2\r\n$1\r\na\r\n$1\r\nc\r\n")).unwrap()[..],
+            b"*3\r\n$1\r\na\r\n$1\r\nc\r\n$1\r\nb\r\n"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_group_unless_every_group_agrees() {
+        let mut g = gather(FanOut::Keys, 2);
+        g.add(0, b(b"*0\r\n"));
+        assert_eq!(
+            &g.add(1, b(b"-LOADING Redis is loading\r\n")).unwrap()[..],
+            b"-LOADING group 2: Redis is loading\r\n"
+        );
+        let mut g = gather(FanOut::Flushdb, 2);
+        g.add(0, b(b"-ERR syntax error\r\n"));
+        assert_eq!(
+            &g.add(1, b(b"-ERR syntax error\r\n")).unwrap()[..],
+            b"-ERR syntax error\r\n"
+        );
+        let mut g = gather(FanOut::Dbsize, 2);
+        g.add(0, b(b":1\r\n"));
+        let down = b(b"-ERR backend 127.0.0.1:1 unavailable: refused\r\n");
+        assert_eq!(g.add(1, down.clone()).unwrap(), down);
+    }
+
+    #[test]
+    fn scan_reply_carries_the_client_cursor() {
+        let mut g = Gather::new(FanOut::Scan, vec![7], (1, 3));
+        let r = g.add(0, b(b"*2\r\n$2\r\n17\r\n*1\r\n$1\r\nk\r\n")).unwrap();
+        let cursor = ((1u64 << 53) | 17).to_string();
+        let want = format!("*2\r\n${}\r\n{cursor}\r\n*1\r\n$1\r\nk\r\n", cursor.len());
+        assert_eq!(&r[..], want.as_bytes());
+        let mut g = Gather::new(FanOut::Scan, vec![7], (2, 3));
+        let r = g.add(0, b(b"*2\r\n$1\r\n0\r\n*0\r\n")).unwrap();
+        assert_eq!(&r[..], b"*2\r\n$1\r\n0\r\n*0\r\n");
+    }
+}
