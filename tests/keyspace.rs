@@ -393,4 +393,37 @@ fn key_prefix_confines_keys_and_scan_to_the_tenant_over_every_group() {
     let (got, calls) = scan_all(&mut c, &["COUNT", "10"], || {});
     assert_each_once(&got, &mine);
     assert!(calls >= GROUPS, "only {calls} SCAN calls");
+    // DBSIZE, FLUSHDB and FLUSHALL act on every tenant's keys: refused for a tenant, and
+    // the other namespace is still there.
+    for cmd in ["DBSIZE", "FLUSHDB", "FLUSHALL"] {
+        let reply = c.cmd(&[cmd]);
+        assert_eq!(
+            reply,
+            Resp::err(&format!(
+                "NOPERM '{}' acts on every tenant's keys",
+                cmd.to_ascii_lowercase()
+            ))
+        );
+    }
+    for (i, r) in servers.iter().enumerate() {
+        let v: Option<String> = redis::cmd("GET")
+            .arg(format!("t2:k:{i}:0"))
+            .query(&mut r.conn())
+            .unwrap();
+        assert_eq!(v.as_deref(), Some("x"), "t2's keys on group {}", i + 1);
+    }
+    // SORT's GET pattern reads the tenant's keys only, though another tenant's key of the
+    // same name (and slot) exists.
+    assert_eq!(c.cmd(&["RPUSH", "{s}list", "1"]), Resp::Int(1));
+    assert_eq!(c.cmd(&["SET", "{s}o_1", "mine"]), Resp::ok());
+    let owner = &servers[group_of_key(b"t1:{s}list", GROUPS) as usize - 1];
+    let _: () = redis::cmd("SET")
+        .arg("{s}o_1")
+        .arg("theirs")
+        .query(&mut owner.conn())
+        .unwrap();
+    assert_eq!(
+        c.cmd(&["SORT", "{s}list", "GET", "{s}o_*"]),
+        Resp::Array(Some(vec![Resp::bulk("mine")]))
+    );
 }

@@ -20,8 +20,13 @@
 //! command with keys; commands without keys (`PING`, `AUTH`, ...) pass, so the plugin can
 //! sit before an auth plugin in the chain.
 //!
-//! Not rewritten: key *patterns* inside other arguments (`SORT ... BY/GET`), and keys a Lua
-//! script builds itself.
+//! - the `BY` and `GET` patterns of `SORT` and `SORT_RO` get the prefix too (`GET #` and a
+//!   `BY` without `*`, which name no key, are left alone), so a sort reads the tenant's keys
+//!   only; with a prefix that contains `*` (which SORT would substitute) such a SORT is refused;
+//! - `DBSIZE`, `FLUSHDB` and `FLUSHALL`, which act on every tenant's keys and cannot be
+//!   confined to one namespace, are refused for a tenant (`-NOPERM ...`).
+//!
+//! Not rewritten: keys a Lua script builds itself.
 //!
 //! For a user with a prefix, every command but `KEYS` and `SCAN` goes on as a *PrefixKeys*
 //! verdict (the prefix alone, not the rewritten command) that the proxy is asked to
@@ -85,9 +90,52 @@ impl KeyPrefix {
 /// The commands whose replies carry keys, which [`strip_reply`] strips.
 pub const REPLY_SUBSCRIPTIONS: [&str; 3] = ["keys", "scan", "randomkey"];
 
-/// Whether the command needs a tenant: it has keys, or lists keys.
+/// Commands that act on the keys of every tenant at once: refused for a tenant, and, like
+/// any command with keys, for a user without one.
+pub const KEYSPACE_WIDE: [&str; 3] = ["dbsize", "flushdb", "flushall"];
+
+/// Whether the command needs a tenant: it has keys, lists keys, or acts on all of them.
 fn touches_keys(cmd: &Command) -> bool {
-    cmd.keys().next().is_some() || lists_keys(cmd)
+    cmd.keys().next().is_some() || lists_keys(cmd) || KEYSPACE_WIDE.contains(&cmd.name())
+}
+
+/// The positions of the `BY` and `GET` patterns of a `SORT` or `SORT_RO` that name keys,
+/// found as Redis's `sortCommandGeneric` reads the options: `ASC`, `DESC`, `ALPHA` alone,
+/// `LIMIT` with two arguments, `STORE`, `BY` and `GET` with one. `GET #` and a `BY` without
+/// `*` name no key. Reading stops at an option Redis would refuse (it runs nothing then).
+pub fn sort_patterns(cmd: &Command) -> Vec<usize> {
+    let mut out = Vec::new();
+    if !matches!(cmd.name(), "sort" | "sort_ro") {
+        return out;
+    }
+    let argc = cmd.len();
+    let mut j = 2;
+    while j < argc {
+        let opt = cmd.arg(j).unwrap_or_default();
+        let left = argc - j - 1;
+        let is = |name: &str| opt.eq_ignore_ascii_case(name.as_bytes());
+        if is("asc") || is("desc") || is("alpha") {
+            j += 1;
+        } else if is("limit") && left >= 2 {
+            j += 3;
+        } else if is("store") && left >= 1 {
+            j += 2;
+        } else if (is("by") || is("get")) && left >= 1 {
+            let pattern = cmd.arg(j + 1).unwrap_or_default();
+            let names_keys = if is("by") {
+                pattern.contains(&b'*')
+            } else {
+                pattern != b"#"
+            };
+            if names_keys {
+                out.push(j + 1);
+            }
+            j += 2;
+        } else {
+            break;
+        }
+    }
+    out
 }
 
 /// Whether the command lists keys (`KEYS`, `SCAN`, `RANDOMKEY`): a tenant is needed by its
@@ -98,7 +146,7 @@ fn lists_keys(cmd: &Command) -> bool {
 
 /// Whether [`prefix_command`] rewrites more than the keys of the command (a pattern).
 pub fn rewrites_patterns(cmd: &Command) -> bool {
-    matches!(cmd.name(), "keys" | "scan")
+    matches!(cmd.name(), "keys" | "scan") || !sort_patterns(cmd).is_empty()
 }
 
 /// `prefix` with the glob characters of Redis's pattern syntax escaped.
@@ -124,6 +172,12 @@ pub fn prefix_command(cmd: &mut Command, prefix: &str) {
         return;
     }
     match cmd.name() {
+        "sort" | "sort_ro" => {
+            for i in sort_patterns(cmd) {
+                let _ = cmd.edit_arg(i, |pattern| prepend(pattern, prefix.as_bytes()));
+            }
+            cmd.prefix_keys(prefix.as_bytes());
+        }
         "keys" => {
             let _ = cmd.edit_arg(1, |pattern| prepend(pattern, &escape_glob(prefix)));
         }
@@ -198,11 +252,24 @@ impl Plugin for KeyPrefix {
 
     fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
         match self.prefix_of(ctx) {
+            Some(_) if KEYSPACE_WIDE.contains(&cmd.name()) => {
+                cmd.remember();
+                Verdict::reject(format!(
+                    "NOPERM '{}' acts on every tenant's keys",
+                    cmd.name()
+                ))
+            }
+            Some(prefix) if prefix.contains('*') && !sort_patterns(cmd).is_empty() => {
+                Verdict::reject(
+                    "NOPERM SORT patterns cannot be confined to a tenant whose prefix contains '*'",
+                )
+            }
             Some(prefix) => {
                 prefix_command(cmd, prefix);
                 // A PrefixKeys verdict is a function of the user and the command id, even
-                // for a command without keys this time (EVAL with numkeys 0).
-                if !rewrites_patterns(cmd) {
+                // for a command without keys this time (EVAL with numkeys 0); not for SORT,
+                // whose patterns depend on its arguments.
+                if !rewrites_patterns(cmd) && !matches!(cmd.name(), "sort" | "sort_ro") {
                     cmd.remember();
                 }
                 Verdict::Continue
@@ -499,6 +566,83 @@ mod tests {
         let out = rt.on_reply(&reply_input(&alice(), &keys, b"*1\r\n$4\r\nt1:a\r\n"));
         let v = wire::decode_verdict(out.unwrap()).unwrap();
         assert_eq!(v.action, WireAction::Reply(b"*1\r\n$1\r\na\r\n".to_vec()));
+    }
+
+    #[test]
+    fn sort_patterns_are_prefixed_and_keyspace_wide_commands_refused() {
+        let mut p = plugin();
+        let sort = |p: &mut KeyPrefix, user: &str, line: &[&str], keys: &[usize]| {
+            let mut cmd = Command::new(line.iter().copied());
+            for &k in keys {
+                cmd = cmd.with_key(k);
+            }
+            let ctx = Context::default().with_user(user);
+            let v = p.on_command(&ctx, &mut cmd);
+            (v, args(&cmd), cmd.remembered().is_some())
+        };
+        let (v, out, remembered) = sort(
+            &mut p,
+            "alice",
+            &[
+                "SORT",
+                "{x}k",
+                "BY",
+                "{x}w_*",
+                "GET",
+                "#",
+                "GET",
+                "{x}o_*->f",
+                "LIMIT",
+                "0",
+                "5",
+                "STORE",
+                "{x}d",
+            ],
+            &[1, 12],
+        );
+        assert_eq!(v, Verdict::Continue);
+        assert_eq!(
+            out,
+            [
+                "SORT",
+                "t1:{x}k",
+                "BY",
+                "t1:{x}w_*",
+                "GET",
+                "#",
+                "GET",
+                "t1:{x}o_*->f",
+                "LIMIT",
+                "0",
+                "5",
+                "STORE",
+                "t1:{x}d"
+            ]
+        );
+        assert!(!remembered, "SORT's patterns depend on its arguments");
+        // BY without `*` names no key; `by` as LIMIT's argument is no option.
+        let (_, out, _) = sort(
+            &mut p,
+            "alice",
+            &["sort_ro", "k", "by", "nosort", "ALPHA"],
+            &[1],
+        );
+        assert_eq!(out, ["sort_ro", "t1:k", "by", "nosort", "ALPHA"]);
+        let (v, _, _) = sort(&mut p, "eve", &["SORT", "k", "GET", "o_*"], &[1]);
+        assert!(
+            matches!(v, Verdict::Reject(ref m) if m.starts_with("NOPERM")),
+            "{v:?}"
+        );
+        for name in KEYSPACE_WIDE {
+            let (v, _, remembered) = sort(&mut p, "alice", &[name], &[]);
+            assert_eq!(
+                v,
+                Verdict::reject(format!("NOPERM '{name}' acts on every tenant's keys"))
+            );
+            assert!(remembered);
+            let (v, _, _) = sort(&mut p, "nobody", &[name], &[]);
+            assert_eq!(v, Verdict::reject(NO_TENANT));
+        }
     }
 
     /// A RESP3 session gets the same arrays for KEYS and SCAN, and `_` for no key: the

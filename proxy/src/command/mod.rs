@@ -1251,11 +1251,11 @@ Notes:
   or `proxy.allow_flushall = false` in the config turns them off; they then answer
   `-ERR FLUSHDB is disabled by the proxy's config (proxy.allow_flushdb = false)` (and the
   same for FLUSHALL) and nothing is sent to any group.
-- DBSIZE, FLUSHDB, FLUSHALL and LASTSAVE name no key, so a plugin that keeps tenants apart
-  by key prefix (the bundled key-prefix) does not confine them: a tenant's DBSIZE counts,
-  and its FLUSHDB or FLUSHALL deletes, every tenant's keys. Deny them to tenants (the
-  command-filter plugin, acl-auth's `commands`) or turn the flushes off. KEYS and SCAN are
-  confined: key-prefix rewrites their patterns and strips their replies.
+- DBSIZE, FLUSHDB and FLUSHALL name no key and act on every key of every group: a plugin
+  that keeps tenants apart by key prefix cannot confine them. The bundled key-prefix refuses
+  them to a tenant (`-NOPERM 'flushall' acts on every tenant's keys`); a plugin of your own
+  must do the same (or deny them, as command-filter or acl-auth's `commands` can). KEYS and
+  SCAN are confined: key-prefix rewrites their patterns and strips their replies.
 - MSETNX is atomic, so it is keyed (one slot), not split. MOVE and COPY ... DB use the
   databases of the group that owns the key.
 - A container command (OBJECT, CLIENT, CONFIG, ...) alone is an arity error, except
