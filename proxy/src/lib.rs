@@ -9,11 +9,14 @@
 //!    copying its arguments.
 //! 3. [`command`] looks the name up in the command table (Redis 7.0's own metadata, kept as
 //!    data) and finds the key positions; the session answers local commands itself
-//!    (`session::local`) and splits MGET/MSET/DEL/... per group (`session::split`).
+//!    (`session::local`, HELLO switching the session between RESP2 and RESP3), splits
+//!    MGET/MSET/DEL/... per group (`session::split`) and sends keyspace-wide commands (SCAN,
+//!    KEYS, DBSIZE, ...) to every group (`session::fanout`).
 //! 4. [`router`] maps each key to its slot ([`slot`]) and the slot to a group's master in the
 //!    current [`router::SlotTable`], published with `ArcSwap`: routing never takes a lock.
-//! 5. [`backend`] batches the commands of a read per backend connection, writes them in one
-//!    go, and hands the replies back as bytes, never rebuilt.
+//! 5. [`backend`] batches the commands of a read per backend connection (one set of
+//!    connections per protocol), writes them in one go, and hands the replies back as
+//!    bytes, never rebuilt.
 //! 6. The session writes the replies in request order, as few syscalls as it can.
 //!
 //! Around it: [`config`] (TOML), [`stats`] (counters and latency histograms per worker) and
