@@ -703,55 +703,77 @@ fn main() {
         .into_iter()
         .filter(|w| only.is_empty() || only.iter().any(|o| w.name.contains(o.as_str())))
         .collect();
-    let mut cells: Vec<Vec<Cell>> = Vec::new();
-    for w in &workloads {
-        let requests = (base * w.share.0 / w.share.1).max(1000);
-        let mut row: Vec<Cell> = endpoints.iter().map(|_| Cell::default()).collect();
-        for (ep, cell) in endpoints.iter().zip(row.iter_mut()) {
-            let prepared = if w.needs_big_keys {
-                fill_big_keys(ep)
-            } else if w.needs_hashes {
-                fill_hashes(ep)
-            } else {
-                Ok(())
-            };
-            if let Err(e) = prepared.and_then(|()| probe(ep, w)) {
-                println!("  {} {}: {e}", w.name, ep.sys.label());
-                cell.error = Some(e);
+    let mut cells: Vec<Vec<Cell>> = workloads
+        .iter()
+        .map(|_| endpoints.iter().map(|_| Cell::default()).collect())
+        .collect();
+    // A workload runs on its own, or with its RESP3 partner (RESP3_PAIRS) rep by rep, so
+    // that the drift of the machine hits both protocols alike.
+    let mut done = vec![false; workloads.len()];
+    for first in 0..workloads.len() {
+        if done[first] {
+            continue;
+        }
+        let mut batch = vec![first];
+        if let Some(&(_, three)) = RESP3_PAIRS
+            .iter()
+            .find(|(two, _)| *two == workloads[first].name)
+            && let Some(j) = workloads.iter().position(|w| w.name == three)
+        {
+            batch.push(j);
+        }
+        for &i in &batch {
+            done[i] = true;
+            let w = &workloads[i];
+            for (ep, cell) in endpoints.iter().zip(cells[i].iter_mut()) {
+                let prepared = if w.needs_big_keys {
+                    fill_big_keys(ep)
+                } else if w.needs_hashes {
+                    fill_hashes(ep)
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = prepared.and_then(|()| probe(ep, w)) {
+                    println!("  {} {}: {e}", w.name, ep.sys.label());
+                    cell.error = Some(e);
+                }
             }
         }
         for rep in 0..reps {
-            for (ep, cell) in endpoints.iter().zip(row.iter_mut()) {
-                if cell.error.is_some() {
-                    continue;
-                }
-                match run_benchmark(ep, w, requests, clk_tck, &servers) {
-                    Ok(r) => {
-                        println!(
-                            "  {:<18} rep {} {:<9} {:>12} ops/s  proxy CPU {} µs/op, all {} µs/op",
-                            w.name,
-                            rep + 1,
-                            ep.sys.label(),
-                            fmt_ops(Some(r.ops_per_sec)),
-                            fmt_cpu(r.cpu_us_per_op),
-                            fmt_cpu(r.all_us_per_op)
-                        );
-                        cell.ops.push(r.ops_per_sec);
-                        if let Some(c) = r.cpu_us_per_op {
-                            cell.cpu.push(c);
-                        }
-                        if let Some(c) = r.all_us_per_op {
-                            cell.all.push(c);
-                        }
+            for &i in &batch {
+                let w = &workloads[i];
+                let requests = (base * w.share.0 / w.share.1).max(1000);
+                for (ep, cell) in endpoints.iter().zip(cells[i].iter_mut()) {
+                    if cell.error.is_some() {
+                        continue;
                     }
-                    Err(e) => {
-                        println!("  {} rep {} {}: {e}", w.name, rep + 1, ep.sys.label());
-                        cell.error = Some(e);
+                    match run_benchmark(ep, w, requests, clk_tck, &servers) {
+                        Ok(r) => {
+                            println!(
+                                "  {:<18} rep {} {:<9} {:>12} ops/s  proxy CPU {} µs/op, all {} µs/op",
+                                w.name,
+                                rep + 1,
+                                ep.sys.label(),
+                                fmt_ops(Some(r.ops_per_sec)),
+                                fmt_cpu(r.cpu_us_per_op),
+                                fmt_cpu(r.all_us_per_op)
+                            );
+                            cell.ops.push(r.ops_per_sec);
+                            if let Some(c) = r.cpu_us_per_op {
+                                cell.cpu.push(c);
+                            }
+                            if let Some(c) = r.all_us_per_op {
+                                cell.all.push(c);
+                            }
+                        }
+                        Err(e) => {
+                            println!("  {} rep {} {}: {e}", w.name, rep + 1, ep.sys.label());
+                            cell.error = Some(e);
+                        }
                     }
                 }
             }
         }
-        cells.push(row);
     }
 
     let md = render(
