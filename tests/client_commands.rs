@@ -658,8 +658,7 @@ fn unsupported_unknown_and_wrong_arity_errors_keep_the_connection() {
     let mut c = s.proxy.raw();
     let mut reference = s.reference.raw();
     let unsupported: &[&[&str]] = &[
-        &["CONFIG", "GET", "maxmemory"],
-        &["config", "set", "maxmemory", "1"],
+        &["CONFIG", "REWRITE"],
         &["DEBUG", "SLEEP", "0"],
         &["SHUTDOWN"],
         &["REPLICAOF", "NO", "ONE"],

@@ -277,6 +277,75 @@ fn flushes_disabled_by_config_answer_an_error_and_flush_nothing() {
     assert_eq!(total, 60);
 }
 
+fn direct_config(r: &RedisServer, name: &str) -> String {
+    let pair: (String, String) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(name)
+        .query(&mut r.conn())
+        .unwrap();
+    pair.1
+}
+
+#[test]
+fn config_get_answers_the_first_group_and_config_set_is_off_by_default() {
+    let cl = cluster(&[]);
+    // Group 1's own value differs from the others', so the answer says which group spoke.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("12345678")
+        .query(&mut cl.servers[0].conn())
+        .unwrap();
+    let mut c = cl.proxy.raw();
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "maxmemory"]),
+        Resp::array(vec![Resp::bulk("maxmemory"), Resp::bulk("12345678")])
+    );
+    assert_eq!(
+        c.cmd(&["config", "set", "maxmemory-samples", "7"]),
+        Resp::err(
+            "ERR CONFIG SET is disabled by the proxy's config (proxy.allow_config_set = false)"
+        )
+    );
+    assert_eq!(
+        c.cmd(&["CONFIG", "RESETSTAT"]),
+        Resp::err(
+            "ERR CONFIG RESETSTAT is disabled by the proxy's config \
+             (proxy.allow_config_set = false)"
+        )
+    );
+    assert_eq!(
+        c.cmd(&["CONFIG", "REWRITE"]),
+        Resp::err("ERR command 'config rewrite' is not supported by the proxy")
+    );
+    for r in &cl.servers {
+        assert_eq!(direct_config(r, "maxmemory-samples"), "5");
+    }
+}
+
+#[test]
+fn config_set_with_the_setting_changes_every_group() {
+    let cl = cluster(&[("proxy.allow_config_set", "true")]);
+    let mut c = cl.proxy.raw();
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "maxmemory-samples", "7", "hz", "20"]),
+        Resp::ok()
+    );
+    for r in &cl.servers {
+        assert_eq!(direct_config(r, "maxmemory-samples"), "7");
+        assert_eq!(direct_config(r, "hz"), "20");
+    }
+    // Redis's own error, alike from every group, is the reply.
+    let unknown =
+        RawConn::connect(cl.servers[0].addr()).cmd(&["CONFIG", "SET", "no-such-parameter", "1"]);
+    assert!(unknown.is_error(), "{unknown:?}");
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "no-such-parameter", "1"]),
+        RawConn::connect(cl.servers[0].addr()).cmd(&["CONFIG", "SET", "no-such-parameter", "1"])
+    );
+    assert_eq!(c.cmd(&["CONFIG", "RESETSTAT"]), Resp::ok());
+}
+
 #[test]
 fn a_dead_group_makes_every_keyspace_command_an_error_naming_it() {
     let mut cl = cluster(&[]);
@@ -370,7 +439,9 @@ fn key_prefix_confines_keys_and_scan_to_the_tenant_over_every_group() {
     let servers: Vec<RedisServer> = (0..GROUPS).map(|_| RedisServer::start()).collect();
     let groups: Vec<[&RedisServer; 1]> = servers.iter().map(|s| [s]).collect();
     let groups: Vec<&[&RedisServer]> = groups.iter().map(|g| &g[..]).collect();
+    // CONFIG SET is allowed by the proxy here, so what refuses it is key-prefix.
     let proxy = Proxy::builder(&groups)
+        .set("proxy.allow_config_set", "true")
         .extra_toml(&format!(
             "[[plugin]]\nname = \"key-prefix\"\npath = {}\n\
              config = '''{{\"tenants\": {{}}, \"default\": \"t1:\"}}'''\ntimeout_ms = 500\n",
@@ -405,7 +476,23 @@ fn key_prefix_confines_keys_and_scan_to_the_tenant_over_every_group() {
             ))
         );
     }
+    for (cmd, name) in [
+        (&["CONFIG", "SET", "hz", "20"][..], "config|set"),
+        (&["CONFIG", "RESETSTAT"], "config|resetstat"),
+    ] {
+        assert_eq!(
+            c.cmd(cmd),
+            Resp::err(&format!(
+                "NOPERM '{name}' changes the servers every tenant shares"
+            ))
+        );
+    }
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "hz"]),
+        Resp::array(vec![Resp::bulk("hz"), Resp::bulk("10")])
+    );
     for (i, r) in servers.iter().enumerate() {
+        assert_eq!(direct_config(r, "hz"), "10", "group {}", i + 1);
         let v: Option<String> = redis::cmd("GET")
             .arg(format!("t2:k:{i}:0"))
             .query(&mut r.conn())

@@ -111,6 +111,10 @@ pub struct ProxyConfig {
     /// Whether clients may FLUSHALL (every database of every group). On by default, as in
     /// Redis; off, FLUSHALL answers an error naming this setting.
     pub allow_flushall: bool,
+    /// Whether clients may CONFIG SET and CONFIG RESETSTAT (sent to every group's master).
+    /// Off by default: one client would change every Redis of the cluster; off, they answer
+    /// an error naming this setting. CONFIG GET is always served.
+    pub allow_config_set: bool,
 }
 
 impl Default for ProxyConfig {
@@ -130,6 +134,7 @@ impl Default for ProxyConfig {
             databases: 16,
             allow_flushdb: true,
             allow_flushall: true,
+            allow_config_set: false,
         }
     }
 }

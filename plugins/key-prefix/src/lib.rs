@@ -24,7 +24,9 @@
 //!   `BY` without `*`, which name no key, are left alone), so a sort reads the tenant's keys
 //!   only; with a prefix that contains `*` (which SORT would substitute) such a SORT is refused;
 //! - `DBSIZE`, `FLUSHDB` and `FLUSHALL`, which act on every tenant's keys and cannot be
-//!   confined to one namespace, are refused for a tenant (`-NOPERM ...`).
+//!   confined to one namespace, are refused for a tenant (`-NOPERM ...`);
+//! - `CONFIG SET` and `CONFIG RESETSTAT`, which change the servers every tenant shares, are
+//!   refused for a tenant and for a user without one.
 //!
 //! Not rewritten: keys a Lua script builds itself.
 //!
@@ -93,6 +95,15 @@ pub const REPLY_SUBSCRIPTIONS: [&str; 3] = ["keys", "scan", "randomkey"];
 /// Commands that act on the keys of every tenant at once: refused for a tenant, and, like
 /// any command with keys, for a user without one.
 pub const KEYSPACE_WIDE: [&str; 3] = ["dbsize", "flushdb", "flushall"];
+
+/// Commands that change the servers every tenant shares (settings, statistics): refused
+/// for a tenant and for a user without one.
+pub const SERVER_WIDE: [&str; 2] = ["config|set", "config|resetstat"];
+
+/// The [`SERVER_WIDE`] name this command is, if any.
+fn server_wide(cmd: &Command) -> Option<&'static str> {
+    SERVER_WIDE.into_iter().find(|n| cmd.is_named(n))
+}
 
 /// Whether the command needs a tenant: it has keys, lists keys, or acts on all of them.
 fn touches_keys(cmd: &Command) -> bool {
@@ -251,6 +262,15 @@ impl Plugin for KeyPrefix {
     }
 
     fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
+        // Not remembered: the verdict depends on the subcommand (CONFIG GET goes on).
+        if let Some(name) = server_wide(cmd) {
+            return match self.prefix_of(ctx) {
+                Some(_) => Verdict::reject(format!(
+                    "NOPERM '{name}' changes the servers every tenant shares"
+                )),
+                None => Verdict::reject(NO_TENANT),
+            };
+        }
         match self.prefix_of(ctx) {
             Some(_) if KEYSPACE_WIDE.contains(&cmd.name()) => {
                 cmd.remember();
@@ -643,6 +663,22 @@ mod tests {
             let (v, _, _) = sort(&mut p, "nobody", &[name], &[]);
             assert_eq!(v, Verdict::reject(NO_TENANT));
         }
+        for line in [&["CONFIG", "set", "hz", "20"][..], &["config", "RESETSTAT"]] {
+            let name = format!("config|{}", line[1].to_ascii_lowercase());
+            let (v, _, remembered) = sort(&mut p, "alice", line, &[]);
+            assert_eq!(
+                v,
+                Verdict::reject(format!(
+                    "NOPERM '{name}' changes the servers every tenant shares"
+                ))
+            );
+            assert!(!remembered);
+            let (v, _, _) = sort(&mut p, "nobody", line, &[]);
+            assert_eq!(v, Verdict::reject(NO_TENANT));
+        }
+        let (v, out, _) = sort(&mut p, "alice", &["CONFIG", "GET", "hz"], &[]);
+        assert_eq!(v, Verdict::Continue);
+        assert_eq!(out, ["CONFIG", "GET", "hz"]);
     }
 
     /// A RESP3 session gets the same arrays for KEYS and SCAN, and `_` for no key: the

@@ -219,6 +219,9 @@ const FAN_OUT: &[(&str, FanOut)] = &[
     ("flushall", FanOut::Flushall),
     ("lastsave", FanOut::Lastsave),
     ("scan", FanOut::Scan),
+    ("config|get", FanOut::ConfigGet),
+    ("config|set", FanOut::ConfigSet),
+    ("config|resetstat", FanOut::ConfigResetstat),
 ];
 
 /// Answered by the proxy itself.
@@ -319,11 +322,8 @@ const LATER: &[&str] = &[
 const UNSUPPORTED: &[&str] = &[
     // Server administration and persistence.
     "config",
-    "config|get",
     "config|help",
-    "config|resetstat",
     "config|rewrite",
-    "config|set",
     "shutdown",
     "save",
     "bgsave",
@@ -446,6 +446,10 @@ pub fn describe(class: Class) -> &'static str {
         }
         Class::FanOut(FanOut::Lastsave) => "sent to every group, the oldest (smallest) answered",
         Class::FanOut(FanOut::Scan) => "one cursor over every group, scanned one after another",
+        Class::FanOut(FanOut::ConfigGet) => "answered by the first group (lowest id)",
+        Class::FanOut(FanOut::ConfigSet | FanOut::ConfigResetstat) => {
+            "sent to every group, OK when every group succeeds; off unless the config allows it"
+        }
         Class::Local(_) => "answered by the proxy",
         Class::AnyBackend => "answered by any one backend",
         Class::Unsupported => "not supported through the proxy",

@@ -228,6 +228,12 @@ pub enum FanOut {
     Lastsave,
     /// `SCAN cursor [...]`: one group at a time behind one cursor.
     Scan,
+    /// `CONFIG GET pattern [...]`: the first group alone (lowest id) answers.
+    ConfigGet,
+    /// `CONFIG SET parameter value [...]`: every group, `+OK` when every group says OK.
+    ConfigSet,
+    /// `CONFIG RESETSTAT`: likewise.
+    ConfigResetstat,
 }
 
 /// A command the proxy answers itself.
@@ -1033,7 +1039,19 @@ mod tests {
             assert_eq!(class(&[c]), Class::Unsupported, "{c:?}");
         }
         assert_eq!(class(&[b"client", b"list"]), Class::Unsupported);
-        assert_eq!(class(&[b"config", b"get"]), Class::Unsupported);
+        assert_eq!(
+            class(&[b"config", b"get"]),
+            Class::FanOut(FanOut::ConfigGet)
+        );
+        assert_eq!(
+            class(&[b"config", b"set"]),
+            Class::FanOut(FanOut::ConfigSet)
+        );
+        assert_eq!(
+            class(&[b"config", b"resetstat"]),
+            Class::FanOut(FanOut::ConfigResetstat)
+        );
+        assert_eq!(class(&[b"config", b"rewrite"]), Class::Unsupported);
         assert_eq!(class(&[b"acl", b"whoami"]), Class::Unsupported);
     }
 
@@ -1165,7 +1183,9 @@ Every Redis 7.0 command and subcommand is in one of these classes:
   in group order (ascending group id) and merged: DBSIZE sums the counts, KEYS concatenates
   the keys (group after group), FLUSHDB and FLUSHALL (`ASYNC`/`SYNC` passed on) answer `+OK`
   when every group did, LASTSAVE answers the smallest time, the oldest group's last save
-  (the conservative answer: everything is saved at least as recently as that). SCAN walks
+  (the conservative answer: everything is saved at least as recently as that). CONFIG GET
+  is answered by the first group (lowest id); CONFIG SET and CONFIG RESETSTAT go to every
+  group and answer `+OK` when every group did (off by default, see below). SCAN walks
   the groups one after another behind one cursor (below). A fan-out is not atomic: the
   groups run it one by one, each on its own.
 - **Local**: answered by the proxy itself: AUTH, SELECT, PING, ECHO, QUIT, HELLO, CLIENT
@@ -1178,8 +1198,8 @@ Every Redis 7.0 command and subcommand is in one of these classes:
   BZMPOP, WAIT), pub/sub, RESET, and the keyless commands that need every group and are not
   FanOut yet: RANDOMKEY, INFO, MEMORY STATS, SCRIPT and FUNCTION management.
 - **Unsupported**: makes no sense through a proxy; the proxy replies with an error. Use the
-  backends directly for these: server administration and persistence (CONFIG, SHUTDOWN,
-  SAVE, BGSAVE, ...), replication (REPLICAOF, SYNC, MONITOR, ROLE, ...), Redis Cluster
+  backends directly for these: server administration and persistence (CONFIG
+  REWRITE, SHUTDOWN, SAVE, BGSAVE, ...), replication (REPLICAOF, SYNC, MONITOR, ROLE, ...), Redis Cluster
   (CLUSTER, READONLY, ASKING, ...), MIGRATE, SWAPDB, ACL, CLIENT subcommands other than the
   local ones, per-server diagnostics (LATENCY, SLOWLOG, MEMORY DOCTOR, ...) and debugging.
 
@@ -1251,10 +1271,18 @@ Notes:
   or `proxy.allow_flushall = false` in the config turns them off; they then answer
   `-ERR FLUSHDB is disabled by the proxy's config (proxy.allow_flushdb = false)` (and the
   same for FLUSHALL) and nothing is sent to any group.
+- CONFIG SET and CONFIG RESETSTAT change every Redis of the cluster, so they are off by
+  default: they answer `-ERR CONFIG SET is disabled by the proxy's config
+  (proxy.allow_config_set = false)` (likewise `CONFIG RESETSTAT`) until
+  `proxy.allow_config_set = true`. A CONFIG SET that fails on one group may have changed
+  the others. CONFIG GET answers the first group's values: groups configured alike answer
+  alike.
 - DBSIZE, FLUSHDB and FLUSHALL name no key and act on every key of every group: a plugin
   that keeps tenants apart by key prefix cannot confine them. The bundled key-prefix refuses
   them to a tenant (`-NOPERM 'flushall' acts on every tenant's keys`); a plugin of your own
-  must do the same (or deny them, as command-filter or acl-auth's `commands` can). KEYS and
+  must do the same (or deny them, as command-filter or acl-auth's `commands` can).
+  key-prefix also refuses CONFIG SET and CONFIG RESETSTAT to every user it knows
+  (`-NOPERM 'config|set' changes the servers every tenant shares`). KEYS and
   SCAN are confined: key-prefix rewrites their patterns and strips their replies.
 - MSETNX is atomic, so it is keyed (one slot), not split. MOVE and COPY ... DB use the
   databases of the group that owns the key.

@@ -8,6 +8,10 @@
 //! FLUSHDB [ASYNC|SYNC]        -> every group; +OK when every group says OK
 //! FLUSHALL [ASYNC|SYNC]       -> likewise (each can be refused by proxy.allow_flush*)
 //! LASTSAVE                    -> every group; the smallest (the oldest save)
+//! CONFIG GET pattern [...]    -> the first group (lowest id); its reply as it is
+//! CONFIG SET parameter value [...]
+//!                             -> every group; +OK when every group says OK
+//! CONFIG RESETSTAT            -> likewise (both refused unless proxy.allow_config_set)
 //! SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]
 //!                             -> one group: SCAN <its cursor> [options as sent]
 //! ```
@@ -72,11 +76,24 @@ pub fn plan(
     config: &ProxyConfig,
 ) -> Result<Plan, String> {
     match kind {
-        FanOut::Flushdb if !config.allow_flushdb => return Err(disabled("flushdb")),
-        FanOut::Flushall if !config.allow_flushall => return Err(disabled("flushall")),
+        FanOut::Flushdb if !config.allow_flushdb => {
+            return Err(disabled("FLUSHDB", "allow_flushdb"));
+        }
+        FanOut::Flushall if !config.allow_flushall => {
+            return Err(disabled("FLUSHALL", "allow_flushall"));
+        }
+        FanOut::ConfigSet if !config.allow_config_set => {
+            return Err(disabled("CONFIG SET", "allow_config_set"));
+        }
+        FanOut::ConfigResetstat if !config.allow_config_set => {
+            return Err(disabled("CONFIG RESETSTAT", "allow_config_set"));
+        }
         _ => {}
     }
-    let groups: Vec<(u32, BackendId)> = table.groups().map(|g| (g.id, g.master)).collect();
+    let mut groups: Vec<(u32, BackendId)> = table.groups().map(|g| (g.id, g.master)).collect();
+    if kind == FanOut::ConfigGet {
+        groups.truncate(1);
+    }
     if groups.is_empty() {
         return Err(super::NO_GROUP.to_string());
     }
@@ -99,12 +116,10 @@ pub fn plan(
     })
 }
 
-/// The error of a flush the config does not allow.
-fn disabled(name: &str) -> String {
-    format!(
-        "ERR {} is disabled by the proxy's config (proxy.allow_{name} = false)",
-        name.to_ascii_uppercase()
-    )
+/// The error of a command the config does not allow: `command` as Redis's docs spell it,
+/// `setting` the `proxy.` setting that allows it.
+fn disabled(command: &str, setting: &str) -> String {
+    format!("ERR {command} is disabled by the proxy's config (proxy.{setting} = false)")
 }
 
 /// The client's cursor as (group index, group cursor); `None` if it is not an unsigned
@@ -158,10 +173,13 @@ impl Gather {
                 .and_then(|ns| ns.into_iter().min())
                 .map(integer),
             FanOut::Keys => concat(&parts),
-            FanOut::Flushdb | FanOut::Flushall => parts
-                .iter()
-                .all(|p| &p[..] == b"+OK\r\n")
-                .then(|| Bytes::from_static(b"+OK\r\n")),
+            FanOut::ConfigGet => Some(parts[0].clone()),
+            FanOut::Flushdb | FanOut::Flushall | FanOut::ConfigSet | FanOut::ConfigResetstat => {
+                parts
+                    .iter()
+                    .all(|p| &p[..] == b"+OK\r\n")
+                    .then(|| Bytes::from_static(b"+OK\r\n"))
+            }
             FanOut::Scan => self.scan_reply(parts[0]),
         };
         Some(merged.unwrap_or_else(|| self.unexpected()))
@@ -204,7 +222,12 @@ impl Gather {
     }
 
     fn unexpected(&self) -> Bytes {
-        let name = format!("{:?}", self.kind).to_ascii_lowercase();
+        let name = match self.kind {
+            FanOut::ConfigGet => "config|get".to_string(),
+            FanOut::ConfigSet => "config|set".to_string(),
+            FanOut::ConfigResetstat => "config|resetstat".to_string(),
+            kind => format!("{kind:?}").to_ascii_lowercase(),
+        };
         let mut out = BytesMut::new();
         encode::error(
             &mut out,
@@ -300,6 +323,22 @@ mod tests {
         assert_eq!(
             &g.add(0, b(b"*2\r\n$1\r\na\r\n$1\r\nc\r\n")).unwrap()[..],
             b"*3\r\n$1\r\na\r\n$1\r\nc\r\n$1\r\nb\r\n"
+        );
+    }
+
+    #[test]
+    fn config_get_is_the_one_part_and_config_set_needs_every_ok() {
+        let mut g = gather(FanOut::ConfigGet, 1);
+        let pair = b(b"*2\r\n$2\r\nhz\r\n$2\r\n10\r\n");
+        assert_eq!(g.add(0, pair.clone()).unwrap(), pair);
+        let mut g = gather(FanOut::ConfigSet, 2);
+        g.add(0, b(b"+OK\r\n"));
+        assert_eq!(&g.add(1, b(b"+OK\r\n")).unwrap()[..], b"+OK\r\n");
+        let mut g = gather(FanOut::ConfigResetstat, 2);
+        g.add(0, b(b"+OK\r\n"));
+        assert_eq!(
+            &g.add(1, b(b":1\r\n")).unwrap()[..],
+            b"-ERR unexpected reply from a backend to 'config|resetstat'\r\n"
         );
     }
 
