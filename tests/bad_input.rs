@@ -600,3 +600,16 @@ fn many_concurrent_connections() {
     drop(conns);
     assert_serves(&proxy, "1000 connections");
 }
+
+/// The proxy logs to a file here (not a terminal): no ANSI colour codes in it.
+#[test]
+fn logs_written_to_a_file_have_no_colour_codes() {
+    let (_r, proxy) = one_group();
+    assert_serves(&proxy, "start");
+    let log = proxy.log();
+    assert!(log.contains("proxy listening"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in a log that is not a terminal:\n{log}"
+    );
+}
