@@ -429,13 +429,7 @@ fn the_redis_crate_scans_every_key_in_resp2_and_resp3() {
 /// once, and none of another namespace.
 #[test]
 fn key_prefix_confines_keys_and_scan_to_the_tenant_over_every_group() {
-    let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("plugins/target/wasm32-unknown-unknown/release/key_prefix.wasm");
-    assert!(
-        module.is_file(),
-        "{} is missing: run ./plugins/build.sh first",
-        module.display()
-    );
+    let module = module("plugins/target/wasm32-unknown-unknown/release/key_prefix.wasm");
     let servers: Vec<RedisServer> = (0..GROUPS).map(|_| RedisServer::start()).collect();
     let groups: Vec<[&RedisServer; 1]> = servers.iter().map(|s| [s]).collect();
     let groups: Vec<&[&RedisServer]> = groups.iter().map(|g| &g[..]).collect();

@@ -19,17 +19,6 @@ const SECRET_SHA: &str = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe9
 /// `sha256("bobpw")`.
 const BOBPW_SHA: &str = "e8f318657ce39ec4edeecbbee28fd72dea2261d8a6b2155ce4977393e0ea721b";
 
-/// A built or bundled module, relative to the repository root; panics if it is missing.
-fn module(rel: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
-    assert!(
-        path.is_file(),
-        "plugin module {} is missing: run ./plugins/build.sh first (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
-
 fn command_filter() -> PathBuf {
     module("plugins/target/wasm32-unknown-unknown/release/command_filter.wasm")
 }

@@ -389,17 +389,6 @@ fn redis_py_with_its_defaults_and_with_resp2() {
     }
 }
 
-/// A module of the repository (a built plugin or a test module); panics if it is missing.
-fn module(rel: &str) -> std::path::PathBuf {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    assert!(
-        path.is_file(),
-        "plugin module {} is missing: run ./plugins/build.sh first (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
-
 fn plugin_toml(name: &str, rel: &str, config: &str) -> String {
     format!(
         "[[plugin]]\nname = {}\npath = {}\nconfig = '''{config}'''\ntimeout_ms = 500\n",

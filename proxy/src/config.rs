@@ -156,6 +156,18 @@ pub struct BackendConfig {
     pub max_backoff_ms: u64,
 }
 
+impl ProxyConfig {
+    /// The bounds of a client's command: the decoder checks requests against them, and
+    /// plugin rewrites are held to them.
+    pub fn limits(&self) -> crate::resp::Limits {
+        crate::resp::Limits {
+            max_bulk_len: self.max_bulk_len,
+            max_array_len: self.max_array_len,
+            max_inline_len: self.max_inline_len,
+        }
+    }
+}
+
 impl Default for BackendConfig {
     fn default() -> Self {
         BackendConfig {

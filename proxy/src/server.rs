@@ -74,7 +74,7 @@ impl Worker {
         let current = self.shared.plugins.load();
         let mut chain = self.chain.borrow_mut();
         if chain.version != current.version {
-            *chain = WorkerChain::new(&current);
+            *chain = WorkerChain::new(&current, self.shared.config.proxy.limits());
         }
         !chain.is_empty()
     }
@@ -327,7 +327,8 @@ impl WorkerSeed {
             }
         };
         let local = tokio::task::LocalSet::new();
-        let chain = RefCell::new(WorkerChain::new(&self.shared.plugins.load()));
+        let limits = self.shared.config.proxy.limits();
+        let chain = RefCell::new(WorkerChain::new(&self.shared.plugins.load(), limits));
         let worker = Rc::new(Worker {
             index: self.index,
             chain,

@@ -1557,3 +1557,15 @@ impl Rng {
         }
     }
 }
+
+/// A plugin module of the repository (built by `./plugins/build.sh`, or a test module in
+/// `plugins/wat/`), by its path relative to the repository root; panics if it is missing.
+pub fn module(rel: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    assert!(
+        path.is_file(),
+        "plugin module {} is missing: run ./plugins/build.sh first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}

@@ -290,7 +290,7 @@ pub struct WorkerChain {
     group: Vec<usize>,
     /// Some counts are not flushed yet.
     dirty: bool,
-    /// The bounds of a client's command, which a rewrite is held to.
+    /// The bounds of a client's command, which a rewrite is held to (the proxy's config).
     limits: Limits,
 }
 
@@ -360,7 +360,9 @@ pub enum CommandOutcome {
 }
 
 impl WorkerChain {
-    pub fn new(chain: &PluginChain) -> WorkerChain {
+    /// A worker's instances of `chain` (none created yet); `limits` are the bounds of a
+    /// client's command, which plugin rewrites are held to.
+    pub fn new(chain: &PluginChain, limits: Limits) -> WorkerChain {
         WorkerChain {
             version: chain.version,
             links: chain
@@ -381,7 +383,7 @@ impl WorkerChain {
             key_arena: bytes::BytesMut::new(),
             group: Vec::new(),
             dirty: false,
-            limits: Limits::default(),
+            limits,
         }
     }
 
@@ -473,17 +475,14 @@ impl WorkerChain {
     /// `keys` finds the id and key positions of a rewritten command; a rewrite to no valid
     /// command ends the chain for it (the session then reports the error as usual).
     /// `memory` holds the connection's remembered verdicts: they decide commands without
-    /// a call, and verdicts plugins ask to be remembered are added to it. `limits` are the
-    /// bounds of a client's command, which rewrites are held to.
+    /// a call, and verdicts plugins ask to be remembered are added to it.
     pub fn run_batch(
         &mut self,
         ctx: &CallContext,
         keys: &mut KeyFinder,
         memory: &mut Memory,
-        limits: Limits,
         out: &mut Vec<CommandOutcome>,
     ) -> Vec<(usize, Vec<(String, String)>)> {
-        self.limits = limits;
         self.changes.clear();
         memory.validate(self.version, self.links.len(), ctx);
         for link in 0..self.links.len() {
@@ -1165,7 +1164,7 @@ mod tests {
         };
         assert_eq!(max_input(&config), 256 * 1024);
         let chain = PluginChain::load(&[config], 1).unwrap();
-        let mut w = WorkerChain::new(&chain);
+        let mut w = WorkerChain::new(&chain, Limits::default());
         let line = |args: &[&[u8]]| args.iter().map(|a| Bytes::copy_from_slice(a)).collect();
         let value = vec![b'v'; 100 * 1024];
         for i in 0..10 {
@@ -1185,13 +1184,7 @@ mod tests {
             protocol: 2,
         };
         let mut out = Vec::new();
-        let changes = w.run_batch(
-            &ctx,
-            &mut find,
-            &mut Memory::default(),
-            Limits::default(),
-            &mut out,
-        );
+        let changes = w.run_batch(&ctx, &mut find, &mut Memory::default(), &mut out);
         assert!(changes.is_empty());
         assert_eq!(out.len(), 12);
         for (i, o) in out.iter().enumerate() {

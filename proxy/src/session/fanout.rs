@@ -36,6 +36,8 @@ use crate::config::ProxyConfig;
 use crate::resp::{encode, parse_int};
 use crate::router::{BackendId, SlotTable};
 
+use super::split::{integer_reply, integers, sum_integers};
+
 /// Bits of the client's SCAN cursor that hold the group's own cursor.
 const GROUP_CURSOR_BITS: u32 = 53;
 /// The most groups one SCAN cursor can walk: the index takes the 10 bits above the
@@ -168,10 +170,10 @@ impl Gather {
             return Some(err);
         }
         let merged = match self.kind {
-            FanOut::Dbsize => sum(&parts),
+            FanOut::Dbsize => sum_integers(&parts),
             FanOut::Lastsave => integers(&parts)
                 .and_then(|ns| ns.into_iter().min())
-                .map(integer),
+                .map(integer_reply),
             FanOut::Keys => concat(&parts),
             FanOut::ConfigGet => Some(parts[0].clone()),
             FanOut::Flushdb | FanOut::Flushall | FanOut::ConfigSet | FanOut::ConfigResetstat => {
@@ -235,30 +237,6 @@ impl Gather {
         );
         out.freeze()
     }
-}
-
-fn integers(parts: &[&Bytes]) -> Option<Vec<i64>> {
-    parts
-        .iter()
-        .map(|p| {
-            p.strip_prefix(b":")
-                .and_then(|r| r.strip_suffix(b"\r\n"))
-                .and_then(parse_int)
-        })
-        .collect()
-}
-
-fn sum(parts: &[&Bytes]) -> Option<Bytes> {
-    integers(parts)?
-        .into_iter()
-        .try_fold(0i64, i64::checked_add)
-        .map(integer)
-}
-
-fn integer(n: i64) -> Bytes {
-    let mut out = BytesMut::with_capacity(24);
-    encode::integer(&mut out, n);
-    out.freeze()
 }
 
 /// The arrays of every part as one array: the counts added, the elements as the groups

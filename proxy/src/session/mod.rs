@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::backend::{BackendConn, Batch, ReplyBatch};
 use crate::command::{self, Class, Lookup, Spec};
-use crate::resp::{Limits, Protocol, Request, RequestDecoder, encode};
+use crate::resp::{Protocol, Request, RequestDecoder, encode};
 use crate::router::{BackendId, SlotTable};
 use crate::server::Worker;
 use crate::slot;
@@ -112,12 +112,7 @@ pub struct Session {
 impl Session {
     pub fn new(worker: Rc<Worker>, stream: TcpStream) -> Session {
         let shared = &worker.shared;
-        let p = &shared.config.proxy;
-        let limits = Limits {
-            max_bulk_len: p.max_bulk_len,
-            max_array_len: p.max_array_len,
-            max_inline_len: p.max_inline_len,
-        };
+        let limits = shared.config.proxy.limits();
         shared.stats.sessions_total.fetch_add(1, Relaxed);
         shared.stats.sessions_alive.fetch_add(1, Relaxed);
         let (replies_tx, replies_rx) = mpsc::unbounded_channel();
@@ -573,19 +568,24 @@ impl Session {
     /// on the old ones is answered (`held`): `MOVE k 1`, `SELECT 1`, `GET k` must see the
     /// moved key.
     fn switch_db(&mut self, db: u32) {
-        self.flush_batches();
-        self.conns.clear();
         self.db = db;
-        self.held = self.sent_unanswered();
+        self.leave_connections();
     }
 
     /// Switches the protocol of the replies (HELLO): like [`Session::switch_db`], later
     /// commands go to other connections (ones that speak `protocol`), once the commands
     /// sent on the old ones are answered (in the old protocol, as Redis would answer them).
     fn switch_protocol(&mut self, protocol: Protocol) {
+        self.protocol = protocol;
+        self.leave_connections();
+    }
+
+    /// Sends what was gathered for the connections in use, forgets them (the next command
+    /// picks the ones of the current database and protocol) and holds later commands while
+    /// anything sent on them is unanswered.
+    fn leave_connections(&mut self) {
         self.flush_batches();
         self.conns.clear();
-        self.protocol = protocol;
         self.held = self.sent_unanswered();
     }
 

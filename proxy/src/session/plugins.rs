@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::Session;
 use crate::command::{self, Class, Local, Lookup, Spec};
 use crate::plugin::{CallContext, CommandOutcome};
-use crate::resp::{Limits, Protocol, Request, convert};
+use crate::resp::{Protocol, Request, convert};
 use crate::router::SlotTable;
 
 /// A command whose reply a plugin wants to see.
@@ -107,14 +107,8 @@ impl Session {
         }
         let mut outcomes = std::mem::take(&mut self.outcomes);
         let mut memory = std::mem::take(&mut self.remembered);
-        let p = &self.worker.shared.config.proxy;
-        let limits = Limits {
-            max_bulk_len: p.max_bulk_len,
-            max_array_len: p.max_array_len,
-            max_inline_len: p.max_inline_len,
-        };
         let ctx = self.call_context();
-        let changes = chain.run_batch(&ctx, &mut command_keys, &mut memory, limits, &mut outcomes);
+        let changes = chain.run_batch(&ctx, &mut command_keys, &mut memory, &mut outcomes);
         self.remembered = memory;
         drop(chain);
         let mut changes = changes.into_iter().peekable();

@@ -103,23 +103,8 @@ impl Merge {
         Some(match self.kind {
             Split::Mset => Bytes::from_static(b"+OK\r\n"),
             Split::SumIntegers => {
-                let mut total = 0i64;
-                for p in parts {
-                    match p
-                        .strip_prefix(b":")
-                        .and_then(|r| r.strip_suffix(b"\r\n"))
-                        .and_then(parse_int)
-                    {
-                        Some(n) => match total.checked_add(n) {
-                            Some(t) => total = t,
-                            None => return Some(unexpected()),
-                        },
-                        None => return Some(unexpected()),
-                    }
-                }
-                let mut out = BytesMut::with_capacity(24);
-                encode::integer(&mut out, total);
-                out.freeze()
+                let parts: Vec<&Bytes> = parts.collect();
+                sum_integers(&parts).unwrap_or_else(unexpected)
             }
             Split::Mget => self.merge_mget().unwrap_or_else(unexpected),
         })
@@ -166,6 +151,33 @@ fn array_elements(reply: &[u8], spans: &mut Vec<(usize, usize)>) -> Option<()> {
         pos += len;
     }
     Some(())
+}
+
+/// The values of integer replies; `None` if one is not an integer reply.
+pub(super) fn integers(parts: &[&Bytes]) -> Option<Vec<i64>> {
+    parts
+        .iter()
+        .map(|p| {
+            p.strip_prefix(b":")
+                .and_then(|r| r.strip_suffix(b"\r\n"))
+                .and_then(parse_int)
+        })
+        .collect()
+}
+
+/// The integer replies `parts` added up, as one integer reply; `None` if one is not an
+/// integer reply or the sum does not fit an i64.
+pub(super) fn sum_integers(parts: &[&Bytes]) -> Option<Bytes> {
+    integers(parts)?
+        .into_iter()
+        .try_fold(0i64, i64::checked_add)
+        .map(integer_reply)
+}
+
+pub(super) fn integer_reply(n: i64) -> Bytes {
+    let mut out = BytesMut::with_capacity(24);
+    encode::integer(&mut out, n);
+    out.freeze()
 }
 
 fn unexpected() -> Bytes {
