@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 use crate::config::BackendConfig;
 use crate::resp::{Protocol, ReplyScanner, encode, is_push};
 use crate::router::BackendInfo;
-use crate::server::Passwords;
+use crate::shared::Passwords;
 
 /// Commands for one backend connection, sent by one session after one read.
 pub struct Batch {

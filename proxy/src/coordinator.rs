@@ -24,7 +24,7 @@ use crate::config::CoordinatorConfig;
 use crate::plugin::from_store::load_chain;
 use crate::plugin::{PluginChain, PluginError};
 use crate::router::SlotTable;
-use crate::server::{Passwords, Shared};
+use crate::shared::{Passwords, Shared};
 
 /// Bound on each store call made while starting (so an unreachable store fails the start)
 /// and on each attempt to re-read a topology that did not decode.

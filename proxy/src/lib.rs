@@ -35,8 +35,10 @@ pub mod resp;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod shared;
 pub mod slot;
 pub mod stats;
+pub mod worker;
 
 pub use config::Config;
 pub use error::ProxyError;

@@ -25,7 +25,7 @@ use crate::backend::{BackendConn, Batch, ReplyBatch};
 use crate::command::{self, Class, Lookup, Spec};
 use crate::resp::{Protocol, Request, RequestDecoder, encode};
 use crate::router::{BackendId, SlotTable};
-use crate::server::Worker;
+use crate::worker::Worker;
 use crate::slot;
 
 use split::Merge;
