@@ -21,6 +21,7 @@ use tokio::time::MissedTickBehavior;
 
 use arc_swap::ArcSwap;
 
+use crate::command::CommandError;
 use crate::config::BackendConfig;
 use crate::resp::{Protocol, ReplyScanner, encode, is_push};
 use crate::router::BackendInfo;
@@ -106,7 +107,7 @@ impl BackendConn {
     pub fn send(&self, batch: Batch) {
         if let Err(mpsc::error::SendError(batch)) = self.tx.send(batch) {
             // The task is gone (worker shutting down): answer the batch here.
-            let reply = Bytes::from_static(b"-ERR backend connection closed\r\n");
+            let reply = CommandError::BackendClosed.reply();
             let _ = batch.reply_to.send(ReplyBatch {
                 tag: batch.tag,
                 replies: vec![reply; batch.count as usize],
@@ -501,10 +502,9 @@ fn take_replies(
 }
 
 fn unavailable_reply(addr: &str, reason: &str) -> Bytes {
-    let mut out = BytesMut::new();
-    encode::error(
-        &mut out,
-        &format!("ERR backend {addr} unavailable: {reason}"),
-    );
-    out.freeze()
+    CommandError::BackendUnavailable {
+        addr: addr.to_string(),
+        reason: reason.to_string(),
+    }
+    .reply()
 }

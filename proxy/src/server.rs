@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
+use crate::command::CommandError;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::error::ProxyError;
@@ -187,9 +188,7 @@ async fn accept_loop(
             tracing::debug!(%peer, "refused: max clients reached");
             tokio::spawn(async move {
                 let mut stream = stream;
-                let _ = stream
-                    .write_all(b"-ERR max number of clients reached\r\n")
-                    .await;
+                let _ = stream.write_all(&CommandError::MaxClients.reply()).await;
             });
             continue;
         }

@@ -22,7 +22,8 @@ pub struct Shared {
     pub clients: AtomicUsize,
     /// The client and backend passwords (from the config, or the product in the store).
     pub passwords: Arc<ArcSwap<Passwords>>,
-    /// Why the proxy refuses commands right now, if it does (e.g. it lost its lease).
+    /// Why the proxy refuses commands right now, if it does (e.g. it lost its lease): the
+    /// text of the `CommandError::Refused` every non-local command gets.
     pub refusal: ArcSwapOption<String>,
     /// The plugin chain; swapped whole, each worker instantiates its own copy.
     pub plugins: ArcSwap<PluginChain>,

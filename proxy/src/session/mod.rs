@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::backend::{BackendConn, Batch, ReplyBatch};
-use crate::command::{self, Class, Lookup, Spec};
+use crate::command::{self, Class, CommandError, Lookup, Spec};
 use crate::resp::{Protocol, Request, RequestDecoder, encode};
 use crate::router::{BackendId, SlotTable};
 use crate::worker::Worker;
@@ -226,13 +226,13 @@ impl Session {
                 Ok(None) => {
                     self.run_plugin_batch(&table, refusal, now);
                     if self.rbuf.len() > self.worker.shared.config.proxy.max_query_buffer {
-                        self.protocol_error("query buffer limit reached", now);
+                        self.protocol_error("query buffer limit reached".into(), now);
                     }
                     break;
                 }
                 Err(e) => {
                     self.run_plugin_batch(&table, refusal, now);
-                    self.protocol_error(&e.to_string(), now);
+                    self.protocol_error(e.to_string(), now);
                     break;
                 }
             }
@@ -247,12 +247,12 @@ impl Session {
     }
 
     /// Answers `-ERR Protocol error: ...` after the replies before it, then closes.
-    fn protocol_error(&mut self, what: &str, now: Instant) {
+    fn protocol_error(&mut self, what: String, now: Instant) {
+        tracing::debug!(session = self.id, peer = ?self.peer, error = what, "protocol error");
         let seq = self.push(None, now);
-        self.error(seq, &format!("ERR Protocol error: {what}"));
+        self.fail(seq, CommandError::Protocol(what));
         self.close_after = Some(seq);
         self.rbuf.clear();
-        tracing::debug!(session = self.id, peer = ?self.peer, error = what, "protocol error");
     }
 
     fn push(&mut self, cmd: Option<u16>, start: Instant) -> u64 {
@@ -273,10 +273,8 @@ impl Session {
         self.entry(seq).state = State::Ready(reply);
     }
 
-    fn error(&mut self, seq: u64, msg: &str) {
-        let mut out = BytesMut::with_capacity(msg.len() + 3);
-        encode::error(&mut out, msg);
-        self.complete(seq, out.freeze());
+    fn fail(&mut self, seq: u64, error: CommandError) {
+        self.complete(seq, error.reply());
     }
 
     /// Routes a request (after the plugins, if any).
@@ -302,32 +300,29 @@ impl Session {
             // Redis reports unknown commands and wrong arity before it asks for AUTH.
             Lookup::Unknown => {
                 let seq = self.push(None, now);
-                return self.error(seq, &command::unknown_command_error(&req.args));
+                return self.fail(seq, CommandError::unknown_command(&req.args));
             }
             Lookup::UnknownSubcommand(container) => {
                 let seq = self.push(Some(container.id), now);
-                return self.error(
-                    seq,
-                    &command::unknown_subcommand_error(container, &req.args),
-                );
+                return self.fail(seq, CommandError::unknown_subcommand(container, &req.args));
             }
         };
         let seq = self.push(Some(spec.id), now);
         if !spec.arity_ok(req.args.len()) {
-            return self.error(seq, &command::arity_error(spec));
+            return self.fail(seq, CommandError::arity(spec));
         }
         let class = spec.class();
         if !self.authenticated && !matches!(class, Class::Local(l) if local::allowed_before_auth(l))
         {
-            return self.error(seq, local::NOAUTH);
+            return self.fail(seq, CommandError::NoAuth);
         }
         if let Some(why) = refusal
             && !matches!(class, Class::Local(_))
         {
-            return self.error(seq, why);
+            return self.fail(seq, CommandError::Refused(why.to_string()));
         }
         if let Err(why) = command::check_options(spec, &req.args) {
-            return self.error(seq, &why);
+            return self.fail(seq, why);
         }
         if self.plugins
             && matches!(
@@ -344,16 +339,10 @@ impl Session {
             Class::Local(l) => self.local(seq, l, &req.args),
             Class::AnyBackend => match table.any_backend() {
                 Some(b) => self.forward(b, &req, Dest::Whole(seq)),
-                None => self.error(seq, NO_GROUP),
+                None => self.fail(seq, CommandError::NoGroup),
             },
-            Class::Unsupported => self.error(
-                seq,
-                &format!(
-                    "ERR command '{}' is not supported by the proxy",
-                    display_name(spec)
-                ),
-            ),
-            Class::Later => self.error(seq, &command::not_supported_yet_error(spec, None)),
+            Class::Unsupported => self.fail(seq, CommandError::not_supported(spec)),
+            Class::Later => self.fail(seq, CommandError::not_supported_yet(spec, None)),
         }
     }
 
@@ -362,26 +351,26 @@ impl Session {
         keys.clear();
         command::key_positions(spec, &req.args, &mut keys);
         let backend = match keys.split_first() {
-            None => table.any_backend().ok_or_else(|| NO_GROUP.to_string()),
+            None => table.any_backend().ok_or(CommandError::NoGroup),
             Some((&first, rest)) => {
                 let s = slot::slot(&req.args[first]);
                 if rest.iter().any(|&k| slot::slot(&req.args[k]) != s) {
-                    Err("CROSSSLOT Keys in request don't hash to the same slot".to_string())
+                    Err(CommandError::CrossSlot)
                 } else {
-                    table.route(s).ok_or_else(|| offline(s))
+                    table.route(s).ok_or(CommandError::SlotOffline(s))
                 }
             }
         };
         self.keys = keys;
         match backend {
             Ok(b) => self.forward(b, &req, Dest::Whole(seq)),
-            Err(msg) => self.error(seq, &msg),
+            Err(e) => self.fail(seq, e),
         }
     }
 
     fn dispatch_split(&mut self, seq: u64, kind: command::Split, req: Request, table: &SlotTable) {
         match split::plan(kind, &req.args, table) {
-            Err(msg) => self.error(seq, &msg),
+            Err(e) => self.fail(seq, e),
             Ok(split::Plan::Whole(b)) => self.forward(b, &req, Dest::Whole(seq)),
             Ok(split::Plan::Parts(parts, merge)) => {
                 self.entry(seq).state = State::Merging(Box::new(merge));
@@ -406,7 +395,7 @@ impl Session {
     ) {
         let config = &self.worker.shared.config.proxy;
         match fanout::plan(kind, &req.args, table, config) {
-            Err(msg) => self.error(seq, &msg),
+            Err(e) => self.fail(seq, e),
             Ok(fanout::Plan::Every(groups, gather)) => {
                 self.entry(seq).state = State::Gathering(Box::new(gather));
                 for (i, &(_, backend)) in groups.iter().enumerate() {
@@ -608,16 +597,4 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Resul
         buf.reserve(16 * 1024);
     }
     stream.read_buf(buf).await
-}
-
-/// The reply to a command that needs a group when the slot table has none.
-const NO_GROUP: &str = "ERR no group is configured";
-
-fn offline(slot: usize) -> String {
-    format!("ERR slot {slot} is not served by any group")
-}
-
-/// `object|encoding` → `object encoding`, as users type it.
-fn display_name(spec: &Spec) -> String {
-    spec.name.replace('|', " ")
 }
