@@ -35,9 +35,12 @@ pub mod resp;
 pub mod router;
 pub mod server;
 pub mod session;
-pub mod shared;
 pub mod slot;
 pub mod stats;
+
+// What a worker thread runs on: the state every thread shares, its own, and the streams.
+pub mod io;
+pub mod shared;
 pub mod worker;
 
 pub use config::Config;

@@ -242,7 +242,9 @@ impl WorkerSeed {
                         let Some(stream) = stream else { break };
                         match tokio::net::TcpStream::from_std(stream) {
                             Ok(s) => {
-                                tokio::task::spawn_local(Session::new(worker.clone(), s).run());
+                                let peer = s.peer_addr().ok();
+                                let session = Session::new(worker.clone(), Box::new(s), peer);
+                                tokio::task::spawn_local(session.run());
                             }
                             Err(e) => {
                                 worker.shared.clients.fetch_sub(1, Relaxed);

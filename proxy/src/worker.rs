@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::backend::BackendConn;
+use crate::backend::{BackendConn, Connect, TcpConnect};
 use crate::plugin::WorkerChain;
 use crate::resp::Protocol;
 use crate::router::BackendId;
@@ -22,10 +22,18 @@ pub struct Worker {
     /// This worker's instances of the plugin chain.
     pub chain: RefCell<WorkerChain>,
     pools: RefCell<HashMap<PoolKey, Rc<[BackendConn]>>>,
+    /// How its backend connections reach Redis.
+    connector: Rc<dyn Connect>,
 }
 
 impl Worker {
+    /// A worker whose backend connections connect over TCP.
     pub fn new(index: usize, shared: Arc<Shared>) -> Worker {
+        Worker::with_connector(index, shared, Rc::new(TcpConnect))
+    }
+
+    /// A worker whose backend connections connect through `connector`.
+    pub fn with_connector(index: usize, shared: Arc<Shared>, connector: Rc<dyn Connect>) -> Worker {
         let limits = shared.config.proxy.limits();
         let chain = RefCell::new(WorkerChain::new(&shared.plugins.load(), limits));
         Worker {
@@ -33,6 +41,7 @@ impl Worker {
             chain,
             shared,
             pools: RefCell::new(HashMap::new()),
+            connector,
         }
     }
 
@@ -61,7 +70,16 @@ impl Worker {
             let cfg = &self.shared.config.backend;
             let passwords = &self.shared.passwords;
             (0..cfg.connections)
-                .map(|_| BackendConn::spawn(info.clone(), db, protocol, cfg, passwords.clone()))
+                .map(|_| {
+                    BackendConn::spawn(
+                        info.clone(),
+                        db,
+                        protocol,
+                        cfg,
+                        passwords.clone(),
+                        self.connector.clone(),
+                    )
+                })
                 .collect()
         });
         pool[(session % pool.len() as u64) as usize].clone()

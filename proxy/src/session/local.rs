@@ -29,7 +29,7 @@ impl Session {
             Local::Echo => encode::bulk(&mut out, &args[1]),
             Local::Quit => {
                 encode::simple(&mut out, "OK");
-                self.close_after = Some(seq);
+                self.client.close_after = Some(seq);
             }
             Local::Auth => match args {
                 [_, pass] => {
@@ -47,17 +47,17 @@ impl Session {
                 if !valid_client_name(&args[2]) {
                     CommandError::ClientName.write(&mut out);
                 } else {
-                    self.name = (!args[2].is_empty()).then(|| args[2].clone());
+                    self.client.name = (!args[2].is_empty()).then(|| args[2].clone());
                     encode::simple(&mut out, "OK");
                 }
             }
-            Local::ClientGetName => match &self.name {
+            Local::ClientGetName => match &self.client.name {
                 Some(n) => encode::bulk(&mut out, n),
-                None => encode::null(&mut out, self.protocol),
+                None => encode::null(&mut out, self.client.protocol),
             },
             Local::ClientId => encode::integer(&mut out, self.id as i64),
         }
-        self.complete(seq, out.freeze());
+        self.queue.complete(seq, out.freeze());
     }
 
     /// Checks a password; on success the session is authenticated, as the user `default`
@@ -71,7 +71,7 @@ impl Session {
         }
         let user_ok = user.is_none_or(|u| u == b"default");
         if user_ok && constant_time_eq(pass, expected) {
-            self.authenticated = true;
+            self.client.authenticated = true;
             if !self.attrs.iter().any(|(k, _)| k == "user") {
                 self.attrs.push(("user".into(), "default".into()));
             }
@@ -89,7 +89,7 @@ impl Session {
             None => CommandError::NotAnInteger.write(out),
             Some(db) if db < 0 || db >= databases => CommandError::DbIndex.write(out),
             Some(db) => {
-                if self.db != db as u32 {
+                if self.client.db != db as u32 {
                     self.switch_db(db as u32);
                 }
                 encode::simple(out, "OK");
@@ -136,17 +136,17 @@ impl Session {
                 return;
             }
         }
-        if !self.authenticated {
+        if !self.client.authenticated {
             return CommandError::HelloNoAuth.write(out);
         }
         if let Some(n) = name {
             if !valid_client_name(&n) {
                 return CommandError::ClientName.write(out);
             }
-            self.name = (!n.is_empty()).then_some(n);
+            self.client.name = (!n.is_empty()).then_some(n);
         }
         if let Some(p) = protocol
-            && p != self.protocol
+            && p != self.client.protocol
         {
             self.switch_protocol(p);
         }
@@ -158,13 +158,13 @@ impl Session {
             .any_backend()
             .and_then(|b| self.worker.shared.registry.get(b).version.load_full())
             .map_or_else(|| ASSUMED_REDIS_VERSION.to_string(), |v| v.to_string());
-        encode::map_header(out, self.protocol, 8);
+        encode::map_header(out, self.client.protocol, 8);
         for (k, v) in [("server", "redis"), ("version", version.as_str())] {
             encode::bulk(out, k.as_bytes());
             encode::bulk(out, v.as_bytes());
         }
         encode::bulk(out, b"proto");
-        encode::integer(out, self.protocol.version() as i64);
+        encode::integer(out, self.client.protocol.version() as i64);
         encode::bulk(out, b"id");
         encode::integer(out, self.id as i64);
         encode::bulk(out, b"mode");

@@ -40,10 +40,10 @@ impl Session {
     fn call_context(&self) -> CallContext<'_> {
         CallContext {
             conn_id: self.id,
-            db: self.db,
+            db: self.client.db,
             peer: &self.peer_text,
             attrs: &self.attrs,
-            protocol: self.protocol.version(),
+            protocol: self.client.protocol.version(),
         }
     }
 
@@ -125,8 +125,8 @@ impl Session {
                     self.dispatch_found(found, Request { args, raw }, table, refusal, now);
                 }
                 CommandOutcome::Answer(cmd, reply) => {
-                    let seq = self.push(Some(cmd), now);
-                    self.complete(seq, convert::for_protocol(reply, self.protocol));
+                    let seq = self.queue.push(Some(cmd), now);
+                    self.queue.complete(seq, convert::for_protocol(reply, self.client.protocol));
                 }
             }
         }
@@ -141,8 +141,8 @@ impl Session {
         }
         let mut keys = Vec::new();
         command::key_positions(spec, &req.args, &mut keys);
-        let protocol = self.protocol;
-        self.entry(seq).reply_hook = Some(Box::new(ReplyHook {
+        let protocol = self.client.protocol;
+        self.queue.entry(seq).reply_hook = Some(Box::new(ReplyHook {
             cmd: spec.id,
             args: req.args.clone(),
             keys,
@@ -166,7 +166,7 @@ impl Session {
     /// A plugin that set the `user` attribute has authenticated the connection.
     fn note_user(&mut self) {
         if self.attrs.iter().any(|(k, v)| k == "user" && !v.is_empty()) {
-            self.authenticated = true;
+            self.client.authenticated = true;
         }
     }
 }
