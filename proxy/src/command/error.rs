@@ -235,7 +235,10 @@ mod tests {
 
     #[test]
     fn replies_are_simple_errors_whatever_the_text() {
-        assert_eq!(&CommandError::NoAuth.reply()[..], b"-NOAUTH Authentication required.\r\n");
+        assert_eq!(
+            &CommandError::NoAuth.reply()[..],
+            b"-NOAUTH Authentication required.\r\n"
+        );
         let e = CommandError::BackendUnavailable {
             addr: "127.0.0.1:1".into(),
             reason: "a\r\nb".into(),
@@ -245,7 +248,11 @@ mod tests {
             b"-ERR backend 127.0.0.1:1 unavailable: a  b\r\n"
         );
         assert!(e.reply().starts_with(BACKEND_ERROR_PREFIX));
-        assert!(CommandError::BackendClosed.reply().starts_with(BACKEND_ERROR_PREFIX));
+        assert!(
+            CommandError::BackendClosed
+                .reply()
+                .starts_with(BACKEND_ERROR_PREFIX)
+        );
     }
 
     #[test]

@@ -800,7 +800,9 @@ mod tests {
         let e = |words: &[&[u8]]| {
             let line = args(words);
             match lookup(&line) {
-                Lookup::UnknownSubcommand(c) => CommandError::unknown_subcommand(c, &line).to_string(),
+                Lookup::UnknownSubcommand(c) => {
+                    CommandError::unknown_subcommand(c, &line).to_string()
+                }
                 other => panic!("{words:?}: {other:?}"),
             }
         };

@@ -119,7 +119,8 @@ pub fn plan(
             groups: groups.len(),
         });
     }
-    let (index, group_cursor) = decode_cursor(&args[1], groups.len()).ok_or(CommandError::InvalidCursor)?;
+    let (index, group_cursor) =
+        decode_cursor(&args[1], groups.len()).ok_or(CommandError::InvalidCursor)?;
     let (id, backend) = groups[index];
     Ok(Plan::Scan {
         backend,

@@ -224,11 +224,15 @@ impl Session {
             // Redis reports unknown commands and wrong arity before it asks for AUTH.
             Lookup::Unknown => {
                 let seq = self.queue.push(None, now);
-                return self.queue.fail(seq, CommandError::unknown_command(&req.args));
+                return self
+                    .queue
+                    .fail(seq, CommandError::unknown_command(&req.args));
             }
             Lookup::UnknownSubcommand(container) => {
                 let seq = self.queue.push(Some(container.id), now);
-                return self.queue.fail(seq, CommandError::unknown_subcommand(container, &req.args));
+                return self
+                    .queue
+                    .fail(seq, CommandError::unknown_subcommand(container, &req.args));
             }
         };
         let seq = self.queue.push(Some(spec.id), now);
@@ -236,7 +240,8 @@ impl Session {
             return self.queue.fail(seq, CommandError::arity(spec));
         }
         let class = spec.class();
-        if !self.client.authenticated && !matches!(class, Class::Local(l) if local::allowed_before_auth(l))
+        if !self.client.authenticated
+            && !matches!(class, Class::Local(l) if local::allowed_before_auth(l))
         {
             return self.queue.fail(seq, CommandError::NoAuth);
         }
@@ -266,7 +271,9 @@ impl Session {
                 None => self.queue.fail(seq, CommandError::NoGroup),
             },
             Class::Unsupported => self.queue.fail(seq, CommandError::not_supported(spec)),
-            Class::Later => self.queue.fail(seq, CommandError::not_supported_yet(spec, None)),
+            Class::Later => self
+                .queue
+                .fail(seq, CommandError::not_supported_yet(spec, None)),
         }
     }
 

@@ -126,7 +126,8 @@ impl Session {
                 }
                 CommandOutcome::Answer(cmd, reply) => {
                     let seq = self.queue.push(Some(cmd), now);
-                    self.queue.complete(seq, convert::for_protocol(reply, self.client.protocol));
+                    self.queue
+                        .complete(seq, convert::for_protocol(reply, self.client.protocol));
                 }
             }
         }
