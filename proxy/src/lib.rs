@@ -21,6 +21,10 @@
 //!
 //! Around it: [`config`] (TOML), [`stats`] (counters and latency histograms per worker) and
 //! [`admin`] (the HTTP API: `/api/model`, `/api/stats`, `/metrics`).
+//!
+//! Under the threads: [`shared`] is what every thread of a proxy shares, [`worker`] what one
+//! worker thread owns, and [`io`] the byte streams sessions and backend connections run over.
+//! The modules' layering (who may use whom) is in docs/architecture.md.
 
 #![forbid(unsafe_code)]
 
@@ -38,7 +42,6 @@ pub mod session;
 pub mod slot;
 pub mod stats;
 
-// What a worker thread runs on: the state every thread shares, its own, and the streams.
 pub mod io;
 pub mod shared;
 pub mod worker;

@@ -4,6 +4,11 @@
 //! Ordering: a session sends all its commands for one backend over the same connection, in
 //! the order it read them, so commands on one key run on Redis in the client's order. A reply
 //! that arrives early waits only for the replies before it.
+//!
+//! In parts: `queue` keeps the commands in request order and the batches in flight, `outbox`
+//! the batches of one read and the backend connections in use, `state` what the client set
+//! up; `local`, `split` and `fanout` answer or spread the commands that are not one backend's,
+//! and `plugins` runs the plugin phases.
 
 mod fanout;
 mod local;
