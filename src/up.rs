@@ -13,7 +13,8 @@ use serde_json::json;
 use tessera_dashboard::DashboardArgs;
 use tessera_dashboard::admin::Client;
 use tessera_proxy::config::{Config, CoordinatorConfig};
-use tessera_proxy::slot::SLOT_COUNT;
+use tessera_topology::model::SlotRange;
+use tessera_topology::slot::SLOT_COUNT;
 
 #[derive(clap::Args)]
 pub struct UpArgs {
@@ -210,7 +211,7 @@ fn assign_slots(api: &Client, servers: &Servers) -> anyhow::Result<()> {
         api.call(
             "POST",
             "/api/slots/assign",
-            Some(json!({ "range": format!("{lo}-{hi}"), "group": id })),
+            Some(json!({ "range": SlotRange { lo, hi }, "group": id })),
         )?;
     }
     Ok(())

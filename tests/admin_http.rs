@@ -103,6 +103,28 @@ fn model_coalesces_adjacent_config_ranges_of_one_group() {
     assert_eq!(direct.as_deref(), Some("v"));
 }
 
+/// One slot in a state of its own is written as its number, as the dashboard writes it
+/// (docs/topology.md, "Slot ranges"); the config may write it either way.
+#[test]
+fn model_writes_a_one_slot_range_as_its_number() {
+    let r1 = RedisServer::start();
+    let r2 = RedisServer::start();
+    let proxy = Proxy::builder(&[&[&r1], &[&r2]])
+        .slots(&[("0-699", 1), ("700-700", 2), ("701-1022", 1)])
+        .start();
+    let model = get_json(&proxy, "/api/model");
+    assert_eq!(
+        model["slots"],
+        serde_json::json!([
+            {"range": "0-699", "state": "owned", "group": 1},
+            {"range": "700", "state": "owned", "group": 2},
+            {"range": "701-1022", "state": "owned", "group": 1},
+            {"range": "1023", "state": "offline"},
+        ]),
+        "{model}"
+    );
+}
+
 #[test]
 fn stats_count_commands_sessions_and_backends() {
     let r1 = RedisServer::start();

@@ -722,7 +722,7 @@ fn chain_file(client: &Client, file: &Path) -> Result<Value, AdminError> {
 /// in full, one line of at most 40 characters.
 fn short_config(link: &Value) -> String {
     let config = link["config"].as_str().unwrap_or_default();
-    if config == crate::view::MASK
+    if config == tessera_topology::mask::MASK
         && let Some(bytes) = link["config_bytes"].as_u64()
     {
         let sha: String = text(&link["config_sha256"]).chars().take(12).collect();

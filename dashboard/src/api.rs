@@ -16,13 +16,13 @@ use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tessera_topology::model::slot_runs;
 use warp::Filter;
 use warp::http::{Method, StatusCode};
 
 use crate::error::DashboardError;
 use crate::plugins::{ChainUpdate, MAX_CHAIN_BODY, MAX_MODULE, masked_chain};
 use crate::service::{ProductUpdate, Service};
-use crate::view::slot_ranges;
 
 /// JSON bodies larger than this are refused (413), except where a route says otherwise.
 const MAX_BODY: usize = 64 * 1024;
@@ -116,7 +116,7 @@ fn ok(value: impl serde::Serialize) -> Answer {
 /// (400), then the topology itself (404/409).
 async fn dispatch(state: &AppState, mut req: Request) -> Answer {
     if let Some(&listen) = state.listen.get() {
-        tessera_proxy::admin::check_host(req.host.as_deref(), listen)?;
+        tessera_topology::http::check_host(req.host.as_deref(), listen)?;
     }
     let segments: Vec<String> = req
         .path
@@ -222,7 +222,7 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
             if flag(&req.query, "full") {
                 ok(json!({ "revision": snap.revision(), "slots": snap.slot_states() }))
             } else {
-                let ranges = slot_ranges(&snap.slot_states());
+                let ranges = slot_runs(&snap.slot_states());
                 ok(json!({ "revision": snap.revision(), "slots": ranges }))
             }
         }
@@ -245,7 +245,7 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
             ok(json!({
                 "revision": revision,
                 "changed": changed,
-                "slots": slot_ranges(&slots),
+                "slots": slot_runs(&slots),
             }))
         }
         ["api", "proxies"] => {

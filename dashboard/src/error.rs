@@ -2,7 +2,7 @@
 //! response: `{"error": "message"}` with the status [`DashboardError::status`] gives.
 
 use tessera_topology::StoreError;
-use tessera_topology::model::DashboardLock;
+use tessera_topology::model::{DashboardLock, SlotRangeError};
 use warp::http::StatusCode;
 
 #[derive(Debug, thiserror::Error)]
@@ -10,9 +10,12 @@ pub enum DashboardError {
     /// The request is malformed or asks for something impossible (400).
     #[error("{0}")]
     BadRequest(String),
+    /// A slot range that does not parse (400).
+    #[error(transparent)]
+    BadRange(#[from] SlotRangeError),
     /// A request whose `Host` is not the dashboard's address (421).
     #[error(transparent)]
-    ForeignHost(#[from] tessera_proxy::admin::ForeignHost),
+    ForeignHost(#[from] tessera_topology::http::ForeignHost),
     /// A mutating call without the right `Authorization: Bearer <token>` (401).
     #[error("missing or wrong admin token: send `Authorization: Bearer <token>`")]
     Unauthorized,
@@ -55,7 +58,7 @@ impl DashboardError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            DashboardError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            DashboardError::BadRequest(_) | DashboardError::BadRange(_) => StatusCode::BAD_REQUEST,
             DashboardError::ForeignHost(_) => StatusCode::MISDIRECTED_REQUEST,
             DashboardError::Unauthorized => StatusCode::UNAUTHORIZED,
             DashboardError::NotFound(_) => StatusCode::NOT_FOUND,

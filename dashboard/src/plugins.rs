@@ -206,13 +206,13 @@ impl Snapshot {
 }
 
 /// The links of `chain` as read views show them: each config masked, with its length and
-/// sha256 ([`tessera_proxy::admin::mask_plugin_config`]).
+/// sha256 ([`tessera_topology::mask::mask_plugin_config`]).
 pub fn masked_chain(chain: &[PluginSpec]) -> Vec<serde_json::Value> {
     chain
         .iter()
         .map(|spec| {
             let mut link = serde_json::json!(spec);
-            tessera_proxy::admin::mask_plugin_config(&mut link);
+            tessera_topology::mask::mask_plugin_config(&mut link);
             link
         })
         .collect()

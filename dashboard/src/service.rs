@@ -11,14 +11,15 @@ use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tessera_topology::model::{Group, Plugins, Product, ProxyInfo, SLOT_COUNT, SlotState, Slots};
+use tessera_topology::model::{
+    Group, Plugins, Product, ProxyInfo, SLOT_COUNT, SlotRange, SlotState, Slots, slot_runs,
+};
 use tessera_topology::store::{Compare, Op};
 use tessera_topology::{KeyValue, Revision, Store, keys};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::error::DashboardError;
-use crate::view::parse_range;
 
 /// Group ids are `1..=MAX_GROUP_ID` (as in Codis; the store key pads the id to 4 digits).
 pub const MAX_GROUP_ID: u32 = 9999;
@@ -91,10 +92,10 @@ impl Snapshot {
 
     /// The slots a group owns, as text (`0-511, 700`), or `None`.
     fn owned_by(&self, id: u32) -> Option<String> {
-        let owned: Vec<_> = crate::view::slot_ranges(&self.slot_states())
+        let owned: Vec<String> = slot_runs(&self.slot_states())
             .into_iter()
             .filter(|r| r.state == SlotState::Owned { group: id })
-            .map(|r| r.range)
+            .map(|r| r.range.to_string())
             .collect();
         (!owned.is_empty()).then(|| owned.join(", "))
     }
@@ -480,11 +481,11 @@ impl Service {
         range: &str,
         group: Option<u32>,
     ) -> Result<(Revision, (usize, Vec<SlotState>)), DashboardError> {
-        let (lo, hi) = parse_range(range)?;
+        let range: SlotRange = range.parse()?;
         let group = group.filter(|g| *g != 0);
         let what = match group {
-            Some(g) => format!("slots {lo}-{hi} assigned to group {g}"),
-            None => format!("slots {lo}-{hi} set offline"),
+            Some(g) => format!("slots {range} assigned to group {g}"),
+            None => format!("slots {range} set offline"),
         };
         self.mutate(&what, |snap| {
             let mut p = Plan::default();
@@ -502,11 +503,11 @@ impl Service {
                 None => SlotState::Offline,
             };
             let mut slots = snap.slot_states();
-            let changed = slots[lo..=hi].iter().filter(|s| **s != state).count();
+            let changed = slots[range.slots()].iter().filter(|s| **s != state).count();
             if changed == 0 && snap.slots.is_some() {
                 return Ok((Plan::default(), (0, slots)));
             }
-            slots[lo..=hi].fill(state);
+            slots[range.slots()].fill(state);
             let doc = Slots { slots };
             p.read(snap.guard_slots())
                 .put(keys::slots(&self.product), &doc);

@@ -1,27 +1,26 @@
 //! The proxy's admin HTTP API, on its own port:
 //! `GET /api/model` (config and slot table), `GET /api/stats` (JSON), `GET /metrics` (Prometheus).
 //!
-//! Read views never show a secret: passwords and plugin configs are [`MASK`]ed (the
-//! dashboard masks with the same definitions). A request whose `Host` is not the address
-//! the server listens on is refused ([`check_host`]), so a web page cannot reach the API
-//! through DNS rebinding.
+//! Read views never show a secret: passwords and plugin configs are masked
+//! ([`tessera_topology::mask`], as the dashboard does). A request whose `Host` is not the
+//! address the server listens on is refused ([`check_host`]), so a web page cannot reach the
+//! API through DNS rebinding.
 
 use std::fmt::Write;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 
-use serde::Serialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
+use tessera_topology::http::{ForeignHost, check_host};
+use tessera_topology::mask::{mask, mask_plugin_config};
 use tokio::sync::watch;
 use warp::Filter;
 use warp::http::StatusCode;
 
 use crate::error::ProxyError;
 use crate::plugin::PluginStats;
-use crate::router::SlotState;
 use crate::shared::Shared;
 use crate::stats::BUCKETS_US;
 
@@ -47,14 +46,17 @@ pub fn bind(
         .and_then(move |host: Option<warp::host::Authority>| {
             let listen = listen.get().copied().unwrap_or(addr);
             let host = host.map(|a| a.to_string());
-            async move { check_host(host.as_deref(), listen).map_err(warp::reject::custom) }
+            async move {
+                check_host(host.as_deref(), listen)
+                    .map_err(|e| warp::reject::custom(Misdirected(e)))
+            }
         })
         .untuple_one();
     let routes = host
         .and(warp::get().and(model.or(stats).or(metrics)))
         .recover(|rejection: warp::Rejection| async move {
-            match rejection.find::<ForeignHost>() {
-                Some(e) => Ok(warp::reply::with_status(
+            match rejection.find::<Misdirected>() {
+                Some(Misdirected(e)) => Ok(warp::reply::with_status(
                     warp::reply::json(&json!({ "error": e.to_string() })),
                     StatusCode::MISDIRECTED_REQUEST,
                 )),
@@ -73,116 +75,14 @@ pub fn bind(
     Ok((bound_addr, serve))
 }
 
-/// What read views show instead of a secret that is set: a password, a plugin's config.
-pub const MASK: &str = "********";
+/// The warp rejection of a request whose `Host` is not this server ([`check_host`]).
+#[derive(Debug)]
+struct Misdirected(ForeignHost);
 
-/// `secret` as read views show it: [`MASK`], or empty if it is empty.
-pub fn mask(secret: &str) -> String {
-    if secret.is_empty() {
-        String::new()
-    } else {
-        MASK.to_string()
-    }
-}
-
-/// A plugin link as JSON (`[[plugin]]` of the proxy config, or a link of the dashboard's
-/// chain) as read views show it: its `config` [`mask`]ed, with `config_bytes` (its length)
-/// and `config_sha256` (lowercase hex) added, so that two configs can be told apart.
-pub fn mask_plugin_config(link: &mut serde_json::Value) {
-    let Some(link) = link.as_object_mut() else {
-        return;
-    };
-    let config = link
-        .get("config")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or_default();
-    let sha256: String = Sha256::digest(config.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let bytes = config.len();
-    let masked = mask(config);
-    link.insert("config".to_string(), json!(masked));
-    link.insert("config_bytes".to_string(), json!(bytes));
-    link.insert("config_sha256".to_string(), json!(sha256));
-}
-
-/// A request for another server than this one: its `Host` names neither the address the
-/// server listens on nor, for a server on a loopback or wildcard address, `localhost`.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "this server is http://{listen}/, not {host:?}: requests for another host name are refused (use the address it listens on, or localhost for a local one)"
-)]
-pub struct ForeignHost {
-    pub host: String,
-    pub listen: SocketAddr,
-}
-
-impl warp::reject::Reject for ForeignHost {}
-
-/// Whether a request with this `Host` header is for the server listening on `listen`. A
-/// browser always sends the name it resolved, so a page served from a name an attacker
-/// rebound to this machine's address (DNS rebinding) is refused here. Accepted:
-///
-/// - the port of `listen` (80 if the header has none), and
-/// - as the name, an IP address: `listen`'s own, any loopback one if `listen` is loopback,
-///   any if `listen` is a wildcard (`0.0.0.0`, `[::]`) — an address cannot be rebound; or
-///   `localhost` if `listen` is loopback or a wildcard.
-///
-/// No header at all (HTTP/1.0 tools) is accepted: a browser never omits it.
-pub fn check_host(host: Option<&str>, listen: SocketAddr) -> Result<(), ForeignHost> {
-    let Some(header) = host else {
-        return Ok(());
-    };
-    let refused = || ForeignHost {
-        host: header.to_string(),
-        listen,
-    };
-    let text = header.trim();
-    let (name, port) = match text.strip_prefix('[') {
-        Some(rest) => {
-            let (name, after) = rest.split_once(']').ok_or_else(refused)?;
-            (name, after.strip_prefix(':'))
-        }
-        None => match text.rsplit_once(':') {
-            Some((name, port)) => (name, Some(port)),
-            None => (text, None),
-        },
-    };
-    let port = match port {
-        Some(p) => p.parse::<u16>().map_err(|_| refused())?,
-        None => 80,
-    };
-    if port != listen.port() {
-        return Err(refused());
-    }
-    let ip = listen.ip();
-    let ok = match name.parse::<IpAddr>() {
-        Ok(addr) => ip.is_unspecified() || addr == ip || (ip.is_loopback() && addr.is_loopback()),
-        Err(_) => {
-            name.eq_ignore_ascii_case("localhost") && (ip.is_loopback() || ip.is_unspecified())
-        }
-    };
-    if ok { Ok(()) } else { Err(refused()) }
-}
-
-#[derive(Serialize)]
-struct SlotRangeJson {
-    range: String,
-    #[serde(flatten)]
-    state: SlotState,
-}
+impl warp::reject::Reject for Misdirected {}
 
 fn model(shared: &Shared) -> serde_json::Value {
     let table = shared.table.load();
-    let slots: Vec<SlotRangeJson> = table
-        .ranges()
-        .into_iter()
-        .map(|r| SlotRangeJson {
-            range: format!("{}-{}", r.lo, r.hi),
-            state: r.state,
-        })
-        .collect();
     let mut config = serde_json::to_value(&shared.config).unwrap_or_default();
     // The model is for operators; passwords and plugin configs stay out of it.
     for key in [["proxy", "password"], ["backend", "password"]] {
@@ -198,7 +98,7 @@ fn model(shared: &Shared) -> serde_json::Value {
         "revision": table.revision,
         "config": config,
         "groups": table.groups().collect::<Vec<_>>(),
-        "slots": slots,
+        "slots": table.runs(),
     })
 }
 
@@ -440,67 +340,5 @@ fn family<'a>(
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (label_value, sample) in rows {
         let _ = writeln!(out, "{name}{{{label}=\"{label_value}\"}} {sample}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_of_this_server_only() {
-        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
-        let ok = |host: &str, listen: &str| check_host(Some(host), at(listen)).is_ok();
-        for host in [
-            "127.0.0.1:8080",
-            "localhost:8080",
-            "LocalHost:8080",
-            "[::1]:8080",
-            "127.0.0.2:8080",
-        ] {
-            assert!(ok(host, "127.0.0.1:8080"), "{host}");
-        }
-        for host in [
-            "evil.example:8080",
-            "127.0.0.1:8081",
-            "127.0.0.1",
-            "localhost",
-            "10.0.0.1:8080",
-            "[::1",
-            "x:y",
-            "",
-        ] {
-            assert!(!ok(host, "127.0.0.1:8080"), "{host}");
-        }
-        assert!(ok("10.1.2.3:80", "10.1.2.3:80") && ok("10.1.2.3", "10.1.2.3:80"));
-        assert!(!ok("localhost:80", "10.1.2.3:80") && !ok("10.1.2.4:80", "10.1.2.3:80"));
-        for host in ["10.9.9.9:9000", "localhost:9000", "[fe80::1]:9000"] {
-            assert!(ok(host, "0.0.0.0:9000") && ok(host, "[::]:9000"), "{host}");
-        }
-        assert!(!ok("evil.example:9000", "0.0.0.0:9000"));
-        assert!(check_host(None, at("127.0.0.1:8080")).is_ok());
-        let e = check_host(Some("evil.example:8080"), at("127.0.0.1:8080")).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("this server is http://127.0.0.1:8080/, not \"evil.example:8080\""),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn plugin_configs_are_masked_with_a_fingerprint() {
-        let mut link = json!({"name": "acl", "config": "abc", "fail": "open"});
-        mask_plugin_config(&mut link);
-        assert_eq!(
-            link,
-            json!({"name": "acl", "config": MASK, "config_bytes": 3, "fail": "open",
-                   "config_sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"})
-        );
-        let mut empty = json!({"name": "f", "config": ""});
-        mask_plugin_config(&mut empty);
-        assert_eq!(
-            (&empty["config"], &empty["config_bytes"]),
-            (&json!(""), &json!(0))
-        );
     }
 }

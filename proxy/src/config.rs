@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-
-use crate::slot::SLOT_COUNT;
+use tessera_topology::model::{BadSlotRange, SlotRange, SlotRangeError, SlotState};
+use tessera_topology::slot::SLOT_COUNT;
 
 /// Why a configuration was refused. The message names the file, the field and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -257,25 +257,7 @@ impl Config {
                 }
             }
         }
-        let mut owner = vec![None::<u32>; SLOT_COUNT];
-        for r in &self.slots {
-            let (lo, hi) = parse_slot_range(&r.range).map_err(ConfigError::Invalid)?;
-            if !ids.contains_key(&r.group) {
-                return invalid(format!(
-                    "slots {:?} name group {}, which is not defined",
-                    r.range, r.group
-                ));
-            }
-            for (slot, o) in owner.iter_mut().enumerate().take(hi + 1).skip(lo) {
-                if let Some(prev) = o {
-                    return invalid(format!(
-                        "slot {slot} is assigned twice (groups {prev} and {})",
-                        r.group
-                    ));
-                }
-                *o = Some(r.group);
-            }
-        }
+        self.slot_states()?;
         if let Some(c) = &self.coordinator {
             if !self.groups.is_empty() || !self.slots.is_empty() {
                 return invalid(
@@ -318,6 +300,33 @@ impl Config {
         Ok(())
     }
 
+    /// The state of every slot: those of the `[[slots]]` ranges owned by their group, the
+    /// others offline. Refuses a range that does not parse, names an undefined group or
+    /// overlaps another.
+    pub fn slot_states(&self) -> Result<Vec<SlotState>, ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let mut slots = vec![SlotState::Offline; SLOT_COUNT];
+        for r in &self.slots {
+            let range: SlotRange = r.range.parse().map_err(range_error)?;
+            if !self.groups.iter().any(|g| g.id == r.group) {
+                return invalid(format!(
+                    "slots {:?} name group {}, which is not defined",
+                    r.range, r.group
+                ));
+            }
+            for slot in range.slots() {
+                if let SlotState::Owned { group: prev } = slots[slot] {
+                    return invalid(format!(
+                        "slot {slot} is assigned twice (groups {prev} and {})",
+                        r.group
+                    ));
+                }
+                slots[slot] = SlotState::Owned { group: r.group };
+            }
+        }
+        Ok(slots)
+    }
+
     /// The number of worker threads to run.
     pub fn worker_count(&self) -> usize {
         if self.proxy.workers > 0 {
@@ -333,27 +342,18 @@ impl Config {
     }
 }
 
-/// Parses `"lo-hi"` or `"n"` into an inclusive slot range.
-pub fn parse_slot_range(s: &str) -> Result<(usize, usize), String> {
-    let parse = |t: &str| {
-        t.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("slot range {s:?}: {t:?} is not a slot number"))
-    };
-    let (lo, hi) = match s.split_once('-') {
-        Some((a, b)) => (parse(a)?, parse(b)?),
-        None => {
-            let n = parse(s)?;
-            (n, n)
+/// A `[[slots]]` range that does not parse, in the config's words.
+fn range_error(e: SlotRangeError) -> ConfigError {
+    ConfigError::Invalid(match e.why {
+        BadSlotRange::NotANumber { part } => {
+            format!("slot range {:?}: {part:?} is not a slot number", e.text)
         }
-    };
-    if lo > hi || hi >= SLOT_COUNT {
-        return Err(format!(
-            "slot range {s:?} must be lo-hi with 0 <= lo <= hi <= {}",
+        BadSlotRange::PastLastSlot | BadSlotRange::Reversed => format!(
+            "slot range {:?} must be lo-hi with 0 <= lo <= hi <= {}",
+            e.text,
             SLOT_COUNT - 1
-        ));
-    }
-    Ok((lo, hi))
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -401,6 +401,16 @@ group = 2
         assert!(e.to_string().contains("assigned twice"), "{e}");
         let e = Config::parse(&GOOD.replace("512-1023", "512-1024"), "t").unwrap_err();
         assert!(e.to_string().contains("1023"), "{e}");
+        let e = Config::parse(&GOOD.replace("512-1023", " x-1023"), "t").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"invalid config: slot range " x-1023": " x" is not a slot number"#
+        );
+        let e = Config::parse(&GOOD.replace("512-1023", "600-512"), "t").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"invalid config: slot range "600-512" must be lo-hi with 0 <= lo <= hi <= 1023"#
+        );
         let e = Config::parse(&GOOD.replace("127.0.0.1:6379", "nowhere"), "t").unwrap_err();
         assert!(e.to_string().contains("host:port"), "{e}");
     }

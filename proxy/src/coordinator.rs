@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use tessera_topology::model::{Plugins, ProxyInfo, SlotState, Topology};
+use tessera_topology::model::{Plugins, ProxyInfo, Topology};
 use tessera_topology::{LeaseId, Store, StoreError, WatchEvent, keys, load};
 use tokio::sync::{mpsc, watch};
 
@@ -442,17 +442,12 @@ impl Coordinator {
     /// Builds the slot table of the current topology and swaps it in.
     fn publish(&mut self) {
         let t = &self.topology;
-        let groups = t.groups.iter().map(|g| (g.id, g.servers.clone())).collect();
-        let owners: Vec<Option<u32>> = t
-            .slots
-            .slots
-            .iter()
-            .map(|s| match s {
-                SlotState::Owned { group } => Some(*group),
-                SlotState::Offline => None,
-            })
-            .collect();
-        let table = SlotTable::build(t.revision as u64, groups, &owners, &self.shared.registry);
+        let table = SlotTable::build(
+            t.revision as u64,
+            &t.groups,
+            &t.slots.slots,
+            &self.shared.registry,
+        );
         self.shared.table.store(Arc::new(table));
         let passwords = Passwords {
             session: t.product.session_password.clone(),

@@ -39,7 +39,6 @@ pub mod resp;
 pub mod router;
 pub mod server;
 pub mod session;
-pub mod slot;
 pub mod stats;
 
 pub mod io;
@@ -49,3 +48,5 @@ pub mod worker;
 pub use config::Config;
 pub use error::ProxyError;
 pub use server::{ProxyHandle, start};
+/// Key placement ([`slot::slot`], [`slot::hashtag`]) belongs to the topology model.
+pub use tessera_topology::slot;

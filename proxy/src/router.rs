@@ -5,41 +5,23 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use tessera_topology::model::{Group, SlotRun, SlotState, slot_runs};
+use tessera_topology::slot::SLOT_COUNT;
 
-use crate::config::{Config, parse_slot_range};
-use crate::slot::SLOT_COUNT;
+use crate::config::Config;
 
 /// Dense index of a backend address in the [`BackendRegistry`]; never reused.
 pub type BackendId = u32;
 
-/// What a slot is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
-pub enum SlotState {
-    /// No group serves the slot: its commands are refused.
-    Offline,
-    /// Served by the master of `group`.
-    Owned { group: u32 },
-}
-
-/// A group as the router sees it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Group {
-    pub id: u32,
-    /// Server addresses; the first is the master.
-    pub servers: Vec<String>,
-    #[serde(skip)]
-    pub master: BackendId,
-}
-
-/// One published routing table.
+/// One published routing table: the model's groups and slot states, and what routing adds
+/// to them (each group's master backend, and each slot's).
 #[derive(Debug)]
 pub struct SlotTable {
     /// The topology revision this table was built from (0 for a static config).
     pub revision: u64,
     slots: Vec<SlotState>,
-    groups: BTreeMap<u32, Group>,
+    /// The groups that serve, each with its master backend.
+    groups: BTreeMap<u32, (Group, BackendId)>,
     /// The master backend of each slot, `NONE` when offline: the one lookup per key.
     route: Box<[BackendId]>,
 }
@@ -49,59 +31,42 @@ const NONE: BackendId = BackendId::MAX;
 impl SlotTable {
     /// Builds the table a static config describes.
     pub fn from_config(config: &Config, registry: &BackendRegistry) -> SlotTable {
-        let groups = config
+        let groups: Vec<Group> = config
             .groups
             .iter()
-            .map(|g| (g.id, g.servers.clone()))
+            .map(|g| Group {
+                id: g.id,
+                servers: g.servers.clone(),
+            })
             .collect();
-        let mut owners = vec![None; SLOT_COUNT];
-        for r in &config.slots {
-            let (lo, hi) = parse_slot_range(&r.range).expect("validated config");
-            for o in &mut owners[lo..=hi] {
-                *o = Some(r.group);
-            }
-        }
-        Self::build(0, groups, &owners, registry)
+        let slots = config.slot_states().expect("validated config");
+        Self::build(0, &groups, &slots, registry)
     }
 
-    /// Builds a table from groups (id, servers with the master first) and the owner of
-    /// each slot. A group without servers serves nothing: its slots are offline.
+    /// Builds a table from the model's groups (servers with the master first) and slot
+    /// states (slots past the end of `slots` are offline). A group without servers serves
+    /// nothing: its slots are offline.
     pub fn build(
         revision: u64,
-        groups: Vec<(u32, Vec<String>)>,
-        owners: &[Option<u32>],
+        groups: &[Group],
+        slots: &[SlotState],
         registry: &BackendRegistry,
     ) -> SlotTable {
-        let groups: BTreeMap<u32, Group> = groups
-            .into_iter()
-            .filter(|(_, servers)| !servers.is_empty())
-            .map(|(id, servers)| {
-                let master = registry.id(&servers[0]);
-                (
-                    id,
-                    Group {
-                        id,
-                        servers,
-                        master,
-                    },
-                )
+        let groups: BTreeMap<u32, (Group, BackendId)> = groups
+            .iter()
+            .filter_map(|g| {
+                let master = registry.id(g.servers.first()?);
+                Some((g.id, (g.clone(), master)))
             })
             .collect();
-        let slots = (0..SLOT_COUNT)
-            .map(|s| match owners.get(s).copied().flatten() {
-                Some(group) => SlotState::Owned { group },
-                None => SlotState::Offline,
-            })
+        let slots: Vec<SlotState> = (0..SLOT_COUNT)
+            .map(|s| slots.get(s).copied().unwrap_or_default())
             .collect();
-        Self::new(revision, slots, groups)
-    }
-
-    fn new(revision: u64, slots: Vec<SlotState>, groups: BTreeMap<u32, Group>) -> SlotTable {
         let route = slots
             .iter()
             .map(|s| match s {
                 SlotState::Offline => NONE,
-                SlotState::Owned { group } => groups.get(group).map_or(NONE, |g| g.master),
+                SlotState::Owned { group } => groups.get(group).map_or(NONE, |&(_, m)| m),
             })
             .collect();
         SlotTable {
@@ -121,36 +86,23 @@ impl SlotTable {
 
     /// A backend for keyless commands any server can answer (COMMAND, TIME, ...).
     pub fn any_backend(&self) -> Option<BackendId> {
-        self.groups.values().next().map(|g| g.master)
+        self.groups.values().next().map(|&(_, master)| master)
     }
 
+    /// The groups that serve, by id.
     pub fn groups(&self) -> impl Iterator<Item = &Group> {
-        self.groups.values()
+        self.groups.values().map(|(g, _)| g)
+    }
+
+    /// Each serving group's id and master backend, by id.
+    pub fn masters(&self) -> impl Iterator<Item = (u32, BackendId)> + '_ {
+        self.groups.iter().map(|(&id, &(_, master))| (id, master))
     }
 
     /// Consecutive slots in the same state, coalesced: what `/api/model` shows.
-    pub fn ranges(&self) -> Vec<SlotRange> {
-        let mut out: Vec<SlotRange> = Vec::new();
-        for (slot, state) in self.slots.iter().enumerate() {
-            match out.last_mut() {
-                Some(r) if r.state == *state && r.hi + 1 == slot => r.hi = slot,
-                _ => out.push(SlotRange {
-                    lo: slot,
-                    hi: slot,
-                    state: *state,
-                }),
-            }
-        }
-        out
+    pub fn runs(&self) -> Vec<SlotRun> {
+        slot_runs(&self.slots)
     }
-}
-
-/// A run of slots in one state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotRange {
-    pub lo: usize,
-    pub hi: usize,
-    pub state: SlotState,
 }
 
 /// What every worker knows of one backend address, for the admin API.
@@ -256,10 +208,10 @@ group = 2
         assert_eq!(t.route(100), Some(b2));
         assert_eq!(t.route(1023), None);
         assert_eq!(t.route(slot(b"{}x")), Some(b1));
-        let r = t.ranges();
+        let r = t.runs();
         assert_eq!(r.len(), 3);
         assert_eq!(
-            (r[1].lo, r[1].hi, r[1].state),
+            (r[1].range.lo, r[1].range.hi, r[1].state),
             (100, 1022, SlotState::Owned { group: 2 })
         );
         assert_eq!(r[2].state, SlotState::Offline);

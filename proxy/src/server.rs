@@ -233,8 +233,8 @@ impl WorkerSeed {
         local.block_on(&rt, async move {
             // Connect to every master up front, so the first commands find connections ready.
             let table = worker.shared.table.load_full();
-            for g in table.groups() {
-                worker.conn(g.master, 0, Protocol::Resp2, 0);
+            for (_, master) in table.masters() {
+                worker.conn(master, 0, Protocol::Resp2, 0);
             }
             loop {
                 tokio::select! {

@@ -1,6 +1,9 @@
 //! Tessera's topology: what the cluster looks like ([`model`]: product, groups, slots,
 //! proxies, as JSON documents under `/tessera/<product>/`) and where it is kept ([`store`]:
-//! one trait, with etcd and an embedded file store behind it).
+//! one trait, with etcd and an embedded file store behind it). Key placement ([`slot`]:
+//! a key's slot) and slot ranges belong to the model; what the proxy's admin API and the
+//! dashboard share besides is here too: [`mask`] (secrets in read views) and [`http`] (the
+//! `Host` check).
 //!
 //! The dashboard is the single writer of the model; proxies read and watch it and register
 //! themselves under leases. Every change is one store transaction with one revision.
@@ -9,9 +12,12 @@
 
 pub mod embedded;
 pub mod etcd;
+pub mod http;
 pub mod keys;
 pub mod load;
+pub mod mask;
 pub mod model;
+pub mod slot;
 pub mod store;
 
 pub use load::{apply_event, apply_revision, load_topology};

@@ -1,10 +1,12 @@
 //! The documents the store holds for one product, as JSON (serde). Shapes are documented in
 //! `docs/topology.md`; fields are only ever added, with defaults, so old readers keep working.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
 
-/// The number of slots.
-pub const SLOT_COUNT: usize = 1024;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use crate::slot::SLOT_COUNT;
 
 /// `/tessera/<product>/product`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -27,15 +29,16 @@ pub struct Group {
     pub servers: Vec<String>,
 }
 
-/// One slot's state.
+/// One slot's state: what the dashboard writes, the proxies route by, and every view shows
+/// (`{"state": "owned", "group": 1}`). A new state is a new variant here, and nowhere else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum SlotState {
+    /// No group serves the slot: its commands are refused.
     #[default]
     Offline,
-    Owned {
-        group: u32,
-    },
+    /// Served by the master of `group`.
+    Owned { group: u32 },
 }
 
 /// `/tessera/<product>/slots`: the state of every slot, index = slot number.
@@ -50,6 +53,124 @@ impl Default for Slots {
             slots: vec![SlotState::Offline; SLOT_COUNT],
         }
     }
+}
+
+/// An inclusive range of slots, `lo..=hi`: written `"lo-hi"`, or `"n"` for a single slot.
+/// Both forms are read (`"5-5"` is slot 5), with blanks around the numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SlotRange {
+    pub lo: usize,
+    pub hi: usize,
+}
+
+impl SlotRange {
+    /// The slot numbers of the range.
+    pub fn slots(self) -> std::ops::RangeInclusive<usize> {
+        self.lo..=self.hi
+    }
+}
+
+impl fmt::Display for SlotRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+/// A slot range that does not parse, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "bad slot range {text:?}: {why} (expected LO-HI or N, with 0 <= LO <= HI <= {})",
+    SLOT_COUNT - 1
+)]
+pub struct SlotRangeError {
+    /// The text as given.
+    pub text: String,
+    pub why: BadSlotRange,
+}
+
+/// What is wrong with a slot range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadSlotRange {
+    /// `part` (a side of the `-`, or the whole text, as given) is not a number.
+    #[error("not a number")]
+    NotANumber { part: String },
+    #[error("past the last slot")]
+    PastLastSlot,
+    #[error("LO is greater than HI")]
+    Reversed,
+}
+
+impl FromStr for SlotRange {
+    type Err = SlotRangeError;
+
+    fn from_str(text: &str) -> Result<SlotRange, SlotRangeError> {
+        let bad = |why| SlotRangeError {
+            text: text.to_string(),
+            why,
+        };
+        let number = |part: &str| {
+            part.trim().parse::<usize>().map_err(|_| {
+                bad(BadSlotRange::NotANumber {
+                    part: part.to_string(),
+                })
+            })
+        };
+        let (lo, hi) = match text.split_once('-') {
+            Some((lo, hi)) => (number(lo)?, number(hi)?),
+            None => {
+                let n = number(text)?;
+                (n, n)
+            }
+        };
+        if hi >= SLOT_COUNT {
+            return Err(bad(BadSlotRange::PastLastSlot));
+        }
+        if lo > hi {
+            return Err(bad(BadSlotRange::Reversed));
+        }
+        Ok(SlotRange { lo, hi })
+    }
+}
+
+impl Serialize for SlotRange {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SlotRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<SlotRange, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Consecutive slots in one state, as views show the slot table:
+/// `{"range": "0-511", "state": "owned", "group": 1}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRun {
+    pub range: SlotRange,
+    #[serde(flatten)]
+    pub state: SlotState,
+}
+
+/// The slot table as runs of consecutive slots in the same state, in slot order.
+pub fn slot_runs(slots: &[SlotState]) -> Vec<SlotRun> {
+    let mut out: Vec<SlotRun> = Vec::new();
+    for (slot, &state) in slots.iter().enumerate() {
+        match out.last_mut() {
+            Some(run) if run.state == state => run.range.hi = slot,
+            _ => out.push(SlotRun {
+                range: SlotRange { lo: slot, hi: slot },
+                state,
+            }),
+        }
+    }
+    out
 }
 
 /// `/tessera/<product>/proxies/<token>`: a live proxy, under its lease.
@@ -145,4 +266,65 @@ pub struct Topology {
     pub proxies: Vec<ProxyInfo>,
     #[serde(default)]
     pub plugins: Plugins,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_compress_consecutive_slots() {
+        let mut s = vec![SlotState::Offline; SLOT_COUNT];
+        for slot in s.iter_mut().take(512) {
+            *slot = SlotState::Owned { group: 1 };
+        }
+        s[700] = SlotState::Owned { group: 2 };
+        let r = slot_runs(&s);
+        let names: Vec<String> = r.iter().map(|r| r.range.to_string()).collect();
+        assert_eq!(names, ["0-511", "512-699", "700", "701-1023"]);
+        let json = serde_json::to_value(r[0]).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"range": "0-511", "state": "owned", "group": 1})
+        );
+        assert_eq!(
+            serde_json::to_value(r[2]).unwrap(),
+            serde_json::json!({"range": "700", "state": "owned", "group": 2})
+        );
+        let back: SlotRun = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r[0]);
+        assert!(slot_runs(&[]).is_empty());
+    }
+
+    #[test]
+    fn range_parsing() {
+        let parse = |t: &str| t.parse::<SlotRange>().map(|r| (r.lo, r.hi));
+        assert_eq!(parse("0-511").unwrap(), (0, 511));
+        assert_eq!(parse(" 7 ").unwrap(), (7, 7));
+        assert_eq!(parse("5-5").unwrap(), (5, 5));
+        assert_eq!(parse(" 1 - 2 ").unwrap(), (1, 2));
+        assert_eq!(parse("0-1023").unwrap(), (0, 1023));
+        for bad in ["", "a-b", "5-4", "0-1024", "-1", "1-", "1-2-3"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(SlotRange { lo: 5, hi: 5 }.to_string(), "5");
+        assert_eq!(SlotRange { lo: 0, hi: 1023 }.to_string(), "0-1023");
+    }
+
+    #[test]
+    fn bad_ranges_say_why() {
+        let why = |t: &str| t.parse::<SlotRange>().unwrap_err().why;
+        assert_eq!(
+            why(" x-1"),
+            BadSlotRange::NotANumber {
+                part: " x".to_string()
+            }
+        );
+        assert_eq!(why("0-1024"), BadSlotRange::PastLastSlot);
+        assert_eq!(why("600-500"), BadSlotRange::Reversed);
+        assert_eq!(
+            "5-4".parse::<SlotRange>().unwrap_err().to_string(),
+            "bad slot range \"5-4\": LO is greater than HI (expected LO-HI or N, with 0 <= LO <= HI <= 1023)"
+        );
+    }
 }

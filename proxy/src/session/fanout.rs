@@ -102,7 +102,7 @@ pub fn plan(
         }
         _ => {}
     }
-    let mut groups: Vec<(u32, BackendId)> = table.groups().map(|g| (g.id, g.master)).collect();
+    let mut groups: Vec<(u32, BackendId)> = table.masters().collect();
     if kind == FanOut::ConfigGet {
         groups.truncate(1);
     }
