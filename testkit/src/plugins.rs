@@ -1,5 +1,43 @@
-//! The bundled plugins' configurations the plugin benches run with (`benches/plugins.rs`
-//! and `proxy/benches/plugin_call.rs` include this file), so both measure the same plugins.
+//! The repository's plugin modules as tests and benches load them (built by
+//! `./plugins/build.sh`, or the WAT test modules), and the configurations the benches share.
+
+use std::path::PathBuf;
+
+use crate::repo_root;
+
+/// Where `./plugins/build.sh` leaves the Rust plugins' modules, relative to the repository.
+pub const BUILT_DIR: &str = "plugins/target/wasm32-unknown-unknown/release";
+
+/// A plugin module of the repository (built by `./plugins/build.sh`, or a test module in
+/// `plugins/wat/`), by its path relative to the repository root; panics if it is missing.
+pub fn module(rel: &str) -> PathBuf {
+    let path = repo_root().join(rel);
+    assert!(
+        path.is_file(),
+        "plugin module {} is missing: run ./plugins/build.sh first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The bytes of [`module`]`(rel)`.
+pub fn module_bytes(rel: &str) -> Vec<u8> {
+    let path = module(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// The built module of the Rust plugin `name` (`command_filter`, `key_prefix`, `acl_auth`).
+pub fn built(name: &str) -> PathBuf {
+    module(&format!("{BUILT_DIR}/{name}.wasm"))
+}
+
+/// The directory of the built Rust plugins (the modules need not exist).
+pub fn built_dir() -> PathBuf {
+    repo_root().join(BUILT_DIR)
+}
+
+// The configurations the plugin benches run with (`benches/plugins.rs` and
+// `proxy/benches/plugin_call.rs`), so both measure the same plugins.
 
 /// The user the bench's clients authenticate as; acl-auth knows it, key-prefix gives it the
 /// prefix `t1:`.
