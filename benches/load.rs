@@ -10,9 +10,7 @@
 //!
 //! The table is printed and written to `target/bench-load.md`. See benches/README.md.
 
-#[path = "../tests/harness/mod.rs"]
-#[allow(dead_code)]
-mod harness;
+use tessera_testkit as harness;
 
 use std::fmt::Write as _;
 use std::io::ErrorKind;

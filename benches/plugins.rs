@@ -17,29 +17,21 @@
 //! plugin call <= 300 ns (`nanos_per_call` of `/api/stats`, in d and e). The table is printed
 //! and written to `target/bench-plugins.md`.
 
-#[path = "../tests/harness/mod.rs"]
-mod harness;
+use tessera_testkit as harness;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::{Proxy, RawConn, RedisServer, Resp, clock_ticks_per_sec, cpu_ticks, encode};
 
-#[path = "common/plugin_configs.rs"]
-mod plugin_configs;
-use plugin_configs::{COMMAND_FILTER, KEY_PREFIX, USER, acl_auth_config};
+use harness::plugins::{COMMAND_FILTER, KEY_PREFIX, USER, acl_auth_config};
 
 /// The password of `USER`, as its hash in the acl-auth configuration says.
 const PASSWORD: &str = "secret";
 
 /// Every redis-benchmark run is killed past this.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
-/// The plugins' modules, as `./plugins/build.sh` leaves them.
-const MODULE_DIR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/plugins/target/wasm32-unknown-unknown/release"
-);
 
 /// One system under test.
 struct Setup {
@@ -115,7 +107,7 @@ fn plugin_toml(chain: &[(&str, &str, String)], remember: bool) -> String {
     chain
         .iter()
         .map(|(name, file, config)| {
-            let path = Path::new(MODULE_DIR).join(file);
+            let path = harness::built_dir().join(file);
             format!(
                 "[[plugin]]\nname = {}\npath = {}\nconfig = '''{config}'''\nfail = \"closed\"\nmemory_limit_mb = 16\ntimeout_ms = {TIMEOUT_MS}\nremember = {remember}\n\n",
                 harness::toml_str(name),
@@ -293,7 +285,7 @@ fn main() {
     }
     let missing: Vec<String> = ["command_filter.wasm", "key_prefix.wasm", "acl_auth.wasm"]
         .iter()
-        .map(|f| Path::new(MODULE_DIR).join(f))
+        .map(|f| harness::built_dir().join(f))
         .filter(|p| !p.is_file())
         .map(|p| p.display().to_string())
         .collect();

@@ -6,8 +6,7 @@
 //! (default 1000000), `TESSERA_BENCH_REPS` the repetitions (default 5; medians compared).
 //! Target (issue 3): with re-publishing within 5% of without.
 
-#[path = "../tests/harness/mod.rs"]
-mod harness;
+use tessera_testkit as harness;
 
 use std::process::Command;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The admin HTTP API: /api/model, /api/stats, /metrics.
 
-mod harness;
+use tessera_testkit as harness;
 
 use std::time::Duration;
 
@@ -346,33 +346,10 @@ fn unassigned_slots_are_listed_and_refused() {
     assert_eq!(c.cmd(&["SET", &owned, "v"]), Resp::ok());
 }
 
-/// One GET with the `Host` header given as is (`None`: an HTTP/1.0 request without one):
-/// the status and the body.
-fn get_with_host(addr: std::net::SocketAddr, path: &str, host: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let request = match host {
-        Some(host) => format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
-        None => format!("GET {path} HTTP/1.0\r\n\r\n"),
-    };
-    s.write_all(request.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {raw:?}"));
-    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
-}
-
 #[test]
 fn model_masks_plugin_configs() {
     let r = RedisServer::start();
-    let module =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins/wat/deny-secret.wat");
+    let module = module("plugins/wat/deny-secret.wat");
     let secret = r#"{"users": {"alice": {"password": "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"}}}"#;
     let other = r#"{"deny": ["xyzzy-secret"]}"#;
     let link = |name: &str, config: &str| {

@@ -1,7 +1,7 @@
 //! A dead or hung backend: its slots get a bounded error naming it, the other group keeps
 //! working, and once the backend is back the proxy serves its keys again without a restart.
 
-mod harness;
+use tessera_testkit as harness;
 
 use std::time::{Duration, Instant};
 

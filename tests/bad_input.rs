@@ -1,7 +1,7 @@
 //! Abuse: malformed RESP, huge headers (without the memory they announce), inline commands,
 //! too many clients, idle clients, bad config files. After each, a fresh client is served.
 
-mod harness;
+use tessera_testkit as harness;
 
 use std::time::{Duration, Instant};
 

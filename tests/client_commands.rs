@@ -4,7 +4,7 @@
 //! Where the reply is Redis's own, it is compared with a standalone reference redis-server
 //! given the same commands.
 
-mod harness;
+use tessera_testkit as harness;
 
 use harness::*;
 use redis::Value;

@@ -3,7 +3,7 @@
 //! running proxy (timed), a killed dashboard's lock expires and a new dashboard takes over,
 //! and bad API input changes nothing in the store.
 
-mod harness;
+use tessera_testkit as harness;
 
 use std::fs::File;
 use std::net::SocketAddr;

@@ -5,7 +5,7 @@
 //! that may name another slot's keys are refused, and XREAD BLOCK is refused without holding
 //! up the other sessions on its backend connection.
 
-mod harness;
+use tessera_testkit as harness;
 
 use std::time::{Duration, Instant};
 

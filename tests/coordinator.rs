@@ -3,7 +3,7 @@
 //! error) while etcd is gone or a topology document does not decode, recovering without a
 //! restart.
 
-mod harness;
+use tessera_testkit as harness;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

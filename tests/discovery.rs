@@ -2,7 +2,7 @@
 //! etcd, round-robins over them, and moves off a proxy that is SIGKILLed without a request
 //! failing.
 
-mod harness;
+use tessera_testkit as harness;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! group (raw, and through the `redis` crate in RESP2 and RESP3), and a dead group, which
 //! turns each of them into an error naming its backend, never a partial answer.
 
-mod harness;
+use tessera_testkit as harness;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -429,7 +429,7 @@ fn the_redis_crate_scans_every_key_in_resp2_and_resp3() {
 /// once, and none of another namespace.
 #[test]
 fn key_prefix_confines_keys_and_scan_to_the_tenant_over_every_group() {
-    let module = module("plugins/target/wasm32-unknown-unknown/release/key_prefix.wasm");
+    let module = built("key_prefix");
     let servers: Vec<RedisServer> = (0..GROUPS).map(|_| RedisServer::start()).collect();
     let groups: Vec<[&RedisServer; 1]> = servers.iter().map(|s| [s]).collect();
     let groups: Vec<&[&RedisServer]> = groups.iter().map(|g| &g[..]).collect();

@@ -1,7 +1,7 @@
 //! Pipelining: 10,000 mixed commands in one write, every reply checked in order against a
 //! model; and a slow group must not delay replies of a pipeline that only touches the other.
 
-mod harness;
+use tessera_testkit as harness;
 
 use std::collections::HashMap;
 use std::io::Write;

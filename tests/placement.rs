@@ -1,7 +1,7 @@
 //! Keys written through the proxy land on the group that Codis's slot function names
 //! (computed here by the harness, not by the proxy's code), and only there.
 
-mod harness;
+use tessera_testkit as harness;
 
 use harness::*;
 

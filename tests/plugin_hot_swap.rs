@@ -2,9 +2,8 @@
 //! new chain off the request path and swap it in without dropping a connection or a reply;
 //! a chain that does not load is reported and the old chain stays.
 
-mod harness;
+use tessera_testkit as harness;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,11 +16,7 @@ use tessera_topology::{Store, keys};
 const PRODUCT: &str = "swap";
 
 fn module(rel: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("plugins")
-        .join(rel);
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run ./plugins/build.sh)", path.display()))
+    harness::module_bytes(&format!("plugins/{rel}"))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

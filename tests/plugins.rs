@@ -2,7 +2,7 @@
 //! binary, and the real modules built by `./plugins/build.sh` (the three SDK plugins, the
 //! C plugin and the hand-written WAT modules), driven through raw RESP connections.
 
-mod harness;
+use tessera_testkit as harness;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,13 +20,13 @@ const SECRET_SHA: &str = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe9
 const BOBPW_SHA: &str = "e8f318657ce39ec4edeecbbee28fd72dea2261d8a6b2155ce4977393e0ea721b";
 
 fn command_filter() -> PathBuf {
-    module("plugins/target/wasm32-unknown-unknown/release/command_filter.wasm")
+    built("command_filter")
 }
 fn key_prefix() -> PathBuf {
-    module("plugins/target/wasm32-unknown-unknown/release/key_prefix.wasm")
+    built("key_prefix")
 }
 fn acl_auth() -> PathBuf {
-    module("plugins/target/wasm32-unknown-unknown/release/acl_auth.wasm")
+    built("acl_auth")
 }
 fn deny_flushall() -> PathBuf {
     module("plugins/target/c/deny-flushall.wasm")

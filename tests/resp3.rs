@@ -2,7 +2,7 @@
 //! a direct Redis sends it (and the same in RESP2), RESP2 and RESP3 sessions side by side on
 //! one worker, and real clients (the `redis` crate, redis-py 8) with their defaults.
 
-mod harness;
+use tessera_testkit as harness;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -428,7 +428,7 @@ fn acl_auth_and_key_prefix_in_a_resp3_session() {
         r#"{{"users": {{"alice": {{"password": "sha256:{SECRET_SHA}", "commands": ["*"], "keys": ["*"]}}}}}}"#
     );
     let prefix = r#"{"tenants": {"alice": "t1:"}, "default": null}"#;
-    let release = "plugins/target/wasm32-unknown-unknown/release";
+    let release = BUILT_DIR;
     let proxy = Proxy::builder(&[&[&r]])
         .set("proxy.workers", "1")
         .extra_toml(&format!(

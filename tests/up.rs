@@ -1,7 +1,7 @@
 //! `tessera up`: a local cluster (N redis-servers + a proxy) in one command, stopped by
 //! SIGTERM / SIGINT with everything it started.
 
-mod harness;
+use tessera_testkit as harness;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;

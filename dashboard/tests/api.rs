@@ -13,6 +13,7 @@ use tessera_topology::model::ProxyInfo;
 mod common;
 
 use common::{Body, Env, TOKEN, admin_cli, args, dashboard, env};
+use tessera_testkit as harness;
 
 /// [`common::http`] with an optional JSON body.
 async fn http(
@@ -737,28 +738,12 @@ async fn admin_cli_against_a_running_dashboard() {
     assert!(err.contains("refused"), "{err}");
 }
 
-/// One GET with the `Host` header given as is (`None`: an HTTP/1.0 request without one):
-/// the status and the body.
+/// [`harness::get_with_host`] to `d`, on a blocking thread (`d` runs on this runtime).
 async fn get_with_host(d: &DashboardHandle, path: &str, host: Option<&str>) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(d.addr()).await.unwrap();
-    let request = match host {
-        Some(host) => format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
-        None => format!("GET {path} HTTP/1.0\r\n\r\n"),
-    };
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut raw))
+    let (addr, path, host) = (d.addr(), path.to_string(), host.map(String::from));
+    tokio::task::spawn_blocking(move || harness::get_with_host(addr, &path, host.as_deref()))
         .await
-        .expect("the answer within 10 s")
-        .unwrap();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {raw:?}"));
-    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,6 @@
 //! The plugin chain through the dashboard, against a real embedded store (file://, a temp
 //! dir) and real modules: the Rust plugins built by `./plugins/build.sh` and the WAT ones.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -14,22 +13,15 @@ use tessera_topology::model::{Plugins, ProxyInfo};
 mod common;
 
 use common::{Body, Env, TOKEN, dashboard, env, http};
+use tessera_testkit as harness;
 
 /// A bundled module's bytes: `release/NAME.wasm` of the Rust plugins, or `wat/NAME`.
 fn module(name: &str) -> Vec<u8> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins");
-    let path = if name.ends_with(".wat") {
-        root.join("wat").join(name)
+    if name.ends_with(".wat") {
+        harness::module_bytes(&format!("plugins/wat/{name}"))
     } else {
-        root.join("target/wasm32-unknown-unknown/release")
-            .join(format!("{name}.wasm"))
-    };
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {}: {e}; run ./plugins/build.sh first",
-            path.display()
-        )
-    })
+        harness::module_bytes(&format!("{}/{name}.wasm", harness::BUILT_DIR))
+    }
 }
 
 async fn upload(d: &DashboardHandle, bytes: Vec<u8>) -> (u16, Value) {

@@ -26,9 +26,7 @@ const BATCH: usize = 16;
 /// Connections whose batches alternate (a worker serves many clients).
 const CONNS: u64 = 4;
 
-#[path = "../../benches/common/plugin_configs.rs"]
-mod plugin_configs;
-use plugin_configs::{COMMAND_FILTER, KEY_PREFIX, USER, acl_auth_config};
+use tessera_testkit::plugins::{COMMAND_FILTER, KEY_PREFIX, USER, acl_auth_config};
 
 /// The bundled plugins and the plugin bench's configuration of each.
 fn plugins() -> [(&'static str, String); 3] {
@@ -43,10 +41,7 @@ fn plugins() -> [(&'static str, String); 3] {
 fn module_path(name: &str) -> PathBuf {
     std::env::var_os("TESSERA_PLUGINS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../plugins/target/wasm32-unknown-unknown/release")
-        })
+        .unwrap_or_else(tessera_testkit::built_dir)
         .join(format!("{name}.wasm"))
 }
 

@@ -4,15 +4,13 @@
 
 mod conformance;
 
-#[allow(dead_code)]
-#[path = "../../tests/harness/etcd.rs"]
-mod etcd_harness;
+use tessera_testkit as harness;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conformance::{DynStore, recv, wait_until};
-use etcd_harness::Etcd;
+use harness::etcd::Etcd;
 use tessera_topology::etcd::EtcdStore;
 use tessera_topology::{KeyValue, Store, StoreError, WatchEvent};
 
@@ -80,7 +78,7 @@ async fn conformance_racing_txns() {
 
 #[tokio::test]
 async fn connect_to_nothing_is_unreachable_quickly() {
-    let port = etcd_harness::free_port();
+    let port = harness::free_port();
     let start = Instant::now();
     let result = EtcdStore::connect(vec![format!("127.0.0.1:{port}")]).await;
     assert!(

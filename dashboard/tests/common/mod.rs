@@ -1,27 +1,25 @@
-//! What the dashboard's integration tests share: an embedded store in a temp dir, a
-//! dashboard on it (in process, on a free port), HTTP calls, and `tessera admin` in process.
-
-#![allow(dead_code)] // each test file uses its own part
+//! The dashboard tests' glue to the dashboard's own types: an embedded store in a temp dir,
+//! a dashboard on it (in process, on a free port), calls to it, and `tessera admin` in process.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use serde_json::Value;
 use tessera_dashboard::admin::{AdminArgs, AdminError, execute};
 use tessera_dashboard::{DashboardArgs, DashboardHandle, start_with_store};
+use tessera_testkit as harness;
 use tessera_topology::Store;
 
-pub const TOKEN: &str = "test-token";
+pub use harness::{Body, seed::TOKEN};
 
 pub struct Env {
-    _dir: tempfile::TempDir,
+    _dir: harness::TempDir,
     pub store: Arc<dyn Store>,
     pub url: String,
 }
 
 pub async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = harness::TempDir::new("dashboard-store");
     let url = format!("file://{}", dir.path().display());
     let store = tessera_topology::connect(&url).await.unwrap();
     Env {
@@ -47,14 +45,7 @@ pub async fn dashboard(env: &Env, product: &str) -> DashboardHandle {
         .unwrap()
 }
 
-pub enum Body {
-    None,
-    Json(Value),
-    /// A module upload (`application/wasm`).
-    Bytes(Vec<u8>),
-}
-
-/// One HTTP call: status and JSON body.
+/// One HTTP call to `d`: status and JSON body.
 pub async fn http(
     d: &DashboardHandle,
     method: &str,
@@ -62,29 +53,7 @@ pub async fn http(
     token: Option<&str>,
     body: Body,
 ) -> (u16, Value) {
-    let url = format!("http://{}{path}", d.addr());
-    let token = token.map(String::from);
-    let method = method.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut req = ureq::request(&method, &url).timeout(Duration::from_secs(30));
-        if let Some(t) = token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
-        }
-        let result = match body {
-            Body::None => req.call(),
-            Body::Json(b) => req.send_json(b),
-            Body::Bytes(b) => req.set("Content-Type", "application/wasm").send_bytes(&b),
-        };
-        let resp = match result {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {url}: {e}"),
-        };
-        let status = resp.status();
-        (status, resp.into_json::<Value>().unwrap())
-    })
-    .await
-    .unwrap()
+    harness::api_call(d.addr(), method, path, token, body).await
 }
 
 /// `tessera admin ARGV...` parsed as the binary would.

@@ -1,17 +1,14 @@
 //! A real, throw-away etcd for tests: one member on free 127.0.0.1 ports with its data in a
 //! temporary directory, stopped by pid and cleaned up on drop (also when a test panics).
-//!
-//! std only (std::process, std::net), so it can move to any test crate as it is.
-//! Needs the `etcd` binary (Debian `etcd-server`); `$ETCD_BIN` overrides the path.
 
-use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::ports::free_port;
 
 /// How long etcd may take to become healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -25,28 +22,9 @@ pub struct Etcd {
     peer_port: u16,
 }
 
-/// Every port [`free_port`] handed out in this process (tests run in parallel threads: two
-/// of them must not get the same port, e.g. one for its etcd and one as an address where
-/// nothing listens).
-pub static HANDED_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-
-/// A TCP port on 127.0.0.1 that was free a moment ago and that this process never handed out.
-pub fn free_port() -> u16 {
-    for _ in 0..1000 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind 127.0.0.1:0")
-            .port();
-        if HANDED_PORTS.lock().unwrap().insert(port) {
-            return port;
-        }
-    }
-    panic!("no free port found in 1000 tries");
-}
-
 impl Etcd {
     /// Starts etcd on free ports and waits (bounded) until it is healthy. Panics with
-    /// etcd's log if it does not come up.
+    /// etcd's log if it does not come up. Runs `etcd` (Debian `etcd-server`), or `$ETCD_BIN`.
     pub fn start() -> Etcd {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
