@@ -7,6 +7,9 @@
 //! - `TESSERA_BENCH_REPS` — repetitions per workload and system (default 3; the median counts);
 //! - `TESSERA_BENCH_WORKERS` — Tessera's `proxy.workers` (default: the proxy's own, one per core);
 //! - `TESSERA_BENCH_ONLY` — comma-separated parts of workload names: only those workloads run.
+//! - `TESSERA_BENCH_BASELINE` — the path of another `tessera` executable (e.g. a release build
+//!   of an earlier commit): it runs as a fourth system over the same servers, and the report
+//!   gets a table of this build against it.
 //!
 //! The table is printed and written to `target/bench-load.md`. See benches/README.md.
 
@@ -198,6 +201,8 @@ const RESP3_MIN_RATIO: f64 = 0.95;
 enum Sys {
     Direct,
     Tessera,
+    /// The build given by `TESSERA_BENCH_BASELINE`, to compare a change against.
+    Baseline,
     Twemproxy,
 }
 
@@ -206,6 +211,7 @@ impl Sys {
         match self {
             Sys::Direct => "direct",
             Sys::Tessera => "tessera",
+            Sys::Baseline => "baseline",
             Sys::Twemproxy => "twemproxy",
         }
     }
@@ -628,10 +634,19 @@ fn main() {
 
     let a = RedisServer::start();
     let b = RedisServer::start();
-    let tessera = match &workers {
-        Some(w) => Proxy::start_with(&[&[&a], &[&b]], &[("proxy.workers", w.as_str())]),
-        None => Proxy::start(&[&[&a], &[&b]]),
+    let proxy = |bin: Option<&str>| {
+        let mut builder = Proxy::builder(&[&[&a], &[&b]]);
+        if let Some(w) = &workers {
+            builder = builder.settings(&[("proxy.workers", w.as_str())]);
+        }
+        if let Some(bin) = bin {
+            builder = builder.binary(bin);
+        }
+        builder.start()
     };
+    let tessera = proxy(None);
+    let baseline_bin = std::env::var("TESSERA_BENCH_BASELINE").ok();
+    let baseline = baseline_bin.as_deref().map(|bin| proxy(Some(bin)));
     let twemproxy = match nc_version {
         Some(_) => match Twemproxy::start(&[&a, &b]) {
             Ok(t) => Some(t),
@@ -656,6 +671,13 @@ fn main() {
             cpu_pid: Some(tessera.pid()),
         },
     ];
+    if let Some(p) = &baseline {
+        endpoints.push(Endpoint {
+            sys: Sys::Baseline,
+            addr: p.addr,
+            cpu_pid: Some(p.pid()),
+        });
+    }
     if let Some(t) = &twemproxy {
         endpoints.push(Endpoint {
             sys: Sys::Twemproxy,
@@ -796,6 +818,7 @@ fn main() {
         Err(e) => println!("could not write {}: {e}", path.display()),
     }
     drop(twemproxy);
+    drop(baseline);
     drop(tessera);
 }
 
@@ -849,6 +872,64 @@ fn resp3_section(
             }
         }
         let _ = writeln!(out);
+    }
+}
+
+/// This build against `TESSERA_BENCH_BASELINE`'s, run for run in the same loop.
+fn baseline_section(
+    out: &mut String,
+    workloads: &[Workload],
+    endpoints: &[Endpoint],
+    cells: &[Vec<Cell>],
+) {
+    let find = |sys: Sys| endpoints.iter().position(|e| e.sys == sys);
+    let (Some(now), Some(before), Some(direct)) =
+        (find(Sys::Tessera), find(Sys::Baseline), find(Sys::Direct))
+    else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\nThis build against the baseline (`TESSERA_BENCH_BASELINE`), interleaved run by run: \
+         ratios to direct Redis, proxy CPU µs/op, and the spread (min–max) of the runs:\n"
+    );
+    let _ = writeln!(
+        out,
+        "| workload | baseline ratio | baseline CPU | this build ratio | this build CPU | \
+         ops/s change | baseline runs | this build runs |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---|---|");
+    let spread = |c: &Cell| {
+        let lo = c.ops.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = c.ops.iter().copied().fold(0.0, f64::max);
+        if c.ops.is_empty() {
+            "—".to_string()
+        } else {
+            format!("{}–{}", fmt_ops(Some(lo)), fmt_ops(Some(hi)))
+        }
+    };
+    for (w, row) in workloads.iter().zip(cells) {
+        let d = row[direct].ops();
+        let ratio = |c: &Cell| match (c.ops(), d) {
+            (Some(o), Some(d)) if d > 0.0 => format!("{:.3}", o / d),
+            _ => "—".into(),
+        };
+        let change = match (row[now].ops(), row[before].ops()) {
+            (Some(n), Some(b)) if b > 0.0 => format!("{:+.1}%", (n / b - 1.0) * 100.0),
+            _ => "—".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            w.name,
+            ratio(&row[before]),
+            fmt_cpu(row[before].cpu()),
+            ratio(&row[now]),
+            fmt_cpu(row[now].cpu()),
+            change,
+            spread(&row[before]),
+            spread(&row[now]),
+        );
     }
 }
 
@@ -941,6 +1022,7 @@ fn render(workloads: &[Workload], endpoints: &[Endpoint], cells: &[Vec<Cell>], m
     }
 
     resp3_section(&mut out, workloads, endpoints, cells);
+    baseline_section(&mut out, workloads, endpoints, cells);
 
     let _ = writeln!(
         out,

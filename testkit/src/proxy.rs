@@ -64,6 +64,8 @@ pub struct ProxyBuilder {
     proxy: Vec<(String, String)>,
     backend: Vec<(String, String)>,
     extra: String,
+    /// Another `tessera` executable to run instead of this build's.
+    bin: Option<PathBuf>,
 }
 
 impl ProxyBuilder {
@@ -77,7 +79,14 @@ impl ProxyBuilder {
             proxy: Vec::new(),
             backend: Vec::new(),
             extra: String::new(),
+            bin: None,
         }
+    }
+
+    /// Runs `bin` instead of this build's `tessera` (e.g. an older build, to compare).
+    pub fn binary(mut self, bin: impl Into<PathBuf>) -> ProxyBuilder {
+        self.bin = Some(bin.into());
+        self
     }
 
     /// Groups given by address (e.g. a server that is not running).
@@ -191,7 +200,7 @@ impl ProxyBuilder {
     /// admin addresses) within 10 s.
     pub fn start(&self) -> Proxy {
         let cfg = self.config();
-        match Proxy::start_config(&cfg.text, cfg.listen, cfg.admin, true) {
+        match Proxy::start_config(&cfg.text, cfg.listen, cfg.admin, true, self.bin.clone()) {
             Ok(p) => p,
             Err(e) => panic!("proxy did not start: {e}\nconfig:\n{}", cfg.text),
         }
@@ -266,7 +275,7 @@ impl Proxy {
         let names_admin = config_text
             .lines()
             .any(|l| l.trim_start().starts_with("admin_listen"));
-        Proxy::start_config(config_text, listen, admin, names_admin)
+        Proxy::start_config(config_text, listen, admin, names_admin, None)
     }
 
     /// Writes the config, runs the proxy, waits for `listen` (and `admin` if `wait_admin`).
@@ -275,12 +284,13 @@ impl Proxy {
         listen: SocketAddr,
         admin: SocketAddr,
         wait_admin: bool,
+        bin: Option<PathBuf>,
     ) -> Result<Proxy, ProxyExited> {
         let dir = TempDir::new("proxy");
         let config_path = dir.path().join("tessera.toml");
         fs::write(&config_path, text).expect("write proxy config");
         let args = ["--config".to_string(), config_path.display().to_string()];
-        Proxy::launch(dir, config_path, &args, listen, admin, wait_admin)
+        Proxy::launch(dir, config_path, &args, listen, admin, wait_admin, bin)
     }
 
     /// Runs `tessera proxy ARGS` with its log in `dir`; waits until it says it serves and
@@ -292,10 +302,11 @@ impl Proxy {
         listen: SocketAddr,
         admin: SocketAddr,
         wait_admin: bool,
+        bin: Option<PathBuf>,
     ) -> Result<Proxy, ProxyExited> {
         let log_path = dir.path().join("proxy.log");
         let log = File::create(&log_path).expect("create proxy log");
-        let bin = tessera_bin();
+        let bin = bin.unwrap_or_else(tessera_bin);
         let child = Command::new(&bin)
             .arg("proxy")
             .args(args)
@@ -445,6 +456,6 @@ impl Proxy {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        Proxy::launch(dir, config_path, &args, listen, admin, true)
+        Proxy::launch(dir, config_path, &args, listen, admin, true, None)
     }
 }
