@@ -26,17 +26,17 @@
 
 pub mod admin;
 pub mod backend;
-pub mod command;
 pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod plugin;
-pub mod resp;
 pub mod router;
 pub mod server;
 pub mod session;
-pub mod slot;
 pub mod stats;
+
+pub use tessera_protocol::{command, resp};
+pub use tessera_topology::slot;
 
 pub use config::Config;
 pub use error::ProxyError;

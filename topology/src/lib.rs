@@ -12,6 +12,7 @@ pub mod etcd;
 pub mod keys;
 pub mod load;
 pub mod model;
+pub mod slot;
 pub mod store;
 
 pub use load::{apply_event, apply_revision, load_topology};

@@ -14,7 +14,7 @@
 
 use bytes::Bytes;
 
-use crate::slot;
+use tessera_topology::slot;
 
 /// The reply to a BY pattern whose keys may be in another slot than the sorted key.
 pub const BY_DENIED: &str = "ERR BY option of SORT denied by the proxy when keys formed by the \
