@@ -29,12 +29,12 @@ pub mod backend;
 pub mod config;
 pub mod coordinator;
 pub mod error;
-pub mod plugin;
 pub mod router;
 pub mod server;
 pub mod session;
 pub mod stats;
 
+pub use tessera_plugin_host as plugin;
 pub use tessera_protocol::{command, resp};
 pub use tessera_topology::slot;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::abi::{self, Verdict};
-use crate::resp::Limits;
+use tessera_protocol::resp::Limits;
 use wasmtime::{
     Caller, Config, Engine, Instance as WasmInstance, Linker, Memory, Module, Store, StoreLimits,
     StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadline,

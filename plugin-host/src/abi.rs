@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::resp::{Limits, ReplyScanner};
+use tessera_protocol::resp::{Limits, ReplyScanner};
 
 /// Most attributes one verdict may set, and most attributes a connection may hold.
 pub const MAX_ATTRS: usize = 64;

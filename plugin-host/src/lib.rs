@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::command;
-use crate::resp::Limits;
+use tessera_protocol::command;
+use tessera_protocol::resp::Limits;
 use abi::VerdictList;
 pub use abi::{CallContext, Decision, Verdict};
 pub use memory::Memory;
@@ -1101,7 +1101,7 @@ fn refuse_gating(plugin: &LoadedPlugin, what: &str) -> Bytes {
 
 fn error_reply(msg: &str) -> Bytes {
     let mut out = bytes::BytesMut::with_capacity(msg.len() + 3);
-    crate::resp::encode::error(&mut out, msg);
+    tessera_protocol::resp::encode::error(&mut out, msg);
     out.freeze()
 }
 
