@@ -405,8 +405,8 @@ async fn admin_cli_sets_a_chain_from_a_file() {
         json!({"deny": ["flushall", "keys"], "message": "NOPERM nope"})
     );
     assert_eq!(stored.chain[1].module, secret);
-    assert_eq!(stored.chain[1].timeout_ms, 5);
-    assert!(stored.chain[0].remember && !stored.chain[1].remember);
+    assert_eq!(stored.chain[1].settings.timeout_ms, 5);
+    assert!(stored.chain[0].settings.remember && !stored.chain[1].settings.remember);
 
     let out = cli(&d, &["plugins"]).await.unwrap();
     let lines: Vec<&str> = out.lines().collect();

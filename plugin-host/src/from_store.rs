@@ -5,31 +5,16 @@
 use tessera_topology::model::PluginSpec;
 use tessera_topology::{Store, keys};
 
-use super::{FailMode, LoadedPlugin, PluginChain, PluginConfig, PluginError};
+use super::{LoadedPlugin, PluginChain, PluginConfig, PluginError};
 
 /// The proxy-side config of one link of a stored chain; `path` names the module as
 /// `store:<sha256>`.
-pub fn plugin_config(spec: &PluginSpec) -> Result<PluginConfig, PluginError> {
-    let fail = match spec.fail.as_str() {
-        "open" => FailMode::Open,
-        "closed" | "" => FailMode::Closed,
-        other => {
-            return Err(PluginError {
-                name: spec.name.clone(),
-                path: format!("store:{}", spec.module),
-                message: format!("fail must be \"open\" or \"closed\", not {other:?}"),
-            });
-        }
-    };
-    Ok(PluginConfig {
+pub fn plugin_config(spec: &PluginSpec) -> PluginConfig {
+    PluginConfig {
         name: spec.name.clone(),
         path: format!("store:{}", spec.module).into(),
-        config: spec.config.clone(),
-        fail,
-        memory_limit_mb: spec.memory_limit_mb,
-        timeout_ms: spec.timeout_ms,
-        remember: spec.remember,
-    })
+        settings: spec.settings.clone(),
+    }
 }
 
 /// Fetches every module of `chain` and loads it (compiled, instantiated and configured once).
@@ -42,7 +27,7 @@ pub async fn load_chain(
 ) -> Result<PluginChain, PluginError> {
     let mut modules = Vec::with_capacity(chain.len());
     for spec in chain {
-        let config = plugin_config(spec)?;
+        let config = plugin_config(spec);
         let kv = store
             .get(&keys::plugin_module(product, &spec.module))
             .await

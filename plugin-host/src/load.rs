@@ -63,7 +63,7 @@ impl LoadedPlugin {
             subscribed.clone()
         };
         let hooks = Hook::ALL.map(|h| instance.has(h));
-        if instance.gates_access() && config.fail == FailMode::Open {
+        if instance.gates_access() && config.settings.fail == FailMode::Open {
             return Err(err(GATES_OPEN.into()));
         }
         Ok(LoadedPlugin {
@@ -115,9 +115,9 @@ const GATES_OPEN: &str = "gates access, so it cannot be fail = \"open\" (a faili
 
 /// Instantiates and configures a plugin.
 pub(crate) fn new_instance(module: &wasmtime::Module, c: &PluginConfig) -> Result<Instance, String> {
-    let limit = (c.memory_limit_mb as usize).saturating_mul(1024 * 1024);
+    let limit = (c.settings.memory_limit_mb as usize).saturating_mul(1024 * 1024);
     let mut instance = Instance::new(module, &c.name, limit, timeout(c))?;
-    let verdict = instance.call(Hook::Configure, c.config.as_bytes(), &[], timeout(c))?;
+    let verdict = instance.call(Hook::Configure, c.settings.config.as_bytes(), &[], timeout(c))?;
     match verdict.decision {
         Decision::Continue => Ok(instance),
         Decision::Reject(why) => Err(format!("refused its configuration: {why}")),

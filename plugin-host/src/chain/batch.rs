@@ -351,7 +351,7 @@ impl WorkerChain {
             };
             let counts = &mut link.counts;
             counts.calls += 1;
-            if link.plugin.config.fail == FailMode::Open
+            if link.plugin.config.settings.fail == FailMode::Open
                 && let Some(what) = gating(&v.decision, &v.attrs, Some(item))
             {
                 counts.rejects += 1;
@@ -391,7 +391,7 @@ impl WorkerChain {
             if let (Some(prefixes), Some(kept)) = (v.remember, kept)
                 && view.is_none()
                 && v.attrs.is_empty()
-                && link.plugin.config.remember
+                && link.plugin.config.settings.remember
             {
                 memory.remember(q, given, prefixes, kept);
             }
@@ -465,7 +465,7 @@ fn prefix_keys(item: &mut Item, prefix: &[u8], arena: &mut bytes::BytesMut, keys
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::PluginConfig;
+    use crate::link::{PluginConfig, PluginSettings};
     use crate::load::PluginChain;
     use command::Lookup;
     use tessera_protocol::resp::Limits;
@@ -516,11 +516,13 @@ mod tests {
         let config = PluginConfig {
             name: "need".into(),
             path: path.into(),
-            config: String::new(),
-            fail: FailMode::Closed,
-            memory_limit_mb: 1,
-            timeout_ms: 1000,
-            remember: true,
+            settings: PluginSettings {
+                config: String::new(),
+                fail: FailMode::Closed,
+                memory_limit_mb: 1,
+                timeout_ms: 1000,
+                remember: true,
+            },
         };
         assert_eq!(max_input(&config), 256 * 1024);
         let chain = PluginChain::load(&[config], 1).unwrap();

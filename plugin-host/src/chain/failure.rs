@@ -37,7 +37,7 @@ impl WorkerChain {
         item: Option<&Item>,
     ) -> Option<&'static str> {
         let plugin = &self.links[i].plugin;
-        (plugin.config.fail == FailMode::Open)
+        (plugin.config.settings.fail == FailMode::Open)
             .then(|| gating(decision, attrs, item))
             .flatten()
     }
@@ -57,7 +57,7 @@ impl WorkerChain {
 
     pub(super) fn fail_quietly(&self, i: usize, what: String) -> Result<Verdict, Bytes> {
         let c = &self.links[i].plugin.config;
-        match c.fail {
+        match c.settings.fail {
             FailMode::Open => Ok(Verdict::CONTINUE),
             FailMode::Closed => Err(error_reply(&format!(
                 "ERR plugin '{}' failed: {what}",
