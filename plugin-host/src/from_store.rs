@@ -5,7 +5,8 @@
 use tessera_topology::model::PluginSpec;
 use tessera_topology::{Store, keys};
 
-use super::{LoadedPlugin, PluginChain, PluginConfig, PluginError};
+use crate::error::LoadError;
+use crate::{LoadedPlugin, PluginChain, PluginConfig, PluginError};
 
 /// The proxy-side config of one link of a stored chain; `path` names the module as
 /// `store:<sha256>`.
@@ -34,12 +35,12 @@ pub async fn load_chain(
             .map_err(|e| PluginError {
                 name: spec.name.clone(),
                 path: config.path.display().to_string(),
-                message: format!("cannot read the module from the store: {e}"),
+                reason: LoadError::Store(e),
             })?
             .ok_or_else(|| PluginError {
                 name: spec.name.clone(),
                 path: config.path.display().to_string(),
-                message: "the module is not in the store (upload it first)".into(),
+                reason: LoadError::NotInStore,
             })?;
         modules.push((config, kv.value));
     }
@@ -53,7 +54,7 @@ pub async fn load_chain(
     .map_err(|e| PluginError {
         name: "chain".into(),
         path: String::new(),
-        message: format!("loading was interrupted: {e}"),
+        reason: LoadError::Interrupted(e),
     })??;
     PluginChain::from_plugins(loaded, version)
 }

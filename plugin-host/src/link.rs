@@ -77,7 +77,11 @@ mod tests {
         let c: PluginConfig = toml::from_str("name = \"f\"\npath = \"f.wasm\"\n").unwrap();
         assert_eq!(c.settings, PluginSettings::default());
         assert_eq!(
-            (c.settings.fail, c.settings.memory_limit_mb, c.settings.timeout_ms),
+            (
+                c.settings.fail,
+                c.settings.memory_limit_mb,
+                c.settings.timeout_ms
+            ),
             (FailMode::Closed, 16, 10)
         );
         assert!(c.settings.remember);
@@ -86,12 +90,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.settings.fail, FailMode::Open);
-        assert_eq!((c.settings.timeout_ms, c.settings.config.as_str()), (5, "x"));
-        let e = toml::from_str::<PluginConfig>("name = \"f\"\npath = \"f.wasm\"\nfial = \"open\"\n")
-            .unwrap_err();
+        assert_eq!(
+            (c.settings.timeout_ms, c.settings.config.as_str()),
+            (5, "x")
+        );
+        let e =
+            toml::from_str::<PluginConfig>("name = \"f\"\npath = \"f.wasm\"\nfial = \"open\"\n")
+                .unwrap_err();
         assert!(e.to_string().contains("unknown field `fial`"), "{e}");
-        let e = toml::from_str::<PluginConfig>("name = \"f\"\npath = \"f.wasm\"\nfail = \"maybe\"\n")
-            .unwrap_err();
+        let e =
+            toml::from_str::<PluginConfig>("name = \"f\"\npath = \"f.wasm\"\nfail = \"maybe\"\n")
+                .unwrap_err();
         assert!(e.to_string().contains("unknown variant `maybe`"), "{e}");
     }
 }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use tessera_protocol::command;
 
 use crate::abi::Decision;
-use crate::error::PluginError;
+use crate::error::{LoadError, PluginError};
 use crate::link::{FailMode, PluginConfig, timeout};
 use crate::stats::PluginStats;
-use crate::wasm::{self, Hook, Instance, List};
+use crate::wasm::{self, Hook, HostError, Instance, List};
 
 /// A compiled, configured-once-to-check plugin, ready to be instantiated on each worker.
 pub struct LoadedPlugin {
@@ -34,7 +34,7 @@ impl LoadedPlugin {
         let bytes = std::fs::read(&config.path).map_err(|e| PluginError {
             name: config.name.clone(),
             path: config.path.display().to_string(),
-            message: format!("cannot read the module: {e}"),
+            reason: LoadError::Read(e),
         })?;
         Self::from_bytes(config, &bytes)
     }
@@ -42,29 +42,30 @@ impl LoadedPlugin {
     /// Like [`LoadedPlugin::load`], with the module's bytes at hand (from the topology
     /// store); `config.path` only names it.
     pub fn from_bytes(config: PluginConfig, bytes: &[u8]) -> Result<LoadedPlugin, PluginError> {
-        let err = |message: String| PluginError {
+        let err = |reason: LoadError| PluginError {
             name: config.name.clone(),
             path: config.path.display().to_string(),
-            message,
+            reason,
         };
-        let module = wasm::compile(bytes).map_err(err)?;
+        let host = |e: HostError| err(LoadError::Host(e));
+        let module = wasm::compile(bytes).map_err(host)?;
         let mut instance = new_instance(&module, &config).map_err(err)?;
         let names = instance
             .subscriptions(List::Commands, timeout(&config))
-            .map_err(err)?;
-        let subscribed = command_table(&names).map_err(err)?;
+            .map_err(host)?;
+        let subscribed = command_table(&names, false).map_err(err)?;
         // Without a reply list, `on_reply` is called for the commands `on_command` is.
         let reply_subscribed = if instance.has_list(List::Replies) {
             let names = instance
                 .subscriptions(List::Replies, timeout(&config))
-                .map_err(err)?;
-            command_table(&names).map_err(|e| err(format!("{e} (reply subscriptions)")))?
+                .map_err(host)?;
+            command_table(&names, true).map_err(err)?
         } else {
             subscribed.clone()
         };
         let hooks = Hook::ALL.map(|h| instance.has(h));
         if instance.gates_access() && config.settings.fail == FailMode::Open {
-            return Err(err(GATES_OPEN.into()));
+            return Err(err(LoadError::GatesAccessOpen));
         }
         Ok(LoadedPlugin {
             config,
@@ -96,32 +97,38 @@ impl LoadedPlugin {
     }
 }
 
-/// By command id, whether a subscription list names it (an empty list names every command).
-fn command_table(names: &[String]) -> Result<Box<[bool]>, String> {
+/// By command id, whether a subscription list names it (an empty list names every command);
+/// `replies`: the list is the `on_reply` one.
+fn command_table(names: &[String], replies: bool) -> Result<Box<[bool]>, LoadError> {
     let mut table = vec![names.is_empty(); command::count()].into_boxed_slice();
     for name in names {
         let spec = command::all().find(|s| s.name == name.as_str());
-        let spec = spec
-            .ok_or_else(|| format!("subscribes to {name:?}, which is not a Redis 7.0 command"))?;
+        let spec = spec.ok_or_else(|| LoadError::UnknownCommand {
+            name: name.clone(),
+            replies,
+        })?;
         table[spec.id as usize] = true;
     }
     Ok(table)
 }
 
-/// Why a module that declares `tessera_gates_access` is refused with `fail = "open"`.
-const GATES_OPEN: &str = "gates access, so it cannot be fail = \"open\" (a failing call would let \
-     commands through unchecked): set fail = \"closed\"";
-
-
 /// Instantiates and configures a plugin.
-pub(crate) fn new_instance(module: &wasmtime::Module, c: &PluginConfig) -> Result<Instance, String> {
+pub(crate) fn new_instance(
+    module: &wasmtime::Module,
+    c: &PluginConfig,
+) -> Result<Instance, LoadError> {
     let limit = (c.settings.memory_limit_mb as usize).saturating_mul(1024 * 1024);
     let mut instance = Instance::new(module, &c.name, limit, timeout(c))?;
-    let verdict = instance.call(Hook::Configure, c.settings.config.as_bytes(), &[], timeout(c))?;
+    let verdict = instance.call(
+        Hook::Configure,
+        c.settings.config.as_bytes(),
+        &[],
+        timeout(c),
+    )?;
     match verdict.decision {
         Decision::Continue => Ok(instance),
-        Decision::Reject(why) => Err(format!("refused its configuration: {why}")),
-        other => Err(format!("answered its configuration with {other:?}")),
+        Decision::Reject(why) => Err(LoadError::ConfigurationRefused(why)),
+        other => Err(LoadError::ConfigurationAnswer(other)),
     }
 }
 
@@ -154,7 +161,7 @@ impl PluginChain {
                 return Err(PluginError {
                     name: p.config.name.clone(),
                     path: p.config.path.display().to_string(),
-                    message: "two plugins have this name".into(),
+                    reason: LoadError::DuplicateName,
                 });
             }
         }

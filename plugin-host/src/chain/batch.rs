@@ -10,6 +10,7 @@ use tessera_protocol::command;
 use super::failure::{error_reply, gating, refuse_gating};
 use super::{WorkerChain, set_attrs};
 use crate::abi::{self, CallContext, Decision, VerdictList};
+use crate::error::CallError;
 use crate::link::{FailMode, max_input};
 use crate::memory::{Memory, Remembered};
 use crate::stats::count_verdict;
@@ -275,14 +276,9 @@ impl WorkerChain {
             };
             let decided = match decided {
                 Ok(k) => k,
-                Err((what, counted)) => {
+                Err(failure) => {
                     self.links[q].counts.calls += n as u64;
-                    let failed = if counted {
-                        self.fail(q, what)
-                    } else {
-                        self.fail_quietly(q, what).map(|_| ())
-                    };
-                    if let Err(reply) = failed {
+                    if let Err(reply) = self.fail(q, failure) {
                         for &i in &group[done..done + n] {
                             self.items[i].answer = Some(reply.clone());
                         }
@@ -308,7 +304,7 @@ impl WorkerChain {
         ctx: &CallContext,
         keys: &mut KeyFinder,
         memory: &mut Memory,
-    ) -> Result<usize, (String, bool)> {
+    ) -> Result<usize, CallError> {
         let batched = self.links[q].plugin.batched();
         let link = &mut self.links[q];
         let Some(out) = out else {
@@ -319,26 +315,20 @@ impl WorkerChain {
         let instance = link.instance.as_ref().expect("an instance answered");
         let bytes = instance.output(out);
         let mut list = if batched {
-            Some(VerdictList::new(bytes, todo.len()).map_err(|e| (e, true))?)
+            Some(VerdictList::new(bytes, todo.len())?)
         } else {
             None
         };
         let k = list.as_ref().map_or(1, VerdictList::remaining);
         for (j, &i) in todo[..k].iter().enumerate() {
             let raw = match &mut list {
-                Some(list) => list.next_verdict().map_err(|e| (e, true))?,
+                Some(list) => list.next_verdict()?,
                 None => bytes,
             };
             let item = &mut self.items[i];
-            let v = abi::decode_verdict(raw, &item.args, &self.limits).map_err(|e| (e, true))?;
+            let v = abi::decode_verdict(raw, &item.args, &self.limits)?;
             if !v.attrs.is_empty() && j + 1 < k {
-                return Err((
-                    format!(
-                        "set attributes on command {} of {k} it decided; that must be the last",
-                        j + 1
-                    ),
-                    true,
-                ));
+                return Err(CallError::AttributesNotLast { at: j + 1, of: k });
             }
             // The connection's attributes with this verdict's, checked before any is applied.
             let next_attrs = if v.attrs.is_empty() {
@@ -346,7 +336,7 @@ impl WorkerChain {
             } else {
                 let mut next = view.clone().unwrap_or_else(|| ctx.attrs.to_vec());
                 set_attrs(&mut next, v.attrs.clone());
-                abi::check_attrs(&next, "would give the connection").map_err(|e| (e, true))?;
+                abi::check_attrs(&next, "would give the connection")?;
                 Some(next)
             };
             let counts = &mut link.counts;
@@ -406,7 +396,6 @@ impl WorkerChain {
         }
         Ok(k)
     }
-
 }
 
 /// Whether a rewrite of `item` to `new` changed key arguments only, on a command whose
@@ -571,7 +560,6 @@ mod tests {
             (6, 11, 0)
         );
     }
-
 
     #[test]
     fn a_rewrite_of_keys_alone_keeps_the_command_and_its_key_positions() {

@@ -11,7 +11,8 @@ use bytes::Bytes;
 
 use super::WorkerChain;
 use super::batch::Item;
-use crate::abi::{Decision, Verdict};
+use crate::abi::Decision;
+use crate::error::CallError;
 use crate::link::{FailMode, max_input};
 use crate::load::LoadedPlugin;
 
@@ -46,21 +47,22 @@ impl WorkerChain {
         refuse_gating(&self.links[i].plugin, what)
     }
 
-    pub(super) fn fail(&mut self, i: usize, what: String) -> Result<(), Bytes> {
+    /// The failure rule for a call of link `i` that failed: a failure of the plugin
+    /// ([`CallError::counted`]) is counted and logged, and its instance thrown away.
+    /// Fail-open, the command goes on (`Ok`); fail-closed, `Err` is its error reply.
+    pub(super) fn fail(&mut self, i: usize, failure: CallError) -> Result<(), Bytes> {
         let link = &mut self.links[i];
-        link.instance = None;
-        link.counts.failures += 1;
-        self.dirty = true;
-        tracing::warn!(plugin = %link.plugin.config.name, "plugin failed: {what}");
-        self.fail_quietly(i, what).map(|_| ())
-    }
-
-    pub(super) fn fail_quietly(&self, i: usize, what: String) -> Result<Verdict, Bytes> {
-        let c = &self.links[i].plugin.config;
+        if failure.counted() {
+            link.instance = None;
+            link.counts.failures += 1;
+            self.dirty = true;
+            tracing::warn!(plugin = %link.plugin.config.name, "plugin failed: {failure}");
+        }
+        let c = &link.plugin.config;
         match c.settings.fail {
-            FailMode::Open => Ok(Verdict::CONTINUE),
+            FailMode::Open => Ok(()),
             FailMode::Closed => Err(error_reply(&format!(
-                "ERR plugin '{}' failed: {what}",
+                "ERR plugin '{}' failed: {failure}",
                 c.name
             ))),
         }

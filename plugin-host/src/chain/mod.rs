@@ -13,12 +13,13 @@ use bytes::Bytes;
 use tessera_protocol::resp::Limits;
 
 use crate::abi::{self, CallContext, Decision, Verdict};
+use crate::error::CallError;
 use crate::link::{max_input, timeout};
 use crate::load::{LoadedPlugin, PluginChain, new_instance};
 use crate::stats::{Counts, count_verdict};
 use crate::wasm::{Hook, Instance};
-pub use batch::{CommandOutcome, KeyFinder, MAX_BATCH, MAX_BATCH_BYTES};
 use batch::{Change, Item};
+pub use batch::{CommandOutcome, KeyFinder, MAX_BATCH, MAX_BATCH_BYTES};
 use failure::error_reply;
 
 /// One worker's instances of the current chain.
@@ -117,7 +118,7 @@ impl WorkerChain {
                     let mut next = attrs.clone();
                     set_attrs(&mut next, v.attrs);
                     if let Err(e) = abi::check_attrs(&next, "would give the connection") {
-                        self.fail(i, e)?;
+                        self.fail(i, e.into())?;
                         continue;
                     }
                     *attrs = next;
@@ -132,7 +133,6 @@ impl WorkerChain {
         }
         Ok(())
     }
-
 
     /// Whether any plugin wants `on_connect`.
     pub fn wants_connect(&self) -> bool {
@@ -174,8 +174,7 @@ impl WorkerChain {
                     Decision::Continue => {}
                     Decision::Reply(r) => reply = r,
                     other => {
-                        let msg = format!("answered on_reply with {other:?}");
-                        if let Err(r) = self.fail(i, msg) {
+                        if let Err(r) = self.fail(i, CallError::ReplyAnswer(other)) {
                             return r;
                         }
                     }
@@ -203,8 +202,7 @@ impl WorkerChain {
                 None => Verdict::CONTINUE,
                 Some(at) => {
                     let instance = link.instance.as_ref().expect("an instance answered");
-                    abi::decode_verdict(instance.output(at), args, &self.limits)
-                        .map_err(|e| (e, true))?
+                    abi::decode_verdict(instance.output(at), args, &self.limits)?
                 }
             };
             count_verdict(&mut link.counts, &v.decision);
@@ -212,28 +210,26 @@ impl WorkerChain {
         });
         match decoded {
             Ok(v) => Ok(v),
-            Err((what, true)) => self.fail(i, what).map(|()| Verdict::CONTINUE),
-            Err((what, false)) => self.fail_quietly(i, what),
+            Err(failure) => self.fail(i, failure).map(|()| Verdict::CONTINUE),
         }
     }
 
     /// Calls hook `hook` of link `i` with the input in `scratch`, creating its instance
     /// first if there is none; the place of the output in the instance's memory.
-    /// `Err((what, counted))`: the call failed (`counted`: a failure of the plugin, to go
-    /// through [`WorkerChain::fail`]) or was not made (the instance is restarting).
-    fn invoke(&mut self, i: usize, hook: Hook) -> Result<Option<Range<usize>>, (String, bool)> {
+    /// `Err`: the call failed, or was not made (the instance is restarting).
+    fn invoke(&mut self, i: usize, hook: Hook) -> Result<Option<Range<usize>>, CallError> {
         let link = &mut self.links[i];
         if link.instance.is_none() {
             let recent = link
                 .created
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
             if recent {
-                return Err(("is restarting after a failure".into(), false));
+                return Err(CallError::Restarting);
             }
             link.created = Some(Instant::now());
             match new_instance(&link.plugin.module, &link.plugin.config) {
                 Ok(inst) => link.instance = Some(inst),
-                Err(e) => return Err((format!("cannot be instantiated: {e}"), true)),
+                Err(e) => return Err(CallError::Instantiate(e)),
             }
         }
         let instance = link.instance.as_mut().expect("instance exists");
@@ -242,10 +238,8 @@ impl WorkerChain {
         link.counts.invocations += 1;
         link.counts.nanos += start.elapsed().as_nanos() as u64;
         self.dirty = true;
-        result.map_err(|e| (e, true))
+        Ok(result?)
     }
-
-    /// Adds this worker's counts since the last flush to the plugins' shared counters. Called
 
     /// Adds this worker's counts since the last flush to the plugins' shared counters. Called
     /// once per batch of commands, so the shared cache lines are not written on every call.
@@ -292,5 +286,4 @@ mod tests {
         );
         assert_eq!(attrs, pairs(&[("x", "1"), ("user", "alice"), ("a", "2")]));
     }
-
 }
