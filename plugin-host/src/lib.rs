@@ -19,6 +19,7 @@ pub mod from_store;
 pub mod link;
 pub mod load;
 pub mod memory;
+pub mod phases;
 pub mod stats;
 pub mod wasm;
 
@@ -28,4 +29,5 @@ pub use error::PluginError;
 pub use link::{FailMode, PluginConfig, max_input};
 pub use load::{LoadedPlugin, PluginChain};
 pub use memory::Memory;
+pub use phases::{Attrs, Conn, ConnCtx, Decided, Phases, Step};
 pub use stats::PluginStats;

@@ -60,7 +60,7 @@ pub enum CommandOutcome {
 impl WorkerChain {
     /// Adds a command to the batch `run_batch` runs; returns its command id (`None`: not a
     /// valid command, which the plugins do not see).
-    pub fn push(&mut self, args: Vec<Bytes>, keys: &mut KeyFinder) -> Option<u16> {
+    pub(crate) fn push(&mut self, args: Vec<Bytes>, keys: &mut KeyFinder) -> Option<u16> {
         let mut key_pos = self.spare_keys.pop().unwrap_or_default();
         let id = keys(&args, &mut key_pos);
         self.batch_bytes += args.iter().map(|a| a.len() + 5).sum::<usize>();
@@ -94,7 +94,7 @@ impl WorkerChain {
     /// command ends the chain for it (the session then reports the error as usual).
     /// `memory` holds the connection's remembered verdicts: they decide commands without
     /// a call, and verdicts plugins ask to be remembered are added to it.
-    pub fn run_batch(
+    pub(crate) fn run_batch(
         &mut self,
         ctx: &CallContext,
         keys: &mut KeyFinder,

@@ -90,8 +90,9 @@ impl WorkerChain {
         self.links.iter().any(|l| l.plugin.wants(Hook::Reply, cmd))
     }
 
-    /// A client connected. `Err(reply)` refuses the connection with that error reply.
-    pub fn on_connect(
+    /// A client connected (`on_connect`), its attributes in `attrs`, not `ctx`. `Err(reply)`
+    /// refuses the connection with that error reply.
+    pub(crate) fn connect(
         &mut self,
         ctx: &CallContext,
         attrs: &mut Vec<(String, String)>,
@@ -140,7 +141,7 @@ impl WorkerChain {
     }
 
     /// Runs `on_reply` through the chain, last plugin first; returns the reply to send.
-    pub fn on_reply(
+    pub(crate) fn reply(
         &mut self,
         ctx: &CallContext,
         cmd: u16,
