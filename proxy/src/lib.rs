@@ -21,6 +21,10 @@
 //!
 //! Around it: [`config`] (TOML), [`stats`] (counters and latency histograms per worker) and
 //! [`admin`] (the HTTP API: `/api/model`, `/api/stats`, `/metrics`).
+//!
+//! From crates of their own, re-exported here: [`resp`] and [`command`] (`tessera-protocol`),
+//! [`slot`] (`tessera-topology`), and [`plugin`] (`tessera-plugin-host`), whose phases the
+//! session runs between steps 2 and 3 (`session::plugins`).
 
 #![forbid(unsafe_code)]
 
