@@ -211,3 +211,42 @@ impl Phases for WorkerChain {
         self.reply(&ctx.call_context(conn), cmd, args, keys, reply)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_steps_through_its_commands_with_each_attribute_change_before_its_command() {
+        let answer = |cmd: u16| CommandOutcome::Answer(cmd, Bytes::from_static(b"+OK\r\n"));
+        let attrs = |user: &str| vec![("user".to_string(), user.to_string())];
+        let mut decided = Decided {
+            outcomes: vec![answer(10), answer(11), answer(12)],
+            raws: vec![Some(Bytes::from_static(b"raw0")), None, None],
+            changes: vec![(1, attrs("alice")), (1, attrs("bob"))],
+        };
+        let steps: Vec<String> = decided
+            .steps()
+            .map(|step| match step {
+                Step::Attrs(a) => format!("attrs {}", a[0].1),
+                Step::Command(CommandOutcome::Answer(cmd, _), raw) => {
+                    format!("command {cmd} raw {}", raw.is_some())
+                }
+                Step::Command(CommandOutcome::Continue(..), _) => "continue".to_string(),
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "command 10 raw true",
+                "attrs alice",
+                "attrs bob",
+                "command 11 raw false",
+                "command 12 raw false"
+            ]
+        );
+        let mut ctx = ConnCtx::default();
+        ctx.reuse(decided);
+        assert!(ctx.outcomes.is_empty() && ctx.raws.is_empty());
+    }
+}
