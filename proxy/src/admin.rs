@@ -22,7 +22,7 @@ use warp::http::StatusCode;
 use crate::error::ProxyError;
 use crate::plugin::PluginStats;
 use crate::router::SlotState;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stats::BUCKETS_US;
 
 /// Binds the admin server; the returned future serves until `shutdown` changes.

@@ -7,24 +7,54 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use arc_swap::ArcSwap;
 
+use crate::command::CommandError;
 use crate::config::BackendConfig;
+use crate::io::BoxStream;
 use crate::resp::{Protocol, ReplyScanner, encode, is_push};
 use crate::router::BackendInfo;
-use crate::server::Passwords;
+use crate::shared::Passwords;
+
+/// How a backend connection reaches its Redis: [`TcpConnect`] when the proxy runs; tests
+/// put in-memory backends in its place.
+pub trait Connect {
+    /// Opens a stream to `addr` (a backend's `host:port`), set up for low latency.
+    fn connect<'a>(
+        &'a self,
+        addr: &'a str,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<BoxStream>> + 'a>>;
+}
+
+/// Connects over TCP, with Nagle's algorithm off.
+pub struct TcpConnect;
+
+impl Connect for TcpConnect {
+    fn connect<'a>(
+        &'a self,
+        addr: &'a str,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<BoxStream>> + 'a>> {
+        Box::pin(async move {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream) as BoxStream)
+        })
+    }
+}
 
 /// Commands for one backend connection, sent by one session after one read.
 pub struct Batch {
@@ -60,13 +90,14 @@ pub struct BackendConn {
 
 impl BackendConn {
     /// Starts the connection task for `info.addr`, database `db`, speaking `protocol`, on the
-    /// current `LocalSet`.
+    /// current `LocalSet`; it connects through `connector`.
     pub fn spawn(
         info: Arc<BackendInfo>,
         db: u32,
         protocol: Protocol,
         config: &BackendConfig,
         passwords: Arc<ArcSwap<Passwords>>,
+        connector: Rc<dyn Connect>,
     ) -> BackendConn {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Rc::new(Cell::new(ConnState::Connecting));
@@ -77,6 +108,7 @@ impl BackendConn {
             protocol,
             config: config.clone(),
             passwords,
+            connector,
             rx,
             state: state.clone(),
             down_reply: down_reply.clone(),
@@ -106,7 +138,7 @@ impl BackendConn {
     pub fn send(&self, batch: Batch) {
         if let Err(mpsc::error::SendError(batch)) = self.tx.send(batch) {
             // The task is gone (worker shutting down): answer the batch here.
-            let reply = Bytes::from_static(b"-ERR backend connection closed\r\n");
+            let reply = CommandError::BackendClosed.reply();
             let _ = batch.reply_to.send(ReplyBatch {
                 tag: batch.tag,
                 replies: vec![reply; batch.count as usize],
@@ -139,6 +171,7 @@ struct ConnTask {
     protocol: Protocol,
     config: BackendConfig,
     passwords: Arc<ArcSwap<Passwords>>,
+    connector: Rc<dyn Connect>,
     rx: mpsc::UnboundedReceiver<Batch>,
     state: Rc<Cell<ConnState>>,
     down_reply: Rc<Cell<Option<Bytes>>>,
@@ -209,13 +242,14 @@ impl ConnTask {
 
     /// Connects, authenticates, selects the database, learns the connection's client id and
     /// fences off the connection before it (see [`Setup`]), all within the connect bound.
-    async fn connect(&mut self) -> Result<TcpStream, String> {
+    async fn connect(&mut self) -> Result<BoxStream, String> {
         let fence = self.fence.clone();
         let work = async {
-            let mut stream = TcpStream::connect(&*self.info.addr)
+            let mut stream = self
+                .connector
+                .connect(&self.info.addr)
                 .await
                 .map_err(|e| e.to_string())?;
-            stream.set_nodelay(true).map_err(|e| e.to_string())?;
             let mut hello = BytesMut::new();
             let mut steps = Vec::with_capacity(4);
             let password = self.passwords.load().backend.clone();
@@ -314,7 +348,7 @@ impl ConnTask {
     /// Pumps batches and replies until the connection breaks (`Some((reason, unanswered))`,
     /// `unanswered` if Redis may have commands of it still to run) or every session and the
     /// worker have let go of it (`None`).
-    async fn serve(&mut self, stream: TcpStream) -> Option<(String, bool)> {
+    async fn serve(&mut self, mut stream: BoxStream) -> Option<(String, bool)> {
         let timeout = self.config.timeout();
         let mut pending: VecDeque<InFlight> = VecDeque::new();
         let mut wbuf = BytesMut::with_capacity(16 * 1024);
@@ -323,7 +357,6 @@ impl ConnTask {
         let mut tick = tokio::time::interval(timeout.min(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut open = true;
-        let (mut rd, wr) = stream.into_split();
         let failure = loop {
             if !open && pending.is_empty() && wbuf.is_empty() {
                 return None;
@@ -333,20 +366,24 @@ impl ConnTask {
             }
             tokio::select! {
                 biased;
-                read = rd.read_buf(&mut rbuf) => {
-                    match read {
-                        Ok(0) => break "connection closed by the server".to_string(),
-                        Ok(_) => {
+                io = read_or_write(&mut stream, &mut rbuf, &wbuf) => {
+                    match io {
+                        Io::Read(Ok(0)) => break "connection closed by the server".to_string(),
+                        Io::Read(Ok(_)) => {
                             if let Err(reason) = take_replies(&mut rbuf, &mut scanner, &mut pending) {
                                 break reason;
                             }
                         }
-                        Err(e) => break e.to_string(),
-                    }
-                }
-                ready = wr.writable(), if !wbuf.is_empty() => {
-                    if let Err(e) = ready.and_then(|_| write_some(&wr, &mut wbuf)) {
-                        break e.to_string();
+                        Io::Wrote(Ok(0)) => {
+                            break std::io::Error::from(std::io::ErrorKind::WriteZero).to_string();
+                        }
+                        Io::Wrote(Ok(n)) => {
+                            let _ = wbuf.split_to(n);
+                            if wbuf.is_empty() {
+                                wbuf.clear();
+                            }
+                        }
+                        Io::Read(Err(e)) | Io::Wrote(Err(e)) => break e.to_string(),
                     }
                 }
                 batch = self.rx.recv(), if open => {
@@ -357,7 +394,7 @@ impl ConnTask {
                             while let Ok(b) = self.rx.try_recv() {
                                 self.queue(b, now, &mut wbuf, &mut pending);
                             }
-                            if let Err(e) = write_some(&wr, &mut wbuf) {
+                            if let Err(e) = write_now(&mut stream, &mut wbuf) {
                                 break e.to_string();
                             }
                         }
@@ -453,16 +490,46 @@ fn in_flight(b: Batch) -> InFlight {
     }
 }
 
-/// Writes as much of `wbuf` as the socket takes now.
-fn write_some(stream: &OwnedWriteHalf, wbuf: &mut BytesMut) -> std::io::Result<()> {
+/// What the connection's stream did: read into the read buffer, or wrote from the write buffer.
+enum Io {
+    Read(std::io::Result<usize>),
+    Wrote(std::io::Result<usize>),
+}
+
+/// Waits until the stream has read something or, if `wbuf` holds anything, taken some of it.
+/// Reading comes first: replies free the sessions waiting for them.
+fn read_or_write<'a>(
+    stream: &'a mut BoxStream,
+    rbuf: &'a mut BytesMut,
+    wbuf: &'a BytesMut,
+) -> impl Future<Output = Io> + 'a {
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(r) = pin!(stream.read_buf(&mut *rbuf)).poll(cx) {
+            return Poll::Ready(Io::Read(r));
+        }
+        if !wbuf.is_empty()
+            && let Poll::Ready(r) = Pin::new(&mut *stream).poll_write(cx, wbuf)
+        {
+            return Poll::Ready(Io::Wrote(r));
+        }
+        Poll::Pending
+    })
+}
+
+/// Writes as much of `wbuf` as the stream takes now, without waiting: what it does not take
+/// is written by [`read_or_write`] once the stream is ready.
+fn write_now(stream: &mut BoxStream, wbuf: &mut BytesMut) -> std::io::Result<()> {
+    // Polled once, without a task to wake: a stream that is not ready is polled again, with
+    // the connection task's waker, by `read_or_write` in the same turn of its loop.
+    let mut cx = Context::from_waker(Waker::noop());
     while !wbuf.is_empty() {
-        match stream.try_write(wbuf) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
+        match Pin::new(&mut *stream).poll_write(&mut cx, wbuf) {
+            Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => {
                 let _ = wbuf.split_to(n);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
+            Poll::Pending => break,
+            Poll::Ready(Err(e)) => return Err(e),
         }
     }
     if wbuf.is_empty() {
@@ -501,10 +568,9 @@ fn take_replies(
 }
 
 fn unavailable_reply(addr: &str, reason: &str) -> Bytes {
-    let mut out = BytesMut::new();
-    encode::error(
-        &mut out,
-        &format!("ERR backend {addr} unavailable: {reason}"),
-    );
-    out.freeze()
+    CommandError::BackendUnavailable {
+        addr: addr.to_string(),
+        reason: reason.to_string(),
+    }
+    .reply()
 }

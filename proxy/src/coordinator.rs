@@ -24,7 +24,7 @@ use crate::config::CoordinatorConfig;
 use crate::plugin::from_store::load_chain;
 use crate::plugin::{PluginChain, PluginError};
 use crate::router::SlotTable;
-use crate::server::{Passwords, Shared};
+use crate::shared::{Passwords, Shared};
 
 /// Bound on each store call made while starting (so an unreachable store fails the start)
 /// and on each attempt to re-read a topology that did not decode.
@@ -526,7 +526,7 @@ impl Refusals {
         let mut reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
         let was = std::mem::replace(&mut reasons[reason as usize], why).is_some();
         let set: Vec<&str> = reasons.iter().flatten().map(String::as_str).collect();
-        out.store((!set.is_empty()).then(|| Arc::new(format!("ERR {}", set.join("; and ")))));
+        out.store((!set.is_empty()).then(|| Arc::new(set.join("; and "))));
         was
     }
 
@@ -619,12 +619,12 @@ mod tests {
         let refusals = Refusals::default();
         let current = || out.load().as_deref().cloned();
         assert!(!refusals.update(&out, Reason::Topology, Some("bad slots".into())));
-        assert_eq!(current().as_deref(), Some("ERR bad slots"));
+        assert_eq!(current().as_deref(), Some("bad slots"));
         assert!(!refusals.update(&out, Reason::Lease, Some("lease lost".into())));
-        assert_eq!(current().as_deref(), Some("ERR lease lost; and bad slots"));
+        assert_eq!(current().as_deref(), Some("lease lost; and bad slots"));
         // Registered again: the topology still does not decode, so still refusing.
         assert!(refusals.update(&out, Reason::Lease, None));
-        assert_eq!(current().as_deref(), Some("ERR bad slots"));
+        assert_eq!(current().as_deref(), Some("bad slots"));
         assert!(refusals.is_set(Reason::Topology) && !refusals.is_set(Reason::Lease));
         assert!(refusals.update(&out, Reason::Topology, None));
         assert_eq!(current(), None);

@@ -1,5 +1,5 @@
 //! The proxy's error type: what can stop it from starting or serving.
-//! Per-command failures are not errors here; they become RESP error replies in the session.
+//! A failed command is not one of these: it is a `command::CommandError`, answered to the client.
 
 use std::net::SocketAddr;
 

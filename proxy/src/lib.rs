@@ -22,6 +22,10 @@
 //! Around it: [`config`] (TOML), [`stats`] (counters and latency histograms per worker) and
 //! [`admin`] (the HTTP API: `/api/model`, `/api/stats`, `/metrics`).
 //!
+//! Under the threads: [`shared`] is what every thread of a proxy shares, [`worker`] what one
+//! worker thread owns, and [`io`] the byte streams sessions and backend connections run over.
+//! The modules' layering (who may use whom) is in docs/architecture.md.
+//!
 //! From crates of their own, re-exported here: [`resp`] and [`command`] (`tessera-protocol`),
 //! [`slot`] (`tessera-topology`), and [`plugin`] (`tessera-plugin-host`), whose phases the
 //! session runs between steps 2 and 3 (`session::plugins`).
@@ -37,6 +41,10 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod stats;
+
+pub mod io;
+pub mod shared;
+pub mod worker;
 
 pub use tessera_plugin_host as plugin;
 pub use tessera_protocol::{command, resp};

@@ -1,105 +1,24 @@
 //! Starting and stopping a proxy: the listener, one worker thread per core (each its own
 //! event loop, backend connections and sessions), and a control thread for accept and admin.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::thread::JoinHandle;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::backend::BackendConn;
+use crate::command::CommandError;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::error::ProxyError;
-use crate::plugin::{PluginChain, WorkerChain};
+use crate::plugin::PluginChain;
 use crate::resp::Protocol;
-use crate::router::{BackendId, BackendRegistry, SlotTable};
 use crate::session::Session;
-use crate::stats::Stats;
-
-/// What every thread of one proxy shares.
-pub struct Shared {
-    pub config: Config,
-    /// The routing table; swapped whole, read without locks.
-    pub table: ArcSwap<SlotTable>,
-    pub registry: BackendRegistry,
-    pub stats: Stats,
-    /// Client connections open now (checked against `max_clients`).
-    pub clients: AtomicUsize,
-    /// The client and backend passwords (from the config, or the product in the store).
-    pub passwords: Arc<ArcSwap<Passwords>>,
-    /// Why the proxy refuses commands right now, if it does (e.g. it lost its lease).
-    pub refusal: ArcSwapOption<String>,
-    /// The plugin chain; swapped whole, each worker instantiates its own copy.
-    pub plugins: ArcSwap<PluginChain>,
-    next_session: AtomicU64,
-}
-
-/// The passwords the proxy checks and sends.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Passwords {
-    /// What clients must send with AUTH ("" = no authentication).
-    pub session: String,
-    /// What the proxy sends with AUTH to Redis ("" = nothing).
-    pub backend: String,
-}
-
-impl Shared {
-    pub fn next_session_id(&self) -> u64 {
-        self.next_session.fetch_add(1, Relaxed) + 1
-    }
-}
-
-/// A backend, a database and the protocol of the replies.
-type PoolKey = (BackendId, u32, Protocol);
-
-/// One worker thread's state: its backend connections, created on first use.
-pub struct Worker {
-    pub index: usize,
-    pub shared: Arc<Shared>,
-    /// This worker's instances of the plugin chain.
-    pub chain: RefCell<WorkerChain>,
-    pools: RefCell<HashMap<PoolKey, Rc<[BackendConn]>>>,
-}
-
-impl Worker {
-    /// Picks up a new plugin chain if one was published; whether any plugin is active.
-    pub fn refresh_chain(&self) -> bool {
-        let current = self.shared.plugins.load();
-        let mut chain = self.chain.borrow_mut();
-        if chain.version != current.version {
-            *chain = WorkerChain::new(&current, self.shared.config.proxy.limits());
-        }
-        !chain.is_empty()
-    }
-
-    /// The connection a session uses for `backend`, `db` and `protocol`: one of the worker's
-    /// pool, always the same for one session, so its commands to one backend keep their order.
-    pub fn conn(
-        &self,
-        backend: BackendId,
-        db: u32,
-        protocol: Protocol,
-        session: u64,
-    ) -> BackendConn {
-        let mut pools = self.pools.borrow_mut();
-        let pool = pools.entry((backend, db, protocol)).or_insert_with(|| {
-            let info = self.shared.registry.get(backend);
-            let cfg = &self.shared.config.backend;
-            let passwords = &self.shared.passwords;
-            (0..cfg.connections)
-                .map(|_| BackendConn::spawn(info.clone(), db, protocol, cfg, passwords.clone()))
-                .collect()
-        });
-        pool[(session % pool.len() as u64) as usize].clone()
-    }
-}
+use crate::shared::Shared;
+use crate::worker::Worker;
 
 /// A running proxy.
 pub struct ProxyHandle {
@@ -158,22 +77,7 @@ pub fn start(config: Config) -> Result<ProxyHandle, ProxyError> {
 
     let workers = config.worker_count();
     let plugins = PluginChain::load(&config.plugins, 1)?;
-    let registry = BackendRegistry::default();
-    let table = SlotTable::from_config(&config, &registry);
-    let shared = Arc::new(Shared {
-        table: ArcSwap::from_pointee(table),
-        registry,
-        stats: Stats::new(workers),
-        clients: AtomicUsize::new(0),
-        passwords: Arc::new(ArcSwap::from_pointee(Passwords {
-            session: config.proxy.password.clone(),
-            backend: config.backend.password.clone(),
-        })),
-        refusal: ArcSwapOption::empty(),
-        plugins: ArcSwap::from_pointee(plugins),
-        next_session: AtomicU64::new(0),
-        config,
-    });
+    let shared = Arc::new(Shared::new(config, plugins, workers));
     let (shutdown, shutdown_rx) = watch::channel(false);
 
     let control = tokio::runtime::Builder::new_current_thread()
@@ -284,9 +188,7 @@ async fn accept_loop(
             tracing::debug!(%peer, "refused: max clients reached");
             tokio::spawn(async move {
                 let mut stream = stream;
-                let _ = stream
-                    .write_all(b"-ERR max number of clients reached\r\n")
-                    .await;
+                let _ = stream.write_all(&CommandError::MaxClients.reply()).await;
             });
             continue;
         }
@@ -327,14 +229,7 @@ impl WorkerSeed {
             }
         };
         let local = tokio::task::LocalSet::new();
-        let limits = self.shared.config.proxy.limits();
-        let chain = RefCell::new(WorkerChain::new(&self.shared.plugins.load(), limits));
-        let worker = Rc::new(Worker {
-            index: self.index,
-            chain,
-            shared: self.shared,
-            pools: RefCell::new(HashMap::new()),
-        });
+        let worker = Rc::new(Worker::new(self.index, self.shared));
         local.block_on(&rt, async move {
             // Connect to every master up front, so the first commands find connections ready.
             let table = worker.shared.table.load_full();
@@ -347,7 +242,9 @@ impl WorkerSeed {
                         let Some(stream) = stream else { break };
                         match tokio::net::TcpStream::from_std(stream) {
                             Ok(s) => {
-                                tokio::task::spawn_local(Session::new(worker.clone(), s).run());
+                                let peer = s.peer_addr().ok();
+                                let session = Session::new(worker.clone(), Box::new(s), peer);
+                                tokio::task::spawn_local(session.run());
                             }
                             Err(e) => {
                                 worker.shared.clients.fetch_sub(1, Relaxed);

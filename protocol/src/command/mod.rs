@@ -8,6 +8,7 @@
 //! executes them, one module each: `sort.rs`, `georadius.rs`, `xread.rs`.
 
 mod class;
+pub mod error;
 mod georadius;
 mod keys;
 mod sort;
@@ -17,6 +18,7 @@ mod xread;
 use bytes::Bytes;
 
 pub use class::describe;
+pub use error::CommandError;
 pub use keys::key_positions;
 pub use table::{COMMANDS, COUNT, REDIS_VERSION};
 
@@ -447,33 +449,6 @@ pub fn count() -> usize {
     COUNT
 }
 
-/// The error for an unknown command, as Redis 7.0 words it (without the leading `-` and the
-/// trailing CRLF): `-ERR unknown command 'foo', with args beginning with: 'a' 'b' \r\n`.
-///
-/// Like Redis: the name and each argument are cut at 128 bytes (and at a NUL byte, as `%s`
-/// does), arguments are added while the list is shorter than 128 bytes, each as `'arg' `
-/// (note the trailing space, also after "with: " when there are no arguments), and CR/LF
-/// become spaces. Bytes that are not UTF-8 are replaced by U+FFFD.
-pub fn unknown_command_error(args: &[Bytes]) -> String {
-    let mut s = Vec::with_capacity(96);
-    s.extend_from_slice(b"ERR unknown command '");
-    if let Some(name) = args.first() {
-        push_c_str(&mut s, name, 128);
-    }
-    s.extend_from_slice(b"', with args beginning with: ");
-    let start = s.len();
-    for arg in args.iter().skip(1) {
-        let len = s.len() - start;
-        if len >= 128 {
-            break;
-        }
-        s.push(b'\'');
-        push_c_str(&mut s, arg, 128 - len);
-        s.extend_from_slice(b"' ");
-    }
-    finish_error(s)
-}
-
 /// Refuses a command line whose options the proxy cannot serve as Redis would, though its
 /// command is served (called once the command is found and its arity checked):
 ///
@@ -485,73 +460,17 @@ pub fn unknown_command_error(args: &[Bytes]) -> String {
 /// - XREAD and XREADGROUP with BLOCK: a blocked command would hold up every session sharing
 ///   its backend connection. `XREAD BLOCK 0 STREAMS s $` gets
 ///   `-ERR command 'xread' with BLOCK is not supported by the proxy yet`.
-///
-/// `Err` is the error text (without `-` and CRLF).
 #[inline]
-pub fn check_options(spec: &Spec, args: &[Bytes]) -> Result<(), String> {
+pub fn check_options(spec: &Spec, args: &[Bytes]) -> Result<(), CommandError> {
     if !spec.has_flag(MOVABLEKEYS) {
         return Ok(());
     }
     match spec.name {
-        "sort" | "sort_ro" => sort::check(args, spec.name == "sort_ro").map_err(str::to_string),
+        "sort" | "sort_ro" => sort::check(args, spec.name == "sort_ro"),
         "xread" | "xreadgroup" if xread::XRead::parse(args, spec.name == "xreadgroup").block => {
-            Err(not_supported_yet_error(spec, Some("BLOCK")))
+            Err(CommandError::not_supported_yet(spec, Some("BLOCK")))
         }
         _ => Ok(()),
-    }
-}
-
-/// The error for a command, or one of its options, that the proxy does not serve yet:
-/// `-ERR command 'blpop' is not supported by the proxy yet`, with an option
-/// `-ERR command 'xread' with BLOCK is not supported by the proxy yet` (a subcommand is named
-/// as typed: `script load`).
-pub fn not_supported_yet_error(spec: &Spec, option: Option<&str>) -> String {
-    let name = spec.name.replace('|', " ");
-    match option {
-        None => format!("ERR command '{name}' is not supported by the proxy yet"),
-        Some(o) => format!("ERR command '{name}' with {o} is not supported by the proxy yet"),
-    }
-}
-
-/// The error for an unknown subcommand of a container command, as Redis 7.0 words it:
-/// `-ERR unknown subcommand 'foo'. Try OBJECT HELP.\r\n` (the subcommand as given, cut at
-/// 128 bytes; the container upper-cased).
-pub fn unknown_subcommand_error(container: &Spec, args: &[Bytes]) -> String {
-    let mut s = Vec::with_capacity(64);
-    s.extend_from_slice(b"ERR unknown subcommand '");
-    if let Some(sub) = args.get(1) {
-        push_c_str(&mut s, sub, 128);
-    }
-    s.extend_from_slice(b"'. Try ");
-    s.extend(container.name.bytes().map(|b| b.to_ascii_uppercase()));
-    s.extend_from_slice(b" HELP.");
-    finish_error(s)
-}
-
-/// The error for a wrong number of arguments, as Redis 7.0 words it:
-/// `-ERR wrong number of arguments for 'get' command\r\n`; a subcommand is named
-/// `container|sub`: `-ERR wrong number of arguments for 'object|encoding' command\r\n`.
-pub fn arity_error(spec: &Spec) -> String {
-    format!("ERR wrong number of arguments for '{}' command", spec.name)
-}
-
-/// Appends `arg` as C's `%.<max>s` prints it: at most `max` bytes, stopping at a NUL.
-fn push_c_str(out: &mut Vec<u8>, arg: &[u8], max: usize) {
-    let arg = &arg[..arg.len().min(max)];
-    let end = arg.iter().position(|&b| b == 0).unwrap_or(arg.len());
-    out.extend_from_slice(&arg[..end]);
-}
-
-/// Redis replaces CR and LF in error texts by spaces.
-fn finish_error(mut s: Vec<u8>) -> String {
-    for b in &mut s {
-        if *b == b'\r' || *b == b'\n' {
-            *b = b' ';
-        }
-    }
-    match String::from_utf8(s) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     }
 }
 
@@ -799,7 +718,7 @@ mod tests {
 
     #[test]
     fn unknown_command_error_text() {
-        let e = |words: &[&[u8]]| unknown_command_error(&args(words));
+        let e = |words: &[&[u8]]| CommandError::unknown_command(&args(words)).to_string();
         assert_eq!(
             e(&[b"foo", b"a", b"b"]),
             "ERR unknown command 'foo', with args beginning with: 'a' 'b' "
@@ -864,7 +783,7 @@ mod tests {
         let mut line = vec![Bytes::from_static(b"foo")];
         line.extend(many.iter().map(|s| Bytes::from(s.clone())));
         assert_eq!(
-            unknown_command_error(&line),
+            CommandError::unknown_command(&line).to_string(),
             "ERR unknown command 'foo', with args beginning with: '1' '2' '3' '4' '5' '6' '7' \
              '8' '9' '10' '11' '12' '13' '14' '15' '16' '17' '18' '19' '20' '21' '22' '23' '24' \
              '25' '26' '27' '28' "
@@ -881,7 +800,9 @@ mod tests {
         let e = |words: &[&[u8]]| {
             let line = args(words);
             match lookup(&line) {
-                Lookup::UnknownSubcommand(c) => unknown_subcommand_error(c, &line),
+                Lookup::UnknownSubcommand(c) => {
+                    CommandError::unknown_subcommand(c, &line).to_string()
+                }
                 other => panic!("{words:?}: {other:?}"),
             }
         };
@@ -946,27 +867,27 @@ mod tests {
     #[test]
     fn arity_error_text() {
         assert_eq!(
-            arity_error(found(&[b"GET"])),
+            CommandError::arity(found(&[b"GET"])).to_string(),
             "ERR wrong number of arguments for 'get' command"
         );
         assert_eq!(
-            arity_error(found(&[b"object", b"ENCODING"])),
+            CommandError::arity(found(&[b"object", b"ENCODING"])).to_string(),
             "ERR wrong number of arguments for 'object|encoding' command"
         );
         assert_eq!(
-            arity_error(found(&[b"CLIENT", b"SETNAME"])),
+            CommandError::arity(found(&[b"CLIENT", b"SETNAME"])).to_string(),
             "ERR wrong number of arguments for 'client|setname' command"
         );
         assert_eq!(
-            arity_error(found(&[b"command", b"count"])),
+            CommandError::arity(found(&[b"command", b"count"])).to_string(),
             "ERR wrong number of arguments for 'command|count' command"
         );
         assert_eq!(
-            arity_error(found(&[b"MEMORY"])),
+            CommandError::arity(found(&[b"MEMORY"])).to_string(),
             "ERR wrong number of arguments for 'memory' command"
         );
         assert_eq!(
-            arity_error(found(&[b"xinfo"])),
+            CommandError::arity(found(&[b"xinfo"])).to_string(),
             "ERR wrong number of arguments for 'xinfo' command"
         );
     }

@@ -16,13 +16,13 @@ use bytes::Bytes;
 
 use tessera_topology::slot;
 
-/// The reply to a BY pattern whose keys may be in another slot than the sorted key.
-pub const BY_DENIED: &str = "ERR BY option of SORT denied by the proxy when keys formed by the \
-                             pattern may be in different slots.";
+use super::CommandError;
 
-/// The reply to a GET pattern whose keys may be in another slot than the sorted key.
-pub const GET_DENIED: &str = "ERR GET option of SORT denied by the proxy when keys formed by \
-                              the pattern may be in different slots.";
+/// The error of a BY pattern whose keys may be in another slot than the sorted key.
+pub const BY_DENIED: CommandError = CommandError::SortPattern("BY");
+
+/// The error of a GET pattern whose keys may be in another slot than the sorted key.
+pub const GET_DENIED: CommandError = CommandError::SortPattern("GET");
 
 /// An option of a SORT line that names keys: the index of its argument.
 enum Opt {
@@ -88,7 +88,7 @@ pub fn store_key(args: &[Bytes], readonly: bool) -> Option<usize> {
 
 /// Refuses a BY or GET pattern whose keys may be in another slot than the sorted key
 /// ([`BY_DENIED`], [`GET_DENIED`]), checking the options in Redis's order.
-pub fn check(args: &[Bytes], readonly: bool) -> Result<(), &'static str> {
+pub fn check(args: &[Bytes], readonly: bool) -> Result<(), CommandError> {
     let Some(key) = args.get(1) else {
         return Ok(());
     };

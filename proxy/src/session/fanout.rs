@@ -31,7 +31,8 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::command::FanOut;
+use crate::command::error::BACKEND_ERROR_PREFIX;
+use crate::command::{CommandError, FanOut};
 use crate::config::ProxyConfig;
 use crate::resp::{encode, parse_int};
 use crate::router::{BackendId, SlotTable};
@@ -44,9 +45,6 @@ const GROUP_CURSOR_BITS: u32 = 53;
 /// group's cursor, which keeps the client's cursor below 2^63.
 pub const MAX_SCAN_GROUPS: usize = 1 << 10;
 const GROUP_CURSOR_MASK: u64 = (1 << GROUP_CURSOR_BITS) - 1;
-
-/// Redis's reply to a cursor it cannot read.
-pub const INVALID_CURSOR: &str = "ERR invalid cursor";
 
 /// Where a fan-out command goes: every group's master, in group order (each with its
 /// group id), or, for SCAN, one group with the cursor to send it.
@@ -76,19 +74,31 @@ pub fn plan(
     args: &[Bytes],
     table: &SlotTable,
     config: &ProxyConfig,
-) -> Result<Plan, String> {
+) -> Result<Plan, CommandError> {
     match kind {
         FanOut::Flushdb if !config.allow_flushdb => {
-            return Err(disabled("FLUSHDB", "allow_flushdb"));
+            return Err(CommandError::Disabled {
+                command: "FLUSHDB",
+                setting: "allow_flushdb",
+            });
         }
         FanOut::Flushall if !config.allow_flushall => {
-            return Err(disabled("FLUSHALL", "allow_flushall"));
+            return Err(CommandError::Disabled {
+                command: "FLUSHALL",
+                setting: "allow_flushall",
+            });
         }
         FanOut::ConfigSet if !config.allow_config_set => {
-            return Err(disabled("CONFIG SET", "allow_config_set"));
+            return Err(CommandError::Disabled {
+                command: "CONFIG SET",
+                setting: "allow_config_set",
+            });
         }
         FanOut::ConfigResetstat if !config.allow_config_set => {
-            return Err(disabled("CONFIG RESETSTAT", "allow_config_set"));
+            return Err(CommandError::Disabled {
+                command: "CONFIG RESETSTAT",
+                setting: "allow_config_set",
+            });
         }
         _ => {}
     }
@@ -97,31 +107,26 @@ pub fn plan(
         groups.truncate(1);
     }
     if groups.is_empty() {
-        return Err(super::NO_GROUP.to_string());
+        return Err(CommandError::NoGroup);
     }
     if kind != FanOut::Scan {
         let gather = Gather::new(kind, groups.iter().map(|g| g.0).collect(), (0, 0));
         return Ok(Plan::Every(groups, gather));
     }
     if groups.len() > MAX_SCAN_GROUPS {
-        return Err(format!(
-            "ERR SCAN through the proxy walks at most {MAX_SCAN_GROUPS} groups, there are {}",
-            groups.len()
-        ));
+        return Err(CommandError::ScanGroups {
+            max: MAX_SCAN_GROUPS,
+            groups: groups.len(),
+        });
     }
-    let (index, group_cursor) = decode_cursor(&args[1], groups.len()).ok_or(INVALID_CURSOR)?;
+    let (index, group_cursor) =
+        decode_cursor(&args[1], groups.len()).ok_or(CommandError::InvalidCursor)?;
     let (id, backend) = groups[index];
     Ok(Plan::Scan {
         backend,
         group_cursor,
         gather: Gather::new(kind, vec![id], (index, groups.len())),
     })
-}
-
-/// The error of a command the config does not allow: `command` as Redis's docs spell it,
-/// `setting` the `proxy.` setting that allows it.
-fn disabled(command: &str, setting: &str) -> String {
-    format!("ERR {command} is disabled by the proxy's config (proxy.{setting} = false)")
 }
 
 /// The client's cursor as (group index, group cursor); `None` if it is not an unsigned
@@ -193,17 +198,17 @@ impl Gather {
             .iter()
             .enumerate()
             .find(|(_, p)| p.first() == Some(&b'-'))?;
-        if parts.iter().all(|p| p == first) || first.starts_with(b"-ERR backend ") {
+        if parts.iter().all(|p| p == first) || first.starts_with(BACKEND_ERROR_PREFIX) {
             return Some((*first).clone());
         }
         let text = String::from_utf8_lossy(&first[1..first.len().saturating_sub(2)]);
         let (code, message) = text.split_once(' ').unwrap_or(("ERR", &text));
-        let mut out = BytesMut::with_capacity(first.len() + 16);
-        encode::error(
-            &mut out,
-            &format!("{code} group {}: {message}", self.groups[i]),
-        );
-        Some(out.freeze())
+        let error = CommandError::InGroup {
+            code: code.to_string(),
+            group: self.groups[i],
+            message: message.to_string(),
+        };
+        Some(error.reply())
     }
 
     /// SCAN's `[cursor, [elements]]` with the group's cursor replaced by the client's.
@@ -230,12 +235,7 @@ impl Gather {
             FanOut::ConfigResetstat => "config|resetstat".to_string(),
             kind => format!("{kind:?}").to_ascii_lowercase(),
         };
-        let mut out = BytesMut::new();
-        encode::error(
-            &mut out,
-            &format!("ERR unexpected reply from a backend to '{name}'"),
-        );
-        out.freeze()
+        CommandError::UnexpectedReply(name).reply()
     }
 }
 

@@ -9,12 +9,8 @@
 use bytes::{Bytes, BytesMut};
 
 use super::Session;
-use crate::command::Local;
+use crate::command::{CommandError, Local};
 use crate::resp::{Protocol, encode, parse_int};
-
-pub const NOAUTH: &str = "NOAUTH Authentication required.";
-const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
-const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
 
 /// Commands a client may send before it has authenticated.
 pub fn allowed_before_auth(l: Local) -> bool {
@@ -28,12 +24,12 @@ impl Session {
             Local::Ping => match args {
                 [_] => encode::simple(&mut out, "PONG"),
                 [_, msg] => encode::bulk(&mut out, msg),
-                _ => encode::error(&mut out, "ERR wrong number of arguments for 'ping' command"),
+                _ => CommandError::WrongArity("ping").write(&mut out),
             },
             Local::Echo => encode::bulk(&mut out, &args[1]),
             Local::Quit => {
                 encode::simple(&mut out, "OK");
-                self.close_after = Some(seq);
+                self.client.close_after = Some(seq);
             }
             Local::Auth => match args {
                 [_, pass] => {
@@ -43,25 +39,25 @@ impl Session {
                     self.auth(&mut out, Some(user), pass);
                 }
                 // Redis: only the two and three argument forms.
-                _ => encode::error(&mut out, "ERR syntax error"),
+                _ => CommandError::Syntax.write(&mut out),
             },
             Local::Select => self.select(&mut out, &args[1]),
             Local::Hello => self.hello(&mut out, args),
             Local::ClientSetName => {
                 if !valid_client_name(&args[2]) {
-                    encode::error(&mut out, BAD_CLIENT_NAME);
+                    CommandError::ClientName.write(&mut out);
                 } else {
-                    self.name = (!args[2].is_empty()).then(|| args[2].clone());
+                    self.client.name = (!args[2].is_empty()).then(|| args[2].clone());
                     encode::simple(&mut out, "OK");
                 }
             }
-            Local::ClientGetName => match &self.name {
+            Local::ClientGetName => match &self.client.name {
                 Some(n) => encode::bulk(&mut out, n),
-                None => encode::null(&mut out, self.protocol),
+                None => encode::null(&mut out, self.client.protocol),
             },
             Local::ClientId => encode::integer(&mut out, self.id as i64),
         }
-        self.complete(seq, out.freeze());
+        self.queue.complete(seq, out.freeze());
     }
 
     /// Checks a password; on success the session is authenticated, as the user `default`
@@ -70,19 +66,19 @@ impl Session {
         let passwords = self.worker.shared.passwords.load();
         let expected = passwords.session.as_bytes();
         if expected.is_empty() {
-            encode::error(out, NO_PASSWORD);
+            CommandError::NoPassword.write(out);
             return false;
         }
         let user_ok = user.is_none_or(|u| u == b"default");
         if user_ok && constant_time_eq(pass, expected) {
-            self.authenticated = true;
+            self.client.authenticated = true;
             if !self.plugins.attrs.iter().any(|(k, _)| k == "user") {
                 self.plugins.attrs.push(("user".into(), "default".into()));
             }
             encode::simple(out, "OK");
             true
         } else {
-            encode::error(out, WRONGPASS);
+            CommandError::WrongPass.write(out);
             false
         }
     }
@@ -90,12 +86,10 @@ impl Session {
     fn select(&mut self, out: &mut BytesMut, index: &[u8]) {
         let databases = self.worker.shared.config.proxy.databases as i64;
         match parse_int(index) {
-            None => encode::error(out, "ERR value is not an integer or out of range"),
-            Some(db) if db < 0 || db >= databases => {
-                encode::error(out, "ERR DB index is out of range")
-            }
+            None => CommandError::NotAnInteger.write(out),
+            Some(db) if db < 0 || db >= databases => CommandError::DbIndex.write(out),
             Some(db) => {
-                if self.db != db as u32 {
+                if self.client.db != db as u32 {
                     self.switch_db(db as u32);
                 }
                 encode::simple(out, "OK");
@@ -113,14 +107,9 @@ impl Session {
             match parse_int(ver) {
                 Some(v) => match Protocol::from_version(v) {
                     Some(p) => protocol = Some(p),
-                    None => return encode::error(out, "NOPROTO unsupported protocol version"),
+                    None => return CommandError::NoProto.write(out),
                 },
-                None => {
-                    return encode::error(
-                        out,
-                        "ERR Protocol version is not an integer or out of range",
-                    );
-                }
+                None => return CommandError::ProtocolVersion.write(out),
             }
         }
         let mut i = 2;
@@ -137,7 +126,7 @@ impl Session {
                 i += 2;
             } else {
                 let opt = String::from_utf8_lossy(&args[i]).into_owned();
-                return encode::error(out, &format!("ERR Syntax error in HELLO option '{opt}'"));
+                return CommandError::HelloOption(opt).write(out);
             }
         }
         if let Some((user, pass)) = credentials {
@@ -147,20 +136,17 @@ impl Session {
                 return;
             }
         }
-        if !self.authenticated {
-            return encode::error(
-                out,
-                "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
-            );
+        if !self.client.authenticated {
+            return CommandError::HelloNoAuth.write(out);
         }
         if let Some(n) = name {
             if !valid_client_name(&n) {
-                return encode::error(out, BAD_CLIENT_NAME);
+                return CommandError::ClientName.write(out);
             }
-            self.name = (!n.is_empty()).then_some(n);
+            self.client.name = (!n.is_empty()).then_some(n);
         }
         if let Some(p) = protocol
-            && p != self.protocol
+            && p != self.client.protocol
         {
             self.switch_protocol(p);
         }
@@ -172,13 +158,13 @@ impl Session {
             .any_backend()
             .and_then(|b| self.worker.shared.registry.get(b).version.load_full())
             .map_or_else(|| ASSUMED_REDIS_VERSION.to_string(), |v| v.to_string());
-        encode::map_header(out, self.protocol, 8);
+        encode::map_header(out, self.client.protocol, 8);
         for (k, v) in [("server", "redis"), ("version", version.as_str())] {
             encode::bulk(out, k.as_bytes());
             encode::bulk(out, v.as_bytes());
         }
         encode::bulk(out, b"proto");
-        encode::integer(out, self.protocol.version() as i64);
+        encode::integer(out, self.client.protocol.version() as i64);
         encode::bulk(out, b"id");
         encode::integer(out, self.id as i64);
         encode::bulk(out, b"mode");
@@ -198,9 +184,6 @@ impl Session {
 /// The Redis version HELLO reports before any backend has told its own: the version whose
 /// command table the proxy carries.
 const ASSUMED_REDIS_VERSION: &str = "7.0.0";
-
-const BAD_CLIENT_NAME: &str =
-    "ERR Client names cannot contain spaces, newlines or special characters.";
 
 /// Redis's rule for client names: printable ASCII without spaces.
 fn valid_client_name(name: &[u8]) -> bool {

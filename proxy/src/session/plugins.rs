@@ -41,8 +41,8 @@ impl Session {
     fn plugin_conn(&self) -> Conn {
         Conn {
             id: self.id,
-            db: self.db,
-            protocol: self.protocol.version(),
+            db: self.client.db,
+            protocol: self.client.protocol.version(),
         }
     }
 
@@ -118,8 +118,9 @@ impl Session {
                     self.dispatch_found(found, Request { args, raw }, table, refusal, now);
                 }
                 Step::Command(CommandOutcome::Answer(cmd, reply), _) => {
-                    let seq = self.push(Some(cmd), now);
-                    self.complete(seq, convert::for_protocol(reply, self.protocol));
+                    let seq = self.queue.push(Some(cmd), now);
+                    self.queue
+                        .complete(seq, convert::for_protocol(reply, self.client.protocol));
                 }
             }
         }
@@ -133,8 +134,8 @@ impl Session {
         }
         let mut keys = Vec::new();
         command::key_positions(spec, &req.args, &mut keys);
-        let protocol = self.protocol;
-        self.entry(seq).reply_hook = Some(Box::new(ReplyHook {
+        let protocol = self.client.protocol;
+        self.queue.entry(seq).reply_hook = Some(Box::new(ReplyHook {
             cmd: spec.id,
             args: req.args.clone(),
             keys,
@@ -158,7 +159,7 @@ impl Session {
     /// A plugin that set the `user` attribute has authenticated the connection.
     fn note_user(&mut self) {
         if self.plugins.has_user() {
-            self.authenticated = true;
+            self.client.authenticated = true;
         }
     }
 }

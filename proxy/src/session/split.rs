@@ -12,7 +12,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::command::Split;
+use crate::command::{CommandError, Split};
 use crate::resp::{ReplyScanner, encode, parse_int};
 use crate::router::{BackendId, SlotTable};
 use crate::slot;
@@ -39,11 +39,11 @@ pub struct Merge {
 }
 
 /// Decides where the keys of a split command go.
-pub fn plan(kind: Split, args: &[Bytes], table: &SlotTable) -> Result<Plan, String> {
+pub fn plan(kind: Split, args: &[Bytes], table: &SlotTable) -> Result<Plan, CommandError> {
     let step = match kind {
         Split::Mset => {
             if args.len().is_multiple_of(2) {
-                return Err("ERR wrong number of arguments for 'mset' command".into());
+                return Err(CommandError::WrongArity("mset"));
             }
             2
         }
@@ -54,9 +54,7 @@ pub fn plan(kind: Split, args: &[Bytes], table: &SlotTable) -> Result<Plan, Stri
     let mut order = Vec::with_capacity(if kind == Split::Mget { keys } else { 0 });
     for i in (1..args.len()).step_by(step) {
         let s = slot::slot(&args[i]);
-        let backend = table
-            .route(s)
-            .ok_or_else(|| format!("ERR slot {s} is not served by any group"))?;
+        let backend = table.route(s).ok_or(CommandError::SlotOffline(s))?;
         let p = match parts.iter().position(|part| part.backend == backend) {
             Some(p) => p,
             None => {
@@ -181,7 +179,7 @@ pub(super) fn integer_reply(n: i64) -> Bytes {
 }
 
 fn unexpected() -> Bytes {
-    Bytes::from_static(b"-ERR unexpected reply from a backend to a split command\r\n")
+    CommandError::UnexpectedSplitReply.reply()
 }
 
 #[cfg(test)]

@@ -1,0 +1,112 @@
+//! What a session sends after one read: one batch per backend connection, gathered while the
+//! read's commands are dispatched, and the connections it uses for its database and protocol.
+//!
+//! A session always uses the same connection to a backend (for one database and protocol),
+//! so its commands to one backend reach Redis in the order it read them.
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use super::queue::{Dest, ReplyQueue};
+use crate::backend::{BackendConn, Batch, ReplyBatch};
+use crate::resp::Protocol;
+use crate::router::BackendId;
+use crate::worker::Worker;
+
+/// Commands for one backend gathered during one read.
+struct Outgoing {
+    backend: BackendId,
+    conn: BackendConn,
+    data: BytesMut,
+    dests: Vec<Dest>,
+}
+
+pub(super) struct Outbox {
+    out: Vec<Outgoing>,
+    /// Backend connections for the selected database and protocol, by backend id.
+    conns: Vec<Option<BackendConn>>,
+    /// Where the backends send this session's replies.
+    replies: mpsc::UnboundedSender<ReplyBatch>,
+}
+
+/// Which of a worker's connections a session uses: its id, database and protocol.
+#[derive(Clone, Copy)]
+pub(super) struct Route {
+    pub(super) session: u64,
+    pub(super) db: u32,
+    pub(super) protocol: Protocol,
+}
+
+impl Outbox {
+    pub(super) fn new(replies: mpsc::UnboundedSender<ReplyBatch>) -> Outbox {
+        Outbox {
+            out: Vec::new(),
+            conns: Vec::new(),
+            replies,
+        }
+    }
+
+    /// The buffer of what goes to `backend` after this read, for a command whose reply goes
+    /// to `dest`; `Err(reply)` if the backend is down: `reply` is the error `dest` gets.
+    pub(super) fn outgoing(
+        &mut self,
+        worker: &Worker,
+        route: Route,
+        backend: BackendId,
+        dest: Dest,
+    ) -> Result<&mut BytesMut, Bytes> {
+        let conn = self.conn(worker, route, backend);
+        if let Some(down) = conn.unavailable() {
+            return Err(down);
+        }
+        let i = match self.out.iter().position(|o| o.backend == backend) {
+            Some(i) => i,
+            None => {
+                self.out.push(Outgoing {
+                    backend,
+                    conn,
+                    data: BytesMut::with_capacity(1024),
+                    dests: Vec::with_capacity(16),
+                });
+                self.out.len() - 1
+            }
+        };
+        let o = &mut self.out[i];
+        o.dests.push(dest);
+        Ok(&mut o.data)
+    }
+
+    fn conn(&mut self, worker: &Worker, route: Route, backend: BackendId) -> BackendConn {
+        let i = backend as usize;
+        if self.conns.len() <= i {
+            self.conns.resize(i + 1, None);
+        }
+        if let Some(c) = &self.conns[i] {
+            return c.clone();
+        }
+        let c = worker.conn(backend, route.db, route.protocol, route.session);
+        self.conns[i] = Some(c.clone());
+        c
+    }
+
+    /// Sends the batches gathered, each recorded in `queue` under its tag.
+    pub(super) fn flush(&mut self, queue: &mut ReplyQueue) {
+        for o in self.out.drain(..) {
+            let count = o.dests.len() as u32;
+            let tag = queue.sent(o.dests);
+            o.conn.send(Batch {
+                data: o.data.freeze(),
+                count,
+                tag,
+                reply_to: self.replies.clone(),
+            });
+        }
+    }
+
+    /// Sends what was gathered and forgets the connections in use: the next command picks
+    /// the ones of the session's database and protocol then.
+    pub(super) fn leave_connections(&mut self, queue: &mut ReplyQueue) {
+        self.flush(queue);
+        self.conns.clear();
+    }
+}

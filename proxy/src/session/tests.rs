@@ -1,0 +1,399 @@
+//! Sessions and backend connections tested in-process: clients and Redis servers are in-memory
+//! pipes (`tokio::io::duplex`) and time is tokio's paused clock, so orders and delays are exact.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::sync::Notify;
+use tokio::task::LocalSet;
+use tokio::time::Instant;
+
+use super::Session;
+use crate::backend::Connect;
+use crate::config::Config;
+use crate::io::BoxStream;
+use crate::plugin::PluginChain;
+use crate::resp::{RequestDecoder, encode};
+use crate::shared::Shared;
+use crate::worker::Worker;
+
+/// How long a test waits for anything (on the paused clock, so it costs no real time).
+const BOUND: Duration = Duration::from_secs(30);
+
+/// What an in-memory Redis does with a command other than a connection's setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Answers `GET k` with `<addr>/k`.
+    Answer,
+    /// Answers once the mode changes.
+    Hold,
+    /// Never answers.
+    Silent,
+    /// Refuses connections.
+    Refuse,
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    Connected {
+        addr: String,
+    },
+    Refused {
+        addr: String,
+        at: Instant,
+    },
+    /// A command arrived on connection `conn` (counted from 0 per address).
+    Command {
+        addr: String,
+        conn: usize,
+        line: String,
+    },
+    Replied {
+        addr: String,
+        line: String,
+    },
+}
+
+/// The in-memory Redis servers, by address, and what happened to them.
+#[derive(Default)]
+struct World {
+    modes: RefCell<HashMap<String, Mode>>,
+    changed: Notify,
+    connections: RefCell<HashMap<String, usize>>,
+    log: RefCell<Vec<Event>>,
+    logged: Notify,
+}
+
+impl World {
+    fn mode(&self, addr: &str) -> Mode {
+        *self.modes.borrow().get(addr).unwrap_or(&Mode::Answer)
+    }
+
+    fn set(&self, addr: &str, mode: Mode) {
+        self.modes.borrow_mut().insert(addr.to_string(), mode);
+        self.changed.notify_waiters();
+    }
+
+    fn note(&self, e: Event) {
+        self.log.borrow_mut().push(e);
+        self.logged.notify_one();
+    }
+
+    /// Waits until `done` holds for the events so far; panics naming `what` past the bound.
+    async fn until(&self, what: &str, done: impl Fn(&[Event]) -> bool) {
+        let deadline = Instant::now() + BOUND;
+        while !done(&self.log.borrow()) {
+            if tokio::time::timeout_at(deadline, self.logged.notified())
+                .await
+                .is_err()
+            {
+                panic!(
+                    "{what}: not within {BOUND:?}; events: {:?}",
+                    self.log.borrow()
+                );
+            }
+        }
+    }
+
+    fn commands(&self, addr: &str) -> Vec<(usize, String)> {
+        self.log
+            .borrow()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Command {
+                    addr: a,
+                    conn,
+                    line,
+                } if a == addr => Some((*conn, line.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+struct InMemory(Rc<World>);
+
+impl Connect for InMemory {
+    fn connect<'a>(
+        &'a self,
+        addr: &'a str,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<BoxStream>> + 'a>> {
+        Box::pin(async move {
+            let world = &self.0;
+            let at = Instant::now();
+            let addr = addr.to_string();
+            if world.mode(&addr) == Mode::Refuse {
+                world.note(Event::Refused { addr, at });
+                return Err(std::io::ErrorKind::ConnectionRefused.into());
+            }
+            let conn = {
+                let mut counts = world.connections.borrow_mut();
+                let n = counts.entry(addr.clone()).or_insert(0);
+                *n += 1;
+                *n - 1
+            };
+            let (proxy_side, redis_side) = tokio::io::duplex(64 * 1024);
+            tokio::task::spawn_local(redis(world.clone(), addr.clone(), conn, redis_side));
+            world.note(Event::Connected { addr });
+            Ok(Box::new(proxy_side) as BoxStream)
+        })
+    }
+}
+
+/// One connection of an in-memory Redis: answers the connection's setup as Redis does
+/// (HELLO refused as by a Redis before 6, which a RESP2 connection accepts) and other
+/// commands as its mode says.
+async fn redis(world: Rc<World>, addr: String, conn: usize, mut stream: DuplexStream) {
+    let mut decoder = RequestDecoder::new(Config::default().proxy.limits());
+    let mut buf = BytesMut::new();
+    loop {
+        let req = match decoder.decode(&mut buf) {
+            Ok(Some(req)) => req,
+            Ok(None) => match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            },
+            Err(e) => panic!("{addr}: the proxy sent a bad request: {e}"),
+        };
+        let words: Vec<String> = req
+            .args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let line = words.join(" ");
+        world.note(Event::Command {
+            addr: addr.clone(),
+            conn,
+            line: line.clone(),
+        });
+        let mut reply = BytesMut::new();
+        match words[0].to_ascii_uppercase().as_str() {
+            "HELLO" => encode::error(&mut reply, "ERR unknown command 'HELLO'"),
+            "CLIENT" if words[1].eq_ignore_ascii_case("info") => {
+                let info = format!("id={} addr=client:{conn}\n", conn + 1);
+                encode::bulk(&mut reply, info.as_bytes());
+            }
+            "CLIENT" => encode::simple(&mut reply, "OK"),
+            "GET" => loop {
+                match world.mode(&addr) {
+                    Mode::Answer => {
+                        encode::bulk(&mut reply, format!("{addr}/{}", words[1]).as_bytes());
+                        break;
+                    }
+                    Mode::Silent => break,
+                    Mode::Hold | Mode::Refuse => world.changed.notified().await,
+                }
+            },
+            other => panic!("{addr}: unexpected command {other}"),
+        }
+        if reply.is_empty() {
+            continue;
+        }
+        if stream.write_all(&reply).await.is_err() {
+            return;
+        }
+        world.note(Event::Replied {
+            addr: addr.clone(),
+            line,
+        });
+    }
+}
+
+/// A proxy worker over two groups: slots 0-511 on `a:1`, 512-1023 on `b:2`
+/// (`foo` is in slot 289, `hello` in 646); `backend` is the `[backend]` section.
+fn worker(world: &Rc<World>, backend: &str) -> Rc<Worker> {
+    let text = format!(
+        "[backend]\n{backend}\n\
+         [[group]]\nid = 1\nservers = [\"a:1\"]\n[[group]]\nid = 2\nservers = [\"b:2\"]\n\
+         [[slots]]\nrange = \"0-511\"\ngroup = 1\n[[slots]]\nrange = \"512-1023\"\ngroup = 2\n"
+    );
+    let config = Config::parse(&text, "test").expect("config");
+    let plugins = PluginChain::load(&[], 1).expect("no plugins");
+    let shared = Arc::new(Shared::new(config, plugins, 1));
+    Rc::new(Worker::with_connector(
+        0,
+        shared,
+        Rc::new(InMemory(world.clone())),
+    ))
+}
+
+/// A client connected to a new session of `worker`.
+fn client(worker: &Rc<Worker>) -> DuplexStream {
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    worker.shared.clients.fetch_add(1, Relaxed);
+    tokio::task::spawn_local(Session::new(worker.clone(), Box::new(theirs), None).run());
+    ours
+}
+
+async fn send(c: &mut DuplexStream, commands: &[&[&str]]) {
+    let mut out = BytesMut::new();
+    for cmd in commands {
+        encode::command(&mut out, cmd);
+    }
+    c.write_all(&out).await.expect("write to the session");
+}
+
+/// Reads exactly the length of `want` and compares.
+async fn expect(c: &mut DuplexStream, want: &str) {
+    let mut got = vec![0; want.len()];
+    match tokio::time::timeout(BOUND, c.read_exact(&mut got)).await {
+        Ok(Ok(_)) => assert_eq!(String::from_utf8_lossy(&got), want),
+        other => panic!(
+            "expected {want:?}, got {other:?} after {:?}",
+            Bytes::from(got)
+        ),
+    }
+}
+
+/// Nothing arrives for `wait`.
+async fn nothing_for(c: &mut DuplexStream, wait: Duration) {
+    let mut byte = [0; 1];
+    if let Ok(read) = tokio::time::timeout(wait, c.read(&mut byte)).await {
+        panic!("expected nothing yet, read {read:?}: {byte:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn replies_come_back_in_request_order_when_backends_answer_in_reverse() {
+    LocalSet::new()
+        .run_until(async {
+            let world = Rc::new(World::default());
+            world.set("a:1", Mode::Hold);
+            let worker = worker(&world, "");
+            let mut c = client(&worker);
+            send(&mut c, &[&["GET", "foo"], &["GET", "hello"]]).await;
+            world
+                .until("b:2 answers GET hello", |log| {
+                    log.iter().any(
+                        |e| matches!(e, Event::Replied { addr, line } if addr == "b:2" && line == "GET hello"),
+                    )
+                })
+                .await;
+            world
+                .until("a:1 holds GET foo", |log| {
+                    log.iter().any(
+                        |e| matches!(e, Event::Command { addr, line, .. } if addr == "a:1" && line == "GET foo"),
+                    )
+                })
+                .await;
+            // The second reply is in the proxy's hands: it waits for the first.
+            nothing_for(&mut c, Duration::from_millis(200)).await;
+            world.set("a:1", Mode::Answer);
+            expect(&mut c, "$7\r\na:1/foo\r\n$9\r\nb:2/hello\r\n").await;
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_backend_fails_its_commands_at_the_timeout_and_the_next_gets_a_new_connection() {
+    LocalSet::new()
+        .run_until(async {
+            let world = Rc::new(World::default());
+            world.set("a:1", Mode::Silent);
+            let worker = worker(&world, "timeout_ms = 1000\nmin_backoff_ms = 50");
+            let mut c = client(&worker);
+            let start = Instant::now();
+            send(&mut c, &[&["GET", "foo"], &["GET", "hello"]]).await;
+            expect(
+                &mut c,
+                "-ERR backend a:1 unavailable: no reply within 1000 ms\r\n$9\r\nb:2/hello\r\n",
+            )
+            .await;
+            let waited = start.elapsed();
+            // Checked every 100 ms: failed at the first check past the bound.
+            assert!(
+                waited >= Duration::from_millis(1000) && waited <= Duration::from_millis(1100),
+                "failed after {waited:?}"
+            );
+            world.set("a:1", Mode::Answer);
+            world
+                .until("a:1 is connected again", |log| {
+                    log.iter()
+                        .filter(|e| matches!(e, Event::Connected { addr, .. } if addr == "a:1"))
+                        .count()
+                        == 2
+                })
+                .await;
+            send(&mut c, &[&["GET", "foo"]]).await;
+            expect(&mut c, "$7\r\na:1/foo\r\n").await;
+            let on_a = world.commands("a:1");
+            let gets: Vec<usize> = on_a
+                .iter()
+                .filter(|(_, l)| l == "GET foo")
+                .map(|(conn, _)| *conn)
+                .collect();
+            assert_eq!(gets, [0, 1]);
+            // The new connection closed the old one on Redis's side before it carried a command.
+            let kill = on_a
+                .iter()
+                .position(|c| *c == (1, "CLIENT KILL ID 1 ADDR client:0".into()));
+            let get = on_a.iter().position(|c| *c == (1, "GET foo".into()));
+            assert!(kill.is_some() && kill < get, "{on_a:?}");
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusing_backend_is_retried_with_backoff_and_other_backends_serve_on() {
+    LocalSet::new()
+        .run_until(async {
+            let world = Rc::new(World::default());
+            world.set("a:1", Mode::Refuse);
+            let worker = worker(&world, "min_backoff_ms = 50\nmax_backoff_ms = 400");
+            let refused = "-ERR backend a:1 unavailable: connection refused\r\n";
+            let mut c1 = client(&worker);
+            let mut c2 = client(&worker);
+            send(&mut c1, &[&["GET", "foo"], &["GET", "hello"]]).await;
+            expect(&mut c1, &format!("{refused}$9\r\nb:2/hello\r\n")).await;
+            send(&mut c2, &[&["GET", "hello"]]).await;
+            expect(&mut c2, "$9\r\nb:2/hello\r\n").await;
+
+            world
+                .until("six attempts to connect to a:1", |log| {
+                    log.iter()
+                        .filter(|e| matches!(e, Event::Refused { addr, .. } if addr == "a:1"))
+                        .count()
+                        >= 6
+                })
+                .await;
+            let attempts: Vec<Instant> = world
+                .log
+                .borrow()
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Refused { at, .. } => Some(*at),
+                    _ => None,
+                })
+                .collect();
+            let delays: Vec<u128> = attempts
+                .windows(2)
+                .map(|w| (w[1] - w[0]).as_millis())
+                .collect();
+            assert_eq!(delays[..5], [50, 100, 200, 400, 400]);
+
+            // Between attempts a:1's commands fail at once, without waiting for the next one.
+            let asked = Instant::now();
+            send(&mut c1, &[&["GET", "foo"], &["GET", "hello"]]).await;
+            expect(&mut c1, &format!("{refused}$9\r\nb:2/hello\r\n")).await;
+            assert!(asked.elapsed() < Duration::from_millis(50));
+
+            world.set("a:1", Mode::Answer);
+            world
+                .until("a:1 is connected", |log| {
+                    log.iter()
+                        .any(|e| matches!(e, Event::Connected { addr, .. } if addr == "a:1"))
+                })
+                .await;
+            send(&mut c1, &[&["GET", "foo"]]).await;
+            expect(&mut c1, "$7\r\na:1/foo\r\n").await;
+        })
+        .await;
+}

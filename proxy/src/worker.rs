@@ -1,0 +1,87 @@
+//! One worker thread's state: its sessions share its backend connections (one pool per
+//! backend, database and protocol, created on first use) and its instances of the plugin chain.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::backend::{BackendConn, Connect, TcpConnect};
+use crate::plugin::WorkerChain;
+use crate::resp::Protocol;
+use crate::router::BackendId;
+use crate::shared::Shared;
+
+/// A backend, a database and the protocol of the replies.
+type PoolKey = (BackendId, u32, Protocol);
+
+/// One worker thread's state: its backend connections, created on first use.
+pub struct Worker {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    /// This worker's instances of the plugin chain.
+    pub chain: RefCell<WorkerChain>,
+    pools: RefCell<HashMap<PoolKey, Rc<[BackendConn]>>>,
+    /// How its backend connections reach Redis.
+    connector: Rc<dyn Connect>,
+}
+
+impl Worker {
+    /// A worker whose backend connections connect over TCP.
+    pub fn new(index: usize, shared: Arc<Shared>) -> Worker {
+        Worker::with_connector(index, shared, Rc::new(TcpConnect))
+    }
+
+    /// A worker whose backend connections connect through `connector`.
+    pub fn with_connector(index: usize, shared: Arc<Shared>, connector: Rc<dyn Connect>) -> Worker {
+        let limits = shared.config.proxy.limits();
+        let chain = RefCell::new(WorkerChain::new(&shared.plugins.load(), limits));
+        Worker {
+            index,
+            chain,
+            shared,
+            pools: RefCell::new(HashMap::new()),
+            connector,
+        }
+    }
+
+    /// Picks up a new plugin chain if one was published; whether any plugin is active.
+    pub fn refresh_chain(&self) -> bool {
+        let current = self.shared.plugins.load();
+        let mut chain = self.chain.borrow_mut();
+        if chain.version != current.version {
+            *chain = WorkerChain::new(&current, self.shared.config.proxy.limits());
+        }
+        !chain.is_empty()
+    }
+
+    /// The connection a session uses for `backend`, `db` and `protocol`: one of the worker's
+    /// pool, always the same for one session, so its commands to one backend keep their order.
+    pub fn conn(
+        &self,
+        backend: BackendId,
+        db: u32,
+        protocol: Protocol,
+        session: u64,
+    ) -> BackendConn {
+        let mut pools = self.pools.borrow_mut();
+        let pool = pools.entry((backend, db, protocol)).or_insert_with(|| {
+            let info = self.shared.registry.get(backend);
+            let cfg = &self.shared.config.backend;
+            let passwords = &self.shared.passwords;
+            (0..cfg.connections)
+                .map(|_| {
+                    BackendConn::spawn(
+                        info.clone(),
+                        db,
+                        protocol,
+                        cfg,
+                        passwords.clone(),
+                        self.connector.clone(),
+                    )
+                })
+                .collect()
+        });
+        pool[(session % pool.len() as u64) as usize].clone()
+    }
+}
