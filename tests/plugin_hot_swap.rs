@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use harness::etcd::Etcd;
 use harness::{Proxy, RedisServer, Resp, encode, wait_until};
-use tessera_topology::model::{Group, PluginSpec, Plugins, Product, SlotState, Slots};
+use tessera_topology::model::{
+    FailMode, Group, PluginSettings, PluginSpec, Plugins, Product, SlotState, Slots,
+};
 use tessera_topology::{Store, keys};
 
 const PRODUCT: &str = "swap";
@@ -123,11 +125,13 @@ fn spec(name: &str, module: &str, config: &str) -> PluginSpec {
     PluginSpec {
         name: name.into(),
         module: module.into(),
-        config: config.into(),
-        fail: "closed".into(),
-        memory_limit_mb: 16,
-        timeout_ms: 50,
-        remember: true,
+        settings: PluginSettings {
+            config: config.into(),
+            fail: FailMode::Closed,
+            memory_limit_mb: 16,
+            timeout_ms: 50,
+            remember: true,
+        },
     }
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates proxy/src/command/table.rs from a live redis-server's COMMAND INFO.
+"""Generates protocol/src/command/table.rs from a live redis-server's COMMAND INFO.
 
 Starts a throw-away redis-server on a free 127.0.0.1 port (no persistence), asks it for
 `COMMAND INFO` and `INFO server`, stops it again (by pid, also on error) and writes the
@@ -7,7 +7,7 @@ command table: every command and subcommand with its arity, flags and key specs,
 ids, and perfect hashes over the names for the proxy's lookup.
 
 Usage:
-    tools/gen-command-table.py                 # regenerate proxy/src/command/table.rs
+    tools/gen-command-table.py                 # regenerate protocol/src/command/table.rs
     tools/gen-command-table.py --check         # exit 1 if the file is not up to date
     tools/gen-command-table.py --redis-server /path/to/redis-server
 
@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUTPUT = ROOT / "proxy" / "src" / "command" / "table.rs"
+OUTPUT = ROOT / "protocol" / "src" / "command" / "table.rs"
 
-# Command flags as COMMAND INFO reports them -> the const in proxy/src/command/mod.rs.
+# Command flags as COMMAND INFO reports them -> the const in protocol/src/command/mod.rs.
 # Redis 7.0 does not report its internal flags (may_replicate, sentinel, ...).
 COMMAND_FLAGS = {
     "write": "WRITE",
@@ -67,7 +67,7 @@ KEY_SPEC_FLAGS = {
     "variable_flags": "KS_VARIABLE_FLAGS",
 }
 
-# Perfect hash parameters; proxy/src/command/mod.rs computes the same functions.
+# Perfect hash parameters; protocol/src/command/mod.rs computes the same functions.
 P0 = 0xA076_1D64_78BD_642F
 P1 = 0xE703_7ED1_A0B4_28DB
 MIX = 0x9E37_79B1

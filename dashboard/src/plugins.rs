@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tessera_topology::model::{PluginSpec, Plugins};
+use tessera_topology::model::{FailMode, PluginSettings, PluginSpec, Plugins};
 use tessera_topology::store::Compare;
 use tessera_topology::{Revision, keys};
 
@@ -121,17 +121,20 @@ impl LinkUpdate {
             |message: String| DashboardError::BadRequest(format!("plugin '{name}': {message}"));
         let module = parse_sha256(&self.module).map_err(|e| bad(e.to_string()))?;
         // The model's defaults, then what the body gives.
-        let mut spec: PluginSpec =
-            serde_json::from_value(serde_json::json!({ "name": name, "module": module }))
-                .expect("a spec with a name and a module parses");
-        spec.config = self.config;
+        let mut settings = PluginSettings {
+            config: self.config,
+            ..PluginSettings::default()
+        };
         if let Some(fail) = self.fail {
-            if fail != "open" && fail != "closed" {
-                return Err(bad(format!(
-                    "fail must be \"open\" or \"closed\", not {fail:?}"
-                )));
-            }
-            spec.fail = fail;
+            settings.fail = match fail.as_str() {
+                "open" => FailMode::Open,
+                "closed" => FailMode::Closed,
+                _ => {
+                    return Err(bad(format!(
+                        "fail must be \"open\" or \"closed\", not {fail:?}"
+                    )));
+                }
+            };
         }
         if let Some(mb) = self.memory_limit_mb {
             if !(1..=MAX_MEMORY_MB).contains(&mb) {
@@ -139,7 +142,7 @@ impl LinkUpdate {
                     "memory_limit_mb must be 1..={MAX_MEMORY_MB}, not {mb}"
                 )));
             }
-            spec.memory_limit_mb = mb;
+            settings.memory_limit_mb = mb;
         }
         if let Some(ms) = self.timeout_ms {
             if !(1..=MAX_TIMEOUT_MS).contains(&ms) {
@@ -147,12 +150,16 @@ impl LinkUpdate {
                     "timeout_ms must be 1..={MAX_TIMEOUT_MS}, not {ms}"
                 )));
             }
-            spec.timeout_ms = ms;
+            settings.timeout_ms = ms;
         }
         if let Some(remember) = self.remember {
-            spec.remember = remember;
+            settings.remember = remember;
         }
-        Ok(spec)
+        Ok(PluginSpec {
+            name,
+            module,
+            settings,
+        })
     }
 }
 
@@ -241,12 +248,12 @@ impl Service {
             ));
         }
         let (bytes, checked) = tokio::task::spawn_blocking(move || {
-            let checked = tessera_proxy::plugin::wasm::compile(&bytes).map(drop);
+            let checked = tessera_plugin_host::wasm::compile(&bytes).map(drop);
             (bytes, checked)
         })
         .await
         .map_err(|e| DashboardError::BadRequest(format!("compiling the module failed: {e}")))?;
-        checked.map_err(DashboardError::BadRequest)?;
+        checked.map_err(|e| DashboardError::BadRequest(e.to_string()))?;
         let sha256 = sha256_hex(&bytes);
         let size = bytes.len();
         let key = keys::plugin_module(self.product(), &sha256);
@@ -294,7 +301,7 @@ impl Service {
         // Modules are content-addressed: what is loaded here is what the proxies will load,
         // as long as the modules are still there when the chain is written (compared below).
         let version = u64::try_from(snap.revision()).unwrap_or(0);
-        tessera_proxy::plugin::from_store::load_chain(
+        tessera_plugin_host::from_store::load_chain(
             self.store().as_ref(),
             self.product(),
             &chain,
@@ -400,15 +407,15 @@ mod tests {
         let spec = link(serde_json::json!({"name": "f", "module": sha})).unwrap();
         assert_eq!(
             (
-                spec.fail.as_str(),
-                spec.memory_limit_mb,
-                spec.timeout_ms,
-                spec.remember
+                spec.settings.fail.as_str(),
+                spec.settings.memory_limit_mb,
+                spec.settings.timeout_ms,
+                spec.settings.remember
             ),
             ("closed", 16, 10, true)
         );
         let spec = link(serde_json::json!({"name": "f", "module": sha, "remember": false}));
-        assert!(!spec.unwrap().remember);
+        assert!(!spec.unwrap().settings.remember);
         let e = link(serde_json::json!({"name": "f", "module": sha, "fail": "maybe"}));
         assert!(
             e.unwrap_err()

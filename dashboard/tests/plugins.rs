@@ -393,12 +393,12 @@ async fn admin_cli_sets_a_chain_from_a_file() {
     assert_eq!(stored.chain.len(), 2);
     assert_eq!(stored.chain[0].module, filter);
     assert_eq!(
-        serde_json::from_str::<Value>(&stored.chain[0].config).unwrap(),
+        serde_json::from_str::<Value>(&stored.chain[0].settings.config).unwrap(),
         json!({"deny": ["flushall", "keys"], "message": "NOPERM nope"})
     );
     assert_eq!(stored.chain[1].module, secret);
-    assert_eq!(stored.chain[1].timeout_ms, 5);
-    assert!(stored.chain[0].remember && !stored.chain[1].remember);
+    assert_eq!(stored.chain[1].settings.timeout_ms, 5);
+    assert!(stored.chain[0].settings.remember && !stored.chain[1].settings.remember);
 
     let out = cli(&d, &["plugins"]).await.unwrap();
     let lines: Vec<&str> = out.lines().collect();
@@ -406,7 +406,7 @@ async fn admin_cli_sets_a_chain_from_a_file() {
         lines[1].starts_with("NAME    MODULE        FAIL    MEMORY  TIMEOUT  REMEMBER  CONFIG"),
         "{out}"
     );
-    let stored_config = &stored.chain[0].config;
+    let stored_config = &stored.chain[0].settings.config;
     assert_eq!(
         lines[2],
         format!(

@@ -137,7 +137,7 @@ fn plugin_stats(shared: &Shared) -> Vec<serde_json::Value> {
             json!({
                 "name": p.config.name,
                 "path": p.config.path.display().to_string(),
-                "fail": p.config.fail,
+                "fail": p.config.settings.fail,
                 "calls": calls,
                 "calls_by_hook": {
                     "connect": connect,

@@ -25,17 +25,18 @@
 //! Under the threads: [`shared`] is what every thread of a proxy shares, [`worker`] what one
 //! worker thread owns, and [`io`] the byte streams sessions and backend connections run over.
 //! The modules' layering (who may use whom) is in docs/architecture.md.
+//!
+//! From crates of their own, re-exported here: [`resp`] and [`command`] (`tessera-protocol`),
+//! [`slot`] (`tessera-topology`), and [`plugin`] (`tessera-plugin-host`), whose phases the
+//! session runs between steps 2 and 3 (`session::plugins`).
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod backend;
-pub mod command;
 pub mod config;
 pub mod coordinator;
 pub mod error;
-pub mod plugin;
-pub mod resp;
 pub mod router;
 pub mod server;
 pub mod session;
@@ -44,6 +45,9 @@ pub mod stats;
 pub mod io;
 pub mod shared;
 pub mod worker;
+
+pub use tessera_plugin_host as plugin;
+pub use tessera_protocol::{command, resp};
 
 pub use config::Config;
 pub use error::ProxyError;

@@ -228,32 +228,75 @@ pub struct PluginSpec {
     pub name: String,
     /// Hex SHA-256 of the module's bytes: its key under `plugin-modules/`.
     pub module: String,
-    /// Passed to the plugin's `on_configure`.
+    /// How the link runs; its fields sit beside `name` and `module` in the document.
+    #[serde(flatten)]
+    pub settings: PluginSettings,
+}
+
+/// What a failing call of a plugin does to its command: `closed` (the default) answers it
+/// with the plugin's error, `open` lets it go on as if the plugin had said Continue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    Open,
+    #[default]
+    Closed,
+}
+
+impl FailMode {
+    /// As written in a config or a document: `open` or `closed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailMode::Open => "open",
+            FailMode::Closed => "closed",
+        }
+    }
+}
+
+/// How one link of a plugin chain runs, with the defaults of every field: the same for a
+/// chain in the proxy's config (`[[plugin]]`, the module a file) and in the store (this
+/// module's [`PluginSpec`], the module by hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginSettings {
+    /// Passed as bytes to the plugin's `on_configure`; its format is the plugin's own.
     #[serde(default)]
     pub config: String,
-    /// `closed` (default) or `open`.
-    #[serde(default = "default_fail")]
-    pub fail: String,
-    #[serde(default = "default_memory_mb")]
+    #[serde(default)]
+    pub fail: FailMode,
+    #[serde(default = "PluginSettings::default_memory_limit_mb")]
     pub memory_limit_mb: u64,
-    #[serde(default = "default_timeout_ms")]
+    /// Time limit of one call.
+    #[serde(default = "PluginSettings::default_timeout_ms")]
     pub timeout_ms: u64,
-    /// Whether the proxy honours the plugin's requests to remember verdicts.
-    #[serde(default = "default_remember")]
+    /// `true` (default): verdicts the plugin asks the proxy to remember decide the
+    /// connection's later commands without a call. `false`: every command is a call (to
+    /// debug a plugin, or measure it).
+    #[serde(default = "PluginSettings::default_remember")]
     pub remember: bool,
 }
 
-fn default_fail() -> String {
-    "closed".to_string()
+impl PluginSettings {
+    pub fn default_memory_limit_mb() -> u64 {
+        16
+    }
+    pub fn default_timeout_ms() -> u64 {
+        10
+    }
+    pub fn default_remember() -> bool {
+        true
+    }
 }
-fn default_memory_mb() -> u64 {
-    16
-}
-fn default_timeout_ms() -> u64 {
-    10
-}
-fn default_remember() -> bool {
-    true
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            config: String::new(),
+            fail: FailMode::default(),
+            memory_limit_mb: Self::default_memory_limit_mb(),
+            timeout_ms: Self::default_timeout_ms(),
+            remember: Self::default_remember(),
+        }
+    }
 }
 
 /// Everything of one product, as read at one revision.
@@ -326,5 +369,19 @@ mod tests {
             "5-4".parse::<SlotRange>().unwrap_err().to_string(),
             "bad slot range \"5-4\": LO is greater than HI (expected LO-HI or N, with 0 <= LO <= HI <= 1023)"
         );
+    }
+
+    #[test]
+    fn a_plugin_spec_keeps_its_document_shape_and_defaults() {
+        let spec: PluginSpec = serde_json::from_str(r#"{"name": "a", "module": "m"}"#).unwrap();
+        assert_eq!(spec.settings, PluginSettings::default());
+        assert_eq!(
+            serde_json::to_value(&spec).unwrap(),
+            serde_json::json!({"name": "a", "module": "m", "config": "", "fail": "closed",
+                               "memory_limit_mb": 16, "timeout_ms": 10, "remember": true})
+        );
+        let open: PluginSpec =
+            serde_json::from_str(r#"{"name": "a", "module": "m", "fail": "open"}"#).unwrap();
+        assert_eq!(open.settings.fail, FailMode::Open);
     }
 }

@@ -72,8 +72,8 @@ impl Session {
         let user_ok = user.is_none_or(|u| u == b"default");
         if user_ok && constant_time_eq(pass, expected) {
             self.client.authenticated = true;
-            if !self.attrs.iter().any(|(k, _)| k == "user") {
-                self.attrs.push(("user".into(), "default".into()));
+            if !self.plugins.attrs.iter().any(|(k, _)| k == "user") {
+                self.plugins.attrs.push(("user".into(), "default".into()));
             }
             encode::simple(out, "OK");
             true

@@ -25,7 +25,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -57,18 +57,9 @@ pub struct Session {
     replies: mpsc::UnboundedReceiver<ReplyBatch>,
     client: ConnectionState,
     keys: Vec<usize>,
-    /// Connection attributes set by plugins (`user`, `tenant`, ...).
-    attrs: Vec<(String, String)>,
-    /// The peer address as plugins see it.
-    peer_text: String,
-    /// Whether the worker's plugin chain has any plugin (refreshed once per read).
-    plugins: bool,
-    /// The raw requests of the commands in the worker's plugin batch, in order.
-    batch_raw: Vec<Option<Bytes>>,
-    /// The plugin chain's outcomes of a batch, reused.
-    outcomes: Vec<crate::plugin::CommandOutcome>,
-    /// Verdicts plugins asked the host to remember for this connection.
-    remembered: crate::plugin::Memory,
+    /// What the plugin host keeps for this connection (attributes, remembered verdicts,
+    /// the batch), and whether the worker's chain has any plugin.
+    plugins: crate::plugin::ConnCtx,
 }
 
 impl Session {
@@ -92,12 +83,7 @@ impl Session {
             outbox: Outbox::new(replies_tx),
             replies,
             keys: Vec::new(),
-            attrs: Vec::new(),
-            peer_text: String::new(),
-            plugins: false,
-            batch_raw: Vec::new(),
-            outcomes: Vec::new(),
-            remembered: Default::default(),
+            plugins: Default::default(),
         }
     }
 
@@ -113,7 +99,6 @@ impl Session {
         });
         tokio::pin!(idle_timer);
         let mut eof = false;
-        self.peer_text = self.peer.map(|p| p.to_string()).unwrap_or_default();
         if let Err(reply) = self.plugins_on_connect() {
             let _ = self.stream.write_all(&reply).await;
             let _ = self.stream.shutdown().await;
@@ -168,11 +153,13 @@ impl Session {
     fn on_input(&mut self, now: Instant) {
         let table = self.worker.shared.table.load();
         let refusal = self.worker.shared.refusal.load();
-        self.plugins = self.worker.refresh_chain();
+        self.plugins.active = self.worker.refresh_chain();
         loop {
             let refusal = refusal.as_deref().map(String::as_str);
             match self.decoder.decode(&mut self.rbuf) {
-                Ok(Some(req)) if self.plugins => self.batch_request(req, &table, refusal, now),
+                Ok(Some(req)) if self.plugins.active => {
+                    self.batch_request(req, &table, refusal, now)
+                }
                 Ok(Some(req)) => self.dispatch(req, &table, refusal, now),
                 Ok(None) => {
                     self.run_plugin_batch(&table, refusal, now);
@@ -192,7 +179,7 @@ impl Session {
             }
         }
         self.outbox.flush(&mut self.queue);
-        if self.plugins {
+        if self.plugins.active {
             self.worker.chain.borrow_mut().flush_stats();
         }
     }
@@ -258,7 +245,7 @@ impl Session {
         if let Err(why) = command::check_options(spec, &req.args) {
             return self.queue.fail(seq, why);
         }
-        if self.plugins
+        if self.plugins.active
             && matches!(
                 class,
                 Class::Keyed | Class::Split(_) | Class::FanOut(_) | Class::AnyBackend
@@ -408,7 +395,7 @@ impl Session {
             self.wbuf.extend_from_slice(reply);
             self.queue.pop();
         }
-        if self.plugins {
+        if self.plugins.active {
             self.worker.chain.borrow_mut().flush_stats();
         }
     }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::Session;
 use crate::command::{self, Class, Local, Lookup, Spec};
-use crate::plugin::{CallContext, CommandOutcome};
+use crate::plugin::{CommandOutcome, Conn, Phases, Step};
 use crate::resp::{Protocol, Request, convert};
 use crate::router::SlotTable;
 
@@ -37,18 +37,18 @@ fn command_keys(args: &[Bytes], keys: &mut Vec<usize>) -> Option<u16> {
 }
 
 impl Session {
-    fn call_context(&self) -> CallContext<'_> {
-        CallContext {
-            conn_id: self.id,
+    /// The connection as plugins see it, besides the plugin host's context.
+    fn plugin_conn(&self) -> Conn {
+        Conn {
+            id: self.id,
             db: self.client.db,
-            peer: &self.peer_text,
-            attrs: &self.attrs,
             protocol: self.client.protocol.version(),
         }
     }
 
     /// `Err(reply)`: a plugin refused the connection.
     pub(super) fn plugins_on_connect(&mut self) -> Result<(), Bytes> {
+        self.plugins.set_peer(self.peer);
         if !self.worker.refresh_chain() {
             return Ok(());
         }
@@ -57,10 +57,9 @@ impl Session {
         if !chain.wants_connect() {
             return Ok(());
         }
-        let mut attrs = std::mem::take(&mut self.attrs);
-        let result = chain.on_connect(&self.call_context(), &mut attrs);
+        let conn = self.plugin_conn();
+        let result = chain.on_connect(&mut self.plugins, conn);
         chain.flush_stats();
-        self.attrs = attrs;
         self.note_user();
         result
     }
@@ -77,8 +76,7 @@ impl Session {
     ) {
         let worker = self.worker.clone();
         let mut chain = worker.chain.borrow_mut();
-        self.batch_raw.push(req.raw);
-        let id = chain.push(req.args, &mut command_keys);
+        let id = chain.push_command(&mut self.plugins, req.args, req.raw, &mut command_keys);
         let ends = id.is_some_and(|id| {
             matches!(
                 command::by_id(id).class(),
@@ -105,34 +103,28 @@ impl Session {
         if chain.batch_is_empty() {
             return;
         }
-        let mut outcomes = std::mem::take(&mut self.outcomes);
-        let mut memory = std::mem::take(&mut self.remembered);
-        let ctx = self.call_context();
-        let changes = chain.run_batch(&ctx, &mut command_keys, &mut memory, &mut outcomes);
-        self.remembered = memory;
+        let conn = self.plugin_conn();
+        let mut decided = chain.on_commands(&mut self.plugins, conn, &mut command_keys);
         drop(chain);
-        let mut changes = changes.into_iter().peekable();
-        let mut raws = std::mem::take(&mut self.batch_raw);
-        for (i, (outcome, raw)) in outcomes.drain(..).zip(raws.drain(..)).enumerate() {
-            while let Some((_, attrs)) = changes.next_if(|(from, _)| *from <= i) {
-                self.attrs = attrs;
-                self.note_user();
-            }
-            match outcome {
-                CommandOutcome::Continue(args, rewritten, cmd) => {
+        for step in decided.steps() {
+            match step {
+                Step::Attrs(attrs) => {
+                    self.plugins.attrs = attrs;
+                    self.note_user();
+                }
+                Step::Command(CommandOutcome::Continue(args, rewritten, cmd), raw) => {
                     let raw = if rewritten { None } else { raw };
                     let found = cmd.map(command::by_id);
                     self.dispatch_found(found, Request { args, raw }, table, refusal, now);
                 }
-                CommandOutcome::Answer(cmd, reply) => {
+                Step::Command(CommandOutcome::Answer(cmd, reply), _) => {
                     let seq = self.queue.push(Some(cmd), now);
                     self.queue
                         .complete(seq, convert::for_protocol(reply, self.client.protocol));
                 }
             }
         }
-        self.outcomes = outcomes;
-        self.batch_raw = raws;
+        self.plugins.reuse(decided);
     }
 
     /// Remembers the command of entry `seq` if a plugin wants its reply.
@@ -156,17 +148,17 @@ impl Session {
     pub(super) fn plugins_on_reply(&mut self, hook: &ReplyHook, reply: Bytes) -> Bytes {
         let worker = self.worker.clone();
         let mut chain = worker.chain.borrow_mut();
-        let ctx = CallContext {
+        let conn = Conn {
             protocol: hook.protocol.version(),
-            ..self.call_context()
+            ..self.plugin_conn()
         };
-        let reply = chain.on_reply(&ctx, hook.cmd, &hook.args, &hook.keys, reply);
+        let reply = chain.on_reply(&self.plugins, conn, hook.cmd, &hook.args, &hook.keys, reply);
         convert::for_protocol(reply, hook.protocol)
     }
 
     /// A plugin that set the `user` attribute has authenticated the connection.
     fn note_user(&mut self) {
-        if self.attrs.iter().any(|(k, v)| k == "user" && !v.is_empty()) {
+        if self.plugins.has_user() {
             self.client.authenticated = true;
         }
     }

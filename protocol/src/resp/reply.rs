@@ -147,7 +147,7 @@ fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
 }
 
 /// Parses a RESP integer line body.
-pub(crate) fn parse_int(s: &[u8]) -> Option<i64> {
+pub fn parse_int(s: &[u8]) -> Option<i64> {
     let (neg, digits) = match s.first()? {
         b'-' => (true, &s[1..]),
         _ => (false, s),

@@ -5,7 +5,7 @@ pub mod convert;
 mod reply;
 mod request;
 
-pub(crate) use reply::parse_int;
+pub use reply::parse_int;
 pub use reply::{MalformedReply, ReplyScanner, encode, is_push};
 pub use request::{Limits, ProtocolError, Request, RequestDecoder};
 

@@ -14,8 +14,9 @@
 
 use bytes::Bytes;
 
+use tessera_topology::slot;
+
 use super::CommandError;
-use crate::slot;
 
 /// The error of a BY pattern whose keys may be in another slot than the sorted key.
 pub const BY_DENIED: CommandError = CommandError::SortPattern("BY");

@@ -7,12 +7,71 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::abi::{self, Verdict};
-use crate::resp::Limits;
+use super::abi::{self, AbiError, Verdict};
+use tessera_protocol::resp::Limits;
 use wasmtime::{
     Caller, Config, Engine, Instance as WasmInstance, Linker, Memory, Module, Store, StoreLimits,
     StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadline,
 };
+
+/// Why the host cannot compile, instantiate or call a module, in words for the client and
+/// the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// `{:#}` of wasmtime's error, its causes included.
+    #[error("not a valid WebAssembly module: {0}")]
+    Invalid(String),
+    #[error(
+        "imports {module}.{name}, which the host does not provide (only tessera.log and tessera.now_ms)"
+    )]
+    Import { module: String, name: String },
+    #[error("{0}")]
+    HostFunctions(String),
+    #[error("cannot instantiate: {0}")]
+    Instantiate(Stopped),
+    #[error("does not export its memory as \"memory\"")]
+    NoMemory,
+    #[error("does not export tessera_abi_version: () -> i32")]
+    NoAbiVersion,
+    #[error("speaks plugin ABI version {0}; this proxy speaks version 1")]
+    AbiVersion(i32),
+    #[error("does not export tessera_alloc: (i32) -> i32")]
+    NoAlloc,
+    /// An export of the host's ABI with another type than `want`.
+    #[error("exports {name} with the wrong type; want {want}")]
+    ExportType { name: String, want: &'static str },
+    #[error("subscription list truncated")]
+    ListTruncated,
+    #[error("subscription is not UTF-8")]
+    ListNotUtf8,
+    #[error("input too large")]
+    InputTooLarge,
+    #[error("tessera_alloc returned {0}, outside its memory")]
+    AllocOutside(i32),
+    #[error("returned {len} bytes at {at}, outside its memory")]
+    Outside { len: usize, at: usize },
+    #[error("returned {len} bytes at {at}, more than its memory holds")]
+    MoreThanMemory { len: usize, at: usize },
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
+    #[error(transparent)]
+    Verdict(#[from] AbiError),
+}
+
+/// How a call into an instance stopped without an answer: a trap, the time limit, the
+/// memory limit or another error of the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum Stopped {
+    #[error("timed out after {0} ms")]
+    TimedOut(u128),
+    #[error("trapped: {0}")]
+    Trapped(Trap),
+    /// wasmtime's words for it, in the parentheses.
+    #[error("exceeded its memory limit ({0})")]
+    MemoryLimit(String),
+    #[error("{0}")]
+    Runtime(String),
+}
 
 /// How often the engine's epoch advances: the unit of a plugin's time limit.
 const TICK: Duration = Duration::from_millis(1);
@@ -39,17 +98,15 @@ pub fn engine() -> &'static Engine {
 }
 
 /// Compiles a module (binary or WAT text) and checks it only imports what the host gives.
-pub fn compile(bytes: &[u8]) -> Result<Module, String> {
-    let module = Module::new(engine(), bytes)
-        .map_err(|e| format!("not a valid WebAssembly module: {e:#}"))?;
+pub fn compile(bytes: &[u8]) -> Result<Module, HostError> {
+    let module = Module::new(engine(), bytes).map_err(|e| HostError::Invalid(format!("{e:#}")))?;
     for import in module.imports() {
         let ok = import.module() == "tessera" && matches!(import.name(), "log" | "now_ms");
         if !ok {
-            return Err(format!(
-                "imports {}.{}, which the host does not provide (only tessera.log and tessera.now_ms)",
-                import.module(),
-                import.name()
-            ));
+            return Err(HostError::Import {
+                module: import.module().to_string(),
+                name: import.name().to_string(),
+            });
         }
     }
     Ok(module)
@@ -137,7 +194,7 @@ pub struct Instance {
     timeout_ticks: u64,
 }
 
-fn linker() -> Result<Linker<HostState>, String> {
+fn linker() -> Result<Linker<HostState>, HostError> {
     let mut linker = Linker::new(engine());
     linker
         .func_wrap(
@@ -161,14 +218,14 @@ fn linker() -> Result<Linker<HostState>, String> {
                 }
             },
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| HostError::HostFunctions(e.to_string()))?;
     linker
         .func_wrap("tessera", "now_ms", || -> i64 {
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64)
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| HostError::HostFunctions(e.to_string()))?;
     Ok(linker)
 }
 
@@ -185,7 +242,7 @@ impl Instance {
         plugin: &str,
         memory_limit: usize,
         timeout: Duration,
-    ) -> Result<Instance, String> {
+    ) -> Result<Instance, HostError> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(memory_limit)
             .instances(1)
@@ -225,35 +282,31 @@ impl Instance {
         arm_deadline(&mut store, timeout_ticks);
         let instance: WasmInstance = linker()?
             .instantiate(&mut store, module)
-            .map_err(|e| format!("cannot instantiate: {}", describe(&e, timeout)))?;
+            .map_err(|e| HostError::Instantiate(describe(&e, timeout)))?;
         let memory = instance
             .get_memory(&mut store, "memory")
-            .ok_or("does not export its memory as \"memory\"")?;
+            .ok_or(HostError::NoMemory)?;
         let version = instance
             .get_typed_func::<(), i32>(&mut store, "tessera_abi_version")
-            .map_err(|_| "does not export tessera_abi_version: () -> i32".to_string())?;
+            .map_err(|_| HostError::NoAbiVersion)?;
         arm_deadline(&mut store, timeout_ticks);
         let v = version
             .call(&mut store, ())
             .map_err(|e| describe(&e, timeout))?;
         if v != 1 {
-            return Err(format!(
-                "speaks plugin ABI version {v}; this proxy speaks version 1"
-            ));
+            return Err(HostError::AbiVersion(v));
         }
         let alloc = instance
             .get_typed_func::<i32, i32>(&mut store, "tessera_alloc")
-            .map_err(|_| "does not export tessera_alloc: (i32) -> i32".to_string())?;
+            .map_err(|_| HostError::NoAlloc)?;
         let mut hooks = [None, None, None, None, None];
         for (i, hook) in Hook::ALL.into_iter().enumerate() {
             if instance.get_export(&mut store, hook.export()).is_some() {
                 let f = instance
                     .get_typed_func::<(i32, i32), i64>(&mut store, hook.export())
-                    .map_err(|_| {
-                        format!(
-                            "exports {} with the wrong type; want (i32, i32) -> i64",
-                            hook.export()
-                        )
+                    .map_err(|_| HostError::ExportType {
+                        name: hook.export().to_string(),
+                        want: "(i32, i32) -> i64",
                     })?;
                 hooks[i] = Some(f);
             }
@@ -263,22 +316,23 @@ impl Instance {
             if instance.get_export(&mut store, list.export()).is_some() {
                 let f = instance
                     .get_typed_func::<(), i64>(&mut store, list.export())
-                    .map_err(|_| {
-                        format!(
-                            "exports {} with the wrong type; want () -> i64",
-                            list.export()
-                        )
+                    .map_err(|_| HostError::ExportType {
+                        name: list.export().to_string(),
+                        want: "() -> i64",
                     })?;
                 lists[i] = Some(f);
             }
         }
-        let mut flag = |name: &str| -> Result<bool, String> {
+        let mut flag = |name: &str| -> Result<bool, HostError> {
             if instance.get_export(&mut store, name).is_none() {
                 return Ok(false);
             }
             let f = instance
                 .get_typed_func::<(), i32>(&mut store, name)
-                .map_err(|_| format!("exports {name} with the wrong type; want () -> i32"))?;
+                .map_err(|_| HostError::ExportType {
+                    name: name.to_string(),
+                    want: "() -> i32",
+                })?;
             arm_deadline(&mut store, timeout_ticks);
             Ok(f.call(&mut store, ()).map_err(|e| describe(&e, timeout))? == 1)
         };
@@ -320,7 +374,11 @@ impl Instance {
     }
 
     /// The command names of `list` (empty: all, or the list is not exported).
-    pub fn subscriptions(&mut self, list: List, timeout: Duration) -> Result<Vec<String>, String> {
+    pub fn subscriptions(
+        &mut self,
+        list: List,
+        timeout: Duration,
+    ) -> Result<Vec<String>, HostError> {
         let Some(f) = self.lists[list as usize].clone() else {
             return Ok(Vec::new());
         };
@@ -333,8 +391,8 @@ impl Instance {
             return Ok(Vec::new());
         }
         let mut pos = 0;
-        let mut take = |n: usize| -> Result<&[u8], String> {
-            let s = buf.get(pos..pos + n).ok_or("subscription list truncated")?;
+        let mut take = |n: usize| -> Result<&[u8], HostError> {
+            let s = buf.get(pos..pos + n).ok_or(HostError::ListTruncated)?;
             pos += n;
             Ok(s)
         };
@@ -343,7 +401,7 @@ impl Instance {
         for _ in 0..count {
             let len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
             let name =
-                String::from_utf8(take(len)?.to_vec()).map_err(|_| "subscription is not UTF-8")?;
+                String::from_utf8(take(len)?.to_vec()).map_err(|_| HostError::ListNotUtf8)?;
             names.push(name.to_ascii_lowercase());
         }
         Ok(names)
@@ -357,10 +415,14 @@ impl Instance {
         input: &[u8],
         args: &[Bytes],
         timeout: Duration,
-    ) -> Result<Verdict, String> {
+    ) -> Result<Verdict, HostError> {
         match self.call_raw(hook, input, timeout)? {
             None => Ok(Verdict::CONTINUE),
-            Some(out) => abi::decode_verdict(self.output(out), args, &Limits::default()),
+            Some(out) => Ok(abi::decode_verdict(
+                self.output(out),
+                args,
+                &Limits::default(),
+            )?),
         }
     }
 
@@ -371,12 +433,12 @@ impl Instance {
         hook: Hook,
         input: &[u8],
         timeout: Duration,
-    ) -> Result<Option<Range<usize>>, String> {
+    ) -> Result<Option<Range<usize>>, HostError> {
         let Some(f) = &self.hooks[hook as usize] else {
             return Ok(None);
         };
         arm_deadline(&mut self.store, self.timeout_ticks);
-        let len = i32::try_from(input.len()).map_err(|_| "input too large")?;
+        let len = i32::try_from(input.len()).map_err(|_| HostError::InputTooLarge)?;
         let ptr = match self.input {
             Some((ptr, size)) if input.len() <= size => ptr,
             _ => {
@@ -386,7 +448,7 @@ impl Instance {
                     }
                     n => n,
                 };
-                let size = i32::try_from(size).map_err(|_| "input too large")?;
+                let size = i32::try_from(size).map_err(|_| HostError::InputTooLarge)?;
                 let ptr = self
                     .alloc
                     .call(&mut self.store, size)
@@ -399,7 +461,7 @@ impl Instance {
         };
         self.memory
             .write(&mut self.store, ptr as u32 as usize, input)
-            .map_err(|_| format!("tessera_alloc returned {ptr}, outside its memory"))?;
+            .map_err(|_| HostError::AllocOutside(ptr))?;
         let packed = f
             .call(&mut self.store, (ptr, len))
             .map_err(|e| describe(&e, timeout))?;
@@ -411,7 +473,7 @@ impl Instance {
             (packed as u64 & 0xffff_ffff) as usize,
         );
         if at.saturating_add(n) > self.memory.data_size(&self.store) {
-            return Err(format!("returned {n} bytes at {at}, outside its memory"));
+            return Err(HostError::Outside { len: n, at });
         }
         Ok(Some(at..at + n))
     }
@@ -421,7 +483,7 @@ impl Instance {
         &self.memory.data(&self.store)[at]
     }
 
-    fn read_packed(&self, packed: i64) -> Result<Vec<u8>, String> {
+    fn read_packed(&self, packed: i64) -> Result<Vec<u8>, HostError> {
         if packed == 0 {
             return Ok(Vec::new());
         }
@@ -429,28 +491,26 @@ impl Instance {
         let len = (packed as u64 & 0xffff_ffff) as usize;
         let mut buf = vec![0u8; len.min(self.memory.data_size(&self.store))];
         if buf.len() != len {
-            return Err(format!(
-                "returned {len} bytes at {ptr}, more than its memory holds"
-            ));
+            return Err(HostError::MoreThanMemory { len, at: ptr });
         }
         self.memory
             .read(&self.store, ptr, &mut buf)
-            .map_err(|_| format!("returned {len} bytes at {ptr}, outside its memory"))?;
+            .map_err(|_| HostError::Outside { len, at: ptr })?;
         Ok(buf)
     }
 }
 
-/// A trap, timeout or host error, in words for the client and the operator.
-fn describe(e: &wasmtime::Error, timeout: Duration) -> String {
+/// What stopped a call: a trap, the timeout or another error of the runtime.
+fn describe(e: &wasmtime::Error, timeout: Duration) -> Stopped {
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!("timed out after {} ms", timeout.as_millis()),
-        Some(t) => format!("trapped: {t}"),
+        Some(Trap::Interrupt) => Stopped::TimedOut(timeout.as_millis()),
+        Some(t) => Stopped::Trapped(*t),
         None => {
             let text = format!("{e:#}");
             if text.contains("grow") || text.contains("memory") {
-                format!("exceeded its memory limit ({text})")
+                Stopped::MemoryLimit(text)
             } else {
-                text
+                Stopped::Runtime(text)
             }
         }
     }

@@ -5,31 +5,17 @@
 use tessera_topology::model::PluginSpec;
 use tessera_topology::{Store, keys};
 
-use super::{FailMode, LoadedPlugin, PluginChain, PluginConfig, PluginError};
+use crate::error::LoadError;
+use crate::{LoadedPlugin, PluginChain, PluginConfig, PluginError};
 
 /// The proxy-side config of one link of a stored chain; `path` names the module as
 /// `store:<sha256>`.
-pub fn plugin_config(spec: &PluginSpec) -> Result<PluginConfig, PluginError> {
-    let fail = match spec.fail.as_str() {
-        "open" => FailMode::Open,
-        "closed" | "" => FailMode::Closed,
-        other => {
-            return Err(PluginError {
-                name: spec.name.clone(),
-                path: format!("store:{}", spec.module),
-                message: format!("fail must be \"open\" or \"closed\", not {other:?}"),
-            });
-        }
-    };
-    Ok(PluginConfig {
+pub fn plugin_config(spec: &PluginSpec) -> PluginConfig {
+    PluginConfig {
         name: spec.name.clone(),
         path: format!("store:{}", spec.module).into(),
-        config: spec.config.clone(),
-        fail,
-        memory_limit_mb: spec.memory_limit_mb,
-        timeout_ms: spec.timeout_ms,
-        remember: spec.remember,
-    })
+        settings: spec.settings.clone(),
+    }
 }
 
 /// Fetches every module of `chain` and loads it (compiled, instantiated and configured once).
@@ -42,19 +28,19 @@ pub async fn load_chain(
 ) -> Result<PluginChain, PluginError> {
     let mut modules = Vec::with_capacity(chain.len());
     for spec in chain {
-        let config = plugin_config(spec)?;
+        let config = plugin_config(spec);
         let kv = store
             .get(&keys::plugin_module(product, &spec.module))
             .await
             .map_err(|e| PluginError {
                 name: spec.name.clone(),
                 path: config.path.display().to_string(),
-                message: format!("cannot read the module from the store: {e}"),
+                reason: LoadError::Store(e),
             })?
             .ok_or_else(|| PluginError {
                 name: spec.name.clone(),
                 path: config.path.display().to_string(),
-                message: "the module is not in the store (upload it first)".into(),
+                reason: LoadError::NotInStore,
             })?;
         modules.push((config, kv.value));
     }
@@ -68,7 +54,7 @@ pub async fn load_chain(
     .map_err(|e| PluginError {
         name: "chain".into(),
         path: String::new(),
-        message: format!("loading was interrupted: {e}"),
+        reason: LoadError::Interrupted(e),
     })??;
     PluginChain::from_plugins(loaded, version)
 }

@@ -3,27 +3,58 @@
 
 use bytes::Bytes;
 
-use crate::resp::{Limits, ReplyScanner};
+use tessera_protocol::resp::{Limits, ReplyScanner};
 
 /// Most attributes one verdict may set, and most attributes a connection may hold.
 pub const MAX_ATTRS: usize = 64;
 /// Most bytes of the keys and values of those attributes.
 pub const MAX_ATTR_BYTES: usize = 4096;
 
+/// Why a plugin's output is malformed (the host treats it like a trap).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AbiError {
+    #[error("verdict truncated at byte {0}")]
+    Truncated(usize),
+    #[error("verdict string is not UTF-8")]
+    NotUtf8,
+    #[error("rewrite to an empty command")]
+    EmptyRewrite,
+    #[error("rewrite to {n} arguments; at most {max}")]
+    TooManyArguments { n: usize, max: usize },
+    #[error("rewrite to an argument of {len} bytes; at most {max}")]
+    ArgumentTooLong { len: usize, max: usize },
+    #[error("reply is not one complete RESP value")]
+    NotOneValue,
+    #[error("unknown verdict kind {0}")]
+    UnknownKind(u8),
+    #[error("asked the host to remember a rewrite")]
+    RememberedRewrite,
+    /// `whose` says whose attributes they are: `set` (a verdict's), `would give the
+    /// connection` (the connection's with a verdict's).
+    #[error("{whose} {n} attributes; at most {MAX_ATTRS}")]
+    TooManyAttributes { whose: &'static str, n: usize },
+    #[error("{whose} {bytes} bytes of attributes; at most {MAX_ATTR_BYTES}")]
+    AttributesTooLarge { whose: &'static str, bytes: usize },
+    #[error("{0} bytes after the verdict")]
+    AfterVerdict(usize),
+    #[error("decided {k} of the {n} commands it was given")]
+    Decided { k: usize, n: usize },
+    #[error("{0} bytes after the verdicts")]
+    AfterVerdicts(usize),
+}
+
 /// `Err` if `attrs` are more than [`MAX_ATTRS`] or [`MAX_ATTR_BYTES`] allow; `whose` says
 /// whose attributes they are, for the message.
-pub fn check_attrs(attrs: &[(String, String)], whose: &str) -> Result<(), String> {
+pub fn check_attrs(attrs: &[(String, String)], whose: &'static str) -> Result<(), AbiError> {
     if attrs.len() > MAX_ATTRS {
-        return Err(format!(
-            "{whose} {} attributes; at most {MAX_ATTRS}",
-            attrs.len()
-        ));
+        return Err(AbiError::TooManyAttributes {
+            whose,
+            n: attrs.len(),
+        });
     }
     let bytes: usize = attrs.iter().map(|(k, v)| k.len() + v.len()).sum();
     if bytes > MAX_ATTR_BYTES {
-        return Err(format!(
-            "{whose} {bytes} bytes of attributes; at most {MAX_ATTR_BYTES}"
-        ));
+        return Err(AbiError::AttributesTooLarge { whose, bytes });
     }
     Ok(())
 }
@@ -130,28 +161,27 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], AbiError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        let end = end.ok_or_else(|| format!("verdict truncated at byte {}", self.pos))?;
+        let end = end.ok_or(AbiError::Truncated(self.pos))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, AbiError> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, AbiError> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
+    fn bytes(&mut self) -> Result<&'a [u8], AbiError> {
         let n = self.u32()? as usize;
         self.take(n)
     }
-    fn string(&mut self) -> Result<String, String> {
-        String::from_utf8(self.bytes()?.to_vec())
-            .map_err(|_| "verdict string is not UTF-8".to_string())
+    fn string(&mut self) -> Result<String, AbiError> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| AbiError::NotUtf8)
     }
 }
 
@@ -160,7 +190,11 @@ impl<'a> Reader<'a> {
 /// the plugin was given) shares its bytes instead of being copied: a plugin that changes a
 /// key sends the whole command back. A rewrite is held to the bounds of a client's command
 /// (`limits`), attributes to [`MAX_ATTRS`] and [`MAX_ATTR_BYTES`].
-pub fn decode_verdict(buf: &[u8], previous: &[Bytes], limits: &Limits) -> Result<Verdict, String> {
+pub fn decode_verdict(
+    buf: &[u8],
+    previous: &[Bytes],
+    limits: &Limits,
+) -> Result<Verdict, AbiError> {
     if buf.is_empty() {
         return Ok(Verdict::CONTINUE);
     }
@@ -181,23 +215,22 @@ pub fn decode_verdict(buf: &[u8], previous: &[Bytes], limits: &Limits) -> Result
         1 => {
             let n = r.u32()? as usize;
             if n == 0 {
-                return Err("rewrite to an empty command".into());
+                return Err(AbiError::EmptyRewrite);
             }
             if n > limits.max_array_len {
-                return Err(format!(
-                    "rewrite to {n} arguments; at most {}",
-                    limits.max_array_len
-                ));
+                return Err(AbiError::TooManyArguments {
+                    n,
+                    max: limits.max_array_len,
+                });
             }
             let mut args = Vec::with_capacity(n.min(1024));
             for i in 0..n {
                 let arg = r.bytes()?;
                 if arg.len() > limits.max_bulk_len {
-                    return Err(format!(
-                        "rewrite to an argument of {} bytes; at most {}",
-                        arg.len(),
-                        limits.max_bulk_len
-                    ));
+                    return Err(AbiError::ArgumentTooLong {
+                        len: arg.len(),
+                        max: limits.max_bulk_len,
+                    });
                 }
                 args.push(match previous.get(i) {
                     Some(same) if same[..] == *arg => same.clone(),
@@ -211,19 +244,19 @@ pub fn decode_verdict(buf: &[u8], previous: &[Bytes], limits: &Limits) -> Result
             let mut scanner = ReplyScanner::default();
             match scanner.scan(resp) {
                 Ok(Some(n)) if n == resp.len() => Decision::Reply(Bytes::copy_from_slice(resp)),
-                _ => return Err("reply is not one complete RESP value".into()),
+                _ => return Err(AbiError::NotOneValue),
             }
         }
         3 => Decision::Reject(r.string()?),
         4 => Decision::PrefixKeys(Bytes::copy_from_slice(r.bytes()?)),
-        _ => return Err(format!("unknown verdict kind {kind}")),
+        _ => return Err(AbiError::UnknownKind(kind)),
     };
     if remember.is_some() && matches!(decision, Decision::Rewrite(_)) {
-        return Err("asked the host to remember a rewrite".into());
+        return Err(AbiError::RememberedRewrite);
     }
     let n = r.u32()? as usize;
     if n > MAX_ATTRS {
-        return Err(format!("set {n} attributes; at most {MAX_ATTRS}"));
+        return Err(AbiError::TooManyAttributes { whose: "set", n });
     }
     let mut attrs = Vec::with_capacity(n);
     for _ in 0..n {
@@ -231,7 +264,7 @@ pub fn decode_verdict(buf: &[u8], previous: &[Bytes], limits: &Limits) -> Result
     }
     check_attrs(&attrs, "set")?;
     if r.pos != buf.len() {
-        return Err(format!("{} bytes after the verdict", buf.len() - r.pos));
+        return Err(AbiError::AfterVerdict(buf.len() - r.pos));
     }
     Ok(Verdict {
         decision,
@@ -248,11 +281,11 @@ pub struct VerdictList<'a> {
 }
 
 impl<'a> VerdictList<'a> {
-    pub fn new(buf: &'a [u8], n: usize) -> Result<VerdictList<'a>, String> {
+    pub fn new(buf: &'a [u8], n: usize) -> Result<VerdictList<'a>, AbiError> {
         let mut r = Reader { buf, pos: 0 };
         let k = r.u32()? as usize;
         if k == 0 || k > n {
-            return Err(format!("decided {k} of the {n} commands it was given"));
+            return Err(AbiError::Decided { k, n });
         }
         Ok(VerdictList { r, left: k })
     }
@@ -263,14 +296,11 @@ impl<'a> VerdictList<'a> {
     }
 
     /// The next verdict's bytes; after the last, an error if bytes follow.
-    pub fn next_verdict(&mut self) -> Result<&'a [u8], String> {
+    pub fn next_verdict(&mut self) -> Result<&'a [u8], AbiError> {
         self.left -= 1;
         let v = self.r.bytes()?;
         if self.left == 0 && self.r.pos != self.r.buf.len() {
-            return Err(format!(
-                "{} bytes after the verdicts",
-                self.r.buf.len() - self.r.pos
-            ));
+            return Err(AbiError::AfterVerdicts(self.r.buf.len() - self.r.pos));
         }
         Ok(v)
     }
@@ -281,7 +311,7 @@ mod tests {
     use super::*;
 
     fn decode(buf: &[u8], previous: &[Bytes]) -> Result<Verdict, String> {
-        decode_verdict(buf, previous, &Limits::default())
+        decode_verdict(buf, previous, &Limits::default()).map_err(|e| e.to_string())
     }
 
     fn verdict(kind: u8, body: &[u8], attrs: &[(&str, &str)]) -> Vec<u8> {
@@ -431,11 +461,15 @@ mod tests {
         };
         assert!(decode_verdict(&rewrite(&["GET", "k"]), &[], &limits).is_ok());
         assert_eq!(
-            decode_verdict(&rewrite(&["DEL", "a", "b"]), &[], &limits).unwrap_err(),
+            decode_verdict(&rewrite(&["DEL", "a", "b"]), &[], &limits)
+                .unwrap_err()
+                .to_string(),
             "rewrite to 3 arguments; at most 2"
         );
         assert_eq!(
-            decode_verdict(&rewrite(&["GET", "long"]), &[], &limits).unwrap_err(),
+            decode_verdict(&rewrite(&["GET", "long"]), &[], &limits)
+                .unwrap_err()
+                .to_string(),
             "rewrite to an argument of 4 bytes; at most 3"
         );
     }
