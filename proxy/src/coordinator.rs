@@ -77,7 +77,7 @@ impl Coordinator {
         let store = bounded(tessera_topology::connect(&config.url))
             .await
             .map_err(|e| err(e.to_string()))?;
-        let topology = bounded(load::load_topology(&*store, &config.product))
+        let topology = bounded(load_servable(&*store, &config.product))
             .await
             .map_err(|e| match e {
                 StoreError::BadDocument { .. } => {
@@ -251,7 +251,7 @@ impl Coordinator {
     /// Re-registers (a new lease if the old one is gone), re-reads the topology, publishes it
     /// and watches again. `None` (registered, not watching) if the topology does not decode.
     async fn recover(&mut self) -> Result<Option<Revisions>, StoreError> {
-        let readable = match load::load_topology(&*self.store, &self.config.product).await {
+        let readable = match load_servable(&*self.store, &self.config.product).await {
             Ok(topology) => {
                 self.adopt(topology);
                 true
@@ -281,7 +281,7 @@ impl Coordinator {
     /// acknowledged, the refusal lifted, and the watch resumed (`None` if that failed: the
     /// lease tick retries it).
     async fn reload(&mut self) -> Result<Option<Revisions>, ()> {
-        match bounded(load::load_topology(&*self.store, &self.config.product)).await {
+        match bounded(load_servable(&*self.store, &self.config.product)).await {
             Ok(topology) => {
                 self.adopt(topology);
                 tracing::info!(
@@ -368,8 +368,14 @@ impl Coordinator {
         let mut changed = false;
         let mut result = Ok(());
         for events in &revisions {
-            match load::apply_revision(&mut self.topology, &self.config.product, events) {
-                Ok(routing) => changed |= routing,
+            let mut next = self.topology.clone();
+            let applied = load::apply_revision(&mut next, &self.config.product, events)
+                .and_then(|routing| servable(&next, &self.config.product).map(|()| routing));
+            match applied {
+                Ok(routing) => {
+                    self.topology = next;
+                    changed |= routing;
+                }
                 Err(e) => {
                     self.unreadable(&e);
                     result = Err(());
@@ -449,7 +455,8 @@ impl Coordinator {
             .iter()
             .map(|s| match s {
                 SlotState::Owned { group } => Some(*group),
-                SlotState::Offline => None,
+                // Never published: `servable` refuses a topology with a migrating slot.
+                SlotState::Offline | SlotState::Migrating { .. } => None,
             })
             .collect();
         let table = SlotTable::build(t.revision as u64, groups, &owners, &self.shared.registry);
@@ -477,6 +484,38 @@ impl Coordinator {
             .put(&key, value, Some(self.lease))
             .await
             .map(|_| ())
+    }
+}
+
+/// [`load::load_topology`], refusing a topology this proxy cannot serve ([`servable`]).
+async fn load_servable(store: &dyn Store, product: &str) -> Result<Topology, StoreError> {
+    let topology = load::load_topology(store, product).await?;
+    servable(&topology, product)?;
+    Ok(topology)
+}
+
+/// This proxy does not forward migration-aware yet, so a topology with a migrating slot is
+/// treated as one it cannot apply: not published, not acknowledged (the dashboard's barrier
+/// then holds the migration before any key moves), reported in `topology_error`.
+fn servable(topology: &Topology, product: &str) -> Result<(), StoreError> {
+    let migrating = topology
+        .slots
+        .slots
+        .iter()
+        .enumerate()
+        .find_map(|(slot, s)| match s {
+            SlotState::Migrating { from, to } => Some((slot, from, to)),
+            _ => None,
+        });
+    match migrating {
+        None => Ok(()),
+        Some((slot, from, to)) => Err(StoreError::BadDocument {
+            key: keys::slots(product),
+            revision: topology.revision,
+            message: format!(
+                "slot {slot} is migrating (group {from} → {to}): this proxy cannot serve migrating slots yet"
+            ),
+        }),
     }
 }
 

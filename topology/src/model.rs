@@ -36,6 +36,13 @@ pub enum SlotState {
     Owned {
         group: u32,
     },
+    /// Being moved from group `from` to group `to` (docs/migration.md): its keys are on
+    /// `from`, on `to`, or on their way; `from` receives no new key once every proxy has
+    /// applied the revision that set this state.
+    Migrating {
+        from: u32,
+        to: u32,
+    },
 }
 
 /// `/tessera/<product>/slots`: the state of every slot, index = slot number.
