@@ -662,7 +662,12 @@ fn slot_rows(v: &Value) -> String {
             } else {
                 text(&s["range"])
             };
-            vec![first, text(&s["state"]), text(&s["group"])]
+            let group = if s["state"] == "migrating" {
+                format!("{} → {}", text(&s["from"]), text(&s["to"]))
+            } else {
+                text(&s["group"])
+            };
+            vec![first, text(&s["state"]), group]
         })
         .collect();
     table(
