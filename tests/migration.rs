@@ -482,3 +482,57 @@ fn rebalance_prints_the_plan_and_dry_run_only_prints_it() {
     let out = d.admin_ok(&["rebalance", "--dry-run"]);
     assert_eq!(out, "balanced already: nothing to move\n");
 }
+
+#[test]
+fn migrate_refuses_what_it_cannot_move_and_shows_redis_errors() {
+    let r1 = RedisServer::start();
+    let store = TempDir::new("store");
+    let d = Dashboard::start(&store_url(&store), "refuse");
+    // Group 2's server does not answer: moving keys to it fails.
+    let dead = free_addr().to_string();
+    d.admin_ok(&["group", "add", "1"]);
+    d.admin_ok(&["group", "add-server", "1", &r1.addr()]);
+    d.admin_ok(&["group", "add", "2"]);
+    d.admin_ok(&["group", "add-server", "2", &dead]);
+    d.admin_ok(&["slots", "assign", "0-511", "1"]);
+    populate(&r1, 0, "", 1000, "k");
+    let refused = |args: &[&str], message: &str| {
+        let (ok, out, err) = d.admin(args);
+        assert!(!ok && err.contains(message), "{args:?}: {out}{err}");
+    };
+    refused(
+        &["slots", "migrate", "600", "--to", "2"],
+        "slot 600 is offline: it has no keys to move",
+    );
+    refused(
+        &["slots", "migrate", "0", "--to", "7"],
+        "group 7 does not exist",
+    );
+    refused(
+        &["slots", "migrate", "0", "--to", "2", "--batch-keys", "0"],
+        "batch_keys must be 1..=10000",
+    );
+    d.admin_ok(&[
+        "slots",
+        "migrate",
+        "0-511",
+        "--to",
+        "2",
+        "--step-slots",
+        "512",
+    ]);
+    refused(
+        &["slots", "migrate", "5", "--to", "2"],
+        "slot 5 is queued or migrating already",
+    );
+    refused(&["group", "remove", "2"], "group 2 still owns slots 0-511");
+    refused(&["rebalance"], "migrations are queued or running");
+    let mut table = String::new();
+    let shown = wait_until(Duration::from_secs(20), || {
+        table = d.admin_ok(&["migrations"]);
+        table.contains(&format!("MIGRATE to {dead}"))
+    });
+    assert!(shown, "the Redis error is not shown:\n{table}");
+    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut r1.conn()).unwrap();
+    assert_eq!(dbsize, 1000, "a key left group 1 although group 2 is down");
+}

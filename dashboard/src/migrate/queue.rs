@@ -257,13 +257,13 @@ impl Service {
             let moves = plan::rebalance(&snap.slot_states(), &groups, weights)?;
             let planned = plan::planned_moves(&moves);
             let mut doc = snap.migrations_doc();
-            if dry_run || moves.is_empty() {
-                return Ok((Plan::default(), (planned, Vec::new())));
-            }
-            if !doc.steps.is_empty() {
+            if !dry_run && !doc.steps.is_empty() {
                 return Err(DashboardError::Conflict(
                     "migrations are queued or running: wait for them (`tessera admin migrations`) or cancel them first".to_string(),
                 ));
+            }
+            if dry_run || moves.is_empty() {
+                return Ok((Plan::default(), (planned, Vec::new())));
             }
             if let Some(c) = queue_options.concurrency {
                 doc.concurrency = c;
