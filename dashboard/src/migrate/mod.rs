@@ -139,9 +139,8 @@ pub fn spawn(state: Arc<AppState>) -> JoinHandle<()> {
                 while running.join_next().await.is_some() {}
                 return;
             }
-            match state.service.snapshot().await {
-                Ok(snap) => {
-                    let doc = snap.migrations_doc();
+            match queue::read(&state.service).await {
+                Ok(doc) => {
                     let mut in_flight = doc
                         .steps
                         .iter()

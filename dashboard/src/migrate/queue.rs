@@ -150,6 +150,18 @@ fn in_queue(doc: &Migrations) -> HashSet<u16> {
         .collect()
 }
 
+/// The migrations document alone (one key read: what the migrator polls while idle).
+pub(super) async fn read(service: &Service) -> Result<Migrations, DashboardError> {
+    let key = plan::key(service.product());
+    match service.store().get(&key).await? {
+        None => Ok(Migrations::default()),
+        Some(kv) => serde_json::from_slice(&kv.value).map_err(|e| DashboardError::Corrupt {
+            key,
+            message: e.to_string(),
+        }),
+    }
+}
+
 impl Service {
     /// `POST /api/slots/migrate`: queues moving `range` to group `to`, in steps. Slots owned
     /// by `to` already are left out; offline slots and slots already queued are refused.
