@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::migrate::cli::{
-    MigrationsCommand, QueueArgs, cancelled, migrations, rebalanced, wait_migrated,
-};
+use crate::migrate::cli::{MigrationsCommand, QueueArgs, migrate_slots, migrations, rebalance};
 
 /// `tessera admin`: calls a running dashboard.
 #[derive(clap::Args, Debug, Clone)]
@@ -333,7 +331,7 @@ pub fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
 }
 
 /// Turns an answer into what a person reads.
-type Render = Box<dyn Fn(&Value) -> String>;
+pub(crate) type Render = Box<dyn Fn(&Value) -> String>;
 
 /// Runs one call and returns what `tessera admin` prints (a table, or the JSON).
 pub fn execute(args: &AdminArgs) -> Result<String, AdminError> {
@@ -354,43 +352,12 @@ pub fn execute(args: &AdminArgs) -> Result<String, AdminError> {
         AdminCommand::Health => (client.call("GET", "/api/health", None)?, Box::new(health)),
         AdminCommand::HashPassword { .. } => unreachable!("answered above, without a call"),
         AdminCommand::Proxies => (client.call("GET", "/api/proxies", None)?, Box::new(proxies)),
-        AdminCommand::Migrations { cmd } => match cmd {
-            None => (
-                client.call("GET", "/api/migrations", None)?,
-                Box::new(migrations),
-            ),
-            Some(MigrationsCommand::Cancel { range }) => {
-                let body = match range {
-                    Some(r) => json!({ "range": r }),
-                    None => json!({}),
-                };
-                let v = client.call("POST", "/api/migrations/cancel", Some(body))?;
-                (v, Box::new(cancelled))
-            }
-        },
+        AdminCommand::Migrations { cmd } => migrations(&client, cmd.as_ref())?,
         AdminCommand::Rebalance {
             dry_run,
             weights,
             queue,
-        } => {
-            let mut w = serde_json::Map::new();
-            for weight in weights {
-                let parsed = weight.split_once('=').and_then(|(g, n)| {
-                    Some((g.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?))
-                });
-                let Some((g, n)) = parsed else {
-                    return Err(AdminError::Usage(format!(
-                        "bad --weight {weight:?}: expected GROUP=WEIGHT, e.g. 2=3"
-                    )));
-                };
-                w.insert(g.to_string(), json!(n));
-            }
-            let body = queue.body(json!({ "dry_run": dry_run, "weights": w }));
-            (
-                client.call("POST", "/api/rebalance", Some(body))?,
-                Box::new(rebalanced),
-            )
-        }
+        } => rebalance(&client, *dry_run, weights, queue)?,
         AdminCommand::Plugins { cmd } => match cmd {
             None => (client.call("GET", "/api/plugins", None)?, Box::new(plugins)),
             Some(PluginsCommand::Show { full }) => {
@@ -498,26 +465,7 @@ pub fn execute(args: &AdminArgs) -> Result<String, AdminError> {
                 to,
                 wait,
                 queue,
-            }) => {
-                let body = queue.body(json!({ "range": range, "to": to }));
-                let v = client.call("POST", "/api/slots/migrate", Some(body))?;
-                if *wait {
-                    wait_migrated(&client, range)?;
-                }
-                let (range, to, wait) = (range.clone(), *to, *wait);
-                let render = move |v: &Value| {
-                    let steps = items(&v["queued"]).len();
-                    if wait {
-                        format!("slots {range} moved to group {to} ({steps} steps)\n")
-                    } else {
-                        done(
-                            &format!("slots {range} queued to move to group {to} in {steps} steps"),
-                            v,
-                        )
-                    }
-                };
-                (v, Box::new(render))
-            }
+            }) => migrate_slots(&client, range, *to, *wait, queue)?,
             Some(SlotsCommand::Assign {
                 range,
                 group,

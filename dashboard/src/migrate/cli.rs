@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::admin::{AdminError, Client, done, items, table, text};
+use crate::admin::{AdminError, Client, Render, done, items, table, text};
 
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum MigrationsCommand {
@@ -71,9 +71,84 @@ impl QueueArgs {
     }
 }
 
+/// `slots migrate RANGE --to GROUP [--wait]`.
+pub(crate) fn migrate_slots(
+    client: &Client,
+    range: &str,
+    to: u32,
+    wait: bool,
+    queue: &QueueArgs,
+) -> Result<(Value, Render), AdminError> {
+    let body = queue.body(json!({ "range": range, "to": to }));
+    let v = client.call("POST", "/api/slots/migrate", Some(body))?;
+    if wait {
+        wait_migrated(client, range)?;
+    }
+    let range = range.to_string();
+    let render = move |v: &Value| {
+        let steps = items(&v["queued"]).len();
+        if wait {
+            format!("slots {range} moved to group {to} ({steps} steps)\n")
+        } else {
+            done(
+                &format!("slots {range} queued to move to group {to} in {steps} steps"),
+                v,
+            )
+        }
+    };
+    Ok((v, Box::new(render)))
+}
+
+/// `migrations` and `migrations cancel [RANGE]`.
+pub(crate) fn migrations(
+    client: &Client,
+    cmd: Option<&MigrationsCommand>,
+) -> Result<(Value, Render), AdminError> {
+    Ok(match cmd {
+        None => (
+            client.call("GET", "/api/migrations", None)?,
+            Box::new(steps_table),
+        ),
+        Some(MigrationsCommand::Cancel { range }) => {
+            let body = match range {
+                Some(r) => json!({ "range": r }),
+                None => json!({}),
+            };
+            let v = client.call("POST", "/api/migrations/cancel", Some(body))?;
+            (v, Box::new(cancelled))
+        }
+    })
+}
+
+/// `rebalance [--dry-run] [--weight GROUP=WEIGHT ...]`.
+pub(crate) fn rebalance(
+    client: &Client,
+    dry_run: bool,
+    weights: &[String],
+    queue: &QueueArgs,
+) -> Result<(Value, Render), AdminError> {
+    let mut w = serde_json::Map::new();
+    for weight in weights {
+        let parsed = weight.split_once('=').and_then(|(g, n)| {
+            Some((g.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?))
+        });
+        let Some((g, n)) = parsed else {
+            return Err(AdminError::Usage(format!(
+                "bad --weight {weight:?}: expected GROUP=WEIGHT, e.g. 2=3"
+            )));
+        };
+        w.insert(g.to_string(), json!(n));
+    }
+    let body = queue.body(json!({ "dry_run": dry_run, "weights": w }));
+    Ok((
+        client.call("POST", "/api/rebalance", Some(body))?,
+        Box::new(rebalanced),
+    ))
+}
+
 /// Polls the migrations until no step holds a slot of `range` (every one is owned by its
 /// destination, or was cancelled). Names the proxies holding a step, once.
-pub(crate) fn wait_migrated(client: &Client, range: &str) -> Result<(), AdminError> {
+fn wait_migrated(client: &Client, range: &str) -> Result<(), AdminError> {
     let (lo, hi) = crate::view::parse_range(range).map_err(|e| AdminError::Usage(e.to_string()))?;
     let mut told = false;
     loop {
@@ -115,7 +190,7 @@ fn holding_lines(step: &Value) -> String {
         .collect()
 }
 
-pub(crate) fn migrations(v: &Value) -> String {
+fn steps_table(v: &Value) -> String {
     let steps = items(&v["steps"]);
     if steps.is_empty() {
         return "no migrations\n".to_string();
@@ -177,7 +252,7 @@ pub(crate) fn migrations(v: &Value) -> String {
     out
 }
 
-pub(crate) fn cancelled(v: &Value) -> String {
+fn cancelled(v: &Value) -> String {
     let dropped = match v["dropped"].as_str() {
         Some("") | None => "no queued slots dropped".to_string(),
         Some(r) => format!("queued slots {r} dropped"),
@@ -194,7 +269,7 @@ pub(crate) fn cancelled(v: &Value) -> String {
     done(&format!("{dropped}{marked}"), v)
 }
 
-pub(crate) fn rebalanced(v: &Value) -> String {
+fn rebalanced(v: &Value) -> String {
     let plan = items(&v["plan"]);
     if plan.is_empty() {
         return "balanced already: nothing to move\n".to_string();
