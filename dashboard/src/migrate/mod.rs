@@ -40,7 +40,7 @@ const RETRY: (Duration, Duration) = (Duration::from_millis(500), Duration::from_
 pub const DEFAULT_STEP_SLOTS: usize = 16;
 
 /// The migrator's state in this dashboard: progress of the steps it runs (not persisted:
-/// keys/s and ETA are of this run), and its wake-up.
+/// keys moved, keys/s and ETA are of this run), and its wake-up.
 #[derive(Default)]
 pub struct Migrator {
     progress: Mutex<HashMap<u64, Arc<Progress>>>,
@@ -141,10 +141,11 @@ pub fn spawn(state: Arc<AppState>) -> JoinHandle<()> {
             }
             match queue::read(&state.service).await {
                 Ok(doc) => {
+                    // Started, or handed to a task that is starting it.
                     let mut in_flight = doc
                         .steps
                         .iter()
-                        .filter(|s| s.state != StepState::Queued)
+                        .filter(|s| s.state != StepState::Queued || ids.contains(&s.id))
                         .count();
                     for step in &doc.steps {
                         if ids.contains(&step.id) {
@@ -190,10 +191,6 @@ async fn run_step(state: &AppState, id: u64) -> Result<(), DashboardError> {
     let Some(step) = snap.migration_step(id).cloned() else {
         return Ok(());
     };
-    {
-        let mut p = progress.lock();
-        p.keys_moved = p.keys_moved.max(step.keys_moved);
-    }
     if step.state != StepState::Moving {
         let revision = match step.state {
             StepState::Queued => match svc.start_step(id).await? {
@@ -285,9 +282,7 @@ pub fn view(snap: &Snapshot, migrator: &Migrator) -> serde_json::Value {
         .map(|step| {
             let progress = migrator.known(step.id);
             let p = progress.as_ref().map(|p| p.lock());
-            let keys_moved = p
-                .as_ref()
-                .map_or(step.keys_moved, |p| p.keys_moved.max(step.keys_moved));
+            let keys_moved = p.as_ref().map_or(0, |p| p.keys_moved);
             let (rate, eta) = match p.as_ref().and_then(|p| p.moving_since.map(|t| (p, t))) {
                 Some((p, since)) => {
                     let secs = since.elapsed().as_secs_f64().max(0.001);

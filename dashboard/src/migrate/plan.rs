@@ -36,9 +36,6 @@ pub struct Step {
     pub from: u32,
     pub to: u32,
     pub state: StepState,
-    /// Keys moved so far (as of the last write of this document).
-    #[serde(default)]
-    pub keys_moved: u64,
     /// An operator asked to cancel it while it was running.
     #[serde(default)]
     pub cancel: bool,

@@ -130,7 +130,6 @@ fn queue(
                 from,
                 to,
                 state: StepState::Queued,
-                keys_moved: 0,
                 cancel: false,
                 options,
             };
@@ -352,8 +351,7 @@ impl Service {
                 let Some(i) = doc.steps.iter().position(|s| s.id == id) else {
                     return Ok((Plan::default(), None));
                 };
-                let mut step = doc.steps.remove(i);
-                step.keys_moved = keys_moved;
+                let step = doc.steps.remove(i);
                 let mut slots = snap.slot_states();
                 let group = match end {
                     End::Finished => step.to,
