@@ -78,7 +78,7 @@ impl Snapshot {
             .map_or_else(|| Slots::default().slots, |d| d.value.slots.clone())
     }
 
-    fn guard_slots(&self) -> Compare {
+    pub(crate) fn guard_slots(&self) -> Compare {
         match &self.slots {
             Some(d) => d.guard(),
             None => Compare::Absent(keys::slots(&self.product_name)),

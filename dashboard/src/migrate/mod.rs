@@ -211,7 +211,7 @@ async fn run_step(state: &AppState, id: u64) -> Result<(), DashboardError> {
             Outcome::Stopped => return Ok(()),
         }
     }
-    let job = svc.move_job(id).await?;
+    let mut job = svc.move_job(id).await?;
     if let Ok(keys) = mover::source_keys(&job).await {
         let owned = svc
             .snapshot()
@@ -230,6 +230,8 @@ async fn run_step(state: &AppState, id: u64) -> Result<(), DashboardError> {
                 progress.lock().error = Some(e.to_string());
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(RETRY.1);
+                // A changed master or backend password applies from the next attempt.
+                job = svc.move_job(id).await?;
             }
         }
         if progress.stopping() {

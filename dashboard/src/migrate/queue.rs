@@ -50,13 +50,6 @@ impl Snapshot {
         }
     }
 
-    fn guard_slots_doc(&self) -> Compare {
-        match &self.slots {
-            Some(d) => d.guard(),
-            None => Compare::Absent(keys::slots(&self.product_name)),
-        }
-    }
-
     /// The master of a group that exists and has a server.
     fn master(&self, id: u32) -> Result<String, DashboardError> {
         let group = self
@@ -74,7 +67,7 @@ fn write(p: &mut Plan, snap: &Snapshot, doc: &Migrations, slots: Option<Vec<Slot
     p.read(snap.guard_migrations())
         .put(plan::key(&snap.product_name), doc);
     if let Some(slots) = slots {
-        p.read(snap.guard_slots_doc())
+        p.read(snap.guard_slots())
             .put(keys::slots(&snap.product_name), &Slots { slots });
     }
 }
