@@ -187,7 +187,7 @@ fn api_reassignment_reaches_a_running_proxy() {
     let mut last_revision = 0;
     for round in 0..5 {
         let (group, owner) = if round % 2 == 0 { (2, &r2) } else { (1, &r1) };
-        let body = format!(r#"{{"range": "0-1023", "group": {group}}}"#);
+        let body = format!(r#"{{"range": "0-1023", "group": {group}, "force": true}}"#);
         let start = Instant::now();
         let resp = dashboard.call("POST", "/api/slots/assign", &body);
         assert_eq!(resp.status, 200, "{}", resp.body);

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::migrate::cli::{MigrationsCommand, QueueArgs, migrate_slots, migrations, rebalance};
+
 /// `tessera admin`: calls a running dashboard.
 #[derive(clap::Args, Debug, Clone)]
 pub struct AdminArgs {
@@ -56,6 +58,23 @@ pub enum AdminCommand {
     },
     /// The registered proxies and the topology revision each has applied.
     Proxies,
+    /// Running and queued slot migrations (progress, proxies holding them), or cancel some.
+    Migrations {
+        #[command(subcommand)]
+        cmd: Option<MigrationsCommand>,
+    },
+    /// Move slots so that every group owns its share by weight (equal by default). Prints
+    /// the plan, then queues it.
+    Rebalance {
+        /// Only print the plan.
+        #[arg(long)]
+        dry_run: bool,
+        /// A group's weight, `GROUP=WEIGHT` (repeatable; others weigh 1; 0 empties a group).
+        #[arg(long = "weight", value_name = "GROUP=WEIGHT")]
+        weights: Vec<String>,
+        #[command(flatten)]
+        queue: QueueArgs,
+    },
     /// Show the WebAssembly plugin chain the proxies run (default), upload modules, set it.
     Plugins {
         #[command(subcommand)]
@@ -178,7 +197,27 @@ pub enum PluginsCommand {
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum SlotsCommand {
     /// Assign RANGE (`LO-HI` or `N`) to GROUP without moving data (`offline` or 0: offline).
-    Assign { range: String, group: String },
+    /// A slot owned by another group is refused: move it with `slots migrate`.
+    Assign {
+        range: String,
+        group: String,
+        /// Assign slots owned by another group all the same, leaving their keys behind: only
+        /// for slots that hold no keys.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Move RANGE (`LO-HI` or `N`) with its keys to group `--to`, online.
+    Migrate {
+        range: String,
+        /// The group that gets the slots.
+        #[arg(long)]
+        to: u32,
+        /// Wait until every slot of RANGE is owned by the group.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        queue: QueueArgs,
+    },
 }
 
 /// What can go wrong calling the dashboard.
@@ -292,7 +331,7 @@ pub fn run_admin(args: AdminArgs) -> anyhow::Result<()> {
 }
 
 /// Turns an answer into what a person reads.
-type Render = Box<dyn Fn(&Value) -> String>;
+pub(crate) type Render = Box<dyn Fn(&Value) -> String>;
 
 /// Runs one call and returns what `tessera admin` prints (a table, or the JSON).
 pub fn execute(args: &AdminArgs) -> Result<String, AdminError> {
@@ -313,6 +352,12 @@ pub fn execute(args: &AdminArgs) -> Result<String, AdminError> {
         AdminCommand::Health => (client.call("GET", "/api/health", None)?, Box::new(health)),
         AdminCommand::HashPassword { .. } => unreachable!("answered above, without a call"),
         AdminCommand::Proxies => (client.call("GET", "/api/proxies", None)?, Box::new(proxies)),
+        AdminCommand::Migrations { cmd } => migrations(&client, cmd.as_ref())?,
+        AdminCommand::Rebalance {
+            dry_run,
+            weights,
+            queue,
+        } => rebalance(&client, *dry_run, weights, queue)?,
         AdminCommand::Plugins { cmd } => match cmd {
             None => (client.call("GET", "/api/plugins", None)?, Box::new(plugins)),
             Some(PluginsCommand::Show { full }) => {
@@ -415,14 +460,24 @@ pub fn execute(args: &AdminArgs) -> Result<String, AdminError> {
                 };
                 (client.call("GET", path, None)?, Box::new(slots))
             }
-            Some(SlotsCommand::Assign { range, group }) => {
+            Some(SlotsCommand::Migrate {
+                range,
+                to,
+                wait,
+                queue,
+            }) => migrate_slots(&client, range, *to, *wait, queue)?,
+            Some(SlotsCommand::Assign {
+                range,
+                group,
+                force,
+            }) => {
                 let group = match group.as_str() {
                     "offline" | "0" => Value::Null,
                     g => json!(g.parse::<u32>().map_err(|_| AdminError::Usage(format!(
                         "bad GROUP {g:?}: a group id, or `offline`"
                     )))?),
                 };
-                let body = json!({ "range": range, "group": group });
+                let body = json!({ "range": range, "group": group, "force": force });
                 let v = client.call("POST", "/api/slots/assign", Some(body))?;
                 let render = |v: &Value| {
                     let head = format!("{} slots changed", text(&v["changed"]));
@@ -442,7 +497,7 @@ pub fn execute(args: &AdminArgs) -> Result<String, AdminError> {
 }
 
 /// A value as table text: strings bare, `null` as `-`.
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".to_string(),
         Value::String(s) => s.clone(),
@@ -455,7 +510,7 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn items(v: &Value) -> &[Value] {
+pub(crate) fn items(v: &Value) -> &[Value] {
     v.as_array().map_or(&[], Vec::as_slice)
 }
 
@@ -480,7 +535,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn done(what: &str, v: &Value) -> String {
+pub(crate) fn done(what: &str, v: &Value) -> String {
     format!("{what} (revision {})\n", text(&v["revision"]))
 }
 
@@ -555,7 +610,12 @@ fn slot_rows(v: &Value) -> String {
             } else {
                 text(&s["range"])
             };
-            vec![first, text(&s["state"]), text(&s["group"])]
+            let group = if s["state"] == "migrating" {
+                format!("{} → {}", text(&s["from"]), text(&s["to"]))
+            } else {
+                text(&s["group"])
+            };
+            vec![first, text(&s["state"]), group]
         })
         .collect();
     table(

@@ -21,6 +21,8 @@ use warp::Filter;
 use warp::http::{Method, StatusCode};
 
 use crate::error::DashboardError;
+use crate::migrate::QueueOptions;
+use crate::migrate::plan::MoveOptions;
 use crate::plugins::{ChainUpdate, MAX_CHAIN_BODY, MAX_MODULE, masked_chain};
 use crate::service::{ProductUpdate, Service};
 
@@ -36,6 +38,8 @@ pub struct AppState {
     pub admin_token: String,
     /// The address the API is bound to (set before anything is served).
     pub listen: OnceLock<SocketAddr>,
+    /// The slot migrator's progress and wake-up (its task is started with the server).
+    pub migrator: crate::migrate::Migrator,
 }
 
 /// One request, as the router sees it.
@@ -138,6 +142,10 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
         ["api", "plugins"] => &[Method::GET, Method::PUT],
         ["api", "plugins", "modules"] => &[Method::POST],
         ["api", "plugins", "modules", _] => &[Method::DELETE],
+        ["api", "migrations"] => &[Method::GET],
+        ["api", "slots", "migrate"] | ["api", "migrations", "cancel"] | ["api", "rebalance"] => {
+            &[Method::POST]
+        }
         _ => {
             return Err(DashboardError::NotFound(format!(
                 "no route {} {}",
@@ -233,15 +241,21 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
                 range: String,
                 #[serde(default, deserialize_with = "present")]
                 group: Option<Option<u32>>,
+                #[serde(default)]
+                force: bool,
             }
-            let Assign { range, group } = body(&mut req.body, MAX_BODY).await?;
+            let Assign {
+                range,
+                group,
+                force,
+            } = body(&mut req.body, MAX_BODY).await?;
             let Some(group) = group else {
                 return Err(DashboardError::BadRequest(
                     "missing field `group`: a group id, or null or 0 to set the range offline"
                         .to_string(),
                 ));
             };
-            let (revision, (changed, slots)) = svc.assign_slots(&range, group).await?;
+            let (revision, (changed, slots)) = svc.assign_slots(&range, group, force).await?;
             ok(json!({
                 "revision": revision,
                 "changed": changed,
@@ -277,6 +291,96 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
         ["api", "plugins", "modules", sha] => {
             let revision = svc.delete_module(sha).await?;
             ok(json!({ "revision": revision }))
+        }
+        ["api", "slots", "migrate"] => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Migrate {
+                range: String,
+                to: u32,
+                step_slots: Option<usize>,
+                concurrency: Option<usize>,
+                options: Option<MoveOptions>,
+            }
+            let Migrate {
+                range,
+                to,
+                step_slots,
+                concurrency,
+                options,
+            } = body(&mut req.body, MAX_BODY).await?;
+            let queue = QueueOptions {
+                step_slots,
+                concurrency,
+                options,
+            };
+            let (revision, steps) = svc.migrate_slots(&range, to, queue).await?;
+            state.migrator.wake();
+            ok(json!({ "revision": revision, "queued": steps }))
+        }
+        ["api", "migrations"] => {
+            let snap = svc.snapshot().await?;
+            ok(crate::migrate::view(&snap, &state.migrator))
+        }
+        ["api", "migrations", "cancel"] => {
+            #[derive(Deserialize, Default)]
+            #[serde(deny_unknown_fields)]
+            struct Cancel {
+                range: Option<String>,
+            }
+            let raw = read_body(&mut req.body, MAX_BODY).await?;
+            let Cancel { range } = if raw.iter().all(u8::is_ascii_whitespace) {
+                Cancel::default()
+            } else {
+                serde_json::from_slice(&raw)
+                    .map_err(|e| DashboardError::BadRequest(format!("bad JSON body: {e}")))?
+            };
+            let (revision, (dropped, marked)) = svc.cancel_migrations(range.as_deref()).await?;
+            state.migrator.wake();
+            ok(json!({
+                "revision": revision,
+                "dropped": crate::migrate::plan::ranges_text(&dropped),
+                "dropped_slots": dropped.len(),
+                "cancelling": marked,
+            }))
+        }
+        ["api", "rebalance"] => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Rebalance {
+                #[serde(default)]
+                dry_run: bool,
+                /// Group id (as text, JSON object keys are) → weight.
+                #[serde(default)]
+                weights: std::collections::BTreeMap<String, u32>,
+                step_slots: Option<usize>,
+                concurrency: Option<usize>,
+                options: Option<MoveOptions>,
+            }
+            let Rebalance {
+                dry_run,
+                weights,
+                step_slots,
+                concurrency,
+                options,
+            } = body(&mut req.body, MAX_BODY).await?;
+            let queue = QueueOptions {
+                step_slots,
+                concurrency,
+                options,
+            };
+            let weights = weights
+                .into_iter()
+                .map(|(g, w)| Ok((group_id(&g)?, w)))
+                .collect::<Result<_, DashboardError>>()?;
+            let (revision, (plan, steps)) = svc.rebalance(&weights, dry_run, queue).await?;
+            state.migrator.wake();
+            ok(json!({
+                "revision": revision,
+                "dry_run": dry_run,
+                "plan": plan,
+                "queued": steps,
+            }))
         }
         _ => unreachable!("every route allowed above is handled"),
     }

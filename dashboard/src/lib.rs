@@ -5,6 +5,8 @@
 //! - [`lock`]: the lease-backed single-writer lock; a dead dashboard's lock expires by itself.
 //! - [`service`]: consistent snapshots of the topology, and every change as one transaction
 //!   guarded by the revisions of what it read (and by the lock).
+//! - [`migrate`]: online slot migration: the queue of steps in the store, the barrier every
+//!   proxy passes, the key mover (SCAN + `MIGRATE ... KEYS`).
 //! - [`plugins`]: the WebAssembly plugin chain and its modules, each change checked by
 //!   loading it as a proxy would.
 //! - [`api`]: the warp REST API (routes in `docs/dashboard.md`); [`view`]: its JSON shapes.
@@ -17,6 +19,7 @@ pub mod admin;
 pub mod api;
 pub mod error;
 pub mod lock;
+pub mod migrate;
 pub mod plugins;
 pub mod server;
 pub mod service;

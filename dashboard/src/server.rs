@@ -47,6 +47,8 @@ pub struct DashboardHandle {
     lock: Option<Lock>,
     stop: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
+    /// The slot migrator's task, stopped with the server.
+    migrator: Option<JoinHandle<()>>,
 }
 
 impl DashboardHandle {
@@ -86,6 +88,9 @@ impl DashboardHandle {
     /// Stops serving (in-flight requests finish) and releases the lock.
     pub async fn shutdown(mut self) -> Result<(), DashboardError> {
         let _ = self.stop.send(true);
+        if let Some(migrator) = self.migrator.take() {
+            migrator.abort();
+        }
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
@@ -101,6 +106,9 @@ impl Drop for DashboardHandle {
     fn drop(&mut self) {
         if let Some(server) = self.server.take() {
             server.abort();
+        }
+        if let Some(migrator) = self.migrator.take() {
+            migrator.abort();
         }
         if let Some(lock) = self.lock.take() {
             lock.abandon();
@@ -129,6 +137,7 @@ pub async fn start_with_store(
         service: Service::new(store.clone(), &args.product),
         admin_token: admin_token.clone(),
         listen: std::sync::OnceLock::new(),
+        migrator: crate::migrate::Migrator::default(),
     });
     let (stop, mut stopped) = watch::channel(false);
     let (addr, serve) = warp::serve(routes(state.clone()))
@@ -154,6 +163,7 @@ pub async fn start_with_store(
         return Err(e);
     }
     let server = tokio::spawn(serve);
+    let migrator = crate::migrate::spawn(state.clone());
     info!(%addr, product = %args.product, store = %store.endpoint(), "dashboard serving");
     Ok(DashboardHandle {
         addr,
@@ -163,6 +173,7 @@ pub async fn start_with_store(
         lock: Some(lock),
         stop,
         server: Some(server),
+        migrator: Some(migrator),
     })
 }
 

@@ -54,6 +54,8 @@ pub struct Snapshot {
     pub plugins: Option<Doc<Plugins>>,
     /// The uploaded plugin modules by sha256 (their sizes; the bytes are not kept).
     pub modules: BTreeMap<String, Doc<usize>>,
+    /// The migration queue (`crate::migrate`), if one was ever written.
+    pub migrations: Option<Doc<crate::migrate::plan::Migrations>>,
 }
 
 impl Snapshot {
@@ -77,7 +79,7 @@ impl Snapshot {
             .map_or_else(|| Slots::default().slots, |d| d.value.slots.clone())
     }
 
-    fn guard_slots(&self) -> Compare {
+    pub(crate) fn guard_slots(&self) -> Compare {
         match &self.slots {
             Some(d) => d.guard(),
             None => Compare::Absent(keys::slots(&self.product_name)),
@@ -90,11 +92,16 @@ impl Snapshot {
             .ok_or_else(|| DashboardError::NotFound(format!("group {id} does not exist")))
     }
 
-    /// The slots a group owns, as text (`0-511, 700`), or `None`.
+    /// The slots a group owns, or that migrate from or to it, as text (`0-511, 700`), or
+    /// `None`.
     fn owned_by(&self, id: u32) -> Option<String> {
         let owned: Vec<String> = slot_runs(&self.slot_states())
             .into_iter()
-            .filter(|r| r.state == SlotState::Owned { group: id })
+            .filter(|r| match r.state {
+                SlotState::Owned { group } => group == id,
+                SlotState::Migrating { from, to } => from == id || to == id,
+                SlotState::Offline => false,
+            })
             .map(|r| r.range.to_string())
             .collect();
         (!owned.is_empty()).then(|| owned.join(", "))
@@ -203,6 +210,7 @@ impl Service {
             proxies: Vec::new(),
             plugins: None,
             modules: BTreeMap::new(),
+            migrations: None,
         };
         let (groups_prefix, proxies_prefix) = (keys::groups_prefix(p), keys::proxies_prefix(p));
         let modules_prefix = keys::plugin_modules_prefix(p);
@@ -228,6 +236,8 @@ impl Service {
             } else if kv.key.starts_with(&groups_prefix) {
                 let group: Group = parse(&kv.key, &kv.value)?;
                 snap.groups.insert(group.id, doc(&kv, group));
+            } else if kv.key == crate::migrate::plan::key(p) {
+                snap.migrations = Some(doc(&kv, parse(&kv.key, &kv.value)?));
             } else if kv.key == keys::plugins(p) {
                 snap.plugins = Some(doc(&kv, parse(&kv.key, &kv.value)?));
             } else if let Some(sha) = kv.key.strip_prefix(&modules_prefix) {
@@ -474,12 +484,15 @@ impl Service {
     }
 
     /// `POST /api/slots/assign`: sets a range to a group (or offline with `None`) without
-    /// moving data, for bootstrapping. The group must exist and have a server. Returns how
-    /// many slots changed (0: nothing written) and the table.
+    /// moving data, for bootstrapping. The group must exist and have a server. A slot owned
+    /// by another group is refused unless `force` (its keys would stay behind: that is
+    /// `slots migrate`); a migrating slot always. Returns how many slots changed (0: nothing
+    /// written) and the table.
     pub async fn assign_slots(
         &self,
         range: &str,
         group: Option<u32>,
+        force: bool,
     ) -> Result<(Revision, (usize, Vec<SlotState>)), DashboardError> {
         let range: SlotRange = range.parse()?;
         let group = group.filter(|g| *g != 0);
@@ -503,6 +516,22 @@ impl Service {
                 None => SlotState::Offline,
             };
             let mut slots = snap.slot_states();
+            for (slot, s) in slots.iter().enumerate().take(range.hi + 1).skip(range.lo) {
+                match *s {
+                    SlotState::Migrating { from, to } => {
+                        return Err(DashboardError::Conflict(format!(
+                            "slot {slot} is migrating (group {from} → {to}): wait for it or cancel it with `tessera admin migrations cancel {slot}`"
+                        )));
+                    }
+                    SlotState::Owned { group: owner } if !force && group.is_some_and(|g| g != owner) => {
+                        return Err(DashboardError::Conflict(format!(
+                            "slot {slot} is owned by group {owner}: move it with its keys with `tessera admin slots migrate {slot} --to {}` (`--force` assigns it without moving keys, only for a slot with no keys)",
+                            group.unwrap_or_default()
+                        )));
+                    }
+                    _ => {}
+                }
+            }
             let changed = slots[range.slots()].iter().filter(|s| **s != state).count();
             if changed == 0 && snap.slots.is_some() {
                 return Ok((Plan::default(), (0, slots)));

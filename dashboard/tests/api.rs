@@ -208,6 +208,7 @@ async fn proxies_are_listed_with_behind() {
             ops_per_sec: 12.5,
             plugin_error: None,
             topology_error: None,
+            holding: None,
         };
         let value = serde_json::to_vec(&info).unwrap();
         env.store

@@ -306,6 +306,7 @@ async fn proxies_report_their_plugin_errors() {
             ops_per_sec: 0.0,
             plugin_error: plugin_error.map(String::from),
             topology_error: None,
+            holding: None,
         };
         let value = serde_json::to_vec(&info).unwrap();
         env.store

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use tessera_topology::model::{Plugins, ProxyInfo, Topology};
+use tessera_topology::model::{Plugins, ProxyInfo, SlotState, Topology};
 use tessera_topology::{LeaseId, Store, StoreError, WatchEvent, keys, load};
 use tokio::sync::{mpsc, watch};
 
@@ -98,6 +98,7 @@ impl Coordinator {
             ops_per_sec: 0.0,
             plugin_error: None,
             topology_error: None,
+            holding: None,
         };
         let (loaded, loaded_rx) = mpsc::channel(1);
         let mut c = Coordinator {
@@ -368,8 +369,13 @@ impl Coordinator {
         let mut changed = false;
         let mut result = Ok(());
         for events in &revisions {
-            match load::apply_revision(&mut self.topology, &self.config.product, events) {
-                Ok(routing) => changed |= routing,
+            let mut next = self.topology.clone();
+            let applied = load::apply_revision(&mut next, &self.config.product, events);
+            match applied {
+                Ok(routing) => {
+                    self.topology = next;
+                    changed |= routing;
+                }
                 Err(e) => {
                     self.unreadable(&e);
                     result = Err(());
@@ -456,7 +462,28 @@ impl Coordinator {
         if **self.shared.passwords.load() != passwords {
             self.shared.passwords.store(Arc::new(passwords));
         }
-        self.info.applied_revision = t.revision;
+        // Keys move once every proxy acknowledges the revision that made a slot migrating;
+        // this proxy does not forward migration-aware yet, so it routes such a slot to its
+        // source and never acknowledges: the dashboard's barrier holds the migration, named.
+        match first_migrating(t) {
+            None => {
+                self.info.applied_revision = t.revision;
+                self.info.holding = None;
+            }
+            Some((slot, from, to)) => {
+                let why = format!(
+                    "slot {slot} is migrating (group {from} → {to}): this proxy cannot move \
+                     keys yet; it serves the slot from group {from} and does not acknowledge \
+                     the revision"
+                );
+                tracing::warn!(
+                    revision = t.revision,
+                    acknowledged = self.info.applied_revision,
+                    "{why}"
+                );
+                self.info.holding = Some(why);
+            }
+        }
     }
 
     async fn register(&mut self) -> Result<(), StoreError> {
@@ -473,6 +500,18 @@ impl Coordinator {
             .await
             .map(|_| ())
     }
+}
+
+/// The first slot of `t` that is migrating: (slot, from, to).
+fn first_migrating(t: &Topology) -> Option<(usize, u32, u32)> {
+    t.slots
+        .slots
+        .iter()
+        .enumerate()
+        .find_map(|(slot, s)| match *s {
+            SlotState::Migrating { from, to } => Some((slot, from, to)),
+            _ => None,
+        })
 }
 
 /// When the lease was last renewed, readable from the lease-rule task.

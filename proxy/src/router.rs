@@ -67,6 +67,9 @@ impl SlotTable {
             .map(|s| match s {
                 SlotState::Offline => NONE,
                 SlotState::Owned { group } => groups.get(group).map_or(NONE, |&(_, m)| m),
+                // Served by the source until the proxy forwards migration-aware; the
+                // coordinator does not acknowledge such a revision, so no key moves meanwhile.
+                SlotState::Migrating { from, .. } => groups.get(from).map_or(NONE, |&(_, m)| m),
             })
             .collect();
         SlotTable {

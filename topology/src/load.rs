@@ -212,6 +212,7 @@ mod tests {
             ops_per_sec: 0.0,
             plugin_error: None,
             topology_error: None,
+            holding: None,
         }
     }
 

@@ -39,6 +39,10 @@ pub enum SlotState {
     Offline,
     /// Served by the master of `group`.
     Owned { group: u32 },
+    /// Being moved from group `from` to group `to` (docs/migration.md): its keys are on
+    /// `from`, on `to`, or on their way; `from` receives no new key once every proxy has
+    /// applied the revision that set this state.
+    Migrating { from: u32, to: u32 },
 }
 
 /// `/tessera/<product>/slots`: the state of every slot, index = slot number.
@@ -201,6 +205,10 @@ pub struct ProxyInfo {
     /// can. `applied_revision` stays the last revision it applied in full.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology_error: Option<String>,
+    /// Why the proxy serves the latest revision but does not acknowledge it (a migrating
+    /// slot it cannot forward for): it holds the migration, and says so here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding: Option<String>,
 }
 
 /// `/tessera/<product>/dashboard`: who holds the single-writer lock.

@@ -1,0 +1,239 @@
+//! Moving a step's keys: walk the source master with SCAN in every db that holds keys
+//! (INFO keyspace), keep the keys of the step's slots, and send them to the destination in
+//! pipelined `MIGRATE host port "" db timeout REPLACE [AUTH pass] KEYS k1 k2 ...` batches,
+//! pass after pass, until a full pass finds none.
+//!
+//! Once every proxy has applied the migrating revision, no write reaches the source for these
+//! slots (a proxy moves a key before it writes it, on the destination), so the source's set of
+//! such keys only shrinks, and a pass that finds none is the last.
+//!
+//! `REPLACE`: a key of a migrating slot still on the source has not been touched by any
+//! client since the barrier (a proxy would have moved it first), so the source's copy is the
+//! one clients last saw; a key of that name on the destination can only be one no client
+//! could reach (left by a forced assignment, say). Without `REPLACE`, Redis answers `BUSYKEY`
+//! and keeps the key on the source, and the step could never finish.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use super::plan::MoveOptions;
+use super::redis::{RedisConn, RedisError, Reply};
+
+/// Keys asked of SCAN per call.
+const SCAN_COUNT: &[u8] = b"1000";
+
+/// What one step moves, and where.
+pub struct MoveJob {
+    pub from_addr: String,
+    pub to_addr: String,
+    pub password: String,
+    pub slots: HashSet<u16>,
+    pub options: MoveOptions,
+}
+
+/// What the mover reports as it goes.
+pub trait Report: Send + Sync {
+    /// `n` more keys were moved.
+    fn moved(&self, n: u64);
+    /// Whether to stop now (the step or the dashboard is going away).
+    fn stop(&self) -> bool;
+}
+
+/// The keys the source holds in all its dbs (INFO keyspace), for an estimate of the work.
+pub async fn source_keys(job: &MoveJob) -> Result<u64, RedisError> {
+    let mut conn = connect(job, &job.from_addr).await?;
+    Ok(keyspace(&mut conn).await?.iter().map(|(_, n)| n).sum())
+}
+
+/// Moves every key of the job's slots, pass after pass, until a pass finds none. Returns the
+/// number of keys moved (sent in batches Redis answered `OK`).
+pub async fn move_keys(job: &MoveJob, report: &dyn Report) -> Result<u64, RedisError> {
+    let (host, port) = split_addr(&job.to_addr);
+    let mut total = 0;
+    loop {
+        let mut conn = connect(job, &job.from_addr).await?;
+        let mut found = 0;
+        for (db, _) in keyspace(&mut conn).await? {
+            if report.stop() {
+                return Ok(total);
+            }
+            let db_text = db.to_string();
+            conn.call(&[b"SELECT", db_text.as_bytes()]).await?;
+            let mut cursor = b"0".to_vec();
+            let mut pending: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let reply = conn.call(&[b"SCAN", &cursor, b"COUNT", SCAN_COUNT]).await?;
+                let (next, keys) = scan_page(reply).ok_or_else(|| RedisError::Reply {
+                    addr: job.from_addr.clone(),
+                    command: "SCAN".to_string(),
+                    message: "unexpected reply".to_string(),
+                })?;
+                pending.extend(keys.into_iter().filter(|k| {
+                    job.slots
+                        .contains(&(tessera_topology::slot::slot(k) as u16))
+                }));
+                cursor = next;
+                let last = cursor == b"0";
+                let round = job.options.batch_keys * job.options.pipeline;
+                if pending.len() >= round || (last && !pending.is_empty()) {
+                    found += pending.len();
+                    let n = migrate(&mut conn, job, (&host, &port), &db_text, &mut pending).await?;
+                    total += n;
+                    report.moved(n);
+                    if job.options.pause_ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(job.options.pause_ms)).await;
+                    }
+                    if report.stop() {
+                        return Ok(total);
+                    }
+                }
+                if last {
+                    break;
+                }
+            }
+        }
+        if found == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+async fn connect(job: &MoveJob, addr: &str) -> Result<RedisConn, RedisError> {
+    // MIGRATE answers once the keys are restored on the destination: give it its timeout.
+    let bound = Duration::from_millis(job.options.migrate_timeout_ms) + Duration::from_secs(5);
+    RedisConn::connect(addr, &job.password, bound).await
+}
+
+/// Sends `keys` as pipelined MIGRATE batches (emptying it); the keys of batches answered OK.
+async fn migrate(
+    conn: &mut RedisConn,
+    job: &MoveJob,
+    (host, port): (&str, &str),
+    db: &str,
+    keys: &mut Vec<Vec<u8>>,
+) -> Result<u64, RedisError> {
+    let timeout = job.options.migrate_timeout_ms.to_string();
+    let mut commands = Vec::new();
+    let mut sizes = Vec::new();
+    for batch in keys.chunks(job.options.batch_keys) {
+        let mut cmd: Vec<Vec<u8>> = ["MIGRATE", host, port, "", db, timeout.as_str(), "REPLACE"]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        if !job.password.is_empty() {
+            cmd.push(b"AUTH".to_vec());
+            cmd.push(job.password.as_bytes().to_vec());
+        }
+        cmd.push(b"KEYS".to_vec());
+        cmd.extend(batch.iter().cloned());
+        commands.push(cmd);
+        sizes.push(batch.len() as u64);
+    }
+    keys.clear();
+    let started = Instant::now();
+    let replies = conn.pipeline(&commands).await?;
+    let mut moved = 0;
+    for (reply, n) in replies.into_iter().zip(sizes) {
+        match reply {
+            Reply::Simple(s) if s == "OK" => moved += n,
+            Reply::Simple(s) if s == "NOKEY" => {}
+            Reply::Error(message) => {
+                return Err(RedisError::Reply {
+                    addr: conn.addr().to_string(),
+                    command: format!("MIGRATE to {}:{}", host, port),
+                    message,
+                });
+            }
+            other => {
+                return Err(RedisError::Reply {
+                    addr: conn.addr().to_string(),
+                    command: "MIGRATE".to_string(),
+                    message: format!("unexpected reply {other:?}"),
+                });
+            }
+        }
+    }
+    tracing::debug!(moved, elapsed = ?started.elapsed(), "migrated a round of batches");
+    Ok(moved)
+}
+
+/// `(db, keys)` of every db INFO keyspace lists (`db3:keys=10,expires=0,avg_ttl=0`).
+async fn keyspace(conn: &mut RedisConn) -> Result<Vec<(u32, u64)>, RedisError> {
+    let reply = conn.call(&[b"INFO", b"keyspace"]).await?;
+    let Reply::Bulk(Some(text)) = reply else {
+        return Ok(Vec::new());
+    };
+    Ok(parse_keyspace(&String::from_utf8_lossy(&text)))
+}
+
+fn parse_keyspace(text: &str) -> Vec<(u32, u64)> {
+    text.lines()
+        .filter_map(|line| {
+            let (db, fields) = line.trim().strip_prefix("db")?.split_once(':')?;
+            let keys = fields
+                .split(',')
+                .find_map(|f| f.strip_prefix("keys="))?
+                .parse()
+                .ok()?;
+            Some((db.parse().ok()?, keys))
+        })
+        .filter(|(_, keys)| *keys > 0)
+        .collect()
+}
+
+/// A SCAN reply: the next cursor and the keys.
+fn scan_page(reply: Reply) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
+    let Reply::Array(Some(mut parts)) = reply else {
+        return None;
+    };
+    if parts.len() != 2 {
+        return None;
+    }
+    let Reply::Array(Some(items)) = parts.pop()? else {
+        return None;
+    };
+    let Reply::Bulk(Some(cursor)) = parts.pop()? else {
+        return None;
+    };
+    let keys = items
+        .into_iter()
+        .map(|k| match k {
+            Reply::Bulk(Some(k)) => Some(k),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((cursor, keys))
+}
+
+/// `host:port` (or `[v6]:port`) as MIGRATE's host and port arguments.
+fn split_addr(addr: &str) -> (String, String) {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => (
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port.to_string(),
+        ),
+        None => (addr.to_string(), "6379".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyspace_lines() {
+        let text = "# Keyspace\r\ndb0:keys=10,expires=1,avg_ttl=0\r\ndb3:keys=2,expires=0,avg_ttl=0\r\ndb5:keys=0,expires=0,avg_ttl=0\r\n";
+        assert_eq!(parse_keyspace(text), [(0, 10), (3, 2)]);
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            split_addr("127.0.0.1:6380"),
+            ("127.0.0.1".into(), "6380".into())
+        );
+        assert_eq!(split_addr("[::1]:6380"), ("::1".into(), "6380".into()));
+    }
+}

@@ -1,0 +1,543 @@
+//! Online slot migration, the dashboard's side, with real redis-servers, the embedded store
+//! and the `tessera` binary: the migrator moves every key of the migrating slots (dbs 0 and
+//! 3, a backend password) and no other; a proxy that cannot follow holds the migration
+//! before any key moves and is named by `tessera admin migrations`; cancelling and
+//! restarting the dashboard mid-migration leave no key behind; `slots assign` of an owned
+//! slot is refused; `rebalance --dry-run` prints the plan.
+
+use tessera_testkit as harness;
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use harness::{
+    ChildGuard, Proxy, RedisServer, START_BOUND, TempDir, file_tail, free_addr, wait_until,
+};
+
+const TOKEN: &str = "migration-test-token";
+/// How long a migration of a few thousand keys may take on a crowded machine.
+const MIGRATION_BOUND: Duration = Duration::from_secs(60);
+
+/// A `tessera dashboard` process on the embedded store in `store`, SIGKILLed on drop (its
+/// log printed if the test panics).
+struct Dashboard {
+    child: ChildGuard,
+    addr: SocketAddr,
+    log_path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Dashboard {
+    fn start(store: &str, product: &str) -> Dashboard {
+        Dashboard::try_start(store, product)
+            .unwrap_or_else(|log| panic!("dashboard did not start:\n{log}"))
+    }
+
+    /// Starts a dashboard; `Err(log)` if it exits or does not serve within the bound.
+    fn try_start(store: &str, product: &str) -> Result<Dashboard, String> {
+        let dir = TempDir::new("dashboard");
+        let log_path = dir.path().join("dashboard.log");
+        let log = File::create(&log_path).expect("create dashboard log");
+        let addr = free_addr();
+        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("dashboard")
+            .args(["--coordinator", store, "--product", product])
+            .args(["--listen", &addr.to_string()])
+            .args(["--admin-token", TOKEN, "--lock-ttl", "2"])
+            .env_remove("TESSERA_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("run tessera dashboard");
+        let mut d = Dashboard {
+            child: ChildGuard::new(child),
+            addr,
+            log_path,
+            _dir: dir,
+        };
+        let mut exited = false;
+        let ready = wait_until(START_BOUND, || {
+            exited = d.child.try_wait().is_some();
+            exited || d.log().contains("dashboard for product")
+        });
+        if exited || !ready {
+            return Err(d.log());
+        }
+        Ok(d)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `tessera admin ARGS`, bounded: (success, stdout, stderr).
+    fn admin(&self, args: &[&str]) -> (bool, String, String) {
+        let dir = TempDir::new("admin");
+        let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("admin")
+            .args(["--dashboard", &self.addr.to_string(), "--token", TOKEN])
+            .args(args)
+            .env_remove("TESSERA_DASHBOARD")
+            .env_remove("TESSERA_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(File::create(&out_path).unwrap())
+            .stderr(File::create(&err_path).unwrap())
+            .spawn()
+            .expect("run tessera admin");
+        let mut child = ChildGuard::new(child);
+        let status = child
+            .wait_exit(MIGRATION_BOUND)
+            .unwrap_or_else(|| panic!("tessera admin {args:?} did not exit in time"));
+        let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+        (status.success(), read(&out_path), read(&err_path))
+    }
+
+    fn admin_ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.admin(args);
+        assert!(ok, "tessera admin {args:?} failed:\n{out}{err}");
+        out
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.admin_ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    /// Two groups (one server each), every slot on group 1.
+    fn two_groups(&self, r1: &RedisServer, r2: &RedisServer) {
+        self.admin_ok(&["group", "add", "1"]);
+        self.admin_ok(&["group", "add-server", "1", &r1.addr()]);
+        self.admin_ok(&["group", "add", "2"]);
+        self.admin_ok(&["group", "add-server", "2", &r2.addr()]);
+        self.admin_ok(&["slots", "assign", "0-1023", "1"]);
+    }
+
+    /// The group owning `slot` (`None`: not owned).
+    fn owner(&self, slot: usize) -> Option<u64> {
+        let v = self.json(&["slots", "--full"]);
+        let s = &v["slots"][slot];
+        (s["state"] == "owned").then(|| s["group"].as_u64().unwrap())
+    }
+
+    fn migrations_empty(&self) -> bool {
+        self.json(&["migrations"])["steps"]
+            .as_array()
+            .is_some_and(|s| s.is_empty())
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- dashboard {} log (tail) ----\n{}\n----",
+                self.addr,
+                file_tail(&self.log_path, 4000)
+            );
+        }
+        self.child.kill();
+    }
+}
+
+fn store_url(dir: &TempDir) -> String {
+    format!("file://{}", dir.path().display())
+}
+
+/// A connection to `db` of `r`, with `password` ("" = none).
+fn conn(r: &RedisServer, db: u32, password: &str) -> redis::Connection {
+    let auth = if password.is_empty() {
+        String::new()
+    } else {
+        format!(":{password}@")
+    };
+    redis::Client::open(format!("redis://{auth}{}/{db}", r.addr()))
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap()
+}
+
+/// Fills `db` of `r` with `n` string keys `{prefix}:0..n` (value `value:i`).
+fn populate(r: &RedisServer, db: u32, password: &str, n: usize, prefix: &str) {
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(n)
+        .arg(prefix)
+        .query(&mut conn(r, db, password))
+        .unwrap();
+}
+
+/// For each of `keys`, its value on `r` (`None`: absent), in one pipeline.
+fn values(r: &RedisServer, db: u32, password: &str, keys: &[String]) -> Vec<Option<String>> {
+    let mut pipe = redis::pipe();
+    for k in keys {
+        pipe.cmd("GET").arg(k);
+    }
+    pipe.query(&mut conn(r, db, password)).unwrap()
+}
+
+fn key_names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}:{i}")).collect()
+}
+
+#[test]
+fn the_migrator_moves_every_key_of_the_migrating_slots_and_no_other() {
+    let pw = "backend-secret";
+    let r1 = RedisServer::start_with_args(&["--requirepass", pw]);
+    let r2 = RedisServer::start_with_args(&["--requirepass", pw]);
+    let store = TempDir::new("store");
+    let d = Dashboard::start(&store_url(&store), "mv");
+    d.admin_ok(&["product", "set", "--backend-password", pw]);
+    d.two_groups(&r1, &r2);
+    let n = 4000;
+    populate(&r1, 0, pw, n, "a");
+    populate(&r1, 3, pw, n, "b");
+    // A key of another type, in a migrating slot.
+    let list = harness::find_key("list", |k| harness::slot(k) < 100);
+    let _: () = redis::cmd("RPUSH")
+        .arg(&list)
+        .arg(&["x", "y", "z"])
+        .query(&mut conn(&r1, 3, pw))
+        .unwrap();
+
+    let out = d.admin_ok(&[
+        "slots",
+        "migrate",
+        "0-99",
+        "--to",
+        "2",
+        "--wait",
+        "--step-slots",
+        "40",
+        "--concurrency",
+        "2",
+        "--batch-keys",
+        "50",
+    ]);
+    assert!(
+        out.contains("slots 0-99 moved to group 2 (3 steps)"),
+        "{out}"
+    );
+
+    for slot in [0, 57, 99] {
+        assert_eq!(d.owner(slot), Some(2), "slot {slot}");
+    }
+    assert_eq!(d.owner(100), Some(1));
+    assert!(d.migrations_empty());
+    for (db, prefix) in [(0, "a"), (3, "b")] {
+        let names = key_names(prefix, n);
+        let (on1, on2) = (values(&r1, db, pw, &names), values(&r2, db, pw, &names));
+        let mut moved = 0;
+        for (i, k) in names.iter().enumerate() {
+            let want = Some(format!("value:{i}"));
+            if harness::slot(k.as_bytes()) < 100 {
+                moved += 1;
+                assert_eq!(
+                    (&on1[i], &on2[i]),
+                    (&None, &want),
+                    "db {db} key {k} (moved)"
+                );
+            } else {
+                assert_eq!(
+                    (&on1[i], &on2[i]),
+                    (&want, &None),
+                    "db {db} key {k} (stays)"
+                );
+            }
+        }
+        assert!(moved > 300, "db {db}: only {moved} keys in slots 0-99");
+    }
+    let moved_list: Vec<String> = redis::cmd("LRANGE")
+        .arg(&list)
+        .arg(0)
+        .arg(-1)
+        .query(&mut conn(&r2, 3, pw))
+        .unwrap();
+    assert_eq!(moved_list, ["x", "y", "z"]);
+}
+
+#[test]
+fn a_proxy_that_cannot_follow_holds_the_migration_before_any_key_moves() {
+    let (r1, r2) = (RedisServer::start(), RedisServer::start());
+    let store = TempDir::new("store");
+    let url = store_url(&store);
+    let d = Dashboard::start(&url, "held");
+    d.two_groups(&r1, &r2);
+    populate(&r1, 0, "", 2000, "k");
+    let proxy = Proxy::start_coordinator(&url, "held", 10)
+        .unwrap_or_else(|e| panic!("proxy did not start: {e}"));
+    let in_slot_3 = harness::find_key("k:", |k| harness::slot(k) == 3);
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&["SET", &in_slot_3, "before"]), harness::Resp::ok());
+
+    d.admin_ok(&[
+        "slots",
+        "migrate",
+        "0-9",
+        "--to",
+        "2",
+        "--barrier-timeout-ms",
+        "200",
+    ]);
+    let mut table = String::new();
+    let held = wait_until(Duration::from_secs(10), || {
+        table = d.admin_ok(&["migrations"]);
+        table.contains("held")
+    });
+    assert!(held, "the migration is not held:\n{table}");
+    let proxy_addr = proxy.addr.to_string();
+    assert!(
+        table.contains(&proxy_addr),
+        "the holding proxy is not named:\n{table}"
+    );
+    assert!(
+        table.contains(
+            "slot 0 is migrating (group 1 → 2): this proxy cannot move keys yet; it serves \
+             the slot from group 1 and does not acknowledge the revision"
+        ),
+        "{table}"
+    );
+    // Held, the proxy serves the migrating slots from their source.
+    assert_eq!(c.cmd(&["GET", &in_slot_3]), harness::Resp::bulk("before"));
+    assert_eq!(c.cmd(&["SET", &in_slot_3, "during"]), harness::Resp::ok());
+    assert_eq!(c.cmd(&["SET", &in_slot_3, "before"]), harness::Resp::ok());
+    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut r2.conn()).unwrap();
+    assert_eq!(
+        dbsize, 0,
+        "a key moved before every proxy applied the revision"
+    );
+    let step = &d.json(&["migrations"])["steps"][0];
+    assert_eq!(step["keys_moved"], 0, "{step}");
+
+    // No proxy routes by the migrating revision: cancelling rolls the slots back to group 1.
+    let out = d.admin_ok(&["migrations", "cancel"]);
+    assert!(
+        out.contains("steps 1 in flight finish or roll back"),
+        "{out}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || d.migrations_empty()),
+        "the step did not end"
+    );
+    assert_eq!(d.owner(3), Some(1));
+    let served = wait_until(Duration::from_secs(10), || {
+        c.cmd(&["GET", &in_slot_3]) == harness::Resp::bulk("before")
+    });
+    assert!(
+        served,
+        "the proxy does not serve slot 3 again: {:?}",
+        c.cmd(&["GET", &in_slot_3])
+    );
+    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut r2.conn()).unwrap();
+    assert_eq!(dbsize, 0);
+}
+
+#[test]
+fn cancel_and_a_restarted_dashboard_leave_no_key_behind() {
+    let (r1, r2) = (RedisServer::start(), RedisServer::start());
+    let store = TempDir::new("store");
+    let url = store_url(&store);
+    let d = Dashboard::start(&url, "resume");
+    d.two_groups(&r1, &r2);
+    let n = 20_000;
+    populate(&r1, 0, "", n, "k");
+    // Slow on purpose: 10 keys per MIGRATE, 100 ms between them; one step at a time.
+    d.admin_ok(&[
+        "slots",
+        "migrate",
+        "0-63",
+        "--to",
+        "2",
+        "--step-slots",
+        "16",
+        "--batch-keys",
+        "10",
+        "--pipeline",
+        "1",
+        "--pause-ms",
+        "100",
+    ]);
+    let mid_step = wait_until(Duration::from_secs(20), || {
+        let v = d.json(&["migrations"]);
+        let first = &v["steps"][0];
+        first["state"] == "moving" && first["keys_moved"].as_u64().unwrap_or(0) > 0
+    });
+    assert!(mid_step, "{}", d.admin_ok(&["migrations"]));
+    drop(d);
+
+    // The killed dashboard's lock expires within its TTL (2 s); until then a new one exits.
+    let (mut restarted, mut last) = (None, String::new());
+    wait_until(Duration::from_secs(15), || {
+        match Dashboard::try_start(&url, "resume") {
+            Ok(d) => restarted = Some(d),
+            Err(log) => last = log,
+        }
+        restarted.is_some()
+    });
+    let d = restarted.unwrap_or_else(|| panic!("no dashboard took over:\n{last}"));
+    // The step in flight (0-15) is finished, the queued ones dropped.
+    let out = d.admin_ok(&["migrations", "cancel"]);
+    assert!(
+        out.contains("steps 1 in flight finish or roll back"),
+        "{out}"
+    );
+    assert!(
+        ["queued slots 16-63 dropped", "queued slots 32-63 dropped"]
+            .iter()
+            .any(|d| out.contains(d)),
+        "{out}"
+    );
+    assert!(
+        wait_until(MIGRATION_BOUND, || d.migrations_empty()),
+        "{}",
+        d.admin_ok(&["migrations"])
+    );
+    for slot in [0, 15] {
+        assert_eq!(d.owner(slot), Some(2), "slot {slot}");
+    }
+    for slot in [32, 63, 64] {
+        assert_eq!(d.owner(slot), Some(1), "slot {slot}");
+    }
+    // Every slot is owned by one group, which holds every one of its keys.
+    let table = d.json(&["slots", "--full"]);
+    let names = key_names("k", n);
+    let (on1, on2) = (values(&r1, 0, "", &names), values(&r2, 0, "", &names));
+    for (i, k) in names.iter().enumerate() {
+        let slot = harness::slot(k.as_bytes());
+        let want = Some(format!("value:{i}"));
+        let owner = &table["slots"][slot];
+        assert_eq!(owner["state"], "owned", "slot {slot}");
+        let (owner_copy, other_copy) = if owner["group"] == 2 {
+            (&on2[i], &on1[i])
+        } else {
+            (&on1[i], &on2[i])
+        };
+        assert_eq!(
+            (owner_copy, other_copy),
+            (&want, &None),
+            "key {k} of slot {slot}, owned by group {}",
+            owner["group"]
+        );
+    }
+}
+
+#[test]
+fn slots_assign_refuses_a_slot_owned_by_another_group() {
+    let (r1, r2) = (RedisServer::start(), RedisServer::start());
+    let store = TempDir::new("store");
+    let d = Dashboard::start(&store_url(&store), "assign");
+    d.two_groups(&r1, &r2);
+    let (ok, out, err) = d.admin(&["slots", "assign", "5-9", "2"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("slot 5 is owned by group 1: move it with its keys with `tessera admin slots migrate 5 --to 2`"),
+        "{err}"
+    );
+    assert_eq!(d.owner(5), Some(1));
+    let out = d.admin_ok(&["slots", "assign", "5-9", "2", "--force"]);
+    assert!(out.contains("5 slots changed"), "{out}");
+    assert_eq!(d.owner(5), Some(2));
+}
+
+#[test]
+fn rebalance_prints_the_plan_and_dry_run_only_prints_it() {
+    let (r1, r2, r3) = (
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    );
+    let store = TempDir::new("store");
+    let d = Dashboard::start(&store_url(&store), "rebalance");
+    d.two_groups(&r1, &r2);
+    d.admin_ok(&["group", "add", "3"]);
+    d.admin_ok(&["group", "add-server", "3", &r3.addr()]);
+    let plan = "SLOTS     FROM  TO  COUNT\n342-682   1     2   341\n683-1023  1     3   341\n";
+    let out = d.admin_ok(&["rebalance", "--dry-run"]);
+    assert_eq!(
+        out,
+        format!("plan (2 moves):\n{plan}dry run: nothing queued\n")
+    );
+    assert!(d.migrations_empty());
+    assert_eq!(d.owner(1023), Some(1));
+
+    let out = d.admin_ok(&["rebalance", "--step-slots", "1024", "--concurrency", "2"]);
+    assert!(
+        out.starts_with(&format!("plan (2 moves):\n{plan}queued in 2 steps")),
+        "{out}"
+    );
+    assert!(
+        wait_until(MIGRATION_BOUND, || d.migrations_empty()),
+        "{}",
+        d.admin_ok(&["migrations"])
+    );
+    let groups = d.json(&["group", "list"]);
+    let counts: Vec<u64> = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["slots"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [342, 341, 341]);
+    let out = d.admin_ok(&["rebalance", "--dry-run"]);
+    assert_eq!(out, "balanced already: nothing to move\n");
+}
+
+#[test]
+fn migrate_refuses_what_it_cannot_move_and_shows_redis_errors() {
+    let r1 = RedisServer::start();
+    let store = TempDir::new("store");
+    let d = Dashboard::start(&store_url(&store), "refuse");
+    // Group 2's server does not answer: moving keys to it fails.
+    let dead = free_addr().to_string();
+    d.admin_ok(&["group", "add", "1"]);
+    d.admin_ok(&["group", "add-server", "1", &r1.addr()]);
+    d.admin_ok(&["group", "add", "2"]);
+    d.admin_ok(&["group", "add-server", "2", &dead]);
+    d.admin_ok(&["slots", "assign", "0-511", "1"]);
+    populate(&r1, 0, "", 1000, "k");
+    let refused = |args: &[&str], message: &str| {
+        let (ok, out, err) = d.admin(args);
+        assert!(!ok && err.contains(message), "{args:?}: {out}{err}");
+    };
+    refused(
+        &["slots", "migrate", "600", "--to", "2"],
+        "slot 600 is offline: it has no keys to move",
+    );
+    refused(
+        &["slots", "migrate", "0", "--to", "7"],
+        "group 7 does not exist",
+    );
+    refused(
+        &["slots", "migrate", "0", "--to", "2", "--batch-keys", "0"],
+        "batch_keys must be 1..=10000",
+    );
+    d.admin_ok(&[
+        "slots",
+        "migrate",
+        "0-511",
+        "--to",
+        "2",
+        "--step-slots",
+        "512",
+    ]);
+    refused(
+        &["slots", "migrate", "5", "--to", "2"],
+        "slot 5 is queued or migrating already",
+    );
+    refused(&["group", "remove", "2"], "group 2 still owns slots 0-511");
+    refused(&["rebalance"], "migrations are queued or running");
+    let mut table = String::new();
+    let shown = wait_until(Duration::from_secs(20), || {
+        table = d.admin_ok(&["migrations"]);
+        table.contains(&format!("MIGRATE to {dead}"))
+    });
+    assert!(shown, "the Redis error is not shown:\n{table}");
+    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut r1.conn()).unwrap();
+    assert_eq!(dbsize, 1000, "a key left group 1 although group 2 is down");
+}
