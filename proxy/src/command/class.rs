@@ -222,6 +222,7 @@ const FAN_OUT: &[(&str, FanOut)] = &[
     ("config|get", FanOut::ConfigGet),
     ("config|set", FanOut::ConfigSet),
     ("config|resetstat", FanOut::ConfigResetstat),
+    ("info", FanOut::Info),
 ];
 
 /// Answered by the proxy itself.
@@ -296,7 +297,6 @@ const LATER: &[&str] = &[
     "pubsub|shardnumsub",
     // Keyless commands that need every group: fan out and merge.
     "randomkey",
-    "info",
     "memory|stats",
     // Script and function management: fan out to every group.
     "script",
@@ -449,6 +449,9 @@ pub fn describe(class: Class) -> &'static str {
         Class::FanOut(FanOut::ConfigGet) => "answered by the first group (lowest id)",
         Class::FanOut(FanOut::ConfigSet | FanOut::ConfigResetstat) => {
             "sent to every group, OK when every group succeeds; off unless the config allows it"
+        }
+        Class::FanOut(FanOut::Info) => {
+            "the proxy's own sections, the keyspace summed over every group, the rest from the first group"
         }
         Class::Local(_) => "answered by the proxy",
         Class::AnyBackend => "answered by any one backend",

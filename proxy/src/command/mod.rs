@@ -236,6 +236,9 @@ pub enum FanOut {
     ConfigSet,
     /// `CONFIG RESETSTAT`: likewise.
     ConfigResetstat,
+    /// `INFO [section ...]`: the proxy's own sections, the keyspace summed over every group,
+    /// the other sections from the first group (`session::info`).
+    Info,
 }
 
 /// A command the proxy answers itself.
@@ -937,9 +940,10 @@ mod tests {
         ] {
             assert_eq!(class(&[c]), Class::Later, "{c:?}");
         }
-        for c in [&b"subscribe"[..], b"publish", b"randomkey", b"info"] {
+        for c in [&b"subscribe"[..], b"publish", b"randomkey"] {
             assert_eq!(class(&[c]), Class::Later, "{c:?}");
         }
+        assert_eq!(class(&[b"info"]), Class::FanOut(FanOut::Info));
         assert_eq!(class(&[b"scan"]), Class::FanOut(FanOut::Scan));
         assert_eq!(class(&[b"keys"]), Class::FanOut(FanOut::Keys));
         assert_eq!(class(&[b"dbsize"]), Class::FanOut(FanOut::Dbsize));
@@ -1106,7 +1110,8 @@ Every Redis 7.0 command and subcommand is in one of these classes:
   when every group did, LASTSAVE answers the smallest time, the oldest group's last save
   (the conservative answer: everything is saved at least as recently as that). CONFIG GET
   is answered by the first group (lowest id); CONFIG SET and CONFIG RESETSTAT go to every
-  group and answer `+OK` when every group did (off by default, see below). SCAN walks
+  group and answer `+OK` when every group did (off by default, see below). INFO answers
+  the proxy's own sections with the keyspace summed over every group (below). SCAN walks
   the groups one after another behind one cursor (below). A fan-out is not atomic: the
   groups run it one by one, each on its own.
 - **Local**: answered by the proxy itself: AUTH, SELECT, PING, ECHO, QUIT, HELLO, CLIENT
@@ -1117,7 +1122,7 @@ Every Redis 7.0 command and subcommand is in one of these classes:
 - **Later**: not supported yet, planned: transactions (MULTI, EXEC, DISCARD, WATCH,
   UNWATCH), blocking commands (BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN, BZPOPMAX,
   BZMPOP, WAIT), pub/sub, RESET, and the keyless commands that need every group and are not
-  FanOut yet: RANDOMKEY, INFO, MEMORY STATS, SCRIPT and FUNCTION management.
+  FanOut yet: RANDOMKEY, MEMORY STATS, SCRIPT and FUNCTION management.
 - **Unsupported**: makes no sense through a proxy; the proxy replies with an error. Use the
   backends directly for these: server administration and persistence (CONFIG
   REWRITE, SHUTDOWN, SAVE, BGSAVE, ...), replication (REPLICAOF, SYNC, MONITOR, ROLE, ...), Redis Cluster
@@ -1198,6 +1203,24 @@ Notes:
   `proxy.allow_config_set = true`. A CONFIG SET that fails on one group may have changed
   the others. CONFIG GET answers the first group's values: groups configured alike answer
   alike.
+- INFO goes to every group as sent (so Redis decides which sections `default`, `all`,
+  `everything` or a list of names means, in Redis's order) and is answered in Redis's
+  format: a bulk string in RESP2, a verbatim string (`txt`) in RESP3. The proxy answers
+  three sections itself: `server` (`redis_version` is the backends' version as HELLO
+  reports it, `redis_mode:standalone`, `tessera_version`, the proxy's `process_id`,
+  `tcp_port`, `uptime_in_seconds`, `uptime_in_days`), `clients` (`connected_clients`: the
+  proxy's client sessions, `maxclients`: `proxy.max_clients`) and `stats`
+  (`total_connections_received`, `total_commands_processed`, `rejected_connections`,
+  `total_error_replies`, all the proxy's). `keyspace` sums every group's `dbN` lines per
+  database: `keys` and `expires` added, `avg_ttl` the groups' mean weighted by their keys
+  with a TTL (Redis's avg_ttl is the mean TTL of those keys, estimated from its expiry
+  cycle's samples, 0 until it has sampled). A section of its own, `tessera` (`product`:
+  the coordinator's product, empty with a static config; `revision`: the topology revision
+  the slot table was built from, 0 with a static config; `groups`), comes last, with no
+  section named or with `default`, `all`, `everything` or `tessera`. Every other section
+  (memory, persistence, replication, cpu, modules, commandstats, errorstats, latencystats,
+  cluster) is the first group's (lowest id), as that Redis answers it. INFO shows every
+  tenant's key counts: key-prefix does not confine it.
 - DBSIZE, FLUSHDB and FLUSHALL name no key and act on every key of every group: a plugin
   that keeps tenants apart by key prefix cannot confine them. The bundled key-prefix refuses
   them to a tenant (`-NOPERM 'flushall' acts on every tenant's keys`); a plugin of your own

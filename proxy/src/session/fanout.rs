@@ -12,6 +12,7 @@
 //! CONFIG SET parameter value [...]
 //!                             -> every group; +OK when every group says OK
 //! CONFIG RESETSTAT            -> likewise (both refused unless proxy.allow_config_set)
+//! INFO [section ...]          -> every group; merged with the proxy's own sections (`info`)
 //! SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]
 //!                             -> one group: SCAN <its cursor> [options as sent]
 //! ```
@@ -37,6 +38,7 @@ use crate::config::ProxyConfig;
 use crate::resp::{encode, parse_int};
 use crate::router::{BackendId, SlotTable};
 
+use super::info::Info;
 use super::split::{integer_reply, integers, sum_integers};
 
 /// Bits of the client's SCAN cursor that hold the group's own cursor.
@@ -66,6 +68,8 @@ pub struct Gather {
     remaining: usize,
     /// SCAN: the index of the group scanned and how many groups there are.
     scan: (usize, usize),
+    /// INFO: the proxy's own sections.
+    pub info: Option<Box<Info>>,
 }
 
 /// Decides where a fan-out command goes, or the error to answer instead.
@@ -159,6 +163,7 @@ impl Gather {
             remaining: groups.len(),
             groups,
             scan,
+            info: None,
         }
     }
 
@@ -188,6 +193,7 @@ impl Gather {
                     .then(|| Bytes::from_static(b"+OK\r\n"))
             }
             FanOut::Scan => self.scan_reply(parts[0]),
+            FanOut::Info => self.info.as_ref().and_then(|info| info.merge(&parts)),
         };
         Some(merged.unwrap_or_else(|| self.unexpected()))
     }

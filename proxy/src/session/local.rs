@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use super::Session;
 use crate::command::{CommandError, Local};
 use crate::resp::{Protocol, encode, parse_int};
+use crate::shared::Shared;
 
 /// Commands a client may send before it has authenticated.
 pub fn allowed_before_auth(l: Local) -> bool {
@@ -150,14 +151,7 @@ impl Session {
         {
             self.switch_protocol(p);
         }
-        let version = self
-            .worker
-            .shared
-            .table
-            .load()
-            .any_backend()
-            .and_then(|b| self.worker.shared.registry.get(b).version.load_full())
-            .map_or_else(|| ASSUMED_REDIS_VERSION.to_string(), |v| v.to_string());
+        let version = redis_version(&self.worker.shared);
         encode::map_header(out, self.client.protocol, 8);
         for (k, v) in [("server", "redis"), ("version", version.as_str())] {
             encode::bulk(out, k.as_bytes());
@@ -179,6 +173,17 @@ impl Session {
             concat!("tessera/", env!("CARGO_PKG_VERSION")).as_bytes(),
         );
     }
+}
+
+/// The backends' Redis version, as HELLO and INFO report it: what a backend said when the
+/// proxy connected, or [`ASSUMED_REDIS_VERSION`] before any has.
+pub(super) fn redis_version(shared: &Shared) -> String {
+    shared
+        .table
+        .load()
+        .any_backend()
+        .and_then(|b| shared.registry.get(b).version.load_full())
+        .map_or_else(|| ASSUMED_REDIS_VERSION.to_string(), |v| v.to_string())
 }
 
 /// The Redis version HELLO reports before any backend has told its own: the version whose

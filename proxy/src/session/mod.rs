@@ -7,10 +7,11 @@
 //!
 //! In parts: `queue` keeps the commands in request order and the batches in flight, `outbox`
 //! the batches of one read and the backend connections in use, `state` what the client set
-//! up; `local`, `split` and `fanout` answer or spread the commands that are not one backend's,
-//! and `plugins` runs the plugin phases.
+//! up; `local`, `split` and `fanout` answer or spread the commands that are not one backend's
+//! (`info` the proxy's part of INFO), and `plugins` runs the plugin phases.
 
 mod fanout;
+mod info;
 mod local;
 mod outbox;
 mod plugins;
@@ -332,7 +333,10 @@ impl Session {
         let config = &self.worker.shared.config.proxy;
         match fanout::plan(kind, &req.args, table, config) {
             Err(e) => self.queue.fail(seq, e),
-            Ok(fanout::Plan::Every(groups, gather)) => {
+            Ok(fanout::Plan::Every(groups, mut gather)) => {
+                if kind == command::FanOut::Info {
+                    gather.info = Some(Box::new(self.own_info(&req.args)));
+                }
                 self.queue.entry(seq).state = State::Gathering(Box::new(gather));
                 for (i, &(_, backend)) in groups.iter().enumerate() {
                     self.forward(backend, &req, Dest::Part(seq, i as u32));

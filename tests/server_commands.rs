@@ -1,0 +1,254 @@
+//! Server commands the proxy answers about itself over three groups: INFO (the proxy's own
+//! sections, the keyspace summed over every group, the rest from the first group), through
+//! raw RESP, the `redis` crate (RESP2 and RESP3) and redis-py.
+
+mod harness;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use harness::*;
+
+const GROUPS: usize = 3;
+
+struct Cluster {
+    servers: Vec<RedisServer>,
+    proxy: Proxy,
+}
+
+fn cluster(settings: &[(&str, &str)]) -> Cluster {
+    let servers: Vec<RedisServer> = (0..GROUPS).map(|_| RedisServer::start()).collect();
+    let proxy = {
+        let groups: Vec<[&RedisServer; 1]> = servers.iter().map(|s| [s]).collect();
+        let groups: Vec<&[&RedisServer]> = groups.iter().map(|g| &g[..]).collect();
+        Proxy::start_with(&groups, settings)
+    };
+    Cluster { servers, proxy }
+}
+
+/// INFO's text as `(section, [(field, value)])` in order; panics on a line that is neither
+/// a `# Section` header, a `field:value` nor empty.
+fn sections(text: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut out: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for line in text.split("\r\n") {
+        if let Some(name) = line.strip_prefix("# ") {
+            out.push((name.to_string(), Vec::new()));
+        } else if let Some((k, v)) = line.split_once(':') {
+            let last = out
+                .last_mut()
+                .unwrap_or_else(|| panic!("{line:?} before a section"));
+            last.1.push((k.to_string(), v.to_string()));
+        } else {
+            assert!(line.is_empty(), "unexpected INFO line {line:?} in {text:?}");
+        }
+    }
+    out
+}
+
+fn names(s: &[(String, Vec<(String, String)>)]) -> Vec<&str> {
+    s.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+fn field<'a>(s: &'a [(String, Vec<(String, String)>)], section: &str, name: &str) -> &'a str {
+    s.iter()
+        .find(|(n, _)| n == section)
+        .and_then(|(_, fields)| fields.iter().find(|(k, _)| k == name))
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {section}/{name} in {s:?}"))
+}
+
+fn info(c: &mut RawConn, args: &[&str]) -> Vec<(String, Vec<(String, String)>)> {
+    let mut cmd = vec!["INFO"];
+    cmd.extend_from_slice(args);
+    let reply = c.cmd(&cmd);
+    let text = reply
+        .bytes()
+        .unwrap_or_else(|| panic!("INFO {args:?}: {reply:?}"));
+    sections(std::str::from_utf8(text).unwrap())
+}
+
+/// `db0:keys=..,expires=..,avg_ttl=..` as its three numbers.
+fn keyspace_line(v: &str) -> (u64, u64, u64) {
+    let f: HashMap<&str, u64> = v
+        .split(',')
+        .map(|kv| {
+            let (k, n) = kv.split_once('=').unwrap();
+            (k, n.parse().unwrap())
+        })
+        .collect();
+    (f["keys"], f["expires"], f["avg_ttl"])
+}
+
+fn direct_info(r: &RedisServer, section: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let text: String = redis::cmd("INFO")
+        .arg(section)
+        .query(&mut r.conn())
+        .unwrap();
+    sections(&text)
+}
+
+#[test]
+fn info_answers_the_proxy_sections_and_sums_the_keyspace_of_every_group() {
+    let cl = cluster(&[]);
+    let mut c = cl.proxy.raw();
+    for i in 0..60 {
+        let k = format!("k{i}");
+        assert_eq!(c.cmd(&["SET", &k, "v"]), Resp::ok());
+        if i % 3 == 0 {
+            assert_eq!(c.cmd(&["EXPIRE", &k, "1000"]), Resp::Int(1));
+        }
+    }
+    assert_eq!(c.cmd(&["SELECT", "2"]), Resp::ok());
+    assert_eq!(c.cmd(&["SET", "other", "v"]), Resp::ok());
+
+    let all = info(&mut c, &[]);
+    assert_eq!(
+        names(&all),
+        [
+            "Server",
+            "Clients",
+            "Memory",
+            "Persistence",
+            "Stats",
+            "Replication",
+            "CPU",
+            "Modules",
+            "Errorstats",
+            "Cluster",
+            "Keyspace",
+            "Tessera"
+        ]
+    );
+    let version = field(
+        &direct_info(&cl.servers[0], "server"),
+        "Server",
+        "redis_version",
+    )
+    .to_string();
+    assert_eq!(field(&all, "Server", "redis_version"), version);
+    assert_eq!(
+        field(&all, "Server", "tessera_version"),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(
+        field(&all, "Server", "tcp_port"),
+        cl.proxy.addr.port().to_string()
+    );
+    assert_eq!(
+        field(&all, "Server", "process_id"),
+        cl.proxy.pid().to_string()
+    );
+    assert_eq!(field(&all, "Tessera", "groups"), GROUPS.to_string());
+    assert_eq!(field(&all, "Tessera", "revision"), "0");
+    let commands: u64 = field(&all, "Stats", "total_commands_processed")
+        .parse()
+        .unwrap();
+    assert!(commands >= 82, "{commands} commands after 82 sent");
+
+    let (keys, expires, avg_ttl) = keyspace_line(field(&all, "Keyspace", "db0"));
+    assert_eq!((keys, expires), (60, 20));
+    // Redis updates avg_ttl from its expiry cycle's samples: 0 until it has sampled.
+    assert!(avg_ttl <= 1_000_000, "avg_ttl {avg_ttl}");
+    assert_eq!(keyspace_line(field(&all, "Keyspace", "db2")), (1, 0, 0));
+    let mut per_group = 0;
+    for s in &cl.servers {
+        let direct = direct_info(s, "keyspace");
+        if direct[0].1.iter().any(|(k, _)| k == "db0") {
+            per_group += keyspace_line(field(&direct, "Keyspace", "db0")).0;
+        }
+    }
+    assert_eq!(per_group, 60);
+
+    // Sections in Redis's order, whatever the order asked; the proxy's and the backends'.
+    assert_eq!(
+        names(&info(&mut c, &["keyspace", "SERVER"])),
+        ["Server", "Keyspace"]
+    );
+    assert_eq!(names(&info(&mut c, &["tessera"])), ["Tessera"]);
+    let stats = info(&mut c, &["commandstats"]);
+    assert_eq!(names(&stats), ["Commandstats"]);
+    assert!(
+        stats[0].1.iter().any(|(k, _)| k == "cmdstat_set"),
+        "{stats:?}"
+    );
+    let everything = info(&mut c, &["everything"]);
+    for name in [
+        "Server",
+        "Commandstats",
+        "Latencystats",
+        "Keyspace",
+        "Tessera",
+    ] {
+        assert!(
+            names(&everything).contains(&name),
+            "{name} in {everything:?}"
+        );
+    }
+    assert!(names(&info(&mut c, &["all"])).contains(&"Commandstats"));
+    assert_eq!(names(&info(&mut c, &["default"])), names(&all));
+    assert_eq!(names(&info(&mut c, &["nosuchsection"])), Vec::<&str>::new());
+}
+
+#[test]
+fn info_counts_the_proxy_clients_and_a_dead_group_is_an_error_naming_it() {
+    let mut cl = cluster(&[]);
+    let mut c = cl.proxy.raw();
+    let _others: Vec<RawConn> = (0..3).map(|_| cl.proxy.raw()).collect();
+    assert_eq!(c.cmd(&["PING"]), Resp::simple("PONG"));
+    let mut clients = String::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            clients = field(&info(&mut c, &["clients"]), "Clients", "connected_clients").into();
+            clients == "4"
+        }),
+        "connected_clients {clients}, 4 connections open"
+    );
+
+    cl.servers[1].kill();
+    let reply = c.cmd(&["INFO"]);
+    let dead = format!("backend {} unavailable", cl.servers[1].addr());
+    assert!(reply.error_text().contains(&dead), "{reply:?}");
+    assert_eq!(c.cmd(&["PING"]), Resp::simple("PONG"));
+}
+
+#[test]
+fn the_redis_crate_parses_info_in_resp2_and_resp3() {
+    let cl = cluster(&[]);
+    let mut conn = cl.proxy.conn();
+    let _: () = redis::cmd("SET")
+        .arg("a")
+        .arg("1")
+        .query(&mut conn)
+        .unwrap();
+    let info: redis::InfoDict = redis::cmd("INFO").query(&mut conn).unwrap();
+    assert_eq!(
+        info.get::<String>("tessera_version").as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+
+    let url = format!("redis://{}/?protocol=resp3", cl.proxy.addr);
+    let mut conn3 = redis::Client::open(url)
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .expect("connect with HELLO 3");
+    let raw: redis::Value = redis::cmd("INFO")
+        .arg("keyspace")
+        .query(&mut conn3)
+        .unwrap();
+    let redis::Value::VerbatimString { format, text } = &raw else {
+        panic!("INFO in RESP3 is a verbatim string, got {raw:?}");
+    };
+    assert_eq!(*format, redis::VerbatimFormat::Text);
+    assert!(text.starts_with("# Keyspace\r\ndb0:keys=1,"), "{text:?}");
+    let info: redis::InfoDict = redis::cmd("INFO").query(&mut conn3).unwrap();
+    assert_eq!(info.get::<u64>("groups"), Some(GROUPS as u64));
+}
+
+#[test]
+fn redis_py_parses_info() {
+    let cl = cluster(&[]);
+    for protocol in ["2", "default"] {
+        let out = run_redis_py(cl.proxy.addr, protocol, None);
+        assert!(out.contains("redis-py ok"), "{out}");
+    }
+}
