@@ -676,7 +676,6 @@ fn unsupported_unknown_and_wrong_arity_errors_keep_the_connection() {
         &["SUBSCRIBE", "ch"],
         &["PSUBSCRIBE", "ch*"],
         &["RANDOMKEY"],
-        &["INFO"],
         &["SCRIPT", "FLUSH"],
     ];
     for args in unsupported {

@@ -1,6 +1,7 @@
 //! Server commands the proxy answers about itself over three groups: INFO (the proxy's own
-//! sections, the keyspace summed over every group, the rest from the first group), through
-//! raw RESP, the `redis` crate (RESP2 and RESP3) and redis-py.
+//! sections, the keyspace summed over every group, the rest from the first group) and CLIENT
+//! (LIST, INFO, KILL, SETINFO, REPLY over the proxy's sessions), through raw RESP, the
+//! `redis` crate (RESP2 and RESP3) and redis-py.
 
 mod harness;
 
@@ -251,4 +252,261 @@ fn redis_py_parses_info() {
         let out = run_redis_py(cl.proxy.addr, protocol, None);
         assert!(out.contains("redis-py ok"), "{out}");
     }
+}
+
+/// CLIENT LIST's text as one map of fields per line.
+fn client_lines(reply: &Resp) -> Vec<HashMap<String, String>> {
+    let text = std::str::from_utf8(reply.bytes().unwrap_or_else(|| panic!("{reply:?}"))).unwrap();
+    assert!(text.ends_with('\n'), "{text:?}");
+    text.lines()
+        .map(|line| {
+            line.split(' ')
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("{line:?}"));
+                    (k.to_string(), v.to_string())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn client_id(c: &mut RawConn) -> String {
+    c.cmd(&["CLIENT", "ID"]).int().unwrap().to_string()
+}
+
+const REDIS_FIELDS: &str = "id addr laddr fd name age idle flags db sub psub ssub multi qbuf \
+    qbuf-free argv-mem multi-mem rbs rbp obl oll omem tot-mem events cmd user redir resp \
+    lib-name lib-ver";
+
+#[test]
+fn client_list_and_info_describe_every_proxy_session() {
+    let cl = cluster(&[]);
+    let mut a = cl.proxy.raw();
+    let mut b = cl.proxy.raw();
+    let mut others: Vec<RawConn> = (0..3).map(|_| cl.proxy.raw()).collect();
+    assert_eq!(a.cmd(&["CLIENT", "SETNAME", "alice"]), Resp::ok());
+    assert_eq!(
+        a.cmd(&["CLIENT", "SETINFO", "LIB-NAME", "mylib"]),
+        Resp::ok()
+    );
+    assert_eq!(a.cmd(&["CLIENT", "SETINFO", "lib-ver", "1.2"]), Resp::ok());
+    assert_eq!(a.cmd(&["SELECT", "3"]), Resp::ok());
+    let a_id = client_id(&mut a);
+    let mut ids = vec![a_id.clone(), client_id(&mut b)];
+    ids.extend(others.iter_mut().map(client_id));
+
+    let list = client_lines(&b.cmd(&["CLIENT", "LIST"]));
+    let listed: Vec<u64> = list.iter().map(|l| l["id"].parse().unwrap()).collect();
+    let mut want: Vec<u64> = ids.iter().map(|id| id.parse().unwrap()).collect();
+    want.sort();
+    assert_eq!(listed, want, "every session of every worker, in id order");
+    for line in &list {
+        let fields: Vec<&str> = line.keys().map(String::as_str).collect();
+        for f in REDIS_FIELDS.split_whitespace() {
+            assert!(fields.contains(&f), "{f} missing in {line:?}");
+        }
+        assert_eq!(line["laddr"], cl.proxy.addr.to_string());
+        assert_eq!(line["flags"], "N");
+    }
+    let line_of = |id: &str| list.iter().find(|l| l["id"] == id).unwrap();
+    let alice = line_of(&a_id);
+    assert_eq!(
+        (&alice["name"][..], &alice["db"][..], &alice["cmd"][..]),
+        ("alice", "3", "client|id")
+    );
+    assert_eq!(
+        (&alice["lib-name"][..], &alice["lib-ver"][..]),
+        ("mylib", "1.2")
+    );
+    assert_eq!(line_of(&ids[1])["cmd"], "client|list");
+    assert_eq!(line_of(&ids[1])["name"], "");
+    assert_eq!(alice["addr"], a.stream.local_addr().unwrap().to_string());
+
+    let info = a.cmd(&["CLIENT", "INFO"]);
+    let mine = client_lines(&info);
+    assert_eq!(mine.len(), 1);
+    assert_eq!(
+        (&mine[0]["id"], &mine[0]["cmd"][..]),
+        (&a_id, "client|info")
+    );
+
+    let only = client_lines(&b.cmd(&["CLIENT", "LIST", "ID", &a_id, "999999"]));
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0]["name"], "alice");
+    assert_eq!(
+        client_lines(&b.cmd(&["CLIENT", "LIST", "TYPE", "normal"])).len(),
+        5
+    );
+    assert_eq!(b.cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]), Resp::bulk(""));
+    assert_eq!(
+        b.cmd(&["CLIENT", "LIST", "TYPE", "nope"]),
+        Resp::err("ERR Unknown client type 'nope'")
+    );
+    assert_eq!(
+        b.cmd(&["CLIENT", "LIST", "ID", "x"]),
+        Resp::err("ERR Invalid client ID")
+    );
+    assert_eq!(
+        b.cmd(&["CLIENT", "LIST", "nope"]),
+        Resp::err("ERR syntax error")
+    );
+
+    assert_eq!(
+        a.cmd(&["CLIENT", "SETINFO", "LIB-NAME", "a b"]),
+        Resp::err("ERR LIB-NAME cannot contain spaces, newlines or special characters.")
+    );
+    assert_eq!(
+        a.cmd(&["CLIENT", "SETINFO", "color", "red"]),
+        Resp::err("ERR Unrecognized option 'color'")
+    );
+    assert_eq!(
+        a.cmd(&["CLIENT", "SETINFO", "LIB-NAME"]),
+        Resp::err("ERR wrong number of arguments for 'client|setinfo' command")
+    );
+    for (sub, arg) in [("NO-EVICT", "on"), ("NO-TOUCH", "OFF")] {
+        assert_eq!(a.cmd(&["CLIENT", sub, arg]), Resp::ok(), "{sub}");
+        assert_eq!(
+            a.cmd(&["CLIENT", sub, "maybe"]),
+            Resp::err("ERR syntax error")
+        );
+    }
+    for cmd in [
+        &["CLIENT", "TRACKING", "on"][..],
+        &["CLIENT", "CACHING", "yes"],
+        &["CLIENT", "GETREDIR"],
+        &["CLIENT", "PAUSE", "10"],
+        &["CLIENT", "UNPAUSE"],
+    ] {
+        let reply = a.cmd(cmd);
+        let sub = cmd[1];
+        assert!(
+            reply.error_text().contains("not supported"),
+            "{sub}: {reply:?}"
+        );
+    }
+
+    drop(others);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            client_lines(&b.cmd(&["CLIENT", "LIST"])).len() == 2
+        }),
+        "closed sessions leave CLIENT LIST"
+    );
+}
+
+#[test]
+fn client_kill_closes_proxy_sessions_and_the_others_keep_working() {
+    let cl = cluster(&[]);
+    let mut a = cl.proxy.raw();
+    let mut b = cl.proxy.raw();
+    let mut c = cl.proxy.raw();
+    let mut d = cl.proxy.raw();
+    let b_id = client_id(&mut b);
+    let c_addr = c.stream.local_addr().unwrap().to_string();
+
+    assert_eq!(a.cmd(&["CLIENT", "KILL", "ID", &b_id]), Resp::Int(1));
+    assert!(b.closed_within(Duration::from_secs(5)), "b closed");
+    assert_eq!(a.cmd(&["CLIENT", "KILL", &c_addr]), Resp::ok());
+    assert!(c.closed_within(Duration::from_secs(5)), "c closed");
+    assert_eq!(
+        a.cmd(&["CLIENT", "KILL", &c_addr]),
+        Resp::err("ERR No such client")
+    );
+    assert_eq!(
+        a.cmd(&["CLIENT", "KILL", "ID", "0"]),
+        Resp::err("ERR client-id should be greater than 0")
+    );
+    // Three arguments are the old form: an address.
+    assert_eq!(
+        a.cmd(&["CLIENT", "KILL", "ID"]),
+        Resp::err("ERR No such client")
+    );
+    assert_eq!(
+        a.cmd(&["CLIENT", "KILL", "ID", "1", "USER"]),
+        Resp::err("ERR syntax error")
+    );
+    assert_eq!(
+        a.cmd(&["CLIENT", "KILL", "SKIPME", "maybe"]),
+        Resp::err("ERR syntax error")
+    );
+    assert_eq!(a.cmd(&["CLIENT", "KILL", "TYPE", "master"]), Resp::Int(0));
+    assert_eq!(a.cmd(&["CLIENT", "KILL", "USER", "nobody"]), Resp::Int(0));
+    assert_eq!(a.cmd(&["SET", "k", "v"]), Resp::ok());
+    assert_eq!(d.cmd(&["GET", "k"]), Resp::bulk("v"));
+
+    // SKIPME yes by default: every other session on the proxy's address.
+    let laddr = cl.proxy.addr.to_string();
+    assert_eq!(
+        a.cmd(&["CLIENT", "KILL", "LADDR", &laddr, "USER", "default"]),
+        Resp::Int(1)
+    );
+    assert!(d.closed_within(Duration::from_secs(5)), "d closed");
+    assert_eq!(a.cmd(&["GET", "k"]), Resp::bulk("v"));
+    let a_id = client_id(&mut a);
+    let a_addr = a.stream.local_addr().unwrap().to_string();
+    assert_eq!(
+        a.cmd(&[
+            "CLIENT", "KILL", "ID", &a_id, "ADDR", &a_addr, "SKIPME", "no"
+        ]),
+        Resp::Int(1)
+    );
+    assert!(
+        a.closed_within(Duration::from_secs(5)),
+        "a closed after its reply"
+    );
+    let mut e = cl.proxy.raw();
+    assert_eq!(e.cmd(&["GET", "k"]), Resp::bulk("v"));
+}
+
+#[test]
+fn client_reply_off_and_skip_drop_replies_and_on_brings_them_back() {
+    let cl = cluster(&[]);
+    let mut c = cl.proxy.raw();
+    let mut pipeline = Vec::new();
+    for cmd in [
+        &["CLIENT", "REPLY", "OFF"][..],
+        &["SET", "k", "1"],
+        &["GET", "k"],
+        &["NOSUCH"],
+        &["CLIENT", "REPLY", "ON"],
+        &["GET", "k"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["SET", "k", "2"],
+        &["GET", "k"],
+    ] {
+        pipeline.extend(encode(cmd));
+    }
+    c.send(&pipeline);
+    assert_eq!(c.read().unwrap(), Resp::ok(), "CLIENT REPLY ON");
+    assert_eq!(c.read().unwrap(), Resp::bulk("1"));
+    assert_eq!(
+        c.read().unwrap(),
+        Resp::bulk("2"),
+        "the SET after SKIP ran, unanswered"
+    );
+    assert_eq!(
+        c.cmd(&["CLIENT", "REPLY", "MAYBE"]),
+        Resp::err("ERR syntax error")
+    );
+    assert!(
+        !c.has_data_within(Duration::from_millis(200)),
+        "nothing else was answered"
+    );
+}
+
+#[test]
+fn the_redis_crate_reads_client_info_in_resp3() {
+    let cl = cluster(&[]);
+    let url = format!("redis://{}/?protocol=resp3", cl.proxy.addr);
+    let mut conn3 = redis::Client::open(url)
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .expect("connect with HELLO 3");
+    let raw: redis::Value = redis::cmd("CLIENT").arg("INFO").query(&mut conn3).unwrap();
+    let redis::Value::VerbatimString { text, .. } = &raw else {
+        panic!("CLIENT INFO in RESP3 is a verbatim string, got {raw:?}");
+    };
+    assert!(text.contains(" resp=3 "), "{text:?}");
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn3).unwrap();
+    assert!(list.contains("cmd=client|list"), "{list:?}");
 }

@@ -55,6 +55,11 @@ def main() -> None:
     keyspace = r.info("keyspace")
     assert keyspace["db0"]["keys"] >= 6, keyspace
     assert set(keyspace["db0"]) >= {"keys", "expires", "avg_ttl"}, keyspace
+    me = r.client_info()
+    assert me["lib-name"] == "redis-py" and me["lib-ver"] == redis.__version__, me
+    assert str(me["resp"]) == str(want_proto), me
+    listed = r.client_list()
+    assert any(str(c["id"]) == str(me["id"]) for c in listed), (me, listed)
     commandstats = r.info("commandstats")
     assert any(k.startswith("cmdstat_") for k in commandstats), commandstats
 

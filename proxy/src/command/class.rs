@@ -236,6 +236,11 @@ const LOCAL: &[(&str, Local)] = &[
     ("client|setname", Local::ClientSetName),
     ("client|getname", Local::ClientGetName),
     ("client|id", Local::ClientId),
+    ("client|info", Local::ClientInfo),
+    ("client|list", Local::ClientList),
+    ("client|kill", Local::ClientKill),
+    ("client|no-evict", Local::ClientNoEvict),
+    ("client|reply", Local::ClientReply),
 ];
 
 /// Keyless, and any backend's answer is the proxy's answer.
@@ -398,12 +403,7 @@ const UNSUPPORTED: &[&str] = &[
     "client",
     "client|caching",
     "client|getredir",
-    "client|info",
-    "client|kill",
-    "client|list",
-    "client|no-evict",
     "client|pause",
-    "client|reply",
     "client|tracking",
     "client|trackinginfo",
     "client|unblock",

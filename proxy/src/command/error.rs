@@ -52,6 +52,19 @@ pub enum CommandError {
     DbIndex,
     #[error("ERR Client names cannot contain spaces, newlines or special characters.")]
     ClientName,
+    /// CLIENT SETINFO's value (the attribute named as sent) is not printable ASCII.
+    #[error("ERR {0} cannot contain spaces, newlines or special characters.")]
+    ClientAttr(String),
+    #[error("ERR Unrecognized option '{0}'")]
+    UnrecognizedOption(String),
+    #[error("ERR No such client")]
+    NoSuchClient,
+    #[error("ERR Unknown client type '{0}'")]
+    ClientType(String),
+    #[error("ERR Invalid client ID")]
+    InvalidClientId,
+    #[error("ERR client-id should be greater than 0")]
+    ClientIdNotPositive,
     #[error("CROSSSLOT Keys in request don't hash to the same slot")]
     CrossSlot,
     #[error("ERR invalid cursor")]

@@ -253,6 +253,11 @@ pub enum Local {
     ClientSetName,
     ClientGetName,
     ClientId,
+    ClientInfo,
+    ClientList,
+    ClientKill,
+    ClientNoEvict,
+    ClientReply,
 }
 
 /// The result of [`lookup`].
@@ -963,7 +968,11 @@ mod tests {
         ] {
             assert_eq!(class(&[c]), Class::Unsupported, "{c:?}");
         }
-        assert_eq!(class(&[b"client", b"list"]), Class::Unsupported);
+        assert_eq!(
+            class(&[b"client", b"list"]),
+            Class::Local(Local::ClientList)
+        );
+        assert_eq!(class(&[b"client", b"pause"]), Class::Unsupported);
         assert_eq!(
             class(&[b"config", b"get"]),
             Class::FanOut(FanOut::ConfigGet)
@@ -1115,7 +1124,9 @@ Every Redis 7.0 command and subcommand is in one of these classes:
   the groups one after another behind one cursor (below). A fan-out is not atomic: the
   groups run it one by one, each on its own.
 - **Local**: answered by the proxy itself: AUTH, SELECT, PING, ECHO, QUIT, HELLO, CLIENT
-  SETNAME, CLIENT GETNAME, CLIENT ID.
+  SETNAME, CLIENT GETNAME, CLIENT ID, and CLIENT LIST, INFO, KILL, NO-EVICT, REPLY (and
+  Redis 7.2's SETINFO and NO-TOUCH), which describe and act on the proxy's own client
+  sessions (below).
 - **AnyBackend**: keyless commands any backend answers for all: COMMAND and its
   subcommands (they describe Redis's commands, not which ones the proxy supports), TIME,
   LOLWUT, and the HELP of containers the proxy supports.
@@ -1127,7 +1138,7 @@ Every Redis 7.0 command and subcommand is in one of these classes:
   backends directly for these: server administration and persistence (CONFIG
   REWRITE, SHUTDOWN, SAVE, BGSAVE, ...), replication (REPLICAOF, SYNC, MONITOR, ROLE, ...), Redis Cluster
   (CLUSTER, READONLY, ASKING, ...), MIGRATE, SWAPDB, ACL, CLIENT subcommands other than the
-  local ones, per-server diagnostics (LATENCY, SLOWLOG, MEMORY DOCTOR, ...) and debugging.
+  local ones (TRACKING, CACHING, GETREDIR, TRACKINGINFO, PAUSE, UNPAUSE, UNBLOCK), per-server diagnostics (LATENCY, SLOWLOG, MEMORY DOCTOR, ...) and debugging.
 
 ";
 
@@ -1221,6 +1232,27 @@ Notes:
   (memory, persistence, replication, cpu, modules, commandstats, errorstats, latencystats,
   cluster) is the first group's (lowest id), as that Redis answers it. INFO shows every
   tenant's key counts: key-prefix does not confine it.
+- CLIENT LIST and CLIENT INFO describe the proxy's client sessions (every worker's, in id
+  order), one line each ending in `\n`, with Redis 7.2's fields in its order (`id addr
+  laddr fd name age idle flags db sub psub ssub multi qbuf qbuf-free argv-mem multi-mem rbs
+  rbp obl oll omem tot-mem events cmd user redir resp lib-name lib-ver`): `id` is CLIENT
+  ID's, `addr`/`laddr`/`fd` the client's socket on the proxy, `name`, `db`, `resp`,
+  `lib-name` and `lib-ver` what the client set (CLIENT SETNAME, SELECT, HELLO, CLIENT
+  SETINFO), `age` and `idle` in seconds (idle: since the session last read), `cmd` the last
+  command the session read (`client|list` for the session asking), `user` the plugins'
+  user or `default`; `flags=N`, `multi=-1` and the buffer fields are constants (0). A bulk
+  string in RESP2, a verbatim string (`txt`) in RESP3. `CLIENT LIST ID id...` lists those
+  sessions, `TYPE normal` every session, the other types none. CLIENT KILL closes proxy
+  sessions, on any worker: `CLIENT KILL ip:port` answers `+OK` or `-ERR No such client`
+  (and may close the session asking, after its reply); the filter form (`ID`, `TYPE`,
+  `USER`, `ADDR`, `LADDR`, `SKIPME yes|no`, all of them must match; `SKIPME yes` by
+  default) answers how many it closed. The backends' own clients (the proxy's connections)
+  are not listed and cannot be killed through the proxy. CLIENT NO-EVICT and NO-TOUCH
+  answer `+OK` and change nothing. CLIENT REPLY OFF drops every reply (its own included)
+  until CLIENT REPLY ON (which answers `+OK`); SKIP drops its own reply and the next
+  command's. CLIENT SETINFO and NO-TOUCH are Redis 7.2 subcommands outside the 7.0 table
+  above: the proxy answers them as 7.2 does (redis-py sends `CLIENT SETINFO LIB-NAME
+  redis-py` and `LIB-VER` on connect).
 - DBSIZE, FLUSHDB and FLUSHALL name no key and act on every key of every group: a plugin
   that keeps tenants apart by key prefix cannot confine them. The bundled key-prefix refuses
   them to a tenant (`-NOPERM 'flushall' acts on every tenant's keys`); a plugin of your own

@@ -5,6 +5,8 @@
 //! SELECT index                  PING [message]      ECHO message      QUIT
 //! CLIENT SETNAME name           CLIENT GETNAME      CLIENT ID
 //! ```
+//!
+//! The CLIENT subcommands about every session (LIST, INFO, KILL, ...) are in `client`.
 
 use bytes::{Bytes, BytesMut};
 
@@ -57,6 +59,17 @@ impl Session {
                 None => encode::null(&mut out, self.client.protocol),
             },
             Local::ClientId => encode::integer(&mut out, self.id as i64),
+            Local::ClientInfo
+            | Local::ClientList
+            | Local::ClientKill
+            | Local::ClientNoEvict
+            | Local::ClientReply => self.client_command(seq, cmd, args, &mut out),
+        }
+        if matches!(
+            cmd,
+            Local::Auth | Local::Select | Local::Hello | Local::ClientSetName
+        ) {
+            self.publish_client();
         }
         self.queue.complete(seq, out.freeze());
     }
@@ -191,7 +204,7 @@ pub(super) fn redis_version(shared: &Shared) -> String {
 const ASSUMED_REDIS_VERSION: &str = "7.0.0";
 
 /// Redis's rule for client names: printable ASCII without spaces.
-fn valid_client_name(name: &[u8]) -> bool {
+pub(super) fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|b| (b'!'..=b'~').contains(b))
 }
 

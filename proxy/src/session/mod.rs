@@ -10,6 +10,7 @@
 //! up; `local`, `split` and `fanout` answer or spread the commands that are not one backend's
 //! (`info` the proxy's part of INFO), and `plugins` runs the plugin phases.
 
+mod client;
 mod fanout;
 mod info;
 mod local;
@@ -23,6 +24,7 @@ mod tests;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::backend::ReplyBatch;
+use crate::clients::{Client, Endpoint};
 use crate::command::{self, Class, CommandError, Lookup, Spec};
 use crate::io::BoxStream;
 use crate::resp::{Protocol, Request, RequestDecoder, encode};
@@ -50,6 +53,8 @@ pub struct Session {
     worker: Rc<Worker>,
     stream: BoxStream,
     peer: Option<SocketAddr>,
+    /// This session in the proxy's registry of sessions (CLIENT LIST, CLIENT KILL).
+    registered: Arc<Client>,
     decoder: RequestDecoder,
     rbuf: BytesMut,
     wbuf: BytesMut,
@@ -73,17 +78,20 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for a client connected over `stream` (from `peer`, for a TCP client).
-    pub fn new(worker: Rc<Worker>, stream: BoxStream, peer: Option<SocketAddr>) -> Session {
+    /// A session for a client connected over `stream` (from `endpoint.peer`, for a TCP
+    /// client).
+    pub fn new(worker: Rc<Worker>, stream: BoxStream, endpoint: Endpoint) -> Session {
         let shared = &worker.shared;
         let limits = shared.config.proxy.limits();
         shared.stats.sessions_total.fetch_add(1, Relaxed);
         shared.stats.sessions_alive.fetch_add(1, Relaxed);
         let (replies_tx, replies) = mpsc::unbounded_channel();
+        let id = shared.next_session_id();
         Session {
-            id: shared.next_session_id(),
+            id,
+            registered: shared.sessions.register(id, endpoint),
             client: ConnectionState::new(shared.passwords.load().session.is_empty()),
-            peer,
+            peer: endpoint.peer,
             worker,
             stream,
             decoder: RequestDecoder::new(limits),
@@ -113,6 +121,7 @@ impl Session {
             idle
         });
         tokio::pin!(idle_timer);
+        let registered = self.registered.clone();
         let mut eof = false;
         self.peer_text = self.peer.map(|p| p.to_string()).unwrap_or_default();
         if let Err(reply) = self.plugins_on_connect() {
@@ -152,6 +161,10 @@ impl Session {
                             self.on_input(last_read);
                         }
                     }
+                }
+                _ = registered.killed() => {
+                    tracing::debug!(session = self.id, "killed by CLIENT KILL");
+                    break;
                 }
                 _ = &mut idle_timer, if !idle.is_zero() => {
                     if self.queue.is_empty() && last_read.elapsed() >= idle {
@@ -193,6 +206,7 @@ impl Session {
             }
         }
         self.outbox.flush(&mut self.queue);
+        self.registered.on_read(now, self.queue.back_cmd());
         if self.plugins {
             self.worker.chain.borrow_mut().flush_stats();
         }
@@ -236,6 +250,9 @@ impl Session {
             }
             Lookup::UnknownSubcommand(container) => {
                 let seq = self.queue.push(Some(container.id), now);
+                if self.newer_client_subcommand(seq, container, &req.args) {
+                    return;
+                }
                 return self
                     .queue
                     .fail(seq, CommandError::unknown_subcommand(container, &req.args));
@@ -409,7 +426,9 @@ impl Session {
                 now.saturating_duration_since(front.start),
                 error,
             );
-            self.wbuf.extend_from_slice(reply);
+            if !front.silent {
+                self.wbuf.extend_from_slice(reply);
+            }
             self.queue.pop();
         }
         if self.plugins {
@@ -448,6 +467,7 @@ impl Drop for Session {
         let shared = &self.worker.shared;
         shared.stats.sessions_alive.fetch_sub(1, Relaxed);
         shared.clients.fetch_sub(1, Relaxed);
+        shared.sessions.unregister(self.id);
     }
 }
 

@@ -169,5 +169,6 @@ impl Session {
         if self.attrs.iter().any(|(k, v)| k == "user" && !v.is_empty()) {
             self.client.authenticated = true;
         }
+        self.publish_client();
     }
 }
