@@ -223,6 +223,7 @@ const FAN_OUT: &[(&str, FanOut)] = &[
     ("config|set", FanOut::ConfigSet),
     ("config|resetstat", FanOut::ConfigResetstat),
     ("info", FanOut::Info),
+    ("randomkey", FanOut::Randomkey),
 ];
 
 /// Answered by the proxy itself.
@@ -301,7 +302,6 @@ const LATER: &[&str] = &[
     "pubsub|shardchannels",
     "pubsub|shardnumsub",
     // Keyless commands that need every group: fan out and merge.
-    "randomkey",
     "memory|stats",
     // Script and function management: fan out to every group.
     "script",
@@ -449,6 +449,9 @@ pub fn describe(class: Class) -> &'static str {
         Class::FanOut(FanOut::ConfigGet) => "answered by the first group (lowest id)",
         Class::FanOut(FanOut::ConfigSet | FanOut::ConfigResetstat) => {
             "sent to every group, OK when every group succeeds; off unless the config allows it"
+        }
+        Class::FanOut(FanOut::Randomkey) => {
+            "every group's DBSIZE and RANDOMKEY; one key, its group chosen weighted by key count"
         }
         Class::FanOut(FanOut::Info) => {
             "the proxy's own sections, the keyspace summed over every group, the rest from the first group"

@@ -239,6 +239,9 @@ pub enum FanOut {
     /// `INFO [section ...]`: the proxy's own sections, the keyspace summed over every group,
     /// the other sections from the first group (`session::info`).
     Info,
+    /// `RANDOMKEY`: DBSIZE and RANDOMKEY to every group; one group's key, chosen at random
+    /// weighted by the groups' key counts.
+    Randomkey,
 }
 
 /// A command the proxy answers itself.
@@ -945,7 +948,8 @@ mod tests {
         ] {
             assert_eq!(class(&[c]), Class::Later, "{c:?}");
         }
-        for c in [&b"subscribe"[..], b"publish", b"randomkey"] {
+        assert_eq!(class(&[b"randomkey"]), Class::FanOut(FanOut::Randomkey));
+        for c in [&b"subscribe"[..], b"publish"] {
             assert_eq!(class(&[c]), Class::Later, "{c:?}");
         }
         assert_eq!(class(&[b"info"]), Class::FanOut(FanOut::Info));
@@ -1120,7 +1124,10 @@ Every Redis 7.0 command and subcommand is in one of these classes:
   (the conservative answer: everything is saved at least as recently as that). CONFIG GET
   is answered by the first group (lowest id); CONFIG SET and CONFIG RESETSTAT go to every
   group and answer `+OK` when every group did (off by default, see below). INFO answers
-  the proxy's own sections with the keyspace summed over every group (below). SCAN walks
+  the proxy's own sections with the keyspace summed over every group (below). RANDOMKEY
+  asks every group for DBSIZE and a RANDOMKEY and answers one group's key, the group chosen
+  at random weighted by its key count (so every key is about as likely as with one Redis);
+  a group with no key (nil) is never chosen, and nil means every group is empty. SCAN walks
   the groups one after another behind one cursor (below). A fan-out is not atomic: the
   groups run it one by one, each on its own.
 - **Local**: answered by the proxy itself: AUTH, SELECT, PING, ECHO, QUIT, HELLO, CLIENT
@@ -1133,7 +1140,7 @@ Every Redis 7.0 command and subcommand is in one of these classes:
 - **Later**: not supported yet, planned: transactions (MULTI, EXEC, DISCARD, WATCH,
   UNWATCH), blocking commands (BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN, BZPOPMAX,
   BZMPOP, WAIT), pub/sub, RESET, and the keyless commands that need every group and are not
-  FanOut yet: RANDOMKEY, MEMORY STATS, SCRIPT and FUNCTION management.
+  FanOut yet: MEMORY STATS, SCRIPT and FUNCTION management.
 - **Unsupported**: makes no sense through a proxy; the proxy replies with an error. Use the
   backends directly for these: server administration and persistence (CONFIG
   REWRITE, SHUTDOWN, SAVE, BGSAVE, ...), replication (REPLICAOF, SYNC, MONITOR, ROLE, ...), Redis Cluster

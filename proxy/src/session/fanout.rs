@@ -13,6 +13,8 @@
 //!                             -> every group; +OK when every group says OK
 //! CONFIG RESETSTAT            -> likewise (both refused unless proxy.allow_config_set)
 //! INFO [section ...]          -> every group; merged with the proxy's own sections (`info`)
+//! RANDOMKEY                   -> every group: DBSIZE, RANDOMKEY; the key of a group chosen
+//!                                at random weighted by its DBSIZE among those with a key
 //! SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]
 //!                             -> one group: SCAN <its cursor> [options as sent]
 //! ```
@@ -52,6 +54,8 @@ const GROUP_CURSOR_MASK: u64 = (1 << GROUP_CURSOR_BITS) - 1;
 /// group id), or, for SCAN, one group with the cursor to send it.
 pub enum Plan {
     Every(Vec<(u32, BackendId)>, Gather),
+    /// Each part its own command (no arguments) to a backend.
+    Commands(Vec<(BackendId, &'static str)>, Gather),
     Scan {
         backend: BackendId,
         group_cursor: u64,
@@ -70,6 +74,8 @@ pub struct Gather {
     scan: (usize, usize),
     /// INFO: the proxy's own sections.
     pub info: Option<Box<Info>>,
+    /// RANDOMKEY: a random number to choose the group with.
+    random: u64,
 }
 
 /// Decides where a fan-out command goes, or the error to answer instead.
@@ -112,6 +118,16 @@ pub fn plan(
     }
     if groups.is_empty() {
         return Err(CommandError::NoGroup);
+    }
+    if kind == FanOut::Randomkey {
+        let parts = groups
+            .iter()
+            .flat_map(|&(_, b)| [(b, "DBSIZE"), (b, "RANDOMKEY")])
+            .collect();
+        let ids = groups.iter().flat_map(|g| [g.0, g.0]).collect();
+        let mut gather = Gather::new(kind, ids, (0, 0));
+        gather.random = random_u64();
+        return Ok(Plan::Commands(parts, gather));
     }
     if kind != FanOut::Scan {
         let gather = Gather::new(kind, groups.iter().map(|g| g.0).collect(), (0, 0));
@@ -164,6 +180,7 @@ impl Gather {
             groups,
             scan,
             info: None,
+            random: 0,
         }
     }
 
@@ -194,6 +211,7 @@ impl Gather {
             }
             FanOut::Scan => self.scan_reply(parts[0]),
             FanOut::Info => self.info.as_ref().and_then(|info| info.merge(&parts)),
+            FanOut::Randomkey => random_key(&parts, self.random),
         };
         Some(merged.unwrap_or_else(|| self.unexpected()))
     }
@@ -243,6 +261,42 @@ impl Gather {
         };
         CommandError::UnexpectedReply(name).reply()
     }
+}
+
+/// RANDOMKEY's reply from `[DBSIZE, RANDOMKEY]` of each group: the key of a group chosen
+/// with `random`, weighted by its DBSIZE, among the groups that answered a key; any nil when
+/// none did. A group that answered a key but counts 0 (it changed in between) weighs 1.
+fn random_key(parts: &[&Bytes], random: u64) -> Option<Bytes> {
+    let mut candidates = Vec::with_capacity(parts.len() / 2);
+    for pair in parts.chunks(2) {
+        let [count, key] = pair else { return None };
+        let count = u64::try_from(integers(&[count])?[0]).ok()?;
+        match key.first() {
+            Some(b'$') if !key.starts_with(b"$-1") => candidates.push((count.max(1), *key)),
+            Some(b'$' | b'_') => {}
+            _ => return None,
+        }
+    }
+    let total: u64 = candidates.iter().map(|c| c.0).sum();
+    if total == 0 {
+        return Some(parts[1].clone());
+    }
+    let mut pick = random % total;
+    for (weight, key) in candidates {
+        if pick < weight {
+            return Some(key.clone());
+        }
+        pick -= weight;
+    }
+    None
+}
+
+/// A random number from the standard library's randomly keyed hasher.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 /// The arrays of every part as one array: the counts added, the elements as the groups
@@ -344,6 +398,35 @@ mod tests {
         g.add(0, b(b":1\r\n"));
         let down = b(b"-ERR backend 127.0.0.1:1 unavailable: refused\r\n");
         assert_eq!(g.add(1, down.clone()).unwrap(), down);
+    }
+
+    #[test]
+    fn randomkey_picks_a_group_with_a_key_by_weight() {
+        let parts = [
+            b(b":0\r\n"),
+            b(b"$-1\r\n"),
+            b(b":3\r\n"),
+            b(b"$1\r\na\r\n"),
+            b(b":1\r\n"),
+            b(b"$1\r\nb\r\n"),
+        ];
+        let parts: Vec<&Bytes> = parts.iter().collect();
+        for (random, want) in [(0, "a"), (2, "a"), (3, "b"), (4, "a"), (7, "b")] {
+            let got = random_key(&parts, random).unwrap();
+            assert_eq!(got, format!("$1\r\n{want}\r\n").as_bytes(), "{random}");
+        }
+        let empty = [b(b":0\r\n"), b(b"_\r\n"), b(b":0\r\n"), b(b"_\r\n")];
+        let empty: Vec<&Bytes> = empty.iter().collect();
+        assert_eq!(&random_key(&empty, 5).unwrap()[..], b"_\r\n");
+        let raced = [b(b":0\r\n"), b(b"$1\r\nz\r\n")];
+        let raced: Vec<&Bytes> = raced.iter().collect();
+        assert_eq!(&random_key(&raced, 9).unwrap()[..], b"$1\r\nz\r\n");
+        let mut g = Gather::new(FanOut::Randomkey, vec![1, 1], (0, 0));
+        g.add(0, b(b":1\r\n"));
+        assert_eq!(
+            &g.add(1, b(b"*0\r\n")).unwrap()[..],
+            b"-ERR unexpected reply from a backend to 'randomkey'\r\n"
+        );
     }
 
     #[test]

@@ -359,6 +359,14 @@ impl Session {
                     self.forward(backend, &req, Dest::Part(seq, i as u32));
                 }
             }
+            Ok(fanout::Plan::Commands(parts, gather)) => {
+                self.queue.entry(seq).state = State::Gathering(Box::new(gather));
+                for (i, &(backend, name)) in parts.iter().enumerate() {
+                    if let Some(out) = self.outgoing(backend, Dest::Part(seq, i as u32)) {
+                        encode::command(out, &[name]);
+                    }
+                }
+            }
             Ok(fanout::Plan::Scan {
                 backend,
                 group_cursor,
