@@ -1,7 +1,8 @@
 //! Server commands the proxy answers about itself over three groups: INFO (the proxy's own
 //! sections, the keyspace summed over every group, the rest from the first group) and CLIENT
 //! (LIST, INFO, KILL, SETINFO, REPLY over the proxy's sessions), through raw RESP, the
-//! `redis` crate (RESP2 and RESP3) and redis-py.
+//! `redis` crate (RESP2 and RESP3) and redis-py; SCRIPT and FUNCTION management on every
+//! group.
 
 mod harness;
 
@@ -509,4 +510,112 @@ fn the_redis_crate_reads_client_info_in_resp3() {
     assert!(text.contains(" resp=3 "), "{text:?}");
     let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn3).unwrap();
     assert!(list.contains("cmd=client|list"), "{list:?}");
+}
+
+/// A key of each group, in group order.
+fn key_per_group(prefix: &str) -> Vec<String> {
+    (1..=GROUPS as u32)
+        .map(|g| find_key(prefix, |k| group_of_key(k, GROUPS) == g))
+        .collect()
+}
+
+const LIB: &str = "#!lua name=mylib\nredis.register_function('myget', function(keys, args) return redis.call('GET', keys[1]) end)";
+
+#[test]
+fn scripts_and_functions_loaded_through_the_proxy_run_on_every_group() {
+    let cl = cluster(&[]);
+    let mut c = cl.proxy.raw();
+    let keys = key_per_group("sk");
+    for k in &keys {
+        assert_eq!(c.cmd(&["SET", k, k]), Resp::ok());
+    }
+
+    let script = "return redis.call('GET', KEYS[1])";
+    let sha = c.cmd(&["SCRIPT", "LOAD", script]);
+    let sha = String::from_utf8(sha.bytes().unwrap_or_else(|| panic!("{sha:?}")).to_vec()).unwrap();
+    for k in &keys {
+        assert_eq!(
+            c.cmd(&["EVALSHA", &sha, "1", k]),
+            Resp::bulk(k),
+            "EVALSHA on {k}'s group"
+        );
+    }
+    let other: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 2")
+        .query(&mut cl.servers[1].conn())
+        .unwrap();
+    let missing = "0000000000000000000000000000000000000000";
+    assert_eq!(
+        c.cmd(&["SCRIPT", "EXISTS", &sha, &other, missing]),
+        Resp::array(vec![Resp::Int(1), Resp::Int(0), Resp::Int(0)]),
+        "1 only where every group has it"
+    );
+    assert_eq!(c.cmd(&["SCRIPT", "FLUSH"]), Resp::ok());
+    assert_eq!(
+        c.cmd(&["SCRIPT", "EXISTS", &sha]),
+        Resp::array(vec![Resp::Int(0)])
+    );
+    assert!(
+        c.cmd(&["EVALSHA", &sha, "1", &keys[2]])
+            .error_text()
+            .starts_with("NOSCRIPT")
+    );
+    assert_eq!(
+        c.cmd(&["SCRIPT", "KILL"]),
+        Resp::err("NOTBUSY No scripts in execution right now.")
+    );
+
+    assert_eq!(c.cmd(&["FUNCTION", "LOAD", LIB]), Resp::bulk("mylib"));
+    for k in &keys {
+        assert_eq!(
+            c.cmd(&["FCALL", "myget", "1", k]),
+            Resp::bulk(k),
+            "FCALL on {k}'s group"
+        );
+    }
+    assert_eq!(
+        c.cmd(&["FUNCTION", "LOAD", LIB]),
+        Resp::err("ERR Library 'mylib' already exists"),
+        "every group's own error"
+    );
+    let list = c.cmd(&["FUNCTION", "LIST"]);
+    assert_eq!(list.items().map(<[Resp]>::len), Some(1), "{list:?}");
+    let dump = c.cmd(&["FUNCTION", "DUMP"]);
+    let dump = dump.bytes().unwrap_or_else(|| panic!("{dump:?}")).to_vec();
+    assert!(c.cmd(&["FUNCTION", "STATS"]).items().is_some());
+    assert_eq!(
+        c.cmd(&["FUNCTION", "KILL"]),
+        Resp::err("NOTBUSY No scripts in execution right now.")
+    );
+    assert_eq!(c.cmd(&["FUNCTION", "FLUSH", "SYNC"]), Resp::ok());
+    assert!(c.cmd(&["FCALL", "myget", "1", &keys[1]]).is_error());
+    assert_eq!(c.cmd(&[&b"FUNCTION"[..], b"RESTORE", &dump]), Resp::ok());
+    for k in &keys {
+        assert_eq!(
+            c.cmd(&["FCALL", "myget", "1", k]),
+            Resp::bulk(k),
+            "restored on {k}'s group"
+        );
+    }
+    assert_eq!(c.cmd(&["FUNCTION", "DELETE", "mylib"]), Resp::ok());
+    assert_eq!(
+        c.cmd(&["FUNCTION", "DELETE", "mylib"]),
+        Resp::err("ERR Library not found")
+    );
+
+    // Loaded on one group already: that group's error, named; the others loaded it.
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(LIB)
+        .query(&mut cl.servers[1].conn())
+        .unwrap();
+    assert_eq!(
+        c.cmd(&["FUNCTION", "LOAD", LIB]),
+        Resp::err("ERR group 2: Library 'mylib' already exists")
+    );
+    assert_eq!(
+        c.cmd(&["FCALL", "myget", "1", &keys[2]]),
+        Resp::bulk(&keys[2])
+    );
 }

@@ -224,6 +224,18 @@ const FAN_OUT: &[(&str, FanOut)] = &[
     ("config|resetstat", FanOut::ConfigResetstat),
     ("info", FanOut::Info),
     ("randomkey", FanOut::Randomkey),
+    ("script|load", FanOut::ScriptLoad),
+    ("script|exists", FanOut::ScriptExists),
+    ("script|flush", FanOut::ScriptFlush),
+    ("script|kill", FanOut::ScriptKill),
+    ("function|load", FanOut::FunctionLoad),
+    ("function|delete", FanOut::FunctionDelete),
+    ("function|flush", FanOut::FunctionFlush),
+    ("function|restore", FanOut::FunctionRestore),
+    ("function|kill", FanOut::FunctionKill),
+    ("function|list", FanOut::FunctionList),
+    ("function|dump", FanOut::FunctionDump),
+    ("function|stats", FanOut::FunctionStats),
 ];
 
 /// Answered by the proxy itself.
@@ -303,21 +315,6 @@ const LATER: &[&str] = &[
     "pubsub|shardnumsub",
     // Keyless commands that need every group: fan out and merge.
     "memory|stats",
-    // Script and function management: fan out to every group.
-    "script",
-    "script|exists",
-    "script|flush",
-    "script|kill",
-    "script|load",
-    "function",
-    "function|delete",
-    "function|dump",
-    "function|flush",
-    "function|kill",
-    "function|list",
-    "function|load",
-    "function|restore",
-    "function|stats",
     // Resets the connection's state (db, name, transactions, subscriptions): local once those
     // are.
     "reset",
@@ -325,8 +322,11 @@ const LATER: &[&str] = &[
 
 /// Make no sense through the proxy: ask the backends directly.
 const UNSUPPORTED: &[&str] = &[
-    // Server administration and persistence.
+    // Server administration and persistence. CONFIG, SCRIPT and FUNCTION alone are
+    // containers: only reached without a subcommand, which fails the arity check.
     "config",
+    "script",
+    "function",
     "config|help",
     "config|rewrite",
     "shutdown",
@@ -449,6 +449,22 @@ pub fn describe(class: Class) -> &'static str {
         Class::FanOut(FanOut::ConfigGet) => "answered by the first group (lowest id)",
         Class::FanOut(FanOut::ConfigSet | FanOut::ConfigResetstat) => {
             "sent to every group, OK when every group succeeds; off unless the config allows it"
+        }
+        Class::FanOut(FanOut::ScriptLoad | FanOut::FunctionLoad) => {
+            "sent to every group, the reply when every group answers the same"
+        }
+        Class::FanOut(FanOut::ScriptExists) => "sent to every group, 1 where every group has it",
+        Class::FanOut(
+            FanOut::ScriptFlush
+            | FanOut::FunctionDelete
+            | FanOut::FunctionFlush
+            | FanOut::FunctionRestore,
+        ) => "sent to every group, OK when every group succeeds",
+        Class::FanOut(FanOut::ScriptKill | FanOut::FunctionKill) => {
+            "sent to every group, OK when a group killed a script"
+        }
+        Class::FanOut(FanOut::FunctionList | FanOut::FunctionDump | FanOut::FunctionStats) => {
+            "answered by the first group (lowest id)"
         }
         Class::FanOut(FanOut::Randomkey) => {
             "every group's DBSIZE and RANDOMKEY; one key, its group chosen weighted by key count"

@@ -80,6 +80,9 @@ pub enum CommandError {
     },
 
     // The proxy's own errors.
+    /// A fan-out whose groups must answer alike (SCRIPT LOAD, FUNCTION LOAD) did not.
+    #[error("ERR group {group} answered differently from group {first}")]
+    Disagree { group: u32, first: u32 },
     /// A command the proxy does not serve (named as typed: `object encoding`).
     #[error("ERR command '{0}' is not supported by the proxy")]
     NotSupported(String),

@@ -242,6 +242,41 @@ pub enum FanOut {
     /// `RANDOMKEY`: DBSIZE and RANDOMKEY to every group; one group's key, chosen at random
     /// weighted by the groups' key counts.
     Randomkey,
+    /// `SCRIPT LOAD script`: every group; the sha when every group answers the same.
+    ScriptLoad,
+    /// `SCRIPT EXISTS sha [sha ...]`: every group; 1 where every group has the script.
+    ScriptExists,
+    /// `SCRIPT FLUSH [ASYNC|SYNC]`: every group, `+OK` when every group says OK.
+    ScriptFlush,
+    /// `SCRIPT KILL`: every group; `+OK` when a group killed one, else the groups' error.
+    ScriptKill,
+    /// `FUNCTION LOAD [REPLACE] code`: every group; the library name when every group
+    /// answers the same.
+    FunctionLoad,
+    /// `FUNCTION DELETE library`: every group, `+OK` when every group says OK.
+    FunctionDelete,
+    /// `FUNCTION FLUSH [ASYNC|SYNC]`: likewise.
+    FunctionFlush,
+    /// `FUNCTION RESTORE payload [policy]`: likewise.
+    FunctionRestore,
+    /// `FUNCTION KILL`: like SCRIPT KILL.
+    FunctionKill,
+    /// `FUNCTION LIST [...]`: the first group alone answers.
+    FunctionList,
+    /// `FUNCTION DUMP`: likewise.
+    FunctionDump,
+    /// `FUNCTION STATS`: likewise.
+    FunctionStats,
+}
+
+impl FanOut {
+    /// The first group alone answers (CONFIG GET, FUNCTION LIST/DUMP/STATS).
+    pub fn first_group_only(self) -> bool {
+        matches!(
+            self,
+            FanOut::ConfigGet | FanOut::FunctionList | FanOut::FunctionDump | FanOut::FunctionStats
+        )
+    }
 }
 
 /// A command the proxy answers itself.
@@ -949,6 +984,15 @@ mod tests {
             assert_eq!(class(&[c]), Class::Later, "{c:?}");
         }
         assert_eq!(class(&[b"randomkey"]), Class::FanOut(FanOut::Randomkey));
+        assert_eq!(
+            class(&[b"script", b"load"]),
+            Class::FanOut(FanOut::ScriptLoad)
+        );
+        assert_eq!(
+            class(&[b"function", b"dump"]),
+            Class::FanOut(FanOut::FunctionDump)
+        );
+        assert_eq!(class(&[b"script", b"debug"]), Class::Unsupported);
         for c in [&b"subscribe"[..], b"publish"] {
             assert_eq!(class(&[c]), Class::Later, "{c:?}");
         }
@@ -959,7 +1003,6 @@ mod tests {
         assert_eq!(class(&[b"flushdb"]), Class::FanOut(FanOut::Flushdb));
         assert_eq!(class(&[b"flushall"]), Class::FanOut(FanOut::Flushall));
         assert_eq!(class(&[b"lastsave"]), Class::FanOut(FanOut::Lastsave));
-        assert_eq!(class(&[b"script", b"load"]), Class::Later);
         assert_eq!(class(&[b"memory", b"stats"]), Class::Later);
         for c in [
             &b"config"[..],
@@ -1127,7 +1170,8 @@ Every Redis 7.0 command and subcommand is in one of these classes:
   the proxy's own sections with the keyspace summed over every group (below). RANDOMKEY
   asks every group for DBSIZE and a RANDOMKEY and answers one group's key, the group chosen
   at random weighted by its key count (so every key is about as likely as with one Redis);
-  a group with no key (nil) is never chosen, and nil means every group is empty. SCAN walks
+  a group with no key (nil) is never chosen, and nil means every group is empty. SCRIPT
+  and FUNCTION management goes to every group (below). SCAN walks
   the groups one after another behind one cursor (below). A fan-out is not atomic: the
   groups run it one by one, each on its own.
 - **Local**: answered by the proxy itself: AUTH, SELECT, PING, ECHO, QUIT, HELLO, CLIENT
@@ -1140,7 +1184,7 @@ Every Redis 7.0 command and subcommand is in one of these classes:
 - **Later**: not supported yet, planned: transactions (MULTI, EXEC, DISCARD, WATCH,
   UNWATCH), blocking commands (BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN, BZPOPMAX,
   BZMPOP, WAIT), pub/sub, RESET, and the keyless commands that need every group and are not
-  FanOut yet: MEMORY STATS, SCRIPT and FUNCTION management.
+  FanOut yet: MEMORY STATS.
 - **Unsupported**: makes no sense through a proxy; the proxy replies with an error. Use the
   backends directly for these: server administration and persistence (CONFIG
   REWRITE, SHUTDOWN, SAVE, BGSAVE, ...), replication (REPLICAOF, SYNC, MONITOR, ROLE, ...), Redis Cluster
@@ -1156,8 +1200,21 @@ Notes:
   one a minimum) and reported with Redis's texts, e.g.
   `-ERR wrong number of arguments for 'object|encoding' command`.
 - EVAL, EVALSHA, FCALL and their `_RO` forms are routed by the keys after `numkeys`. The
-  script or function library must be loaded on the group that owns them (SCRIPT LOAD and
-  FUNCTION LOAD through the proxy come later).
+  script or function library must be loaded on the group that owns them: SCRIPT LOAD and
+  FUNCTION LOAD through the proxy load it on every group.
+- SCRIPT and FUNCTION management goes to every group's master. SCRIPT LOAD and FUNCTION
+  LOAD answer the sha or the library name when every group answers the same (a group that
+  fails, say a library that exists there already without REPLACE, is the error naming that
+  group; a group answering another value is `-ERR group <id> answered differently from
+  group <first id>`); the groups that succeeded keep what they loaded. SCRIPT EXISTS answers
+  1 for a sha only where every group has the script. SCRIPT FLUSH, FUNCTION DELETE, FUNCTION
+  FLUSH and FUNCTION RESTORE answer `+OK` when every group did. SCRIPT KILL and FUNCTION
+  KILL answer `+OK` when some group killed a script, else the groups' error (`-NOTBUSY No
+  scripts in execution right now.`); the busy backend connection itself waits for the
+  script, so a KILL sent by a session sharing that connection reaches Redis only after the
+  script ends: kill long scripts on the Redis directly. FUNCTION LIST, FUNCTION DUMP and
+  FUNCTION STATS are answered by the first group (lowest id), which has every library
+  loaded through the proxy.
 - Commands whose options move their keys are routed (and shown to plugins) by the keys Redis
   reads and writes when it runs them, found the way Redis reads the options, not always the
   keys `COMMAND GETKEYS` names:

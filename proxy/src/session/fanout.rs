@@ -15,6 +15,14 @@
 //! INFO [section ...]          -> every group; merged with the proxy's own sections (`info`)
 //! RANDOMKEY                   -> every group: DBSIZE, RANDOMKEY; the key of a group chosen
 //!                                at random weighted by its DBSIZE among those with a key
+//! SCRIPT LOAD script, FUNCTION LOAD [REPLACE] code
+//!                             -> every group; the sha / library when every group agrees
+//! SCRIPT EXISTS sha [...]     -> every group; 1 where every group answers 1
+//! SCRIPT FLUSH, FUNCTION DELETE / FLUSH / RESTORE
+//!                             -> every group; +OK when every group says OK
+//! SCRIPT KILL, FUNCTION KILL  -> every group; +OK when any group says OK
+//! FUNCTION LIST / DUMP / STATS
+//!                             -> the first group; its reply as it is
 //! SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]
 //!                             -> one group: SCAN <its cursor> [options as sent]
 //! ```
@@ -113,7 +121,7 @@ pub fn plan(
         _ => {}
     }
     let mut groups: Vec<(u32, BackendId)> = table.groups().map(|g| (g.id, g.master)).collect();
-    if kind == FanOut::ConfigGet {
+    if kind.first_group_only() {
         groups.truncate(1);
     }
     if groups.is_empty() {
@@ -193,6 +201,11 @@ impl Gather {
             return None;
         }
         let parts: Vec<&Bytes> = self.parts.iter().flatten().collect();
+        if matches!(self.kind, FanOut::ScriptKill | FanOut::FunctionKill)
+            && parts.iter().any(|p| &p[..] == b"+OK\r\n")
+        {
+            return Some(Bytes::from_static(b"+OK\r\n"));
+        }
         if let Some(err) = self.error(&parts) {
             return Some(err);
         }
@@ -202,13 +215,25 @@ impl Gather {
                 .and_then(|ns| ns.into_iter().min())
                 .map(integer_reply),
             FanOut::Keys => concat(&parts),
-            FanOut::ConfigGet => Some(parts[0].clone()),
-            FanOut::Flushdb | FanOut::Flushall | FanOut::ConfigSet | FanOut::ConfigResetstat => {
-                parts
-                    .iter()
-                    .all(|p| &p[..] == b"+OK\r\n")
-                    .then(|| Bytes::from_static(b"+OK\r\n"))
-            }
+            FanOut::ConfigGet
+            | FanOut::FunctionList
+            | FanOut::FunctionDump
+            | FanOut::FunctionStats => Some(parts[0].clone()),
+            FanOut::ScriptLoad | FanOut::FunctionLoad => return Some(self.agreed(&parts)),
+            FanOut::ScriptExists => all_ones(&parts),
+            FanOut::Flushdb
+            | FanOut::Flushall
+            | FanOut::ConfigSet
+            | FanOut::ConfigResetstat
+            | FanOut::ScriptFlush
+            | FanOut::ScriptKill
+            | FanOut::FunctionDelete
+            | FanOut::FunctionFlush
+            | FanOut::FunctionRestore
+            | FanOut::FunctionKill => parts
+                .iter()
+                .all(|p| &p[..] == b"+OK\r\n")
+                .then(|| Bytes::from_static(b"+OK\r\n")),
             FanOut::Scan => self.scan_reply(parts[0]),
             FanOut::Info => self.info.as_ref().and_then(|info| info.merge(&parts)),
             FanOut::Randomkey => random_key(&parts, self.random),
@@ -252,12 +277,31 @@ impl Gather {
         Some(out.freeze())
     }
 
+    /// The first group's reply when every group answered the same, else the error naming
+    /// the first group that did not.
+    fn agreed(&self, parts: &[&Bytes]) -> Bytes {
+        match parts.iter().position(|p| p != &parts[0]) {
+            None => parts[0].clone(),
+            Some(i) => CommandError::Disagree {
+                group: self.groups[i],
+                first: self.groups[0],
+            }
+            .reply(),
+        }
+    }
+
     fn unexpected(&self) -> Bytes {
         let name = match self.kind {
             FanOut::ConfigGet => "config|get".to_string(),
             FanOut::ConfigSet => "config|set".to_string(),
             FanOut::ConfigResetstat => "config|resetstat".to_string(),
-            kind => format!("{kind:?}").to_ascii_lowercase(),
+            kind => {
+                let name = format!("{kind:?}").to_ascii_lowercase();
+                match ["script", "function"].iter().find(|p| name.starts_with(*p)) {
+                    Some(p) => format!("{p}|{}", &name[p.len()..]),
+                    None => name,
+                }
+            }
         };
         CommandError::UnexpectedReply(name).reply()
     }
@@ -297,6 +341,40 @@ fn random_u64() -> u64 {
     std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish()
+}
+
+/// SCRIPT EXISTS: the integer arrays of every part as one, 1 where every part has 1.
+fn all_ones(parts: &[&Bytes]) -> Option<Bytes> {
+    let mut merged: Option<Vec<bool>> = None;
+    for p in parts {
+        let rest = p.strip_prefix(b"*")?;
+        let end = rest.iter().position(|&b| b == b'\r')?;
+        let n = usize::try_from(parse_int(&rest[..end])?).ok()?;
+        let ones: Vec<bool> = rest[end + 2..]
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| match l {
+                b":1\r" => Some(true),
+                b":0\r" => Some(false),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        if ones.len() != n {
+            return None;
+        }
+        merged = Some(match merged {
+            None => ones,
+            Some(m) if m.len() == n => m.iter().zip(&ones).map(|(a, b)| *a && *b).collect(),
+            Some(_) => return None,
+        });
+    }
+    let merged = merged?;
+    let mut out = BytesMut::with_capacity(8 + 4 * merged.len());
+    encode::array_header(&mut out, merged.len());
+    for one in merged {
+        encode::integer(&mut out, one as i64);
+    }
+    Some(out.freeze())
 }
 
 /// The arrays of every part as one array: the counts added, the elements as the groups
@@ -426,6 +504,40 @@ mod tests {
         assert_eq!(
             &g.add(1, b(b"*0\r\n")).unwrap()[..],
             b"-ERR unexpected reply from a backend to 'randomkey'\r\n"
+        );
+    }
+
+    #[test]
+    fn script_and_function_management_merges() {
+        let sha = b(b"$40\r\n0123456789012345678901234567890123456789\r\n");
+        let mut g = gather(FanOut::ScriptLoad, 2);
+        g.add(0, sha.clone());
+        assert_eq!(g.add(1, sha.clone()).unwrap(), sha);
+        let mut g = gather(FanOut::FunctionLoad, 3);
+        g.add(0, b(b"$3\r\nlib\r\n"));
+        g.add(1, b(b"$3\r\nlib\r\n"));
+        assert_eq!(
+            &g.add(2, b(b"$3\r\nbil\r\n")).unwrap()[..],
+            b"-ERR group 3 answered differently from group 1\r\n"
+        );
+        let mut g = gather(FanOut::ScriptExists, 2);
+        g.add(0, b(b"*3\r\n:1\r\n:1\r\n:0\r\n"));
+        assert_eq!(
+            &g.add(1, b(b"*3\r\n:1\r\n:0\r\n:0\r\n")).unwrap()[..],
+            b"*3\r\n:1\r\n:0\r\n:0\r\n"
+        );
+        let mut g = gather(FanOut::ScriptKill, 2);
+        g.add(0, b(b"-NOTBUSY No scripts in execution right now.\r\n"));
+        assert_eq!(&g.add(1, b(b"+OK\r\n")).unwrap()[..], b"+OK\r\n");
+        let mut g = gather(FanOut::FunctionKill, 2);
+        let notbusy = b(b"-NOTBUSY No scripts in execution right now.\r\n");
+        g.add(0, notbusy.clone());
+        assert_eq!(g.add(1, notbusy.clone()).unwrap(), notbusy);
+        let mut g = gather(FanOut::FunctionRestore, 2);
+        g.add(0, b(b"+OK\r\n"));
+        assert_eq!(
+            &g.add(1, b(b":1\r\n")).unwrap()[..],
+            b"-ERR unexpected reply from a backend to 'function|restore'\r\n"
         );
     }
 
