@@ -2,12 +2,12 @@
 //! sections, the keyspace summed over every group, the rest from the first group) and CLIENT
 //! (LIST, INFO, KILL, SETINFO, REPLY over the proxy's sessions), through raw RESP, the
 //! `redis` crate (RESP2 and RESP3) and redis-py; SCRIPT and FUNCTION management on every
-//! group.
+//! group; WAIT on the groups a session wrote to.
 
 mod harness;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use harness::*;
 
@@ -618,4 +618,66 @@ fn scripts_and_functions_loaded_through_the_proxy_run_on_every_group() {
         c.cmd(&["FCALL", "myget", "1", &keys[2]]),
         Resp::bulk(&keys[2])
     );
+}
+
+#[test]
+fn wait_counts_the_replicas_of_the_groups_the_session_wrote_to() {
+    let m1 = RedisServer::start();
+    let r1 = RedisServer::start();
+    let m2 = RedisServer::start();
+    let proxy = Proxy::start(&[&[&m1, &r1], &[&m2]]);
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(m1.port)
+        .query(&mut r1.conn())
+        .unwrap();
+    let synced = wait_until(Duration::from_secs(10), || {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut r1.conn())
+            .unwrap();
+        info.contains("master_link_status:up")
+    });
+    assert!(synced, "replica of group 1 synced");
+    let on1 = find_key("w1:", |k| group_of_key(k, 2) == 1);
+    let on2 = find_key("w2:", |k| group_of_key(k, 2) == 2);
+
+    let mut c = proxy.raw();
+    let bound =
+        "ERR WAIT timeout must be between 1 and 999 ms through the proxy (backend.timeout_ms)";
+    assert_eq!(c.cmd(&["WAIT", "1", "0"]), Resp::err(bound));
+    assert_eq!(c.cmd(&["WAIT", "1", "1000"]), Resp::err(bound));
+    assert_eq!(
+        c.cmd(&["WAIT", "1", "soon"]),
+        Resp::err("ERR timeout is not an integer or out of range")
+    );
+
+    assert_eq!(c.cmd(&["SET", &on1, "v"]), Resp::ok());
+    assert_eq!(
+        c.cmd(&["WAIT", "1", "900"]),
+        Resp::Int(1),
+        "group 1's replica acknowledged"
+    );
+    assert_eq!(r1.raw().cmd(&["GET", &on1]), Resp::bulk("v"));
+    assert_eq!(c.cmd(&["SET", &on2, "v"]), Resp::ok());
+    let t = Instant::now();
+    assert_eq!(
+        c.cmd(&["WAIT", "1", "200"]),
+        Resp::Int(0),
+        "group 2 has no replica"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // Another session that wrote to group 1 only waits on group 1.
+    let mut d = proxy.raw();
+    assert_eq!(d.cmd(&["SET", &on1, "w"]), Resp::ok());
+    assert_eq!(d.cmd(&["WAIT", "1", "900"]), Resp::Int(1));
+    // SELECT changes connections: only the writes after it count.
+    assert_eq!(c.cmd(&["SELECT", "1"]), Resp::ok());
+    assert_eq!(c.cmd(&["SET", &on1, "x"]), Resp::ok());
+    assert_eq!(c.cmd(&["WAIT", "1", "900"]), Resp::Int(1));
 }

@@ -236,6 +236,7 @@ const FAN_OUT: &[(&str, FanOut)] = &[
     ("function|list", FanOut::FunctionList),
     ("function|dump", FanOut::FunctionDump),
     ("function|stats", FanOut::FunctionStats),
+    ("wait", FanOut::Wait),
 ];
 
 /// Answered by the proxy itself.
@@ -297,7 +298,6 @@ const LATER: &[&str] = &[
     "bzpopmin",
     "bzpopmax",
     "bzmpop",
-    "wait",
     // Pub/sub.
     "subscribe",
     "unsubscribe",
@@ -465,6 +465,9 @@ pub fn describe(class: Class) -> &'static str {
         }
         Class::FanOut(FanOut::FunctionList | FanOut::FunctionDump | FanOut::FunctionStats) => {
             "answered by the first group (lowest id)"
+        }
+        Class::FanOut(FanOut::Wait) => {
+            "sent to every group the session wrote to, the smallest count; timeout bounded"
         }
         Class::FanOut(FanOut::Randomkey) => {
             "every group's DBSIZE and RANDOMKEY; one key, its group chosen weighted by key count"

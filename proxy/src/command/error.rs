@@ -80,6 +80,11 @@ pub enum CommandError {
     },
 
     // The proxy's own errors.
+    /// WAIT's timeout is 0 or not below `backend.timeout_ms` (`max` is the largest allowed).
+    #[error(
+        "ERR WAIT timeout must be between 1 and {max} ms through the proxy (backend.timeout_ms)"
+    )]
+    WaitTimeout { max: u64 },
     /// A fan-out whose groups must answer alike (SCRIPT LOAD, FUNCTION LOAD) did not.
     #[error("ERR group {group} answered differently from group {first}")]
     Disagree { group: u32, first: u32 },

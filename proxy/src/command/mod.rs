@@ -267,6 +267,9 @@ pub enum FanOut {
     FunctionDump,
     /// `FUNCTION STATS`: likewise.
     FunctionStats,
+    /// `WAIT numreplicas timeout`: the groups the session wrote to on its current
+    /// connections (every group if none); the smallest count.
+    Wait,
 }
 
 impl FanOut {
@@ -977,13 +980,13 @@ mod tests {
             b"brpop",
             b"blmove",
             b"bzpopmin",
-            b"wait",
             b"multi",
             b"exec",
         ] {
             assert_eq!(class(&[c]), Class::Later, "{c:?}");
         }
         assert_eq!(class(&[b"randomkey"]), Class::FanOut(FanOut::Randomkey));
+        assert_eq!(class(&[b"wait"]), Class::FanOut(FanOut::Wait));
         assert_eq!(
             class(&[b"script", b"load"]),
             Class::FanOut(FanOut::ScriptLoad)
@@ -1183,7 +1186,7 @@ Every Redis 7.0 command and subcommand is in one of these classes:
   LOLWUT, and the HELP of containers the proxy supports.
 - **Later**: not supported yet, planned: transactions (MULTI, EXEC, DISCARD, WATCH,
   UNWATCH), blocking commands (BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN, BZPOPMAX,
-  BZMPOP, WAIT), pub/sub, RESET, and the keyless commands that need every group and are not
+  BZMPOP), pub/sub, RESET, and the keyless commands that need every group and are not
   FanOut yet: MEMORY STATS.
 - **Unsupported**: makes no sense through a proxy; the proxy replies with an error. Use the
   backends directly for these: server administration and persistence (CONFIG
@@ -1296,6 +1299,17 @@ Notes:
   (memory, persistence, replication, cpu, modules, commandstats, errorstats, latencystats,
   cluster) is the first group's (lowest id), as that Redis answers it. INFO shows every
   tenant's key counts: key-prefix does not confine it.
+- WAIT numreplicas timeout goes to the master of every group the session has sent a write
+  command to on its current backend connections (since it connected, or since its last
+  SELECT or HELLO, which change connections), or to every group if it has written nothing,
+  and answers the smallest count: every group has at least that many replicas acknowledging
+  the session's writes. A session's backend connections are shared with the other sessions
+  of its worker, so each group waits for every write sent on that connection before the
+  WAIT, the session's and others' (never less than the session's own). Redis holds the
+  connection while it waits, so the sessions sharing it wait too: the proxy refuses a
+  timeout of 0 (forever) or of `backend.timeout_ms` or more:
+  `-ERR WAIT timeout must be between 1 and <timeout_ms - 1> ms through the proxy
+  (backend.timeout_ms)`. Other invalid arguments get Redis's own errors.
 - CLIENT LIST and CLIENT INFO describe the proxy's client sessions (every worker's, in id
   order), one line each ending in `\n`, with Redis 7.2's fields in its order (`id addr
   laddr fd name age idle flags db sub psub ssub multi qbuf qbuf-free argv-mem multi-mem rbs

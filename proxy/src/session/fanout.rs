@@ -23,6 +23,7 @@
 //! SCRIPT KILL, FUNCTION KILL  -> every group; +OK when any group says OK
 //! FUNCTION LIST / DUMP / STATS
 //!                             -> the first group; its reply as it is
+//! WAIT numreplicas timeout    -> the groups the session wrote to (all if none); the smallest
 //! SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]
 //!                             -> one group: SCAN <its cursor> [options as sent]
 //! ```
@@ -157,6 +158,33 @@ pub fn plan(
     })
 }
 
+/// Where WAIT goes: the masters in `written` (every group's if empty), in group order; its
+/// timeout must be below `max_ms`, the backend timeout.
+pub fn plan_wait(
+    args: &[Bytes],
+    table: &SlotTable,
+    written: &[BackendId],
+    max_ms: u64,
+) -> Result<Plan, CommandError> {
+    if let Some(t) = parse_int(&args[2])
+        && (t == 0 || t as u64 >= max_ms)
+    {
+        return Err(CommandError::WaitTimeout {
+            max: max_ms.saturating_sub(1),
+        });
+    }
+    let groups: Vec<(u32, BackendId)> = table
+        .groups()
+        .map(|g| (g.id, g.master))
+        .filter(|g| written.is_empty() || written.contains(&g.1))
+        .collect();
+    if groups.is_empty() {
+        return Err(CommandError::NoGroup);
+    }
+    let gather = Gather::new(FanOut::Wait, groups.iter().map(|g| g.0).collect(), (0, 0));
+    Ok(Plan::Every(groups, gather))
+}
+
 /// The client's cursor as (group index, group cursor); `None` if it is not an unsigned
 /// 64-bit decimal or names no group.
 fn decode_cursor(cursor: &[u8], groups: usize) -> Option<(usize, u64)> {
@@ -237,6 +265,9 @@ impl Gather {
             FanOut::Scan => self.scan_reply(parts[0]),
             FanOut::Info => self.info.as_ref().and_then(|info| info.merge(&parts)),
             FanOut::Randomkey => random_key(&parts, self.random),
+            FanOut::Wait => integers(&parts)
+                .and_then(|ns| ns.into_iter().min())
+                .map(integer_reply),
         };
         Some(merged.unwrap_or_else(|| self.unexpected()))
     }

@@ -75,6 +75,8 @@ pub struct Session {
     outcomes: Vec<crate::plugin::CommandOutcome>,
     /// Verdicts plugins asked the host to remember for this connection.
     remembered: crate::plugin::Memory,
+    /// Whether the command being dispatched is a write (for WAIT).
+    writing: bool,
 }
 
 impl Session {
@@ -107,6 +109,7 @@ impl Session {
             batch_raw: Vec::new(),
             outcomes: Vec::new(),
             remembered: Default::default(),
+            writing: false,
         }
     }
 
@@ -263,6 +266,7 @@ impl Session {
             return self.queue.fail(seq, CommandError::arity(spec));
         }
         let class = spec.class();
+        self.writing = spec.has_flag(command::WRITE);
         if !self.client.authenticated
             && !matches!(class, Class::Local(l) if local::allowed_before_auth(l))
         {
@@ -347,8 +351,14 @@ impl Session {
         req: Request,
         table: &SlotTable,
     ) {
-        let config = &self.worker.shared.config.proxy;
-        match fanout::plan(kind, &req.args, table, config) {
+        let shared = &self.worker.shared;
+        let planned = if kind == command::FanOut::Wait {
+            let max_ms = shared.config.backend.timeout_ms;
+            fanout::plan_wait(&req.args, table, self.outbox.written(), max_ms)
+        } else {
+            fanout::plan(kind, &req.args, table, &shared.config.proxy)
+        };
+        match planned {
             Err(e) => self.queue.fail(seq, e),
             Ok(fanout::Plan::Every(groups, mut gather)) => {
                 if kind == command::FanOut::Info {
@@ -400,6 +410,7 @@ impl Session {
             session: self.id,
             db: self.client.db,
             protocol: self.client.protocol,
+            write: self.writing,
         };
         match self.outbox.outgoing(&self.worker, route, backend, dest) {
             Ok(out) => Some(out),
