@@ -20,12 +20,23 @@ use crate::command;
 
 /// Where a client connection comes from and arrives: `None` for a stream that is not a
 /// socket (in-process tests).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Endpoint {
     pub peer: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
     /// The socket's file descriptor, -1 if none.
     pub fd: i32,
+}
+
+impl Default for Endpoint {
+    /// A stream that is not a socket.
+    fn default() -> Endpoint {
+        Endpoint {
+            peer: None,
+            local: None,
+            fd: -1,
+        }
+    }
 }
 
 /// What CLIENT LIST shows of one session.
