@@ -7,8 +7,9 @@
 //!
 //! In parts: `queue` keeps the commands in request order and the batches in flight, `outbox`
 //! the batches of one read and the backend connections in use, `state` what the client set
-//! up; `local`, `split` and `fanout` answer or spread the commands that are not one backend's
-//! (`info` the proxy's part of INFO), and `plugins` runs the plugin phases.
+//! up; `local`, `client`, `split` and `fanout` answer or spread the commands that are not one
+//! backend's (`client` the CLIENT subcommands about every session, `info` the proxy's part of
+//! INFO), and `plugins` runs the plugin phases.
 
 mod client;
 mod fanout;
