@@ -1337,7 +1337,12 @@ Notes:
   must do the same (or deny them, as command-filter or acl-auth's `commands` can).
   key-prefix also refuses CONFIG SET and CONFIG RESETSTAT to every user it knows
   (`-NOPERM 'config|set' changes the servers every tenant shares`). KEYS and
-  SCAN are confined: key-prefix rewrites their patterns and strips their replies.
+  SCAN are confined: key-prefix rewrites their patterns and strips their replies, and
+  RANDOMKEY's reply (another tenant's key is answered as nil). Other commands over every
+  group are not confined by key-prefix: INFO's keyspace counts every tenant's keys, CLIENT
+  LIST and CLIENT KILL see every session, SCRIPT FLUSH, FUNCTION FLUSH, DELETE and RESTORE
+  act on what every tenant loaded; deny them with command-filter or acl-auth's `commands`
+  where tenants must not reach them.
 - MSETNX is atomic, so it is keyed (one slot), not split. MOVE and COPY ... DB use the
   databases of the group that owns the key.
 - A container command (OBJECT, CLIENT, CONFIG, ...) alone is an arity error, except
