@@ -5,12 +5,15 @@
 //! SELECT index                  PING [message]      ECHO message      QUIT
 //! CLIENT SETNAME name           CLIENT GETNAME      CLIENT ID
 //! ```
+//!
+//! The CLIENT subcommands about every session (LIST, INFO, KILL, ...) are in `client`.
 
 use bytes::{Bytes, BytesMut};
 
 use super::Session;
 use crate::command::{CommandError, Local};
 use crate::resp::{Protocol, encode, parse_int};
+use crate::shared::Shared;
 
 /// Commands a client may send before it has authenticated.
 pub fn allowed_before_auth(l: Local) -> bool {
@@ -56,6 +59,17 @@ impl Session {
                 None => encode::null(&mut out, self.client.protocol),
             },
             Local::ClientId => encode::integer(&mut out, self.id as i64),
+            Local::ClientInfo
+            | Local::ClientList
+            | Local::ClientKill
+            | Local::ClientNoEvict
+            | Local::ClientReply => self.client_command(seq, cmd, args, &mut out),
+        }
+        if matches!(
+            cmd,
+            Local::Auth | Local::Select | Local::Hello | Local::ClientSetName
+        ) {
+            self.publish_client();
         }
         self.queue.complete(seq, out.freeze());
     }
@@ -150,14 +164,7 @@ impl Session {
         {
             self.switch_protocol(p);
         }
-        let version = self
-            .worker
-            .shared
-            .table
-            .load()
-            .any_backend()
-            .and_then(|b| self.worker.shared.registry.get(b).version.load_full())
-            .map_or_else(|| ASSUMED_REDIS_VERSION.to_string(), |v| v.to_string());
+        let version = redis_version(&self.worker.shared);
         encode::map_header(out, self.client.protocol, 8);
         for (k, v) in [("server", "redis"), ("version", version.as_str())] {
             encode::bulk(out, k.as_bytes());
@@ -181,12 +188,23 @@ impl Session {
     }
 }
 
+/// The backends' Redis version, as HELLO and INFO report it: what a backend said when the
+/// proxy connected, or [`ASSUMED_REDIS_VERSION`] before any has.
+pub(super) fn redis_version(shared: &Shared) -> String {
+    shared
+        .table
+        .load()
+        .any_backend()
+        .and_then(|b| shared.registry.get(b).version.load_full())
+        .map_or_else(|| ASSUMED_REDIS_VERSION.to_string(), |v| v.to_string())
+}
+
 /// The Redis version HELLO reports before any backend has told its own: the version whose
 /// command table the proxy carries.
 const ASSUMED_REDIS_VERSION: &str = "7.0.0";
 
 /// Redis's rule for client names: printable ASCII without spaces.
-fn valid_client_name(name: &[u8]) -> bool {
+pub(super) fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|b| (b'!'..=b'~').contains(b))
 }
 
