@@ -65,8 +65,10 @@ pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
 {
+    // The web UI's own files (`GET /`, `/ui/...`); every other request is the API's.
+    let ui = crate::ui::routes(state.clone());
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
-    warp::method()
+    let api = warp::method()
         .and(warp::path::full())
         .and(query)
         // The `Host` header, or the authority of the request's target.
@@ -103,7 +105,8 @@ pub fn routes(
             // Only reading the body or a header can fail before `dispatch`.
             let message = format!("unreadable request: {rejection:?}");
             Ok::<_, Infallible>(DashboardError::BadRequest(message).into_response())
-        })
+        });
+    ui.or(api)
 }
 
 type Answer = Result<(StatusCode, Value), DashboardError>;
@@ -128,9 +131,11 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
     let svc = &state.service;
     let m = &req.method;
     let allowed: &[Method] = match segs.as_slice() {
-        ["api", "health"] | ["api", "topology"] | ["api", "slots"] | ["api", "proxies"] => {
-            &[Method::GET]
-        }
+        ["api", "health"]
+        | ["api", "topology"]
+        | ["api", "slots"]
+        | ["api", "proxies"]
+        | ["api", "servers"] => &[Method::GET],
         ["api", "product"] => &[Method::GET, Method::PUT],
         ["api", "groups"] => &[Method::GET, Method::POST],
         ["api", "groups", _] | ["api", "groups", _, "servers", _] => &[Method::DELETE],
@@ -251,6 +256,11 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
         ["api", "proxies"] => {
             let snap = svc.snapshot().await?;
             ok(json!({ "revision": snap.revision(), "proxies": snap.proxy_views() }))
+        }
+        ["api", "servers"] => {
+            let snap = svc.snapshot().await?;
+            let servers = crate::probe::probe_servers(&snap).await;
+            ok(json!({ "revision": snap.revision(), "servers": servers }))
         }
         ["api", "plugins"] if *m == Method::GET => {
             let full = flag(&req.query, "full");
