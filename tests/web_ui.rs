@@ -8,6 +8,8 @@ use tessera_testkit as harness;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fantoccini::actions::{
@@ -22,6 +24,8 @@ use tessera_dashboard::DashboardArgs;
 const TOKEN: &str = "web-ui-test-token";
 /// How long the page may take to show a change (it polls every 2 s).
 const UI_BOUND: Duration = Duration::from_secs(20);
+/// The longest the test's traffic runs.
+const TRAFFIC_BOUND: Duration = Duration::from_secs(120);
 
 /// A `chromedriver` on a free 127.0.0.1 port, stopped by pid on drop.
 struct ChromeDriver {
@@ -253,6 +257,54 @@ async fn select_slots(c: &Client, lo: u32, hi: u32) {
     wait_text(c, "#slot-selection", |t| t.starts_with(&want)).await;
 }
 
+/// Commands through the proxy from one connection (so one session) until `stop`, at most
+/// `TRAFFIC_BOUND`: 300 keys of slots below `served` set over and over, in pipelines of 20
+/// every 20 ms.
+fn traffic(proxy: &Proxy, served: usize, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("key:{i}"))
+        .filter(|k| harness::slot(k.as_bytes()) < served)
+        .take(300)
+        .collect();
+    let mut conn = proxy.conn();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while !stop.load(Ordering::Relaxed) && started.elapsed() < TRAFFIC_BOUND {
+            let mut pipe = redis::pipe();
+            for _ in 0..20 {
+                pipe.set(&keys[sent as usize % keys.len()], sent).ignore();
+                sent += 1;
+            }
+            pipe.query::<()>(&mut conn)
+                .expect("the proxy serves the traffic");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sent
+    })
+}
+
+/// Waits (bounded) until `page` and `api` read the same value (both move: the proxies
+/// refresh their registration, the page polls).
+async fn wait_same<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    mut page: impl AsyncFnMut() -> T,
+    mut api: impl FnMut() -> T,
+) -> T {
+    let deadline = Instant::now() + UI_BOUND;
+    loop {
+        let (p, a) = (page().await, api());
+        if p == a {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the page shows {p:?}, the API {a:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[test]
 fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
     let r1 = RedisServer::start();
@@ -362,7 +414,6 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
         let groups = api_json(d, "/api/groups");
         assert_eq!(groups["groups"][0]["servers"], json!([r1.addr()]));
         assert_eq!(groups["groups"][1]["servers"], json!([r2.addr()]));
-        screenshot(&c, "groups").await;
 
         // Slots: 0-511 to group 1, 512-1023 to group 2, each after a confirmation.
         open_view(&c, &base, "slots").await;
@@ -421,6 +472,118 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
         assert_eq!(hover.as_deref(), Some("slot 700: group 2, owned"));
         let shot = screenshot(&c, "slot-map").await;
         assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+
+        // Traffic through the proxy: the overview's ops/s, sessions and keys per group are
+        // the API's.
+        let stop = Arc::new(AtomicBool::new(false));
+        let sender = traffic(&proxy, 1000, stop.clone());
+        open_view(&c, &base, "overview").await;
+        let ops = wait_same(
+            "total ops/s",
+            async || {
+                let e = c.find(Locator::Id("ov-ops")).await.unwrap();
+                e.attr("data-value").await.unwrap().unwrap_or_default()
+            },
+            || {
+                let proxies = api_json(d, "/api/proxies")["proxies"].clone();
+                let sum: f64 = proxies
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["ops_per_sec"].as_f64().unwrap())
+                    .sum();
+                if sum > 0.0 {
+                    sum.to_string()
+                } else {
+                    "no traffic yet".into()
+                }
+            },
+        )
+        .await;
+        assert!(ops.parse::<f64>().unwrap() > 0.0);
+        wait_same(
+            "sessions",
+            async || text(&c, "#ov-sessions").await,
+            || api_json(d, "/api/proxies")["proxies"][0]["sessions"].to_string(),
+        )
+        .await;
+        for group in [1, 2] {
+            wait_same(
+                "keys",
+                async || {
+                    text(
+                        &c,
+                        &format!("#ov-groups tr[data-group=\"{group}\"] td.keys"),
+                    )
+                    .await
+                },
+                || {
+                    let servers = api_json(d, "/api/servers")["servers"].clone();
+                    let master = servers
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|s| s["group"] == group && s["position"] == "master")
+                        .cloned()
+                        .unwrap();
+                    let keys = master["keys"].as_u64().unwrap();
+                    if keys > 0 {
+                        keys.to_string()
+                    } else {
+                        "no keys yet".into()
+                    }
+                },
+            )
+            .await;
+        }
+
+        // A server that does not answer: the groups view and the overview's alerts say so;
+        // removing it asks first.
+        let dead = free_addr().to_string();
+        open_view(&c, &base, "groups").await;
+        c.find(Locator::Css("input.new-server[data-group=\"1\"]"))
+            .await
+            .unwrap()
+            .send_keys(&dead)
+            .await
+            .unwrap();
+        click(&c, ".group[data-group=\"1\"] .add-server").await;
+        let row = format!(".group[data-group=\"1\"] tr[data-addr=\"{dead}\"]");
+        let shown = wait_text(&c, &row, |t| t.contains("replica") && t.contains("no:")).await;
+        assert!(shown.contains("refused"), "{shown}");
+        screenshot(&c, "groups").await;
+        open_view(&c, &base, "overview").await;
+        let alert = format!("server {dead} (group 1) does not answer");
+        wait_text(&c, "#ov-alerts", |t| t.contains(&alert)).await;
+        screenshot(&c, "overview-alert").await;
+        open_view(&c, &base, "groups").await;
+        click(&c, &format!("{row} .remove-server")).await;
+        answer_dialog(&c, "confirm-dialog", "confirm-ok").await;
+        let ok = message(&c, "ok").await;
+        assert!(ok.starts_with(&format!("server {dead} removed")), "{ok}");
+        assert_eq!(
+            api_json(d, "/api/groups")["groups"][0]["servers"],
+            json!([r1.addr()])
+        );
+
+        // A group that owns slots cannot be removed: the API's refusal is shown.
+        clear_message(&c).await;
+        click(&c, ".group[data-group=\"2\"] .remove-group").await;
+        answer_dialog(&c, "confirm-dialog", "confirm-ok").await;
+        let refusal = api(d, "DELETE", "/api/groups/2", "");
+        assert_eq!(refusal.status, 409);
+        let refusal: Value = serde_json::from_str(&refusal.body).unwrap();
+        assert_eq!(
+            message(&c, "error").await,
+            refusal["error"].as_str().unwrap()
+        );
+        assert_eq!(
+            api_json(d, "/api/groups")["groups"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
 
         // Proxies: the registered proxy, its revision and its admin link.
         open_view(&c, &base, "proxies").await;
@@ -517,6 +680,8 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
         screenshot(&c, "overview").await;
 
         c.close().await.unwrap();
+        stop.store(true, Ordering::Relaxed);
+        assert!(sender.join().unwrap() > 0);
     });
     drop(proxy);
     rt.block_on(dashboard.shutdown()).unwrap();

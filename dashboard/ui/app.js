@@ -19,6 +19,8 @@ function el(tag, attrs, ...children) {
     if (v === undefined || v === null) continue;
     if (k === "class") node.className = v;
     else if (k === "text") node.textContent = v;
+    // Through the CSSOM: the page's Content-Security-Policy refuses style attributes.
+    else if (k === "style") node.style.cssText = v;
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v);
   }
@@ -214,6 +216,7 @@ function route() {
   }
   delete document.body.dataset.loaded;
   state.drawn = null;
+  clearMessage();
   clearTimeout(state.timer);
   const tick = async () => {
     await refresh();
@@ -235,6 +238,7 @@ function drawOverview([topo, probe]) {
   $("ov-revision").textContent = topo.revision;
   const ops = topo.proxies.reduce((sum, p) => sum + (p.ops_per_sec || 0), 0);
   $("ov-ops").textContent = fmtNum(ops, 1);
+  $("ov-ops").dataset.value = ops;
   $("ov-proxies").textContent = topo.proxies.length;
   const sessions = topo.proxies.filter((p) => p.sessions !== undefined);
   $("ov-sessions").textContent = sessions.length
@@ -274,7 +278,7 @@ function drawOverview([topo, probe]) {
       el("td", {}, el("span", { class: "swatch", style: `background:${groupColor(g.id)}` }), ` ${g.id}`),
       el("td", { text: g.slots }),
       el("td", { text: g.servers[0] || "—" }),
-      el("td", { text: master ? fmtNum(master.keys) : "—" }),
+      el("td", { class: "keys", text: master ? fmtNum(master.keys) : "—" }),
       el("td", { text: master ? fmtBytes(master.used_memory) : "—" }));
   }));
 }
@@ -284,11 +288,20 @@ function runLength(range) {
   return (hi === undefined || Number.isNaN(hi) ? lo : hi) - lo + 1;
 }
 
+// The smallest of 10, 20, 50, 100, 200, ... at least `v`: round numbers on the chart's axis.
+function niceCeil(v) {
+  let step = 10;
+  for (;;) {
+    for (const m of [1, 2, 5]) if (step * m >= v) return step * m;
+    step *= 10;
+  }
+}
+
 function drawChart(canvas, points, now) {
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, pad = 30;
   ctx.clearRect(0, 0, w, h);
-  const max = Math.max(1, ...points.map((p) => p[1])) * 1.1;
+  const max = niceCeil(Math.max(...points.map((p) => p[1]), 0) * 1.1);
   ctx.strokeStyle = "#d9dde5";
   ctx.fillStyle = "#6b7280";
   ctx.font = "11px system-ui, sans-serif";
@@ -405,7 +418,7 @@ function drawSlots(topo) {
   const legend = topo.groups.map((g) =>
     el("span", {}, el("span", { class: "swatch", style: `background:${groupColor(g.id)}` }), `group ${g.id} (${g.slots} slots)`));
   legend.push(el("span", {}, el("span", { class: "swatch", style: `background:${groupColor(null)}` }), "offline"));
-  legend.push(el("span", {}, el("span", { class: "swatch cell migrating", style: "background:#999" }), "migrating"));
+  legend.push(el("span", {}, el("span", { class: "swatch migrating", style: "background:#999" }), "migrating"));
   $("slot-legend").replaceChildren(...legend);
 }
 
