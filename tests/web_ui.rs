@@ -20,6 +20,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use harness::{ChildGuard, HttpResponse, Proxy, RedisServer, TempDir, free_addr, http_request};
 use serde_json::{Value, json};
 use tessera_dashboard::DashboardArgs;
+use tessera_topology::Store;
 
 const TOKEN: &str = "web-ui-test-token";
 /// How long the page may take to show a change (it polls every 2 s).
@@ -472,6 +473,22 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
         assert_eq!(hover.as_deref(), Some("slot 700: group 2, owned"));
         let shot = screenshot(&c, "slot-map").await;
         assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+        // A migrating slot (the state slot migration writes) is drawn apart, with both groups.
+        let drawn = c
+            .execute(
+                "drawSlots({product: {name: 'webui'}, groups: [{id: 1, slots: 0}, {id: 2, slots: 1014}], \
+                   slots: [{range: '0-9', state: 'migrating', from: 1, to: 2}, \
+                           {range: '10-1023', state: 'owned', group: 2}]});\
+                 const cell = document.querySelector('#slot-grid .cell[data-slot=\"5\"]');\
+                 return [cell.classList.contains('migrating'), cell.dataset.group, cell.title];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            drawn,
+            json!([true, "1", "slot 5: migrating from group 1 to group 2"])
+        );
 
         // Traffic through the proxy: the overview's ops/s, sessions and keys per group are
         // the API's.
@@ -589,14 +606,15 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
         open_view(&c, &base, "proxies").await;
         let row = format!("#proxy-table tr[data-addr=\"{}\"]", proxy.addr);
         wait_text(&c, &row, |t| t.contains(env!("CARGO_PKG_VERSION"))).await;
+        // Read in one script: the row is drawn again when the proxy's figures change.
         let link = c
-            .find(Locator::Css(&format!("{row} a")))
-            .await
-            .unwrap()
-            .attr("href")
+            .execute(
+                "return document.querySelector(arguments[0]).getAttribute('href');",
+                vec![json!(format!("{row} a"))],
+            )
             .await
             .unwrap();
-        assert_eq!(link, Some(format!("http://{}/api/stats", proxy.admin)));
+        assert_eq!(link, json!(format!("http://{}/api/stats", proxy.admin)));
         screenshot(&c, "proxies").await;
 
         // Migrations: not in this dashboard.
@@ -668,7 +686,24 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
         );
         screenshot(&c, "plugins").await;
 
-        // Overview: the revision the API reports, both groups, no proxy behind for long.
+        // A proxy that reports it cannot load the chain or apply the topology: alerts.
+        let store = tessera_topology::connect(&coordinator).await.unwrap();
+        let troubled = json!({
+            "token": "troubled", "addr": "127.0.0.1:1", "version": "0.1.0", "pid": 1,
+            "start_time": 1_700_000_000, "applied_revision": 1, "ops_per_sec": 0.0,
+            "plugin_error": "plugin 'command_filter' (store:18be...): boom",
+            "topology_error": "/tessera/webui/slots (revision 9) does not decode",
+        });
+        store
+            .put(
+                &tessera_topology::keys::proxy(product, "troubled"),
+                serde_json::to_vec(&troubled).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+
+        // Overview: the revision the API reports, both groups, the alerts.
         open_view(&c, &base, "overview").await;
         let revision = api_json(d, "/api/topology")["revision"].to_string();
         wait_text(&c, "#ov-revision", |t| t == revision).await;
@@ -677,6 +712,14 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
             t.contains(&r1.addr()) && t.contains(&r2.addr())
         })
         .await;
+        let alerts = wait_text(&c, "#ov-alerts", |t| t.contains("127.0.0.1:1 ")).await;
+        for alert in [
+            "proxy 127.0.0.1:1 could not load the plugin chain: plugin 'command_filter' (store:18be...): boom",
+            "proxy 127.0.0.1:1 cannot apply the topology: /tessera/webui/slots (revision 9) does not decode",
+            "proxy 127.0.0.1:1 has applied revision 1, not the latest",
+        ] {
+            assert!(alerts.contains(alert), "{alerts}");
+        }
         screenshot(&c, "overview").await;
 
         c.close().await.unwrap();

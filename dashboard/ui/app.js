@@ -443,55 +443,70 @@ function drawGroups([data, probe]) {
     list.replaceChildren(el("p", { class: "muted", text: "no groups yet" }));
     return;
   }
-  // Keep what is being typed in an "add server" field across refreshes.
-  const typed = new Map([...list.querySelectorAll("input[data-group]")].map((i) => [i.dataset.group, i.value]));
-  const focused = document.activeElement && document.activeElement.dataset
-    ? document.activeElement.dataset.group : undefined;
-  list.replaceChildren(...data.groups.map((g) => {
-    const rows = g.servers.map((addr, i) => {
-      const s = index.get(addr);
-      return el("tr", { "data-addr": addr },
-        el("td", { text: addr }),
-        el("td", { text: i === 0 ? "master" : "replica" }),
-        el("td", { class: s ? (s.reachable ? "good" : "bad") : "", text: s ? (s.reachable ? "yes" : `no: ${s.error || "no reply"}`) : "—" }),
-        el("td", { text: s && s.role ? s.role : "—" }),
-        el("td", { text: s ? fmtBytes(s.used_memory) : "—" }),
-        el("td", { text: s ? fmtNum(s.keys) : "—" }),
-        el("td", {}, el("button", {
-          type: "button", class: "danger remove-server",
-          onclick: async () => {
-            if (!(await confirmAction(`Remove server ${addr} from group ${g.id}?`))) return;
-            write(() => api("DELETE", `/api/groups/${g.id}/servers/${encodeURIComponent(addr)}`),
-              (r) => `server ${addr} removed from group ${g.id} (revision ${r.revision})`);
-          },
-        }, "Remove")));
-    });
-    const input = el("input", { "data-group": g.id, class: "new-server", placeholder: "host:port", size: 22 });
-    input.value = typed.get(String(g.id)) || "";
-    const box = el("div", { class: "group", "data-group": g.id },
-      el("h2", { text: `Group ${g.id} — ${g.slots} slots` }),
-      g.servers.length
-        ? el("table", {}, el("thead", {}, el("tr", {}, ...["Server", "Role", "Reachable", "Redis role", "Memory", "Keys", ""].map((t) => el("th", { text: t })))), el("tbody", {}, ...rows))
-        : el("p", { class: "muted", text: "no servers" }),
-      el("div", { class: "toolbar" }, input,
-        el("button", {
-          type: "button", class: "add-server",
-          onclick: () => {
-            const addr = input.value.trim();
-            write(async () => { const r = await api("POST", `/api/groups/${g.id}/servers`, { addr }); input.value = ""; return r; },
-              (r) => `server ${addr} added to group ${g.id} (revision ${r.revision})`);
-          },
-        }, "Add server"),
-        el("button", {
-          type: "button", class: "danger remove-group",
-          onclick: async () => {
-            if (!(await confirmAction(`Remove group ${g.id}?`))) return;
-            write(() => api("DELETE", `/api/groups/${g.id}`), (r) => `group ${g.id} removed (revision ${r.revision})`);
-          },
-        }, "Remove group")));
-    if (focused === String(g.id)) setTimeout(() => input.focus());
+  // A group's box is built again only when its servers or slots change; otherwise only its
+  // probe cells are updated, so what is being typed or clicked in it stays.
+  const kept = new Map([...list.querySelectorAll(":scope > .group")].map((b) => [b.dataset.structure, b]));
+  const boxes = data.groups.map((g) => {
+    const structure = JSON.stringify([g.id, g.servers, g.slots]);
+    const box = kept.get(structure) || groupBox(g, structure);
+    for (const row of box.querySelectorAll("tr[data-addr]")) serverCells(row, index.get(row.dataset.addr));
     return box;
-  }));
+  });
+  // Kept boxes are not moved (a moved element loses the focus).
+  const wanted = new Set(boxes);
+  for (const child of [...list.children]) if (!wanted.has(child)) child.remove();
+  boxes.forEach((box, i) => {
+    if (list.children[i] !== box) list.insertBefore(box, list.children[i] || null);
+  });
+}
+
+// Fills a server row's probe cells from `GET /api/servers` (`s` undefined: not probed).
+function serverCells(row, s) {
+  const [reachable, role, memory, keys] = [...row.querySelectorAll("td.probe")];
+  reachable.className = "probe " + (s ? (s.reachable ? "good" : "bad") : "");
+  reachable.textContent = s ? (s.reachable ? "yes" : `no: ${s.error || "no reply"}`) : "—";
+  role.textContent = s && s.role ? s.role : "—";
+  memory.textContent = s && s.reachable ? fmtBytes(s.used_memory) : "—";
+  keys.textContent = s && s.reachable ? fmtNum(s.keys) : "—";
+}
+
+function groupBox(g, structure) {
+  const rows = g.servers.map((addr, i) => el("tr", { "data-addr": addr },
+    el("td", { text: addr }),
+    el("td", { text: i === 0 ? "master" : "replica" }),
+    el("td", { class: "probe" }), el("td", { class: "probe" }),
+    el("td", { class: "probe" }), el("td", { class: "probe" }),
+    el("td", {}, el("button", {
+      type: "button", class: "danger remove-server",
+      onclick: async () => {
+        if (!(await confirmAction(`Remove server ${addr} from group ${g.id}?`))) return;
+        write(() => api("DELETE", `/api/groups/${g.id}/servers/${encodeURIComponent(addr)}`),
+          (r) => `server ${addr} removed from group ${g.id} (revision ${r.revision})`);
+      },
+    }, "Remove"))));
+  const input = el("input", { "data-group": g.id, class: "new-server", placeholder: "host:port", size: 22 });
+  const header = ["Server", "Role", "Reachable", "Redis role", "Memory", "Keys", ""];
+  return el("div", { class: "group", "data-group": g.id, "data-structure": structure },
+    el("h2", { text: `Group ${g.id} — ${g.slots} slots` }),
+    g.servers.length
+      ? el("table", {}, el("thead", {}, el("tr", {}, ...header.map((t) => el("th", { text: t })))), el("tbody", {}, ...rows))
+      : el("p", { class: "muted", text: "no servers" }),
+    el("div", { class: "toolbar" }, input,
+      el("button", {
+        type: "button", class: "add-server",
+        onclick: () => {
+          const addr = input.value.trim();
+          write(async () => { const r = await api("POST", `/api/groups/${g.id}/servers`, { addr }); input.value = ""; return r; },
+            (r) => `server ${addr} added to group ${g.id} (revision ${r.revision})`);
+        },
+      }, "Add server"),
+      el("button", {
+        type: "button", class: "danger remove-group",
+        onclick: async () => {
+          if (!(await confirmAction(`Remove group ${g.id}?`))) return;
+          write(() => api("DELETE", `/api/groups/${g.id}`), (r) => `group ${g.id} removed (revision ${r.revision})`);
+        },
+      }, "Remove group")));
 }
 
 // ---- proxies -----------------------------------------------------------------------------
