@@ -601,6 +601,27 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
                 .len(),
             2
         );
+        // An empty group is removed once confirmed.
+        let field = c.find(Locator::Id("new-group-id")).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys("3").await.unwrap();
+        clear_message(&c).await;
+        click(&c, "#add-group-button").await;
+        let ok = message(&c, "ok").await;
+        assert!(ok.starts_with("group 3 created"), "{ok}");
+        clear_message(&c).await;
+        click(&c, ".group[data-group=\"3\"] .remove-group").await;
+        answer_dialog(&c, "confirm-dialog", "confirm-ok").await;
+        let ok = message(&c, "ok").await;
+        assert!(ok.starts_with("group 3 removed"), "{ok}");
+        let ids: Vec<Value> = api_json(d, "/api/groups")["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["id"].clone())
+            .collect();
+        assert_eq!(ids, [json!(1), json!(2)]);
+        wait_text(&c, "#group-list", |t| !t.contains("Group 3")).await;
 
         // Proxies: the registered proxy, its revision and its admin link.
         open_view(&c, &base, "proxies").await;
