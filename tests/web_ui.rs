@@ -20,7 +20,6 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use harness::{ChildGuard, HttpResponse, Proxy, RedisServer, TempDir, free_addr, http_request};
 use serde_json::{Value, json};
 use tessera_dashboard::DashboardArgs;
-use tessera_topology::Store;
 
 const TOKEN: &str = "web-ui-test-token";
 /// How long the page may take to show a change (it polls every 2 s).

@@ -4,6 +4,10 @@
 use serde_json::{Value, json};
 use tessera_dashboard::DashboardHandle;
 
+#[allow(
+    dead_code,
+    reason = "the glue is shared by the dashboard's test binaries; this one uses part of it"
+)]
 mod common;
 
 use common::{Body, TOKEN, dashboard, env};
