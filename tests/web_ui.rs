@@ -27,10 +27,30 @@ const UI_BOUND: Duration = Duration::from_secs(20);
 /// The longest the test's traffic runs.
 const TRAFFIC_BOUND: Duration = Duration::from_secs(120);
 
-/// A `chromedriver` on a free 127.0.0.1 port, stopped by pid on drop.
+/// A `chromedriver` on a free 127.0.0.1 port, stopped by pid on drop with the browsers it
+/// started (a test that fails leaves its session open).
 struct ChromeDriver {
-    _child: ChildGuard,
+    child: ChildGuard,
     addr: SocketAddr,
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let mut seen = Vec::new();
+        let mut frontier = vec![self.child.pid()];
+        // Chromium's process tree is a few levels deep (browser, zygote, renderers).
+        for _ in 0..6 {
+            frontier = frontier
+                .into_iter()
+                .flat_map(harness::children_of)
+                .collect();
+            seen.extend(&frontier);
+        }
+        for pid in seen {
+            harness::signal(pid, libc::SIGKILL);
+        }
+        self.child.kill();
+    }
 }
 
 impl ChromeDriver {
@@ -50,7 +70,7 @@ impl ChromeDriver {
                 )
             });
         let driver = ChromeDriver {
-            _child: ChildGuard::new(child),
+            child: ChildGuard::new(child),
             addr,
         };
         assert!(
