@@ -724,6 +724,18 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
             !row.contains("flushall"),
             "the config is shown masked: {row}"
         );
+        // Editing the current chain reads the configs themselves, with the token.
+        area.clear().await.unwrap();
+        clear_message(&c).await;
+        click(&c, "#load-chain-button").await;
+        let ok = message(&c, "ok").await;
+        assert!(ok.starts_with("the current chain"), "{ok}");
+        let loaded: Value = serde_json::from_str(
+            &area.prop("value").await.unwrap().unwrap_or_default(),
+        )
+        .unwrap();
+        assert_eq!(loaded["chain"][0]["config"], good["chain"][0]["config"]);
+        assert_eq!(loaded["chain"][0]["module"], json!(sha));
         screenshot(&c, "plugins").await;
 
         // A proxy that reports it cannot load the chain or apply the topology: alerts.
