@@ -131,11 +131,10 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
     let svc = &state.service;
     let m = &req.method;
     let allowed: &[Method] = match segs.as_slice() {
-        ["api", "health"]
-        | ["api", "topology"]
-        | ["api", "slots"]
-        | ["api", "proxies"]
-        | ["api", "servers"] => &[Method::GET],
+        ["api", "health"] | ["api", "topology"] | ["api", "slots"] | ["api", "proxies"] => {
+            &[Method::GET]
+        }
+        ["api", "servers"] => &[Method::GET],
         ["api", "product"] => &[Method::GET, Method::PUT],
         ["api", "groups"] => &[Method::GET, Method::POST],
         ["api", "groups", _] | ["api", "groups", _, "servers", _] => &[Method::DELETE],
