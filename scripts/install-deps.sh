@@ -3,7 +3,8 @@
 # what is already there: redis-server and redis-tools (tests, `tessera up`), nutcracker
 # (twemproxy, for the load benchmark), etcd-server, protobuf-compiler and libprotobuf-dev
 # (topology service), clang and lld (the C example plugin), python3 with venv and redis-py
-# (client-library tests) and Rust's wasm32-unknown-unknown target (plugins).
+# (client-library tests), chromium and chromium-driver (the dashboard's web UI test) and
+# Rust's wasm32-unknown-unknown target (plugins).
 set -euo pipefail
 
 SUDO=""
@@ -23,6 +24,9 @@ command -v wasm-ld >/dev/null || missing+=(lld)
 # Client-library tests run redis-py from a virtualenv (python3 -m venv needs ensurepip).
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+# The dashboard's web UI is tested in a headless Chromium driven over WebDriver.
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [ "${TESSERA_BENCH_DEPS:-0}" = 1 ]; then
   command -v nutcracker >/dev/null || missing+=(nutcracker)
 fi

@@ -155,6 +155,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         args.product
     );
     println!(
+        "tessera up: web admin on http://{}/ (admin token {token})",
+        dashboard.addr()
+    );
+    println!(
         "tessera up: dashboard on http://{0} (try: tessera admin --dashboard {0} --token {token} topology)",
         dashboard.addr()
     );

@@ -143,6 +143,16 @@ fn run_up_and_stop(sig: libc::c_int, allow_config_set: bool) {
     for a in &redis_addrs {
         assert!(accepts(*a), "no redis-server on {a} after ready");
     }
+    // The web admin's URL is printed, and serves the page.
+    let output = up.output_so_far();
+    let web = output
+        .lines()
+        .find_map(|l| l.split_once("web admin on http://"))
+        .and_then(|(_, rest)| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no web admin URL in the output:\n{output}"));
+    let page = harness::http_get(web.parse().expect("an address"), "/");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("<title>Tessera dashboard</title>"));
     // The redis-servers it started (direct children, or grandchildren through a shell).
     let mut pids = Vec::new();
     let mut frontier = vec![up.child.id()];

@@ -69,8 +69,10 @@ pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
 {
+    // The web UI's own files (`GET /`, `/ui/...`); every other request is the API's.
+    let ui = crate::ui::routes(state.clone());
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
-    warp::method()
+    let api = warp::method()
         .and(warp::path::full())
         .and(query)
         // The `Host` header, or the authority of the request's target.
@@ -107,7 +109,8 @@ pub fn routes(
             // Only reading the body or a header can fail before `dispatch`.
             let message = format!("unreadable request: {rejection:?}");
             Ok::<_, Infallible>(DashboardError::BadRequest(message).into_response())
-        })
+        });
+    ui.or(api)
 }
 
 type Answer = Result<(StatusCode, Value), DashboardError>;
@@ -135,6 +138,7 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
         ["api", "health"] | ["api", "topology"] | ["api", "slots"] | ["api", "proxies"] => {
             &[Method::GET]
         }
+        ["api", "servers"] => &[Method::GET],
         ["api", "product"] => &[Method::GET, Method::PUT],
         ["api", "groups"] => &[Method::GET, Method::POST],
         ["api", "groups", _] | ["api", "groups", _, "servers", _] => &[Method::DELETE],
@@ -265,6 +269,11 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
         ["api", "proxies"] => {
             let snap = svc.snapshot().await?;
             ok(json!({ "revision": snap.revision(), "proxies": snap.proxy_views() }))
+        }
+        ["api", "servers"] => {
+            let snap = svc.snapshot().await?;
+            let servers = crate::probe::probe_servers(&snap).await;
+            ok(json!({ "revision": snap.revision(), "servers": servers }))
         }
         ["api", "plugins"] if *m == Method::GET => {
             let full = flag(&req.query, "full");

@@ -9,7 +9,9 @@
 //!   proxy passes, the key mover (SCAN + `MIGRATE ... KEYS`).
 //! - [`plugins`]: the WebAssembly plugin chain and its modules, each change checked by
 //!   loading it as a proxy would.
-//! - [`api`]: the warp REST API (routes in `docs/dashboard.md`); [`view`]: its JSON shapes.
+//! - [`api`]: the warp REST API (routes in `docs/dashboard.md`); [`view`]: its JSON shapes;
+//!   [`probe`]: each server asked directly (`GET /api/servers`).
+//! - [`ui`]: the web admin at `/` (HTML, CSS and JavaScript built into the binary).
 //! - [`error`]: the one error type, turned into `{"error": ...}` responses in one place.
 //! - [`admin`]: `tessera admin`, a blocking HTTP client printing tables or JSON.
 
@@ -21,8 +23,10 @@ pub mod error;
 pub mod lock;
 pub mod migrate;
 pub mod plugins;
+pub mod probe;
 pub mod server;
 pub mod service;
+pub mod ui;
 pub mod view;
 
 pub use admin::{AdminArgs, run_admin};

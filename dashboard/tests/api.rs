@@ -206,6 +206,8 @@ async fn proxies_are_listed_with_behind() {
             start_time: 1_700_000_000,
             applied_revision: applied,
             ops_per_sec: 12.5,
+            sessions: None,
+            errors: None,
             plugin_error: None,
             topology_error: None,
             holding: None,

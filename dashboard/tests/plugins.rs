@@ -304,6 +304,8 @@ async fn proxies_report_their_plugin_errors() {
             start_time: 1_700_000_000,
             applied_revision: 1,
             ops_per_sec: 0.0,
+            sessions: None,
+            errors: None,
             plugin_error: plugin_error.map(String::from),
             topology_error: None,
             holding: None,

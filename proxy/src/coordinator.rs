@@ -96,6 +96,8 @@ impl Coordinator {
                 .map_or(0, |d| d.as_secs()),
             applied_revision: 0,
             ops_per_sec: 0.0,
+            sessions: Some(0),
+            errors: Some(0),
             plugin_error: None,
             topology_error: None,
             holding: None,
@@ -235,6 +237,9 @@ impl Coordinator {
                         let now_ops = self.shared.stats.ops_total();
                         let secs = t.elapsed().as_secs_f64().max(0.001);
                         self.info.ops_per_sec = (now_ops.saturating_sub(n)) as f64 / secs;
+                        let alive = self.shared.stats.sessions_alive.load(std::sync::atomic::Ordering::Relaxed);
+                        self.info.sessions = Some(alive.max(0) as u64);
+                        self.info.errors = Some(self.shared.stats.errors_total());
                         last_ops = (Instant::now(), now_ops);
                         if !matches!(tokio::time::timeout(ttl / 3, self.write_info()).await, Ok(Ok(()))) {
                             tracing::debug!("cannot update the proxy's registration");

@@ -210,6 +210,8 @@ mod tests {
             start_time: 0,
             applied_revision: 0,
             ops_per_sec: 0.0,
+            sessions: None,
+            errors: None,
             plugin_error: None,
             topology_error: None,
             holding: None,

@@ -197,6 +197,12 @@ pub struct ProxyInfo {
     /// Commands per second, averaged over the last few seconds.
     #[serde(default)]
     pub ops_per_sec: f64,
+    /// Client connections open (absent from proxies that do not report it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u64>,
+    /// Error replies sent since the proxy started (absent from proxies that do not report it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<u64>,
     /// Why the proxy could not load the product's plugin chain (it keeps the previous one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin_error: Option<String>,
