@@ -46,6 +46,9 @@ pub mod io;
 pub mod shared;
 pub mod worker;
 
+#[cfg(test)]
+mod layering;
+
 pub use tessera_plugin_host as plugin;
 pub use tessera_protocol::{command, resp};
 
