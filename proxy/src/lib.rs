@@ -24,7 +24,8 @@
 //!
 //! Under the threads: [`shared`] is what every thread of a proxy shares, [`worker`] what one
 //! worker thread owns, and [`io`] the byte streams sessions and backend connections run over.
-//! The modules' layering (who may use whom) is in docs/architecture.md.
+//! The modules' layering (who may use whom) is in docs/architecture.md; a unit test
+//! (`layering`) fails if they import one another in a circle.
 //!
 //! From crates of their own, re-exported here: [`resp`] and [`command`] (`tessera-protocol`),
 //! [`slot`] (`tessera-topology`), and [`plugin`] (`tessera-plugin-host`), whose phases the
