@@ -89,6 +89,19 @@ struct Span {
     room: u8,
 }
 
+impl Span {
+    /// An argument in `owned[at]`.
+    fn owned(at: usize, key: bool) -> Span {
+        Span {
+            start: at,
+            end: 0,
+            key,
+            owned: true,
+            room: 0,
+        }
+    }
+}
+
 /// One command as the client sent it: `args[0]` is the name, the host marked which
 /// arguments are keys (from Redis's key specs), so a plugin needs no command table.
 ///
@@ -361,13 +374,7 @@ impl Command {
         let buf = &mut self.owned[at];
         buf.clear();
         buf.extend_from_slice(&self.bytes[s.start..s.end]);
-        self.spans[i] = Span {
-            start: at,
-            end: 0,
-            key: s.key,
-            owned: true,
-            room: 0,
-        };
+        self.spans[i] = Span::owned(at, s.key);
         &mut self.owned[at]
     }
 
@@ -476,13 +483,7 @@ impl Command {
         let s = self.spans[i];
         let at = if s.owned { s.start } else { self.take_owned() };
         self.owned[at] = value.into();
-        self.spans[i] = Span {
-            start: at,
-            end: 0,
-            key: s.key,
-            owned: true,
-            room: 0,
-        };
+        self.spans[i] = Span::owned(at, s.key);
         self.edited(i);
         Ok(())
     }
@@ -619,13 +620,7 @@ impl Command {
         self.edits = Edits::Other;
         let at = self.take_owned();
         self.owned[at] = value.into();
-        self.spans.push(Span {
-            start: at,
-            end: 0,
-            key: false,
-            owned: true,
-            room: 0,
-        });
+        self.spans.push(Span::owned(at, false));
         self.modified = true;
     }
 
