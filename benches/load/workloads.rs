@@ -1,7 +1,7 @@
 //! The workloads: what redis-benchmark runs against each system, and the target Tessera
 //! must reach on each.
 
-/// What the issue asks of Tessera for a workload.
+/// What Tessera must reach on a workload.
 #[derive(Clone, Copy)]
 pub(crate) struct Target {
     /// Tessera's ops/s at least this fraction of direct Redis's.
