@@ -5,137 +5,17 @@
 
 use tessera_testkit as harness;
 
-use std::fs::File;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::etcd::Etcd;
-use harness::{
-    ChildGuard, HttpResponse, Proxy, RedisServer, Resp, START_BOUND, TempDir, file_tail, free_addr,
-    http_get, http_request, wait_until,
-};
+use harness::{Dashboard, Proxy, RedisServer, Resp, free_addr, http_get, http_request, wait_until};
 
 const TOKEN: &str = "cluster-test-token";
 
-/// A `tessera dashboard` process, SIGKILLed on drop (its log printed if the test panics).
-struct Dashboard {
-    child: ChildGuard,
-    addr: SocketAddr,
-    log_path: PathBuf,
-    _dir: TempDir,
-}
-
-/// A dashboard that exited (or never became ready) instead of serving.
-#[derive(Debug)]
-struct DashboardExited {
-    status: Option<ExitStatus>,
-    log: String,
-}
-
-impl Dashboard {
-    /// Runs `tessera dashboard` on `listen` and waits (bounded) until it says it serves, or
-    /// exits.
-    fn start(
-        coordinator: &str,
-        product: &str,
-        listen: SocketAddr,
-        lock_ttl: u64,
-    ) -> Result<Dashboard, DashboardExited> {
-        let dir = TempDir::new("dashboard");
-        let log_path = dir.path().join("dashboard.log");
-        let log = File::create(&log_path).expect("create dashboard log");
-        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .arg("dashboard")
-            .args(["--coordinator", coordinator, "--product", product])
-            .args(["--listen", &listen.to_string()])
-            .args(["--admin-token", TOKEN])
-            .args(["--lock-ttl", &lock_ttl.to_string()])
-            .env_remove("TESSERA_ADMIN_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("run tessera dashboard");
-        let mut dashboard = Dashboard {
-            child: ChildGuard::new(child),
-            addr: listen,
-            log_path,
-            _dir: dir,
-        };
-        let mut exited = None;
-        let ready = wait_until(START_BOUND, || {
-            if let Some(status) = dashboard.child.try_wait() {
-                exited = Some(status);
-                return true;
-            }
-            dashboard.log().contains("dashboard for product")
-        });
-        if exited.is_some() || !ready {
-            dashboard.child.kill();
-            return Err(DashboardExited {
-                status: exited,
-                log: dashboard.log(),
-            });
-        }
-        Ok(dashboard)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// A call with the admin token and a JSON body.
-    fn call(&self, method: &str, path: &str, body: &str) -> HttpResponse {
-        let auth = format!("Bearer {TOKEN}");
-        http_request(
-            self.addr,
-            method,
-            path,
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
-            body,
-        )
-    }
-}
-
-impl Drop for Dashboard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "---- dashboard {} log (tail) ----\n{}\n----",
-                self.addr,
-                file_tail(&self.log_path, 4000)
-            );
-        }
-        self.child.kill();
-    }
-}
-
 /// `tessera admin --dashboard ADDR --token T ARGS...`, bounded: (success, stdout, stderr).
 fn admin(dashboard: SocketAddr, args: &[&str]) -> (bool, String, String) {
-    let dir = TempDir::new("admin");
-    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
-    let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .arg("admin")
-        .args(["--dashboard", &dashboard.to_string(), "--token", TOKEN])
-        .args(args)
-        .env_remove("TESSERA_DASHBOARD")
-        .env_remove("TESSERA_ADMIN_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_path).unwrap())
-        .stderr(File::create(&err_path).unwrap())
-        .spawn()
-        .expect("run tessera admin");
-    let mut child = ChildGuard::new(child);
-    let status = child
-        .wait_exit(Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("tessera admin {args:?} did not exit within 10 s"));
-    let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_default();
-    (status.success(), read(&out_path), read(&err_path))
+    harness::dashboard::admin(dashboard, TOKEN, args, Duration::from_secs(10))
 }
 
 /// `admin`, which must succeed; its stdout.
@@ -163,7 +43,7 @@ fn get(redis: &RedisServer, key: &str) -> Option<String> {
 fn api_reassignment_reaches_a_running_proxy() {
     let etcd = Etcd::start();
     let (r1, r2) = (RedisServer::start(), RedisServer::start());
-    let dashboard = Dashboard::start(&etcd.url(), "reassign", free_addr(), 10)
+    let dashboard = Dashboard::start(&etcd.url(), "reassign", free_addr(), TOKEN, 10)
         .unwrap_or_else(|e| panic!("dashboard did not start: {e:?}"));
     let d = dashboard.addr;
     admin_ok(d, &["group", "add", "1"]);
@@ -254,10 +134,10 @@ fn api_reassignment_reaches_a_running_proxy() {
 fn killed_dashboard_lock_expires_and_a_new_dashboard_takes_over() {
     let etcd = Etcd::start();
     let ttl = 2;
-    let mut a = Dashboard::start(&etcd.url(), "takeover", free_addr(), ttl)
+    let mut a = Dashboard::start(&etcd.url(), "takeover", free_addr(), TOKEN, ttl)
         .unwrap_or_else(|e| panic!("dashboard A did not start: {e:?}"));
     let b_addr = free_addr();
-    let refused = Dashboard::start(&etcd.url(), "takeover", b_addr, ttl)
+    let refused = Dashboard::start(&etcd.url(), "takeover", b_addr, TOKEN, ttl)
         .err()
         .expect("a second dashboard for the same product must not start");
     assert!(
@@ -270,13 +150,13 @@ fn killed_dashboard_lock_expires_and_a_new_dashboard_takes_over() {
         refused.log
     );
 
-    a.child.kill();
+    a.kill();
     let killed = Instant::now();
     let bound = Duration::from_secs(ttl + 3);
     let mut attempts = 0;
     let b = loop {
         attempts += 1;
-        match Dashboard::start(&etcd.url(), "takeover", b_addr, ttl) {
+        match Dashboard::start(&etcd.url(), "takeover", b_addr, TOKEN, ttl) {
             Ok(b) => break b,
             Err(e) => {
                 assert!(
@@ -312,7 +192,7 @@ fn killed_dashboard_lock_expires_and_a_new_dashboard_takes_over() {
 fn bad_api_input_changes_nothing_in_etcd() {
     let etcd = Etcd::start();
     let r1 = RedisServer::start();
-    let dashboard = Dashboard::start(&etcd.url(), "bad", free_addr(), 10)
+    let dashboard = Dashboard::start(&etcd.url(), "bad", free_addr(), TOKEN, 10)
         .unwrap_or_else(|e| panic!("dashboard did not start: {e:?}"));
     for (path, body) in [
         ("/api/groups", r#"{"id": 1}"#.to_string()),

@@ -7,28 +7,17 @@
 
 use tessera_testkit as harness;
 
-use std::fs::File;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use harness::{
-    ChildGuard, Proxy, RedisServer, START_BOUND, TempDir, file_tail, free_addr, wait_until,
-};
+use harness::{Proxy, RedisServer, TempDir, free_addr, wait_until};
 
 const TOKEN: &str = "migration-test-token";
 /// How long a migration of a few thousand keys may take on a crowded machine.
 const MIGRATION_BOUND: Duration = Duration::from_secs(60);
 
-/// A `tessera dashboard` process on the embedded store in `store`, SIGKILLed on drop (its
-/// log printed if the test panics).
-struct Dashboard {
-    child: ChildGuard,
-    addr: SocketAddr,
-    log_path: PathBuf,
-    _dir: TempDir,
-}
+/// A `tessera dashboard` process on the embedded store in `store` (the test kit's, with
+/// this file's token and a 2 s lock TTL).
+struct Dashboard(harness::Dashboard);
 
 impl Dashboard {
     fn start(store: &str, product: &str) -> Dashboard {
@@ -38,63 +27,14 @@ impl Dashboard {
 
     /// Starts a dashboard; `Err(log)` if it exits or does not serve within the bound.
     fn try_start(store: &str, product: &str) -> Result<Dashboard, String> {
-        let dir = TempDir::new("dashboard");
-        let log_path = dir.path().join("dashboard.log");
-        let log = File::create(&log_path).expect("create dashboard log");
-        let addr = free_addr();
-        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .arg("dashboard")
-            .args(["--coordinator", store, "--product", product])
-            .args(["--listen", &addr.to_string()])
-            .args(["--admin-token", TOKEN, "--lock-ttl", "2"])
-            .env_remove("TESSERA_ADMIN_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("run tessera dashboard");
-        let mut d = Dashboard {
-            child: ChildGuard::new(child),
-            addr,
-            log_path,
-            _dir: dir,
-        };
-        let mut exited = false;
-        let ready = wait_until(START_BOUND, || {
-            exited = d.child.try_wait().is_some();
-            exited || d.log().contains("dashboard for product")
-        });
-        if exited || !ready {
-            return Err(d.log());
-        }
-        Ok(d)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        harness::Dashboard::start(store, product, free_addr(), TOKEN, 2)
+            .map(Dashboard)
+            .map_err(|e| e.log)
     }
 
     /// `tessera admin ARGS`, bounded: (success, stdout, stderr).
     fn admin(&self, args: &[&str]) -> (bool, String, String) {
-        let dir = TempDir::new("admin");
-        let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
-        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .arg("admin")
-            .args(["--dashboard", &self.addr.to_string(), "--token", TOKEN])
-            .args(args)
-            .env_remove("TESSERA_DASHBOARD")
-            .env_remove("TESSERA_ADMIN_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(File::create(&out_path).unwrap())
-            .stderr(File::create(&err_path).unwrap())
-            .spawn()
-            .expect("run tessera admin");
-        let mut child = ChildGuard::new(child);
-        let status = child
-            .wait_exit(MIGRATION_BOUND)
-            .unwrap_or_else(|| panic!("tessera admin {args:?} did not exit in time"));
-        let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_default();
-        (status.success(), read(&out_path), read(&err_path))
+        self.0.admin(args, MIGRATION_BOUND)
     }
 
     fn admin_ok(&self, args: &[&str]) -> String {
@@ -130,19 +70,6 @@ impl Dashboard {
         self.json(&["migrations"])["steps"]
             .as_array()
             .is_some_and(|s| s.is_empty())
-    }
-}
-
-impl Drop for Dashboard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "---- dashboard {} log (tail) ----\n{}\n----",
-                self.addr,
-                file_tail(&self.log_path, 4000)
-            );
-        }
-        self.child.kill();
     }
 }
 

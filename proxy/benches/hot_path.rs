@@ -18,13 +18,9 @@ use tessera_proxy::slot;
 
 /// `args` as one RESP array of bulk strings.
 fn encode(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    let mut out = BytesMut::new();
+    tessera_proxy::resp::encode::command(&mut out, args);
+    out.to_vec()
 }
 
 fn bench_slot(c: &mut Criterion) {

@@ -25,7 +25,8 @@
 //! Under the threads: [`shared`] is what every thread of a proxy shares (with [`clients`], the
 //! registry of sessions CLIENT LIST shows), [`worker`] what one worker thread owns, and [`io`]
 //! the byte streams sessions and backend connections run over.
-//! The modules' layering (who may use whom) is in docs/architecture.md.
+//! The modules' layering (who may use whom) is in docs/architecture.md; a unit test
+//! (`layering`) fails if they import one another in a circle.
 //!
 //! From crates of their own, re-exported here: [`resp`] and [`command`] (`tessera-protocol`),
 //! [`slot`] (`tessera-topology`), and [`plugin`] (`tessera-plugin-host`), whose phases the
@@ -47,6 +48,9 @@ pub mod stats;
 pub mod io;
 pub mod shared;
 pub mod worker;
+
+#[cfg(test)]
+mod layering;
 
 pub use tessera_plugin_host as plugin;
 pub use tessera_protocol::{command, resp};

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::prefixes::{Condition, KeyPrefixes, encode_prefixes};
 use crate::wire::{Action, DecodeError, FLAG_KEY, same_bytes};
 
 /// The Redis 7.0 commands that have subcommands (*container* commands). For these the
@@ -86,6 +87,19 @@ struct Span {
     /// How many bytes right before `start` belong to no argument (the input's fields
     /// around a decoded argument), free to take a prefix in place.
     room: u8,
+}
+
+impl Span {
+    /// An argument in `owned[at]`.
+    fn owned(at: usize, key: bool) -> Span {
+        Span {
+            start: at,
+            end: 0,
+            key,
+            owned: true,
+            room: 0,
+        }
+    }
 }
 
 /// One command as the client sent it: `args[0]` is the name, the host marked which
@@ -360,13 +374,7 @@ impl Command {
         let buf = &mut self.owned[at];
         buf.clear();
         buf.extend_from_slice(&self.bytes[s.start..s.end]);
-        self.spans[i] = Span {
-            start: at,
-            end: 0,
-            key: s.key,
-            owned: true,
-            room: 0,
-        };
+        self.spans[i] = Span::owned(at, s.key);
         &mut self.owned[at]
     }
 
@@ -475,13 +483,7 @@ impl Command {
         let s = self.spans[i];
         let at = if s.owned { s.start } else { self.take_owned() };
         self.owned[at] = value.into();
-        self.spans[i] = Span {
-            start: at,
-            end: 0,
-            key: s.key,
-            owned: true,
-            room: 0,
-        };
+        self.spans[i] = Span::owned(at, s.key);
         self.edited(i);
         Ok(())
     }
@@ -618,13 +620,7 @@ impl Command {
         self.edits = Edits::Other;
         let at = self.take_owned();
         self.owned[at] = value.into();
-        self.spans.push(Span {
-            start: at,
-            end: 0,
-            key: false,
-            owned: true,
-            room: 0,
-        });
+        self.spans.push(Span::owned(at, false));
         self.modified = true;
     }
 
@@ -775,136 +771,6 @@ impl Command {
             Action::Continue if self.edits != Edits::None => None,
             _ => Some(self.condition()),
         }
-    }
-}
-
-/// The key prefixes of a remember request, borrowed from the [`Command`]: their ABI
-/// encoding (a `u32` count, then *bytes* fields), empty for no condition.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Condition<'a> {
-    encoded: &'a [u8],
-}
-
-impl<'a> Condition<'a> {
-    /// The prefixes, in order.
-    pub(crate) fn iter(self) -> Prefixes<'a> {
-        Prefixes::of(self.encoded)
-    }
-
-    /// The condition as the ABI sends it: the list of prefixes (`u32` count first).
-    #[inline]
-    pub(crate) fn encoded(self) -> &'a [u8] {
-        if self.encoded.is_empty() {
-            &[0; 4]
-        } else {
-            self.encoded
-        }
-    }
-}
-
-/// Appends the ABI encoding of `prefixes` (a `u32` count, then *bytes* fields) to `out`, or
-/// nothing if there are none.
-fn encode_prefixes<I>(out: &mut Vec<u8>, prefixes: I)
-where
-    I: IntoIterator,
-    I::Item: AsRef<[u8]>,
-{
-    let at = out.len();
-    let mut n: u32 = 0;
-    for p in prefixes {
-        if n == 0 {
-            out.extend_from_slice(&[0; 4]);
-        }
-        let p = p.as_ref();
-        let len = u32::try_from(p.len()).expect("a key prefix longer than 4 GiB");
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(p);
-        n += 1;
-    }
-    if n > 0 {
-        out[at..at + 4].copy_from_slice(&n.to_le_bytes());
-    }
-}
-
-/// The prefixes of an encoded prefix list, in order.
-#[derive(Debug, Clone)]
-pub(crate) struct Prefixes<'a> {
-    rest: &'a [u8],
-    left: usize,
-}
-
-impl<'a> Prefixes<'a> {
-    fn of(encoded: &'a [u8]) -> Self {
-        match encoded.split_first_chunk::<4>() {
-            Some((n, rest)) => Prefixes {
-                rest,
-                left: u32::from_le_bytes(*n) as usize,
-            },
-            None => Prefixes { rest: &[], left: 0 },
-        }
-    }
-}
-
-impl<'a> Iterator for Prefixes<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        if self.left == 0 {
-            return None;
-        }
-        let (len, rest) = self.rest.split_first_chunk::<4>()?;
-        let (p, rest) = rest.split_at(u32::from_le_bytes(*len) as usize);
-        self.rest = rest;
-        self.left -= 1;
-        Some(p)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
-    }
-}
-
-impl ExactSizeIterator for Prefixes<'_> {}
-
-/// Key prefixes for [`Command::remember_if_keys_start_with_any`], encoded once as the ABI
-/// sends them, so that asking to remember a verdict on them is one copy whatever their
-/// number. Build one per condition a plugin uses (say, per user, at configure time).
-///
-/// ```
-/// use tessera_sdk::{Command, KeyPrefixes};
-///
-/// let app = KeyPrefixes::new(["app:", "shared:"]);
-/// let mut cmd = Command::new(["GET", "app:1"]).with_key(1);
-/// cmd.remember_if_keys_start_with_any(&app);
-/// let asked: Vec<&[u8]> = cmd.remembered().unwrap().collect();
-/// assert_eq!(asked, [&b"app:"[..], b"shared:"]);
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeyPrefixes {
-    /// Empty if there are no prefixes.
-    encoded: Vec<u8>,
-}
-
-impl KeyPrefixes {
-    /// These prefixes, in order.
-    pub fn new<I>(prefixes: I) -> Self
-    where
-        I: IntoIterator,
-        I::Item: AsRef<[u8]>,
-    {
-        let mut encoded = Vec::new();
-        encode_prefixes(&mut encoded, prefixes);
-        KeyPrefixes { encoded }
-    }
-
-    /// Whether there are no prefixes (a condition no key meets: nothing is remembered).
-    pub fn is_empty(&self) -> bool {
-        self.encoded.is_empty()
-    }
-
-    /// The prefixes, in order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
-        Prefixes::of(&self.encoded)
     }
 }
 

@@ -85,6 +85,7 @@ mod command;
 mod context;
 pub mod dispatch;
 pub mod log;
+mod prefixes;
 pub mod reply;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
@@ -92,10 +93,9 @@ pub mod time;
 pub mod wire;
 
 pub use by_name::ByName;
-pub use command::{
-    CONTAINER_COMMANDS, Command, CommandError, KeyPrefixes, is_container_command, prepend,
-};
+pub use command::{CONTAINER_COMMANDS, Command, CommandError, is_container_command, prepend};
 pub use context::Context;
+pub use prefixes::KeyPrefixes;
 
 #[cfg(test)]
 #[global_allocator]

@@ -23,7 +23,7 @@
 
 use std::fmt;
 
-use crate::command::Condition;
+use crate::prefixes::Condition;
 use crate::{Command, Context};
 
 /// The ABI version this SDK implements; `tessera_abi_version` returns it.

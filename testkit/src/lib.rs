@@ -10,6 +10,7 @@
 //! Tests name it `harness` (`use tessera_testkit as harness;`); the root re-exports what
 //! they call.
 
+pub mod dashboard;
 pub mod etcd;
 pub mod http;
 pub mod plugins;
@@ -25,6 +26,7 @@ pub mod slots;
 
 use std::path::{Path, PathBuf};
 
+pub use dashboard::{Dashboard, DashboardExited};
 pub use http::{HttpResponse, get_with_host, http_get, http_request, metric};
 pub use plugins::{BUILT_DIR, built, built_dir, module, module_bytes};
 pub use ports::{accepts, free_addr, free_port, free_port_pair};

@@ -1,9 +1,13 @@
 //! The few Redis commands the migrator sends (AUTH, INFO, SELECT, SCAN, MIGRATE), over one
-//! RESP2 connection with pipelining: a minimal client, every call bounded in time.
+//! RESP2 connection with pipelining: a minimal client, every call bounded in time. Commands
+//! are written and replies framed by tessera-protocol's RESP code (`encode::command`,
+//! `ReplyScanner`); only turning a framed reply into a [`Reply`] is here.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use bytes::BytesMut;
+use tessera_protocol::resp::{ReplyScanner, encode, parse_int};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A reply, as much of RESP2 as these commands answer with.
@@ -28,12 +32,18 @@ pub enum RedisError {
     },
 }
 
-/// The most bytes one reply line or bulk string may have (a SCAN page of keys fits).
-const MAX_BULK: usize = 512 << 20;
+/// The most bytes one reply may have (a SCAN page of keys fits).
+const MAX_REPLY: usize = 512 << 20;
+
+/// How deep a reply's arrays may nest (the replies these commands get nest two deep).
+const MAX_DEPTH: usize = 8;
 
 pub struct RedisConn {
     addr: String,
-    stream: BufReader<TcpStream>,
+    stream: TcpStream,
+    /// Read but not yet taken as replies.
+    buf: BytesMut,
+    scanner: ReplyScanner,
     timeout: Duration,
 }
 
@@ -52,7 +62,9 @@ impl RedisConn {
         let _ = stream.set_nodelay(true);
         let mut conn = RedisConn {
             addr: addr.to_string(),
-            stream: BufReader::new(stream),
+            stream,
+            buf: BytesMut::new(),
+            scanner: ReplyScanner::default(),
             timeout,
         };
         if !password.is_empty() {
@@ -83,26 +95,49 @@ impl RedisConn {
 
     /// Several commands written at once, their replies in order (error replies included).
     pub async fn pipeline(&mut self, commands: &[Vec<Vec<u8>>]) -> Result<Vec<Reply>, RedisError> {
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         for args in commands {
-            encode(&mut out, args);
+            encode::command(&mut out, args);
         }
         let addr = self.addr.clone();
+        let timeout = self.timeout;
         let work = async {
-            self.stream.get_mut().write_all(&out).await?;
+            self.stream.write_all(&out).await?;
             let mut replies = Vec::with_capacity(commands.len());
             for _ in commands {
-                replies.push(read_reply(&mut self.stream).await?);
+                replies.push(self.read_reply().await?);
             }
             Ok::<_, std::io::Error>(replies)
         };
-        match tokio::time::timeout(self.timeout, work).await {
+        match tokio::time::timeout(timeout, work).await {
             Ok(Ok(replies)) => Ok(replies),
             Ok(Err(e)) => Err(io_error(&addr, &e.to_string())),
             Err(_) => Err(io_error(
                 &addr,
-                &format!("no reply within {} ms", self.timeout.as_millis()),
+                &format!("no reply within {} ms", timeout.as_millis()),
             )),
+        }
+    }
+
+    /// Reads until the scanner frames one whole reply, and takes it off the buffer.
+    async fn read_reply(&mut self) -> std::io::Result<Reply> {
+        loop {
+            let framed = self
+                .scanner
+                .scan(&self.buf)
+                .map_err(|e| protocol(&e.to_string()))?;
+            if let Some(n) = framed {
+                let bytes = self.buf.split_to(n);
+                let mut pos = 0;
+                return parse(&bytes, &mut pos, 0);
+            }
+            if self.buf.len() > MAX_REPLY {
+                return Err(protocol("reply too long"));
+            }
+            self.buf.reserve(16 * 1024);
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(protocol("connection closed"));
+            }
         }
     }
 }
@@ -114,73 +149,93 @@ fn io_error(addr: &str, message: &str) -> RedisError {
     }
 }
 
-/// A command as a RESP array of bulk strings.
-fn encode(out: &mut Vec<u8>, args: &[Vec<u8>]) {
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
 fn protocol(why: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string())
 }
 
-async fn read_line(r: &mut BufReader<TcpStream>) -> std::io::Result<String> {
-    let mut line = Vec::new();
-    let n = (&mut *r)
-        .take(64 * 1024)
-        .read_until(b'\n', &mut line)
-        .await?;
-    if n == 0 {
-        return Err(protocol("connection closed"));
-    }
-    if !line.ends_with(b"\r\n") {
-        return Err(protocol("reply line too long or cut"));
-    }
-    line.truncate(line.len() - 2);
-    String::from_utf8(line).map_err(|_| protocol("reply line is not UTF-8"))
-}
-
-fn read_reply(
-    r: &mut BufReader<TcpStream>,
-) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<Reply>> + Send + '_>> {
-    Box::pin(async move {
-        let line = read_line(r).await?;
-        let (kind, rest) = line.split_at(line.len().min(1));
-        let int = |s: &str| s.parse::<i64>().map_err(|_| protocol("bad length"));
-        Ok(match kind {
-            "+" => Reply::Simple(rest.to_string()),
-            "-" => Reply::Error(rest.to_string()),
-            ":" => Reply::Int(int(rest)?),
-            "$" => {
-                let len = int(rest)?;
-                if len < 0 {
-                    return Ok(Reply::Bulk(None));
-                }
-                let len = len as usize;
-                if len > MAX_BULK {
-                    return Err(protocol("bulk string too long"));
-                }
-                let mut buf = vec![0; len + 2];
-                r.read_exact(&mut buf).await?;
-                buf.truncate(len);
-                Reply::Bulk(Some(buf))
+/// The reply at `*pos` of `buf`, a whole reply the scanner framed (so every line has its
+/// CRLF and every bulk string its bytes); moves `*pos` past it.
+fn parse(buf: &[u8], pos: &mut usize, depth: usize) -> std::io::Result<Reply> {
+    let start = *pos;
+    let eol = start
+        + buf[start..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| protocol("reply cut"))?;
+    let line = &buf[start + 1..eol];
+    *pos = eol + 2;
+    let text =
+        |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| protocol("reply line is not UTF-8"));
+    let int = |b: &[u8]| parse_int(b).ok_or_else(|| protocol("bad length"));
+    Ok(match buf[start] {
+        b'+' => Reply::Simple(text(line)?),
+        b'-' => Reply::Error(text(line)?),
+        b':' => Reply::Int(int(line)?),
+        b'$' => match usize::try_from(int(line)?) {
+            Err(_) => Reply::Bulk(None),
+            Ok(len) => {
+                let body = buf[*pos..*pos + len].to_vec();
+                *pos += len + 2;
+                Reply::Bulk(Some(body))
             }
-            "*" => {
-                let len = int(rest)?;
-                if len < 0 {
-                    return Ok(Reply::Array(None));
-                }
-                let mut items = Vec::with_capacity((len as usize).min(1024));
+        },
+        b'*' => match usize::try_from(int(line)?) {
+            Err(_) => Reply::Array(None),
+            Ok(_) if depth == MAX_DEPTH => return Err(protocol("reply nested too deep")),
+            Ok(len) => {
+                let mut items = Vec::with_capacity(len.min(1024));
                 for _ in 0..len {
-                    items.push(read_reply(r).await?);
+                    items.push(parse(buf, pos, depth + 1)?);
                 }
                 Reply::Array(Some(items))
             }
-            _ => return Err(protocol("unknown reply type")),
-        })
+        },
+        _ => return Err(protocol("unknown reply type")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(bytes: &[u8]) -> std::io::Result<Reply> {
+        let mut scanner = ReplyScanner::default();
+        let n = scanner
+            .scan(bytes)
+            .expect("well formed")
+            .expect("a whole reply");
+        assert_eq!(n, bytes.len(), "one reply");
+        parse(bytes, &mut 0, 0)
+    }
+
+    #[test]
+    fn a_scan_page_parses_to_its_cursor_and_keys() {
+        let reply = parse_all(b"*2\r\n$2\r\n17\r\n*3\r\n$1\r\na\r\n$-1\r\n$0\r\n\r\n").unwrap();
+        let bulk = |b: &[u8]| Reply::Bulk(Some(b.to_vec()));
+        assert_eq!(
+            reply,
+            Reply::Array(Some(vec![
+                bulk(b"17"),
+                Reply::Array(Some(vec![bulk(b"a"), Reply::Bulk(None), bulk(b"")])),
+            ]))
+        );
+    }
+
+    #[test]
+    fn simple_error_and_integer_replies_parse() {
+        assert_eq!(parse_all(b"+OK\r\n").unwrap(), Reply::Simple("OK".into()));
+        assert_eq!(
+            parse_all(b"-IOERR error or timeout\r\n").unwrap(),
+            Reply::Error("IOERR error or timeout".into())
+        );
+        assert_eq!(parse_all(b":-3\r\n").unwrap(), Reply::Int(-3));
+        assert_eq!(parse_all(b"*-1\r\n").unwrap(), Reply::Array(None));
+    }
+
+    #[test]
+    fn replies_nested_deeper_than_redis_sends_are_refused() {
+        let deep = format!("{}:1\r\n", "*1\r\n".repeat(MAX_DEPTH + 1));
+        let err = parse_all(deep.as_bytes()).unwrap_err();
+        assert_eq!(err.to_string(), "reply nested too deep");
+    }
 }

@@ -1,0 +1,285 @@
+//! Load benchmark: `redis-benchmark` against Redis directly, through Tessera and through
+//! twemproxy, interleaved, with each proxy's CPU time per operation.
+//!
+//! Run: `cargo bench --bench load` (release profile). Environment:
+//! - `TESSERA_BENCH_REQUESTS` — requests of a `-P 16` single-key run (default 1000000); the
+//!   other workloads use a fixed fraction of it (the `requests` column);
+//! - `TESSERA_BENCH_REPS` — repetitions per workload and system (default 3; the median counts);
+//! - `TESSERA_BENCH_WORKERS` — Tessera's `proxy.workers` (default: the proxy's own, one per core);
+//! - `TESSERA_BENCH_ONLY` — comma-separated parts of workload names: only those workloads run.
+//! - `TESSERA_BENCH_BASELINE` — the path of another `tessera` executable (e.g. a release build
+//!   of an earlier commit): it runs as a fourth system over the same servers, and the report
+//!   gets a table of this build against it.
+//!
+//! The table is printed and written to `target/bench-load.md`. See benches/README.md.
+
+use tessera_testkit as harness;
+
+use std::fmt::Write as _;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::{
+    Proxy, RawConn, RedisServer, Resp, TempDir, accepts, clock_ticks_per_sec, cpu_ticks, free_port,
+    wait_until,
+};
+
+mod measure;
+mod report;
+mod systems;
+mod workloads;
+
+use measure::*;
+use report::*;
+use systems::*;
+use workloads::*;
+
+/// Connections of every redis-benchmark run.
+const CLIENTS: u32 = 50;
+/// Keyspace (`-r`).
+const KEYSPACE: u64 = 100_000;
+/// Wall-clock bound of one redis-benchmark run; it is killed past it.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Size of the values of the 1 KiB workload.
+const BIG_VALUE: usize = 1024;
+/// Fields of each hash of the HGETALL workloads.
+const HASH_FIELDS: usize = 10;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` does not: don't run minutes of
+    // load in a test run.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("load bench: skipped (run it with `cargo bench --bench load`)");
+        return;
+    }
+    let started = Instant::now();
+    let load_before = load_average();
+    let Some(rb_version) = tool_version("redis-benchmark", "--version") else {
+        println!(
+            "load bench: redis-benchmark not found; install it with \
+             `apt-get install redis-tools` (Debian/Ubuntu). Skipped."
+        );
+        return;
+    };
+    if tool_version("redis-server", "--version").is_none() {
+        println!(
+            "load bench: redis-server not found; install it with \
+             `apt-get install redis-server`. Skipped."
+        );
+        return;
+    }
+    let nc_version = tool_version("nutcracker", "-V");
+    if nc_version.is_none() {
+        println!(
+            "load bench: nutcracker (twemproxy) not found; install it with \
+             `apt-get install nutcracker`. The twemproxy column is skipped."
+        );
+    }
+    let base = env_u64("TESSERA_BENCH_REQUESTS", 1_000_000).max(1000);
+    let reps = env_u64("TESSERA_BENCH_REPS", 3).max(1) as usize;
+    let workers = std::env::var("TESSERA_BENCH_WORKERS").ok();
+    let clk_tck = clock_ticks_per_sec();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+
+    let a = RedisServer::start();
+    let b = RedisServer::start();
+    let proxy = |bin: Option<&str>| {
+        let mut builder = Proxy::builder(&[&[&a], &[&b]]);
+        if let Some(w) = &workers {
+            builder = builder.settings(&[("proxy.workers", w.as_str())]);
+        }
+        if let Some(bin) = bin {
+            builder = builder.binary(bin);
+        }
+        builder.start()
+    };
+    let tessera = proxy(None);
+    let baseline_bin = std::env::var("TESSERA_BENCH_BASELINE").ok();
+    let baseline = baseline_bin.as_deref().map(|bin| proxy(Some(bin)));
+    let twemproxy = match nc_version {
+        Some(_) => match Twemproxy::start(&[&a, &b]) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                println!("load bench: twemproxy skipped: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+
+    let servers = [a.pid(), b.pid()];
+    let mut endpoints = vec![
+        Endpoint {
+            sys: Sys::Direct,
+            addr: a.socket_addr(),
+            cpu_pid: None,
+        },
+        Endpoint {
+            sys: Sys::Tessera,
+            addr: tessera.addr,
+            cpu_pid: Some(tessera.pid()),
+        },
+    ];
+    if let Some(p) = &baseline {
+        endpoints.push(Endpoint {
+            sys: Sys::Baseline,
+            addr: p.addr,
+            cpu_pid: Some(p.pid()),
+        });
+    }
+    if let Some(t) = &twemproxy {
+        endpoints.push(Endpoint {
+            sys: Sys::Twemproxy,
+            addr: t.addr,
+            cpu_pid: Some(t.pid()),
+        });
+    }
+
+    println!(
+        "load bench: {cores} cores; redis-benchmark -c {CLIENTS} -r {KEYSPACE}; base requests \
+         {base}; {reps} repetitions, interleaved; direct = one redis-server ({}); tessera and \
+         twemproxy over two ({} + {})",
+        a.addr(),
+        a.addr(),
+        b.addr()
+    );
+
+    // Warm-up: connections, allocators, page cache. Not measured.
+    let warm = Workload {
+        name: "warm-up",
+        pipeline: 16,
+        share: (1, 1),
+        args: vec!["-t".into(), "set,get".into()],
+        needs_big_keys: false,
+        needs_hashes: false,
+        resp3: false,
+        target: Target {
+            min_ratio: 0.0,
+            max_cpu_us: None,
+        },
+    };
+    for ep in &endpoints {
+        if let Err(e) = run_benchmark(ep, &warm, 20_000, clk_tck, &servers) {
+            println!("  warm-up {}: {e}", ep.sys.label());
+        }
+    }
+
+    // TESSERA_BENCH_ONLY=a,b: only the workloads whose names contain one of these.
+    let only: Vec<String> = std::env::var("TESSERA_BENCH_ONLY")
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default();
+    let workloads: Vec<Workload> = workloads()
+        .into_iter()
+        .filter(|w| only.is_empty() || only.iter().any(|o| w.name.contains(o.as_str())))
+        .collect();
+    let mut cells: Vec<Vec<Cell>> = workloads
+        .iter()
+        .map(|_| endpoints.iter().map(|_| Cell::default()).collect())
+        .collect();
+    // A workload runs on its own, or with its RESP3 partner (RESP3_PAIRS) rep by rep, so
+    // that the drift of the machine hits both protocols alike.
+    let mut done = vec![false; workloads.len()];
+    for first in 0..workloads.len() {
+        if done[first] {
+            continue;
+        }
+        let mut batch = vec![first];
+        if let Some(&(_, three)) = RESP3_PAIRS
+            .iter()
+            .find(|(two, _)| *two == workloads[first].name)
+            && let Some(j) = workloads.iter().position(|w| w.name == three)
+        {
+            batch.push(j);
+        }
+        for &i in &batch {
+            done[i] = true;
+            let w = &workloads[i];
+            for (ep, cell) in endpoints.iter().zip(cells[i].iter_mut()) {
+                let prepared = if w.needs_big_keys {
+                    fill_big_keys(ep)
+                } else if w.needs_hashes {
+                    fill_hashes(ep)
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = prepared.and_then(|()| probe(ep, w)) {
+                    println!("  {} {}: {e}", w.name, ep.sys.label());
+                    cell.error = Some(e);
+                }
+            }
+        }
+        for rep in 0..reps {
+            for &i in &batch {
+                let w = &workloads[i];
+                let requests = (base * w.share.0 / w.share.1).max(1000);
+                for (ep, cell) in endpoints.iter().zip(cells[i].iter_mut()) {
+                    if cell.error.is_some() {
+                        continue;
+                    }
+                    match run_benchmark(ep, w, requests, clk_tck, &servers) {
+                        Ok(r) => {
+                            println!(
+                                "  {:<18} rep {} {:<9} {:>12} ops/s  proxy CPU {} µs/op, all {} µs/op",
+                                w.name,
+                                rep + 1,
+                                ep.sys.label(),
+                                fmt_ops(Some(r.ops_per_sec)),
+                                fmt_cpu(r.cpu_us_per_op),
+                                fmt_cpu(r.all_us_per_op)
+                            );
+                            cell.ops.push(r.ops_per_sec);
+                            if let Some(c) = r.cpu_us_per_op {
+                                cell.cpu.push(c);
+                            }
+                            if let Some(c) = r.all_us_per_op {
+                                cell.all.push(c);
+                            }
+                        }
+                        Err(e) => {
+                            println!("  {} rep {} {}: {e}", w.name, rep + 1, ep.sys.label());
+                            cell.error = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    let md = render(
+        &workloads,
+        &endpoints,
+        &cells,
+        &Meta {
+            base,
+            reps,
+            cores,
+            workers,
+            redis_benchmark: rb_version,
+            nutcracker: twemproxy.as_ref().and(nc_version.clone()),
+            load: (load_before, load_average()),
+            elapsed: started.elapsed(),
+        },
+    );
+    println!("\n{md}");
+    let path = report_path();
+    match std::fs::write(&path, &md) {
+        Ok(()) => println!("written to {}", path.display()),
+        Err(e) => println!("could not write {}: {e}", path.display()),
+    }
+    drop(twemproxy);
+    drop(baseline);
+    drop(tessera);
+}

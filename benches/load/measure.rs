@@ -1,0 +1,228 @@
+//! Measuring: one redis-benchmark run with the CPU time of the proxy it goes through, the
+//! data some workloads need first, and the median of a cell's runs.
+
+use super::*;
+
+pub(crate) struct RunResult {
+    pub(crate) ops_per_sec: f64,
+    /// Proxy CPU per operation (None for direct Redis).
+    pub(crate) cpu_us_per_op: Option<f64>,
+    /// CPU per operation of every process taking part: redis-benchmark, both
+    /// redis-servers and the proxy.
+    pub(crate) all_us_per_op: Option<f64>,
+}
+
+/// CPU time of this process's reaped children (here: the redis-benchmark runs), in µs.
+pub(crate) fn children_cpu_us() -> Option<f64> {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return None;
+    }
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    Some(us(ru.ru_utime) + us(ru.ru_stime))
+}
+
+/// One redis-benchmark run against `ep`; `Err` if it failed, timed out or printed no rate.
+pub(crate) fn run_benchmark(
+    ep: &Endpoint,
+    w: &Workload,
+    requests: u64,
+    clk_tck: f64,
+    servers: &[u32],
+) -> Result<RunResult, String> {
+    let servers_ticks = || -> Option<u64> { servers.iter().map(|&p| cpu_ticks(p)).sum() };
+    let cpu_before = ep.cpu_pid.and_then(cpu_ticks);
+    let servers_before = servers_ticks();
+    let client_before = children_cpu_us();
+    let mut cmd = Command::new("redis-benchmark");
+    cmd.args(["-h", "127.0.0.1", "-p", &ep.addr.port().to_string()])
+        .args(["-c", &CLIENTS.to_string(), "-n", &requests.to_string()])
+        .args(["-r", &KEYSPACE.to_string(), "-P", &w.pipeline.to_string()])
+        .args(["-q", "--csv"]);
+    if w.resp3 {
+        cmd.arg("-3");
+    }
+    cmd.args(&w.args);
+    let (status, stdout, stderr) = harness::run_bounded(&mut cmd, RUN_TIMEOUT)
+        .map_err(|e| format!("cannot run redis-benchmark: {e}"))?;
+    let cpu_after = ep.cpu_pid.and_then(cpu_ticks);
+    let servers_after = servers_ticks();
+    let client_after = children_cpu_us();
+    let Some(status) = status else {
+        return Err(format!("redis-benchmark killed after {RUN_TIMEOUT:?}"));
+    };
+    let rps = parse_csv_rps(&stdout).ok_or_else(|| {
+        format!(
+            "redis-benchmark ({status}) printed no rate; stdout: {stdout:?}; stderr: {}",
+            stderr.trim()
+        )
+    })?;
+    let per_op = |before: Option<u64>, after: Option<u64>| match (before, after) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / clk_tck * 1e6 / requests as f64),
+        _ => None,
+    };
+    let cpu_us_per_op = per_op(cpu_before, cpu_after);
+    let servers_us = per_op(servers_before, servers_after);
+    let client_us = match (client_before, client_after) {
+        (Some(b), Some(a)) => Some((a - b) / requests as f64),
+        _ => None,
+    };
+    let all_us_per_op = match (servers_us, client_us) {
+        (Some(s), Some(c)) => Some(s + c + cpu_us_per_op.unwrap_or(0.0)),
+        _ => None,
+    };
+    Ok(RunResult {
+        ops_per_sec: rps,
+        cpu_us_per_op,
+        all_us_per_op,
+    })
+}
+
+/// The `rps` of the first result line of `redis-benchmark --csv`:
+/// `"test","rps",...` then `"SET","86956.52",...`.
+pub(crate) fn parse_csv_rps(stdout: &str) -> Option<f64> {
+    stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('"') && !l.starts_with("\"test\""))
+        .find_map(|l| {
+            let fields: Vec<&str> = l.split("\",\"").collect();
+            fields.get(1)?.trim_matches('"').parse().ok()
+        })
+}
+
+/// One command of the workload, with `__rand_int__` fixed, as redis-benchmark would send it.
+pub(crate) fn probe_command(w: &Workload) -> Vec<String> {
+    let key = "000000000001";
+    match w.args.as_slice() {
+        [t, test] if t == "-t" && test == "set" => {
+            vec!["SET".into(), format!("key:{key}"), "xxx".into()]
+        }
+        [t, test] if t == "-t" && test == "get" => vec!["GET".into(), format!("key:{key}")],
+        args => args
+            .iter()
+            .map(|a| a.replace("__rand_int__", key))
+            .collect(),
+    }
+}
+
+/// Sends one command of the workload and refuses an error reply: redis-benchmark counts
+/// error replies as operations, which would make a broken path look fast. For a RESP3
+/// workload, first checks that the endpoint accepts `HELLO 3`.
+pub(crate) fn probe(ep: &Endpoint, w: &Workload) -> Result<(), String> {
+    if w.resp3 {
+        use std::io::Read as _;
+        let mut conn = RawConn::connect(ep.addr);
+        conn.send(&harness::encode(&["HELLO", "3"]));
+        let mut first = [0u8; 1];
+        conn.stream
+            .read_exact(&mut first)
+            .map_err(|e| format!("HELLO 3 got no reply: {e}"))?;
+        if first[0] != b'%' {
+            return Err("refuses HELLO 3 (no RESP3)".into());
+        }
+    }
+    let mut conn = RawConn::connect(ep.addr);
+    let cmd = probe_command(w);
+    conn.send(&harness::encode(&cmd));
+    match conn.read() {
+        Ok(Resp::Error(e)) => Err(format!("{} answers -{e}", cmd[0])),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("{} got no reply: {e}", cmd[0])),
+    }
+}
+
+/// `SET big:<n> <1 KiB>` for every key of the keyspace, pipelined, through `ep`.
+pub(crate) fn fill_big_keys(ep: &Endpoint) -> Result<(), String> {
+    const BATCH: u64 = 500;
+    let value = vec![b'v'; BIG_VALUE];
+    let mut conn = RawConn::connect(ep.addr);
+    let mut start = 0;
+    while start < KEYSPACE {
+        let end = (start + BATCH).min(KEYSPACE);
+        let mut buf = Vec::with_capacity((end - start) as usize * (BIG_VALUE + 48));
+        for n in start..end {
+            let key = format!("big:{n:012}");
+            buf.extend_from_slice(&harness::encode(&[
+                b"SET".as_slice(),
+                key.as_bytes(),
+                &value,
+            ]));
+        }
+        conn.send(&buf);
+        for _ in start..end {
+            match conn.read() {
+                Ok(Resp::Simple(s)) if s == "OK" => {}
+                other => return Err(format!("filling big keys: {other:?}")),
+            }
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+/// `HSET hash:<n>` with [`HASH_FIELDS`] short fields for every key of the keyspace,
+/// pipelined, through `ep`.
+pub(crate) fn fill_hashes(ep: &Endpoint) -> Result<(), String> {
+    const BATCH: u64 = 500;
+    let mut conn = RawConn::connect(ep.addr);
+    let mut start = 0;
+    while start < KEYSPACE {
+        let end = (start + BATCH).min(KEYSPACE);
+        let mut buf = Vec::new();
+        for n in start..end {
+            let mut cmd = vec!["HSET".to_string(), format!("hash:{n:012}")];
+            for f in 0..HASH_FIELDS {
+                cmd.push(format!("field{f}"));
+                cmd.push(format!("value{f}"));
+            }
+            buf.extend_from_slice(&harness::encode(&cmd));
+        }
+        conn.send(&buf);
+        for _ in start..end {
+            match conn.read() {
+                Ok(Resp::Int(_)) => {}
+                other => return Err(format!("filling hashes: {other:?}")),
+            }
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+pub(crate) fn median(xs: &[f64]) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// The runs of one workload on one system.
+#[derive(Default)]
+pub(crate) struct Cell {
+    pub(crate) ops: Vec<f64>,
+    pub(crate) cpu: Vec<f64>,
+    /// Whole-system CPU per operation of each run (see [`RunResult::all_us_per_op`]).
+    pub(crate) all: Vec<f64>,
+    pub(crate) error: Option<String>,
+}
+
+impl Cell {
+    pub(crate) fn ops(&self) -> Option<f64> {
+        median(&self.ops)
+    }
+    pub(crate) fn cpu(&self) -> Option<f64> {
+        median(&self.cpu)
+    }
+    pub(crate) fn all(&self) -> Option<f64> {
+        median(&self.all)
+    }
+}
