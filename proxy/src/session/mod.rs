@@ -11,6 +11,7 @@
 //! and `plugins` runs the plugin phases.
 
 mod fanout;
+mod hello;
 mod local;
 mod outbox;
 mod plugins;
