@@ -45,6 +45,9 @@ pub struct UpArgs {
     /// The redis-server program to run.
     #[arg(long, default_value = "redis-server")]
     redis_server: PathBuf,
+    /// Let clients CONFIG SET and CONFIG RESETSTAT through the proxy (proxy.allow_config_set).
+    #[arg(long)]
+    allow_config_set: bool,
 }
 
 /// Redis servers started by `up`; shut down (then killed, if they linger) when dropped.
@@ -221,6 +224,7 @@ fn proxy_config(args: &UpArgs, coordinator: &str) -> Config {
     let mut config = Config::default();
     config.proxy.listen = args.proxy_addr;
     config.proxy.admin_listen = Some(args.admin_addr);
+    config.proxy.allow_config_set = args.allow_config_set;
     config.coordinator = Some(CoordinatorConfig {
         url: coordinator.to_string(),
         product: args.product.clone(),

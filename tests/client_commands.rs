@@ -675,9 +675,6 @@ fn unsupported_unknown_and_wrong_arity_errors_keep_the_connection() {
         &["BZPOPMIN", "k", "1"],
         &["SUBSCRIBE", "ch"],
         &["PSUBSCRIBE", "ch*"],
-        &["RANDOMKEY"],
-        &["INFO"],
-        &["SCRIPT", "FLUSH"],
     ];
     for args in unsupported {
         let got = c.cmd(args);

@@ -1,4 +1,4 @@
-//! Keyspace-wide commands through the proxy over three groups: DBSIZE, KEYS, LASTSAVE,
+//! Keyspace-wide commands through the proxy over three groups: DBSIZE, KEYS, LASTSAVE, RANDOMKEY,
 //! FLUSHDB/FLUSHALL (and the settings that disable them), SCAN with one cursor over every
 //! group (raw, and through the `redis` crate in RESP2 and RESP3), and a dead group, which
 //! turns each of them into an error naming its backend, never a partial answer.
@@ -507,4 +507,49 @@ fn key_prefix_confines_keys_and_scan_to_the_tenant_over_every_group() {
         c.cmd(&["SORT", "{s}list", "GET", "{s}o_*"]),
         Resp::Array(Some(vec![Resp::bulk("mine")]))
     );
+}
+
+#[test]
+fn randomkey_answers_keys_of_every_group_and_nil_only_when_all_are_empty() {
+    let mut cl = cluster(&[]);
+    let mut c = cl.proxy.raw();
+    assert_eq!(c.cmd(&["RANDOMKEY"]), Resp::nil());
+    let mut conn3 = redis::Client::open(format!("redis://{}/?protocol=resp3", cl.proxy.addr))
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .expect("connect with HELLO 3");
+    let none: Option<String> = redis::cmd("RANDOMKEY").query(&mut conn3).unwrap();
+    assert_eq!(none, None);
+
+    // Keys on one group only: the empty groups are never chosen.
+    let only: HashSet<String> = (0..200)
+        .map(|i| format!("one:{i}"))
+        .filter(|k| group_of_key(k.as_bytes(), GROUPS) == 2)
+        .take(3)
+        .collect();
+    for k in &only {
+        assert_eq!(c.cmd(&["SET", k, "v"]), Resp::ok());
+    }
+    for _ in 0..30 {
+        let key = String::from_utf8(c.cmd(&["RANDOMKEY"]).bytes().unwrap().to_vec()).unwrap();
+        assert!(only.contains(&key), "{key}");
+    }
+
+    // Keys on every group: each group answers sometimes (each holds about a third of the
+    // keys; 300 draws miss one with a chance below 1e-50).
+    assert_eq!(c.cmd(&["FLUSHALL"]), Resp::ok());
+    let keys = set_keys(&mut c, "r:", 60);
+    let mut groups_seen = HashSet::new();
+    for _ in 0..300 {
+        let key: String = redis::cmd("RANDOMKEY").query(&mut conn3).unwrap();
+        assert!(keys.contains(&key), "{key}");
+        groups_seen.insert(group_of_key(key.as_bytes(), GROUPS));
+    }
+    assert_eq!(groups_seen.len(), GROUPS, "{groups_seen:?}");
+
+    cl.servers[2].kill();
+    let dead = format!("backend {} unavailable", cl.servers[2].addr());
+    let reply = c.cmd(&["RANDOMKEY"]);
+    assert!(reply.error_text().contains(&dead), "{reply:?}");
+    assert_eq!(c.cmd(&["PING"]), Resp::simple("PONG"));
 }

@@ -22,9 +22,10 @@ struct Up {
 }
 
 impl Up {
-    fn start(dir: TempDir, base: u16, proxy: SocketAddr, admin: SocketAddr) -> Up {
+    fn start(dir: TempDir, base: u16, proxy: SocketAddr, admin: SocketAddr, extra: &[&str]) -> Up {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .arg("up")
+            .args(extra)
             .args(["--groups", "2"])
             .args(["--redis-port-base", &base.to_string()])
             .arg("--dir")
@@ -118,12 +119,19 @@ impl Drop for Up {
     }
 }
 
-fn run_up_and_stop(sig: libc::c_int) {
+/// `allow_config_set`: run it with `--allow-config-set` (CONFIG SET reaches every redis),
+/// else CONFIG SET is refused.
+fn run_up_and_stop(sig: libc::c_int, allow_config_set: bool) {
     let base = free_port_pair();
     let proxy_addr = free_addr();
     let admin_addr = free_addr();
     let dir = TempDir::new("up");
-    let mut up = Up::start(dir, base, proxy_addr, admin_addr);
+    let extra: &[&str] = if allow_config_set {
+        &["--allow-config-set"]
+    } else {
+        &[]
+    };
+    let mut up = Up::start(dir, base, proxy_addr, admin_addr, extra);
     let ready = up.wait_ready(Duration::from_secs(20));
     assert!(
         ready.contains(&proxy_addr.to_string()),
@@ -174,6 +182,20 @@ fn run_up_and_stop(sig: libc::c_int) {
     assert_eq!(c.cmd(&["SET", &last, "x"]), Resp::ok());
     assert_eq!(second.cmd(&["GET", &last]), Resp::bulk("x"));
     assert_eq!(first.cmd(&["GET", &last]), Resp::nil());
+    if allow_config_set {
+        assert_eq!(c.cmd(&["CONFIG", "SET", "hz", "11"]), Resp::ok());
+        for r in [&mut first, &mut second] {
+            let hz = r.cmd(&["CONFIG", "GET", "hz"]);
+            assert_eq!(hz, Resp::array(vec![Resp::bulk("hz"), Resp::bulk("11")]));
+        }
+    } else {
+        assert_eq!(
+            c.cmd(&["CONFIG", "SET", "hz", "11"]),
+            Resp::err(
+                "ERR CONFIG SET is disabled by the proxy's config (proxy.allow_config_set = false)"
+            )
+        );
+    }
     // redis-py 8 with its defaults (RESP3, HELLO 3 on every connection), and with RESP2.
     for protocol in ["default", "2"] {
         let out = run_redis_py(proxy_addr, protocol, None);
@@ -214,10 +236,10 @@ fn run_up_and_stop(sig: libc::c_int) {
 
 #[test]
 fn up_serves_and_sigterm_stops_everything() {
-    run_up_and_stop(libc::SIGTERM);
+    run_up_and_stop(libc::SIGTERM, false);
 }
 
 #[test]
 fn up_sigint_stops_everything() {
-    run_up_and_stop(libc::SIGINT);
+    run_up_and_stop(libc::SIGINT, true);
 }

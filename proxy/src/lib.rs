@@ -22,8 +22,9 @@
 //! Around it: [`config`] (TOML), [`stats`] (counters and latency histograms per worker) and
 //! [`admin`] (the HTTP API: `/api/model`, `/api/stats`, `/metrics`).
 //!
-//! Under the threads: [`shared`] is what every thread of a proxy shares, [`worker`] what one
-//! worker thread owns, and [`io`] the byte streams sessions and backend connections run over.
+//! Under the threads: [`shared`] is what every thread of a proxy shares (with [`clients`], the
+//! registry of sessions CLIENT LIST shows), [`worker`] what one worker thread owns, and [`io`]
+//! the byte streams sessions and backend connections run over.
 //! The modules' layering (who may use whom) is in docs/architecture.md.
 //!
 //! From crates of their own, re-exported here: [`resp`] and [`command`] (`tessera-protocol`),
@@ -34,6 +35,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod clients;
 pub mod config;
 pub mod coordinator;
 pub mod error;

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
+use crate::clients::Endpoint;
 use crate::command::CommandError;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
@@ -242,8 +243,12 @@ impl WorkerSeed {
                         let Some(stream) = stream else { break };
                         match tokio::net::TcpStream::from_std(stream) {
                             Ok(s) => {
-                                let peer = s.peer_addr().ok();
-                                let session = Session::new(worker.clone(), Box::new(s), peer);
+                                let endpoint = Endpoint {
+                                    peer: s.peer_addr().ok(),
+                                    local: s.local_addr().ok(),
+                                    fd: std::os::fd::AsRawFd::as_raw_fd(&s),
+                                };
+                                let session = Session::new(worker.clone(), Box::new(s), endpoint);
                                 tokio::task::spawn_local(session.run());
                             }
                             Err(e) => {

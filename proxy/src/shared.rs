@@ -1,11 +1,12 @@
 //! What every thread of one proxy shares: the config, the slot table, the passwords, the
-//! plugin chain, the counters, and why the proxy refuses commands if it does.
+//! plugin chain, the counters, the registry of client sessions, and why the proxy refuses commands if it does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
+use crate::clients::Clients;
 use crate::config::Config;
 use crate::plugin::PluginChain;
 use crate::router::{BackendRegistry, SlotTable};
@@ -20,6 +21,8 @@ pub struct Shared {
     pub stats: Stats,
     /// Client connections open now (checked against `max_clients`).
     pub clients: AtomicUsize,
+    /// Every client session, for CLIENT LIST and CLIENT KILL.
+    pub sessions: Clients,
     /// The client and backend passwords (from the config, or the product in the store).
     pub passwords: Arc<ArcSwap<Passwords>>,
     /// Why the proxy refuses commands right now, if it does (e.g. it lost its lease): the
@@ -49,6 +52,7 @@ impl Shared {
             registry,
             stats: Stats::new(workers),
             clients: AtomicUsize::new(0),
+            sessions: Clients::default(),
             passwords: Arc::new(ArcSwap::from_pointee(Passwords {
                 session: config.proxy.password.clone(),
                 backend: config.backend.password.clone(),

@@ -116,6 +116,11 @@ impl Stats {
         self.workers.iter().map(|w| w.ops.get()).sum()
     }
 
+    /// Commands answered with an error so far, over all workers.
+    pub fn errors_total(&self) -> u64 {
+        self.workers.iter().map(|w| w.errors.get()).sum()
+    }
+
     /// A consistent-enough sum over all workers, for the admin API.
     pub fn snapshot(&self) -> Snapshot {
         let sum = |f: &dyn Fn(&WorkerStats) -> u64| self.workers.iter().map(f).sum::<u64>();

@@ -49,6 +49,20 @@ def main() -> None:
     pipe.hgetall(prefix + "h")
     assert pipe.execute() == [1, 1.5, 2, [b"a", b"b"], None, {b"a": b"1", b"b": b"2"}]
 
+    info = r.info()
+    assert isinstance(info["redis_version"], str) and info["tessera_version"], info
+    assert info["connected_clients"] >= 1, info
+    keyspace = r.info("keyspace")
+    assert keyspace["db0"]["keys"] >= 6, keyspace
+    assert set(keyspace["db0"]) >= {"keys", "expires", "avg_ttl"}, keyspace
+    me = r.client_info()
+    assert me["lib-name"] == "redis-py" and me["lib-ver"] == redis.__version__, me
+    assert str(me["resp"]) == str(want_proto), me
+    listed = r.client_list()
+    assert any(str(c["id"]) == str(me["id"]) for c in listed), (me, listed)
+    commandstats = r.info("commandstats")
+    assert any(k.startswith("cmdstat_") for k in commandstats), commandstats
+
     try:
         r.execute_command("SUBSCRIBE", "x")
     except redis.ResponseError as e:

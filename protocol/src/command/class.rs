@@ -222,6 +222,21 @@ const FAN_OUT: &[(&str, FanOut)] = &[
     ("config|get", FanOut::ConfigGet),
     ("config|set", FanOut::ConfigSet),
     ("config|resetstat", FanOut::ConfigResetstat),
+    ("info", FanOut::Info),
+    ("randomkey", FanOut::Randomkey),
+    ("script|load", FanOut::ScriptLoad),
+    ("script|exists", FanOut::ScriptExists),
+    ("script|flush", FanOut::ScriptFlush),
+    ("script|kill", FanOut::ScriptKill),
+    ("function|load", FanOut::FunctionLoad),
+    ("function|delete", FanOut::FunctionDelete),
+    ("function|flush", FanOut::FunctionFlush),
+    ("function|restore", FanOut::FunctionRestore),
+    ("function|kill", FanOut::FunctionKill),
+    ("function|list", FanOut::FunctionList),
+    ("function|dump", FanOut::FunctionDump),
+    ("function|stats", FanOut::FunctionStats),
+    ("wait", FanOut::Wait),
 ];
 
 /// Answered by the proxy itself.
@@ -235,6 +250,11 @@ const LOCAL: &[(&str, Local)] = &[
     ("client|setname", Local::ClientSetName),
     ("client|getname", Local::ClientGetName),
     ("client|id", Local::ClientId),
+    ("client|info", Local::ClientInfo),
+    ("client|list", Local::ClientList),
+    ("client|kill", Local::ClientKill),
+    ("client|no-evict", Local::ClientNoEvict),
+    ("client|reply", Local::ClientReply),
 ];
 
 /// Keyless, and any backend's answer is the proxy's answer.
@@ -278,7 +298,6 @@ const LATER: &[&str] = &[
     "bzpopmin",
     "bzpopmax",
     "bzmpop",
-    "wait",
     // Pub/sub.
     "subscribe",
     "unsubscribe",
@@ -295,24 +314,7 @@ const LATER: &[&str] = &[
     "pubsub|shardchannels",
     "pubsub|shardnumsub",
     // Keyless commands that need every group: fan out and merge.
-    "randomkey",
-    "info",
     "memory|stats",
-    // Script and function management: fan out to every group.
-    "script",
-    "script|exists",
-    "script|flush",
-    "script|kill",
-    "script|load",
-    "function",
-    "function|delete",
-    "function|dump",
-    "function|flush",
-    "function|kill",
-    "function|list",
-    "function|load",
-    "function|restore",
-    "function|stats",
     // Resets the connection's state (db, name, transactions, subscriptions): local once those
     // are.
     "reset",
@@ -320,8 +322,11 @@ const LATER: &[&str] = &[
 
 /// Make no sense through the proxy: ask the backends directly.
 const UNSUPPORTED: &[&str] = &[
-    // Server administration and persistence.
+    // Server administration and persistence. CONFIG, SCRIPT and FUNCTION alone are
+    // containers: only reached without a subcommand, which fails the arity check.
     "config",
+    "script",
+    "function",
     "config|help",
     "config|rewrite",
     "shutdown",
@@ -398,12 +403,7 @@ const UNSUPPORTED: &[&str] = &[
     "client",
     "client|caching",
     "client|getredir",
-    "client|info",
-    "client|kill",
-    "client|list",
-    "client|no-evict",
     "client|pause",
-    "client|reply",
     "client|tracking",
     "client|trackinginfo",
     "client|unblock",
@@ -449,6 +449,31 @@ pub fn describe(class: Class) -> &'static str {
         Class::FanOut(FanOut::ConfigGet) => "answered by the first group (lowest id)",
         Class::FanOut(FanOut::ConfigSet | FanOut::ConfigResetstat) => {
             "sent to every group, OK when every group succeeds; off unless the config allows it"
+        }
+        Class::FanOut(FanOut::ScriptLoad | FanOut::FunctionLoad) => {
+            "sent to every group, the reply when every group answers the same"
+        }
+        Class::FanOut(FanOut::ScriptExists) => "sent to every group, 1 where every group has it",
+        Class::FanOut(
+            FanOut::ScriptFlush
+            | FanOut::FunctionDelete
+            | FanOut::FunctionFlush
+            | FanOut::FunctionRestore,
+        ) => "sent to every group, OK when every group succeeds",
+        Class::FanOut(FanOut::ScriptKill | FanOut::FunctionKill) => {
+            "sent to every group, OK when a group killed a script"
+        }
+        Class::FanOut(FanOut::FunctionList | FanOut::FunctionDump | FanOut::FunctionStats) => {
+            "answered by the first group (lowest id)"
+        }
+        Class::FanOut(FanOut::Wait) => {
+            "sent to every group the session wrote to, the smallest count; timeout bounded"
+        }
+        Class::FanOut(FanOut::Randomkey) => {
+            "every group's DBSIZE and RANDOMKEY; one key, its group chosen weighted by key count"
+        }
+        Class::FanOut(FanOut::Info) => {
+            "the proxy's own sections, the keyspace summed over every group, the rest from the first group"
         }
         Class::Local(_) => "answered by the proxy",
         Class::AnyBackend => "answered by any one backend",

@@ -52,6 +52,19 @@ pub enum CommandError {
     DbIndex,
     #[error("ERR Client names cannot contain spaces, newlines or special characters.")]
     ClientName,
+    /// CLIENT SETINFO's value (the attribute named as sent) is not printable ASCII.
+    #[error("ERR {0} cannot contain spaces, newlines or special characters.")]
+    ClientAttr(String),
+    #[error("ERR Unrecognized option '{0}'")]
+    UnrecognizedOption(String),
+    #[error("ERR No such client")]
+    NoSuchClient,
+    #[error("ERR Unknown client type '{0}'")]
+    ClientType(String),
+    #[error("ERR Invalid client ID")]
+    InvalidClientId,
+    #[error("ERR client-id should be greater than 0")]
+    ClientIdNotPositive,
     #[error("CROSSSLOT Keys in request don't hash to the same slot")]
     CrossSlot,
     #[error("ERR invalid cursor")]
@@ -67,6 +80,14 @@ pub enum CommandError {
     },
 
     // The proxy's own errors.
+    /// WAIT's timeout is 0 or not below `backend.timeout_ms` (`max` is the largest allowed).
+    #[error(
+        "ERR WAIT timeout must be between 1 and {max} ms through the proxy (backend.timeout_ms)"
+    )]
+    WaitTimeout { max: u64 },
+    /// A fan-out whose groups must answer alike (SCRIPT LOAD, FUNCTION LOAD) did not.
+    #[error("ERR group {group} answered differently from group {first}")]
+    Disagree { group: u32, first: u32 },
     /// A command the proxy does not serve (named as typed: `object encoding`).
     #[error("ERR command '{0}' is not supported by the proxy")]
     NotSupported(String),

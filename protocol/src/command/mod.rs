@@ -236,6 +236,50 @@ pub enum FanOut {
     ConfigSet,
     /// `CONFIG RESETSTAT`: likewise.
     ConfigResetstat,
+    /// `INFO [section ...]`: the proxy's own sections, the keyspace summed over every group,
+    /// the other sections from the first group (`session::info`).
+    Info,
+    /// `RANDOMKEY`: DBSIZE and RANDOMKEY to every group; one group's key, chosen at random
+    /// weighted by the groups' key counts.
+    Randomkey,
+    /// `SCRIPT LOAD script`: every group; the sha when every group answers the same.
+    ScriptLoad,
+    /// `SCRIPT EXISTS sha [sha ...]`: every group; 1 where every group has the script.
+    ScriptExists,
+    /// `SCRIPT FLUSH [ASYNC|SYNC]`: every group, `+OK` when every group says OK.
+    ScriptFlush,
+    /// `SCRIPT KILL`: every group; `+OK` when a group killed one, else the groups' error.
+    ScriptKill,
+    /// `FUNCTION LOAD [REPLACE] code`: every group; the library name when every group
+    /// answers the same.
+    FunctionLoad,
+    /// `FUNCTION DELETE library`: every group, `+OK` when every group says OK.
+    FunctionDelete,
+    /// `FUNCTION FLUSH [ASYNC|SYNC]`: likewise.
+    FunctionFlush,
+    /// `FUNCTION RESTORE payload [policy]`: likewise.
+    FunctionRestore,
+    /// `FUNCTION KILL`: like SCRIPT KILL.
+    FunctionKill,
+    /// `FUNCTION LIST [...]`: the first group alone answers.
+    FunctionList,
+    /// `FUNCTION DUMP`: likewise.
+    FunctionDump,
+    /// `FUNCTION STATS`: likewise.
+    FunctionStats,
+    /// `WAIT numreplicas timeout`: the groups the session wrote to on its current
+    /// connections (every group if none); the smallest count.
+    Wait,
+}
+
+impl FanOut {
+    /// The first group alone answers (CONFIG GET, FUNCTION LIST/DUMP/STATS).
+    pub fn first_group_only(self) -> bool {
+        matches!(
+            self,
+            FanOut::ConfigGet | FanOut::FunctionList | FanOut::FunctionDump | FanOut::FunctionStats
+        )
+    }
 }
 
 /// A command the proxy answers itself.
@@ -250,6 +294,11 @@ pub enum Local {
     ClientSetName,
     ClientGetName,
     ClientId,
+    ClientInfo,
+    ClientList,
+    ClientKill,
+    ClientNoEvict,
+    ClientReply,
 }
 
 /// The result of [`lookup`].
@@ -931,22 +980,32 @@ mod tests {
             b"brpop",
             b"blmove",
             b"bzpopmin",
-            b"wait",
             b"multi",
             b"exec",
         ] {
             assert_eq!(class(&[c]), Class::Later, "{c:?}");
         }
-        for c in [&b"subscribe"[..], b"publish", b"randomkey", b"info"] {
+        assert_eq!(class(&[b"randomkey"]), Class::FanOut(FanOut::Randomkey));
+        assert_eq!(class(&[b"wait"]), Class::FanOut(FanOut::Wait));
+        assert_eq!(
+            class(&[b"script", b"load"]),
+            Class::FanOut(FanOut::ScriptLoad)
+        );
+        assert_eq!(
+            class(&[b"function", b"dump"]),
+            Class::FanOut(FanOut::FunctionDump)
+        );
+        assert_eq!(class(&[b"script", b"debug"]), Class::Unsupported);
+        for c in [&b"subscribe"[..], b"publish"] {
             assert_eq!(class(&[c]), Class::Later, "{c:?}");
         }
+        assert_eq!(class(&[b"info"]), Class::FanOut(FanOut::Info));
         assert_eq!(class(&[b"scan"]), Class::FanOut(FanOut::Scan));
         assert_eq!(class(&[b"keys"]), Class::FanOut(FanOut::Keys));
         assert_eq!(class(&[b"dbsize"]), Class::FanOut(FanOut::Dbsize));
         assert_eq!(class(&[b"flushdb"]), Class::FanOut(FanOut::Flushdb));
         assert_eq!(class(&[b"flushall"]), Class::FanOut(FanOut::Flushall));
         assert_eq!(class(&[b"lastsave"]), Class::FanOut(FanOut::Lastsave));
-        assert_eq!(class(&[b"script", b"load"]), Class::Later);
         assert_eq!(class(&[b"memory", b"stats"]), Class::Later);
         for c in [
             &b"config"[..],
@@ -959,7 +1018,11 @@ mod tests {
         ] {
             assert_eq!(class(&[c]), Class::Unsupported, "{c:?}");
         }
-        assert_eq!(class(&[b"client", b"list"]), Class::Unsupported);
+        assert_eq!(
+            class(&[b"client", b"list"]),
+            Class::Local(Local::ClientList)
+        );
+        assert_eq!(class(&[b"client", b"pause"]), Class::Unsupported);
         assert_eq!(
             class(&[b"config", b"get"]),
             Class::FanOut(FanOut::ConfigGet)
@@ -1110,23 +1173,30 @@ Every Redis 7.0 command and subcommand is in one of these classes:
   when every group did, LASTSAVE answers the smallest time, the oldest group's last save
   (the conservative answer: everything is saved at least as recently as that). CONFIG GET
   is answered by the first group (lowest id); CONFIG SET and CONFIG RESETSTAT go to every
-  group and answer `+OK` when every group did (off by default, see below). SCAN walks
+  group and answer `+OK` when every group did (off by default, see below). INFO answers
+  the proxy's own sections with the keyspace summed over every group (below). RANDOMKEY
+  asks every group for DBSIZE and a RANDOMKEY and answers one group's key, the group chosen
+  at random weighted by its key count (so every key is about as likely as with one Redis);
+  a group with no key (nil) is never chosen, and nil means every group is empty. SCRIPT
+  and FUNCTION management goes to every group (below). SCAN walks
   the groups one after another behind one cursor (below). A fan-out is not atomic: the
   groups run it one by one, each on its own.
 - **Local**: answered by the proxy itself: AUTH, SELECT, PING, ECHO, QUIT, HELLO, CLIENT
-  SETNAME, CLIENT GETNAME, CLIENT ID.
+  SETNAME, CLIENT GETNAME, CLIENT ID, and CLIENT LIST, INFO, KILL, NO-EVICT, REPLY (and
+  Redis 7.2's SETINFO and NO-TOUCH), which describe and act on the proxy's own client
+  sessions (below).
 - **AnyBackend**: keyless commands any backend answers for all: COMMAND and its
   subcommands (they describe Redis's commands, not which ones the proxy supports), TIME,
   LOLWUT, and the HELP of containers the proxy supports.
 - **Later**: not supported yet, planned: transactions (MULTI, EXEC, DISCARD, WATCH,
   UNWATCH), blocking commands (BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN, BZPOPMAX,
-  BZMPOP, WAIT), pub/sub, RESET, and the keyless commands that need every group and are not
-  FanOut yet: RANDOMKEY, INFO, MEMORY STATS, SCRIPT and FUNCTION management.
+  BZMPOP), pub/sub, RESET, and the keyless commands that need every group and are not
+  FanOut yet: MEMORY STATS.
 - **Unsupported**: makes no sense through a proxy; the proxy replies with an error. Use the
   backends directly for these: server administration and persistence (CONFIG
   REWRITE, SHUTDOWN, SAVE, BGSAVE, ...), replication (REPLICAOF, SYNC, MONITOR, ROLE, ...), Redis Cluster
   (CLUSTER, READONLY, ASKING, ...), MIGRATE, SWAPDB, ACL, CLIENT subcommands other than the
-  local ones, per-server diagnostics (LATENCY, SLOWLOG, MEMORY DOCTOR, ...) and debugging.
+  local ones (TRACKING, CACHING, GETREDIR, TRACKINGINFO, PAUSE, UNPAUSE, UNBLOCK), per-server diagnostics (LATENCY, SLOWLOG, MEMORY DOCTOR, ...) and debugging.
 
 ";
 
@@ -1137,8 +1207,21 @@ Notes:
   one a minimum) and reported with Redis's texts, e.g.
   `-ERR wrong number of arguments for 'object|encoding' command`.
 - EVAL, EVALSHA, FCALL and their `_RO` forms are routed by the keys after `numkeys`. The
-  script or function library must be loaded on the group that owns them (SCRIPT LOAD and
-  FUNCTION LOAD through the proxy come later).
+  script or function library must be loaded on the group that owns them: SCRIPT LOAD and
+  FUNCTION LOAD through the proxy load it on every group.
+- SCRIPT and FUNCTION management goes to every group's master. SCRIPT LOAD and FUNCTION
+  LOAD answer the sha or the library name when every group answers the same (a group that
+  fails, say a library that exists there already without REPLACE, is the error naming that
+  group; a group answering another value is `-ERR group <id> answered differently from
+  group <first id>`); the groups that succeeded keep what they loaded. SCRIPT EXISTS answers
+  1 for a sha only where every group has the script. SCRIPT FLUSH, FUNCTION DELETE, FUNCTION
+  FLUSH and FUNCTION RESTORE answer `+OK` when every group did. SCRIPT KILL and FUNCTION
+  KILL answer `+OK` when some group killed a script, else the groups' error (`-NOTBUSY No
+  scripts in execution right now.`); the busy backend connection itself waits for the
+  script, so a KILL sent by a session sharing that connection reaches Redis only after the
+  script ends: kill long scripts on the Redis directly. FUNCTION LIST, FUNCTION DUMP and
+  FUNCTION STATS are answered by the first group (lowest id), which has every library
+  loaded through the proxy.
 - Commands whose options move their keys are routed (and shown to plugins) by the keys Redis
   reads and writes when it runs them, found the way Redis reads the options, not always the
   keys `COMMAND GETKEYS` names:
@@ -1202,13 +1285,68 @@ Notes:
   `proxy.allow_config_set = true`. A CONFIG SET that fails on one group may have changed
   the others. CONFIG GET answers the first group's values: groups configured alike answer
   alike.
+- INFO goes to every group as sent (so Redis decides which sections `default`, `all`,
+  `everything` or a list of names means, in Redis's order) and is answered in Redis's
+  format: a bulk string in RESP2, a verbatim string (`txt`) in RESP3. The proxy answers
+  three sections itself: `server` (`redis_version` is the backends' version as HELLO
+  reports it, `redis_mode:standalone`, `tessera_version`, the proxy's `process_id`,
+  `tcp_port`, `uptime_in_seconds`, `uptime_in_days`), `clients` (`connected_clients`: the
+  proxy's client sessions, `maxclients`: `proxy.max_clients`) and `stats`
+  (`total_connections_received`, `total_commands_processed`, `rejected_connections`,
+  `total_error_replies`, all the proxy's). `keyspace` sums every group's `dbN` lines per
+  database: `keys` and `expires` added, `avg_ttl` the groups' mean weighted by their keys
+  with a TTL (Redis's avg_ttl is the mean TTL of those keys, estimated from its expiry
+  cycle's samples, 0 until it has sampled). A section of its own, `tessera` (`product`:
+  the coordinator's product, empty with a static config; `revision`: the topology revision
+  the slot table was built from, 0 with a static config; `groups`), comes last, with no
+  section named or with `default`, `all`, `everything` or `tessera`. Every other section
+  (memory, persistence, replication, cpu, modules, commandstats, errorstats, latencystats,
+  cluster) is the first group's (lowest id), as that Redis answers it. INFO shows every
+  tenant's key counts: key-prefix does not confine it.
+- WAIT numreplicas timeout goes to the master of every group the session has sent a write
+  command to on its current backend connections (since it connected, or since its last
+  SELECT or HELLO, which change connections), or to every group if it has written nothing,
+  and answers the smallest count: every group has at least that many replicas acknowledging
+  the session's writes. A session's backend connections are shared with the other sessions
+  of its worker, so each group waits for every write sent on that connection before the
+  WAIT, the session's and others' (never less than the session's own). Redis holds the
+  connection while it waits, so the sessions sharing it wait too: the proxy refuses a
+  timeout of 0 (forever) or of `backend.timeout_ms` or more:
+  `-ERR WAIT timeout must be between 1 and <timeout_ms - 1> ms through the proxy
+  (backend.timeout_ms)`. Other invalid arguments get Redis's own errors.
+- CLIENT LIST and CLIENT INFO describe the proxy's client sessions (every worker's, in id
+  order), one line each ending in `\n`, with Redis 7.2's fields in its order (`id addr
+  laddr fd name age idle flags db sub psub ssub multi qbuf qbuf-free argv-mem multi-mem rbs
+  rbp obl oll omem tot-mem events cmd user redir resp lib-name lib-ver`): `id` is CLIENT
+  ID's, `addr`/`laddr`/`fd` the client's socket on the proxy, `name`, `db`, `resp`,
+  `lib-name` and `lib-ver` what the client set (CLIENT SETNAME, SELECT, HELLO, CLIENT
+  SETINFO), `age` and `idle` in seconds (idle: since the session last read), `cmd` the last
+  command the session read (`client|list` for the session asking), `user` the plugins'
+  user or `default`; `flags=N`, `multi=-1` and the buffer fields are constants (0). A bulk
+  string in RESP2, a verbatim string (`txt`) in RESP3. `CLIENT LIST ID id...` lists those
+  sessions, `TYPE normal` every session, the other types none. CLIENT KILL closes proxy
+  sessions, on any worker: `CLIENT KILL ip:port` answers `+OK` or `-ERR No such client`
+  (and may close the session asking, after its reply); the filter form (`ID`, `TYPE`,
+  `USER`, `ADDR`, `LADDR`, `SKIPME yes|no`, all of them must match; `SKIPME yes` by
+  default) answers how many it closed. The backends' own clients (the proxy's connections)
+  are not listed and cannot be killed through the proxy. CLIENT NO-EVICT and NO-TOUCH
+  answer `+OK` and change nothing. CLIENT REPLY OFF drops every reply (its own included)
+  until CLIENT REPLY ON (which answers `+OK`); SKIP drops its own reply and the next
+  command's. CLIENT SETINFO and NO-TOUCH are Redis 7.2 subcommands outside the 7.0 table
+  above: the proxy answers them as 7.2 does (redis-py sends `CLIENT SETINFO LIB-NAME
+  redis-py` and `LIB-VER` on connect).
 - DBSIZE, FLUSHDB and FLUSHALL name no key and act on every key of every group: a plugin
   that keeps tenants apart by key prefix cannot confine them. The bundled key-prefix refuses
   them to a tenant (`-NOPERM 'flushall' acts on every tenant's keys`); a plugin of your own
   must do the same (or deny them, as command-filter or acl-auth's `commands` can).
   key-prefix also refuses CONFIG SET and CONFIG RESETSTAT to every user it knows
   (`-NOPERM 'config|set' changes the servers every tenant shares`). KEYS and
-  SCAN are confined: key-prefix rewrites their patterns and strips their replies.
+  SCAN are confined: key-prefix rewrites their patterns and strips their replies, and
+  RANDOMKEY's reply (another tenant's key is answered as nil). Other commands over every
+  group are not confined by key-prefix: INFO's keyspace counts every tenant's keys, CLIENT
+  LIST and CLIENT KILL see every session, SCRIPT FLUSH, FUNCTION FLUSH, DELETE and RESTORE
+  act on what every tenant loaded; deny them with command-filter or acl-auth's `commands`
+  where tenants must not reach them.
 - MSETNX is atomic, so it is keyed (one slot), not split. MOVE and COPY ... DB use the
   databases of the group that owns the key.
 - A container command (OBJECT, CLIENT, CONFIG, ...) alone is an arity error, except

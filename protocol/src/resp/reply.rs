@@ -200,6 +200,20 @@ pub mod encode {
         out.extend_from_slice(b"\r\n");
     }
 
+    /// Text for a human to read (INFO, CLIENT LIST): a bulk string in RESP2, a verbatim
+    /// string of format `txt` in RESP3, as Redis 7 sends it.
+    pub fn text(out: &mut BytesMut, protocol: Protocol, text: &[u8]) {
+        match protocol {
+            Protocol::Resp2 => bulk(out, text),
+            Protocol::Resp3 => {
+                header(out, b'=', text.len() as i64 + 4);
+                out.extend_from_slice(b"txt:");
+                out.extend_from_slice(text);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
     /// The null reply: `$-1` in RESP2, `_` in RESP3.
     pub fn null(out: &mut BytesMut, protocol: Protocol) {
         match protocol {

@@ -12,6 +12,18 @@
 //! CONFIG SET parameter value [...]
 //!                             -> every group; +OK when every group says OK
 //! CONFIG RESETSTAT            -> likewise (both refused unless proxy.allow_config_set)
+//! INFO [section ...]          -> every group; merged with the proxy's own sections (`info`)
+//! RANDOMKEY                   -> every group: DBSIZE, RANDOMKEY; the key of a group chosen
+//!                                at random weighted by its DBSIZE among those with a key
+//! SCRIPT LOAD script, FUNCTION LOAD [REPLACE] code
+//!                             -> every group; the sha / library when every group agrees
+//! SCRIPT EXISTS sha [...]     -> every group; 1 where every group answers 1
+//! SCRIPT FLUSH, FUNCTION DELETE / FLUSH / RESTORE
+//!                             -> every group; +OK when every group says OK
+//! SCRIPT KILL, FUNCTION KILL  -> every group; +OK when any group says OK
+//! FUNCTION LIST / DUMP / STATS
+//!                             -> the first group; its reply as it is
+//! WAIT numreplicas timeout    -> the groups the session wrote to (all if none); the smallest
 //! SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]
 //!                             -> one group: SCAN <its cursor> [options as sent]
 //! ```
@@ -37,6 +49,7 @@ use crate::config::ProxyConfig;
 use crate::resp::{encode, parse_int};
 use crate::router::{BackendId, SlotTable};
 
+use super::info::Info;
 use super::split::{integer_reply, integers, sum_integers};
 
 /// Bits of the client's SCAN cursor that hold the group's own cursor.
@@ -50,6 +63,8 @@ const GROUP_CURSOR_MASK: u64 = (1 << GROUP_CURSOR_BITS) - 1;
 /// group id), or, for SCAN, one group with the cursor to send it.
 pub enum Plan {
     Every(Vec<(u32, BackendId)>, Gather),
+    /// Each part its own command (no arguments) to a backend.
+    Commands(Vec<(BackendId, &'static str)>, Gather),
     Scan {
         backend: BackendId,
         group_cursor: u64,
@@ -66,6 +81,10 @@ pub struct Gather {
     remaining: usize,
     /// SCAN: the index of the group scanned and how many groups there are.
     scan: (usize, usize),
+    /// INFO: the proxy's own sections.
+    pub info: Option<Box<Info>>,
+    /// RANDOMKEY: a random number to choose the group with.
+    random: u64,
 }
 
 /// Decides where a fan-out command goes, or the error to answer instead.
@@ -103,11 +122,21 @@ pub fn plan(
         _ => {}
     }
     let mut groups: Vec<(u32, BackendId)> = table.masters().collect();
-    if kind == FanOut::ConfigGet {
+    if kind.first_group_only() {
         groups.truncate(1);
     }
     if groups.is_empty() {
         return Err(CommandError::NoGroup);
+    }
+    if kind == FanOut::Randomkey {
+        let parts = groups
+            .iter()
+            .flat_map(|&(_, b)| [(b, "DBSIZE"), (b, "RANDOMKEY")])
+            .collect();
+        let ids = groups.iter().flat_map(|g| [g.0, g.0]).collect();
+        let mut gather = Gather::new(kind, ids, (0, 0));
+        gather.random = random_u64();
+        return Ok(Plan::Commands(parts, gather));
     }
     if kind != FanOut::Scan {
         let gather = Gather::new(kind, groups.iter().map(|g| g.0).collect(), (0, 0));
@@ -127,6 +156,32 @@ pub fn plan(
         group_cursor,
         gather: Gather::new(kind, vec![id], (index, groups.len())),
     })
+}
+
+/// Where WAIT goes: the masters in `written` (every group's if empty), in group order; its
+/// timeout must be below `max_ms`, the backend timeout.
+pub fn plan_wait(
+    args: &[Bytes],
+    table: &SlotTable,
+    written: &[BackendId],
+    max_ms: u64,
+) -> Result<Plan, CommandError> {
+    if let Some(t) = parse_int(&args[2])
+        && (t == 0 || t as u64 >= max_ms)
+    {
+        return Err(CommandError::WaitTimeout {
+            max: max_ms.saturating_sub(1),
+        });
+    }
+    let groups: Vec<(u32, BackendId)> = table
+        .masters()
+        .filter(|g| written.is_empty() || written.contains(&g.1))
+        .collect();
+    if groups.is_empty() {
+        return Err(CommandError::NoGroup);
+    }
+    let gather = Gather::new(FanOut::Wait, groups.iter().map(|g| g.0).collect(), (0, 0));
+    Ok(Plan::Every(groups, gather))
 }
 
 /// The client's cursor as (group index, group cursor); `None` if it is not an unsigned
@@ -159,6 +214,8 @@ impl Gather {
             remaining: groups.len(),
             groups,
             scan,
+            info: None,
+            random: 0,
         }
     }
 
@@ -171,6 +228,11 @@ impl Gather {
             return None;
         }
         let parts: Vec<&Bytes> = self.parts.iter().flatten().collect();
+        if matches!(self.kind, FanOut::ScriptKill | FanOut::FunctionKill)
+            && parts.iter().any(|p| &p[..] == b"+OK\r\n")
+        {
+            return Some(Bytes::from_static(b"+OK\r\n"));
+        }
         if let Some(err) = self.error(&parts) {
             return Some(err);
         }
@@ -180,14 +242,31 @@ impl Gather {
                 .and_then(|ns| ns.into_iter().min())
                 .map(integer_reply),
             FanOut::Keys => concat(&parts),
-            FanOut::ConfigGet => Some(parts[0].clone()),
-            FanOut::Flushdb | FanOut::Flushall | FanOut::ConfigSet | FanOut::ConfigResetstat => {
-                parts
-                    .iter()
-                    .all(|p| &p[..] == b"+OK\r\n")
-                    .then(|| Bytes::from_static(b"+OK\r\n"))
-            }
+            FanOut::ConfigGet
+            | FanOut::FunctionList
+            | FanOut::FunctionDump
+            | FanOut::FunctionStats => Some(parts[0].clone()),
+            FanOut::ScriptLoad | FanOut::FunctionLoad => return Some(self.agreed(&parts)),
+            FanOut::ScriptExists => all_ones(&parts),
+            FanOut::Flushdb
+            | FanOut::Flushall
+            | FanOut::ConfigSet
+            | FanOut::ConfigResetstat
+            | FanOut::ScriptFlush
+            | FanOut::ScriptKill
+            | FanOut::FunctionDelete
+            | FanOut::FunctionFlush
+            | FanOut::FunctionRestore
+            | FanOut::FunctionKill => parts
+                .iter()
+                .all(|p| &p[..] == b"+OK\r\n")
+                .then(|| Bytes::from_static(b"+OK\r\n")),
             FanOut::Scan => self.scan_reply(parts[0]),
+            FanOut::Info => self.info.as_ref().and_then(|info| info.merge(&parts)),
+            FanOut::Randomkey => random_key(&parts, self.random),
+            FanOut::Wait => integers(&parts)
+                .and_then(|ns| ns.into_iter().min())
+                .map(integer_reply),
         };
         Some(merged.unwrap_or_else(|| self.unexpected()))
     }
@@ -228,15 +307,104 @@ impl Gather {
         Some(out.freeze())
     }
 
+    /// The first group's reply when every group answered the same, else the error naming
+    /// the first group that did not.
+    fn agreed(&self, parts: &[&Bytes]) -> Bytes {
+        match parts.iter().position(|p| p != &parts[0]) {
+            None => parts[0].clone(),
+            Some(i) => CommandError::Disagree {
+                group: self.groups[i],
+                first: self.groups[0],
+            }
+            .reply(),
+        }
+    }
+
     fn unexpected(&self) -> Bytes {
         let name = match self.kind {
             FanOut::ConfigGet => "config|get".to_string(),
             FanOut::ConfigSet => "config|set".to_string(),
             FanOut::ConfigResetstat => "config|resetstat".to_string(),
-            kind => format!("{kind:?}").to_ascii_lowercase(),
+            kind => {
+                let name = format!("{kind:?}").to_ascii_lowercase();
+                match ["script", "function"].iter().find(|p| name.starts_with(*p)) {
+                    Some(p) => format!("{p}|{}", &name[p.len()..]),
+                    None => name,
+                }
+            }
         };
         CommandError::UnexpectedReply(name).reply()
     }
+}
+
+/// RANDOMKEY's reply from `[DBSIZE, RANDOMKEY]` of each group: the key of a group chosen
+/// with `random`, weighted by its DBSIZE, among the groups that answered a key; any nil when
+/// none did. A group that answered a key but counts 0 (it changed in between) weighs 1.
+fn random_key(parts: &[&Bytes], random: u64) -> Option<Bytes> {
+    let mut candidates = Vec::with_capacity(parts.len() / 2);
+    for pair in parts.chunks(2) {
+        let [count, key] = pair else { return None };
+        let count = u64::try_from(integers(&[count])?[0]).ok()?;
+        match key.first() {
+            Some(b'$') if !key.starts_with(b"$-1") => candidates.push((count.max(1), *key)),
+            Some(b'$' | b'_') => {}
+            _ => return None,
+        }
+    }
+    let total: u64 = candidates.iter().map(|c| c.0).sum();
+    if total == 0 {
+        return Some(parts[1].clone());
+    }
+    let mut pick = random % total;
+    for (weight, key) in candidates {
+        if pick < weight {
+            return Some(key.clone());
+        }
+        pick -= weight;
+    }
+    None
+}
+
+/// A random number from the standard library's randomly keyed hasher.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+/// SCRIPT EXISTS: the integer arrays of every part as one, 1 where every part has 1.
+fn all_ones(parts: &[&Bytes]) -> Option<Bytes> {
+    let mut merged: Option<Vec<bool>> = None;
+    for p in parts {
+        let rest = p.strip_prefix(b"*")?;
+        let end = rest.iter().position(|&b| b == b'\r')?;
+        let n = usize::try_from(parse_int(&rest[..end])?).ok()?;
+        let ones: Vec<bool> = rest[end + 2..]
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| match l {
+                b":1\r" => Some(true),
+                b":0\r" => Some(false),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        if ones.len() != n {
+            return None;
+        }
+        merged = Some(match merged {
+            None => ones,
+            Some(m) if m.len() == n => m.iter().zip(&ones).map(|(a, b)| *a && *b).collect(),
+            Some(_) => return None,
+        });
+    }
+    let merged = merged?;
+    let mut out = BytesMut::with_capacity(8 + 4 * merged.len());
+    encode::array_header(&mut out, merged.len());
+    for one in merged {
+        encode::integer(&mut out, one as i64);
+    }
+    Some(out.freeze())
 }
 
 /// The arrays of every part as one array: the counts added, the elements as the groups
@@ -338,6 +506,69 @@ mod tests {
         g.add(0, b(b":1\r\n"));
         let down = b(b"-ERR backend 127.0.0.1:1 unavailable: refused\r\n");
         assert_eq!(g.add(1, down.clone()).unwrap(), down);
+    }
+
+    #[test]
+    fn randomkey_picks_a_group_with_a_key_by_weight() {
+        let parts = [
+            b(b":0\r\n"),
+            b(b"$-1\r\n"),
+            b(b":3\r\n"),
+            b(b"$1\r\na\r\n"),
+            b(b":1\r\n"),
+            b(b"$1\r\nb\r\n"),
+        ];
+        let parts: Vec<&Bytes> = parts.iter().collect();
+        for (random, want) in [(0, "a"), (2, "a"), (3, "b"), (4, "a"), (7, "b")] {
+            let got = random_key(&parts, random).unwrap();
+            assert_eq!(got, format!("$1\r\n{want}\r\n").as_bytes(), "{random}");
+        }
+        let empty = [b(b":0\r\n"), b(b"_\r\n"), b(b":0\r\n"), b(b"_\r\n")];
+        let empty: Vec<&Bytes> = empty.iter().collect();
+        assert_eq!(&random_key(&empty, 5).unwrap()[..], b"_\r\n");
+        let raced = [b(b":0\r\n"), b(b"$1\r\nz\r\n")];
+        let raced: Vec<&Bytes> = raced.iter().collect();
+        assert_eq!(&random_key(&raced, 9).unwrap()[..], b"$1\r\nz\r\n");
+        let mut g = Gather::new(FanOut::Randomkey, vec![1, 1], (0, 0));
+        g.add(0, b(b":1\r\n"));
+        assert_eq!(
+            &g.add(1, b(b"*0\r\n")).unwrap()[..],
+            b"-ERR unexpected reply from a backend to 'randomkey'\r\n"
+        );
+    }
+
+    #[test]
+    fn script_and_function_management_merges() {
+        let sha = b(b"$40\r\n0123456789012345678901234567890123456789\r\n");
+        let mut g = gather(FanOut::ScriptLoad, 2);
+        g.add(0, sha.clone());
+        assert_eq!(g.add(1, sha.clone()).unwrap(), sha);
+        let mut g = gather(FanOut::FunctionLoad, 3);
+        g.add(0, b(b"$3\r\nlib\r\n"));
+        g.add(1, b(b"$3\r\nlib\r\n"));
+        assert_eq!(
+            &g.add(2, b(b"$3\r\nbil\r\n")).unwrap()[..],
+            b"-ERR group 3 answered differently from group 1\r\n"
+        );
+        let mut g = gather(FanOut::ScriptExists, 2);
+        g.add(0, b(b"*3\r\n:1\r\n:1\r\n:0\r\n"));
+        assert_eq!(
+            &g.add(1, b(b"*3\r\n:1\r\n:0\r\n:0\r\n")).unwrap()[..],
+            b"*3\r\n:1\r\n:0\r\n:0\r\n"
+        );
+        let mut g = gather(FanOut::ScriptKill, 2);
+        g.add(0, b(b"-NOTBUSY No scripts in execution right now.\r\n"));
+        assert_eq!(&g.add(1, b(b"+OK\r\n")).unwrap()[..], b"+OK\r\n");
+        let mut g = gather(FanOut::FunctionKill, 2);
+        let notbusy = b(b"-NOTBUSY No scripts in execution right now.\r\n");
+        g.add(0, notbusy.clone());
+        assert_eq!(g.add(1, notbusy.clone()).unwrap(), notbusy);
+        let mut g = gather(FanOut::FunctionRestore, 2);
+        g.add(0, b(b"+OK\r\n"));
+        assert_eq!(
+            &g.add(1, b(b":1\r\n")).unwrap()[..],
+            b"-ERR unexpected reply from a backend to 'function|restore'\r\n"
+        );
     }
 
     #[test]

@@ -6,13 +6,16 @@
 //! CLIENT SETNAME name           CLIENT GETNAME      CLIENT ID
 //! ```
 //!
-//! HELLO's reply waits for the backends' version: in `hello`.
+//! The CLIENT subcommands about every session (LIST, INFO, KILL, ...) are in `client`;
+//! HELLO, whose reply waits for the backends' version, in `hello`.
 
 use bytes::{Bytes, BytesMut};
 
 use super::Session;
+use crate::command::REDIS_VERSION;
 use crate::command::{CommandError, Local};
 use crate::resp::{encode, parse_int};
+use crate::shared::Shared;
 
 /// Commands a client may send before it has authenticated.
 pub fn allowed_before_auth(l: Local) -> bool {
@@ -44,7 +47,10 @@ impl Session {
                 _ => CommandError::Syntax.write(&mut out),
             },
             Local::Select => self.select(&mut out, &args[1]),
-            Local::Hello => return self.hello(seq, args),
+            Local::Hello => {
+                self.hello(seq, args);
+                return self.publish_client();
+            }
             Local::ClientSetName => {
                 if !valid_client_name(&args[2]) {
                     CommandError::ClientName.write(&mut out);
@@ -58,6 +64,14 @@ impl Session {
                 None => encode::null(&mut out, self.client.protocol),
             },
             Local::ClientId => encode::integer(&mut out, self.id as i64),
+            Local::ClientInfo
+            | Local::ClientList
+            | Local::ClientKill
+            | Local::ClientNoEvict
+            | Local::ClientReply => self.client_command(seq, cmd, args, &mut out),
+        }
+        if matches!(cmd, Local::Auth | Local::Select | Local::ClientSetName) {
+            self.publish_client();
         }
         self.queue.complete(seq, out.freeze());
     }
@@ -98,6 +112,18 @@ impl Session {
             }
         }
     }
+}
+
+/// The backends' Redis version, as INFO reports it: what a backend said when the proxy
+/// connected, or before any has, the version of the command table (HELLO waits for one:
+/// `hello`).
+pub(super) fn redis_version(shared: &Shared) -> String {
+    shared
+        .table
+        .load()
+        .any_backend()
+        .and_then(|b| shared.registry.get(b).version.load_full())
+        .map_or_else(|| REDIS_VERSION.to_string(), |v| v.to_string())
 }
 
 /// Redis's rule for client names: printable ASCII without spaces.

@@ -7,11 +7,14 @@
 //!
 //! In parts: `queue` keeps the commands in request order and the batches in flight, `outbox`
 //! the batches of one read and the backend connections in use, `state` what the client set
-//! up; `local`, `split` and `fanout` answer or spread the commands that are not one backend's,
-//! and `plugins` runs the plugin phases.
+//! up; `local`, `hello`, `client`, `split` and `fanout` answer or spread the commands that are not one
+//! backend's (`client` the CLIENT subcommands about every session, `info` the proxy's part of
+//! INFO), and `plugins` runs the plugin phases.
 
+mod client;
 mod fanout;
 mod hello;
+mod info;
 mod local;
 mod outbox;
 mod plugins;
@@ -23,6 +26,7 @@ mod tests;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -31,6 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::backend::ReplyBatch;
+use crate::clients::{Client, Endpoint};
 use crate::command::{self, Class, CommandError, Lookup, Spec};
 use crate::io::BoxStream;
 use crate::resp::{Protocol, Request, RequestDecoder, encode};
@@ -58,6 +63,8 @@ pub struct Session {
     worker: Rc<Worker>,
     stream: BoxStream,
     peer: Option<SocketAddr>,
+    /// This session in the proxy's registry of sessions (CLIENT LIST, CLIENT KILL).
+    registered: Arc<Client>,
     decoder: RequestDecoder,
     rbuf: BytesMut,
     wbuf: BytesMut,
@@ -69,20 +76,25 @@ pub struct Session {
     /// What the plugin host keeps for this connection (attributes, remembered verdicts,
     /// the batch), and whether the worker's chain has any plugin.
     plugins: crate::plugin::ConnCtx,
+    /// Whether the command being dispatched is a write (for WAIT).
+    writing: bool,
 }
 
 impl Session {
-    /// A session for a client connected over `stream` (from `peer`, for a TCP client).
-    pub fn new(worker: Rc<Worker>, stream: BoxStream, peer: Option<SocketAddr>) -> Session {
+    /// A session for a client connected over `stream` (from `endpoint.peer`, for a TCP
+    /// client).
+    pub fn new(worker: Rc<Worker>, stream: BoxStream, endpoint: Endpoint) -> Session {
         let shared = &worker.shared;
         let limits = shared.config.proxy.limits();
         shared.stats.sessions_total.fetch_add(1, Relaxed);
         shared.stats.sessions_alive.fetch_add(1, Relaxed);
         let (replies_tx, replies) = mpsc::unbounded_channel();
+        let id = shared.next_session_id();
         Session {
-            id: shared.next_session_id(),
+            id,
+            registered: shared.sessions.register(id, endpoint),
             client: ConnectionState::new(shared.passwords.load().session.is_empty()),
-            peer,
+            peer: endpoint.peer,
             worker,
             stream,
             decoder: RequestDecoder::new(limits),
@@ -93,6 +105,7 @@ impl Session {
             replies,
             keys: Vec::new(),
             plugins: Default::default(),
+            writing: false,
         }
     }
 
@@ -107,6 +120,7 @@ impl Session {
             idle
         });
         tokio::pin!(idle_timer);
+        let registered = self.registered.clone();
         let mut eof = false;
         if let Err(reply) = self.plugins_on_connect() {
             let _ = self.stream.write_all(&reply).await;
@@ -145,6 +159,10 @@ impl Session {
                             self.on_input(last_read);
                         }
                     }
+                }
+                _ = registered.killed() => {
+                    tracing::debug!(session = self.id, "killed by CLIENT KILL");
+                    break;
                 }
                 _ = &mut idle_timer, if !idle.is_zero() => {
                     if self.queue.is_empty() && last_read.elapsed() >= idle {
@@ -188,6 +206,7 @@ impl Session {
             }
         }
         self.outbox.flush(&mut self.queue);
+        self.registered.on_read(now, self.queue.back_cmd());
         if self.plugins.active {
             self.worker.chain.borrow_mut().flush_stats();
         }
@@ -233,6 +252,9 @@ impl Session {
             }
             Lookup::UnknownSubcommand(container) => {
                 let seq = self.queue.push(Some(container.id), now);
+                if self.newer_client_subcommand(seq, container, &req.args) {
+                    return;
+                }
                 return self
                     .queue
                     .fail(seq, CommandError::unknown_subcommand(container, &req.args));
@@ -243,6 +265,7 @@ impl Session {
             return self.queue.fail(seq, CommandError::arity(spec));
         }
         let class = spec.class();
+        self.writing = spec.has_flag(command::WRITE);
         if !self.client.authenticated
             && !matches!(class, Class::Local(l) if local::allowed_before_auth(l))
         {
@@ -342,13 +365,30 @@ impl Session {
         req: Request,
         table: &SlotTable,
     ) {
-        let config = &self.worker.shared.config.proxy;
-        match fanout::plan(kind, &req.args, table, config) {
+        let shared = &self.worker.shared;
+        let planned = if kind == command::FanOut::Wait {
+            let max_ms = shared.config.backend.timeout_ms;
+            fanout::plan_wait(&req.args, table, self.outbox.written(), max_ms)
+        } else {
+            fanout::plan(kind, &req.args, table, &shared.config.proxy)
+        };
+        match planned {
             Err(e) => self.queue.fail(seq, e),
-            Ok(fanout::Plan::Every(groups, gather)) => {
+            Ok(fanout::Plan::Every(groups, mut gather)) => {
+                if kind == command::FanOut::Info {
+                    gather.info = Some(Box::new(self.own_info(&req.args)));
+                }
                 self.queue.entry(seq).state = State::Gathering(Box::new(gather));
                 for (i, &(_, backend)) in groups.iter().enumerate() {
                     self.forward(backend, &req, Dest::Part(seq, i as u32));
+                }
+            }
+            Ok(fanout::Plan::Commands(parts, gather)) => {
+                self.queue.entry(seq).state = State::Gathering(Box::new(gather));
+                for (i, &(backend, name)) in parts.iter().enumerate() {
+                    if let Some(out) = self.outgoing(backend, Dest::Part(seq, i as u32)) {
+                        encode::command(out, &[name]);
+                    }
                 }
             }
             Ok(fanout::Plan::Scan {
@@ -384,6 +424,7 @@ impl Session {
             session: self.id,
             db: self.client.db,
             protocol: self.client.protocol,
+            write: self.writing,
         };
         match self.outbox.outgoing(&self.worker, route, backend, dest) {
             Ok(out) => Some(out),
@@ -418,7 +459,9 @@ impl Session {
                 now.saturating_duration_since(front.start),
                 error,
             );
-            self.wbuf.extend_from_slice(reply);
+            if !front.silent {
+                self.wbuf.extend_from_slice(reply);
+            }
             self.queue.pop();
         }
         if self.plugins.active {
@@ -457,6 +500,7 @@ impl Drop for Session {
         let shared = &self.worker.shared;
         shared.stats.sessions_alive.fetch_sub(1, Relaxed);
         shared.clients.fetch_sub(1, Relaxed);
+        shared.sessions.unregister(self.id);
     }
 }
 

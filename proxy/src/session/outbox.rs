@@ -25,6 +25,8 @@ pub(super) struct Outbox {
     out: Vec<Outgoing>,
     /// Backend connections for the selected database and protocol, by backend id.
     conns: Vec<Option<BackendConn>>,
+    /// The backends sent a write command on those connections (for WAIT).
+    written: Vec<BackendId>,
     /// Where the backends send this session's replies.
     replies: mpsc::UnboundedSender<ReplyBatch>,
 }
@@ -35,6 +37,8 @@ pub(super) struct Route {
     pub(super) session: u64,
     pub(super) db: u32,
     pub(super) protocol: Protocol,
+    /// Whether the command is a write (WAIT waits for it).
+    pub(super) write: bool,
 }
 
 impl Outbox {
@@ -42,6 +46,7 @@ impl Outbox {
         Outbox {
             out: Vec::new(),
             conns: Vec::new(),
+            written: Vec::new(),
             replies,
         }
     }
@@ -71,6 +76,9 @@ impl Outbox {
                 self.out.len() - 1
             }
         };
+        if route.write && !self.written.contains(&backend) {
+            self.written.push(backend);
+        }
         let o = &mut self.out[i];
         o.dests.push(dest);
         Ok(&mut o.data)
@@ -108,5 +116,11 @@ impl Outbox {
     pub(super) fn leave_connections(&mut self, queue: &mut ReplyQueue) {
         self.flush(queue);
         self.conns.clear();
+        self.written.clear();
+    }
+
+    /// The backends sent a write on the connections in use.
+    pub(super) fn written(&self) -> &[BackendId] {
+        &self.written
     }
 }

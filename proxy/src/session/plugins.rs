@@ -177,5 +177,6 @@ impl Session {
         if self.plugins.has_user() {
             self.client.authenticated = true;
         }
+        self.publish_client();
     }
 }

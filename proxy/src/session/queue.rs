@@ -44,6 +44,18 @@ pub(super) struct Entry {
     pub(super) start: Instant,
     /// The command as sent, when a plugin wants to see its reply.
     pub(super) reply_hook: Option<Box<ReplyHook>>,
+    /// The reply is dropped, not written (CLIENT REPLY OFF or SKIP).
+    pub(super) silent: bool,
+}
+
+/// Which replies the client wants (CLIENT REPLY).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Replies {
+    #[default]
+    On,
+    Off,
+    /// The next command's reply is dropped, then On.
+    SkipNext,
 }
 
 #[derive(Default)]
@@ -54,16 +66,27 @@ pub(super) struct ReplyQueue {
     /// Destinations of the replies of each batch in flight, by tag.
     batches: Vec<Option<Vec<Dest>>>,
     free_tags: Vec<u32>,
+    /// Whether the commands queued from now on have their replies written.
+    pub(super) replies: Replies,
 }
 
 impl ReplyQueue {
     /// Queues a command read now; its sequence number.
     pub(super) fn push(&mut self, cmd: Option<u16>, start: Instant) -> u64 {
+        let silent = match self.replies {
+            Replies::On => false,
+            Replies::Off => true,
+            Replies::SkipNext => {
+                self.replies = Replies::On;
+                true
+            }
+        };
         self.entries.push_back(Entry {
             state: State::Waiting,
             cmd,
             start,
             reply_hook: None,
+            silent,
         });
         self.head + self.entries.len() as u64 - 1
     }
@@ -147,6 +170,11 @@ impl ReplyQueue {
     /// The sequence number of the oldest command not written yet.
     pub(super) fn head(&self) -> u64 {
         self.head
+    }
+
+    /// The command of the newest entry (the last one read), if known.
+    pub(super) fn back_cmd(&self) -> Option<u16> {
+        self.entries.back().and_then(|e| e.cmd)
     }
 
     pub(super) fn len(&self) -> usize {

@@ -1,5 +1,5 @@
 //! What a client connection has set up and where it stands: its database, protocol,
-//! authentication and name, and whether the session reads on or is closing.
+//! authentication, name and library, and whether the session reads on or is closing.
 
 use bytes::Bytes;
 
@@ -12,6 +12,9 @@ pub(super) struct ConnectionState {
     pub(super) authenticated: bool,
     /// CLIENT SETNAME's name.
     pub(super) name: Option<Bytes>,
+    /// CLIENT SETINFO's LIB-NAME and LIB-VER.
+    pub(super) lib_name: Option<Bytes>,
+    pub(super) lib_ver: Option<Bytes>,
     /// Close once the reply with this sequence number is written (QUIT, protocol error).
     pub(super) close_after: Option<u64>,
     /// A SELECT (or HELLO) switched databases (or protocols) while commands were in flight
@@ -28,6 +31,8 @@ impl ConnectionState {
             protocol: Protocol::Resp2,
             authenticated,
             name: None,
+            lib_name: None,
+            lib_ver: None,
             close_after: None,
             held: false,
         }

@@ -229,7 +229,9 @@ fn worker(world: &Rc<World>, backend: &str) -> Rc<Worker> {
 fn client(worker: &Rc<Worker>) -> DuplexStream {
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
     worker.shared.clients.fetch_add(1, Relaxed);
-    tokio::task::spawn_local(Session::new(worker.clone(), Box::new(theirs), None).run());
+    tokio::task::spawn_local(
+        Session::new(worker.clone(), Box::new(theirs), Default::default()).run(),
+    );
     ours
 }
 
