@@ -454,3 +454,62 @@ fn acl_auth_and_key_prefix_in_a_resp3_session() {
     let direct: Option<String> = redis::cmd("GET").arg("t1:k").query(&mut r.conn()).unwrap();
     assert_eq!(direct.as_deref(), Some("v"));
 }
+
+/// A session's first command is HELLO while the proxy's connections to its backend are
+/// still being set up (the backend is stopped): HELLO reports the backend's version once it
+/// answers, not one made up before. With no backend reachable it answers within the backend
+/// connection's bounds, with the Redis version of the command table the proxy carries.
+#[test]
+fn hello_before_any_backend_answered_reports_the_backends_version() {
+    let r = RedisServer::start();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut r.conn())
+        .unwrap();
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .expect("redis_version in INFO")
+        .trim()
+        .to_string();
+    let paused = r.pause();
+    let proxy = Proxy::start_with(&[&[&r]], &[("backend.connect_timeout_ms", "10000")]);
+    let mut c = Wire::connect(proxy.addr);
+    c.resp3 = true;
+    c.send(&["HELLO", "3"]);
+    // While the backend is stopped, HELLO has no version to report: it waits for it.
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut chunk = [0u8; 1024];
+    match c.stream.read(&mut chunk) {
+        Ok(n) => panic!(
+            "HELLO answered before the backend told its version: {:?}",
+            show(&chunk[..n])
+        ),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        ),
+    }
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    drop(paused);
+    let fields = hello_fields(&c.reply());
+    assert_eq!(fields[1], ("version".to_string(), version));
+    assert_eq!(fields[2].1, "3");
+    assert_eq!(c.cmd(&["GET", "nothing"]), b"_\r\n");
+
+    // No backend reachable: answered within the backend's bounds, with the table's version.
+    let mut down = RedisServer::start();
+    down.kill();
+    let proxy = Proxy::start(&[&[&down]]);
+    let mut c = Wire::connect(proxy.addr);
+    let fields = hello_fields(&c.cmd(&["HELLO", "2"]));
+    let table_version = tessera_proxy::command::REDIS_VERSION.to_string();
+    assert_eq!(fields[1], ("version".to_string(), table_version));
+}

@@ -37,6 +37,9 @@ pub struct ConnCtx {
     raws: Vec<Option<Bytes>>,
     /// The outcomes of a batch, reused.
     outcomes: Vec<CommandOutcome>,
+    /// The key positions of a batch's commands, reused (the inner vectors go back to the
+    /// worker's chain).
+    keys: Vec<Vec<usize>>,
     /// Verdicts plugins asked the host to remember for this connection.
     memory: Memory,
 }
@@ -52,12 +55,15 @@ impl ConnCtx {
         self.attrs.iter().any(|(k, v)| k == "user" && !v.is_empty())
     }
 
-    /// Takes back the buffers of a dispatched batch, to reuse them.
-    pub fn reuse(&mut self, mut decided: Decided) {
+    /// Takes back the buffers of a dispatched batch (its key positions already given back
+    /// to the chain), to reuse them.
+    fn reuse(&mut self, mut decided: Decided) {
         decided.outcomes.clear();
         decided.raws.clear();
+        decided.keys.clear();
         self.outcomes = decided.outcomes;
         self.raws = decided.raws;
+        self.keys = decided.keys;
     }
 
     fn call_context(&self, conn: Conn) -> CallContext<'_> {
@@ -71,23 +77,27 @@ impl ConnCtx {
     }
 }
 
-/// The outcomes of a batch of commands, in order, with the raw requests they came from and
-/// the attributes plugins set on the way. The session dispatches them ([`Decided::steps`])
-/// and gives the buffers back ([`ConnCtx::reuse`]).
+/// The outcomes of a batch of commands, in order, with the raw requests they came from, the
+/// key positions of their arguments and the attributes plugins set on the way. The session
+/// dispatches them ([`Decided::steps`]) and gives the buffers back ([`Phases::reuse`]).
 pub struct Decided {
     outcomes: Vec<CommandOutcome>,
     raws: Vec<Option<Bytes>>,
+    /// The key positions of each outcome's arguments (none for a command that is no valid one).
+    keys: Vec<Vec<usize>>,
     /// `(i, attributes)`: the connection's attributes from the `i`-th command on.
     changes: Vec<(usize, Attrs)>,
 }
 
 /// One step of dispatching a batch.
-pub enum Step {
+pub enum Step<'a> {
     /// From the next command on, the connection has these attributes (a plugin set them
     /// while deciding it): a pipelined command before an AUTH is not run as its user.
     Attrs(Attrs),
-    /// A command as the chain decided it, with its raw request (`None`: re-encode it).
-    Command(CommandOutcome, Option<Bytes>),
+    /// A command as the chain decided it, with its raw request (`None`: re-encode it) and
+    /// the key positions of its arguments, as the chain found them: dispatch need not find
+    /// them again.
+    Command(CommandOutcome, Option<Bytes>, &'a [usize]),
 }
 
 impl Decided {
@@ -96,6 +106,7 @@ impl Decided {
         Steps {
             outcomes: self.outcomes.drain(..),
             raws: self.raws.drain(..),
+            keys: self.keys.iter(),
             changes: self.changes.drain(..).peekable(),
             next: 0,
         }
@@ -106,22 +117,24 @@ impl Decided {
 pub struct Steps<'a> {
     outcomes: vec::Drain<'a, CommandOutcome>,
     raws: vec::Drain<'a, Option<Bytes>>,
+    keys: std::slice::Iter<'a, Vec<usize>>,
     changes: std::iter::Peekable<vec::Drain<'a, (usize, Attrs)>>,
     /// The index of the next command.
     next: usize,
 }
 
-impl Iterator for Steps<'_> {
-    type Item = Step;
+impl<'a> Iterator for Steps<'a> {
+    type Item = Step<'a>;
 
-    fn next(&mut self) -> Option<Step> {
+    fn next(&mut self) -> Option<Step<'a>> {
         if let Some((_, attrs)) = self.changes.next_if(|(from, _)| *from <= self.next) {
             return Some(Step::Attrs(attrs));
         }
         let outcome = self.outcomes.next()?;
         let raw = self.raws.next().flatten();
+        let keys = self.keys.next().map_or(&[][..], Vec::as_slice);
         self.next += 1;
-        Some(Step::Command(outcome, raw))
+        Some(Step::Command(outcome, raw, keys))
     }
 }
 
@@ -149,6 +162,9 @@ pub trait Phases {
     /// `conn` is the connection as the batch starts; `keys` finds the id and key positions
     /// of a rewritten command.
     fn on_commands(&mut self, ctx: &mut ConnCtx, conn: Conn, keys: &mut KeyFinder) -> Decided;
+
+    /// Takes back the buffers of a batch the session dispatched, to reuse them.
+    fn reuse(&mut self, ctx: &mut ConnCtx, decided: Decided);
 
     /// A reply to command `cmd` (`args`, its keys at `keys`) is about to be written; the
     /// reply to write instead. `conn.protocol` is the one the command was sent under.
@@ -184,6 +200,7 @@ impl Phases for WorkerChain {
 
     fn on_commands(&mut self, ctx: &mut ConnCtx, conn: Conn, keys: &mut KeyFinder) -> Decided {
         let mut outcomes = std::mem::take(&mut ctx.outcomes);
+        let mut out_keys = std::mem::take(&mut ctx.keys);
         let call = CallContext {
             conn_id: conn.id,
             db: conn.db,
@@ -191,12 +208,18 @@ impl Phases for WorkerChain {
             attrs: &ctx.attrs,
             protocol: conn.protocol,
         };
-        let changes = self.run_batch(&call, keys, &mut ctx.memory, &mut outcomes);
+        let changes = self.run_batch(&call, keys, &mut ctx.memory, &mut outcomes, &mut out_keys);
         Decided {
             outcomes,
             raws: std::mem::take(&mut ctx.raws),
+            keys: out_keys,
             changes,
         }
+    }
+
+    fn reuse(&mut self, ctx: &mut ConnCtx, mut decided: Decided) {
+        self.take_back_keys(&mut decided.keys);
+        ctx.reuse(decided);
     }
 
     fn on_reply(
@@ -223,30 +246,31 @@ mod tests {
         let mut decided = Decided {
             outcomes: vec![answer(10), answer(11), answer(12)],
             raws: vec![Some(Bytes::from_static(b"raw0")), None, None],
+            keys: vec![vec![], vec![1], vec![]],
             changes: vec![(1, attrs("alice")), (1, attrs("bob"))],
         };
         let steps: Vec<String> = decided
             .steps()
             .map(|step| match step {
                 Step::Attrs(a) => format!("attrs {}", a[0].1),
-                Step::Command(CommandOutcome::Answer(cmd, _), raw) => {
-                    format!("command {cmd} raw {}", raw.is_some())
+                Step::Command(CommandOutcome::Answer(cmd, _), raw, keys) => {
+                    format!("command {cmd} raw {} keys {keys:?}", raw.is_some())
                 }
-                Step::Command(CommandOutcome::Continue(..), _) => "continue".to_string(),
+                Step::Command(CommandOutcome::Continue(..), ..) => "continue".to_string(),
             })
             .collect();
         assert_eq!(
             steps,
             [
-                "command 10 raw true",
+                "command 10 raw true keys []",
                 "attrs alice",
                 "attrs bob",
-                "command 11 raw false",
-                "command 12 raw false"
+                "command 11 raw false keys [1]",
+                "command 12 raw false keys []"
             ]
         );
         let mut ctx = ConnCtx::default();
         ctx.reuse(decided);
-        assert!(ctx.outcomes.is_empty() && ctx.raws.is_empty());
+        assert!(ctx.outcomes.is_empty() && ctx.raws.is_empty() && ctx.keys.is_empty());
     }
 }

@@ -76,6 +76,11 @@ impl WorkerChain {
         id
     }
 
+    /// Takes back the key position vectors of a dispatched batch, to reuse them.
+    pub(crate) fn take_back_keys(&mut self, keys: &mut Vec<Vec<usize>>) {
+        self.spare_keys.append(keys);
+    }
+
     /// Whether the batch has as many commands or bytes as one may hold.
     pub fn batch_full(&self) -> bool {
         self.items.len() >= MAX_BATCH || self.batch_bytes >= MAX_BATCH_BYTES
@@ -94,12 +99,16 @@ impl WorkerChain {
     /// command ends the chain for it (the session then reports the error as usual).
     /// `memory` holds the connection's remembered verdicts: they decide commands without
     /// a call, and verdicts plugins ask to be remembered are added to it.
+    /// `out_keys` gets the key positions of each outcome's arguments, in order (found when
+    /// the command was pushed, again after a rewrite): dispatch uses them as they are, and
+    /// gives the vectors back with [`WorkerChain::take_back_keys`].
     pub(crate) fn run_batch(
         &mut self,
         ctx: &CallContext,
         keys: &mut KeyFinder,
         memory: &mut Memory,
         out: &mut Vec<CommandOutcome>,
+        out_keys: &mut Vec<Vec<usize>>,
     ) -> Vec<(usize, Vec<(String, String)>)> {
         self.changes.clear();
         memory.validate(self.version, self.links.len(), ctx);
@@ -108,7 +117,7 @@ impl WorkerChain {
         }
         self.batch_bytes = 0;
         for item in self.items.drain(..) {
-            self.spare_keys.push(item.keys);
+            out_keys.push(item.keys);
             out.push(match (item.id, item.answer) {
                 (Some(id), Some(reply)) => CommandOutcome::Answer(id, reply),
                 _ => {
@@ -535,7 +544,10 @@ mod tests {
             protocol: 2,
         };
         let mut out = Vec::new();
-        let changes = w.run_batch(&ctx, &mut find, &mut Memory::default(), &mut out);
+        let mut keys = Vec::new();
+        let changes = w.run_batch(&ctx, &mut find, &mut Memory::default(), &mut out, &mut keys);
+        assert_eq!(keys.len(), 12);
+        assert_eq!(keys[11], [1], "GET k: its key");
         assert!(changes.is_empty());
         assert_eq!(out.len(), 12);
         for (i, o) in out.iter().enumerate() {

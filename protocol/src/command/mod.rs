@@ -1144,9 +1144,13 @@ from Redis 7.0.15, and the classification in class.rs). Do not edit: regenerate 
 
 Tessera speaks the Redis 7.0 protocol, RESP2 and RESP3, per connection: a client starts in
 RESP2 and switches with `HELLO 3` (and back with `HELLO 2`), as with Redis. The proxy
-answers HELLO itself with Redis's fields (`version` is the backends' Redis version) plus a
-`proxy` field with its own name and version; `NOPROTO` is only for versions other than 2
-and 3. A RESP3 session's commands go to backend connections opened with `HELLO 3`, so every
+answers HELLO itself with Redis's fields plus a `proxy` field with its own name and version;
+`NOPROTO` is only for versions other than 2 and 3. `version` is the backends' Redis version,
+as the backend of the first group reported it when a connection to it was set up: a HELLO
+before any was waits for the session's connection to it (within `backend.connect_timeout_ms`
+and `backend.timeout_ms`). If that backend cannot be reached (or never tells its version),
+HELLO answers with the version of the command table the proxy carries (Redis 7.0.15).
+A RESP3 session's commands go to backend connections opened with `HELLO 3`, so every
 reply (maps, sets, doubles, booleans, nulls, big numbers, verbatim strings) is exactly what
 Redis sends a RESP3 client; replies the proxy makes (merged MGET, CLIENT GETNAME, errors)
 and replies plugins make are in the session's protocol (DBSIZE's sum, KEYS' array and

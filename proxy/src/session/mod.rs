@@ -7,12 +7,13 @@
 //!
 //! In parts: `queue` keeps the commands in request order and the batches in flight, `outbox`
 //! the batches of one read and the backend connections in use, `state` what the client set
-//! up; `local`, `client`, `split` and `fanout` answer or spread the commands that are not one
+//! up; `local`, `hello`, `client`, `split` and `fanout` answer or spread the commands that are not one
 //! backend's (`client` the CLIENT subcommands about every session, `info` the proxy's part of
 //! INFO), and `plugins` runs the plugin phases.
 
 mod client;
 mod fanout;
+mod hello;
 mod info;
 mod local;
 mod outbox;
@@ -45,6 +46,14 @@ use crate::worker::Worker;
 use outbox::{Outbox, Route};
 use queue::{Dest, ReplyQueue, State};
 use state::ConnectionState;
+
+/// A command the plugin chain looked up already: its table entry and the key positions of
+/// its arguments.
+#[derive(Clone, Copy)]
+struct Known<'k> {
+    spec: &'static Spec,
+    keys: &'k [usize],
+}
 
 /// One client connection, in parts: the client's socket and buffers here, the commands in
 /// request order ([`queue`]), the batches of this read ([`outbox`]) and what the client has
@@ -217,19 +226,21 @@ impl Session {
         self.dispatch_found(None, req, table, refusal, now);
     }
 
-    /// [`Session::dispatch`] of a request whose command `found` was looked up already.
+    /// [`Session::dispatch`] of a request whose command and key positions may be `known`
+    /// already (the plugin chain found them).
     fn dispatch_found(
         &mut self,
-        found: Option<&'static Spec>,
+        known: Option<Known<'_>>,
         req: Request,
         table: &SlotTable,
         refusal: Option<&str>,
         now: Instant,
     ) {
-        let lookup = match found {
-            Some(spec) => Lookup::Found(spec),
+        let lookup = match known {
+            Some(k) => Lookup::Found(k.spec),
             None => command::lookup(&req.args),
         };
+        let keys = known.map(|k| k.keys);
         let spec = match lookup {
             Lookup::Found(spec) => spec,
             // Redis reports unknown commands and wrong arity before it asks for AUTH.
@@ -274,10 +285,10 @@ impl Session {
                 Class::Keyed | Class::Split(_) | Class::FanOut(_) | Class::AnyBackend
             )
         {
-            self.keep_for_reply_hook(seq, spec, &req);
+            self.keep_for_reply_hook(seq, spec, &req, keys);
         }
         match class {
-            Class::Keyed => self.dispatch_keyed(seq, spec, req, table),
+            Class::Keyed => self.dispatch_keyed(seq, spec, req, table, keys),
             Class::Split(kind) => self.dispatch_split(seq, kind, req, table),
             Class::FanOut(kind) => self.dispatch_fanout(seq, kind, req, table),
             Class::Local(l) => self.local(seq, l, &req.args),
@@ -292,10 +303,25 @@ impl Session {
         }
     }
 
-    fn dispatch_keyed(&mut self, seq: u64, spec: &Spec, req: Request, table: &SlotTable) {
-        let mut keys = std::mem::take(&mut self.keys);
-        keys.clear();
-        command::key_positions(spec, &req.args, &mut keys);
+    /// Routes a command to the group of its keys' slot; `found`: the key positions, if
+    /// the plugin chain found them already (else they are found here, in `self.keys`).
+    fn dispatch_keyed(
+        &mut self,
+        seq: u64,
+        spec: &Spec,
+        req: Request,
+        table: &SlotTable,
+        found: Option<&[usize]>,
+    ) {
+        let mut own = std::mem::take(&mut self.keys);
+        let keys = match found {
+            Some(keys) => keys,
+            None => {
+                own.clear();
+                command::key_positions(spec, &req.args, &mut own);
+                &own
+            }
+        };
         let backend = match keys.split_first() {
             None => table.any_backend().ok_or(CommandError::NoGroup),
             Some((&first, rest)) => {
@@ -307,7 +333,7 @@ impl Session {
                 }
             }
         };
-        self.keys = keys;
+        self.keys = own;
         match backend {
             Ok(b) => self.forward(b, &req, Dest::Whole(seq)),
             Err(e) => self.queue.fail(seq, e),

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::Session;
+use super::{Known, Session};
 use crate::command::{self, Class, Local, Lookup, Spec};
 use crate::plugin::{CommandOutcome, Conn, Phases, Step};
 use crate::resp::{Protocol, Request, convert};
@@ -25,13 +25,13 @@ pub struct ReplyHook {
 /// The command id of a command line, if it is a valid command, with its key positions put
 /// in `keys`.
 fn command_keys(args: &[Bytes], keys: &mut Vec<usize>) -> Option<u16> {
+    keys.clear();
     let Lookup::Found(spec) = command::lookup(args) else {
         return None;
     };
     if !spec.arity_ok(args.len()) {
         return None;
     }
-    keys.clear();
     command::key_positions(spec, args, keys);
     Some(spec.id)
 }
@@ -112,28 +112,44 @@ impl Session {
                     self.plugins.attrs = attrs;
                     self.note_user();
                 }
-                Step::Command(CommandOutcome::Continue(args, rewritten, cmd), raw) => {
+                Step::Command(CommandOutcome::Continue(args, rewritten, cmd), raw, keys) => {
                     let raw = if rewritten { None } else { raw };
-                    let found = cmd.map(command::by_id);
-                    self.dispatch_found(found, Request { args, raw }, table, refusal, now);
+                    let known = cmd.map(|c| Known {
+                        spec: command::by_id(c),
+                        keys,
+                    });
+                    self.dispatch_found(known, Request { args, raw }, table, refusal, now);
                 }
-                Step::Command(CommandOutcome::Answer(cmd, reply), _) => {
+                Step::Command(CommandOutcome::Answer(cmd, reply), ..) => {
                     let seq = self.queue.push(Some(cmd), now);
                     self.queue
                         .complete(seq, convert::for_protocol(reply, self.client.protocol));
                 }
             }
         }
-        self.plugins.reuse(decided);
+        worker.chain.borrow_mut().reuse(&mut self.plugins, decided);
     }
 
-    /// Remembers the command of entry `seq` if a plugin wants its reply.
-    pub(super) fn keep_for_reply_hook(&mut self, seq: u64, spec: &Spec, req: &Request) {
+    /// Remembers the command of entry `seq` if a plugin wants its reply; `found`: its key
+    /// positions, if the chain found them already.
+    pub(super) fn keep_for_reply_hook(
+        &mut self,
+        seq: u64,
+        spec: &Spec,
+        req: &Request,
+        found: Option<&[usize]>,
+    ) {
         if !self.worker.chain.borrow().wants_reply(spec.id) {
             return;
         }
-        let mut keys = Vec::new();
-        command::key_positions(spec, &req.args, &mut keys);
+        let keys = match found {
+            Some(keys) => keys.to_vec(),
+            None => {
+                let mut keys = Vec::new();
+                command::key_positions(spec, &req.args, &mut keys);
+                keys
+            }
+        };
         let protocol = self.client.protocol;
         self.queue.entry(seq).reply_hook = Some(Box::new(ReplyHook {
             cmd: spec.id,

@@ -11,6 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::fanout::Gather;
+use super::hello::HelloReply;
 use super::plugins::ReplyHook;
 use super::split::Merge;
 use crate::backend::ReplyBatch;
@@ -31,6 +32,9 @@ pub(super) enum State {
     Merging(Box<Merge>),
     /// A fan-out command waiting for some of its groups.
     Gathering(Box<Gather>),
+    /// A HELLO waiting for its backend's version: for the reply to a PING sent behind the
+    /// setup of the session's connection to that backend.
+    Hello(Box<HelloReply>),
 }
 
 /// A command in flight, in request order.
@@ -108,6 +112,7 @@ impl ReplyQueue {
                 let done = match &mut e.state {
                     State::Merging(m) => m.add(part as usize, reply),
                     State::Gathering(g) => g.add(part as usize, reply),
+                    State::Hello(h) => Some(h.encode()),
                     _ => None,
                 };
                 if let Some(done) = done {
