@@ -36,6 +36,7 @@ pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod coordinator;
+pub mod drain;
 pub mod error;
 pub mod router;
 pub mod server;

@@ -12,6 +12,7 @@
 
 mod fanout;
 mod local;
+mod migrating;
 mod outbox;
 mod plugins;
 mod queue;
@@ -60,6 +61,8 @@ pub struct Session {
     /// What the plugin host keeps for this connection (attributes, remembered verdicts,
     /// the batch), and whether the worker's chain has any plugin.
     plugins: crate::plugin::ConnCtx,
+    /// A command waiting for its keys to move out of a migrating slot, and those behind it.
+    migrating: migrating::Migrating,
 }
 
 impl Session {
@@ -70,6 +73,7 @@ impl Session {
         shared.stats.sessions_total.fetch_add(1, Relaxed);
         shared.stats.sessions_alive.fetch_add(1, Relaxed);
         let (replies_tx, replies) = mpsc::unbounded_channel();
+        let outbox = Outbox::new(replies_tx, worker.drain.clone());
         Session {
             id: shared.next_session_id(),
             client: ConnectionState::new(shared.passwords.load().session.is_empty()),
@@ -80,10 +84,11 @@ impl Session {
             rbuf: BytesMut::with_capacity(16 * 1024),
             wbuf: BytesMut::with_capacity(16 * 1024),
             queue: ReplyQueue::default(),
-            outbox: Outbox::new(replies_tx),
+            outbox,
             replies,
             keys: Vec::new(),
             plugins: Default::default(),
+            migrating: Default::default(),
         }
     }
 
@@ -115,14 +120,18 @@ impl Session {
             if self.client.closed(self.queue.head()) || (eof && self.queue.is_empty()) {
                 break;
             }
-            let can_read = !eof && self.client.reads() && self.queue.len() < max_pipeline;
+            let can_read = !eof
+                && self.client.reads()
+                && !self.migrating.holds()
+                && self.queue.len() < max_pipeline;
             tokio::select! {
                 biased;
                 Some(batch) = self.replies.recv() => {
-                    self.queue.on_replies(batch);
+                    self.on_replies(batch);
                     while let Ok(b) = self.replies.try_recv() {
-                        self.queue.on_replies(b);
+                        self.on_replies(b);
                     }
+                    self.advance_move();
                     if self.client.held && !self.queue.sent_unanswered() {
                         self.client.held = false;
                         self.on_input(Instant::now());
@@ -149,9 +158,22 @@ impl Session {
         let _ = self.stream.shutdown().await;
     }
 
+    /// Gives a batch of replies to its commands (or MIGRATEs to the command they move for).
+    fn on_replies(&mut self, batch: ReplyBatch) {
+        if batch.tag == migrating::MIGRATE_TAG {
+            self.on_moved(batch);
+        } else {
+            self.queue.on_replies(batch);
+        }
+    }
+
     /// Decodes every whole request buffered and dispatches it, then sends the batches.
     fn on_input(&mut self, now: Instant) {
+        if self.migrating.holds() {
+            return;
+        }
         let table = self.worker.shared.table.load();
+        self.outbox.revision = table.revision;
         let refusal = self.worker.shared.refusal.load();
         self.plugins.active = self.worker.refresh_chain();
         loop {
@@ -174,7 +196,7 @@ impl Session {
                     break;
                 }
             }
-            if !self.client.reads() {
+            if !self.client.reads() || self.migrating.holds() {
                 break;
             }
         }
@@ -182,6 +204,7 @@ impl Session {
         if self.plugins.active {
             self.worker.chain.borrow_mut().flush_stats();
         }
+        self.advance_move();
     }
 
     /// Answers `-ERR Protocol error: ...` after the replies before it, then closes.
@@ -207,6 +230,9 @@ impl Session {
         refusal: Option<&str>,
         now: Instant,
     ) {
+        let Err(req) = self.wait_behind_move(found, req) else {
+            return;
+        };
         let lookup = match found {
             Some(spec) => Lookup::Found(spec),
             None => command::lookup(&req.args),
@@ -269,7 +295,7 @@ impl Session {
         }
     }
 
-    fn dispatch_keyed(&mut self, seq: u64, spec: &Spec, req: Request, table: &SlotTable) {
+    fn dispatch_keyed(&mut self, seq: u64, spec: &'static Spec, req: Request, table: &SlotTable) {
         let mut keys = std::mem::take(&mut self.keys);
         keys.clear();
         command::key_positions(spec, &req.args, &mut keys);
@@ -284,14 +310,28 @@ impl Session {
                 }
             }
         };
+        let moves = match backend {
+            Ok(_) => self
+                .migrating
+                .to_move(seq, table, &req.args, keys.iter().copied()),
+            Err(_) => Vec::new(),
+        };
         self.keys = keys;
         match backend {
+            Ok(_) if !moves.is_empty() => {
+                self.hold_for_move(seq, migrating::Again::Keyed(spec), req, moves)
+            }
             Ok(b) => self.forward(b, &req, Dest::Whole(seq)),
             Err(e) => self.queue.fail(seq, e),
         }
     }
 
     fn dispatch_split(&mut self, seq: u64, kind: command::Split, req: Request, table: &SlotTable) {
+        let keys = migrating::split_keys(kind, &req.args);
+        let moves = self.migrating.to_move(seq, table, &req.args, keys);
+        if !moves.is_empty() {
+            return self.hold_for_move(seq, migrating::Again::Split(kind), req, moves);
+        }
         match split::plan(kind, &req.args, table) {
             Err(e) => self.queue.fail(seq, e),
             Ok(split::Plan::Whole(b)) => self.forward(b, &req, Dest::Whole(seq)),
