@@ -1,7 +1,8 @@
 //! Online slot migration, the dashboard's side, with real redis-servers, the embedded store
 //! and the `tessera` binary: the migrator moves every key of the migrating slots (dbs 0 and
-//! 3, a backend password) and no other; a proxy that cannot follow holds the migration
-//! before any key moves and is named by `tessera admin migrations`; cancelling and
+//! 3, a backend password) and no other; a proxy that does not acknowledge (stopped) holds the
+//! migration before any key moves and is named by `tessera admin migrations`; a proxy that
+//! follows moves a key before it serves it, and answers TRYAGAIN when it cannot; cancelling and
 //! restarting the dashboard mid-migration leave no key behind; `slots assign` of an owned
 //! slot is refused; `rebalance --dry-run` prints the plan.
 
@@ -263,10 +264,12 @@ fn the_migrator_moves_every_key_of_the_migrating_slots_and_no_other() {
 }
 
 #[test]
-fn a_proxy_that_cannot_follow_holds_the_migration_before_any_key_moves() {
+fn a_stopped_proxy_holds_the_migration_before_any_key_moves() {
     let (r1, r2) = (RedisServer::start(), RedisServer::start());
-    let store = TempDir::new("store");
-    let url = store_url(&store);
+    // etcd, not the embedded store: a process stopped while it holds the embedded store's
+    // file lock would stop the dashboard too.
+    let etcd = harness::etcd::Etcd::start();
+    let url = etcd.url();
     let d = Dashboard::start(&url, "held");
     d.two_groups(&r1, &r2);
     populate(&r1, 0, "", 2000, "k");
@@ -276,6 +279,8 @@ fn a_proxy_that_cannot_follow_holds_the_migration_before_any_key_moves() {
     let mut c = proxy.raw();
     assert_eq!(c.cmd(&["SET", &in_slot_3, "before"]), harness::Resp::ok());
 
+    // A proxy that does not acknowledge the migrating revision (stopped here) holds it.
+    let paused = harness::Paused::new(proxy.pid());
     d.admin_ok(&[
         "slots",
         "migrate",
@@ -296,17 +301,6 @@ fn a_proxy_that_cannot_follow_holds_the_migration_before_any_key_moves() {
         table.contains(&proxy_addr),
         "the holding proxy is not named:\n{table}"
     );
-    assert!(
-        table.contains(
-            "slot 0 is migrating (group 1 → 2): this proxy cannot move keys yet; it serves \
-             the slot from group 1 and does not acknowledge the revision"
-        ),
-        "{table}"
-    );
-    // Held, the proxy serves the migrating slots from their source.
-    assert_eq!(c.cmd(&["GET", &in_slot_3]), harness::Resp::bulk("before"));
-    assert_eq!(c.cmd(&["SET", &in_slot_3, "during"]), harness::Resp::ok());
-    assert_eq!(c.cmd(&["SET", &in_slot_3, "before"]), harness::Resp::ok());
     let dbsize: i64 = redis::cmd("DBSIZE").query(&mut r2.conn()).unwrap();
     assert_eq!(
         dbsize, 0,
@@ -326,6 +320,7 @@ fn a_proxy_that_cannot_follow_holds_the_migration_before_any_key_moves() {
         "the step did not end"
     );
     assert_eq!(d.owner(3), Some(1));
+    paused.resume();
     let served = wait_until(Duration::from_secs(10), || {
         c.cmd(&["GET", &in_slot_3]) == harness::Resp::bulk("before")
     });
@@ -336,6 +331,58 @@ fn a_proxy_that_cannot_follow_holds_the_migration_before_any_key_moves() {
     );
     let dbsize: i64 = redis::cmd("DBSIZE").query(&mut r2.conn()).unwrap();
     assert_eq!(dbsize, 0);
+}
+
+#[test]
+fn a_following_proxy_acknowledges_and_moves_each_key_before_it_serves_it() {
+    let (r1, r2) = (RedisServer::start(), RedisServer::start());
+    let store = TempDir::new("store");
+    let url = store_url(&store);
+    let d = Dashboard::start(&url, "follow");
+    d.two_groups(&r1, &r2);
+    let proxy = Proxy::start_coordinator(&url, "follow", 10)
+        .unwrap_or_else(|e| panic!("proxy did not start: {e}"));
+    let key = harness::find_key("k:", |k| harness::slot(k) == 3);
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&["RPUSH", &key, "1"]), harness::Resp::Int(1));
+    // Block r2 from taking keys: the migrator's and the proxy's MIGRATEs fail.
+    let paused = r2.pause();
+    d.admin_ok(&["slots", "migrate", "3", "--to", "2"]);
+    let moving = wait_until(Duration::from_secs(10), || {
+        d.admin_ok(&["migrations"]).contains("moving")
+    });
+    assert!(moving, "the proxy did not acknowledge the migrating revision");
+    // The destination is down: the command fails with TRYAGAIN and is not run.
+    let reply = c.cmd(&["RPUSH", &key, "2"]);
+    assert!(
+        reply.error_text().starts_with("TRYAGAIN slot 3 is migrating"),
+        "{reply:?}"
+    );
+    paused.resume();
+    // TRYAGAIN says the command may be sent again: the connection that carries MIGRATEs may
+    // still wait out its backoff after the timeout.
+    let mut reply = c.cmd(&["RPUSH", &key, "3"]);
+    for _ in 0..50 {
+        if !reply.error_text().starts_with("TRYAGAIN") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        reply = c.cmd(&["RPUSH", &key, "3"]);
+    }
+    assert_eq!(reply, harness::Resp::Int(2));
+    assert!(
+        wait_until(MIGRATION_BOUND, || d.migrations_empty()),
+        "the migration did not end"
+    );
+    let list: Vec<String> = redis::cmd("LRANGE")
+        .arg(&key)
+        .arg(0)
+        .arg(-1)
+        .query(&mut r2.conn())
+        .unwrap();
+    assert_eq!(list, ["1", "3"]);
+    let on_r1: i64 = redis::cmd("EXISTS").arg(&key).query(&mut r1.conn()).unwrap();
+    assert_eq!(on_r1, 0);
 }
 
 #[test]
