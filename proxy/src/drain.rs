@@ -37,7 +37,10 @@ impl Drain {
 
     /// Whether no batch routed under a revision older than `revision` is in flight.
     pub fn drained(&self, revision: u64) -> bool {
-        self.counts.borrow().front().is_none_or(|&(r, _)| r >= revision)
+        self.counts
+            .borrow()
+            .front()
+            .is_none_or(|&(r, _)| r >= revision)
     }
 
     /// Waits until [`Drain::drained`] holds for `revision`.
@@ -99,7 +102,10 @@ mod tests {
         assert!(d.drained(5));
         assert!(!d.drained(6));
         let older = d.sent(4);
-        assert!(!d.drained(5), "a batch of an older table counts wherever it comes");
+        assert!(
+            !d.drained(5),
+            "a batch of an older table counts wherever it comes"
+        );
         drop(older);
         drop(b);
         assert!(d.drained(u64::MAX));

@@ -40,6 +40,11 @@ pub struct Move {
     /// The destination master's host and port, as MIGRATE names it.
     pub to_host: Arc<str>,
     pub to_port: Arc<str>,
+    /// Whether every registered proxy has acknowledged the revision that made the slot
+    /// migrating. Until then no proxy routes by an earlier table only once this holds, so
+    /// commands on the slot wait (a proxy on the earlier table would write the source
+    /// after this one moved a key).
+    pub open: bool,
 }
 
 const NONE: BackendId = BackendId::MAX;
@@ -69,6 +74,18 @@ impl SlotTable {
         slots: &[SlotState],
         registry: &BackendRegistry,
     ) -> SlotTable {
+        Self::build_with_barriers(revision, groups, slots, &[], registry)
+    }
+
+    /// [`SlotTable::build`], with the migrating slots of `closed` (sorted) not open yet:
+    /// some proxy has not acknowledged the revision that made them migrating.
+    pub fn build_with_barriers(
+        revision: u64,
+        groups: &[Group],
+        slots: &[SlotState],
+        closed: &[usize],
+        registry: &BackendRegistry,
+    ) -> SlotTable {
         let groups: BTreeMap<u32, (Group, BackendId)> = groups
             .iter()
             .filter_map(|g| {
@@ -91,7 +108,8 @@ impl SlotTable {
         let mut moves: Vec<Move> = Vec::new();
         let moving = slots
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(slot, s)| {
                 let SlotState::Migrating { from, to } = s else {
                     return NO_MOVE;
                 };
@@ -100,7 +118,11 @@ impl SlotTable {
                     // No source to move keys from, or nowhere to move them: nothing to do.
                     return NO_MOVE;
                 }
-                if let Some(i) = moves.iter().position(|m| m.from == from && m.to == to) {
+                let open = closed.binary_search(&slot).is_err();
+                if let Some(i) = moves
+                    .iter()
+                    .position(|m| m.from == from && m.to == to && m.open == open)
+                {
                     return i as u16;
                 }
                 let addr = groups
@@ -114,6 +136,7 @@ impl SlotTable {
                     to,
                     to_host: host.into(),
                     to_port: port.into(),
+                    open,
                 });
                 moves.len() as u16 - 1
             })

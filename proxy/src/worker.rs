@@ -119,7 +119,9 @@ impl Worker {
         loop {
             let revision = *published.borrow_and_update();
             self.drain.wait(revision).await;
-            self.shared.drained.send_modify(|d| d[self.index] = d[self.index].max(revision));
+            self.shared
+                .drained
+                .send_modify(|d| d[self.index] = d[self.index].max(revision));
             if published.changed().await.is_err() {
                 return;
             }

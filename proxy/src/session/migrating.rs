@@ -1,6 +1,10 @@
 //! Commands on keys of a migrating slot: the session first has their keys moved from the
 //! slot's source master to its destination (`MIGRATE ... KEYS`), then sends the command there.
 //!
+//! A slot is *open* once every registered proxy has acknowledged the revision that made it
+//! migrating; until then its commands wait (no proxy may move a key while another may still
+//! write it on the source by an earlier table), at most `backend.timeout_ms`, then TRYAGAIN.
+//!
 //! Ordering: the MIGRATE goes once every command the session sent before is answered, and
 //! every command the session reads after one that waits for a MIGRATE waits behind it, in
 //! order (unread, or kept here if already decoded), so none overtakes it. A MIGRATE that
@@ -9,6 +13,8 @@
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::Session;
 use crate::backend::{Batch, ReplyBatch};
@@ -36,6 +42,10 @@ pub(super) struct Migrating {
     /// While the held command is dispatched after its keys moved: its sequence number and
     /// the moves done for it (slots of those moves go to their destination directly).
     done: Option<(u64, Vec<Move>)>,
+    /// While the held command is dispatched again on a new table: when it stops waiting.
+    deadline: Option<Instant>,
+    /// Tells of each new table while a command waits for a migrating slot to open.
+    published: Option<watch::Receiver<u64>>,
 }
 
 struct Held {
@@ -46,6 +56,8 @@ struct Held {
     moves: Vec<(Move, Vec<usize>)>,
     /// `None` until the MIGRATEs are sent, then how many batches of them are unanswered.
     unanswered: Option<usize>,
+    /// When the command stops waiting for a slot to open (TRYAGAIN then).
+    deadline: Instant,
     /// Why a MIGRATE failed, if one did.
     failure: Option<String>,
 }
@@ -55,6 +67,26 @@ impl Migrating {
     #[inline]
     pub(super) fn holds(&self) -> bool {
         self.held.is_some()
+    }
+
+    /// Whether the held command waits for a migrating slot to open (a new table).
+    pub(super) fn waits_for_table(&self) -> bool {
+        self.held
+            .as_ref()
+            .is_some_and(|h| h.unanswered.is_none() && h.moves.iter().any(|(m, _)| !m.open))
+    }
+
+    /// Until a new table is published or the held command's wait is over.
+    pub(super) async fn table_or_deadline(&mut self) {
+        let Some(held) = &self.held else { return };
+        let deadline = held.deadline;
+        let Some(published) = self.published.as_mut() else {
+            return;
+        };
+        tokio::select! {
+            _ = published.changed() => {}
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
     }
 
     /// The keys of `keys` (argument indices of `args`) in slots that are migrating and not
@@ -101,14 +133,36 @@ impl Session {
         req: Request,
         moves: Vec<(Move, Vec<usize>)>,
     ) {
+        let deadline = self
+            .migrating
+            .deadline
+            .unwrap_or_else(|| Instant::now() + self.worker.shared.config.backend.timeout());
+        if self.migrating.published.is_none() && moves.iter().any(|(m, _)| !m.open) {
+            let mut published = self.worker.shared.published.subscribe();
+            published.mark_unchanged();
+            self.migrating.published = Some(published);
+        }
         self.migrating.held = Some(Box::new(Held {
             seq,
             again,
             req,
             moves,
             unanswered: None,
+            deadline,
             failure: None,
         }));
+    }
+
+    /// A new table, or the wait is over: the held command is dispatched again (it waits on,
+    /// moves its keys, or runs where the new table says), or fails with TRYAGAIN.
+    pub(super) fn table_changed(&mut self) {
+        let Some(held) = self.migrating.held.as_mut() else {
+            return;
+        };
+        if Instant::now() >= held.deadline {
+            held.failure = Some("not every proxy follows the migration yet".to_string());
+        }
+        self.release_held(false);
     }
 
     /// Keeps a command read while another waits for a MIGRATE, if one does (`Err` gives it
@@ -152,13 +206,14 @@ impl Session {
                 return;
             };
             match held.unanswered {
+                None if held.moves.iter().any(|(m, _)| !m.open) => return,
                 None if !self.queue.sent_unanswered() => {
                     let n = self.send_migrates();
                     if let Some(held) = self.migrating.held.as_mut() {
                         held.unanswered = Some(n);
                     }
                 }
-                Some(0) => self.release_held(),
+                Some(0) => self.release_held(true),
                 _ => return,
             }
         }
@@ -185,13 +240,7 @@ impl Session {
             let auth = if password.is_empty() { 0 } else { 2 };
             encode::array_header(out, 8 + auth + keys.len());
             for a in [
-                "MIGRATE",
-                &m.to_host,
-                &m.to_port,
-                "",
-                &db,
-                &timeout,
-                "REPLACE",
+                "MIGRATE", &m.to_host, &m.to_port, "", &db, &timeout, "REPLACE",
             ] {
                 encode::bulk(out, a.as_bytes());
             }
@@ -219,9 +268,10 @@ impl Session {
         n
     }
 
-    /// Sends the held command (its keys are moved) or fails it, then dispatches the
-    /// commands that waited behind it until one waits for a MIGRATE again.
-    fn release_held(&mut self) {
+    /// Sends the held command (its keys are `moved`, or it is dispatched again on a new
+    /// table) or fails it, then dispatches the commands that waited behind it until one
+    /// waits for a MIGRATE again.
+    fn release_held(&mut self, moved: bool) {
         let held = *self.migrating.held.take().expect("a held command");
         let table = self.worker.shared.table.load_full();
         let refusal = self.worker.shared.refusal.load_full();
@@ -234,10 +284,9 @@ impl Session {
                 .first()
                 .and_then(|(_, keys)| keys.first())
                 .map_or(0, |&k| slot::slot(&held.req.args[k]));
-            let to = held
-                .moves
-                .first()
-                .map_or(String::new(), |(m, _)| format!("{}:{}", m.to_host, m.to_port));
+            let to = held.moves.first().map_or(String::new(), |(m, _)| {
+                format!("{}:{}", m.to_host, m.to_port)
+            });
             self.queue.fail(
                 held.seq,
                 CommandError::TryAgain(format!(
@@ -245,13 +294,19 @@ impl Session {
                 )),
             );
         } else {
-            let done = held.moves.into_iter().map(|(m, _)| m).collect();
+            let done = if moved {
+                held.moves.into_iter().map(|(m, _)| m).collect()
+            } else {
+                self.migrating.deadline = Some(held.deadline);
+                Vec::new()
+            };
             self.migrating.done = Some((held.seq, done));
             match held.again {
                 Again::Split(kind) => self.dispatch_split(held.seq, kind, held.req, &table),
                 Again::Keyed(spec) => self.dispatch_keyed(held.seq, spec, held.req, &table),
             }
             self.migrating.done = None;
+            self.migrating.deadline = None;
         }
         while !self.migrating.holds() {
             let Some((found, req)) = self.migrating.behind.pop_front() else {

@@ -137,6 +137,9 @@ impl Session {
                         self.on_input(Instant::now());
                     }
                 }
+                _ = self.migrating.table_or_deadline(), if self.migrating.waits_for_table() => {
+                    self.table_changed();
+                }
                 read = read_more(&mut self.stream, &mut self.rbuf), if can_read => {
                     match read {
                         Ok(0) | Err(_) => eof = true,
