@@ -738,7 +738,7 @@ fn clients_through_two_proxies_lose_nothing_while_slots_move_back_and_forth() {
         Proxy::start_coordinator(&url, "churn", 3)
             .unwrap_or_else(|e| panic!("proxy did not start: {e}"))
     };
-    let mut proxies = vec![start_proxy(), start_proxy()];
+    let mut proxies = [start_proxy(), start_proxy()];
     let addrs = Arc::new(Mutex::new(vec![proxies[0].addr, proxies[1].addr]));
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..4)

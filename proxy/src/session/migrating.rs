@@ -85,7 +85,7 @@ impl Migrating {
         };
         tokio::select! {
             _ = published.changed() => {}
-            _ = tokio::time::sleep_until(deadline.into()) => {}
+            _ = tokio::time::sleep_until(deadline) => {}
         }
     }
 
