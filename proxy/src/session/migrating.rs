@@ -163,6 +163,7 @@ impl Session {
             held.failure = Some("not every proxy follows the migration yet".to_string());
         }
         self.release_held(false);
+        self.advance_move();
     }
 
     /// Keeps a command read while another waits for a MIGRATE, if one does (`Err` gives it

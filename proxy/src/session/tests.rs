@@ -412,8 +412,13 @@ async fn a_refusing_backend_is_retried_with_backoff_and_other_backends_serve_on(
 }
 
 /// Publishes revision `revision` of the test table with `foo`'s slot (289) migrating from
-/// group 1 (`a:1`) to group 2 (`b:2`).
+/// group 1 (`a:1`) to group 2 (`b:2`), open.
 fn migrate_foo(worker: &Worker, revision: u64) {
+    publish_migrating_foo(worker, revision, true);
+}
+
+/// [`migrate_foo`], with the slot open (every proxy follows the migration) or not.
+fn publish_migrating_foo(worker: &Worker, revision: u64, open: bool) {
     use tessera_topology::model::{Group, SlotState};
     let groups = [
         Group {
@@ -431,8 +436,16 @@ fn migrate_foo(worker: &Worker, revision: u64) {
         })
         .collect();
     slots[289] = SlotState::Migrating { from: 1, to: 2 };
-    let table = crate::router::SlotTable::build(revision, &groups, &slots, &worker.shared.registry);
+    let closed: &[usize] = if open { &[] } else { &[289] };
+    let table = crate::router::SlotTable::build_with_barriers(
+        revision,
+        &groups,
+        &slots,
+        closed,
+        &worker.shared.registry,
+    );
     worker.shared.table.store(Arc::new(table));
+    worker.shared.published.send_replace(revision);
 }
 
 fn position(log: &[Event], what: impl Fn(&Event) -> bool) -> Option<usize> {
@@ -530,6 +543,55 @@ async fn a_failed_migrate_answers_tryagain_and_sends_nothing_to_the_destination(
                 "{:?}",
                 world.log.borrow()
             );
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_on_a_slot_not_every_proxy_follows_waits_until_it_opens_or_the_timeout() {
+    LocalSet::new()
+        .run_until(async {
+            let world = Rc::new(World::default());
+            let worker = worker(&world, "timeout_ms = 1000");
+            publish_migrating_foo(&worker, 1, false);
+            let mut c = client(&worker);
+            send(&mut c, &[&["GET", "foo"], &["GET", "hello"]]).await;
+            nothing_for(&mut c, Duration::from_millis(300)).await;
+            assert!(
+                world
+                    .commands("a:1")
+                    .iter()
+                    .all(|(_, l)| !l.starts_with("MIGRATE"))
+                    && world.commands("b:2").is_empty(),
+                "sent before the slot opened: {:?}",
+                world.log.borrow()
+            );
+            publish_migrating_foo(&worker, 2, true);
+            expect(&mut c, "$7\r\nb:2/foo\r\n$9\r\nb:2/hello\r\n").await;
+            assert!(
+                world
+                    .commands("a:1")
+                    .iter()
+                    .any(|(_, l)| l == "MIGRATE b 2  0 1000 REPLACE KEYS foo")
+            );
+
+            // A slot that does not open within the backend timeout: TRYAGAIN, nothing sent.
+            publish_migrating_foo(&worker, 3, false);
+            let asked = Instant::now();
+            send(&mut c, &[&["GET", "foo"]]).await;
+            expect(
+                &mut c,
+                "-TRYAGAIN slot 289 is migrating and its keys could not be moved to b:2: not \
+                 every proxy follows the migration yet\r\n",
+            )
+            .await;
+            assert!(asked.elapsed() >= Duration::from_millis(1000));
+            let gets = world
+                .commands("b:2")
+                .iter()
+                .filter(|(_, l)| l == "GET foo")
+                .count();
+            assert_eq!(gets, 1);
         })
         .await;
 }
