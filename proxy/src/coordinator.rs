@@ -19,10 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use tessera_topology::model::{Plugins, ProxyInfo, SlotState, Topology};
+use tessera_topology::model::{Plugins, ProxyInfo, Topology};
 use tessera_topology::{LeaseId, Store, StoreError, WatchEvent, keys, load};
 use tokio::sync::{mpsc, watch};
 
+use crate::barriers::Barriers;
 use crate::config::CoordinatorConfig;
 use crate::plugin::from_store::load_chain;
 use crate::plugin::{PluginChain, PluginError};
@@ -55,10 +56,8 @@ pub struct Coordinator {
     refusals: Arc<Refusals>,
     /// The revision published and not yet acknowledged (workers still drain), and since when.
     unacknowledged: Option<(i64, Instant)>,
-    /// For each slot that is migrating, the state and the revision it became so at.
-    migrating_since: Vec<Option<(SlotState, i64)>>,
-    /// The migrating slots published as closed (see [`crate::router::Move::open`]).
-    closed: Vec<usize>,
+    /// Which migrating slots are open (see [`crate::router::Move::open`]).
+    barriers: Barriers,
 }
 
 /// Why coordinator mode could not start.
@@ -120,8 +119,7 @@ impl Coordinator {
             plugins_applied: Plugins::default(),
             plugins_loading: false,
             unacknowledged: None,
-            migrating_since: Vec::new(),
-            closed: Vec::new(),
+            barriers: Barriers::default(),
             loaded,
             loaded_rx: Some(loaded_rx),
             refusals: Arc::new(Refusals::default()),
@@ -407,7 +405,7 @@ impl Coordinator {
         }
         self.sync_plugins();
         // Another proxy's acknowledgement may open a migrating slot.
-        changed |= self.closed_slots() != self.closed;
+        changed |= self.barriers.closed(&self.topology) != self.barriers.published;
         if changed {
             self.publish();
             tracing::info!(
@@ -469,41 +467,15 @@ impl Coordinator {
         self.sync_plugins();
     }
 
-    /// The migrating slots some registered proxy has not acknowledged yet (remembering when
-    /// each slot became migrating), sorted.
-    fn closed_slots(&mut self) -> Vec<usize> {
-        let t = &self.topology;
-        self.migrating_since.resize(t.slots.slots.len(), None);
-        let mut closed = Vec::new();
-        for (slot, state) in t.slots.slots.iter().enumerate() {
-            let since = &mut self.migrating_since[slot];
-            if !matches!(state, SlotState::Migrating { .. }) {
-                *since = None;
-                continue;
-            }
-            let at = match since {
-                Some((s, at)) if s == state => *at,
-                _ => {
-                    *since = Some((*state, t.revision));
-                    t.revision
-                }
-            };
-            if t.proxies.iter().any(|p| p.applied_revision < at) || t.proxies.is_empty() {
-                closed.push(slot);
-            }
-        }
-        closed
-    }
-
     /// Builds the slot table of the current topology and swaps it in.
     fn publish(&mut self) {
-        self.closed = self.closed_slots();
         let t = &self.topology;
+        self.barriers.published = self.barriers.closed(t);
         let table = SlotTable::build_with_barriers(
             t.revision as u64,
             &t.groups,
             &t.slots.slots,
-            &self.closed,
+            &self.barriers.published,
             &self.shared.registry,
         );
         self.shared.table.store(Arc::new(table));

@@ -34,6 +34,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod barriers;
 pub mod config;
 pub mod coordinator;
 pub mod drain;
