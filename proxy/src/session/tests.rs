@@ -595,3 +595,49 @@ async fn a_command_on_a_slot_not_every_proxy_follows_waits_until_it_opens_or_the
         })
         .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_reports_a_table_drained_only_once_commands_routed_by_the_earlier_one_are_answered()
+ {
+    LocalSet::new()
+        .run_until(async {
+            let world = Rc::new(World::default());
+            world.set("a:1", Mode::Hold);
+            let worker = worker(&world, "");
+            tokio::task::spawn_local(worker.clone().report_drained());
+            let mut drained = worker.shared.drained.subscribe();
+            let mut c = client(&worker);
+            send(&mut c, &[&["GET", "foo"]]).await;
+            world
+                .until("a:1 holds GET foo", |log| {
+                    log.iter().any(
+                        |e| matches!(e, Event::Command { addr, line, .. } if addr == "a:1" && line == "GET foo"),
+                    )
+                })
+                .await;
+            migrate_foo(&worker, 1);
+            let early = tokio::time::timeout(Duration::from_millis(500), async {
+                loop {
+                    if drained.borrow_and_update()[0] >= 1 {
+                        return;
+                    }
+                    drained.changed().await.expect("the sender lives");
+                }
+            })
+            .await;
+            assert!(
+                early.is_err(),
+                "revision 1 reported drained while GET foo of revision 0 is in flight"
+            );
+            world.set("a:1", Mode::Answer);
+            expect(&mut c, "$7\r\na:1/foo\r\n").await;
+            let reported = tokio::time::timeout(BOUND, async {
+                while drained.borrow_and_update()[0] < 1 {
+                    drained.changed().await.expect("the sender lives");
+                }
+            })
+            .await;
+            assert!(reported.is_ok(), "revision 1 never reported drained");
+        })
+        .await;
+}
