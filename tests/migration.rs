@@ -1,7 +1,8 @@
 //! Online slot migration, the dashboard's side, with real redis-servers, the embedded store
 //! and the `tessera` binary: the migrator moves every key of the migrating slots (dbs 0 and
-//! 3, a backend password) and no other; a proxy that cannot follow holds the migration
-//! before any key moves and is named by `tessera admin migrations`; cancelling and
+//! 3, a backend password) and no other; a proxy that does not acknowledge (stopped) holds the
+//! migration before any key moves and is named by `tessera admin migrations`; a proxy that
+//! follows moves a key before it serves it, and answers TRYAGAIN when it cannot; cancelling and
 //! restarting the dashboard mid-migration leave no key behind; `slots assign` of an owned
 //! slot is refused; `rebalance --dry-run` prints the plan.
 
@@ -190,10 +191,12 @@ fn the_migrator_moves_every_key_of_the_migrating_slots_and_no_other() {
 }
 
 #[test]
-fn a_proxy_that_cannot_follow_holds_the_migration_before_any_key_moves() {
+fn a_stopped_proxy_holds_the_migration_before_any_key_moves() {
     let (r1, r2) = (RedisServer::start(), RedisServer::start());
-    let store = TempDir::new("store");
-    let url = store_url(&store);
+    // etcd, not the embedded store: a process stopped while it holds the embedded store's
+    // file lock would stop the dashboard too.
+    let etcd = harness::etcd::Etcd::start();
+    let url = etcd.url();
     let d = Dashboard::start(&url, "held");
     d.two_groups(&r1, &r2);
     populate(&r1, 0, "", 2000, "k");
@@ -203,6 +206,8 @@ fn a_proxy_that_cannot_follow_holds_the_migration_before_any_key_moves() {
     let mut c = proxy.raw();
     assert_eq!(c.cmd(&["SET", &in_slot_3, "before"]), harness::Resp::ok());
 
+    // A proxy that does not acknowledge the migrating revision (stopped here) holds it.
+    let paused = harness::Paused::new(proxy.pid());
     d.admin_ok(&[
         "slots",
         "migrate",
@@ -223,17 +228,6 @@ fn a_proxy_that_cannot_follow_holds_the_migration_before_any_key_moves() {
         table.contains(&proxy_addr),
         "the holding proxy is not named:\n{table}"
     );
-    assert!(
-        table.contains(
-            "slot 0 is migrating (group 1 → 2): this proxy cannot move keys yet; it serves \
-             the slot from group 1 and does not acknowledge the revision"
-        ),
-        "{table}"
-    );
-    // Held, the proxy serves the migrating slots from their source.
-    assert_eq!(c.cmd(&["GET", &in_slot_3]), harness::Resp::bulk("before"));
-    assert_eq!(c.cmd(&["SET", &in_slot_3, "during"]), harness::Resp::ok());
-    assert_eq!(c.cmd(&["SET", &in_slot_3, "before"]), harness::Resp::ok());
     let dbsize: i64 = redis::cmd("DBSIZE").query(&mut r2.conn()).unwrap();
     assert_eq!(
         dbsize, 0,
@@ -253,6 +247,7 @@ fn a_proxy_that_cannot_follow_holds_the_migration_before_any_key_moves() {
         "the step did not end"
     );
     assert_eq!(d.owner(3), Some(1));
+    paused.resume();
     let served = wait_until(Duration::from_secs(10), || {
         c.cmd(&["GET", &in_slot_3]) == harness::Resp::bulk("before")
     });
@@ -263,6 +258,66 @@ fn a_proxy_that_cannot_follow_holds_the_migration_before_any_key_moves() {
     );
     let dbsize: i64 = redis::cmd("DBSIZE").query(&mut r2.conn()).unwrap();
     assert_eq!(dbsize, 0);
+}
+
+#[test]
+fn a_following_proxy_acknowledges_and_moves_each_key_before_it_serves_it() {
+    let (r1, r2) = (RedisServer::start(), RedisServer::start());
+    let store = TempDir::new("store");
+    let url = store_url(&store);
+    let d = Dashboard::start(&url, "follow");
+    d.two_groups(&r1, &r2);
+    let proxy = Proxy::start_coordinator(&url, "follow", 10)
+        .unwrap_or_else(|e| panic!("proxy did not start: {e}"));
+    let key = harness::find_key("k:", |k| harness::slot(k) == 3);
+    let mut c = proxy.raw();
+    assert_eq!(c.cmd(&["RPUSH", &key, "1"]), harness::Resp::Int(1));
+    // Block r2 from taking keys: the migrator's and the proxy's MIGRATEs fail.
+    let paused = r2.pause();
+    d.admin_ok(&["slots", "migrate", "3", "--to", "2"]);
+    let moving = wait_until(Duration::from_secs(10), || {
+        d.admin_ok(&["migrations"]).contains("moving")
+    });
+    assert!(
+        moving,
+        "the proxy did not acknowledge the migrating revision"
+    );
+    // The destination is down: the command fails with TRYAGAIN and is not run.
+    let reply = c.cmd(&["RPUSH", &key, "2"]);
+    assert!(
+        reply
+            .error_text()
+            .starts_with("TRYAGAIN slot 3 is migrating"),
+        "{reply:?}"
+    );
+    paused.resume();
+    // TRYAGAIN says the command may be sent again: the connection that carries MIGRATEs may
+    // still wait out its backoff after the timeout.
+    let mut reply = c.cmd(&["RPUSH", &key, "3"]);
+    for _ in 0..50 {
+        if !reply.error_text().starts_with("TRYAGAIN") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        reply = c.cmd(&["RPUSH", &key, "3"]);
+    }
+    assert_eq!(reply, harness::Resp::Int(2));
+    assert!(
+        wait_until(MIGRATION_BOUND, || d.migrations_empty()),
+        "the migration did not end"
+    );
+    let list: Vec<String> = redis::cmd("LRANGE")
+        .arg(&key)
+        .arg(0)
+        .arg(-1)
+        .query(&mut r2.conn())
+        .unwrap();
+    assert_eq!(list, ["1", "3"]);
+    let on_r1: i64 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query(&mut r1.conn())
+        .unwrap();
+    assert_eq!(on_r1, 0);
 }
 
 #[test]
@@ -467,4 +522,297 @@ fn migrate_refuses_what_it_cannot_move_and_shows_redis_errors() {
     assert!(shown, "the Redis error is not shown:\n{table}");
     let dbsize: i64 = redis::cmd("DBSIZE").query(&mut r1.conn()).unwrap();
     assert_eq!(dbsize, 1000, "a key left group 1 although group 2 is down");
+}
+
+/// What one client thread saw of its writes: acknowledged, and unknown (no reply: the
+/// connection broke), per key.
+#[derive(Default)]
+struct Seen {
+    /// INCRs per counter.
+    incr: std::collections::HashMap<String, (i64, i64)>,
+    /// Pushed sequence numbers per list: acknowledged, unknown.
+    pushed: std::collections::HashMap<String, (Vec<i64>, Vec<i64>)>,
+    /// Per versioned key: the last acknowledged version and the unknown ones.
+    versions: std::collections::HashMap<String, (i64, Vec<i64>)>,
+    /// What a read right after an acknowledged write did not show.
+    violations: Vec<String>,
+}
+
+/// How a reply failed: `TRYAGAIN` (not run) or anything else (may have run).
+fn not_run(e: &redis::RedisError) -> bool {
+    e.code() == Some("TRYAGAIN")
+}
+
+/// One client thread: INCR of shared counters, RPUSH of its own sequence numbers, SET then
+/// GET of its own versioned keys, hash-tagged MSET then MGET, through the proxy `proxies`
+/// names (it follows a restarted proxy), until `stop`.
+fn churn_client(
+    me: usize,
+    proxy: usize,
+    proxies: std::sync::Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Seen {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut seen = Seen::default();
+    let mut conn: Option<redis::Connection> = None;
+    let mut seq = 0i64;
+    let started = std::time::Instant::now();
+    while !stop.load(Relaxed) && started.elapsed() < MIGRATION_BOUND {
+        let Some(c) = conn.as_mut() else {
+            let addr = proxies.lock().unwrap()[proxy];
+            conn = redis::Client::open(format!("redis://{addr}"))
+                .unwrap()
+                .get_connection_with_timeout(Duration::from_secs(2))
+                .ok();
+            if let Some(c) = &conn {
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            } else {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            continue;
+        };
+        seq += 1;
+        let i = seq % 4;
+        let counter = format!("c:{}", seq % 8);
+        let list = format!("l:{me}:{i}");
+        let version = format!("v:{me}:{i}");
+        let (ta, tb) = (format!("{{m:{me}:{i}}}a"), format!("{{m:{me}:{i}}}b"));
+        let mut broke = false;
+        let incr: redis::RedisResult<i64> = redis::cmd("INCR").arg(&counter).query(c);
+        let e = seen.incr.entry(counter).or_default();
+        match incr {
+            Ok(_) => e.0 += 1,
+            Err(err) if not_run(&err) => {}
+            Err(_) => {
+                e.1 += 1;
+                broke = true;
+            }
+        }
+        let push: redis::RedisResult<i64> = redis::cmd("RPUSH").arg(&list).arg(seq).query(c);
+        let e = seen.pushed.entry(list).or_default();
+        match push {
+            Ok(_) => e.0.push(seq),
+            Err(err) if not_run(&err) => {}
+            Err(_) => {
+                e.1.push(seq);
+                broke = true;
+            }
+        }
+        let set: redis::RedisResult<()> = redis::cmd("SET").arg(&version).arg(seq).query(c);
+        let e = seen.versions.entry(version.clone()).or_default();
+        match set {
+            Ok(()) => {
+                e.0 = seq;
+                let got: redis::RedisResult<Option<i64>> = redis::cmd("GET").arg(&version).query(c);
+                match got {
+                    Ok(v) if v != Some(seq) => seen
+                        .violations
+                        .push(format!("GET {version} after SET {seq} read {v:?}")),
+                    Ok(_) | Err(_) => {}
+                }
+            }
+            Err(err) if not_run(&err) => {}
+            Err(_) => {
+                e.1.push(seq);
+                broke = true;
+            }
+        }
+        let mset: redis::RedisResult<()> = redis::cmd("MSET")
+            .arg(&ta)
+            .arg(seq)
+            .arg(&tb)
+            .arg(seq)
+            .query(c);
+        if mset.is_ok() {
+            let got: redis::RedisResult<Vec<Option<i64>>> =
+                redis::cmd("MGET").arg(&ta).arg(&tb).query(c);
+            if let Ok(v) = got
+                && v != [Some(seq), Some(seq)]
+            {
+                seen.violations
+                    .push(format!("MGET {ta} {tb} after MSET {seq} read {v:?}"));
+            }
+        } else if !mset.as_ref().is_err_and(not_run) {
+            broke = true;
+        }
+        if broke {
+            conn = None;
+        }
+    }
+    seen
+}
+
+/// The consistency test: four clients through two proxies while 24 slot moves go back and
+/// forth between three groups, one proxy and the dashboard killed and restarted mid-way;
+/// at the end, on the backends: every counter holds its acknowledged INCRs (plus at most
+/// the unknown ones), every list its acknowledged pushes once each in order, every
+/// versioned key its last acknowledged SET, and every key is on its slot's group only.
+#[test]
+fn clients_through_two_proxies_lose_nothing_while_slots_move_back_and_forth() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    use std::sync::{Arc, Mutex};
+    let started = std::time::Instant::now();
+    let redis = [
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    ];
+    let etcd = harness::etcd::Etcd::start();
+    let url = etcd.url();
+    let mut d = Dashboard::start(&url, "churn");
+    for (g, r) in redis.iter().enumerate() {
+        let g = (g + 1).to_string();
+        d.admin_ok(&["group", "add", &g]);
+        d.admin_ok(&["group", "add-server", &g, &r.addr()]);
+    }
+    d.admin_ok(&["slots", "assign", "0-1023", "1"]);
+    let start_proxy = || {
+        Proxy::start_coordinator(&url, "churn", 3)
+            .unwrap_or_else(|e| panic!("proxy did not start: {e}"))
+    };
+    let mut proxies = [start_proxy(), start_proxy()];
+    let addrs = Arc::new(Mutex::new(vec![proxies[0].addr, proxies[1].addr]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|me| {
+            let (addrs, stop) = (addrs.clone(), stop.clone());
+            std::thread::spawn(move || churn_client(me, me % 2, addrs, stop))
+        })
+        .collect();
+
+    // The slots of the clients' keys, each moved on to the next group in turn.
+    let mut keys: Vec<String> = (0..8).map(|i| format!("c:{i}")).collect();
+    for me in 0..4 {
+        for i in 0..4 {
+            keys.push(format!("l:{me}:{i}"));
+            keys.push(format!("v:{me}:{i}"));
+            keys.push(format!("{{m:{me}:{i}}}a"));
+            keys.push(format!("{{m:{me}:{i}}}b"));
+        }
+    }
+    let mut slots: Vec<usize> = keys.iter().map(|k| harness::slot(k.as_bytes())).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    let mut owner = vec![1usize; 1024];
+    for n in 0..24 {
+        let s = slots[(n * 7) % slots.len()];
+        owner[s] = owner[s] % 3 + 1;
+        d.admin_ok(&[
+            "slots",
+            "migrate",
+            &s.to_string(),
+            "--to",
+            &owner[s].to_string(),
+        ]);
+        if n == 8 {
+            proxies[1].kill();
+            proxies[1] = start_proxy();
+            addrs.lock().unwrap()[1] = proxies[1].addr;
+        }
+        if n == 14 {
+            // Mid-step: the restarted dashboard resumes it.
+            drop(d);
+            let mut next = None;
+            // Its lock expires 2 s after it dies.
+            wait_until(Duration::from_secs(10), || {
+                next = Dashboard::try_start(&url, "churn").ok();
+                next.is_some()
+            });
+            d = next.expect("the dashboard did not start again");
+        }
+        let left = MIGRATION_BOUND.saturating_sub(started.elapsed());
+        assert!(
+            wait_until(left, || d.migrations_empty()),
+            "move {n} (slot {s} to group {}) did not end within the test's bound:\n{}",
+            owner[s],
+            d.admin_ok(&["migrations"])
+        );
+    }
+    stop.store(true, Relaxed);
+    let seen: Vec<Seen> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+
+    // Checked on the backends themselves.
+    let mut conns: Vec<redis::Connection> = redis.iter().map(|r| r.conn()).collect();
+    let mut group_of: std::collections::HashMap<&str, usize> = Default::default();
+    for key in &keys {
+        for (g, c) in conns.iter_mut().enumerate() {
+            let exists: i64 = redis::cmd("EXISTS").arg(key).query(c).unwrap();
+            if exists == 1 {
+                assert!(
+                    !group_of.contains_key(key.as_str()),
+                    "{key} is on two groups"
+                );
+                group_of.insert(key, g + 1);
+            }
+        }
+        let slot = harness::slot(key.as_bytes());
+        if let Some(&g) = group_of.get(key.as_str()) {
+            assert_eq!(
+                g, owner[slot],
+                "{key} (slot {slot}) is not on its slot's group"
+            );
+        }
+    }
+    let get = |key: &str| -> Option<String> {
+        let g = *group_of.get(key)?;
+        redis::cmd("GET")
+            .arg(key)
+            .query(&mut redis[g - 1].conn())
+            .unwrap()
+    };
+    let mut counters: std::collections::HashMap<String, (i64, i64)> = Default::default();
+    for s in &seen {
+        for (k, (acked, unknown)) in &s.incr {
+            let e = counters.entry(k.clone()).or_default();
+            e.0 += acked;
+            e.1 += unknown;
+        }
+    }
+    for (k, (acked, unknown)) in &counters {
+        let v: i64 = get(k).map_or(0, |v| v.parse().unwrap());
+        assert!(
+            *acked <= v && v <= acked + unknown,
+            "{k} = {v}: {acked} INCRs acknowledged, {unknown} unknown"
+        );
+    }
+    for s in &seen {
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        for (k, (last, unknown)) in &s.versions {
+            let v: i64 = get(k).map_or(0, |v| v.parse().unwrap());
+            assert!(
+                v == *last || (v > *last && unknown.contains(&v)),
+                "{k} = {v}: last acknowledged SET {last}, unknown {unknown:?}"
+            );
+        }
+        for (k, (acked, unknown)) in &s.pushed {
+            let Some(&g) = group_of.get(k.as_str()) else {
+                assert!(acked.is_empty(), "{k} lost every push");
+                continue;
+            };
+            let list: Vec<i64> = redis::cmd("LRANGE")
+                .arg(k)
+                .arg(0)
+                .arg(-1)
+                .query(&mut redis[g - 1].conn())
+                .unwrap();
+            assert!(list.windows(2).all(|w| w[0] < w[1]), "{k}: {list:?}");
+            assert!(
+                acked.iter().all(|a| list.contains(a))
+                    && list
+                        .iter()
+                        .all(|x| acked.contains(x) || unknown.contains(x)),
+                "{k}: {list:?}, acknowledged {acked:?}, unknown {unknown:?}"
+            );
+        }
+    }
+    let acked: i64 = counters.values().map(|c| c.0).sum();
+    assert!(
+        acked > 100,
+        "the clients got too few INCRs through: {acked}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "took {:?}",
+        started.elapsed()
+    );
 }

@@ -25,6 +25,7 @@ use arc_swap::ArcSwap;
 
 use crate::command::CommandError;
 use crate::config::BackendConfig;
+use crate::drain::Routed;
 use crate::io::BoxStream;
 use crate::resp::{Protocol, ReplyScanner, encode, is_push};
 use crate::router::BackendInfo;
@@ -64,6 +65,9 @@ pub struct Batch {
     /// The session's tag for this batch, returned with the replies.
     pub tag: u32,
     pub reply_to: mpsc::UnboundedSender<ReplyBatch>,
+    /// Counts the batch as in flight for the table revision it was routed under until it is
+    /// answered (see [`crate::drain`]); `None` for a batch no table routed.
+    pub routed: Option<Routed>,
 }
 
 /// The replies to one [`Batch`], in order, exactly `count` of them (error replies included).
@@ -153,6 +157,8 @@ struct InFlight {
     reply_to: mpsc::UnboundedSender<ReplyBatch>,
     replies: Vec<Bytes>,
     sent: Instant,
+    /// Dropped with the batch, once its replies are handed back.
+    _routed: Option<Routed>,
 }
 
 impl InFlight {
@@ -487,6 +493,7 @@ fn in_flight(b: Batch) -> InFlight {
         reply_to: b.reply_to,
         replies: Vec::with_capacity(b.count as usize),
         sent: Instant::now(),
+        _routed: b.routed,
     }
 }
 

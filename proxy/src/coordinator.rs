@@ -10,16 +10,20 @@
 //! The same holds for a topology the proxy cannot read: a document that does not decode
 //! stops it applying (it does not acknowledge that revision), it refuses commands naming the
 //! document, and re-reads the whole topology with backoff until a complete revision decodes.
+//!
+//! A published table is acknowledged (`applied_revision`) once every worker has drained it:
+//! no batch routed under an earlier table is still in flight (see [`crate::drain`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use tessera_topology::model::{Plugins, ProxyInfo, SlotState, Topology};
+use tessera_topology::model::{Plugins, ProxyInfo, Topology};
 use tessera_topology::{LeaseId, Store, StoreError, WatchEvent, keys, load};
 use tokio::sync::{mpsc, watch};
 
+use crate::barriers::Barriers;
 use crate::config::CoordinatorConfig;
 use crate::plugin::from_store::load_chain;
 use crate::plugin::{PluginChain, PluginError};
@@ -50,6 +54,10 @@ pub struct Coordinator {
     loaded: mpsc::Sender<(Plugins, Result<PluginChain, PluginError>)>,
     loaded_rx: Option<mpsc::Receiver<(Plugins, Result<PluginChain, PluginError>)>>,
     refusals: Arc<Refusals>,
+    /// The revision published and not yet acknowledged (workers still drain), and since when.
+    unacknowledged: Option<(i64, Instant)>,
+    /// Which migrating slots are open (see [`crate::router::Move::open`]).
+    barriers: Barriers,
 }
 
 /// Why coordinator mode could not start.
@@ -112,6 +120,8 @@ impl Coordinator {
             lease: 0,
             plugins_applied: Plugins::default(),
             plugins_loading: false,
+            unacknowledged: None,
+            barriers: Barriers::default(),
             loaded,
             loaded_rx: Some(loaded_rx),
             refusals: Arc::new(Refusals::default()),
@@ -159,10 +169,19 @@ impl Coordinator {
         let mut events = self.watch().await;
         let mut loaded = self.loaded_rx.take().expect("run is called once");
         let mut healthy = true;
+        let mut drained = self.shared.drained.subscribe();
+        if self.acknowledge() {
+            self.report().await;
+        }
         // While the topology does not decode: when to re-read it next, and the wait after that.
         let mut reload: Option<(tokio::time::Instant, Duration)> = None;
         loop {
             tokio::select! {
+                Ok(()) = drained.changed() => {
+                    if self.acknowledge() {
+                        self.report().await;
+                    }
+                }
                 Some((wanted, result)) = loaded.recv() => {
                     self.plugins_loaded(wanted, result).await;
                 }
@@ -214,6 +233,7 @@ impl Coordinator {
                     if renewed.elapsed() >= ttl / 3 * 2 {
                         healthy = false;
                     }
+                    self.note_draining(ttl / 3);
                     if !healthy || (events.is_none() && reload.is_none()) {
                         match tokio::time::timeout(ttl, self.recover()).await {
                             Ok(Ok(rx)) => {
@@ -389,6 +409,8 @@ impl Coordinator {
             }
         }
         self.sync_plugins();
+        // Another proxy's acknowledgement may open a migrating slot.
+        changed |= self.barriers.closed(&self.topology) != self.barriers.published;
         if changed {
             self.publish();
             tracing::info!(
@@ -453,10 +475,12 @@ impl Coordinator {
     /// Builds the slot table of the current topology and swaps it in.
     fn publish(&mut self) {
         let t = &self.topology;
-        let table = SlotTable::build(
+        self.barriers.published = self.barriers.closed(t);
+        let table = SlotTable::build_with_barriers(
             t.revision as u64,
             &t.groups,
             &t.slots.slots,
+            &self.barriers.published,
             &self.shared.registry,
         );
         self.shared.table.store(Arc::new(table));
@@ -467,28 +491,39 @@ impl Coordinator {
         if **self.shared.passwords.load() != passwords {
             self.shared.passwords.store(Arc::new(passwords));
         }
-        // Keys move once every proxy acknowledges the revision that made a slot migrating;
-        // this proxy does not forward migration-aware yet, so it routes such a slot to its
-        // source and never acknowledges: the dashboard's barrier holds the migration, named.
-        match first_migrating(t) {
-            None => {
-                self.info.applied_revision = t.revision;
-                self.info.holding = None;
-            }
-            Some((slot, from, to)) => {
-                let why = format!(
-                    "slot {slot} is migrating (group {from} → {to}): this proxy cannot move \
-                     keys yet; it serves the slot from group {from} and does not acknowledge \
-                     the revision"
-                );
-                tracing::warn!(
-                    revision = t.revision,
-                    acknowledged = self.info.applied_revision,
-                    "{why}"
-                );
-                self.info.holding = Some(why);
-            }
+        self.shared.published.send_replace(t.revision as u64);
+        self.unacknowledged = Some((t.revision, Instant::now()));
+        self.acknowledge();
+    }
+
+    /// Acknowledges the published revision if every worker has drained it; whether the
+    /// acknowledged revision changed.
+    fn acknowledge(&mut self) -> bool {
+        let Some((revision, _)) = self.unacknowledged else {
+            return false;
+        };
+        let drained = self.shared.drained.borrow().iter().copied().min();
+        if drained.is_none_or(|d| d < revision as u64) {
+            return false;
         }
+        self.unacknowledged = None;
+        self.info.holding = None;
+        let changed = self.info.applied_revision != revision;
+        self.info.applied_revision = revision;
+        changed
+    }
+
+    /// Says in the registration why the published revision is not acknowledged yet, once
+    /// its workers have drained for longer than `after`.
+    fn note_draining(&mut self, after: Duration) {
+        self.info.holding = match self.unacknowledged {
+            Some((revision, since)) if since.elapsed() >= after => Some(format!(
+                "commands routed under revision {} or earlier are still in flight; revision \
+                 {revision} is acknowledged once they are answered",
+                self.info.applied_revision
+            )),
+            _ => None,
+        };
     }
 
     async fn register(&mut self) -> Result<(), StoreError> {
@@ -505,18 +540,6 @@ impl Coordinator {
             .await
             .map(|_| ())
     }
-}
-
-/// The first slot of `t` that is migrating: (slot, from, to).
-fn first_migrating(t: &Topology) -> Option<(usize, u32, u32)> {
-    t.slots
-        .slots
-        .iter()
-        .enumerate()
-        .find_map(|(slot, s)| match *s {
-            SlotState::Migrating { from, to } => Some((slot, from, to)),
-            _ => None,
-        })
 }
 
 /// When the lease was last renewed, readable from the lease-rule task.

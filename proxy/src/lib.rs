@@ -36,9 +36,11 @@
 
 pub mod admin;
 pub mod backend;
+pub mod barriers;
 pub mod clients;
 pub mod config;
 pub mod coordinator;
+pub mod drain;
 pub mod error;
 pub mod router;
 pub mod server;

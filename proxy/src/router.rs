@@ -22,11 +22,33 @@ pub struct SlotTable {
     slots: Vec<SlotState>,
     /// The groups that serve, each with its master backend.
     groups: BTreeMap<u32, (Group, BackendId)>,
-    /// The master backend of each slot, `NONE` when offline: the one lookup per key.
+    /// The master backend of each slot, `NONE` when offline: the one lookup per key. A
+    /// migrating slot's is its destination's master.
     route: Box<[BackendId]>,
+    /// For each slot, `NO_MOVE` or the index in `moves` of the migration it is part of.
+    moving: Box<[u16]>,
+    /// The migrations of this table, one per pair of masters (source, destination).
+    moves: Vec<Move>,
+}
+
+/// Where the keys of a migrating slot go: a command on them first has them moved from
+/// `from`'s master to `to`'s (`MIGRATE to_host to_port ...` on `from`), then runs on `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub from: BackendId,
+    pub to: BackendId,
+    /// The destination master's host and port, as MIGRATE names it.
+    pub to_host: Arc<str>,
+    pub to_port: Arc<str>,
+    /// Whether every registered proxy has acknowledged the revision that made the slot
+    /// migrating. Until then no proxy routes by an earlier table only once this holds, so
+    /// commands on the slot wait (a proxy on the earlier table would write the source
+    /// after this one moved a key).
+    pub open: bool,
 }
 
 const NONE: BackendId = BackendId::MAX;
+const NO_MOVE: u16 = u16::MAX;
 
 impl SlotTable {
     /// Builds the table a static config describes.
@@ -52,6 +74,18 @@ impl SlotTable {
         slots: &[SlotState],
         registry: &BackendRegistry,
     ) -> SlotTable {
+        Self::build_with_barriers(revision, groups, slots, &[], registry)
+    }
+
+    /// [`SlotTable::build`], with the migrating slots of `closed` (sorted) not open yet:
+    /// some proxy has not acknowledged the revision that made them migrating.
+    pub fn build_with_barriers(
+        revision: u64,
+        groups: &[Group],
+        slots: &[SlotState],
+        closed: &[usize],
+        registry: &BackendRegistry,
+    ) -> SlotTable {
         let groups: BTreeMap<u32, (Group, BackendId)> = groups
             .iter()
             .filter_map(|g| {
@@ -62,14 +96,49 @@ impl SlotTable {
         let slots: Vec<SlotState> = (0..SLOT_COUNT)
             .map(|s| slots.get(s).copied().unwrap_or_default())
             .collect();
+        let master = |group: &u32| groups.get(group).map_or(NONE, |&(_, m)| m);
         let route = slots
             .iter()
             .map(|s| match s {
                 SlotState::Offline => NONE,
-                SlotState::Owned { group } => groups.get(group).map_or(NONE, |&(_, m)| m),
-                // Served by the source until the proxy forwards migration-aware; the
-                // coordinator does not acknowledge such a revision, so no key moves meanwhile.
-                SlotState::Migrating { from, .. } => groups.get(from).map_or(NONE, |&(_, m)| m),
+                SlotState::Owned { group } => master(group),
+                SlotState::Migrating { to, .. } => master(to),
+            })
+            .collect();
+        let mut moves: Vec<Move> = Vec::new();
+        let moving = slots
+            .iter()
+            .enumerate()
+            .map(|(slot, s)| {
+                let SlotState::Migrating { from, to } = s else {
+                    return NO_MOVE;
+                };
+                let (from, to) = (master(from), master(to));
+                if from == NONE || to == NONE || from == to {
+                    // No source to move keys from, or nowhere to move them: nothing to do.
+                    return NO_MOVE;
+                }
+                let open = closed.binary_search(&slot).is_err();
+                if let Some(i) = moves
+                    .iter()
+                    .position(|m| m.from == from && m.to == to && m.open == open)
+                {
+                    return i as u16;
+                }
+                let addr = groups
+                    .values()
+                    .find(|&&(_, m)| m == to)
+                    .and_then(|(g, _)| g.servers.first())
+                    .map_or("", String::as_str);
+                let (host, port) = addr.rsplit_once(':').unwrap_or((addr, ""));
+                moves.push(Move {
+                    from,
+                    to,
+                    to_host: host.into(),
+                    to_port: port.into(),
+                    open,
+                });
+                moves.len() as u16 - 1
             })
             .collect();
         SlotTable {
@@ -77,7 +146,21 @@ impl SlotTable {
             slots,
             groups,
             route,
+            moving,
+            moves,
         }
+    }
+
+    /// The migration `slot` is part of, if it is migrating between two serving groups.
+    #[inline]
+    pub fn moving(&self, slot: usize) -> Option<&Move> {
+        let m = self.moving[slot];
+        (m != NO_MOVE).then(|| &self.moves[m as usize])
+    }
+
+    /// Whether any slot is migrating between two serving groups.
+    pub fn has_moves(&self) -> bool {
+        !self.moves.is_empty()
     }
 
     /// The master backend serving `slot`, if any.

@@ -237,6 +237,7 @@ impl WorkerSeed {
             for (_, master) in table.masters() {
                 worker.conn(master, 0, Protocol::Resp2, 0);
             }
+            tokio::task::spawn_local(worker.clone().report_drained());
             loop {
                 tokio::select! {
                     stream = inbox.recv() => {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::sync::watch;
 
 use crate::clients::Clients;
 use crate::config::Config;
@@ -30,6 +31,12 @@ pub struct Shared {
     pub refusal: ArcSwapOption<String>,
     /// The plugin chain; swapped whole, each worker instantiates its own copy.
     pub plugins: ArcSwap<PluginChain>,
+    /// The revision of the table last published in `table` (by the coordinator).
+    pub published: watch::Sender<u64>,
+    /// For each worker, the latest published revision it has drained: no batch routed
+    /// under an earlier table is in flight on it. The coordinator acknowledges a revision
+    /// once every worker has drained it.
+    pub drained: watch::Sender<Vec<u64>>,
     next_session: AtomicU64,
 }
 
@@ -59,6 +66,8 @@ impl Shared {
             })),
             refusal: ArcSwapOption::empty(),
             plugins: ArcSwap::from_pointee(plugins),
+            published: watch::Sender::new(0),
+            drained: watch::Sender::new(vec![0; workers]),
             next_session: AtomicU64::new(0),
             config,
         }

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::backend::{BackendConn, Connect, TcpConnect};
+use crate::drain::Drain;
 use crate::plugin::WorkerChain;
 use crate::resp::Protocol;
 use crate::router::BackendId;
@@ -22,6 +23,11 @@ pub struct Worker {
     /// This worker's instances of the plugin chain.
     pub chain: RefCell<WorkerChain>,
     pools: RefCell<HashMap<PoolKey, Rc<[BackendConn]>>>,
+    /// One connection per backend and database for the MIGRATEs of commands on migrating
+    /// slots, so that a key's transfer does not queue other commands behind it.
+    movers: RefCell<HashMap<(BackendId, u32), BackendConn>>,
+    /// The batches this worker's sessions have in flight, by table revision.
+    pub drain: Rc<Drain>,
     /// How its backend connections reach Redis.
     connector: Rc<dyn Connect>,
 }
@@ -41,6 +47,8 @@ impl Worker {
             chain,
             shared,
             pools: RefCell::new(HashMap::new()),
+            movers: RefCell::new(HashMap::new()),
+            drain: Rc::new(Drain::default()),
             connector,
         }
     }
@@ -83,5 +91,40 @@ impl Worker {
                 .collect()
         });
         pool[(session % pool.len() as u64) as usize].clone()
+    }
+
+    /// The connection that carries the MIGRATEs of this worker's sessions from `backend`'s
+    /// database `db`.
+    pub fn mover(&self, backend: BackendId, db: u32) -> BackendConn {
+        self.movers
+            .borrow_mut()
+            .entry((backend, db))
+            .or_insert_with(|| {
+                BackendConn::spawn(
+                    self.shared.registry.get(backend),
+                    db,
+                    Protocol::Resp2,
+                    &self.shared.config.backend,
+                    self.shared.passwords.clone(),
+                    self.connector.clone(),
+                )
+            })
+            .clone()
+    }
+
+    /// Reports, for each table the proxy publishes, once this worker has no batch routed
+    /// under an earlier table in flight (see [`crate::drain`]). Runs for the worker's life.
+    pub async fn report_drained(self: Rc<Worker>) {
+        let mut published = self.shared.published.subscribe();
+        loop {
+            let revision = *published.borrow_and_update();
+            self.drain.wait(revision).await;
+            self.shared
+                .drained
+                .send_modify(|d| d[self.index] = d[self.index].max(revision));
+            if published.changed().await.is_err() {
+                return;
+            }
+        }
     }
 }

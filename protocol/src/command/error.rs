@@ -135,6 +135,10 @@ pub enum CommandError {
     /// The backend connection's task is gone (the worker is shutting down).
     #[error("ERR backend connection closed")]
     BackendClosed,
+    /// A command on keys of a migrating slot whose keys could not be moved to the slot's
+    /// new group first: it was not sent, nothing was written, and it may be sent again.
+    #[error("TRYAGAIN {0}")]
+    TryAgain(String),
 }
 
 /// How every error reply about a backend begins ([`CommandError::BackendUnavailable`],

@@ -1265,8 +1265,7 @@ Notes:
   names a group beyond the last gets Redis's `-ERR invalid cursor`. Redis's guarantee
   holds over the whole iteration: a key that exists from the start to the end of the
   iteration is returned at least once (possibly more than once, as with Redis). While slots
-  move between groups (slot migration does not exist yet, but a changed slot table has the
-  same effect), a key moved to a group already scanned may be missed and one moved to a
+  move between groups (a migration, or a changed slot table), a key moved to a group already scanned may be missed and one moved to a
   group not scanned yet may be returned twice; a change of the groups themselves (one
   added or removed) changes what a cursor's index means. HSCAN, SSCAN and ZSCAN are keyed.
 - A fan-out answers a whole result or an error, never part of the groups' replies. When a

@@ -16,6 +16,7 @@ mod fanout;
 mod hello;
 mod info;
 mod local;
+mod migrating;
 mod outbox;
 mod plugins;
 mod queue;
@@ -78,6 +79,8 @@ pub struct Session {
     plugins: crate::plugin::ConnCtx,
     /// Whether the command being dispatched is a write (for WAIT).
     writing: bool,
+    /// A command waiting for its keys to move out of a migrating slot, and those behind it.
+    migrating: migrating::Migrating,
 }
 
 impl Session {
@@ -90,6 +93,7 @@ impl Session {
         shared.stats.sessions_alive.fetch_add(1, Relaxed);
         let (replies_tx, replies) = mpsc::unbounded_channel();
         let id = shared.next_session_id();
+        let outbox = Outbox::new(replies_tx, worker.drain.clone());
         Session {
             id,
             registered: shared.sessions.register(id, endpoint),
@@ -101,11 +105,12 @@ impl Session {
             rbuf: BytesMut::with_capacity(16 * 1024),
             wbuf: BytesMut::with_capacity(16 * 1024),
             queue: ReplyQueue::default(),
-            outbox: Outbox::new(replies_tx),
+            outbox,
             replies,
             keys: Vec::new(),
             plugins: Default::default(),
             writing: false,
+            migrating: Default::default(),
         }
     }
 
@@ -138,18 +143,25 @@ impl Session {
             if self.client.closed(self.queue.head()) || (eof && self.queue.is_empty()) {
                 break;
             }
-            let can_read = !eof && self.client.reads() && self.queue.len() < max_pipeline;
+            let can_read = !eof
+                && self.client.reads()
+                && !self.migrating.holds()
+                && self.queue.len() < max_pipeline;
             tokio::select! {
                 biased;
                 Some(batch) = self.replies.recv() => {
-                    self.queue.on_replies(batch);
+                    self.on_replies(batch);
                     while let Ok(b) = self.replies.try_recv() {
-                        self.queue.on_replies(b);
+                        self.on_replies(b);
                     }
+                    self.advance_move();
                     if self.client.held && !self.queue.sent_unanswered() {
                         self.client.held = false;
                         self.on_input(Instant::now());
                     }
+                }
+                _ = self.migrating.table_or_deadline(), if self.migrating.waits_for_table() => {
+                    self.table_changed();
                 }
                 read = read_more(&mut self.stream, &mut self.rbuf), if can_read => {
                     match read {
@@ -176,9 +188,22 @@ impl Session {
         let _ = self.stream.shutdown().await;
     }
 
+    /// Gives a batch of replies to its commands (or MIGRATEs to the command they move for).
+    fn on_replies(&mut self, batch: ReplyBatch) {
+        if batch.tag == migrating::MIGRATE_TAG {
+            self.on_moved(batch);
+        } else {
+            self.queue.on_replies(batch);
+        }
+    }
+
     /// Decodes every whole request buffered and dispatches it, then sends the batches.
     fn on_input(&mut self, now: Instant) {
+        if self.migrating.holds() {
+            return;
+        }
         let table = self.worker.shared.table.load();
+        self.outbox.revision = table.revision;
         let refusal = self.worker.shared.refusal.load();
         self.plugins.active = self.worker.refresh_chain();
         loop {
@@ -201,7 +226,7 @@ impl Session {
                     break;
                 }
             }
-            if !self.client.reads() {
+            if !self.client.reads() || self.migrating.holds() {
                 break;
             }
         }
@@ -210,6 +235,7 @@ impl Session {
         if self.plugins.active {
             self.worker.chain.borrow_mut().flush_stats();
         }
+        self.advance_move();
     }
 
     /// Answers `-ERR Protocol error: ...` after the replies before it, then closes.
@@ -236,6 +262,9 @@ impl Session {
         refusal: Option<&str>,
         now: Instant,
     ) {
+        let Err(req) = self.wait_behind_move(req) else {
+            return;
+        };
         let lookup = match known {
             Some(k) => Lookup::Found(k.spec),
             None => command::lookup(&req.args),
@@ -308,7 +337,7 @@ impl Session {
     fn dispatch_keyed(
         &mut self,
         seq: u64,
-        spec: &Spec,
+        spec: &'static Spec,
         req: Request,
         table: &SlotTable,
         found: Option<&[usize]>,
@@ -333,14 +362,28 @@ impl Session {
                 }
             }
         };
+        let moves = match backend {
+            Ok(_) => self
+                .migrating
+                .to_move(seq, table, &req.args, keys.iter().copied()),
+            Err(_) => Vec::new(),
+        };
         self.keys = own;
         match backend {
+            Ok(_) if !moves.is_empty() => {
+                self.hold_for_move(seq, migrating::Again::Keyed(spec), req, moves)
+            }
             Ok(b) => self.forward(b, &req, Dest::Whole(seq)),
             Err(e) => self.queue.fail(seq, e),
         }
     }
 
     fn dispatch_split(&mut self, seq: u64, kind: command::Split, req: Request, table: &SlotTable) {
+        let keys = migrating::split_keys(kind, &req.args);
+        let moves = self.migrating.to_move(seq, table, &req.args, keys);
+        if !moves.is_empty() {
+            return self.hold_for_move(seq, migrating::Again::Split(kind), req, moves);
+        }
         match split::plan(kind, &req.args, table) {
             Err(e) => self.queue.fail(seq, e),
             Ok(split::Plan::Whole(b)) => self.forward(b, &req, Dest::Whole(seq)),

@@ -4,11 +4,14 @@
 //! A session always uses the same connection to a backend (for one database and protocol),
 //! so its commands to one backend reach Redis in the order it read them.
 
+use std::rc::Rc;
+
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::queue::{Dest, ReplyQueue};
 use crate::backend::{BackendConn, Batch, ReplyBatch};
+use crate::drain::Drain;
 use crate::resp::Protocol;
 use crate::router::BackendId;
 use crate::worker::Worker;
@@ -29,6 +32,9 @@ pub(super) struct Outbox {
     written: Vec<BackendId>,
     /// Where the backends send this session's replies.
     replies: mpsc::UnboundedSender<ReplyBatch>,
+    /// The revision of the table this read's commands are routed by.
+    pub(super) revision: u64,
+    drain: Rc<Drain>,
 }
 
 /// Which of a worker's connections a session uses: its id, database and protocol.
@@ -42,12 +48,14 @@ pub(super) struct Route {
 }
 
 impl Outbox {
-    pub(super) fn new(replies: mpsc::UnboundedSender<ReplyBatch>) -> Outbox {
+    pub(super) fn new(replies: mpsc::UnboundedSender<ReplyBatch>, drain: Rc<Drain>) -> Outbox {
         Outbox {
             out: Vec::new(),
             conns: Vec::new(),
             written: Vec::new(),
             replies,
+            revision: 0,
+            drain,
         }
     }
 
@@ -97,7 +105,13 @@ impl Outbox {
         c
     }
 
-    /// Sends the batches gathered, each recorded in `queue` under its tag.
+    /// Where a backend sends replies to this session.
+    pub(super) fn reply_to(&self) -> mpsc::UnboundedSender<ReplyBatch> {
+        self.replies.clone()
+    }
+
+    /// Sends the batches gathered, each recorded in `queue` under its tag and counted in
+    /// the worker's drain under the table revision it was routed by.
     pub(super) fn flush(&mut self, queue: &mut ReplyQueue) {
         for o in self.out.drain(..) {
             let count = o.dests.len() as u32;
@@ -107,6 +121,7 @@ impl Outbox {
                 count,
                 tag,
                 reply_to: self.replies.clone(),
+                routed: Some(self.drain.sent(self.revision)),
             });
         }
     }

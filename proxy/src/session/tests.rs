@@ -70,6 +70,8 @@ struct World {
     connections: RefCell<HashMap<String, usize>>,
     log: RefCell<Vec<Event>>,
     logged: Notify,
+    /// What MIGRATE answers on an address (`+OK` unless set), once its mode lets it answer.
+    migrate_replies: RefCell<HashMap<String, String>>,
 }
 
 impl World {
@@ -182,6 +184,17 @@ async fn redis(world: Rc<World>, addr: String, conn: usize, mut stream: DuplexSt
                 encode::bulk(&mut reply, info.as_bytes());
             }
             "CLIENT" => encode::simple(&mut reply, "OK"),
+            "MIGRATE" => loop {
+                match world.mode(&addr) {
+                    Mode::Answer => {
+                        let r = world.migrate_replies.borrow().get(&addr).cloned();
+                        reply.extend_from_slice(r.as_deref().unwrap_or("+OK\r\n").as_bytes());
+                        break;
+                    }
+                    Mode::Silent => break,
+                    Mode::Hold | Mode::Refuse => world.changed.notified().await,
+                }
+            },
             "GET" => loop {
                 match world.mode(&addr) {
                     Mode::Answer => {
@@ -396,6 +409,237 @@ async fn a_refusing_backend_is_retried_with_backoff_and_other_backends_serve_on(
                 .await;
             send(&mut c1, &[&["GET", "foo"]]).await;
             expect(&mut c1, "$7\r\na:1/foo\r\n").await;
+        })
+        .await;
+}
+
+/// Publishes revision `revision` of the test table with `foo`'s slot (289) migrating from
+/// group 1 (`a:1`) to group 2 (`b:2`), open.
+fn migrate_foo(worker: &Worker, revision: u64) {
+    publish_migrating_foo(worker, revision, true);
+}
+
+/// [`migrate_foo`], with the slot open (every proxy follows the migration) or not.
+fn publish_migrating_foo(worker: &Worker, revision: u64, open: bool) {
+    use tessera_topology::model::{Group, SlotState};
+    let groups = [
+        Group {
+            id: 1,
+            servers: vec!["a:1".into()],
+        },
+        Group {
+            id: 2,
+            servers: vec!["b:2".into()],
+        },
+    ];
+    let mut slots: Vec<SlotState> = (0..1024)
+        .map(|s| SlotState::Owned {
+            group: if s < 512 { 1 } else { 2 },
+        })
+        .collect();
+    slots[289] = SlotState::Migrating { from: 1, to: 2 };
+    let closed: &[usize] = if open { &[] } else { &[289] };
+    let table = crate::router::SlotTable::build_with_barriers(
+        revision,
+        &groups,
+        &slots,
+        closed,
+        &worker.shared.registry,
+    );
+    worker.shared.table.store(Arc::new(table));
+    worker.shared.published.send_replace(revision);
+}
+
+fn position(log: &[Event], what: impl Fn(&Event) -> bool) -> Option<usize> {
+    log.iter().position(what)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_on_a_migrating_slot_moves_its_keys_first_and_later_commands_wait_behind_it() {
+    LocalSet::new()
+        .run_until(async {
+            let world = Rc::new(World::default());
+            world.set("a:1", Mode::Hold);
+            let worker = worker(&world, "");
+            let mut c = client(&worker);
+            // Routed under the table before the migration: to a:1, which holds it.
+            send(&mut c, &[&["GET", "foo"]]).await;
+            world
+                .until("a:1 holds GET foo", |log| {
+                    log.iter().any(
+                        |e| matches!(e, Event::Command { addr, line, .. } if addr == "a:1" && line == "GET foo"),
+                    )
+                })
+                .await;
+            migrate_foo(&worker, 1);
+            assert!(
+                !worker.drain.drained(1),
+                "a batch routed under revision 0 is in flight"
+            );
+            send(&mut c, &[&["GET", "foo"], &["GET", "hello"]]).await;
+            nothing_for(&mut c, Duration::from_millis(200)).await;
+            let migrate = "MIGRATE b 2  0 1000 REPLACE KEYS foo";
+            assert!(
+                world.commands("a:1").iter().all(|(_, l)| l != migrate),
+                "the MIGRATE overtook the session's earlier GET: {:?}",
+                world.log.borrow()
+            );
+            assert!(
+                world.commands("b:2").iter().all(|(_, l)| l != "GET hello"),
+                "a later command overtook the one waiting for its keys to move"
+            );
+            world.set("a:1", Mode::Answer);
+            expect(&mut c, "$7\r\na:1/foo\r\n$7\r\nb:2/foo\r\n$9\r\nb:2/hello\r\n").await;
+            assert!(worker.drain.drained(1));
+            let log = world.log.borrow();
+            let answered = position(&log, |e| {
+                matches!(e, Event::Replied { addr, line } if addr == "a:1" && line == "GET foo")
+            });
+            let moved = position(&log, |e| {
+                matches!(e, Event::Replied { addr, line } if addr == "a:1" && line == migrate)
+            });
+            let sent_to_b = position(&log, |e| {
+                matches!(e, Event::Command { addr, line, .. } if addr == "b:2" && line == "GET foo")
+            });
+            let hello = position(&log, |e| {
+                matches!(e, Event::Command { addr, line, .. } if addr == "b:2" && line == "GET hello")
+            });
+            assert!(
+                answered.is_some() && answered < moved && moved < sent_to_b && sent_to_b < hello,
+                "{log:?}"
+            );
+            // The MIGRATE went on a connection of its own, not on the one sessions share.
+            let conns: Vec<usize> = world
+                .commands("a:1")
+                .iter()
+                .filter(|(_, l)| l == "GET foo" || l == migrate)
+                .map(|(c, _)| *c)
+                .collect();
+            assert_eq!(conns.len(), 2);
+            assert_ne!(conns[0], conns[1]);
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_migrate_answers_tryagain_and_sends_nothing_to_the_destination() {
+    LocalSet::new()
+        .run_until(async {
+            let world = Rc::new(World::default());
+            world.migrate_replies.borrow_mut().insert(
+                "a:1".into(),
+                "-IOERR error or timeout connecting to the client\r\n".into(),
+            );
+            let worker = worker(&world, "");
+            migrate_foo(&worker, 1);
+            let mut c = client(&worker);
+            send(&mut c, &[&["GET", "foo"], &["GET", "hello"]]).await;
+            expect(
+                &mut c,
+                "-TRYAGAIN slot 289 is migrating and its keys could not be moved to b:2: IOERR \
+                 error or timeout connecting to the client\r\n$9\r\nb:2/hello\r\n",
+            )
+            .await;
+            assert!(
+                world.commands("b:2").iter().all(|(_, l)| l != "GET foo"),
+                "{:?}",
+                world.log.borrow()
+            );
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_on_a_slot_not_every_proxy_follows_waits_until_it_opens_or_the_timeout() {
+    LocalSet::new()
+        .run_until(async {
+            let world = Rc::new(World::default());
+            let worker = worker(&world, "timeout_ms = 1000");
+            publish_migrating_foo(&worker, 1, false);
+            let mut c = client(&worker);
+            send(&mut c, &[&["GET", "foo"], &["GET", "hello"]]).await;
+            nothing_for(&mut c, Duration::from_millis(300)).await;
+            assert!(
+                world
+                    .commands("a:1")
+                    .iter()
+                    .all(|(_, l)| !l.starts_with("MIGRATE"))
+                    && world.commands("b:2").is_empty(),
+                "sent before the slot opened: {:?}",
+                world.log.borrow()
+            );
+            publish_migrating_foo(&worker, 2, true);
+            expect(&mut c, "$7\r\nb:2/foo\r\n$9\r\nb:2/hello\r\n").await;
+            assert!(
+                world
+                    .commands("a:1")
+                    .iter()
+                    .any(|(_, l)| l == "MIGRATE b 2  0 1000 REPLACE KEYS foo")
+            );
+
+            // A slot that does not open within the backend timeout: TRYAGAIN, nothing sent.
+            publish_migrating_foo(&worker, 3, false);
+            let asked = Instant::now();
+            send(&mut c, &[&["GET", "foo"]]).await;
+            expect(
+                &mut c,
+                "-TRYAGAIN slot 289 is migrating and its keys could not be moved to b:2: not \
+                 every proxy follows the migration yet\r\n",
+            )
+            .await;
+            assert!(asked.elapsed() >= Duration::from_millis(1000));
+            let gets = world
+                .commands("b:2")
+                .iter()
+                .filter(|(_, l)| l == "GET foo")
+                .count();
+            assert_eq!(gets, 1);
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_reports_a_table_drained_only_once_commands_routed_by_the_earlier_one_are_answered()
+ {
+    LocalSet::new()
+        .run_until(async {
+            let world = Rc::new(World::default());
+            world.set("a:1", Mode::Hold);
+            let worker = worker(&world, "");
+            tokio::task::spawn_local(worker.clone().report_drained());
+            let mut drained = worker.shared.drained.subscribe();
+            let mut c = client(&worker);
+            send(&mut c, &[&["GET", "foo"]]).await;
+            world
+                .until("a:1 holds GET foo", |log| {
+                    log.iter().any(
+                        |e| matches!(e, Event::Command { addr, line, .. } if addr == "a:1" && line == "GET foo"),
+                    )
+                })
+                .await;
+            migrate_foo(&worker, 1);
+            let early = tokio::time::timeout(Duration::from_millis(500), async {
+                loop {
+                    if drained.borrow_and_update()[0] >= 1 {
+                        return;
+                    }
+                    drained.changed().await.expect("the sender lives");
+                }
+            })
+            .await;
+            assert!(
+                early.is_err(),
+                "revision 1 reported drained while GET foo of revision 0 is in flight"
+            );
+            world.set("a:1", Mode::Answer);
+            expect(&mut c, "$7\r\na:1/foo\r\n").await;
+            let reported = tokio::time::timeout(BOUND, async {
+                while drained.borrow_and_update()[0] < 1 {
+                    drained.changed().await.expect("the sender lives");
+                }
+            })
+            .await;
+            assert!(reported.is_ok(), "revision 1 never reported drained");
         })
         .await;
 }
