@@ -3,7 +3,8 @@
 //! 3, a backend password) and no other; a proxy that cannot follow holds the migration
 //! before any key moves and is named by `tessera admin migrations`; cancelling and
 //! restarting the dashboard mid-migration leave no key behind; `slots assign` of an owned
-//! slot is refused; `rebalance --dry-run` prints the plan.
+//! slot is refused; `rebalance --dry-run` prints the plan; a group gets the function
+//! libraries before its first slots.
 
 use tessera_testkit as harness;
 
@@ -540,4 +541,87 @@ fn migrate_refuses_what_it_cannot_move_and_shows_redis_errors() {
     assert!(shown, "the Redis error is not shown:\n{table}");
     let dbsize: i64 = redis::cmd("DBSIZE").query(&mut r1.conn()).unwrap();
     assert_eq!(dbsize, 1000, "a key left group 1 although group 2 is down");
+}
+
+#[test]
+fn a_group_gets_the_function_libraries_before_its_first_slots() {
+    let (r1, r2, r3) = (
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    );
+    let store = TempDir::new("store");
+    let url = store_url(&store);
+    let d = Dashboard::start(&url, "libs");
+    d.admin_ok(&["group", "add", "1"]);
+    d.admin_ok(&["group", "add-server", "1", &r1.addr()]);
+    d.admin_ok(&["group", "add", "2"]);
+    d.admin_ok(&["group", "add-server", "2", &r2.addr()]);
+    d.admin_ok(&["slots", "assign", "0-499", "1"]);
+    d.admin_ok(&["slots", "assign", "500-999", "2"]);
+    let proxy = Proxy::start_coordinator(&url, "libs", 10)
+        .unwrap_or_else(|e| panic!("proxy did not start: {e}"));
+    let mut c = proxy.raw();
+    let lib = "#!lua name=lib\nredis.register_function('echo_get', function(keys) return redis.call('GET', keys[1]) end)";
+    assert_eq!(
+        c.cmd(&["FUNCTION", "LOAD", lib]),
+        harness::Resp::bulk("lib")
+    );
+
+    // Group 3 joins after the library was loaded, and gets slots 1000-1023.
+    d.admin_ok(&["group", "add", "3"]);
+    d.admin_ok(&["group", "add-server", "3", &r3.addr()]);
+    let out = d.admin_ok(&["slots", "assign", "1000-1023", "3"]);
+    assert!(out.contains("24 slots changed"), "{out}");
+    let key = harness::find_key("f", |k| harness::slot(k) >= 1000);
+    let mut reply = harness::Resp::nil();
+    let served = wait_until(Duration::from_secs(10), || {
+        c.cmd(&["SET", &key, "v"]) == harness::Resp::ok()
+    });
+    assert!(
+        served,
+        "the proxy does not route slot {}",
+        harness::slot(key.as_bytes())
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            reply = c.cmd(&["FCALL", "echo_get", "1", &key]);
+            reply == harness::Resp::bulk("v")
+        }),
+        "FCALL on group 3: {reply:?}"
+    );
+    let on3: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query(&mut conn(&r3, 0, ""))
+        .unwrap();
+    assert_eq!(on3.as_deref(), Some("v"));
+
+    // A group whose master refuses the restore gets no slots, and says why.
+    let r4 = RedisServer::start();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("other")
+        .query(&mut conn(&r4, 0, ""))
+        .unwrap();
+    d.admin_ok(&["slots", "assign", "990-999", "0"]);
+    d.admin_ok(&["group", "add", "4"]);
+    d.admin_ok(&["group", "add-server", "4", &r4.addr()]);
+    let (ok, out, err) = d.admin(&["slots", "assign", "990-999", "4"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("group 4 gets no slots before it has the function libraries, and copying them from group 1 failed: "),
+        "{err}"
+    );
+    assert_eq!(d.owner(995), None);
+    // A migration to it does not start either: its step stays queued, showing why.
+    d.admin_ok(&["slots", "migrate", "0-9", "--to", "4"]);
+    let mut table = String::new();
+    let shown = wait_until(Duration::from_secs(10), || {
+        table = d.admin_ok(&["migrations"]);
+        table.contains("copying them from group 1 failed")
+    });
+    assert!(shown, "the failed copy is not shown:\n{table}");
+    assert!(table.contains("queued"), "{table}");
+    assert_eq!(d.owner(5), Some(1));
 }
