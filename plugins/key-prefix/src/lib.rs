@@ -38,7 +38,8 @@
 //! verdict (the prefix alone, not the rewritten command) that the proxy is asked to
 //! remember: it prefixes the connection's later commands of that id itself, without a call,
 //! until the connection's context changes. `KEYS` and `SCAN` (whose patterns are rewritten)
-//! are rewrites, called every time. Without a prefix only the `NO_TENANT` reject of `KEYS`,
+//! are rewrites, called every time; `SORT` and `FUNCTION LOAD` (refused with `REPLACE`) and
+//! the refusals that depend on a subcommand are not remembered either. Without a prefix only the `NO_TENANT` reject of `KEYS`,
 //! `SCAN` and `RANDOMKEY` is remembered: whether another command has keys can depend on
 //! its arguments (`EVAL` with `numkeys` 0 or 2).
 
@@ -370,8 +371,12 @@ impl Plugin for KeyPrefix {
                 prefix_command(cmd, prefix);
                 // A PrefixKeys verdict is a function of the user and the command id, even
                 // for a command without keys this time (EVAL with numkeys 0); not for SORT,
-                // whose patterns depend on its arguments.
-                if !rewrites_patterns(cmd) && !matches!(cmd.name(), "sort" | "sort_ro") {
+                // whose patterns depend on its arguments, nor for FUNCTION LOAD, refused
+                // with REPLACE.
+                if !rewrites_patterns(cmd)
+                    && !matches!(cmd.name(), "sort" | "sort_ro")
+                    && !cmd.is_named("function|load")
+                {
                     cmd.remember();
                 }
                 Verdict::Continue
@@ -798,6 +803,9 @@ mod tests {
             d.verdict,
             Verdict::reject(format!("NOPERM 'function|load' REPLACE {LIBRARIES}"))
         );
+        let d = decided(&mut p, "alice", &["FUNCTION", "LOAD", "#!lua name=l"], &[]);
+        assert_eq!(d.verdict, Verdict::Continue);
+        assert_eq!(d.remembered(), None, "the next one may say REPLACE");
         for line in [
             &["FUNCTION", "LOAD", "#!lua name=l"][..],
             &["FUNCTION", "LIST"],
