@@ -596,32 +596,49 @@ fn a_group_gets_the_function_libraries_before_its_first_slots() {
         .unwrap();
     assert_eq!(on3.as_deref(), Some("v"));
 
-    // A group whose master refuses the restore gets no slots, and says why.
-    let r4 = RedisServer::start();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("requirepass")
-        .arg("other")
-        .query(&mut conn(&r4, 0, ""))
-        .unwrap();
+    // Group 1's master dies: the next group with slots gives the libraries.
+    let mut r1 = r1;
+    r1.kill();
+    let r5 = RedisServer::start();
     d.admin_ok(&["slots", "assign", "990-999", "0"]);
+    d.admin_ok(&["group", "add", "5"]);
+    d.admin_ok(&["group", "add-server", "5", &r5.addr()]);
+    d.admin_ok(&["slots", "assign", "990-999", "5"]);
+    let key = harness::find_key("f", |k| (990..=999).contains(&harness::slot(k)));
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("w")
+        .query(&mut conn(&r5, 0, ""))
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            reply = c.cmd(&["FCALL", "echo_get", "1", &key]);
+            reply == harness::Resp::bulk("w")
+        }),
+        "FCALL on group 5: {reply:?}"
+    );
+
+    // A group whose master refuses the restore gets no slots, and says why.
+    let r4 = RedisServer::start_with_args(&["--requirepass", "other"]);
+    d.admin_ok(&["slots", "assign", "980-989", "0"]);
     d.admin_ok(&["group", "add", "4"]);
     d.admin_ok(&["group", "add-server", "4", &r4.addr()]);
-    let (ok, out, err) = d.admin(&["slots", "assign", "990-999", "4"]);
+    let (ok, out, err) = d.admin(&["slots", "assign", "980-989", "4"]);
     assert!(!ok, "{out}");
     assert!(
-        err.contains("group 4 gets no slots before it has the function libraries, and copying them from group 1 failed: "),
+        err.contains("group 4 gets no slots before it has the function libraries, and copying them from group 2 failed: "),
         "{err}"
     );
-    assert_eq!(d.owner(995), None);
+    assert!(err.contains("NOAUTH"), "{err}");
+    assert_eq!(d.owner(985), None);
     // A migration to it does not start either: its step stays queued, showing why.
-    d.admin_ok(&["slots", "migrate", "0-9", "--to", "4"]);
+    d.admin_ok(&["slots", "migrate", "500-509", "--to", "4"]);
     let mut table = String::new();
     let shown = wait_until(Duration::from_secs(10), || {
         table = d.admin_ok(&["migrations"]);
-        table.contains("copying them from group 1 failed")
+        table.contains("copying them from group 2 failed")
     });
     assert!(shown, "the failed copy is not shown:\n{table}");
     assert!(table.contains("queued"), "{table}");
-    assert_eq!(d.owner(5), Some(1));
+    assert_eq!(d.owner(505), Some(2));
 }

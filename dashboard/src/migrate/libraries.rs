@@ -14,11 +14,12 @@ use crate::service::Snapshot;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Before group `to` gets slots (assigned or migrating to it): when it owns none yet and
-/// another group does, copies that group's libraries (the lowest such group's `FUNCTION
-/// DUMP`) to `to`'s master with `FUNCTION RESTORE ... REPLACE`. A failure is an error that
-/// names both groups, and `to` must not get the slots then. Nothing to do when the source
-/// has no library (or is a Redis without functions, before 7.0), or for an unknown group
-/// or one without a server (the caller refuses those).
+/// other groups do, copies the libraries of the first of them (by id) whose master answers
+/// (`FUNCTION LIST`, `FUNCTION DUMP`) to `to`'s master with `FUNCTION RESTORE ... REPLACE`.
+/// A failure on `to`, or no source answering, is an error naming the groups, and `to` must
+/// not get the slots then. Nothing to do when the source has no library (or is a Redis
+/// without functions, before 7.0), or for an unknown group or one without a server (the
+/// caller refuses those).
 pub async fn before_first_slots(snap: &Snapshot, to: u32) -> Result<(), DashboardError> {
     let states = snap.slot_states();
     let has_slots = |g: u32| {
@@ -39,57 +40,75 @@ pub async fn before_first_slots(snap: &Snapshot, to: u32) -> Result<(), Dashboar
     if has_slots(to) {
         return Ok(());
     }
-    let Some((from, from_addr)) = snap
-        .groups
-        .keys()
-        .filter(|&&g| g != to && has_slots(g))
-        .find_map(|&g| Some((g, master(g)?)))
-    else {
-        return Ok(());
-    };
     let password = snap
         .product
         .as_ref()
         .map(|p| p.value.backend_password.clone())
         .unwrap_or_default();
-    copy(&from_addr, &to_addr, &password)
-        .await
-        .map_err(|e| {
-            DashboardError::Backend(format!(
-                "group {to} gets no slots before it has the function libraries, and copying them from group {from} failed: {e}"
-            ))
-        })?;
-    info!(
-        from,
-        to, "function libraries copied to a group about to get its first slots"
-    );
-    Ok(())
+    let fail = |why: String| {
+        DashboardError::Backend(format!(
+            "group {to} gets no slots before it has the function libraries, and {why}"
+        ))
+    };
+    let mut unreachable = Vec::new();
+    for (&from, from_addr) in snap
+        .groups
+        .keys()
+        .filter(|&&g| g != to && has_slots(g))
+        .filter_map(|g| Some((g, master(*g)?)))
+    {
+        // A source that does not answer (a dead group being replaced) gives way to the next.
+        let dump = match dump(&from_addr, &password).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(dump)) => dump,
+            Err(e) => {
+                unreachable.push(format!("group {from}: {e}"));
+                continue;
+            }
+        };
+        restore(&to_addr, &password, &dump)
+            .await
+            .map_err(|e| fail(format!("copying them from group {from} failed: {e}")))?;
+        info!(
+            from,
+            to, "function libraries copied to a group about to get its first slots"
+        );
+        return Ok(());
+    }
+    if unreachable.is_empty() {
+        return Ok(());
+    }
+    Err(fail(format!(
+        "no group with slots could give them ({})",
+        unreachable.join("; ")
+    )))
 }
 
-/// Restores `from`'s libraries on `to`; `to` is not contacted when `from` has none.
-async fn copy(from: &str, to: &str, password: &str) -> Result<(), RedisError> {
+/// `from`'s libraries as a `FUNCTION DUMP` payload, `None` when it has none.
+async fn dump(from: &str, password: &str) -> Result<Option<Vec<u8>>, RedisError> {
     let mut source = RedisConn::connect(from, password, TIMEOUT).await?;
     match source.call(&[b"FUNCTION", b"LIST"]).await {
-        Ok(Reply::Array(Some(libraries))) if libraries.is_empty() => return Ok(()),
+        Ok(Reply::Array(Some(libraries))) if libraries.is_empty() => return Ok(None),
         Err(RedisError::Reply { message, .. }) if message.starts_with("ERR unknown command") => {
-            return Ok(());
+            return Ok(None);
         }
         Err(e) => return Err(e),
         Ok(_) => {}
     }
-    let dump = match source.call(&[b"FUNCTION", b"DUMP"]).await? {
-        Reply::Bulk(Some(dump)) => dump,
-        other => {
-            return Err(RedisError::Reply {
-                addr: from.to_string(),
-                command: "FUNCTION DUMP".into(),
-                message: format!("not a payload: {other:?}"),
-            });
-        }
-    };
+    match source.call(&[b"FUNCTION", b"DUMP"]).await? {
+        Reply::Bulk(Some(dump)) => Ok(Some(dump)),
+        other => Err(RedisError::Reply {
+            addr: from.to_string(),
+            command: "FUNCTION DUMP".into(),
+            message: format!("not a payload: {other:?}"),
+        }),
+    }
+}
+
+async fn restore(to: &str, password: &str, dump: &[u8]) -> Result<(), RedisError> {
     let mut target = RedisConn::connect(to, password, TIMEOUT).await?;
     target
-        .call(&[b"FUNCTION", b"RESTORE", &dump, b"REPLACE"])
+        .call(&[b"FUNCTION", b"RESTORE", dump, b"REPLACE"])
         .await?;
     Ok(())
 }
