@@ -111,7 +111,7 @@ fn keyspace(info: &str) -> Vec<(String, String, String)> {
 #[derive(Debug, PartialEq)]
 struct KeyRow {
     kind: String,
-    /// -1 without a TTL, else whether it is within the second of 1000 s it was given.
+    /// -1 without a TTL, else whether it is within 100 s of the 1000 s it was given.
     ttl_set: i64,
     memory: Option<i64>,
     encoding: String,
@@ -189,7 +189,7 @@ fn browse(c: &mut redis::Connection) -> Seen {
         let ttl_set = if ttl < 0 {
             ttl
         } else {
-            i64::from((999..=1000).contains(&ttl))
+            i64::from((900..=1000).contains(&ttl))
         };
         rows.push((
             key.clone(),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tessera_topology::model::SlotState;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::redis::{RedisConn, RedisError, Reply};
 use crate::error::DashboardError;
@@ -16,10 +16,10 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Before group `to` gets slots (assigned or migrating to it): when it owns none yet and
 /// other groups do, copies the libraries of the first of them (by id) whose master answers
 /// (`FUNCTION LIST`, `FUNCTION DUMP`) to `to`'s master with `FUNCTION RESTORE ... REPLACE`.
-/// A failure on `to`, or no source answering, is an error naming the groups, and `to` must
-/// not get the slots then. Nothing to do when the source has no library (or is a Redis
-/// without functions, before 7.0), or for an unknown group or one without a server (the
-/// caller refuses those).
+/// A failure on `to` is an error naming both groups, and `to` must not get the slots then.
+/// Nothing to do (a warning when no source answered) when the source has no library (or is
+/// a Redis without functions, before 7.0), when no group with slots answers, or for an
+/// unknown group or one without a server (the caller refuses those).
 pub async fn before_first_slots(snap: &Snapshot, to: u32) -> Result<(), DashboardError> {
     let states = snap.slot_states();
     let has_slots = |g: u32| {
@@ -45,11 +45,6 @@ pub async fn before_first_slots(snap: &Snapshot, to: u32) -> Result<(), Dashboar
         .as_ref()
         .map(|p| p.value.backend_password.clone())
         .unwrap_or_default();
-    let fail = |why: String| {
-        DashboardError::Backend(format!(
-            "group {to} gets no slots before it has the function libraries, and {why}"
-        ))
-    };
     let mut unreachable = Vec::new();
     for (&from, from_addr) in snap
         .groups
@@ -68,20 +63,27 @@ pub async fn before_first_slots(snap: &Snapshot, to: u32) -> Result<(), Dashboar
         };
         restore(&to_addr, &password, &dump)
             .await
-            .map_err(|e| fail(format!("copying them from group {from} failed: {e}")))?;
+            .map_err(|e| {
+                DashboardError::Backend(format!(
+                    "group {to} gets no slots before it has the function libraries, and copying them from group {from} failed: {e}"
+                ))
+            })?;
         info!(
             from,
             to, "function libraries copied to a group about to get its first slots"
         );
         return Ok(());
     }
-    if unreachable.is_empty() {
-        return Ok(());
+    if !unreachable.is_empty() {
+        // Nothing is known to copy: the slots go on (a failover onto a new group must not
+        // wait for the dead groups), with a warning.
+        warn!(
+            to,
+            "no group with slots answered for its function libraries, none copied: {}",
+            unreachable.join("; ")
+        );
     }
-    Err(fail(format!(
-        "no group with slots could give them ({})",
-        unreachable.join("; ")
-    )))
+    Ok(())
 }
 
 /// `from`'s libraries as a `FUNCTION DUMP` payload, `None` when it has none.
