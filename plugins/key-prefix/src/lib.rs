@@ -39,9 +39,9 @@
 //! remember: it prefixes the connection's later commands of that id itself, without a call,
 //! until the connection's context changes. `KEYS` and `SCAN` (whose patterns are rewritten)
 //! are rewrites, called every time; `SORT` and `FUNCTION LOAD` (refused with `REPLACE`) and
-//! the refusals that depend on a subcommand are not remembered either. Without a prefix only the `NO_TENANT` reject of `KEYS`,
-//! `SCAN` and `RANDOMKEY` is remembered: whether another command has keys can depend on
-//! its arguments (`EVAL` with `numkeys` 0 or 2).
+//! the refusals that depend on a subcommand are not remembered either. Without a prefix
+//! only the `NO_TENANT` reject of `KEYS`, `SCAN` and `RANDOMKEY` is remembered: whether
+//! another command has keys can depend on its arguments (`EVAL` with `numkeys` 0 or 2).
 
 use std::collections::BTreeMap;
 
