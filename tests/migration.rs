@@ -4,7 +4,8 @@
 //! migration before any key moves and is named by `tessera admin migrations`; a proxy that
 //! follows moves a key before it serves it, and answers TRYAGAIN when it cannot; cancelling and
 //! restarting the dashboard mid-migration leave no key behind; `slots assign` of an owned
-//! slot is refused; `rebalance --dry-run` prints the plan.
+//! slot is refused; `rebalance --dry-run` prints the plan; a group gets the function
+//! libraries before its first slots.
 
 use tessera_testkit as harness;
 
@@ -815,4 +816,104 @@ fn clients_through_two_proxies_lose_nothing_while_slots_move_back_and_forth() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn a_group_gets_the_function_libraries_before_its_first_slots() {
+    let (r1, r2, r3) = (
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    );
+    let store = TempDir::new("store");
+    let url = store_url(&store);
+    let d = Dashboard::start(&url, "libs");
+    d.admin_ok(&["group", "add", "1"]);
+    d.admin_ok(&["group", "add-server", "1", &r1.addr()]);
+    d.admin_ok(&["group", "add", "2"]);
+    d.admin_ok(&["group", "add-server", "2", &r2.addr()]);
+    d.admin_ok(&["slots", "assign", "0-499", "1"]);
+    d.admin_ok(&["slots", "assign", "500-999", "2"]);
+    let proxy = Proxy::start_coordinator(&url, "libs", 10)
+        .unwrap_or_else(|e| panic!("proxy did not start: {e}"));
+    let mut c = proxy.raw();
+    let lib = "#!lua name=lib\nredis.register_function('echo_get', function(keys) return redis.call('GET', keys[1]) end)";
+    assert_eq!(
+        c.cmd(&["FUNCTION", "LOAD", lib]),
+        harness::Resp::bulk("lib")
+    );
+
+    // Group 3 joins after the library was loaded, and gets slots 1000-1023.
+    d.admin_ok(&["group", "add", "3"]);
+    d.admin_ok(&["group", "add-server", "3", &r3.addr()]);
+    let out = d.admin_ok(&["slots", "assign", "1000-1023", "3"]);
+    assert!(out.contains("24 slots changed"), "{out}");
+    let key = harness::find_key("f", |k| harness::slot(k) >= 1000);
+    let mut reply = harness::Resp::nil();
+    let served = wait_until(Duration::from_secs(10), || {
+        c.cmd(&["SET", &key, "v"]) == harness::Resp::ok()
+    });
+    assert!(
+        served,
+        "the proxy does not route slot {}",
+        harness::slot(key.as_bytes())
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            reply = c.cmd(&["FCALL", "echo_get", "1", &key]);
+            reply == harness::Resp::bulk("v")
+        }),
+        "FCALL on group 3: {reply:?}"
+    );
+    let on3: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query(&mut conn(&r3, 0, ""))
+        .unwrap();
+    assert_eq!(on3.as_deref(), Some("v"));
+
+    // Group 1's master dies: the next group with slots gives the libraries.
+    let mut r1 = r1;
+    r1.kill();
+    let r5 = RedisServer::start();
+    d.admin_ok(&["slots", "assign", "990-999", "0"]);
+    d.admin_ok(&["group", "add", "5"]);
+    d.admin_ok(&["group", "add-server", "5", &r5.addr()]);
+    d.admin_ok(&["slots", "assign", "990-999", "5"]);
+    let key = harness::find_key("f", |k| (990..=999).contains(&harness::slot(k)));
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("w")
+        .query(&mut conn(&r5, 0, ""))
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            reply = c.cmd(&["FCALL", "echo_get", "1", &key]);
+            reply == harness::Resp::bulk("w")
+        }),
+        "FCALL on group 5: {reply:?}"
+    );
+
+    // A group whose master refuses the restore gets no slots, and says why.
+    let r4 = RedisServer::start_with_args(&["--requirepass", "other"]);
+    d.admin_ok(&["slots", "assign", "980-989", "0"]);
+    d.admin_ok(&["group", "add", "4"]);
+    d.admin_ok(&["group", "add-server", "4", &r4.addr()]);
+    let (ok, out, err) = d.admin(&["slots", "assign", "980-989", "4"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("group 4 gets no slots before it has the function libraries, and copying them from group 2 failed: "),
+        "{err}"
+    );
+    assert!(err.contains("NOAUTH"), "{err}");
+    assert_eq!(d.owner(985), None);
+    // A migration to it does not start either: its step stays queued, showing why.
+    d.admin_ok(&["slots", "migrate", "500-509", "--to", "4"]);
+    let mut table = String::new();
+    let shown = wait_until(Duration::from_secs(10), || {
+        table = d.admin_ok(&["migrations"]);
+        table.contains("copying them from group 2 failed")
+    });
+    assert!(shown, "the failed copy is not shown:\n{table}");
+    assert!(table.contains("queued"), "{table}");
+    assert_eq!(d.owner(505), Some(2));
 }

@@ -353,6 +353,130 @@ fn key_prefix_gives_each_tenant_its_namespace_on_the_backends() {
     expect(&mut alice, &["GET", "k"], Resp::bulk("v"));
 }
 
+/// What every tenant shares through the proxy (sessions, scripts, function libraries, key
+/// counts) stays out of a tenant's reach, and RANDOMKEY never hands one another's key.
+#[test]
+fn key_prefix_keeps_tenants_out_of_what_they_share() {
+    let r1 = RedisServer::start();
+    let r2 = RedisServer::start();
+    let acl = acl_config(&[
+        ("alice", SECRET_SHA, r#"["*"]"#, r#"["*"]"#),
+        ("bob", BOBPW_SHA, r#"["*"]"#, r#"["*"]"#),
+        ("carol", SECRET_SHA, r#"["*"]"#, r#"["*"]"#),
+    ]);
+    let prefix = r#"{"tenants": {"alice": "t1:", "bob": "t2:"}, "default": null}"#;
+    let proxy = start(
+        &[&[&r1], &[&r2]],
+        2,
+        &[
+            plugin("acl-auth", &acl_auth(), &acl, ""),
+            plugin("key-prefix", &key_prefix(), prefix, ""),
+        ],
+    );
+    let mut alice = proxy.raw();
+    auth(&mut alice, "alice", "secret");
+    let mut bob = proxy.raw();
+    auth(&mut bob, "bob", "bobpw");
+    let mut carol = proxy.raw();
+    auth(&mut carol, "carol", "secret");
+
+    let lib = "#!lua name=blib\nredis.register_function('bget', function(keys) return redis.call('GET', keys[1]) end)";
+    expect(&mut bob, &["FUNCTION", "LOAD", lib], Resp::bulk("blib"));
+    for i in 0..20 {
+        expect(&mut bob, &["SET", &format!("b{i}"), "x"], Resp::ok());
+    }
+    expect(&mut alice, &["SET", "mine", "1"], Resp::ok());
+
+    // RANDOMKEY lands on bob's keys most of the time (20 of 21): alice gets nil then, never
+    // them. Her own key comes back within 500 calls but with a chance of 1e-10.
+    let (mut seen_mine, mut seen_nil) = (false, false);
+    for _ in 0..500 {
+        match alice.cmd(&["RANDOMKEY"]) {
+            Resp::Bulk(None) => seen_nil = true,
+            key => {
+                assert_eq!(key, Resp::bulk("mine"));
+                seen_mine = true;
+            }
+        }
+        if seen_mine && seen_nil {
+            break;
+        }
+    }
+    assert!(seen_nil, "RANDOMKEY never landed on bob's keys");
+    assert!(
+        seen_mine,
+        "alice's own key never came back in 500 RANDOMKEYs"
+    );
+
+    // INFO: the keyspace section is there, empty, for every user of key-prefix.
+    for c in [&mut alice, &mut carol] {
+        for args in [&["INFO"][..], &["INFO", "keyspace"]] {
+            let info = c.cmd(args);
+            let text = String::from_utf8_lossy(info.bytes().expect("INFO is a bulk string"));
+            assert!(text.contains("# Keyspace"), "{args:?}: {text}");
+            assert!(!text.contains("keys="), "{args:?}: {text}");
+        }
+    }
+
+    // What a tenant may do first: the proxy remembers these verdicts per command, and the
+    // refusals below (of other subcommands, or with other arguments) still hold.
+    let alib = lib.replace("blib", "alib").replace("bget", "aget");
+    expect(&mut alice, &["FUNCTION", "LOAD", &alib], Resp::bulk("alib"));
+    let me = alice.cmd(&["CLIENT", "INFO"]);
+    let me = String::from_utf8_lossy(me.bytes().expect("CLIENT INFO is a bulk string"));
+    assert!(me.contains(" user=alice "), "{me}");
+
+    let bob_id = bob.cmd(&["CLIENT", "ID"]);
+    let Resp::Int(bob_id) = bob_id else {
+        panic!("CLIENT ID: {bob_id:?}")
+    };
+    let refused: [(&[&str], &str); 9] = [
+        (
+            &["CLIENT", "LIST"],
+            "'client|list' reaches every tenant's sessions",
+        ),
+        (
+            &["CLIENT", "KILL", "ID", &bob_id.to_string()],
+            "'client|kill' reaches every tenant's sessions",
+        ),
+        (
+            &["SCRIPT", "FLUSH"],
+            "'script|flush' acts on the scripts every tenant shares",
+        ),
+        (
+            &["SCRIPT", "KILL"],
+            "'script|kill' acts on the scripts every tenant shares",
+        ),
+        (
+            &["FUNCTION", "FLUSH"],
+            "'function|flush' acts on the function libraries every tenant shares",
+        ),
+        (
+            &["FUNCTION", "DELETE", "blib"],
+            "'function|delete' acts on the function libraries every tenant shares",
+        ),
+        (
+            &["FUNCTION", "RESTORE", "x"],
+            "'function|restore' acts on the function libraries every tenant shares",
+        ),
+        (
+            &["FUNCTION", "KILL"],
+            "'function|kill' acts on the function libraries every tenant shares",
+        ),
+        (
+            &["FUNCTION", "LOAD", "REPLACE", lib],
+            "'function|load' REPLACE acts on the function libraries every tenant shares",
+        ),
+    ];
+    for (args, why) in refused {
+        expect_err(&mut alice, args, &format!("NOPERM {why}"));
+        expect_err(&mut carol, args, "NOPERM no tenant for this user");
+    }
+    // Bob's session and library are still there.
+    expect(&mut bob, &["FCALL", "bget", "1", "b3"], Resp::bulk("x"));
+    assert!(matches!(alice.cmd(&["WAIT", "0", "100"]), Resp::Int(0)));
+}
+
 // ---------------------------------------------------------------------------------------------
 // acl-auth
 // ---------------------------------------------------------------------------------------------

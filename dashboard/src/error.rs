@@ -31,6 +31,9 @@ pub enum DashboardError {
     /// The request contradicts the current topology: exists already, still in use (409).
     #[error("{0}")]
     Conflict(String),
+    /// A backend Redis failed a step the change depends on (502).
+    #[error("{0}")]
+    Backend(String),
     /// The store could not be used (503 when unreachable, 500 otherwise).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -65,6 +68,7 @@ impl DashboardError {
             DashboardError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             DashboardError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             DashboardError::Conflict(_) | DashboardError::Locked { .. } => StatusCode::CONFLICT,
+            DashboardError::Backend(_) => StatusCode::BAD_GATEWAY,
             DashboardError::Store(StoreError::Unreachable { .. } | StoreError::LeaseLost(_))
             | DashboardError::LockLost(_) => StatusCode::SERVICE_UNAVAILABLE,
             DashboardError::Store(_)

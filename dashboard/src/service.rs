@@ -487,7 +487,8 @@ impl Service {
     /// moving data, for bootstrapping. The group must exist and have a server. A slot owned
     /// by another group is refused unless `force` (its keys would stay behind: that is
     /// `slots migrate`); a migrating slot always. Returns how many slots changed (0: nothing
-    /// written) and the table.
+    /// written) and the table. A group getting its first slots gets the function libraries
+    /// first (`migrate::libraries`).
     pub async fn assign_slots(
         &self,
         range: &str,
@@ -496,6 +497,9 @@ impl Service {
     ) -> Result<(Revision, (usize, Vec<SlotState>)), DashboardError> {
         let range: SlotRange = range.parse()?;
         let group = group.filter(|g| *g != 0);
+        if let Some(g) = group {
+            crate::migrate::libraries::before_first_slots(&self.snapshot().await?, g).await?;
+        }
         let what = match group {
             Some(g) => format!("slots {range} assigned to group {g}"),
             None => format!("slots {range} set offline"),

@@ -1,6 +1,7 @@
 //! Online slot migration, the dashboard's side (docs/migration.md): the queue of steps in the
 //! store ([`plan`]), the barrier every proxy must pass before keys move ([`barrier`]), and the
-//! key mover ([`mover`]), run by one task per dashboard ([`spawn`]).
+//! key mover ([`mover`]), run by one task per dashboard ([`spawn`]); a group getting its
+//! first slots gets the function libraries first ([`libraries`]).
 //!
 //! A step: its slots go `owned by A` → `migrating A → B` (one revision R) → barrier (every
 //! registered proxy has applied R) → keys moved A → B until a SCAN pass finds none → `owned
@@ -9,6 +10,7 @@
 
 pub mod barrier;
 pub mod cli;
+pub mod libraries;
 pub mod mover;
 pub mod plan;
 mod queue;
@@ -193,10 +195,13 @@ async fn run_step(state: &AppState, id: u64) -> Result<(), DashboardError> {
     };
     if step.state != StepState::Moving {
         let revision = match step.state {
-            StepState::Queued => match svc.start_step(id).await? {
-                Some(revision) => revision,
-                None => return Ok(()),
-            },
+            StepState::Queued => {
+                libraries::before_first_slots(&snap, step.to).await?;
+                match svc.start_step(id).await? {
+                    Some(revision) => revision,
+                    None => return Ok(()),
+                }
+            }
             // Resumed: the current revision is at least the one that set the slots.
             _ => snap.revision(),
         };

@@ -14,7 +14,8 @@
 //! - `KEYS pattern` → `KEYS t1:pattern`; `SCAN cursor [MATCH p]` → `SCAN cursor MATCH t1:p`
 //!   (`MATCH t1:*` added when absent); glob characters in the prefix are escaped;
 //! - the replies of `KEYS`, `SCAN` and `RANDOMKEY` have the prefix stripped again (a
-//!   `RANDOMKEY` that lands on another tenant's key answers null).
+//!   `RANDOMKEY` that lands on another tenant's key answers null, a reply of another form
+//!   an error: no key outside the namespace reaches the tenant).
 //!
 //! A user with no tenant and no default gets `-NOPERM no tenant for this user` for any
 //! command with keys; commands without keys (`PING`, `AUTH`, ...) pass, so the plugin can
@@ -25,8 +26,11 @@
 //!   only; with a prefix that contains `*` (which SORT would substitute) such a SORT is refused;
 //! - `DBSIZE`, `FLUSHDB` and `FLUSHALL`, which act on every tenant's keys and cannot be
 //!   confined to one namespace, are refused for a tenant (`-NOPERM ...`);
-//! - `CONFIG SET` and `CONFIG RESETSTAT`, which change the servers every tenant shares, are
-//!   refused for a tenant and for a user without one.
+//! - the commands that reach what every tenant shares ([`SHARED`]: `CONFIG SET` and
+//!   `RESETSTAT`, `SCRIPT FLUSH` and `KILL`, `FUNCTION FLUSH`, `DELETE`, `RESTORE`, `KILL`
+//!   and `LOAD REPLACE`, `CLIENT LIST` and `KILL`) are refused for a tenant and for a user
+//!   without one;
+//! - `INFO`'s reply loses its keyspace section (every tenant's key counts), for every user.
 //!
 //! Not rewritten: keys a Lua script builds itself.
 //!
@@ -34,9 +38,10 @@
 //! verdict (the prefix alone, not the rewritten command) that the proxy is asked to
 //! remember: it prefixes the connection's later commands of that id itself, without a call,
 //! until the connection's context changes. `KEYS` and `SCAN` (whose patterns are rewritten)
-//! are rewrites, called every time. Without a prefix only the `NO_TENANT` reject of `KEYS`,
-//! `SCAN` and `RANDOMKEY` is remembered: whether another command has keys can depend on
-//! its arguments (`EVAL` with `numkeys` 0 or 2).
+//! are rewrites, called every time; `SORT` and `FUNCTION LOAD` (refused with `REPLACE`) and
+//! the refusals that depend on a subcommand are not remembered either. Without a prefix
+//! only the `NO_TENANT` reject of `KEYS`, `SCAN` and `RANDOMKEY` is remembered: whether
+//! another command has keys can depend on its arguments (`EVAL` with `numkeys` 0 or 2).
 
 use std::collections::BTreeMap;
 
@@ -89,20 +94,52 @@ impl KeyPrefix {
     }
 }
 
-/// The commands whose replies carry keys, which [`strip_reply`] strips.
-pub const REPLY_SUBSCRIPTIONS: [&str; 3] = ["keys", "scan", "randomkey"];
+/// The commands whose replies carry keys, which [`strip_reply`] strips; a tenant is needed
+/// by their name alone.
+pub const LISTS_KEYS: [&str; 3] = ["keys", "scan", "randomkey"];
+
+/// The replies `on_reply` sees: those of [`LISTS_KEYS`], and `INFO`'s, whose keyspace
+/// section (every tenant's key counts) [`strip_keyspace`] removes.
+pub const REPLY_SUBSCRIPTIONS: [&str; 4] = ["keys", "scan", "randomkey", "info"];
 
 /// Commands that act on the keys of every tenant at once: refused for a tenant, and, like
 /// any command with keys, for a user without one.
 pub const KEYSPACE_WIDE: [&str; 3] = ["dbsize", "flushdb", "flushall"];
 
-/// Commands that change the servers every tenant shares (settings, statistics): refused
-/// for a tenant and for a user without one.
-pub const SERVER_WIDE: [&str; 2] = ["config|set", "config|resetstat"];
+const SERVERS: &str = "changes the servers every tenant shares";
+const SCRIPTS: &str = "acts on the scripts every tenant shares";
+const LIBRARIES: &str = "acts on the function libraries every tenant shares";
+const SESSIONS: &str = "reaches every tenant's sessions";
 
-/// The [`SERVER_WIDE`] name this command is, if any.
-fn server_wide(cmd: &Command) -> Option<&'static str> {
-    SERVER_WIDE.into_iter().find(|n| cmd.is_named(n))
+/// Commands that reach what every tenant shares (the servers' settings and statistics, the
+/// scripts and function libraries, the proxy's client sessions), with what they reach:
+/// refused for a tenant and for a user without one.
+pub const SHARED: [(&str, &str); 10] = [
+    ("config|set", SERVERS),
+    ("config|resetstat", SERVERS),
+    ("script|flush", SCRIPTS),
+    ("script|kill", SCRIPTS),
+    ("function|flush", LIBRARIES),
+    ("function|delete", LIBRARIES),
+    ("function|restore", LIBRARIES),
+    ("function|kill", LIBRARIES),
+    ("client|list", SESSIONS),
+    ("client|kill", SESSIONS),
+];
+
+/// The refusal of a command that reaches what every tenant shares ([`SHARED`], and
+/// `FUNCTION LOAD REPLACE`, which can replace another tenant's library), if it is one.
+pub fn shared_refusal(cmd: &Command) -> Option<String> {
+    if let Some((name, what)) = SHARED.into_iter().find(|(n, _)| cmd.is_named(n)) {
+        return Some(format!("NOPERM '{name}' {what}"));
+    }
+    // FUNCTION LOAD [REPLACE] code
+    let replace = cmd.len() == 4
+        && cmd
+            .arg(2)
+            .is_some_and(|a| a.eq_ignore_ascii_case(b"replace"));
+    (replace && cmd.is_named("function|load"))
+        .then(|| format!("NOPERM 'function|load' REPLACE {LIBRARIES}"))
 }
 
 /// Whether the command needs a tenant: it has keys, lists keys, or acts on all of them.
@@ -149,10 +186,9 @@ pub fn sort_patterns(cmd: &Command) -> Vec<usize> {
     out
 }
 
-/// Whether the command lists keys (`KEYS`, `SCAN`, `RANDOMKEY`): a tenant is needed by its
-/// name alone.
+/// Whether the command lists keys ([`LISTS_KEYS`]): a tenant is needed by its name alone.
 fn lists_keys(cmd: &Command) -> bool {
-    REPLY_SUBSCRIPTIONS.contains(&cmd.name())
+    LISTS_KEYS.contains(&cmd.name())
 }
 
 /// Whether [`prefix_command`] rewrites more than the keys of the command (a pattern).
@@ -212,8 +248,9 @@ pub fn prefix_command(cmd: &mut Command, prefix: &str) {
     }
 }
 
-/// The reply to `name` with `prefix` stripped from the keys it carries, or `None` to send
-/// it unchanged (not a key-carrying command, an error, or not parsable).
+/// The reply to `name` (one of [`LISTS_KEYS`]) with `prefix` stripped from the keys it
+/// carries, or `None` to send it unchanged (an error or null). A reply of another form,
+/// which could carry a key out of the namespace, becomes an error.
 pub fn strip_reply(name: &str, reply: &[u8], prefix: &str) -> Option<Vec<u8>> {
     use resp::Value;
     let p = prefix.as_bytes();
@@ -229,14 +266,19 @@ pub fn strip_reply(name: &str, reply: &[u8], prefix: &str) -> Option<Vec<u8>> {
             .collect();
         reply::array(keys)
     };
-    match (name, resp::parse(reply)?) {
+    let unexpected =
+        || Some(format!("-ERR key-prefix: unexpected reply to '{name}'\r\n").into_bytes());
+    let Some(parsed) = resp::parse(reply) else {
+        return unexpected();
+    };
+    match (name, parsed) {
+        (_, Value::Null) => None,
+        (_, Value::Other(v)) if v.first() == Some(&b'-') => None,
         ("keys", Value::Array(items)) => Some(strip_all(items)),
         ("scan", Value::Array(mut items)) if items.len() == 2 => {
-            let Value::Array(keys) = items.pop()? else {
-                return None;
-            };
-            let Value::Bulk(cursor) = items.pop()? else {
-                return None;
+            let (Some(Value::Array(keys)), Some(Value::Bulk(cursor))) = (items.pop(), items.pop())
+            else {
+                return unexpected();
             };
             Some(reply::array([reply::bulk(cursor), strip_all(keys)]))
         }
@@ -244,8 +286,51 @@ pub fn strip_reply(name: &str, reply: &[u8], prefix: &str) -> Option<Vec<u8>> {
             Some(k) => reply::bulk(k),
             None => reply::null(),
         }),
-        _ => None,
+        _ => unexpected(),
     }
+}
+
+/// `INFO`'s reply (a bulk string, or RESP3's verbatim string) without the lines of its
+/// `# Keyspace` section, which count every tenant's keys; `None` when it has none.
+pub fn strip_keyspace(reply: &[u8]) -> Option<Vec<u8>> {
+    let (head, rest) = reply.split_at(reply.windows(2).position(|w| w == b"\r\n")? + 2);
+    let verbatim = match head.first() {
+        Some(b'$') => false,
+        Some(b'=') => true,
+        _ => return None,
+    };
+    let text = rest.strip_suffix(b"\r\n")?;
+    let (format, text) = if verbatim {
+        text.split_at_checked(4)?
+    } else {
+        (&b""[..], text)
+    };
+    let mut out = Vec::with_capacity(text.len());
+    let mut in_keyspace = false;
+    let mut dropped = false;
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        let bare = line.strip_suffix(b"\r\n").unwrap_or(line);
+        if bare.starts_with(b"#") || bare.is_empty() {
+            in_keyspace = bare.eq_ignore_ascii_case(b"# keyspace");
+        } else if in_keyspace {
+            dropped = true;
+            continue;
+        }
+        out.extend_from_slice(line);
+    }
+    if !dropped {
+        return None;
+    }
+    let body = [format, &out].concat();
+    let kind = if verbatim { "=" } else { "$" };
+    Some(
+        [
+            format!("{kind}{}\r\n", body.len()).as_bytes(),
+            &body,
+            b"\r\n",
+        ]
+        .concat(),
+    )
 }
 
 impl Plugin for KeyPrefix {
@@ -262,12 +347,10 @@ impl Plugin for KeyPrefix {
     }
 
     fn on_command(&mut self, ctx: &Context, cmd: &mut Command) -> Verdict {
-        // Not remembered: the verdict depends on the subcommand (CONFIG GET goes on).
-        if let Some(name) = server_wide(cmd) {
+        // Not remembered: the verdict depends on the arguments (CONFIG GET goes on).
+        if let Some(refusal) = shared_refusal(cmd) {
             return match self.prefix_of(ctx) {
-                Some(_) => Verdict::reject(format!(
-                    "NOPERM '{name}' changes the servers every tenant shares"
-                )),
+                Some(_) => Verdict::reject(refusal),
                 None => Verdict::reject(NO_TENANT),
             };
         }
@@ -288,8 +371,12 @@ impl Plugin for KeyPrefix {
                 prefix_command(cmd, prefix);
                 // A PrefixKeys verdict is a function of the user and the command id, even
                 // for a command without keys this time (EVAL with numkeys 0); not for SORT,
-                // whose patterns depend on its arguments.
-                if !rewrites_patterns(cmd) && !matches!(cmd.name(), "sort" | "sort_ro") {
+                // whose patterns depend on its arguments, nor for FUNCTION LOAD, refused
+                // with REPLACE.
+                if !rewrites_patterns(cmd)
+                    && !matches!(cmd.name(), "sort" | "sort_ro")
+                    && !cmd.is_named("function|load")
+                {
                     cmd.remember();
                 }
                 Verdict::Continue
@@ -304,10 +391,12 @@ impl Plugin for KeyPrefix {
     }
 
     fn on_reply(&mut self, ctx: &Context, cmd: &Command, reply: &[u8]) -> Option<Vec<u8>> {
-        if !REPLY_SUBSCRIPTIONS.contains(&cmd.name()) {
-            return None;
+        match cmd.name() {
+            // Every user: a user without a tenant reads no key either.
+            "info" => strip_keyspace(reply),
+            name if LISTS_KEYS.contains(&name) => strip_reply(name, reply, self.prefix_of(ctx)?),
+            _ => None,
         }
-        strip_reply(cmd.name(), reply, self.prefix_of(ctx)?)
     }
 }
 
@@ -568,7 +657,7 @@ mod tests {
     fn on_reply_is_subscribed_only_for_replies_with_keys() {
         assert_eq!(
             KeyPrefix::reply_subscriptions(),
-            ["keys", "scan", "randomkey"]
+            ["keys", "scan", "randomkey", "info"]
         );
         assert!(
             KeyPrefix::subscriptions().is_empty(),
@@ -679,6 +768,103 @@ mod tests {
         let (v, out, _) = sort(&mut p, "alice", &["CONFIG", "GET", "hz"], &[]);
         assert_eq!(v, Verdict::Continue);
         assert_eq!(out, ["CONFIG", "GET", "hz"]);
+    }
+
+    #[test]
+    fn commands_reaching_what_tenants_share_are_refused() {
+        let mut p = plugin();
+        let refused = [
+            (&["SCRIPT", "flush", "ASYNC"][..], "script|flush", SCRIPTS),
+            (&["script", "KILL"], "script|kill", SCRIPTS),
+            (&["FUNCTION", "FLUSH"], "function|flush", LIBRARIES),
+            (&["FUNCTION", "DELETE", "lib"], "function|delete", LIBRARIES),
+            (&["FUNCTION", "RESTORE", "x"], "function|restore", LIBRARIES),
+            (&["FUNCTION", "KILL"], "function|kill", LIBRARIES),
+            (&["CLIENT", "LIST"], "client|list", SESSIONS),
+            (&["CLIENT", "KILL", "ID", "7"], "client|kill", SESSIONS),
+        ];
+        for (line, name, what) in refused {
+            let d = decided(&mut p, "alice", line, &[]);
+            assert_eq!(
+                d.verdict,
+                Verdict::reject(format!("NOPERM '{name}' {what}"))
+            );
+            assert_eq!(d.remembered(), None, "{line:?}");
+            let d = decided(&mut p, "nobody", line, &[]);
+            assert_eq!(d.verdict, Verdict::reject(NO_TENANT), "{line:?}");
+        }
+        let d = decided(
+            &mut p,
+            "alice",
+            &["FUNCTION", "LOAD", "replace", "#!lua"],
+            &[],
+        );
+        assert_eq!(
+            d.verdict,
+            Verdict::reject(format!("NOPERM 'function|load' REPLACE {LIBRARIES}"))
+        );
+        let d = decided(&mut p, "alice", &["FUNCTION", "LOAD", "#!lua name=l"], &[]);
+        assert_eq!(d.verdict, Verdict::Continue);
+        assert_eq!(d.remembered(), None, "the next one may say REPLACE");
+        for line in [
+            &["FUNCTION", "LOAD", "#!lua name=l"][..],
+            &["FUNCTION", "LIST"],
+            &["SCRIPT", "LOAD", "return 1"],
+            &["CLIENT", "INFO"],
+            &["CLIENT", "SETNAME", "x"],
+            &["INFO", "keyspace"],
+            &["WAIT", "0", "10"],
+        ] {
+            let d = decided(&mut p, "alice", line, &[]);
+            assert_eq!(d.verdict, Verdict::Continue, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn info_loses_its_keyspace_lines_for_every_user() {
+        let mut p = plugin();
+        let info = Command::new(["INFO"]);
+        let text = "# Server\r\nredis_version:7.2.4\r\n\r\n# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\ndb2:keys=1,expires=0,avg_ttl=0\r\n\r\n# Other\r\nx:1\r\n";
+        let want = "# Server\r\nredis_version:7.2.4\r\n\r\n# Keyspace\r\n\r\n# Other\r\nx:1\r\n";
+        let bulk = |t: &str| format!("${}\r\n{t}\r\n", t.len()).into_bytes();
+        for ctx in [alice(), Context::default()] {
+            assert_eq!(p.on_reply(&ctx, &info, &bulk(text)), Some(bulk(want)));
+        }
+        let verbatim = |t: &str| format!("={}\r\ntxt:{t}\r\n", t.len() + 4).into_bytes();
+        assert_eq!(
+            p.on_reply(&alice(), &info, &verbatim(text)),
+            Some(verbatim(want))
+        );
+        // Nothing to remove (no keys, or another section asked for): sent as it is.
+        assert_eq!(p.on_reply(&alice(), &info, &bulk(want)), None);
+        assert_eq!(p.on_reply(&alice(), &info, b"-ERR x\r\n"), None);
+    }
+
+    #[test]
+    fn a_reply_of_unexpected_form_never_reaches_the_tenant() {
+        let mut p = plugin();
+        let unexpected = |name: &str| {
+            Some(format!("-ERR key-prefix: unexpected reply to '{name}'\r\n").into_bytes())
+        };
+        let rk = Command::new(["RANDOMKEY"]);
+        assert_eq!(
+            p.on_reply(&alice(), &rk, b"+t2:k\r\n"),
+            unexpected("randomkey")
+        );
+        assert_eq!(
+            p.on_reply(&alice(), &rk, b"=7\r\ntxt:t2:\r\n"),
+            unexpected("randomkey")
+        );
+        let keys = Command::new(["KEYS", "*"]);
+        assert_eq!(
+            p.on_reply(&alice(), &keys, b"~1\r\n$4\r\nt2:k\r\n"),
+            unexpected("keys")
+        );
+        let scan = Command::new(["SCAN", "0"]);
+        assert_eq!(
+            p.on_reply(&alice(), &scan, b"*1\r\n$4\r\nt2:k\r\n"),
+            unexpected("scan")
+        );
     }
 
     /// A RESP3 session gets the same arrays for KEYS and SCAN, and `_` for no key: the

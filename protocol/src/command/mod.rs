@@ -1300,8 +1300,8 @@ Notes:
   the slot table was built from, 0 with a static config; `groups`), comes last, with no
   section named or with `default`, `all`, `everything` or `tessera`. Every other section
   (memory, persistence, replication, cpu, modules, commandstats, errorstats, latencystats,
-  cluster) is the first group's (lowest id), as that Redis answers it. INFO shows every
-  tenant's key counts: key-prefix does not confine it.
+  cluster) is the first group's (lowest id), as that Redis answers it. key-prefix removes
+  the keyspace lines (every tenant's key counts) from INFO's reply.
 - WAIT numreplicas timeout goes to the master of every group the session has sent a write
   command to on its current backend connections (since it connected, or since its last
   SELECT or HELLO, which change connections), or to every group if it has written nothing,
@@ -1339,17 +1339,39 @@ Notes:
   them to a tenant (`-NOPERM 'flushall' acts on every tenant's keys`); a plugin of your own
   must do the same (or deny them, as command-filter or acl-auth's `commands` can).
   key-prefix also refuses CONFIG SET and CONFIG RESETSTAT to every user it knows
-  (`-NOPERM 'config|set' changes the servers every tenant shares`). KEYS and
-  SCAN are confined: key-prefix rewrites their patterns and strips their replies, and
-  RANDOMKEY's reply (another tenant's key is answered as nil). Other commands over every
-  group are not confined by key-prefix: INFO's keyspace counts every tenant's keys, CLIENT
-  LIST and CLIENT KILL see every session, SCRIPT FLUSH, FUNCTION FLUSH, DELETE and RESTORE
-  act on what every tenant loaded; deny them with command-filter or acl-auth's `commands`
-  where tenants must not reach them.
+  (`-NOPERM 'config|set' changes the servers every tenant shares`), and what reaches the
+  scripts, libraries and sessions every tenant shares: SCRIPT FLUSH and KILL, FUNCTION
+  FLUSH, DELETE, RESTORE, KILL and LOAD REPLACE, CLIENT LIST and KILL. KEYS and SCAN are
+  confined: key-prefix rewrites their patterns and strips their replies, and RANDOMKEY's
+  reply (another tenant's key is answered as nil). INFO's keyspace section comes without
+  its lines (the counts of every tenant). SCRIPT LOAD, FUNCTION LOAD, LIST and DUMP, CLIENT
+  INFO and WAIT pass: library names are shared by the tenants. A plugin of your own that
+  keeps tenants apart must decide the same (command-filter or acl-auth's `commands` can
+  deny any of them).
 - MSETNX is atomic, so it is keyed (one slot), not split. MOVE and COPY ... DB use the
   databases of the group that owns the key.
 - A container command (OBJECT, CLIENT, CONFIG, ...) alone is an arity error, except
   COMMAND, which lists Redis's commands.
+
+## GUI tools
+
+What RedisInsight's browser and Another Redis Desktop Manager send when they connect and
+browse a database, and how the proxy answers (tests/gui_tools.rs replays it over three
+groups and compares every answer with one Redis holding the same keys):
+
+| Sent | Answered |
+| --- | --- |
+| `CLIENT SETNAME name` (ioredis's connection name), `CLIENT GETNAME` | by the proxy, as Redis |
+| `INFO` (overview; the db selector reads `dbN:keys=N` of `# Keyspace`) | the proxy's sections; `keys` and `expires` summed over every group (as one Redis counts them) |
+| `CONFIG GET databases` (the db selector) | the first group's: the same on every group |
+| `DBSIZE` (total keys) | summed over every group |
+| `SCAN cursor MATCH p COUNT n [TYPE t]` (the key list, search, type filter) | one cursor over every group: the same keys as one Redis; cursors and page sizes differ |
+| `TYPE`, `TTL`, `MEMORY USAGE key SAMPLES 0`, `OBJECT ENCODING`, `STRLEN`/`HLEN`/`LLEN`/`SCARD`/`ZCARD` (each row, pipelined) | keyed: the group that owns the key answers |
+| `EXISTS key` (exact search) | split: summed |
+| `SELECT db` (another db), `PING` | by the proxy; the session's commands then use that db on every group |
+
+With key-prefix, `SCAN` and `INFO` are confined to the tenant (its keys, no key counts), and
+`CLIENT LIST`, which some tools show, is refused to a tenant.
 ";
 
     /// docs/commands.md is rendered from the table; `TESSERA_BLESS=1` rewrites it.
