@@ -265,13 +265,7 @@ fn load_average() -> String {
 }
 
 fn report_path() -> PathBuf {
-    // The bench executable is target/<profile>/deps/plugins-<hash>: write next to <profile>.
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from))
-        .filter(|t| t.is_dir())
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
-        .join("bench-plugins.md")
+    harness::bench_report_path("bench-plugins.md")
 }
 
 fn check(ok: bool) -> &'static str {

@@ -80,12 +80,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn report_path() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from))
-        .filter(|t| t.is_dir())
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
-        .join("bench-scan.md")
+    harness::bench_report_path("bench-scan.md")
 }
 
 fn main() {

@@ -15,19 +15,8 @@ const GROUPS: usize = 3;
 const MAX_SCAN_CALLS: usize = 2_000;
 const SCAN_BOUND: Duration = Duration::from_secs(30);
 
-struct Cluster {
-    servers: Vec<RedisServer>,
-    proxy: Proxy,
-}
-
 fn cluster(settings: &[(&str, &str)]) -> Cluster {
-    let servers: Vec<RedisServer> = (0..GROUPS).map(|_| RedisServer::start()).collect();
-    let proxy = {
-        let groups: Vec<[&RedisServer; 1]> = servers.iter().map(|s| [s]).collect();
-        let groups: Vec<&[&RedisServer]> = groups.iter().map(|g| &g[..]).collect();
-        Proxy::start_with(&groups, settings)
-    };
-    Cluster { servers, proxy }
+    Cluster::start(GROUPS, settings)
 }
 
 /// Sets `n` string keys `prefix0..` through the proxy and checks they reach every group.

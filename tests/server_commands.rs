@@ -13,19 +13,8 @@ use harness::*;
 
 const GROUPS: usize = 3;
 
-struct Cluster {
-    servers: Vec<RedisServer>,
-    proxy: Proxy,
-}
-
 fn cluster(settings: &[(&str, &str)]) -> Cluster {
-    let servers: Vec<RedisServer> = (0..GROUPS).map(|_| RedisServer::start()).collect();
-    let proxy = {
-        let groups: Vec<[&RedisServer; 1]> = servers.iter().map(|s| [s]).collect();
-        let groups: Vec<&[&RedisServer]> = groups.iter().map(|g| &g[..]).collect();
-        Proxy::start_with(&groups, settings)
-    };
-    Cluster { servers, proxy }
+    Cluster::start(GROUPS, settings)
 }
 
 /// INFO's text as `(section, [(field, value)])` in order; panics on a line that is neither

@@ -33,13 +33,7 @@ pub(crate) fn load_average() -> String {
 }
 
 pub(crate) fn report_path() -> PathBuf {
-    // The bench executable is target/<profile>/deps/load-<hash>: write next to <profile>.
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from))
-        .filter(|t| t.is_dir())
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
-        .join("bench-load.md")
+    harness::bench_report_path("bench-load.md")
 }
 
 pub(crate) fn fmt_ops(x: Option<f64>) -> String {

@@ -36,7 +36,7 @@ pub use processes::{
     wait_exit, wait_until,
 };
 pub use proxy::{
-    ConfigFile, Proxy, ProxyBuilder, ProxyExited, async_conn_url, tessera_bin, toml_str,
+    Cluster, ConfigFile, Proxy, ProxyBuilder, ProxyExited, async_conn_url, tessera_bin, toml_str,
 };
 pub use python::{python_with_redis_py, run_redis_py};
 pub use redis_server::RedisServer;
@@ -46,6 +46,18 @@ pub use seed::{Body, api_call};
 pub use slots::{
     SLOTS, crc32_ieee, find_key, group_of_key, group_of_slot, hashtag, slot, slot_ranges,
 };
+
+/// Where a bench writes its report `name` (e.g. `bench-load.md`): next to the profile
+/// directory its executable runs from (`target/<profile>/deps/<bench>-<hash>`), else
+/// `target/` of the repository.
+pub fn bench_report_path(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from))
+        .filter(|t| t.is_dir())
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join(name)
+}
 
 /// The repository's root directory (plugin modules, client scripts and `target/py` are
 /// found from it).

@@ -459,3 +459,21 @@ impl Proxy {
         Proxy::launch(dir, config_path, &args, listen, admin, true, None)
     }
 }
+
+/// A proxy over `n` groups of one master each (group ids 1..=n, slots split equally).
+pub struct Cluster {
+    pub servers: Vec<RedisServer>,
+    pub proxy: Proxy,
+}
+
+impl Cluster {
+    /// Starts `n` redis-servers and a proxy over them with `settings` (as
+    /// [`Proxy::start_with`]).
+    pub fn start(n: usize, settings: &[(&str, &str)]) -> Cluster {
+        let servers: Vec<RedisServer> = (0..n).map(|_| RedisServer::start()).collect();
+        let groups: Vec<[&RedisServer; 1]> = servers.iter().map(|s| [s]).collect();
+        let groups: Vec<&[&RedisServer]> = groups.iter().map(|g| &g[..]).collect();
+        let proxy = Proxy::start_with(&groups, settings);
+        Cluster { servers, proxy }
+    }
+}
