@@ -622,7 +622,9 @@ async function rebalance() {
     el("tbody", {}, ...preview.plan.map((m) => el("tr", {},
       el("td", { text: m.range }), el("td", { text: m.from }),
       el("td", { text: m.to }), el("td", { text: m.slots }))))));
-  if (!(await confirmAction(`Queue the ${preview.plan.length} moves of this plan?`))) return;
+  const moves = preview.plan.length === 1 ? "1 move" : `${preview.plan.length} moves`;
+  const slots = preview.plan.reduce((n, m) => n + m.slots, 0);
+  if (!(await confirmAction(`Queue this plan (${moves}, ${slots} slots, with their keys)?`))) return;
   write(() => api("POST", "/api/rebalance", { dry_run: false }),
     (r) => `rebalance queued: ${r.plan.length} moves in ${r.queued.length} steps (revision ${r.revision})`);
 }
