@@ -657,13 +657,9 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
         assert_eq!(link, json!(format!("http://{}/api/stats", proxy.admin)));
         screenshot(&c, "proxies").await;
 
-        // Migrations: not in this dashboard.
+        // Migrations: none.
         open_view(&c, &base, "migrations").await;
-        wait_text(&c, "#migration-list", |t| {
-            t == "slot migration is not available yet"
-        })
-        .await;
-        screenshot(&c, "migrations").await;
+        wait_text(&c, "#migration-list", |t| t == "no migrations").await;
 
         // Plugins: upload a built module; the chain with an empty config is refused with the
         // plugin's own text, the same the API answers; a good config is applied.
@@ -780,4 +776,300 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
     });
     drop(proxy);
     rt.block_on(dashboard.shutdown()).unwrap();
+}
+
+/// A success status, or the answer's body in the panic.
+fn api_ok(addr: SocketAddr, method: &str, path: &str, body: &str) -> Value {
+    let r = api(addr, method, path, body);
+    assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.body);
+    serde_json::from_str(&r.body).unwrap()
+}
+
+/// Every (slots, state) of `GET /api/migrations`'s steps.
+fn api_steps(addr: SocketAddr) -> Vec<(String, String)> {
+    api_json(addr, "/api/migrations")["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let state = s["state"].as_str().unwrap().to_string();
+            (s["slots"].as_str().unwrap().to_string(), state)
+        })
+        .collect()
+}
+
+/// Every (slots, state) of the Migrations view's rows.
+async fn page_steps(c: &Client) -> Vec<(String, String)> {
+    let rows = c
+        .execute(
+            "return [...document.querySelectorAll('#migration-list tr[data-step]')]\
+               .map(r => [r.dataset.slots, r.dataset.state]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(rows).unwrap()
+}
+
+/// Waits (bounded) until the slot map shows the API's slot table; answers it.
+async fn wait_slot_map(c: &Client, d: SocketAddr, ok: impl Fn(&[Option<u64>]) -> bool) {
+    let deadline = Instant::now() + UI_BOUND;
+    loop {
+        let (page, api) = (page_slot_groups(c).await, api_slot_groups(d));
+        if page == api && ok(&api) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot map shows {page:?}, the API {api:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Slot migration from the page, on a cluster without proxies: a stand-in proxy
+/// registration that has applied no revision holds the first step at its barrier while the
+/// page shows and cancels steps; once it goes, the dashboard's migrator moves the keys to
+/// the end. Then a rebalance, previewed with the API's own dry run before it is queued.
+#[test]
+fn web_ui_migrates_slots_cancels_and_rebalances() {
+    let r1 = RedisServer::start();
+    let r2 = RedisServer::start();
+    let store_dir = TempDir::new("web-ui-migrate-store");
+    let coordinator = format!("file://{}", store_dir.path().display());
+    let product = "webmig";
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dashboard = rt
+        .block_on(tessera_dashboard::start(DashboardArgs {
+            coordinator: coordinator.clone(),
+            product: product.to_string(),
+            listen: free_addr(),
+            admin_token: Some(TOKEN.to_string()),
+            lock_ttl: 10,
+        }))
+        .expect("the dashboard starts");
+    let d = dashboard.addr();
+    let base = format!("http://{d}");
+    for (id, redis) in [(1, &r1), (2, &r2)] {
+        api_ok(d, "POST", "/api/groups", &format!("{{\"id\": {id}}}"));
+        api_ok(
+            d,
+            "POST",
+            &format!("/api/groups/{id}/servers"),
+            &json!({ "addr": redis.addr() }).to_string(),
+        );
+    }
+    api_ok(
+        d,
+        "POST",
+        "/api/slots/assign",
+        "{\"range\": \"0-1023\", \"group\": 1}",
+    );
+    // 300 keys of slots 0-31 on group 1's master.
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("mig:{i}"))
+        .filter(|k| harness::slot(k.as_bytes()) < 32)
+        .take(300)
+        .collect();
+    let mut r1c = r1.client().get_connection().unwrap();
+    let mut r2c = r2.client().get_connection().unwrap();
+    for k in &keys {
+        redis::cmd("SET")
+            .arg(k)
+            .arg(k)
+            .query::<()>(&mut r1c)
+            .unwrap();
+    }
+    let holder_key = tessera_topology::keys::proxy(product, "holder");
+    let store = rt
+        .block_on(tessera_topology::connect(&coordinator))
+        .unwrap();
+    let holder = json!({
+        "token": "holder", "addr": "127.0.0.1:2", "version": "0.1.0", "pid": 2,
+        "start_time": 1_700_000_000, "applied_revision": 0, "ops_per_sec": 0.0,
+    });
+    rt.block_on(store.put(&holder_key, serde_json::to_vec(&holder).unwrap(), None))
+        .unwrap();
+    let driver = ChromeDriver::start();
+    let profile = TempDir::new("web-ui-migrate-chromium");
+
+    rt.block_on(async {
+        let c = browser(&driver, profile.path()).await;
+        open_view(&c, &base, "overview").await;
+        c.execute(
+            "sessionStorage.setItem('tessera-admin-token', arguments[0]);",
+            vec![json!(TOKEN)],
+        )
+        .await
+        .unwrap();
+
+        // Slot map: slots 0-31 to group 2, after a confirmation.
+        open_view(&c, &base, "slots").await;
+        select_slots(&c, 0, 31).await;
+        c.find(Locator::Id("assign-group"))
+            .await
+            .unwrap()
+            .select_by_value("2")
+            .await
+            .unwrap();
+        clear_message(&c).await;
+        click(&c, "#migrate-button").await;
+        answer_dialog(&c, "confirm-dialog", "confirm-cancel").await;
+        assert_eq!(api_steps(d), []);
+        click(&c, "#migrate-button").await;
+        answer_dialog(&c, "confirm-dialog", "confirm-ok").await;
+        let ok = message(&c, "ok").await;
+        assert!(
+            ok.starts_with("slots 0-31 queued to move to group 2 in 2 steps"),
+            "{ok}"
+        );
+        // The first step waits at its barrier for the stand-in proxy: its slots are drawn
+        // migrating, with the step's progress in the hover text.
+        let cell5 = "#slot-grid .cell[data-slot=\"5\"][data-state=\"migrating\"]";
+        c.wait()
+            .at_most(UI_BOUND)
+            .for_element(Locator::Css(cell5))
+            .await
+            .expect("slot 5 is drawn migrating");
+        let title = c
+            .execute(
+                "return document.querySelector(arguments[0]).title;",
+                vec![json!(cell5)],
+            )
+            .await
+            .unwrap();
+        let title = title.as_str().unwrap();
+        assert!(
+            title.starts_with("slot 5: migrating from group 1 to group 2 (step ")
+                && title.ends_with(": 0 keys moved)"),
+            "{title}"
+        );
+        screenshot(&c, "slot-map-migrating").await;
+
+        // The Migrations view shows both steps as the API does.
+        open_view(&c, &base, "migrations").await;
+        let steps = wait_same("steps", async || page_steps(&c).await, || api_steps(d)).await;
+        assert_eq!(
+            steps,
+            [
+                ("0-15".to_string(), "barrier".to_string()),
+                ("16-31".to_string(), "queued".to_string())
+            ]
+        );
+        let row = text(&c, "#migration-list tr[data-slots=\"0-15\"]").await;
+        assert!(row.contains("barrier") && row.contains("1 2"), "{row}");
+        screenshot(&c, "migrations").await;
+        // Cancelling asks first; declined, nothing changes.
+        click(&c, "#cancel-all-button").await;
+        answer_dialog(&c, "confirm-dialog", "confirm-cancel").await;
+        assert_eq!(api_steps(d).len(), 2);
+        // Confirmed, the queued range is dropped.
+        c.find(Locator::Id("cancel-range"))
+            .await
+            .unwrap()
+            .send_keys("16-31")
+            .await
+            .unwrap();
+        clear_message(&c).await;
+        click(&c, "#cancel-range-button").await;
+        answer_dialog(&c, "confirm-dialog", "confirm-ok").await;
+        let ok = message(&c, "ok").await;
+        assert!(ok.starts_with("queued slots 16-31 dropped"), "{ok}");
+        assert_eq!(api_steps(d), [("0-15".to_string(), "barrier".to_string())]);
+
+        // The stand-in proxy goes: nothing holds the step, the keys move to group 2.
+        store
+            .txn(
+                vec![],
+                vec![tessera_topology::store::Op::Delete(holder_key.clone())],
+            )
+            .await
+            .unwrap();
+        wait_text(&c, "#migration-list", |t| t == "no migrations").await;
+        open_view(&c, &base, "slots").await;
+        wait_slot_map(&c, d, |g| {
+            g[..16].iter().all(|g| *g == Some(2)) && g[16..].iter().all(|g| *g == Some(1))
+        })
+        .await;
+        for k in &keys {
+            let on2: bool = redis::cmd("EXISTS").arg(k).query(&mut r2c).unwrap();
+            let on1: bool = redis::cmd("EXISTS").arg(k).query(&mut r1c).unwrap();
+            assert_eq!(
+                (on1, on2),
+                (
+                    harness::slot(k.as_bytes()) >= 16,
+                    harness::slot(k.as_bytes()) < 16
+                ),
+                "{k}"
+            );
+        }
+
+        // Rebalance: the page shows the plan the API's dry run answers before it asks.
+        open_view(&c, &base, "migrations").await;
+        let dry = api_ok(d, "POST", "/api/rebalance", "{\"dry_run\": true}");
+        let want: Vec<Vec<String>> = dry["plan"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                ["range", "from", "to", "slots"]
+                    .map(|f| json_text(&m[f]))
+                    .to_vec()
+            })
+            .collect();
+        assert!(!want.is_empty(), "{dry}");
+        click(&c, "#rebalance-button").await;
+        c.wait()
+            .at_most(UI_BOUND)
+            .for_element(Locator::Css("#confirm-dialog[open]"))
+            .await
+            .expect("the rebalance asks for confirmation");
+        let shown = c
+            .execute(
+                "return [...document.querySelectorAll('#rebalance-table tbody tr')]\
+                   .map(r => [...r.cells].map(c => c.textContent));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let shown: Vec<Vec<String>> = serde_json::from_value(shown).unwrap();
+        assert_eq!(shown, want);
+        screenshot(&c, "rebalance").await;
+        answer_dialog(&c, "confirm-dialog", "confirm-cancel").await;
+        assert_eq!(api_steps(d), []);
+        // Confirmed, it is queued and runs to the end: 512 slots each.
+        clear_message(&c).await;
+        click(&c, "#rebalance-button").await;
+        answer_dialog(&c, "confirm-dialog", "confirm-ok").await;
+        let ok = message(&c, "ok").await;
+        assert!(ok.starts_with("rebalance queued"), "{ok}");
+        // 31 steps: the API first, within a minute, then the page.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !api_steps(d).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the rebalance did not finish: {:?}",
+                api_steps(d)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        open_view(&c, &base, "slots").await;
+        wait_slot_map(&c, d, |g| {
+            g.iter().filter(|g| **g == Some(2)).count() == 512
+                && g.iter().filter(|g| **g == Some(1)).count() == 512
+        })
+        .await;
+        assert_eq!(api_steps(d), []);
+        c.close().await.unwrap();
+    });
+    rt.block_on(dashboard.shutdown()).unwrap();
+}
+
+/// A JSON value as the page prints it (strings bare).
+fn json_text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }

@@ -157,7 +157,7 @@ function confirmAction(text) {
 // One entry per view: what it polls and how it draws it.
 const views = {
   overview: { load: () => Promise.all([api("GET", "/api/topology"), servers()]), draw: drawOverview },
-  slots: { load: () => api("GET", "/api/topology"), draw: drawSlots },
+  slots: { load: () => Promise.all([api("GET", "/api/topology"), migrations()]), draw: ([topo, migs]) => drawSlots(topo, migs) },
   groups: { load: () => Promise.all([api("GET", "/api/groups"), servers()]), draw: drawGroups },
   proxies: { load: () => api("GET", "/api/proxies"), draw: drawProxies },
   migrations: { load: migrations, draw: drawMigrations },
@@ -344,9 +344,21 @@ function slotGroup(slot) {
   return null;
 }
 
-function describeSlot(n, slot) {
+// The migration step moving slot `n`, from `GET /api/migrations` (null: none).
+function stepOf(migs, n) {
+  for (const step of (migs && migs.steps) || []) {
+    const [lo, hi] = String(step.slots).split("-").map(Number);
+    if (n >= lo && n <= (Number.isNaN(hi) || hi === undefined ? lo : hi)) return step;
+  }
+  return null;
+}
+
+function describeSlot(n, slot, step) {
   if (slot.state === "owned") return `slot ${n}: group ${slot.group}, owned`;
-  if (slot.state === "migrating") return `slot ${n}: migrating from group ${slot.from} to group ${slot.to}`;
+  if (slot.state === "migrating") {
+    const progress = step ? ` (step ${step.id}, ${step.state}: ${step.keys_moved} keys moved)` : "";
+    return `slot ${n}: migrating from group ${slot.from} to group ${slot.to}${progress}`;
+  }
   if (slot.state === "offline") return `slot ${n}: offline`;
   return `slot ${n}: ${slot.state}`;
 }
@@ -386,6 +398,7 @@ function drawSelection() {
   $("slot-selection").textContent = sel
     ? `slots ${rangeText(sel)} selected (${sel[1] - sel[0] + 1})` : "no slots selected";
   $("assign-button").disabled = !sel;
+  $("migrate-button").disabled = !sel;
   $("offline-button").disabled = !sel;
 }
 
@@ -393,7 +406,7 @@ function rangeText(sel) {
   return sel[0] === sel[1] ? String(sel[0]) : `${sel[0]}-${sel[1]}`;
 }
 
-function drawSlots(topo) {
+function drawSlots(topo, migs) {
   $("product").textContent = topo.product.name;
   buildGrid();
   state.slots = expandSlots(topo.slots);
@@ -406,7 +419,7 @@ function drawSlots(topo) {
     if (cell.dataset.state !== slot.state) cell.dataset.state = slot.state;
     cell.style.background = groupColor(group);
     cell.classList.toggle("migrating", slot.state === "migrating");
-    cell.title = describeSlot(n, slot);
+    cell.title = describeSlot(n, slot, slot.state === "migrating" ? stepOf(migs, n) : null);
   });
   const select = $("assign-group");
   const chosen = select.value;
@@ -432,6 +445,15 @@ async function assignSelection(group) {
   if (!(await confirmAction(question))) return;
   write(() => api("POST", "/api/slots/assign", { range, group }),
     (r) => `${r.changed} slots changed (revision ${r.revision})`);
+}
+
+async function migrateSelection(group) {
+  const sel = state.selection;
+  if (!sel) return;
+  const range = rangeText(sel);
+  if (!(await confirmAction(`Migrate slots ${range} with their keys to group ${group}?`))) return;
+  write(() => api("POST", "/api/slots/migrate", { range, to: group }),
+    (r) => `slots ${range} queued to move to group ${group} in ${r.queued.length} steps (revision ${r.revision})`);
 }
 
 // ---- groups ------------------------------------------------------------------------------
@@ -536,21 +558,75 @@ function drawProxies(data) {
 
 function drawMigrations(data) {
   const box = $("migration-list");
-  if (data === null) {
-    box.replaceChildren(el("p", { class: "muted", text: "slot migration is not available yet" }));
-    return;
-  }
-  const items = Array.isArray(data) ? data : data.migrations || [];
-  if (!items.length) {
+  const steps = (data && data.steps) || [];
+  if (!steps.length) {
     box.replaceChildren(el("p", { class: "muted", text: "no migrations" }));
     return;
   }
-  const keys = [...new Set(items.flatMap((m) => Object.keys(m)))];
-  box.replaceChildren(el("table", {},
-    el("thead", {}, el("tr", {}, ...keys.map((k) => el("th", { text: k })))),
-    el("tbody", {}, ...items.map((m) => el("tr", {}, ...keys.map((k) => el("td", {
-      text: m[k] === undefined ? "" : typeof m[k] === "object" ? JSON.stringify(m[k]) : m[k],
-    })))))));
+  const header = ["Step", "Slots", "From", "To", "State", "Keys moved", "Keys/s", "ETA", "Held by"];
+  box.replaceChildren(el("table", { id: "migration-table" },
+    el("thead", {}, el("tr", {}, ...header.map((t) => el("th", { text: t })))),
+    el("tbody", {}, ...steps.map((s) => {
+      const holders = (s.holding || []).map((h) =>
+        `${h.addr} (applied revision ${h.applied_revision})${h.topology_error ? `: ${h.topology_error}` : ""}`);
+      return el("tr", { "data-step": s.id, "data-slots": s.slots, "data-state": s.state },
+        el("td", { text: s.id }),
+        el("td", { text: s.slots }),
+        el("td", { text: s.from }),
+        el("td", { text: s.to }),
+        el("td", { class: s.error ? "bad" : "", text: s.state + (s.cancel ? " (cancelling)" : "") + (s.error ? `: ${s.error}` : "") }),
+        el("td", { text: fmtNum(s.keys_moved) }),
+        el("td", { text: fmtNum(s.keys_per_sec, 1) }),
+        el("td", { text: s.eta_secs === null || s.eta_secs === undefined ? "—" : `${s.eta_secs} s` }),
+        el("td", { class: holders.length ? "bad" : "", text: holders.join("; ") || "—" }));
+    }))));
+}
+
+// What `POST /api/migrations/cancel` answered, in words.
+function cancelled(r) {
+  const dropped = r.dropped ? `queued slots ${r.dropped} dropped` : "no queued slots dropped";
+  const marked = (r.cancelling || []).length
+    ? `; steps ${r.cancelling.join(", ")} in flight finish or roll back` : "";
+  return `${dropped}${marked} (revision ${r.revision})`;
+}
+
+async function cancelMigrations(all) {
+  const range = $("cancel-range").value.trim();
+  if (!all && !range) {
+    show("give the slots to cancel (e.g. 0-99)", "error");
+    return;
+  }
+  const question = all ? "Cancel every migration?" : `Cancel the migration of slots ${range}?`;
+  if (!(await confirmAction(question))) return;
+  write(() => api("POST", "/api/migrations/cancel", all ? {} : { range }), cancelled);
+}
+
+// Previews the rebalance (dry run), then queues it once confirmed.
+async function rebalance() {
+  clearMessage();
+  const box = $("rebalance-plan");
+  let preview;
+  try {
+    preview = await api("POST", "/api/rebalance", { dry_run: true });
+  } catch (e) {
+    box.replaceChildren();
+    show(e.message, "error");
+    return;
+  }
+  if (!preview.plan.length) {
+    box.replaceChildren(el("p", { class: "muted", text: "balanced already: nothing to move" }));
+    return;
+  }
+  box.replaceChildren(el("table", { id: "rebalance-table" },
+    el("thead", {}, el("tr", {}, ...["Slots", "From", "To", "Count"].map((t) => el("th", { text: t })))),
+    el("tbody", {}, ...preview.plan.map((m) => el("tr", {},
+      el("td", { text: m.range }), el("td", { text: m.from }),
+      el("td", { text: m.to }), el("td", { text: m.slots }))))));
+  const moves = preview.plan.length === 1 ? "1 move" : `${preview.plan.length} moves`;
+  const slots = preview.plan.reduce((n, m) => n + m.slots, 0);
+  if (!(await confirmAction(`Queue this plan (${moves}, ${slots} slots, with their keys)?`))) return;
+  write(() => api("POST", "/api/rebalance", { dry_run: false }),
+    (r) => `rebalance queued: ${r.plan.length} moves in ${r.queued.length} steps (revision ${r.revision})`);
 }
 
 // ---- plugins -----------------------------------------------------------------------------
@@ -618,6 +694,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("token-button").addEventListener("click", () => askToken(true));
   $("assign-button").addEventListener("click", () => assignSelection(Number($("assign-group").value)));
   $("offline-button").addEventListener("click", () => assignSelection(null));
+  $("migrate-button").addEventListener("click", () => migrateSelection(Number($("assign-group").value)));
+  $("cancel-range-button").addEventListener("click", () => cancelMigrations(false));
+  $("cancel-all-button").addEventListener("click", () => cancelMigrations(true));
+  $("rebalance-button").addEventListener("click", rebalance);
   $("add-group-button").addEventListener("click", () => {
     const id = Number($("new-group-id").value);
     write(() => api("POST", "/api/groups", { id }), (r) => `group ${id} created (revision ${r.revision})`);

@@ -135,11 +135,14 @@ pub(crate) fn slots(v: &Value) -> String {
     slot_rows(&v["slots"])
 }
 
+/// The proxies' table; a `HOLDING` column (why a proxy does not acknowledge the latest
+/// revision, holding a migration) when a proxy has a reason.
 pub(crate) fn proxy_rows(v: &Value) -> String {
+    let holding = items(v).iter().any(|p| !p["holding"].is_null());
     let rows: Vec<Vec<String>> = items(v)
         .iter()
         .map(|p| {
-            vec![
+            let mut row = vec![
                 text(&p["addr"]),
                 text(&p["admin_addr"]),
                 text(&p["version"]),
@@ -149,6 +152,8 @@ pub(crate) fn proxy_rows(v: &Value) -> String {
                     .map_or_else(|| "-".to_string(), crate::fmt_unix_time),
                 text(&p["applied_revision"]),
                 format!("{:.1}", p["ops_per_sec"].as_f64().unwrap_or(0.0)),
+                text(&p["sessions"]),
+                text(&p["errors"]),
                 (if p["behind"].as_bool() == Some(true) {
                     "behind"
                 } else {
@@ -157,27 +162,34 @@ pub(crate) fn proxy_rows(v: &Value) -> String {
                 .to_string(),
                 text(&p["topology_error"]),
                 text(&p["plugin_error"]),
-            ]
+            ];
+            if holding {
+                row.push(text(&p["holding"]));
+            }
+            row
         })
         .collect();
     if rows.is_empty() {
         return "no proxies registered\n".to_string();
     }
-    table(
-        &[
-            "ADDR",
-            "ADMIN",
-            "VERSION",
-            "PID",
-            "STARTED",
-            "APPLIED",
-            "OPS/S",
-            "TABLE",
-            "TOPOLOGY ERROR",
-            "PLUGIN ERROR",
-        ],
-        &rows,
-    )
+    let mut headers = vec![
+        "ADDR",
+        "ADMIN",
+        "VERSION",
+        "PID",
+        "STARTED",
+        "APPLIED",
+        "OPS/S",
+        "SESSIONS",
+        "ERRORS",
+        "TABLE",
+        "TOPOLOGY ERROR",
+        "PLUGIN ERROR",
+    ];
+    if holding {
+        headers.push("HOLDING");
+    }
+    table(&headers, &rows)
 }
 
 pub(crate) fn proxies(v: &Value) -> String {
@@ -245,5 +257,34 @@ mod tests {
         assert!(lines[1].contains(why) && lines[1].contains("behind"), "{t}");
         let cells: Vec<&str> = lines[2].split_whitespace().collect();
         assert_eq!(cells[cells.len() - 3..], ["current", "-", "-"], "{t}");
+    }
+
+    #[test]
+    fn the_proxy_table_shows_sessions_errors_and_why_a_proxy_holds_a_migration() {
+        let why = "draining: 3 batches routed by revision 40 in flight";
+        let proxies = serde_json::json!([
+            {"addr": "127.0.0.1:19000", "applied_revision": 40, "behind": false,
+             "ops_per_sec": 2.5, "sessions": 12, "errors": 3, "holding": why},
+            {"addr": "127.0.0.1:19001", "applied_revision": 41, "behind": false},
+        ]);
+        let t = proxy_rows(&proxies);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[0].contains("OPS/S  SESSIONS  ERRORS  TABLE") && lines[0].ends_with("HOLDING"),
+            "{t}"
+        );
+        let cells: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(cells[6..10], ["2.5", "12", "3", "current"], "{t}");
+        assert!(lines[1].ends_with(why), "{t}");
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            cells[cells.len() - 6..],
+            ["-", "-", "current", "-", "-", "-"],
+            "{t}"
+        );
+
+        // Without a holding proxy, no HOLDING column.
+        let t = proxy_rows(&serde_json::json!([{"addr": "127.0.0.1:19001", "sessions": 0}]));
+        assert!(t.lines().next().unwrap().ends_with("PLUGIN ERROR"), "{t}");
     }
 }
