@@ -404,6 +404,9 @@ fn client_kill_closes_proxy_sessions_and_the_others_keep_working() {
     let mut d = cl.proxy.raw();
     let b_id = client_id(&mut b);
     let c_addr = c.stream.local_addr().unwrap().to_string();
+    // A session is listed once its worker has taken it over, which an answered command shows
+    // (a connection the proxy accepted a moment ago may not be listed yet).
+    assert_eq!(c.cmd(&["PING"]), Resp::simple("PONG"));
 
     assert_eq!(a.cmd(&["CLIENT", "KILL", "ID", &b_id]), Resp::Int(1));
     assert!(b.closed_within(Duration::from_secs(5)), "b closed");

@@ -1328,7 +1328,9 @@ Notes:
   (and may close the session asking, after its reply); the filter form (`ID`, `TYPE`,
   `USER`, `ADDR`, `LADDR`, `SKIPME yes|no`, all of them must match; `SKIPME yes` by
   default) answers how many it closed. The backends' own clients (the proxy's connections)
-  are not listed and cannot be killed through the proxy. CLIENT NO-EVICT and NO-TOUCH
+  are not listed and cannot be killed through the proxy. A connection is listed once the
+  worker it was dealt to has taken it over, a moment after the accept (as with Redis, whose
+  event loop registers a connection when it gets to it). CLIENT NO-EVICT and NO-TOUCH
   answer `+OK` and change nothing. CLIENT REPLY OFF drops every reply (its own included)
   until CLIENT REPLY ON (which answers `+OK`); SKIP drops its own reply and the next
   command's. CLIENT SETINFO and NO-TOUCH are Redis 7.2 subcommands outside the 7.0 table
