@@ -22,6 +22,10 @@ use super::redis::{RedisConn, RedisError, Reply};
 /// Keys asked of SCAN per call.
 const SCAN_COUNT: &[u8] = b"1000";
 
+/// Added to MIGRATE's own timeout in the migrator's bounds: the key's DUMP on the source and
+/// the round trips.
+const MIGRATE_SLACK: Duration = Duration::from_secs(5);
+
 /// What one step moves, and where.
 pub struct MoveJob {
     pub from_addr: String,
@@ -100,7 +104,7 @@ pub async fn move_keys(job: &MoveJob, report: &dyn Report) -> Result<u64, RedisE
 
 async fn connect(job: &MoveJob, addr: &str) -> Result<RedisConn, RedisError> {
     // MIGRATE answers once the keys are restored on the destination: give it its timeout.
-    let bound = Duration::from_millis(job.options.migrate_timeout_ms) + Duration::from_secs(5);
+    let bound = Duration::from_millis(job.options.migrate_timeout_ms) + MIGRATE_SLACK;
     RedisConn::connect(addr, &job.password, bound).await
 }
 
@@ -129,9 +133,14 @@ async fn migrate(
         commands.push(cmd);
         sizes.push(batch.len() as u64);
     }
+    // Redis bounds the wait for each key's RESTORE by the timeout, not the whole command:
+    // a round of big keys may take the timeout once per key.
+    let bound = Duration::from_millis(job.options.migrate_timeout_ms)
+        .saturating_mul(keys.len() as u32)
+        + MIGRATE_SLACK;
     keys.clear();
     let started = Instant::now();
-    let replies = conn.pipeline(&commands).await?;
+    let replies = conn.pipeline_within(&commands, bound).await?;
     let mut moved = 0;
     for (reply, n) in replies.into_iter().zip(sizes) {
         match reply {
@@ -221,6 +230,44 @@ fn split_addr(addr: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A source that answers a round of MIGRATEs after `delay`, as Redis does when each key's
+    /// RESTORE takes most of MIGRATE's timeout (the timeout bounds each key's reply, not the
+    /// command's).
+    async fn slow_source(delay: Duration) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            tokio::time::sleep(delay).await;
+            let _ = stream.write_all(b"+OK\r\n").await;
+            let _ = stream.read(&mut buf).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_slow_keys_gets_each_key_its_timeout() {
+        let from = slow_source(Duration::from_millis(6500)).await;
+        let job = MoveJob {
+            from_addr: from.clone(),
+            to_addr: "127.0.0.1:1".into(),
+            password: String::new(),
+            slots: HashSet::new(),
+            options: MoveOptions {
+                batch_keys: 4,
+                migrate_timeout_ms: 1000,
+                ..MoveOptions::default()
+            },
+        };
+        let mut conn = connect(&job, &from).await.unwrap();
+        let mut keys: Vec<Vec<u8>> = (0..4).map(|i| format!("big:{i}").into_bytes()).collect();
+        let moved = migrate(&mut conn, &job, ("127.0.0.1", "1"), "0", &mut keys).await;
+        assert_eq!(moved.unwrap(), 4);
+    }
 
     #[test]
     fn keyspace_lines() {

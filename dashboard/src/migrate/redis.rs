@@ -95,12 +95,20 @@ impl RedisConn {
 
     /// Several commands written at once, their replies in order (error replies included).
     pub async fn pipeline(&mut self, commands: &[Vec<Vec<u8>>]) -> Result<Vec<Reply>, RedisError> {
+        self.pipeline_within(commands, self.timeout).await
+    }
+
+    /// [`Self::pipeline`], all of it bounded by `timeout` instead of the connection's bound.
+    pub async fn pipeline_within(
+        &mut self,
+        commands: &[Vec<Vec<u8>>],
+        timeout: Duration,
+    ) -> Result<Vec<Reply>, RedisError> {
         let mut out = BytesMut::new();
         for args in commands {
             encode::command(&mut out, args);
         }
         let addr = self.addr.clone();
-        let timeout = self.timeout;
         let work = async {
             self.stream.write_all(&out).await?;
             let mut replies = Vec::with_capacity(commands.len());
