@@ -63,6 +63,25 @@ def main() -> None:
     commandstats = r.info("commandstats")
     assert any(k.startswith("cmdstat_") for k in commandstats), commandstats
 
+    # Keyspace-wide commands, as GUI tools and Python services send them.
+    many = {f"{prefix}k{i}" for i in range(200)}
+    pipe = r.pipeline(transaction=False)
+    for k in many:
+        pipe.set(k, "v")
+    pipe.execute()
+    scanned = list(r.scan_iter(match=prefix + "k*", count=50))
+    assert len(scanned) == len(many), (len(scanned), len(set(scanned)))
+    assert {k.decode() for k in scanned} == many
+    assert {k.decode() for k in r.keys(prefix + "k*")} == many
+    assert r.dbsize() >= len(many)
+    assert r.randomkey() is not None
+    sha = r.script_load("return redis.call('GET', KEYS[1])")
+    assert r.script_exists(sha) == [True], sha
+    for k in sorted(many)[:30]:
+        assert r.evalsha(sha, 1, k) == b"v", k
+    assert "maxmemory" in r.config_get("maxmemory")
+    assert r.delete(*many) == len(many)
+
     try:
         r.execute_command("SUBSCRIBE", "x")
     except redis.ResponseError as e:
