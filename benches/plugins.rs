@@ -13,7 +13,7 @@
 //! bench says so and exits without failing). Needs `redis-server` and `redis-benchmark`.
 //! `TESSERA_BENCH_REQUESTS` sets the requests of a run (default 1000000),
 //! `TESSERA_BENCH_REPS` the repetitions (default 5; the setups interleaved, medians compared).
-//! Goals (issue 4): the chain of three costs <= 10% of throughput (ratio c/a >= 0.90), one
+//! Goals: the chain of three costs <= 10% of throughput (ratio c/a >= 0.90), one
 //! plugin call <= 300 ns (`nanos_per_call` of `/api/stats`, in d and e). The table is printed
 //! and written to `target/bench-plugins.md`.
 
@@ -472,7 +472,7 @@ fn main() {
         }
     }
     out.push_str(&format!(
-        "\nGoals (issue 4): chain of three ≥ 0.90× no plugin: worst {worst_ratio:.3} {}; \
+        "\nGoals: chain of three ≥ 0.90× no plugin: worst {worst_ratio:.3} {}; \
          one plugin call ≤ 300 ns per command (d, e): worst {worst_call:.0} ns {}.\n\
          Plugin ns/command = Δnanos/Δcalls of `/api/stats` (the time inside the wasm calls, as \
          the host measures it, per command decided); each plugin decides every GET/SET once, \

@@ -4,7 +4,7 @@
 //! Run: `cargo bench --bench republish`. Needs etcd (Debian `etcd-server`) and
 //! redis-benchmark (`redis-tools`). `TESSERA_BENCH_REQUESTS` sets the requests of a run
 //! (default 1000000), `TESSERA_BENCH_REPS` the repetitions (default 5; medians compared).
-//! Target (issue 3): with re-publishing within 5% of without.
+//! Target: with re-publishing within 5% of without.
 
 use tessera_testkit as harness;
 

@@ -336,7 +336,7 @@ pub(crate) fn render(
     );
     let _ = writeln!(
         out,
-        "Targets (issue): at -P16 Tessera ≥ 0.6× direct and ≤ 1.3 µs CPU per GET; at -P1 ≥ \
+        "Targets: at -P16 Tessera ≥ 0.6× direct and ≤ 1.3 µs CPU per GET; at -P1 ≥ \
          0.85× direct."
     );
     out
