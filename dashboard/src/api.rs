@@ -22,7 +22,6 @@ use warp::http::{Method, StatusCode};
 
 use crate::error::DashboardError;
 use crate::migrate::QueueOptions;
-use crate::migrate::plan::MoveOptions;
 use crate::plugins::{ChainUpdate, MAX_CHAIN_BODY, MAX_MODULE, masked_chain};
 use crate::service::{ProductUpdate, Service};
 
@@ -302,27 +301,7 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
             ok(json!({ "revision": revision }))
         }
         ["api", "slots", "migrate"] => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Migrate {
-                range: String,
-                to: u32,
-                step_slots: Option<usize>,
-                concurrency: Option<usize>,
-                options: Option<MoveOptions>,
-            }
-            let Migrate {
-                range,
-                to,
-                step_slots,
-                concurrency,
-                options,
-            } = body(&mut req.body, MAX_BODY).await?;
-            let queue = QueueOptions {
-                step_slots,
-                concurrency,
-                options,
-            };
+            let (Migrate { range, to }, queue) = queued(&mut req.body).await?;
             let (revision, steps) = svc.migrate_slots(&range, to, queue).await?;
             state.migrator.wake();
             ok(json!({ "revision": revision, "queued": steps }))
@@ -341,8 +320,7 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
             let Cancel { range } = if raw.iter().all(u8::is_ascii_whitespace) {
                 Cancel::default()
             } else {
-                serde_json::from_slice(&raw)
-                    .map_err(|e| DashboardError::BadRequest(format!("bad JSON body: {e}")))?
+                serde_json::from_slice(&raw).map_err(bad_json)?
             };
             let (revision, (dropped, marked)) = svc.cancel_migrations(range.as_deref()).await?;
             state.migrator.wake();
@@ -354,30 +332,7 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
             }))
         }
         ["api", "rebalance"] => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Rebalance {
-                #[serde(default)]
-                dry_run: bool,
-                /// Group id (as text, JSON object keys are) → weight.
-                #[serde(default)]
-                weights: std::collections::BTreeMap<String, u32>,
-                step_slots: Option<usize>,
-                concurrency: Option<usize>,
-                options: Option<MoveOptions>,
-            }
-            let Rebalance {
-                dry_run,
-                weights,
-                step_slots,
-                concurrency,
-                options,
-            } = body(&mut req.body, MAX_BODY).await?;
-            let queue = QueueOptions {
-                step_slots,
-                concurrency,
-                options,
-            };
+            let (Rebalance { dry_run, weights }, queue) = queued(&mut req.body).await?;
             let weights = weights
                 .into_iter()
                 .map(|(g, w)| Ok((group_id(&g)?, w)))
@@ -460,8 +415,79 @@ async fn body<T: DeserializeOwned>(body: &mut Body, limit: usize) -> Result<T, D
             "this call needs a JSON body".to_string(),
         ));
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| DashboardError::BadRequest(format!("bad JSON body: {e}")))
+    serde_json::from_slice(&body).map_err(bad_json)
+}
+
+fn bad_json(e: impl std::fmt::Display) -> DashboardError {
+    DashboardError::BadRequest(format!("bad JSON body: {e}"))
+}
+
+/// The fields of `POST /api/slots/migrate` beside the queue's.
+#[derive(Deserialize)]
+struct Migrate {
+    range: String,
+    to: u32,
+}
+
+/// The fields of `POST /api/rebalance` beside the queue's.
+#[derive(Deserialize)]
+struct Rebalance {
+    #[serde(default)]
+    dry_run: bool,
+    /// Group id (as text, JSON object keys are) → weight.
+    #[serde(default)]
+    weights: std::collections::BTreeMap<String, u32>,
+}
+
+/// The fields a body of a route that queues migration steps has beside [`QueueOptions`].
+trait QueuedFields {
+    const FIELDS: &'static [&'static str];
+}
+
+impl QueuedFields for Migrate {
+    const FIELDS: &'static [&'static str] = &["range", "to"];
+}
+
+impl QueuedFields for Rebalance {
+    const FIELDS: &'static [&'static str] = &["dry_run", "weights"];
+}
+
+/// A body of a route that queues migration steps: its own fields `T` and the queue's options.
+/// serde's `deny_unknown_fields` does not combine with `flatten`, so the other fields are
+/// collected here and refused with the text `deny_unknown_fields` gives.
+#[derive(Deserialize)]
+struct Queued<T> {
+    #[serde(flatten)]
+    fields: T,
+    #[serde(flatten)]
+    queue: QueueOptions,
+    #[serde(flatten)]
+    unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+impl<T: QueuedFields> Queued<T> {
+    fn split(self) -> Result<(T, QueueOptions), DashboardError> {
+        if let Some(name) = self.unknown.keys().next() {
+            let expected: Vec<String> = T::FIELDS
+                .iter()
+                .chain(QueueOptions::FIELDS)
+                .map(|f| format!("`{f}`"))
+                .collect();
+            return Err(bad_json(format!(
+                "unknown field `{name}`, expected one of {}",
+                expected.join(", ")
+            )));
+        }
+        Ok((self.fields, self.queue))
+    }
+}
+
+/// Reads the JSON body of a route that queues migration steps.
+async fn queued<T>(raw: &mut Body) -> Result<(T, QueueOptions), DashboardError>
+where
+    T: QueuedFields + DeserializeOwned,
+{
+    body::<Queued<T>>(raw, MAX_BODY).await?.split()
 }
 
 fn group_id(text: &str) -> Result<u32, DashboardError> {
@@ -510,6 +536,62 @@ mod tests {
         assert_eq!(percent_decode("%5B%3A%3A1%5D:6379").unwrap(), "[::1]:6379");
         assert!(percent_decode("%zz").is_err());
         assert!(percent_decode("%4").is_err());
+    }
+
+    /// The body's fields beside the queue's are refused with what `deny_unknown_fields` on
+    /// one struct of every field says (serde_json adds where; the position is left out).
+    #[test]
+    fn queued_bodies_refuse_unknown_fields_as_deny_unknown_fields_does() {
+        #[derive(Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct AllFields {
+            range: String,
+            to: u32,
+            step_slots: Option<usize>,
+            concurrency: Option<usize>,
+            options: Option<crate::migrate::plan::MoveOptions>,
+        }
+        let text = r#"{"range": "0-9", "to": 2, "step_slots": 4, "bogus": 1}"#;
+        let denied = serde_json::from_str::<AllFields>(text).unwrap_err().to_string();
+        let e = serde_json::from_str::<Queued<Migrate>>(text)
+            .unwrap()
+            .split()
+            .err()
+            .unwrap()
+            .to_string();
+        let position = denied.rfind(" at line ").unwrap();
+        assert_eq!(e, format!("bad JSON body: {}", &denied[..position]));
+        assert_eq!(
+            e,
+            "bad JSON body: unknown field `bogus`, expected one of `range`, `to`, \
+             `step_slots`, `concurrency`, `options`"
+        );
+
+        // Every field named is taken; an unknown one inside `options` is refused too.
+        let text = r#"{"range": "0-9", "to": 2, "step_slots": 4, "concurrency": 2,
+                       "options": {"batch_keys": 10}}"#;
+        let (m, q) = serde_json::from_str::<Queued<Migrate>>(text)
+            .unwrap()
+            .split()
+            .unwrap();
+        assert_eq!((m.range.as_str(), m.to), ("0-9", 2));
+        assert_eq!((q.step_slots, q.concurrency), (Some(4), Some(2)));
+        assert_eq!(q.options.unwrap().batch_keys, 10);
+        let text = r#"{"dry_run": true, "weights": {"1": 2}, "options": {"batch": 1}}"#;
+        let e = serde_json::from_str::<Queued<Rebalance>>(text).err().unwrap();
+        assert!(e.to_string().starts_with("unknown field `batch`"), "{e}");
+        let text = r#"{"dry_run": true, "weights": {"1": 2}, "range": "1"}"#;
+        let e = serde_json::from_str::<Queued<Rebalance>>(text)
+            .unwrap()
+            .split()
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "bad JSON body: unknown field `range`, expected one of `dry_run`, `weights`, \
+             `step_slots`, `concurrency`, `options`"
+        );
     }
 
     #[test]

@@ -72,8 +72,9 @@ fn write(p: &mut Plan, snap: &Snapshot, doc: &Migrations, slots: Option<Vec<Slot
     }
 }
 
-/// How `POST /api/slots/migrate` and `POST /api/rebalance` queue their steps.
-#[derive(Debug, Default, Clone, Copy)]
+/// How `POST /api/slots/migrate` and `POST /api/rebalance` queue their steps: fields of
+/// their bodies.
+#[derive(Debug, Default, Clone, Copy, serde::Deserialize)]
 pub struct QueueOptions {
     /// The most slots one step moves (default [`DEFAULT_STEP_SLOTS`]).
     pub step_slots: Option<usize>,
@@ -83,6 +84,9 @@ pub struct QueueOptions {
 }
 
 impl QueueOptions {
+    /// Its fields' names, for the bodies it is part of.
+    pub const FIELDS: &'static [&'static str] = &["step_slots", "concurrency", "options"];
+
     fn validate(&self) -> Result<(usize, MoveOptions), DashboardError> {
         let step_slots = self.step_slots.unwrap_or(DEFAULT_STEP_SLOTS);
         if !(1..=1024).contains(&step_slots) {
