@@ -143,6 +143,7 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
         ["api", "groups", _] | ["api", "groups", _, "servers", _] => &[Method::DELETE],
         ["api", "groups", _, "servers"] | ["api", "slots", "assign"] => &[Method::POST],
         ["api", "plugins"] => &[Method::GET, Method::PUT],
+        ["api", "plugins", "stats"] => &[Method::GET],
         ["api", "plugins", "modules"] => &[Method::POST],
         ["api", "plugins", "modules", _] => &[Method::DELETE],
         ["api", "migrations"] => &[Method::GET],
@@ -285,6 +286,10 @@ async fn dispatch(state: &AppState, mut req: Request) -> Answer {
             let update: ChainUpdate = body(&mut req.body, MAX_CHAIN_BODY).await?;
             let (revision, chain) = svc.set_chain(update).await?;
             ok(json!({ "revision": revision, "chain": masked_chain(&chain) }))
+        }
+        ["api", "plugins", "stats"] => {
+            let snap = svc.snapshot().await?;
+            ok(crate::plugin_stats::plugin_stats(&snap).await)
         }
         ["api", "plugins", "modules"] => {
             let module = read_body(&mut req.body, MAX_MODULE).await?;
@@ -553,7 +558,9 @@ mod tests {
             options: Option<crate::migrate::plan::MoveOptions>,
         }
         let text = r#"{"range": "0-9", "to": 2, "step_slots": 4, "bogus": 1}"#;
-        let denied = serde_json::from_str::<AllFields>(text).unwrap_err().to_string();
+        let denied = serde_json::from_str::<AllFields>(text)
+            .unwrap_err()
+            .to_string();
         let e = serde_json::from_str::<Queued<Migrate>>(text)
             .unwrap()
             .split()
@@ -579,7 +586,9 @@ mod tests {
         assert_eq!((q.step_slots, q.concurrency), (Some(4), Some(2)));
         assert_eq!(q.options.unwrap().batch_keys, 10);
         let text = r#"{"dry_run": true, "weights": {"1": 2}, "options": {"batch": 1}}"#;
-        let e = serde_json::from_str::<Queued<Rebalance>>(text).err().unwrap();
+        let e = serde_json::from_str::<Queued<Rebalance>>(text)
+            .err()
+            .unwrap();
         assert!(e.to_string().starts_with("unknown field `batch`"), "{e}");
         let text = r#"{"dry_run": true, "weights": {"1": 2}, "range": "1"}"#;
         let e = serde_json::from_str::<Queued<Rebalance>>(text)

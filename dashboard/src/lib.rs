@@ -10,7 +10,8 @@
 //! - [`plugins`]: the WebAssembly plugin chain and its modules, each change checked by
 //!   loading it as a proxy would.
 //! - [`api`]: the warp REST API (routes in `docs/dashboard.md`); [`view`]: its JSON shapes;
-//!   [`probe`]: each server asked directly (`GET /api/servers`).
+//!   [`probe`]: each server asked directly (`GET /api/servers`); [`plugin_stats`]: each
+//!   proxy asked for its plugin counters, summed (`GET /api/plugins/stats`).
 //! - [`ui`]: the web admin at `/` (HTML, CSS and JavaScript built into the binary).
 //! - [`error`]: the one error type, turned into `{"error": ...}` responses in one place.
 //! - [`admin`]: `tessera admin`, a blocking HTTP client printing tables or JSON.
@@ -22,6 +23,7 @@ pub mod api;
 pub mod error;
 pub mod lock;
 pub mod migrate;
+pub mod plugin_stats;
 pub mod plugins;
 pub mod probe;
 pub mod server;

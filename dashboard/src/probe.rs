@@ -12,7 +12,8 @@ use tokio::net::TcpStream;
 
 use crate::service::Snapshot;
 
-/// How long one server has to connect and answer `INFO`.
+/// How long one server has to connect and answer `INFO`, and one proxy its admin API
+/// (`crate::plugin_stats`).
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 /// An `INFO` reply larger than this is not read (Redis's is a few KiB).
 const MAX_INFO: usize = 1 << 20;

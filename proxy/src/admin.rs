@@ -123,7 +123,9 @@ fn stats(shared: &Shared) -> serde_json::Value {
     v
 }
 
-/// Per-plugin counters of the current chain.
+/// Per-plugin counters of the current chain, each beside its link as read views show it
+/// (name, path, settings, the config masked with its sha256), so that the dashboard can
+/// tell which chain a proxy runs.
 fn plugin_stats(shared: &Shared) -> Vec<serde_json::Value> {
     let chain = shared.plugins.load();
     chain
@@ -134,10 +136,10 @@ fn plugin_stats(shared: &Shared) -> Vec<serde_json::Value> {
             let calls = s.calls.load(Relaxed);
             let (connect, reply) = (s.connect_calls.load(Relaxed), s.reply_calls.load(Relaxed));
             let nanos = s.nanos.load(Relaxed);
-            json!({
-                "name": p.config.name,
+            let mut link = json!(p.config);
+            mask_plugin_config(&mut link);
+            let counters = json!({
                 "path": p.config.path.display().to_string(),
-                "fail": p.config.settings.fail,
                 "calls": calls,
                 "calls_by_hook": {
                     "connect": connect,
@@ -153,7 +155,13 @@ fn plugin_stats(shared: &Shared) -> Vec<serde_json::Value> {
                 "failures": s.failures.load(Relaxed),
                 "nanos": nanos,
                 "nanos_per_call": if calls > 0 { nanos as f64 / calls as f64 } else { 0.0 },
-            })
+            });
+            if let (Some(link), serde_json::Value::Object(counters)) =
+                (link.as_object_mut(), counters)
+            {
+                link.extend(counters);
+            }
+            link
         })
         .collect()
 }

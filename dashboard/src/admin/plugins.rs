@@ -28,6 +28,9 @@ pub enum PluginsCommand {
     Clear,
     /// Delete an uploaded module that no plugin of the chain runs.
     DeleteModule { sha256: String },
+    /// Per-plugin calls, verdicts, failures and time of the chain, summed over the proxies
+    /// that run it, then each proxy's own (and why a proxy is not counted).
+    Stats,
 }
 
 /// Runs `tessera admin plugins [CMD]`: the answer and how it prints.
@@ -72,6 +75,10 @@ pub(crate) fn plugins_call(
             let v = client.call("PUT", "/api/plugins", Some(body))?;
             (v, Box::new(chain_set))
         }
+        Some(PluginsCommand::Stats) => (
+            client.call("GET", "/api/plugins/stats", None)?,
+            Box::new(stats),
+        ),
         Some(PluginsCommand::DeleteModule { sha256 }) => {
             let path = format!("/api/plugins/modules/{}", encode_segment(sha256));
             let v = client.call("DELETE", &path, None)?;
@@ -256,6 +263,109 @@ fn chain_set(v: &Value) -> String {
     format!("{}{}", done(&head, v), chain_rows(&v["chain"]))
 }
 
+/// Nanoseconds as people read them: `850 ns`, `12.5 µs`, `3.1 ms`, `2.0 s`.
+fn duration(nanos: f64) -> String {
+    match nanos {
+        n if n < 1e3 => format!("{n:.0} ns"),
+        n if n < 1e6 => format!("{:.1} µs", n / 1e3),
+        n if n < 1e9 => format!("{:.1} ms", n / 1e6),
+        n => format!("{:.1} s", n / 1e9),
+    }
+}
+
+/// The counter cells of one plugin (`GET /api/plugins/stats`).
+fn counter_cells(p: &Value) -> Vec<String> {
+    let mut cells: Vec<String> = [
+        "calls",
+        "continues",
+        "rewrites",
+        "replies",
+        "rejects",
+        "remembered",
+        "failures",
+    ]
+    .iter()
+    .map(|f| text(&p[*f]))
+    .collect();
+    cells.push(duration(p["nanos"].as_f64().unwrap_or(0.0)));
+    cells.push(duration(p["nanos_per_call"].as_f64().unwrap_or(0.0)));
+    cells
+}
+
+const COUNTER_HEADERS: [&str; 9] = [
+    "CALLS",
+    "CONTINUE",
+    "REWRITE",
+    "REPLY",
+    "REJECT",
+    "REMEMBERED",
+    "FAILURES",
+    "TIME",
+    "PER CALL",
+];
+
+/// `tessera admin plugins stats`: the sums per plugin, then a row per proxy and plugin.
+fn stats(v: &Value) -> String {
+    let short = |v: &Value| text(v).chars().take(12).collect::<String>();
+    let proxies = items(&v["proxies"]);
+    let mut out = format!(
+        "revision {}, chain {}: summed over {} of {} proxies\n",
+        text(&v["revision"]),
+        short(&v["chain_hash"]),
+        text(&v["counted"]),
+        proxies.len()
+    );
+    let rows: Vec<Vec<String>> = items(&v["plugins"])
+        .iter()
+        .map(|p| {
+            let mut row = vec![text(&p["name"])];
+            row.extend(counter_cells(p));
+            row
+        })
+        .collect();
+    if rows.is_empty() {
+        out.push_str("no plugins in the chain\n");
+    } else {
+        let headers: Vec<&str> = ["PLUGIN"].into_iter().chain(COUNTER_HEADERS).collect();
+        out.push_str(&table(&headers, &rows));
+    }
+    if proxies.is_empty() {
+        out.push_str("\nno proxy is registered\n");
+        return out;
+    }
+    let mut rows = Vec::new();
+    for p in proxies {
+        let head = vec![text(&p["addr"]), text(&p["state"]), short(&p["chain_hash"])];
+        let plugins = items(&p["plugins"]);
+        if plugins.is_empty() {
+            let mut row = head.clone();
+            row.push("-".to_string());
+            rows.push(row);
+        }
+        for plugin in plugins {
+            let mut row = head.clone();
+            row.push(text(&plugin["name"]));
+            row.extend(counter_cells(plugin));
+            rows.push(row);
+        }
+    }
+    let headers: Vec<&str> = ["PROXY", "STATE", "CHAIN", "PLUGIN"]
+        .into_iter()
+        .chain(COUNTER_HEADERS)
+        .collect();
+    out.push('\n');
+    out.push_str(&table(&headers, &rows));
+    for p in proxies {
+        if let Some(error) = p["error"].as_str() {
+            out.push_str(&format!(
+                "proxy {} is not counted: {error}\n",
+                text(&p["addr"])
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +388,48 @@ mod tests {
         };
         assert_eq!(cells(lines[1])[7], "yes", "{t}");
         assert_eq!(cells(lines[2])[7], "no", "{t}");
+    }
+
+    #[test]
+    fn the_stats_table_sums_then_lists_each_proxy() {
+        let v = serde_json::json!({
+            "revision": 4, "chain_hash": "0123456789abcdef", "counted": 1,
+            "plugins": [{"name": "acl", "calls": 10, "continues": 7, "rewrites": 0, "replies": 0,
+                         "rejects": 3, "remembered": 5, "failures": 0, "nanos": 25000,
+                         "nanos_per_call": 2500.0}],
+            "proxies": [
+                {"addr": "127.0.0.1:19000", "state": "counted", "chain_hash": "0123456789abcdef",
+                 "plugins": [{"name": "acl", "calls": 10, "continues": 7, "rewrites": 0,
+                              "replies": 0, "rejects": 3, "remembered": 5, "failures": 0,
+                              "nanos": 25000, "nanos_per_call": 2500.0}]},
+                {"addr": "127.0.0.1:19001", "state": "no_answer", "plugins": [],
+                 "error": "no answer within 800 ms"},
+            ],
+        });
+        let t = stats(&v);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "revision 4, chain 0123456789ab: summed over 1 of 2 proxies"
+        );
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "acl", "10", "7", "0", "0", "3", "5", "0", "25.0", "µs", "2.5", "µs"
+            ]
+        );
+        assert!(
+            lines[5].starts_with("127.0.0.1:19000  counted    0123456789ab  acl"),
+            "{t}"
+        );
+        assert!(
+            lines[6].starts_with("127.0.0.1:19001  no_answer  -             -"),
+            "{t}"
+        );
+        assert_eq!(
+            lines[7],
+            "proxy 127.0.0.1:19001 is not counted: no answer within 800 ms"
+        );
     }
 }
