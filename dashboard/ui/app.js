@@ -1,5 +1,6 @@
 // Tessera dashboard web UI: plain JavaScript over the dashboard's public REST API (the one
-// `tessera admin` calls). Each view polls one or two endpoints; writes send the admin token
+// `tessera admin` calls). Each view polls one or two endpoints (never one per proxy or per
+// plugin: the dashboard gathers those); writes send the admin token
 // kept in sessionStorage; every failure shows the API's own error text.
 "use strict";
 
@@ -45,6 +46,15 @@ function fmtBytes(n) {
 function fmtNum(n, digits) {
   if (n === undefined || n === null) return "—";
   return Number(n).toLocaleString("en-US", { maximumFractionDigits: digits || 0 });
+}
+
+// Nanoseconds as people read them: 850 ns, 12.5 µs, 3.1 ms, 2.0 s.
+function fmtNanos(n) {
+  if (n === undefined || n === null) return "—";
+  if (n < 1e3) return `${n.toFixed(0)} ns`;
+  if (n < 1e6) return `${(n / 1e3).toFixed(1)} µs`;
+  if (n < 1e9) return `${(n / 1e6).toFixed(1)} ms`;
+  return `${(n / 1e9).toFixed(1)} s`;
 }
 
 function fmtTime(unix) {
@@ -161,7 +171,7 @@ const views = {
   groups: { load: () => Promise.all([api("GET", "/api/groups"), servers()]), draw: drawGroups },
   proxies: { load: () => api("GET", "/api/proxies"), draw: drawProxies },
   migrations: { load: migrations, draw: drawMigrations },
-  plugins: { load: () => api("GET", "/api/plugins"), draw: drawPlugins },
+  plugins: { load: () => Promise.all([api("GET", "/api/plugins"), pluginStats()]), draw: drawPlugins },
 };
 
 // `GET /api/servers` (each server's role, memory and keys as the dashboard probed them), or
@@ -169,6 +179,17 @@ const views = {
 async function servers() {
   try {
     return await api("GET", "/api/servers");
+  } catch (e) {
+    if (e.status === 404) return null;
+    throw e;
+  }
+}
+
+// `GET /api/plugins/stats` (each plugin's counters summed over the proxies), or null when
+// this dashboard does not have it.
+async function pluginStats() {
+  try {
+    return await api("GET", "/api/plugins/stats");
   } catch (e) {
     if (e.status === 404) return null;
     throw e;
@@ -631,7 +652,52 @@ async function rebalance() {
 
 // ---- plugins -----------------------------------------------------------------------------
 
-function drawPlugins(data) {
+// The counters of one plugin as table cells, each with its number in `data-value`.
+const COUNTERS = ["calls", "continues", "rewrites", "replies", "rejects", "remembered", "failures"];
+function counterCells(c) {
+  return [
+    ...COUNTERS.map((f) => el("td", { class: f, "data-value": c[f], text: fmtNum(c[f]) })),
+    el("td", { class: "nanos", "data-value": c.nanos, text: fmtNanos(c.nanos) }),
+    el("td", { class: "per-call", "data-value": c.nanos_per_call, text: fmtNanos(c.nanos_per_call) }),
+  ];
+}
+
+// The chain's counters summed over the proxies that run it, and each proxy's own.
+function drawPluginStats(stats) {
+  const sums = $("plugin-stats-table").tBodies[0];
+  const rows = $("plugin-proxy-table").tBodies[0];
+  if (!stats) {
+    $("plugin-stats-summary").textContent = "this dashboard does not report plugin counters";
+    fill(sums, []);
+    fill(rows, []);
+    return;
+  }
+  $("plugin-stats-summary").textContent =
+    `summed over ${stats.counted} of ${stats.proxies.length} proxies (chain ${stats.chain_hash.slice(0, 12)}); ` +
+    "each proxy counts from its start or its last chain swap";
+  $("plugin-stats-summary").dataset.counted = stats.counted;
+  fill(sums, stats.plugins.map((p) => el("tr", { "data-plugin": p.name }, el("td", { text: p.name }), ...counterCells(p))));
+  if (!stats.plugins.length) fill(sums, [el("tr", {}, el("td", { colspan: 10, class: "muted", text: "no plugins: the chain is empty" }))]);
+  fill(rows, stats.proxies.flatMap((x) => {
+    const head = (plugin) => [
+      el("td", { text: x.addr }),
+      el("td", { class: x.state === "counted" ? "good" : "bad", text: x.state.replace("_", " ") }),
+      el("td", { title: x.chain_hash || "" }, el("code", { text: x.chain_hash ? x.chain_hash.slice(0, 12) : "—" })),
+      el("td", { text: plugin }),
+    ];
+    const note = el("td", { class: x.error ? "bad" : "", text: x.error || "—" });
+    if (!x.plugins.length) {
+      return [el("tr", { "data-proxy": x.addr, "data-state": x.state }, ...head("—"),
+        ...Array.from({ length: COUNTERS.length + 2 }, () => el("td", { text: "—" })), note)];
+    }
+    return x.plugins.map((p) => el("tr", { "data-proxy": x.addr, "data-state": x.state, "data-plugin": p.name },
+      ...head(p.name), ...counterCells(p), note.cloneNode(true)));
+  }));
+  if (!stats.proxies.length) fill(rows, [el("tr", {}, el("td", { colspan: 14, class: "muted", text: "no proxy is registered" }))]);
+}
+
+function drawPlugins([data, stats]) {
+  drawPluginStats(stats);
   const chain = $("chain-table").tBodies[0];
   fill(chain, data.chain.map((l, i) => el("tr", { "data-plugin": l.name },
     el("td", { text: i + 1 }),
