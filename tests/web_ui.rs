@@ -1,7 +1,7 @@
 //! The dashboard's web UI in a real headless Chromium, driven over WebDriver (chromedriver):
 //! against real redis-servers, a dashboard and a coordinator-mode proxy, an operator creates
 //! groups, adds servers, assigns slots and uploads a plugin chain through the page, and the
-//! page shows what the API holds. Screenshots of each view go to `target/ui-screenshots/`.
+//! page shows what the API holds (the plugins' counters too). Screenshots of each view go to `target/ui-screenshots/`.
 
 use tessera_testkit as harness;
 
@@ -304,17 +304,18 @@ fn traffic(proxy: &Proxy, served: usize, stop: Arc<AtomicBool>) -> std::thread::
     })
 }
 
-/// Waits (bounded) until `page` and `api` read the same value (both move: the proxies
-/// refresh their registration, the page polls).
+/// Waits (bounded) until `page` and `api` read the same value and `ok` holds for it (both
+/// move: the proxies refresh their registration, the page polls); answers it.
 async fn wait_same<T: PartialEq + std::fmt::Debug>(
     what: &str,
     mut page: impl AsyncFnMut() -> T,
     mut api: impl FnMut() -> T,
+    ok: impl Fn(&T) -> bool,
 ) -> T {
     let deadline = Instant::now() + UI_BOUND;
     loop {
         let (p, a) = (page().await, api());
-        if p == a {
+        if p == a && ok(&a) {
             return p;
         }
         assert!(
@@ -455,14 +456,7 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
             .map(|s| Some(if s < 512 { 1 } else { 2 }))
             .collect();
         assert_eq!(api_slot_groups(d), want);
-        let deadline = Instant::now() + UI_BOUND;
-        while page_slot_groups(&c).await != want {
-            assert!(
-                Instant::now() < deadline,
-                "the slot map does not show the API's slot table"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_slot_map(&c, d, |g| g == want).await;
         // Taking a range offline asks first; cancelled, nothing changes.
         select_slots(&c, 1000, 1023).await;
         click(&c, "#offline-button").await;
@@ -476,12 +470,7 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
         assert!(ok.starts_with("24 slots changed"), "{ok}");
         let mut want = want;
         want[1000..].iter_mut().for_each(|g| *g = None);
-        let deadline = Instant::now() + UI_BOUND;
-        while page_slot_groups(&c).await != want {
-            assert!(Instant::now() < deadline, "the offline range is not shown");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(api_slot_groups(d), want);
+        wait_slot_map(&c, d, |g| g == want).await;
         let hover = c
             .find(Locator::Css("#slot-grid .cell[data-slot=\"700\"]"))
             .await
@@ -534,6 +523,7 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
                     "no traffic yet".into()
                 }
             },
+            |_| true,
         )
         .await;
         assert!(ops.parse::<f64>().unwrap() > 0.0);
@@ -541,6 +531,7 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
             "sessions",
             async || text(&c, "#ov-sessions").await,
             || api_json(d, "/api/proxies")["proxies"][0]["sessions"].to_string(),
+            |_| true,
         )
         .await;
         for group in [1, 2] {
@@ -569,6 +560,7 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
                         "no keys yet".into()
                     }
                 },
+                |_| true,
             )
             .await;
         }
@@ -732,6 +724,61 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
         .unwrap();
         assert_eq!(loaded["chain"][0]["config"], good["chain"][0]["config"]);
         assert_eq!(loaded["chain"][0]["module"], json!(sha));
+
+        // Once the proxy runs the chain, FLUSHALLs through it are refused; the Plugins view
+        // shows the calls and rejects `GET /api/plugins/stats` sums, and the proxy's row.
+        let deadline = Instant::now() + UI_BOUND;
+        while api_json(d, "/api/plugins/stats")["counted"] != 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the proxy does not run the chain: {}",
+                api_json(d, "/api/plugins/stats")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut conn = proxy.conn();
+        for _ in 0..3 {
+            let e = redis::cmd("FLUSHALL")
+                .query::<()>(&mut conn)
+                .expect_err("the filter refuses FLUSHALL");
+            assert!(e.to_string().contains("flushall"), "{e}");
+        }
+        let sums = "#plugin-stats-table tr[data-plugin=\"command_filter\"]";
+        let counters = wait_same(
+            "plugin counters",
+            async || {
+                let read = c
+                    .execute(
+                        "const row = document.querySelector(arguments[0]);\
+                         return row ? ['calls', 'rejects'].map(f => \
+                           Number(row.querySelector('td.' + f).dataset.value)) : [];",
+                        vec![json!(sums)],
+                    )
+                    .await
+                    .unwrap();
+                serde_json::from_value::<Vec<u64>>(read).unwrap()
+            },
+            || {
+                let sum = &api_json(d, "/api/plugins/stats")["plugins"][0];
+                vec![sum["calls"].as_u64().unwrap(), sum["rejects"].as_u64().unwrap()]
+            },
+            |c| c[1] == 3,
+        )
+        .await;
+        assert!(counters[0] > 0, "{counters:?}");
+        let time = text(&c, &format!("{sums} td.per-call")).await;
+        assert!(time.ends_with('s'), "the time per call: {time:?}");
+        let row = format!(
+            "#plugin-proxy-table tr[data-proxy=\"{}\"][data-state=\"counted\"]",
+            proxy.addr
+        );
+        let shown = wait_text(&c, &row, |t| t.contains("command_filter")).await;
+        let hash = api_json(d, "/api/plugins/stats")["chain_hash"].clone();
+        assert!(shown.contains(&hash.as_str().unwrap()[..12]), "{shown}");
+        wait_text(&c, "#plugin-stats-summary", |t| {
+            t.starts_with("summed over 1 of 1 proxies")
+        })
+        .await;
         screenshot(&c, "plugins").await;
 
         // A proxy that reports it cannot load the chain or apply the topology: alerts.
@@ -811,20 +858,10 @@ async fn page_steps(c: &Client) -> Vec<(String, String)> {
     serde_json::from_value(rows).unwrap()
 }
 
-/// Waits (bounded) until the slot map shows the API's slot table; answers it.
+/// Waits (bounded) until the slot map shows the API's slot table, and `ok` holds for it.
 async fn wait_slot_map(c: &Client, d: SocketAddr, ok: impl Fn(&[Option<u64>]) -> bool) {
-    let deadline = Instant::now() + UI_BOUND;
-    loop {
-        let (page, api) = (page_slot_groups(c).await, api_slot_groups(d));
-        if page == api && ok(&api) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the slot map shows {page:?}, the API {api:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let page = async || page_slot_groups(c).await;
+    wait_same("the slot map", page, || api_slot_groups(d), |g| ok(g)).await;
 }
 
 /// Slot migration from the page, on a cluster without proxies: a stand-in proxy
@@ -952,7 +989,13 @@ fn web_ui_migrates_slots_cancels_and_rebalances() {
 
         // The Migrations view shows both steps as the API does.
         open_view(&c, &base, "migrations").await;
-        let steps = wait_same("steps", async || page_steps(&c).await, || api_steps(d)).await;
+        let steps = wait_same(
+            "steps",
+            async || page_steps(&c).await,
+            || api_steps(d),
+            |_| true,
+        )
+        .await;
         assert_eq!(
             steps,
             [
