@@ -394,7 +394,7 @@ mod tests {
     fn proxies_running_the_chain_add_up_and_the_others_are_listed() {
         let chain = vec![spec("acl", "{\"users\": {}}"), spec("filter", "")];
         let (p1, p2, p3, p4) = (proxy("a:1"), proxy("b:1"), proxy("c:1"), proxy("d:1"));
-        let other = vec![spec("acl", "{\"users\": {\"x\": 1}}"), spec("filter", "")];
+        let other = [spec("acl", "{\"users\": {\"x\": 1}}"), spec("filter", "")];
         let answers = vec![
             (
                 &p1,
