@@ -52,11 +52,16 @@ fn get_json(addr: SocketAddr, path: &str) -> Value {
     serde_json::from_str(&r.body).unwrap()
 }
 
-/// The proxy's own counters of its first plugin (`GET /api/stats`).
+/// The proxy's own counters of its first plugin (`GET /api/stats`), which shows the link's
+/// config masked.
 fn proxy_counters(proxy: &Proxy) -> Value {
     let stats = get_json(proxy.admin, "/api/stats");
     let plugin = &stats["plugins"][0];
-    assert_eq!(plugin["name"], "filter", "{stats}");
+    assert_eq!(
+        (&plugin["name"], &plugin["config"]),
+        (&json!("filter"), &json!("********")),
+        "{stats}"
+    );
     counters_of(plugin)
 }
 
