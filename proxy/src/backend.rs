@@ -18,7 +18,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use arc_swap::ArcSwap;
@@ -27,6 +26,7 @@ use crate::command::CommandError;
 use crate::config::BackendConfig;
 use crate::drain::Routed;
 use crate::io::BoxStream;
+use crate::local_channel::{self, Receiver, Sender};
 use crate::resp::{Protocol, ReplyScanner, encode, is_push};
 use crate::router::BackendInfo;
 use crate::shared::Passwords;
@@ -64,7 +64,7 @@ pub struct Batch {
     pub count: u32,
     /// The session's tag for this batch, returned with the replies.
     pub tag: u32,
-    pub reply_to: mpsc::UnboundedSender<ReplyBatch>,
+    pub reply_to: Sender<ReplyBatch>,
     /// Counts the batch as in flight for the table revision it was routed under until it is
     /// answered (see [`crate::drain`]); `None` for a batch no table routed.
     pub routed: Option<Routed>,
@@ -87,7 +87,7 @@ pub enum ConnState {
 /// A session's way to one backend connection on its worker.
 #[derive(Clone)]
 pub struct BackendConn {
-    tx: mpsc::UnboundedSender<Batch>,
+    tx: Sender<Batch>,
     state: Rc<Cell<ConnState>>,
     down_reply: Rc<Cell<Option<Bytes>>>,
 }
@@ -103,7 +103,7 @@ impl BackendConn {
         passwords: Arc<ArcSwap<Passwords>>,
         connector: Rc<dyn Connect>,
     ) -> BackendConn {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = local_channel::channel();
         let state = Rc::new(Cell::new(ConnState::Connecting));
         let down_reply = Rc::new(Cell::new(None));
         let task = ConnTask {
@@ -140,7 +140,7 @@ impl BackendConn {
 
     /// Queues a batch. Its replies always come back, errors included.
     pub fn send(&self, batch: Batch) {
-        if let Err(mpsc::error::SendError(batch)) = self.tx.send(batch) {
+        if let Err(batch) = self.tx.send(batch) {
             // The task is gone (worker shutting down): answer the batch here.
             let reply = CommandError::BackendClosed.reply();
             let _ = batch.reply_to.send(ReplyBatch {
@@ -154,7 +154,7 @@ impl BackendConn {
 struct InFlight {
     count: u32,
     tag: u32,
-    reply_to: mpsc::UnboundedSender<ReplyBatch>,
+    reply_to: Sender<ReplyBatch>,
     replies: Vec<Bytes>,
     sent: Instant,
     /// Dropped with the batch, once its replies are handed back.
@@ -178,7 +178,7 @@ struct ConnTask {
     config: BackendConfig,
     passwords: Arc<ArcSwap<Passwords>>,
     connector: Rc<dyn Connect>,
-    rx: mpsc::UnboundedReceiver<Batch>,
+    rx: Receiver<Batch>,
     state: Rc<Cell<ConnState>>,
     down_reply: Rc<Cell<Option<Bytes>>>,
     /// How Redis knows the connection being served (from `CLIENT INFO` in its setup).
@@ -397,7 +397,7 @@ impl ConnTask {
                         Some(b) => {
                             let now = Instant::now();
                             self.queue(b, now, &mut wbuf, &mut pending);
-                            while let Ok(b) = self.rx.try_recv() {
+                            while let Some(b) = self.rx.try_recv() {
                                 self.queue(b, now, &mut wbuf, &mut pending);
                             }
                             if let Err(e) = write_now(&mut stream, &mut wbuf) {

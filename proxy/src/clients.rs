@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use tokio::sync::oneshot;
 
 use crate::command;
 
@@ -49,8 +49,8 @@ pub struct Client {
     /// The table id of the last command read ([`NO_COMMAND`] before the first).
     last_command: AtomicU16,
     details: Mutex<Details>,
-    killed: AtomicBool,
-    kill: Notify,
+    /// Taken and fired by CLIENT KILL; the session holds the receiving end.
+    kill: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 const NO_COMMAND: u16 = u16::MAX;
@@ -75,8 +75,9 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Registers a new session; its entry.
-    pub fn register(&self, id: u64, endpoint: Endpoint) -> Arc<Client> {
+    /// Registers a new session: its entry, and what resolves when CLIENT KILL closes it.
+    pub fn register(&self, id: u64, endpoint: Endpoint) -> (Arc<Client>, oneshot::Receiver<()>) {
+        let (kill, killed) = oneshot::channel();
         let client = Arc::new(Client {
             id,
             endpoint,
@@ -87,11 +88,10 @@ impl Clients {
                 resp: 2,
                 ..Details::default()
             }),
-            killed: AtomicBool::new(false),
-            kill: Notify::new(),
+            kill: Mutex::new(Some(kill)),
         });
         self.lock().insert(id, client.clone());
-        client
+        (client, killed)
     }
 
     pub fn unregister(&self, id: u64) {
@@ -137,14 +137,9 @@ impl Client {
 
     /// Asks the session to close (CLIENT KILL): it stops at its next wake-up.
     pub fn kill(&self) {
-        self.killed.store(true, Relaxed);
-        self.kill.notify_one();
-    }
-
-    /// Resolves once the session is asked to close.
-    pub async fn killed(&self) {
-        if !self.killed.load(Relaxed) {
-            self.kill.notified().await;
+        let kill = self.kill.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(kill) = kill {
+            let _ = kill.send(());
         }
     }
 

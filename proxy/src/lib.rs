@@ -23,8 +23,9 @@
 //! [`admin`] (the HTTP API: `/api/model`, `/api/stats`, `/metrics`).
 //!
 //! Under the threads: [`shared`] is what every thread of a proxy shares (with [`clients`], the
-//! registry of sessions CLIENT LIST shows), [`worker`] what one worker thread owns, and [`io`]
-//! the byte streams sessions and backend connections run over.
+//! registry of sessions CLIENT LIST shows), [`worker`] what one worker thread owns, [`io`]
+//! the byte streams sessions and backend connections run over, and [`local_channel`] the queues
+//! between a worker's tasks.
 //! The modules' layering (who may use whom) is in docs/architecture.md; a unit test
 //! (`layering`) fails if they import one another in a circle.
 //!
@@ -48,6 +49,7 @@ pub mod session;
 pub mod stats;
 
 pub mod io;
+pub mod local_channel;
 pub mod shared;
 pub mod worker;
 

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use bytes::BytesMut;
+
 use crate::backend::{BackendConn, Connect, TcpConnect};
 use crate::drain::Drain;
 use crate::plugin::WorkerChain;
@@ -30,6 +32,18 @@ pub struct Worker {
     pub drain: Rc<Drain>,
     /// How its backend connections reach Redis.
     connector: Rc<dyn Connect>,
+    /// What its sessions read into and write from (see [`Scratch`]).
+    pub scratch: Scratch,
+}
+
+/// Buffers a worker's sessions share, so that a session holds none while it idles: a read
+/// lands in `read` and the session keeps a view of what it read (its own copy only of a
+/// partial request); replies are gathered in `write` and written at once (the session keeps
+/// its own copy only of what the socket did not take).
+#[derive(Default)]
+pub struct Scratch {
+    pub read: RefCell<BytesMut>,
+    pub write: RefCell<BytesMut>,
 }
 
 impl Worker {
@@ -50,6 +64,7 @@ impl Worker {
             movers: RefCell::new(HashMap::new()),
             drain: Rc::new(Drain::default()),
             connector,
+            scratch: Scratch::default(),
         }
     }
 

@@ -25,20 +25,25 @@ mod state;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
 
 use crate::backend::ReplyBatch;
 use crate::clients::{Client, Endpoint};
 use crate::command::{self, Class, CommandError, Lookup, Spec};
 use crate::io::BoxStream;
+use crate::local_channel;
 use crate::resp::{Protocol, Request, RequestDecoder, encode};
 use crate::router::{BackendId, SlotTable};
 use crate::slot;
@@ -66,12 +71,17 @@ pub struct Session {
     peer: Option<SocketAddr>,
     /// This session in the proxy's registry of sessions (CLIENT LIST, CLIENT KILL).
     registered: Arc<Client>,
+    /// Resolves when CLIENT KILL closes this session (from any worker).
+    killed: oneshot::Receiver<()>,
     decoder: RequestDecoder,
+    /// What was read and not yet decoded: a view of the worker's read scratch after a read,
+    /// the session's own copy of a partial request, or nothing.
     rbuf: BytesMut,
+    /// Replies the socket has not taken yet (nothing, mostly: see [`Session::write_replies`]).
     wbuf: BytesMut,
     queue: ReplyQueue,
     outbox: Outbox,
-    replies: mpsc::UnboundedReceiver<ReplyBatch>,
+    replies: local_channel::Receiver<ReplyBatch>,
     client: ConnectionState,
     keys: Vec<usize>,
     /// What the plugin host keeps for this connection (attributes, remembered verdicts,
@@ -91,19 +101,21 @@ impl Session {
         let limits = shared.config.proxy.limits();
         shared.stats.sessions_total.fetch_add(1, Relaxed);
         shared.stats.sessions_alive.fetch_add(1, Relaxed);
-        let (replies_tx, replies) = mpsc::unbounded_channel();
+        let (replies_tx, replies) = local_channel::channel();
         let id = shared.next_session_id();
         let outbox = Outbox::new(replies_tx, worker.drain.clone());
+        let (registered, killed) = shared.sessions.register(id, endpoint);
         Session {
             id,
-            registered: shared.sessions.register(id, endpoint),
+            registered,
+            killed,
             client: ConnectionState::new(shared.passwords.load().session.is_empty()),
             peer: endpoint.peer,
             worker,
             stream,
             decoder: RequestDecoder::new(limits),
-            rbuf: BytesMut::with_capacity(16 * 1024),
-            wbuf: BytesMut::with_capacity(16 * 1024),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
             queue: ReplyQueue::default(),
             outbox,
             replies,
@@ -115,7 +127,14 @@ impl Session {
     }
 
     /// Serves the client until it leaves, QUITs, sends garbage or idles out.
-    pub async fn run(mut self) {
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(mut self) -> impl Future<Output = ()> {
+        // Not an `async fn`: one would keep a second copy of the session in its future (the
+        // argument, and the binding it is moved to), which every idle connection pays for.
+        async move { self.serve().await }
+    }
+
+    async fn serve(&mut self) {
         let max_pipeline = self.worker.shared.config.proxy.max_pipeline;
         let idle = Duration::from_secs(self.worker.shared.config.proxy.idle_timeout_secs);
         let mut last_read = Instant::now();
@@ -125,7 +144,6 @@ impl Session {
             idle
         });
         tokio::pin!(idle_timer);
-        let registered = self.registered.clone();
         let mut eof = false;
         if let Err(reply) = self.plugins_on_connect() {
             let _ = self.stream.write_all(&reply).await;
@@ -133,12 +151,8 @@ impl Session {
             return;
         }
         loop {
-            self.collect_ready();
-            if !self.wbuf.is_empty() {
-                if self.stream.write_all(&self.wbuf).await.is_err() {
-                    break;
-                }
-                self.wbuf.clear();
+            if self.write_replies().await.is_err() {
+                break;
             }
             if self.client.closed(self.queue.head()) || (eof && self.queue.is_empty()) {
                 break;
@@ -151,7 +165,7 @@ impl Session {
                 biased;
                 Some(batch) = self.replies.recv() => {
                     self.on_replies(batch);
-                    while let Ok(b) = self.replies.try_recv() {
+                    while let Some(b) = self.replies.try_recv() {
                         self.on_replies(b);
                     }
                     self.advance_move();
@@ -163,16 +177,17 @@ impl Session {
                 _ = self.migrating.table_or_deadline(), if self.migrating.waits_for_table() => {
                     self.table_changed();
                 }
-                read = read_more(&mut self.stream, &mut self.rbuf), if can_read => {
+                read = read_more(&mut self.stream, &mut self.rbuf, &self.worker.scratch.read), if can_read => {
                     match read {
-                        Ok(0) | Err(_) => eof = true,
-                        Ok(_) => {
+                        Ok(Read::Eof) | Err(_) => eof = true,
+                        Ok(read) => {
                             last_read = Instant::now();
                             self.on_input(last_read);
+                            self.keep_unread(read);
                         }
                     }
                 }
-                _ = registered.killed() => {
+                _ = &mut self.killed => {
                     tracing::debug!(session = self.id, "killed by CLIENT KILL");
                     break;
                 }
@@ -478,8 +493,57 @@ impl Session {
         }
     }
 
-    /// Moves the replies that are ready, in order, into the write buffer.
-    fn collect_ready(&mut self) {
+    /// Writes the replies that are ready, in order. They are gathered in the worker's write
+    /// scratch and written at once; only what the socket does not take now is copied into
+    /// the session's own buffer, and written (before anything else) when the socket is ready.
+    async fn write_replies(&mut self) -> std::io::Result<()> {
+        if self.wbuf.is_empty() {
+            let worker = self.worker.clone();
+            let mut out = worker.scratch.write.borrow_mut();
+            // Shared with every session of the worker: it must hold nothing of another's,
+            // also after a failed write or a panic.
+            out.clear();
+            self.collect_ready(&mut out);
+            let written = write_now(&mut self.stream, &out);
+            if let Ok(n) = written
+                && n < out.len()
+            {
+                self.wbuf.extend_from_slice(&out[n..]);
+            }
+            if out.capacity() > MAX_KEPT_SCRATCH {
+                *out = BytesMut::new();
+            } else {
+                out.clear();
+            }
+            written?;
+        } else {
+            let mut own = std::mem::take(&mut self.wbuf);
+            self.collect_ready(&mut own);
+            self.wbuf = own;
+        }
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// After a read is dispatched: lets go of the buffer if everything was decoded, and
+    /// copies a partial request out of the worker's read scratch, so that an idle session
+    /// holds no buffer, or only its own bytes.
+    fn keep_unread(&mut self, read: Read) {
+        if self.rbuf.is_empty() {
+            // Even empty, a view keeps the scratch it was split from.
+            self.rbuf = BytesMut::new();
+        } else if read == Read::Scratch {
+            let mut own = BytesMut::with_capacity(self.rbuf.len().max(OWN_READ_BUFFER));
+            own.extend_from_slice(&self.rbuf);
+            self.rbuf = own;
+        }
+    }
+
+    /// Moves the replies that are ready, in order, into `out`.
+    fn collect_ready(&mut self, out: &mut BytesMut) {
         let mut now = None;
         while let Some(front) = self.queue.front() {
             if !matches!(front.state, State::Ready(_)) {
@@ -503,7 +567,7 @@ impl Session {
                 error,
             );
             if !front.silent {
-                self.wbuf.extend_from_slice(reply);
+                out.extend_from_slice(reply);
             }
             self.queue.pop();
         }
@@ -547,9 +611,67 @@ impl Drop for Session {
     }
 }
 
-async fn read_more(stream: &mut BoxStream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(16 * 1024);
+/// The size of a worker's read scratch: one read takes at most this much.
+const READ_SCRATCH: usize = 64 * 1024;
+/// A session's own read buffer, for a request that did not arrive whole.
+const OWN_READ_BUFFER: usize = 16 * 1024;
+/// A write scratch that grew past this for a big reply is let go of once written.
+const MAX_KEPT_SCRATCH: usize = 1024 * 1024;
+
+/// Where a read went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// The client closed its side.
+    Eof,
+    /// Into the worker's scratch (the session had nothing buffered).
+    Scratch,
+    /// After the partial request in the session's own buffer.
+    Own,
+}
+
+/// Reads what the client sent: into the worker's read scratch if `buf` is empty (`buf` then
+/// becomes a view of what was read), else into `buf`, after the partial request it holds.
+async fn read_more(
+    stream: &mut BoxStream,
+    buf: &mut BytesMut,
+    scratch: &RefCell<BytesMut>,
+) -> std::io::Result<Read> {
+    std::future::poll_fn(|cx| {
+        let n = if buf.is_empty() {
+            let mut s = scratch.borrow_mut();
+            if s.capacity() < 4096 {
+                s.reserve(READ_SCRATCH);
+            }
+            let n = ready!(pin!(stream.read_buf(&mut *s)).poll(cx))?;
+            *buf = s.split_to(n);
+            if n == 0 {
+                return Poll::Ready(Ok(Read::Eof));
+            }
+            return Poll::Ready(Ok(Read::Scratch));
+        } else {
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(OWN_READ_BUFFER);
+            }
+            ready!(pin!(stream.read_buf(&mut *buf)).poll(cx))?
+        };
+        Poll::Ready(Ok(if n == 0 { Read::Eof } else { Read::Own }))
+    })
+    .await
+}
+
+/// Writes as much of `data` as the stream takes now, without waiting; how much it took.
+fn write_now(stream: &mut BoxStream, data: &[u8]) -> std::io::Result<usize> {
+    // Polled without a task to wake: what is left is written by `write_all`, which polls
+    // with the session's waker.
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut written = 0;
+    while written < data.len() {
+        match Pin::new(&mut *stream).poll_write(&mut cx, &data[written..]) {
+            Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => written += n,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => break,
+        }
     }
-    stream.read_buf(buf).await
+    Ok(written)
 }

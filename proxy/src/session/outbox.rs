@@ -7,11 +7,11 @@
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
 
 use super::queue::{Dest, ReplyQueue};
 use crate::backend::{BackendConn, Batch, ReplyBatch};
 use crate::drain::Drain;
+use crate::local_channel::Sender;
 use crate::resp::Protocol;
 use crate::router::BackendId;
 use crate::worker::Worker;
@@ -31,7 +31,7 @@ pub(super) struct Outbox {
     /// The backends sent a write command on those connections (for WAIT).
     written: Vec<BackendId>,
     /// Where the backends send this session's replies.
-    replies: mpsc::UnboundedSender<ReplyBatch>,
+    replies: Sender<ReplyBatch>,
     /// The revision of the table this read's commands are routed by.
     pub(super) revision: u64,
     drain: Rc<Drain>,
@@ -48,7 +48,7 @@ pub(super) struct Route {
 }
 
 impl Outbox {
-    pub(super) fn new(replies: mpsc::UnboundedSender<ReplyBatch>, drain: Rc<Drain>) -> Outbox {
+    pub(super) fn new(replies: Sender<ReplyBatch>, drain: Rc<Drain>) -> Outbox {
         Outbox {
             out: Vec::new(),
             conns: Vec::new(),
@@ -106,7 +106,7 @@ impl Outbox {
     }
 
     /// Where a backend sends replies to this session.
-    pub(super) fn reply_to(&self) -> mpsc::UnboundedSender<ReplyBatch> {
+    pub(super) fn reply_to(&self) -> Sender<ReplyBatch> {
         self.replies.clone()
     }
 

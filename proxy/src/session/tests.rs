@@ -643,3 +643,56 @@ async fn a_worker_reports_a_table_drained_only_once_commands_routed_by_the_earli
         })
         .await;
 }
+
+/// Sessions of a worker gather their replies in one shared buffer: a session whose client
+/// is gone when its replies come leaves nothing there for the next session to send.
+#[tokio::test(start_paused = true)]
+async fn replies_for_a_client_that_left_never_reach_another_client() {
+    LocalSet::new()
+        .run_until(async {
+            let world = Rc::new(World::default());
+            world.set("a:1", Mode::Hold);
+            let worker = worker(&world, "");
+            let mut gone = client(&worker);
+            send(&mut gone, &[&["GET", "foo"]]).await;
+            world
+                .until("a:1 holds GET foo", |log| {
+                    log.iter().any(
+                        |e| matches!(e, Event::Command { addr, line, .. } if addr == "a:1" && line == "GET foo"),
+                    )
+                })
+                .await;
+            drop(gone);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            world.set("a:1", Mode::Answer);
+            world
+                .until("a:1 answers GET foo", |log| {
+                    log.iter().any(
+                        |e| matches!(e, Event::Replied { addr, line } if addr == "a:1" && line == "GET foo"),
+                    )
+                })
+                .await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let mut next = client(&worker);
+            send(&mut next, &[&["GET", "hello"]]).await;
+            expect(&mut next, "$9\r\nb:2/hello\r\n").await;
+            nothing_for(&mut next, Duration::from_millis(100)).await;
+        })
+        .await;
+}
+
+/// Every connection's task holds its session's future: one copy of the session and the
+/// state of one wait, not two copies (as an `async fn run(self)` would keep).
+#[tokio::test(flavor = "current_thread")]
+async fn a_sessions_task_holds_one_copy_of_the_session() {
+    let world = Rc::new(World::default());
+    let worker = worker(&world, "");
+    let (_ours, theirs) = tokio::io::duplex(64);
+    let session = Session::new(worker.clone(), Box::new(theirs), Default::default());
+    let size = std::mem::size_of_val(&session);
+    let task = std::mem::size_of_val(&session.run());
+    assert!(
+        task < 2 * size,
+        "the task of a {size}-byte session is {task} bytes"
+    );
+}
