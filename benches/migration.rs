@@ -645,6 +645,17 @@ fn main() {
         let cells: Vec<String> = per.iter().map(|p| format!("{p:.0}")).collect();
         let _ = writeln!(md, "| {name} | {} | {machine:.0} |", cells.join(" | "));
     }
+    // CPU per moved key: what carries over to a machine whose cores are not shared.
+    let (per, _) = cpu_between(&cpu_d0, &cpu_d1);
+    let cells: Vec<String> = per
+        .iter()
+        .map(|p| format!("{:.2}", p / 100.0 * wall * 1e6 / n as f64))
+        .collect();
+    let _ = writeln!(
+        md,
+        "| migration, CPU µs per moved key (client load included) | {} | |",
+        cells.join(" | ")
+    );
     if !w.errors.is_empty() {
         let _ = writeln!(
             md,
