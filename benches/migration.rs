@@ -15,7 +15,8 @@
 //! the dashboard's defaults). `TESSERA_BENCH_RUN_REQUESTS` (default 20000) is each run's
 //! request count per command, `TESSERA_BENCH_PHASE_RUNS` (default 3) the runs before and after.
 //! At the end it checks on the backends that group 2 holds every key (100 bytes each) and
-//! group 1 none. The table is printed and written to `target/bench-migration.md`.
+//! group 1 none. The table is printed and written to `target/bench-migration.md`, the
+//! dashboard's log (each step's transitions, timed) to `target/bench-migration-dashboard.log`.
 
 use tessera_testkit as harness;
 
@@ -259,7 +260,17 @@ struct Watch {
     progress: Vec<(f64, u64)>,
 }
 
-/// Samples the migration until the API lists no step (bounded by [`MIGRATION_BOUND`]).
+/// Sets its flag when dropped: the client loop stops even if the watcher panics.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Samples the migration until the API lists no step (bounded by [`MIGRATION_BOUND`]); sets
+/// `done` when it stops.
 fn watch_migration(
     dashboard: std::net::SocketAddr,
     r1: std::net::SocketAddr,
@@ -268,6 +279,7 @@ fn watch_migration(
     out: Arc<Mutex<Watch>>,
     done: Arc<AtomicBool>,
 ) {
+    let _done = SetOnDrop(done);
     let mut conn = redis::Client::open(format!("redis://{r1}/"))
         .expect("client")
         .get_connection()
@@ -319,7 +331,6 @@ fn watch_migration(
         }
         std::thread::sleep(SAMPLE_EVERY);
     }
-    done.store(true, Ordering::Relaxed);
 }
 
 /// The migrator's own count: `keys_moved=N` of each "migration step ... finished" line the
@@ -503,7 +514,10 @@ fn main() {
     };
     let mut during = Vec::new();
     let mut straddling = Vec::new();
-    while !done.load(Ordering::Relaxed) && during.len() + straddling.len() < MAX_DURING_RUNS {
+    while !done.load(Ordering::Relaxed)
+        && during.len() + straddling.len() < MAX_DURING_RUNS
+        && migration_start.elapsed() < MIGRATION_BOUND
+    {
         let run = bench_run(&load, &proxy, t0, Some(migration_start));
         // A run that ended after the migration did is reported apart.
         if done.load(Ordering::Relaxed) {
