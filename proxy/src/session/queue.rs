@@ -81,6 +81,11 @@ impl ReplyQueue {
                 true
             }
         };
+        if self.entries.capacity() == 0 {
+            // Most clients have one command at a time in flight: room for one, grown (and
+            // kept) only for a client that pipelines.
+            self.entries.reserve_exact(1);
+        }
         self.entries.push_back(Entry {
             state: State::Waiting,
             cmd,
