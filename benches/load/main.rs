@@ -359,12 +359,13 @@ fn main() {
                 match run_benchmark(ep, &w, n, 1, clk_tck, &servers) {
                     Ok(r) => {
                         println!(
-                            "  {} rep {} {:<10} {:>8} ops/s  p50 {} ms, p99 {} ms, proxy CPU \
+                            "  {} rep {} {:<10} {:>8} ops/s  mean {} ms, p50 {} ms, p99 {} ms, proxy CPU \
                              {} µs/op",
                             w.name,
                             rep + 1,
                             ep.sys.label(),
                             fmt_ops(Some(r.ops_per_sec)),
+                            fmt_ms(r.avg_ms),
                             fmt_ms(r.p50_ms),
                             fmt_ms(r.p99_ms),
                             fmt_cpu(r.cpu_us_per_op)

@@ -10,7 +10,8 @@ pub(crate) struct RunResult {
     pub(crate) cpu_us_per_op: Option<f64>,
     /// CPU per operation of the two redis-servers together.
     pub(crate) redis_us_per_op: Option<f64>,
-    /// Latency percentiles redis-benchmark printed, in ms.
+    /// Mean latency and percentiles redis-benchmark printed, in ms.
+    pub(crate) avg_ms: Option<f64>,
     pub(crate) p50_ms: Option<f64>,
     pub(crate) p99_ms: Option<f64>,
     /// CPU per operation of every process taking part: redis-benchmark, both
@@ -86,6 +87,7 @@ pub(crate) fn run_benchmark(
         ops_per_sec: rps,
         cpu_us_per_op,
         redis_us_per_op: servers_us,
+        avg_ms: field("avg_latency_ms"),
         p50_ms: field("p50_latency_ms"),
         p99_ms: field("p99_latency_ms"),
         all_us_per_op,
@@ -94,7 +96,7 @@ pub(crate) fn run_benchmark(
 
 /// The numeric fields of the first result line of `redis-benchmark --csv`, named by its
 /// header: `"test","rps","avg_latency_ms",...` then `"SET","86956.52","0.301",...`
-/// (redis-benchmark 6 prints only `test` and `rps`).
+/// (older redis-benchmarks print only `test` and `rps`).
 pub(crate) fn parse_csv(stdout: &str) -> Vec<(String, f64)> {
     let split = |l: &str| -> Vec<String> {
         l.trim()
@@ -238,7 +240,8 @@ pub(crate) struct Cell {
     pub(crate) cpu: Vec<f64>,
     /// CPU per operation of the two redis-servers, each run.
     pub(crate) redis: Vec<f64>,
-    /// Latency percentiles of each run, in ms.
+    /// Mean latency and percentiles of each run, in ms.
+    pub(crate) avg: Vec<f64>,
     pub(crate) p50: Vec<f64>,
     pub(crate) p99: Vec<f64>,
     /// Whole-system CPU per operation of each run (see [`RunResult::all_us_per_op`]).
@@ -259,6 +262,9 @@ impl Cell {
     pub(crate) fn redis(&self) -> Option<f64> {
         median(&self.redis)
     }
+    pub(crate) fn avg(&self) -> Option<f64> {
+        median(&self.avg)
+    }
     pub(crate) fn p50(&self) -> Option<f64> {
         median(&self.p50)
     }
@@ -273,6 +279,7 @@ impl Cell {
             (&mut self.cpu, r.cpu_us_per_op),
             (&mut self.all, r.all_us_per_op),
             (&mut self.redis, r.redis_us_per_op),
+            (&mut self.avg, r.avg_ms),
             (&mut self.p50, r.p50_ms),
             (&mut self.p99, r.p99_ms),
         ];

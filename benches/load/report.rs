@@ -229,6 +229,8 @@ pub(crate) fn render(
         out,
         "## Load benchmark: direct Redis vs Tessera vs twemproxy\n"
     );
+    // The workloads' tables are left out when `TESSERA_BENCH_ONLY` selected none.
+    let main_table = out.len();
     let _ = writeln!(
         out,
         "Median of {} interleaved runs of `redis-benchmark -c {CLIENTS} -r {KEYSPACE}`; ratios \
@@ -317,6 +319,9 @@ pub(crate) fn render(
         }
         let _ = writeln!(out, " {target} |");
     }
+    if workloads.is_empty() {
+        out.truncate(main_table);
+    }
 
     resp3_section(&mut out, workloads, endpoints, cells);
     baseline_section(&mut out, workloads, endpoints, cells);
@@ -328,6 +333,7 @@ pub(crate) fn render(
     }
     summary_section(&mut out, workloads, endpoints, cells, extra, &proxies);
     targets_section(&mut out, workloads, endpoints, cells, extra);
+    let cpu_tables = out.len();
 
     let _ = writeln!(
         out,
@@ -381,6 +387,9 @@ pub(crate) fn render(
             );
         }
     }
+    if workloads.is_empty() {
+        out.truncate(cpu_tables);
+    }
     let _ = writeln!(
         out,
         "\nSetup: {} cores shared by the client, the proxy and the servers; {}; {}; Tessera \
@@ -425,12 +434,12 @@ fn one_client_section(out: &mut String, endpoints: &[Endpoint], n: u64, single: 
     );
     let _ = writeln!(
         out,
-        "| system | ops/s | p50 ms | p99 ms | added p50 µs | proxy CPU µs/request | Redis µs/request |"
+        "| system | ops/s | mean ms | p50 ms | p99 ms | added p50 µs | proxy CPU µs/request | Redis µs/request |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for (ep, c) in endpoints.iter().zip(single) {
         if let (Some(e), true) = (&c.error, c.ops.is_empty()) {
-            let _ = writeln!(out, "| {} | error: {e} | | | | | |", ep.sys.label());
+            let _ = writeln!(out, "| {} | error: {e} | | | | | | |", ep.sys.label());
             continue;
         }
         let added = match (c.p50(), direct_p50) {
@@ -439,9 +448,10 @@ fn one_client_section(out: &mut String, endpoints: &[Endpoint], n: u64, single: 
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             ep.sys.label(),
             fmt_ops(c.ops()),
+            fmt_ms(c.avg()),
             fmt_ms(c.p50()),
             fmt_ms(c.p99()),
             added,
