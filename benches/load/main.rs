@@ -197,7 +197,7 @@ fn main() {
     );
 
     // Memory first, while the proxies are fresh.
-    let mut memory: Vec<(Sys, Result<Memory, String>)> = Vec::new();
+    let mut memory: Vec<ProxyMemory> = Vec::new();
     if let Some(n) = connections {
         let soft = nofile.unwrap_or(0);
         // The bench's own descriptors besides the connections: servers' pipes, logs, probes.

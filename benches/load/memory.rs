@@ -32,8 +32,11 @@ pub(crate) fn raise_nofile_limit() -> Option<u64> {
             rl = raised;
         }
     }
-    Some(rl.rlim_cur as u64)
+    Some(rl.rlim_cur)
 }
+
+/// A proxy and its memory figures (or why there are none).
+pub(crate) type ProxyMemory = (Sys, Result<Memory, String>);
 
 /// The memory figures of one proxy, VmRSS in KiB.
 pub(crate) struct Memory {

@@ -198,7 +198,7 @@ pub(crate) struct Extra<'a> {
     /// GETs of the one-client run and its cells, one per endpoint.
     pub(crate) one_client: Option<(u64, &'a [Cell])>,
     /// Idle connections asked for, the RLIMIT_NOFILE soft limit, and each proxy's figures.
-    pub(crate) memory: Option<(usize, Option<u64>, &'a [(Sys, Result<Memory, String>)])>,
+    pub(crate) memory: Option<(usize, Option<u64>, &'a [ProxyMemory])>,
 }
 
 /// The ratio to direct Redis of system `sys` in a row of cells.
@@ -461,12 +461,7 @@ fn one_client_section(out: &mut String, endpoints: &[Endpoint], n: u64, single: 
     }
 }
 
-fn memory_section(
-    out: &mut String,
-    n: usize,
-    nofile: Option<u64>,
-    memory: &[(Sys, Result<Memory, String>)],
-) {
+fn memory_section(out: &mut String, n: usize, nofile: Option<u64>, memory: &[ProxyMemory]) {
     let _ = writeln!(
         out,
         "\nMemory (VmRSS of /proc/<pid>/status): fresh = started and connected to its \
