@@ -1,12 +1,19 @@
-//! Load benchmark: `redis-benchmark` against Redis directly, through Tessera and through
-//! twemproxy, interleaved, with each proxy's CPU time per operation.
+//! Load benchmark: `redis-benchmark` against Redis directly, through Tessera (default workers
+//! and one worker) and through twemproxy, interleaved, with the CPU time per operation of each
+//! proxy and of the Redis servers behind it, one client's latency, and each proxy's memory.
 //!
 //! Run: `cargo bench --bench load` (release profile). Environment:
 //! - `TESSERA_BENCH_REQUESTS` — requests of a `-P 16` single-key run (default 1000000); the
 //!   other workloads use a fixed fraction of it (the `requests` column);
 //! - `TESSERA_BENCH_REPS` — repetitions per workload and system (default 3; the median counts);
-//! - `TESSERA_BENCH_WORKERS` — Tessera's `proxy.workers` (default: the proxy's own, one per core);
-//! - `TESSERA_BENCH_ONLY` — comma-separated parts of workload names: only those workloads run.
+//! - `TESSERA_BENCH_WORKERS` — the default Tessera's `proxy.workers` (default: the proxy's
+//!   own, one per core);
+//! - `TESSERA_BENCH_ONE_WORKER` — 0 leaves out the system "Tessera, 1 worker" (default 1);
+//! - `TESSERA_BENCH_ONE_CLIENT` — GETs of the one-client run (default 20000; 0 skips it);
+//! - `TESSERA_BENCH_CONNECTIONS` — idle client connections of the memory figures (default
+//!   10000; 0 skips them);
+//! - `TESSERA_BENCH_ONLY` — comma-separated parts of workload names: only those workloads run
+//!   (the one-client run is named `one client GET -P1`, the memory figures `memory`).
 //! - `TESSERA_BENCH_BASELINE` — the path of another `tessera` executable (e.g. a release build
 //!   of an earlier commit): it runs as a fourth system over the same servers, and the report
 //!   gets a table of this build against it.
@@ -28,11 +35,13 @@ use harness::{
 };
 
 mod measure;
+mod memory;
 mod report;
 mod systems;
 mod workloads;
 
 use measure::*;
+use memory::*;
 use report::*;
 use systems::*;
 use workloads::*;
@@ -47,6 +56,10 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 const BIG_VALUE: usize = 1024;
 /// Fields of each hash of the HGETALL workloads.
 const HASH_FIELDS: usize = 10;
+/// Name of the one-client run (for `TESSERA_BENCH_ONLY`).
+const ONE_CLIENT: &str = "one client GET -P1";
+/// Name of the memory figures (for `TESSERA_BENCH_ONLY`).
+const MEMORY: &str = "memory";
 
 fn env_u64(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -91,24 +104,43 @@ fn main() {
     let base = env_u64("TESSERA_BENCH_REQUESTS", 1_000_000).max(1000);
     let reps = env_u64("TESSERA_BENCH_REPS", 3).max(1) as usize;
     let workers = std::env::var("TESSERA_BENCH_WORKERS").ok();
+    let one_worker = env_u64("TESSERA_BENCH_ONE_WORKER", 1) != 0;
     let clk_tck = clock_ticks_per_sec();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // TESSERA_BENCH_ONLY=a,b: only the workloads whose names contain one of these.
+    let only: Vec<String> = std::env::var("TESSERA_BENCH_ONLY")
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default();
+    let selected = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+    let one_client = Some(env_u64("TESSERA_BENCH_ONE_CLIENT", 20_000))
+        .filter(|&n| n > 0 && selected(ONE_CLIENT));
+    let connections =
+        Some(env_u64("TESSERA_BENCH_CONNECTIONS", TARGET_CONNECTIONS as u64) as usize)
+            .filter(|&n| n > 0 && selected(MEMORY));
+    // Before any process starts: they inherit it, and the idle connections need it.
+    let nofile = raise_nofile_limit();
 
     let a = RedisServer::start();
     let b = RedisServer::start();
-    let proxy = |bin: Option<&str>| {
-        let mut builder = Proxy::builder(&[&[&a], &[&b]]);
-        if let Some(w) = &workers {
-            builder = builder.settings(&[("proxy.workers", w.as_str())]);
+    // Room for the idle connections of the memory figures next to the bench's own.
+    let max_clients = (connections.unwrap_or(0) + 1000).to_string();
+    let proxy = |bin: Option<&str>, workers: Option<&str>| {
+        let mut builder = Proxy::builder(&[&[&a], &[&b]])
+            .settings(&[("proxy.max_clients", max_clients.as_str())]);
+        if let Some(w) = workers {
+            builder = builder.settings(&[("proxy.workers", w)]);
         }
         if let Some(bin) = bin {
             builder = builder.binary(bin);
         }
         builder.start()
     };
-    let tessera = proxy(None);
+    let tessera = proxy(None, workers.as_deref());
+    let tessera_one = one_worker.then(|| proxy(None, Some("1")));
     let baseline_bin = std::env::var("TESSERA_BENCH_BASELINE").ok();
-    let baseline = baseline_bin.as_deref().map(|bin| proxy(Some(bin)));
+    let baseline = baseline_bin
+        .as_deref()
+        .map(|bin| proxy(Some(bin), workers.as_deref()));
     let twemproxy = match nc_version {
         Some(_) => match Twemproxy::start(&[&a, &b]) {
             Ok(t) => Some(t),
@@ -133,6 +165,13 @@ fn main() {
             cpu_pid: Some(tessera.pid()),
         },
     ];
+    if let Some(p) = &tessera_one {
+        endpoints.push(Endpoint {
+            sys: Sys::TesseraOne,
+            addr: p.addr,
+            cpu_pid: Some(p.pid()),
+        });
+    }
     if let Some(p) = &baseline {
         endpoints.push(Endpoint {
             sys: Sys::Baseline,
@@ -150,12 +189,53 @@ fn main() {
 
     println!(
         "load bench: {cores} cores; redis-benchmark -c {CLIENTS} -r {KEYSPACE}; base requests \
-         {base}; {reps} repetitions, interleaved; direct = one redis-server ({}); tessera and \
-         twemproxy over two ({} + {})",
+         {base}; {reps} repetitions, interleaved; direct = one redis-server ({}); the proxies \
+         over two ({} + {})",
         a.addr(),
         a.addr(),
         b.addr()
     );
+
+    // Memory first, while the proxies are fresh.
+    let mut memory: Vec<ProxyMemory> = Vec::new();
+    if let Some(n) = connections {
+        let soft = nofile.unwrap_or(0);
+        // The bench's own descriptors besides the connections: servers' pipes, logs, probes.
+        if (soft as usize) < n + 100 {
+            println!(
+                "load bench: RLIMIT_NOFILE (soft, raised to the hard limit) is {soft}: too \
+                 low for {n} idle connections; it opens as many as it can (raise the hard \
+                 limit with `ulimit -Hn`)"
+            );
+        }
+        let sessions = workers
+            .as_deref()
+            .and_then(|w| w.parse::<usize>().ok())
+            .unwrap_or(0)
+            .max(cores)
+            .max(1)
+            * 2;
+        for ep in &endpoints {
+            let Some(pid) = ep.cpu_pid else { continue };
+            let m = measure_idle(ep, pid, n, sessions);
+            match &m {
+                Ok(m) => println!(
+                    "  memory {:<10} fresh {} KiB, {} idle connections {} KiB ({} KiB each){}",
+                    ep.sys.label(),
+                    m.fresh_kib,
+                    m.opened,
+                    m.idle_kib,
+                    fmt_cpu(m.kib_per_connection()),
+                    m.short
+                        .as_ref()
+                        .map(|s| format!("; stopped: {s}"))
+                        .unwrap_or_default()
+                ),
+                Err(e) => println!("  memory {}: {e}", ep.sys.label()),
+            }
+            memory.push((ep.sys, m));
+        }
+    }
 
     // Warm-up: connections, allocators, page cache. Not measured.
     let warm = Workload {
@@ -172,18 +252,14 @@ fn main() {
         },
     };
     for ep in &endpoints {
-        if let Err(e) = run_benchmark(ep, &warm, 20_000, clk_tck, &servers) {
+        if let Err(e) = run_benchmark(ep, &warm, 20_000, CLIENTS, clk_tck, &servers) {
             println!("  warm-up {}: {e}", ep.sys.label());
         }
     }
 
-    // TESSERA_BENCH_ONLY=a,b: only the workloads whose names contain one of these.
-    let only: Vec<String> = std::env::var("TESSERA_BENCH_ONLY")
-        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
-        .unwrap_or_default();
     let workloads: Vec<Workload> = workloads()
         .into_iter()
-        .filter(|w| only.is_empty() || only.iter().any(|o| w.name.contains(o.as_str())))
+        .filter(|w| selected(w.name))
         .collect();
     let mut cells: Vec<Vec<Cell>> = workloads
         .iter()
@@ -192,6 +268,9 @@ fn main() {
     // A workload runs on its own, or with its RESP3 partner (RESP3_PAIRS) rep by rep, so
     // that the drift of the machine hits both protocols alike.
     let mut done = vec![false; workloads.len()];
+    // Which endpoints have the big keys / the hashes already (filled once each).
+    let mut big_filled = vec![false; endpoints.len()];
+    let mut hashes_filled = vec![false; endpoints.len()];
     for first in 0..workloads.len() {
         if done[first] {
             continue;
@@ -207,10 +286,12 @@ fn main() {
         for &i in &batch {
             done[i] = true;
             let w = &workloads[i];
-            for (ep, cell) in endpoints.iter().zip(cells[i].iter_mut()) {
-                let prepared = if w.needs_big_keys {
+            for (e, (ep, cell)) in endpoints.iter().zip(cells[i].iter_mut()).enumerate() {
+                let prepared = if w.needs_big_keys && !big_filled[e] {
+                    big_filled[e] = true;
                     fill_big_keys(ep)
-                } else if w.needs_hashes {
+                } else if w.needs_hashes && !hashes_filled[e] {
+                    hashes_filled[e] = true;
                     fill_hashes(ep)
                 } else {
                     Ok(())
@@ -229,24 +310,20 @@ fn main() {
                     if cell.error.is_some() {
                         continue;
                     }
-                    match run_benchmark(ep, w, requests, clk_tck, &servers) {
+                    match run_benchmark(ep, w, requests, CLIENTS, clk_tck, &servers) {
                         Ok(r) => {
                             println!(
-                                "  {:<18} rep {} {:<9} {:>12} ops/s  proxy CPU {} µs/op, all {} µs/op",
+                                "  {:<18} rep {} {:<10} {:>12} ops/s  proxy CPU {} µs/op, \
+                                 Redis {} µs/op, all {} µs/op",
                                 w.name,
                                 rep + 1,
                                 ep.sys.label(),
                                 fmt_ops(Some(r.ops_per_sec)),
                                 fmt_cpu(r.cpu_us_per_op),
+                                fmt_cpu(r.redis_us_per_op),
                                 fmt_cpu(r.all_us_per_op)
                             );
-                            cell.ops.push(r.ops_per_sec);
-                            if let Some(c) = r.cpu_us_per_op {
-                                cell.cpu.push(c);
-                            }
-                            if let Some(c) = r.all_us_per_op {
-                                cell.all.push(c);
-                            }
+                            cell.push(&r);
                         }
                         Err(e) => {
                             println!("  {} rep {} {}: {e}", w.name, rep + 1, ep.sys.label());
@@ -258,15 +335,75 @@ fn main() {
         }
     }
 
+    // One client, one request at a time: the latency a proxy adds.
+    let mut single: Vec<Cell> = endpoints.iter().map(|_| Cell::default()).collect();
+    if let Some(n) = one_client {
+        let w = Workload {
+            name: ONE_CLIENT,
+            pipeline: 1,
+            share: (1, 1),
+            args: vec!["-t".into(), "get".into()],
+            needs_big_keys: false,
+            needs_hashes: false,
+            resp3: false,
+            target: Target {
+                min_ratio: 0.0,
+                max_cpu_us: None,
+            },
+        };
+        for rep in 0..reps {
+            for (ep, cell) in endpoints.iter().zip(single.iter_mut()) {
+                if cell.error.is_some() {
+                    continue;
+                }
+                match run_benchmark(ep, &w, n, 1, clk_tck, &servers) {
+                    Ok(r) => {
+                        println!(
+                            "  {} rep {} {:<10} {:>8} ops/s  mean {} ms, p50 {} ms, p99 {} ms, proxy CPU \
+                             {} µs/op",
+                            w.name,
+                            rep + 1,
+                            ep.sys.label(),
+                            fmt_ops(Some(r.ops_per_sec)),
+                            fmt_ms(r.avg_ms),
+                            fmt_ms(r.p50_ms),
+                            fmt_ms(r.p99_ms),
+                            fmt_cpu(r.cpu_us_per_op)
+                        );
+                        cell.push(&r);
+                    }
+                    Err(e) => {
+                        println!("  {} rep {} {}: {e}", w.name, rep + 1, ep.sys.label());
+                        cell.error = Some(e);
+                    }
+                }
+            }
+        }
+    }
+
+    // The proxies that served every run, now idle again.
+    for (sys, m) in &mut memory {
+        if let (Ok(m), Some(ep)) = (m, endpoints.iter().find(|e| e.sys == *sys))
+            && let Some(pid) = ep.cpu_pid
+        {
+            m.after_kib = rss(pid).ok();
+        }
+    }
+
     let md = render(
         &workloads,
         &endpoints,
         &cells,
+        &Extra {
+            one_client: one_client.map(|n| (n, single.as_slice())),
+            memory: connections.map(|n| (n, nofile, memory.as_slice())),
+        },
         &Meta {
             base,
             reps,
             cores,
             workers,
+            one_worker,
             redis_benchmark: rb_version,
             nutcracker: twemproxy.as_ref().and(nc_version.clone()),
             load: (load_before, load_average()),
@@ -281,5 +418,6 @@ fn main() {
     }
     drop(twemproxy);
     drop(baseline);
+    drop(tessera_one);
     drop(tessera);
 }

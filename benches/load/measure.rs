@@ -1,5 +1,6 @@
-//! Measuring: one redis-benchmark run with the CPU time of the proxy it goes through, the
-//! data some workloads need first, and the median of a cell's runs.
+//! Measuring: one redis-benchmark run with the CPU time of the proxy it goes through and of
+//! the Redis servers behind it, the data some workloads need first, and the median of a
+//! cell's runs.
 
 use super::*;
 
@@ -7,6 +8,12 @@ pub(crate) struct RunResult {
     pub(crate) ops_per_sec: f64,
     /// Proxy CPU per operation (None for direct Redis).
     pub(crate) cpu_us_per_op: Option<f64>,
+    /// CPU per operation of the two redis-servers together.
+    pub(crate) redis_us_per_op: Option<f64>,
+    /// Mean latency and percentiles redis-benchmark printed, in ms.
+    pub(crate) avg_ms: Option<f64>,
+    pub(crate) p50_ms: Option<f64>,
+    pub(crate) p99_ms: Option<f64>,
     /// CPU per operation of every process taking part: redis-benchmark, both
     /// redis-servers and the proxy.
     pub(crate) all_us_per_op: Option<f64>,
@@ -23,11 +30,13 @@ pub(crate) fn children_cpu_us() -> Option<f64> {
     Some(us(ru.ru_utime) + us(ru.ru_stime))
 }
 
-/// One redis-benchmark run against `ep`; `Err` if it failed, timed out or printed no rate.
+/// One redis-benchmark run of `clients` connections against `ep`; `Err` if it failed, timed
+/// out or printed no rate.
 pub(crate) fn run_benchmark(
     ep: &Endpoint,
     w: &Workload,
     requests: u64,
+    clients: u32,
     clk_tck: f64,
     servers: &[u32],
 ) -> Result<RunResult, String> {
@@ -37,7 +46,7 @@ pub(crate) fn run_benchmark(
     let client_before = children_cpu_us();
     let mut cmd = Command::new("redis-benchmark");
     cmd.args(["-h", "127.0.0.1", "-p", &ep.addr.port().to_string()])
-        .args(["-c", &CLIENTS.to_string(), "-n", &requests.to_string()])
+        .args(["-c", &clients.to_string(), "-n", &requests.to_string()])
         .args(["-r", &KEYSPACE.to_string(), "-P", &w.pipeline.to_string()])
         .args(["-q", "--csv"]);
     if w.resp3 {
@@ -52,7 +61,9 @@ pub(crate) fn run_benchmark(
     let Some(status) = status else {
         return Err(format!("redis-benchmark killed after {RUN_TIMEOUT:?}"));
     };
-    let rps = parse_csv_rps(&stdout).ok_or_else(|| {
+    let csv = parse_csv(&stdout);
+    let field = |name: &str| csv.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    let rps = field("rps").ok_or_else(|| {
         format!(
             "redis-benchmark ({status}) printed no rate; stdout: {stdout:?}; stderr: {}",
             stderr.trim()
@@ -75,21 +86,38 @@ pub(crate) fn run_benchmark(
     Ok(RunResult {
         ops_per_sec: rps,
         cpu_us_per_op,
+        redis_us_per_op: servers_us,
+        avg_ms: field("avg_latency_ms"),
+        p50_ms: field("p50_latency_ms"),
+        p99_ms: field("p99_latency_ms"),
         all_us_per_op,
     })
 }
 
-/// The `rps` of the first result line of `redis-benchmark --csv`:
-/// `"test","rps",...` then `"SET","86956.52",...`.
-pub(crate) fn parse_csv_rps(stdout: &str) -> Option<f64> {
-    stdout
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with('"') && !l.starts_with("\"test\""))
-        .find_map(|l| {
-            let fields: Vec<&str> = l.split("\",\"").collect();
-            fields.get(1)?.trim_matches('"').parse().ok()
-        })
+/// The numeric fields of the first result line of `redis-benchmark --csv`, named by its
+/// header: `"test","rps","avg_latency_ms",...` then `"SET","86956.52","0.301",...`
+/// (older redis-benchmarks print only `test` and `rps`).
+pub(crate) fn parse_csv(stdout: &str) -> Vec<(String, f64)> {
+    let split = |l: &str| -> Vec<String> {
+        l.trim()
+            .trim_matches('"')
+            .split("\",\"")
+            .map(String::from)
+            .collect()
+    };
+    let mut lines = stdout.lines().map(str::trim).filter(|l| l.starts_with('"'));
+    let header = match lines.clone().find(|l| l.starts_with("\"test\"")) {
+        Some(h) => split(h),
+        None => vec!["test".into(), "rps".into()],
+    };
+    let Some(row) = lines.find(|l| !l.starts_with("\"test\"")) else {
+        return Vec::new();
+    };
+    header
+        .into_iter()
+        .zip(split(row))
+        .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+        .collect()
 }
 
 /// One command of the workload, with `__rand_int__` fixed, as redis-benchmark would send it.
@@ -210,6 +238,12 @@ pub(crate) fn median(xs: &[f64]) -> Option<f64> {
 pub(crate) struct Cell {
     pub(crate) ops: Vec<f64>,
     pub(crate) cpu: Vec<f64>,
+    /// CPU per operation of the two redis-servers, each run.
+    pub(crate) redis: Vec<f64>,
+    /// Mean latency and percentiles of each run, in ms.
+    pub(crate) avg: Vec<f64>,
+    pub(crate) p50: Vec<f64>,
+    pub(crate) p99: Vec<f64>,
     /// Whole-system CPU per operation of each run (see [`RunResult::all_us_per_op`]).
     pub(crate) all: Vec<f64>,
     pub(crate) error: Option<String>,
@@ -224,5 +258,35 @@ impl Cell {
     }
     pub(crate) fn all(&self) -> Option<f64> {
         median(&self.all)
+    }
+    pub(crate) fn redis(&self) -> Option<f64> {
+        median(&self.redis)
+    }
+    pub(crate) fn avg(&self) -> Option<f64> {
+        median(&self.avg)
+    }
+    pub(crate) fn p50(&self) -> Option<f64> {
+        median(&self.p50)
+    }
+    pub(crate) fn p99(&self) -> Option<f64> {
+        median(&self.p99)
+    }
+
+    /// Adds a run's figures.
+    pub(crate) fn push(&mut self, r: &RunResult) {
+        self.ops.push(r.ops_per_sec);
+        let pairs = [
+            (&mut self.cpu, r.cpu_us_per_op),
+            (&mut self.all, r.all_us_per_op),
+            (&mut self.redis, r.redis_us_per_op),
+            (&mut self.avg, r.avg_ms),
+            (&mut self.p50, r.p50_ms),
+            (&mut self.p99, r.p99_ms),
+        ];
+        for (runs, value) in pairs {
+            if let Some(v) = value {
+                runs.push(v);
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The report: the table of every workload and system, RESP3 against RESP2, this build
-//! against a baseline, and where it is written.
+//! against a baseline, one client's latency, the proxies' memory, the targets met and not
+//! met, and where it is written.
 
 use super::*;
 
@@ -56,6 +57,16 @@ pub(crate) fn fmt_ops(x: Option<f64>) -> String {
 
 pub(crate) fn fmt_cpu(x: Option<f64>) -> String {
     x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "—".into())
+}
+
+pub(crate) fn fmt_ms(x: Option<f64>) -> String {
+    x.map(|x| format!("{x:.3}")).unwrap_or_else(|| "—".into())
+}
+
+/// KiB as MiB with one decimal.
+fn fmt_mib(kib: Option<u64>) -> String {
+    kib.map(|k| format!("{:.1}", k as f64 / 1024.0))
+        .unwrap_or_else(|| "—".into())
 }
 
 /// RESP3 against RESP2 sessions on each system, for the workloads of [`RESP3_PAIRS`] that
@@ -174,6 +185,7 @@ pub(crate) struct Meta {
     pub(crate) reps: usize,
     pub(crate) cores: usize,
     pub(crate) workers: Option<String>,
+    pub(crate) one_worker: bool,
     pub(crate) redis_benchmark: String,
     pub(crate) nutcracker: Option<String>,
     /// 1-minute load average before and after the runs.
@@ -181,41 +193,86 @@ pub(crate) struct Meta {
     pub(crate) elapsed: Duration,
 }
 
+/// What the report adds to the workloads' tables.
+pub(crate) struct Extra<'a> {
+    /// GETs of the one-client run and its cells, one per endpoint.
+    pub(crate) one_client: Option<(u64, &'a [Cell])>,
+    /// Idle connections asked for, the RLIMIT_NOFILE soft limit, and each proxy's figures.
+    pub(crate) memory: Option<(usize, Option<u64>, &'a [ProxyMemory])>,
+}
+
+/// The ratio to direct Redis of system `sys` in a row of cells.
+fn ratio_of(endpoints: &[Endpoint], row: &[Cell], sys: Sys) -> Option<f64> {
+    let find = |sys: Sys| endpoints.iter().position(|e| e.sys == sys);
+    match (row[find(sys)?].ops(), row[find(Sys::Direct)?].ops()) {
+        (Some(o), Some(d)) if d > 0.0 => Some(o / d),
+        _ => None,
+    }
+}
+
 pub(crate) fn render(
     workloads: &[Workload],
     endpoints: &[Endpoint],
     cells: &[Vec<Cell>],
+    extra: &Extra,
     m: &Meta,
 ) -> String {
     let find = |_row: &[Cell], sys: Sys| endpoints.iter().position(|e| e.sys == sys);
+    // The proxies of the main table (the baseline has its own).
+    let mut proxies = vec![Sys::Tessera];
+    if m.one_worker {
+        proxies.push(Sys::TesseraOne);
+    }
+    proxies.push(Sys::Twemproxy);
     let mut out = String::new();
     let _ = writeln!(
         out,
         "## Load benchmark: direct Redis vs Tessera vs twemproxy\n"
     );
+    // The workloads' tables are left out when `TESSERA_BENCH_ONLY` selected none.
+    let main_table = out.len();
     let _ = writeln!(
         out,
         "Median of {} interleaved runs of `redis-benchmark -c {CLIENTS} -r {KEYSPACE}`; ratios \
-         against direct Redis; proxy CPU = utime+stime of the proxy process per operation.\n",
+         against direct Redis; proxy CPU = utime+stime of the proxy process per operation; \
+         Redis CPU = utime+stime of the two redis-servers together per operation (direct: \
+         server A does the work).\n",
         m.reps
     );
+    let _ = write!(
+        out,
+        "| workload | requests | direct ops/s | direct Redis µs/op |"
+    );
+    for sys in &proxies {
+        let l = sys.label();
+        let _ = write!(
+            out,
+            " {l} ops/s (ratio) | {l} CPU µs/op | {l} Redis µs/op |"
+        );
+    }
+    let _ = writeln!(out, " target (tessera) |");
     let _ = writeln!(
         out,
-        "| workload | requests | direct ops/s | tessera ops/s (ratio) | tessera CPU µs/op | \
-         twemproxy ops/s (ratio) | twemproxy CPU µs/op | target (tessera) |"
+        "|---|---:|---:|---:|{}---|",
+        "---:|---:|---:|".repeat(proxies.len())
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---|");
     for (w, row) in workloads.iter().zip(cells) {
         let requests = (m.base * w.share.0 / w.share.1).max(1000);
         let direct = find(row, Sys::Direct).and_then(|i| row[i].ops());
-        let cell_text = |sys: Sys| -> (String, String, Option<f64>, Option<f64>) {
+        let cell_text = |sys: Sys| -> (String, String, String, Option<f64>, Option<f64>) {
             let Some(i) = find(row, sys) else {
-                return ("skipped".into(), "—".into(), None, None);
+                return ("skipped".into(), "—".into(), "—".into(), None, None);
             };
             let c = &row[i];
             if let (Some(e), true) = (&c.error, c.ops.is_empty()) {
                 let short: String = e.chars().take(60).collect();
-                return (format!("error: {short}"), "—".into(), None, None);
+                return (
+                    format!("error: {short}"),
+                    "—".into(),
+                    "—".into(),
+                    None,
+                    None,
+                );
             }
             let ops = c.ops();
             let ratio = match (ops, direct) {
@@ -227,14 +284,14 @@ pub(crate) fn render(
                 Some(r) => format!("{} ({:.2})", fmt_ops(ops), (r * 100.0).floor() / 100.0),
                 None => fmt_ops(ops),
             };
-            (text, fmt_cpu(c.cpu()), ratio, c.cpu())
+            (text, fmt_cpu(c.cpu()), fmt_cpu(c.redis()), ratio, c.cpu())
         };
-        let (t_text, t_cpu, t_ratio, t_cpu_v) = cell_text(Sys::Tessera);
-        let (n_text, n_cpu, _, _) = cell_text(Sys::Twemproxy);
+        let (_, _, _, t_ratio, t_cpu_v) = cell_text(Sys::Tessera);
         let direct_text = match find(row, Sys::Direct) {
             Some(i) if row[i].ops.is_empty() => "error".into(),
             _ => fmt_ops(direct),
         };
+        let direct_redis = fmt_cpu(find(row, Sys::Direct).and_then(|i| row[i].redis()));
         let mark = |ok: Option<bool>| match ok {
             Some(true) => " ✓",
             Some(false) => " ✗",
@@ -248,22 +305,35 @@ pub(crate) fn render(
         if let Some(max) = w.target.max_cpu_us {
             let _ = write!(target, ", ≤ {max} µs/op{}", mark(t_cpu_v.map(|c| c <= max)));
         }
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} |",
             w.name,
             fmt_ops(Some(requests as f64)),
             direct_text,
-            t_text,
-            t_cpu,
-            n_text,
-            n_cpu,
-            target
+            direct_redis
         );
+        for sys in &proxies {
+            let (text, cpu, redis, _, _) = cell_text(*sys);
+            let _ = write!(out, " {text} | {cpu} | {redis} |");
+        }
+        let _ = writeln!(out, " {target} |");
+    }
+    if workloads.is_empty() {
+        out.truncate(main_table);
     }
 
     resp3_section(&mut out, workloads, endpoints, cells);
     baseline_section(&mut out, workloads, endpoints, cells);
+    if let Some((n, single)) = extra.one_client {
+        one_client_section(&mut out, endpoints, n, single);
+    }
+    if let Some((n, nofile, memory)) = extra.memory {
+        memory_section(&mut out, n, nofile, memory);
+    }
+    summary_section(&mut out, workloads, endpoints, cells, extra, &proxies);
+    targets_section(&mut out, workloads, endpoints, cells, extra);
+    let cpu_tables = out.len();
 
     let _ = writeln!(
         out,
@@ -317,11 +387,14 @@ pub(crate) fn render(
             );
         }
     }
+    if workloads.is_empty() {
+        out.truncate(cpu_tables);
+    }
     let _ = writeln!(
         out,
         "\nSetup: {} cores shared by the client, the proxy and the servers; {}; {}; Tessera \
-         workers: {}; base requests {} (`TESSERA_BENCH_REQUESTS`); load average {} before, {} \
-         after; took {:.0} s.",
+         workers: {}; Tessera 1 worker: {}; base requests {} (`TESSERA_BENCH_REQUESTS`); load \
+         average {} before, {} after; took {:.0} s.",
         m.cores,
         m.redis_benchmark,
         m.nutcracker
@@ -329,6 +402,11 @@ pub(crate) fn render(
             .map(|v| v.trim_start_matches("This is "))
             .unwrap_or("twemproxy not run"),
         m.workers.as_deref().unwrap_or("default (one per core)"),
+        if m.one_worker {
+            "run"
+        } else {
+            "not run (`TESSERA_BENCH_ONE_WORKER=0`)"
+        },
         m.base,
         m.load.0,
         m.load.1,
@@ -336,8 +414,374 @@ pub(crate) fn render(
     );
     let _ = writeln!(
         out,
-        "Targets: at -P16 Tessera ≥ 0.6× direct and ≤ 1.3 µs CPU per GET; at -P1 ≥ \
-         0.85× direct."
+        "Targets of the table's last column: at -P16 Tessera ≥ 0.6× direct and ≤ 1.3 µs CPU \
+         per GET; at -P1 ≥ 0.85× direct."
     );
     out
+}
+
+/// One client (`-c 1`), GET at -P1: each system's latency, the median p50 it adds to direct
+/// Redis's, and the proxy's CPU per request.
+fn one_client_section(out: &mut String, endpoints: &[Endpoint], n: u64, single: &[Cell]) {
+    let direct_p50 = endpoints
+        .iter()
+        .position(|e| e.sys == Sys::Direct)
+        .and_then(|i| single[i].p50());
+    let _ = writeln!(
+        out,
+        "\nOne client (`redis-benchmark -c 1 -P 1 -t get -n {n}`), medians of the runs; \
+         latency as redis-benchmark reports it; added p50 = p50 − direct Redis's p50:\n"
+    );
+    let _ = writeln!(
+        out,
+        "| system | ops/s | mean ms | p50 ms | p99 ms | added p50 µs | proxy CPU µs/request | Redis µs/request |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (ep, c) in endpoints.iter().zip(single) {
+        if let (Some(e), true) = (&c.error, c.ops.is_empty()) {
+            let _ = writeln!(out, "| {} | error: {e} | | | | | | |", ep.sys.label());
+            continue;
+        }
+        let added = match (c.p50(), direct_p50) {
+            (Some(p), Some(d)) if ep.sys != Sys::Direct => format!("{:+.0}", (p - d) * 1000.0),
+            _ => "—".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            ep.sys.label(),
+            fmt_ops(c.ops()),
+            fmt_ms(c.avg()),
+            fmt_ms(c.p50()),
+            fmt_ms(c.p99()),
+            added,
+            fmt_cpu(c.cpu()),
+            fmt_cpu(c.redis())
+        );
+    }
+}
+
+fn memory_section(out: &mut String, n: usize, nofile: Option<u64>, memory: &[ProxyMemory]) {
+    let _ = writeln!(
+        out,
+        "\nMemory (VmRSS of /proc/<pid>/status): fresh = started and connected to its \
+         backends; idle = with {n} idle client connections open (each sent PING and read \
+         +PONG), KiB per connection = (idle − fresh) / connections; after the load = at the \
+         end of the bench, every run's connections closed; RLIMIT_NOFILE of the bench and \
+         the proxies: {}:\n",
+        nofile.map_or("?".into(), |n| n.to_string())
+    );
+    let _ = writeln!(
+        out,
+        "| proxy | fresh MiB | connections | idle MiB | KiB per connection | after the load MiB | after / idle | after / fresh |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (sys, m) in memory {
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = writeln!(out, "| {} | error: {e} | | | | | | |", sys.label());
+                continue;
+            }
+        };
+        let ratio = |base: u64| {
+            m.after_kib
+                .filter(|_| base > 0)
+                .map_or("—".into(), |a| format!("{:.2}", a as f64 / base as f64))
+        };
+        let opened = match &m.short {
+            Some(why) => format!("{} of {n} ({why})", m.opened),
+            None => m.opened.to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            sys.label(),
+            fmt_mib(Some(m.fresh_kib)),
+            opened,
+            fmt_mib(Some(m.idle_kib)),
+            fmt_cpu(m.kib_per_connection()),
+            fmt_mib(m.after_kib),
+            ratio(m.idle_kib),
+            ratio(m.fresh_kib)
+        );
+    }
+}
+
+/// The figures of the goals, one row each, the proxies side by side.
+fn summary_section(
+    out: &mut String,
+    workloads: &[Workload],
+    endpoints: &[Endpoint],
+    cells: &[Vec<Cell>],
+    extra: &Extra,
+    proxies: &[Sys],
+) {
+    let idx = |sys: Sys| endpoints.iter().position(|e| e.sys == sys);
+    let row_of = |name: &str| {
+        workloads
+            .iter()
+            .position(|w| w.name == name)
+            .map(|i| &cells[i])
+    };
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    let per_proxy = |f: &dyn Fn(Sys) -> Option<String>| -> Vec<String> {
+        proxies
+            .iter()
+            .map(|&s| f(s).unwrap_or_else(|| "—".into()))
+            .collect()
+    };
+    for name in AHEAD_OF_TWEMPROXY {
+        if let Some(row) = row_of(name) {
+            rows.push((
+                format!("{name}, ratio to direct"),
+                per_proxy(&|s| ratio_of(endpoints, row, s).map(|r| format!("{r:.3}"))),
+            ));
+        }
+    }
+    for name in ["GET -P1", "GET 1 KiB -P1"] {
+        if let Some(row) = row_of(name) {
+            rows.push((
+                format!("{name}: CPU µs/op, proxy / the two Redis"),
+                per_proxy(&|s| {
+                    let c = &row[idx(s)?];
+                    Some(format!("{} / {}", fmt_cpu(c.cpu()), fmt_cpu(c.redis())))
+                }),
+            ));
+        }
+    }
+    if let Some((_, single)) = extra.one_client {
+        let direct = idx(Sys::Direct).and_then(|i| single[i].p50());
+        rows.push((
+            "one client, GET -P1: p50 added to direct (µs)".into(),
+            per_proxy(&|s| {
+                Some(format!(
+                    "{:+.0}",
+                    (single[idx(s)?].p50()? - direct?) * 1000.0
+                ))
+            }),
+        ));
+        rows.push((
+            "one client: CPU µs per request, proxy".into(),
+            per_proxy(&|s| single[idx(s)?].cpu().map(|c| format!("{c:.2}"))),
+        ));
+    }
+    if let Some((n, _, memory)) = extra.memory {
+        let mem = |s: Sys| {
+            memory
+                .iter()
+                .find(|(sys, _)| *sys == s)
+                .and_then(|(_, m)| m.as_ref().ok())
+        };
+        rows.push((
+            format!("RSS MiB, new process → {n} idle connections (KiB each)"),
+            per_proxy(&|s| {
+                let m = mem(s)?;
+                Some(format!(
+                    "{} → {} ({})",
+                    fmt_mib(Some(m.fresh_kib)),
+                    fmt_mib(Some(m.idle_kib)),
+                    fmt_cpu(m.kib_per_connection())
+                ))
+            }),
+        ));
+        rows.push((
+            "RSS MiB after the load runs (× idle)".into(),
+            per_proxy(&|s| {
+                let m = mem(s)?;
+                let after = m.after_kib?;
+                Some(format!(
+                    "{} ({:.2}×)",
+                    fmt_mib(Some(after)),
+                    after as f64 / m.idle_kib.max(1) as f64
+                ))
+            }),
+        ));
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nThe goals' figures, side by side:\n");
+    let _ = write!(out, "| case |");
+    for s in proxies {
+        let _ = write!(out, " {} |", s.label());
+    }
+    let _ = writeln!(out, "\n|---|{}", "---:|".repeat(proxies.len()));
+    for (case, values) in rows {
+        let _ = writeln!(out, "| {case} | {} |", values.join(" | "));
+    }
+}
+
+/// The goals against twemproxy and the memory goals, met or not met, with the figures.
+fn targets_section(
+    out: &mut String,
+    workloads: &[Workload],
+    endpoints: &[Endpoint],
+    cells: &[Vec<Cell>],
+    extra: &Extra,
+) {
+    let tesseras: Vec<Sys> = [Sys::Tessera, Sys::TesseraOne]
+        .into_iter()
+        .filter(|s| endpoints.iter().any(|e| e.sys == *s))
+        .collect();
+    let has_twemproxy = endpoints.iter().any(|e| e.sys == Sys::Twemproxy);
+    let verdict = |ok: bool| if ok { "met" } else { "not met" };
+    let mut lines: Vec<String> = Vec::new();
+    let (mut met, mut total) = (0, 0);
+    let mut count = |ok: bool| {
+        total += 1;
+        if ok {
+            met += 1;
+        }
+        verdict(ok)
+    };
+    let idx = |sys: Sys| endpoints.iter().position(|e| e.sys == sys);
+
+    // Throughput and Redis's CPU, case by case, against twemproxy.
+    for (w, row) in workloads.iter().zip(cells) {
+        if !AHEAD_OF_TWEMPROXY.contains(&w.name) || !has_twemproxy {
+            continue;
+        }
+        let twem_ratio = ratio_of(endpoints, row, Sys::Twemproxy);
+        let twem_redis = idx(Sys::Twemproxy).and_then(|i| row[i].redis());
+        for &t in &tesseras {
+            let l = t.label();
+            match (ratio_of(endpoints, row, t), twem_ratio) {
+                (Some(a), Some(b)) => {
+                    let ok = a >= b;
+                    let cmp = if ok { "≥" } else { "<" };
+                    lines.push(format!(
+                        "{}, ratio to direct: {l} {a:.3} {cmp} twemproxy {b:.3}: {}",
+                        w.name,
+                        count(ok)
+                    ));
+                }
+                _ => lines.push(format!(
+                    "{}, ratio to direct: {l} or twemproxy has no figure: not measured",
+                    w.name
+                )),
+            }
+            match (idx(t).and_then(|i| row[i].redis()), twem_redis) {
+                (Some(a), Some(b)) => {
+                    let ok = a <= b;
+                    let cmp = if ok { "≤" } else { ">" };
+                    lines.push(format!(
+                        "{}, Redis CPU per command: behind {l} {a:.2} µs {cmp} behind twemproxy \
+                         {b:.2} µs: {}",
+                        w.name,
+                        count(ok)
+                    ));
+                }
+                _ => lines.push(format!(
+                    "{}, Redis CPU per command: {l} or twemproxy has no figure: not measured",
+                    w.name
+                )),
+            }
+        }
+    }
+
+    // One client: the p50 added to direct Redis's, and the proxy's CPU per request.
+    if let Some((_, single)) = extra.one_client
+        && has_twemproxy
+    {
+        let p50 = |sys: Sys| idx(sys).and_then(|i| single[i].p50());
+        let cpu = |sys: Sys| idx(sys).and_then(|i| single[i].cpu());
+        let direct = p50(Sys::Direct);
+        let added = |sys: Sys| Some((p50(sys)? - direct?) * 1000.0);
+        for &t in &tesseras {
+            let l = t.label();
+            match (added(t), added(Sys::Twemproxy)) {
+                (Some(a), Some(b)) => {
+                    let ok = a <= b;
+                    let cmp = if ok { "≤" } else { ">" };
+                    lines.push(format!(
+                        "one client GET -P1, p50 added to direct: {l} {a:+.0} µs {cmp} \
+                         twemproxy {b:+.0} µs: {}",
+                        count(ok)
+                    ));
+                }
+                _ => lines.push(format!(
+                    "one client GET -P1, p50 added to direct: {l} or twemproxy has no figure: \
+                     not measured"
+                )),
+            }
+            match (cpu(t), cpu(Sys::Twemproxy)) {
+                (Some(a), Some(b)) => {
+                    let ok = a <= b;
+                    let cmp = if ok { "≤" } else { ">" };
+                    lines.push(format!(
+                        "one client GET -P1, proxy CPU per request: {l} {a:.2} µs {cmp} \
+                         twemproxy {b:.2} µs: {}",
+                        count(ok)
+                    ));
+                }
+                _ => lines.push(format!(
+                    "one client GET -P1, proxy CPU per request: {l} or twemproxy has no \
+                     figure: not measured"
+                )),
+            }
+        }
+    }
+
+    // Memory: per idle connection, in all, and after the load against idle.
+    if let Some((n, _, memory)) = extra.memory {
+        for (sys, m) in memory {
+            let Ok(m) = m else { continue };
+            if !tesseras.contains(sys) {
+                continue;
+            }
+            let l = sys.label();
+            if let Some(per) = m.kib_per_connection() {
+                let ok = per <= MAX_KIB_PER_CONNECTION;
+                lines.push(format!(
+                    "idle connections ≤ {MAX_KIB_PER_CONNECTION} KiB each: {l} {per:.2} KiB \
+                     ({} connections): {}",
+                    m.opened,
+                    count(ok)
+                ));
+            }
+            if n == TARGET_CONNECTIONS && m.opened >= n {
+                let ok = m.idle_kib <= MAX_IDLE_KIB;
+                lines.push(format!(
+                    "RSS with {n} idle connections ≤ {} MiB: {l} {} MiB: {}",
+                    MAX_IDLE_KIB / 1024,
+                    fmt_mib(Some(m.idle_kib)),
+                    count(ok)
+                ));
+            } else {
+                lines.push(format!(
+                    "RSS with {TARGET_CONNECTIONS} idle connections: {l}: {} opened: not \
+                     measured",
+                    m.opened
+                ));
+            }
+            if let Some(after) = m.after_kib {
+                let r = after as f64 / m.idle_kib.max(1) as f64;
+                let ok = r <= MAX_AFTER_LOAD_RATIO;
+                lines.push(format!(
+                    "RSS after the load ≤ {MAX_AFTER_LOAD_RATIO}× idle: {l} {} MiB / {} MiB = \
+                     {r:.2}: {}",
+                    fmt_mib(Some(after)),
+                    fmt_mib(Some(m.idle_kib)),
+                    count(ok)
+                ));
+            }
+        }
+    }
+
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nTargets: Tessera at or above twemproxy's ratio to direct Redis and Redis's CPU per \
+         command behind it no higher, case by case; one client: p50 added to direct and CPU \
+         per request no higher than twemproxy's; memory: ≤ {MAX_KIB_PER_CONNECTION} KiB per \
+         idle connection, ≤ {} MiB with {TARGET_CONNECTIONS} of them, after the load ≤ \
+         {MAX_AFTER_LOAD_RATIO}× the idle figure. Met: {met} of {total}.\n",
+        MAX_IDLE_KIB / 1024
+    );
+    for l in lines {
+        let _ = writeln!(out, "- {l}");
+    }
 }

@@ -1,4 +1,5 @@
-//! The systems under test: direct Redis, Tessera (and a baseline build), twemproxy.
+//! The systems under test: direct Redis, Tessera (with its default workers, with one worker,
+//! and a baseline build), twemproxy.
 
 use super::*;
 
@@ -6,6 +7,8 @@ use super::*;
 pub(crate) enum Sys {
     Direct,
     Tessera,
+    /// Tessera with `proxy.workers = 1`.
+    TesseraOne,
     /// The build given by `TESSERA_BENCH_BASELINE`, to compare a change against.
     Baseline,
     Twemproxy,
@@ -16,6 +19,7 @@ impl Sys {
         match self {
             Sys::Direct => "direct",
             Sys::Tessera => "tessera",
+            Sys::TesseraOne => "tessera-1w",
             Sys::Baseline => "baseline",
             Sys::Twemproxy => "twemproxy",
         }

@@ -42,6 +42,12 @@ pub(crate) fn workloads() -> Vec<Workload> {
     let mget: Vec<String> = std::iter::once("MGET".to_string())
         .chain((0..10).map(|_| "key:__rand_int__".to_string()))
         .collect();
+    // The same keys and values the 1 KiB GETs read (`fill_big_keys`).
+    let big_set = vec![
+        "SET".to_string(),
+        "big:__rand_int__".to_string(),
+        "v".repeat(super::BIG_VALUE),
+    ];
     vec![
         Workload {
             name: "SET -P1",
@@ -58,6 +64,36 @@ pub(crate) fn workloads() -> Vec<Workload> {
             pipeline: 1,
             share: (1, 5),
             args: words("-t get"),
+            needs_big_keys: false,
+            needs_hashes: false,
+            resp3: false,
+            target: p1,
+        },
+        Workload {
+            name: "SET 1 KiB -P1",
+            pipeline: 1,
+            share: (1, 10),
+            args: big_set,
+            needs_big_keys: false,
+            needs_hashes: false,
+            resp3: false,
+            target: p1,
+        },
+        Workload {
+            name: "GET 1 KiB -P1",
+            pipeline: 1,
+            share: (1, 10),
+            args: words("GET big:__rand_int__"),
+            needs_big_keys: true,
+            needs_hashes: false,
+            resp3: false,
+            target: p1,
+        },
+        Workload {
+            name: "MGET 10 keys -P1",
+            pipeline: 1,
+            share: (1, 10),
+            args: mget.clone(),
             needs_big_keys: false,
             needs_hashes: false,
             resp3: false,
@@ -148,6 +184,28 @@ pub(crate) fn workloads() -> Vec<Workload> {
         },
     ]
 }
+
+/// The workloads on which Tessera's ratio to direct Redis must be at least twemproxy's, and
+/// behind which Redis must spend no more CPU per command than behind twemproxy.
+pub(crate) const AHEAD_OF_TWEMPROXY: &[&str] = &[
+    "SET -P1",
+    "GET -P1",
+    "SET 1 KiB -P1",
+    "GET 1 KiB -P1",
+    "MGET 10 keys -P1",
+    "SET -P16",
+    "GET -P16",
+    "MSET 10 keys -P16",
+    "MGET 10 keys -P16",
+    "GET 1 KiB -P16",
+];
+
+/// Memory targets of each Tessera: KiB of RSS per idle client connection, RSS with
+/// [`TARGET_CONNECTIONS`] idle connections, RSS after the load runs over RSS with them.
+pub(crate) const MAX_KIB_PER_CONNECTION: f64 = 3.0;
+pub(crate) const TARGET_CONNECTIONS: usize = 10_000;
+pub(crate) const MAX_IDLE_KIB: u64 = 40 * 1024;
+pub(crate) const MAX_AFTER_LOAD_RATIO: f64 = 2.0;
 
 /// The pairs of workloads whose RESP3 / RESP2 throughput ratio is reported, and the target.
 pub(crate) const RESP3_PAIRS: &[(&str, &str)] = &[
