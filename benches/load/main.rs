@@ -7,7 +7,7 @@
 //!   other workloads use a fixed fraction of it (the `requests` column);
 //! - `TESSERA_BENCH_REPS` — repetitions per workload and system (default 3; the median counts);
 //! - `TESSERA_BENCH_WORKERS` — the default Tessera's `proxy.workers` (default: the proxy's
-//!   own, one per core);
+//!   own, half the cores, at least one);
 //! - `TESSERA_BENCH_ONE_WORKER` — 0 leaves out the system "Tessera, 1 worker" (default 1);
 //! - `TESSERA_BENCH_ONE_CLIENT` — GETs of the one-client run (default 20000; 0 skips it);
 //! - `TESSERA_BENCH_CONNECTIONS` — idle client connections of the memory figures (default
@@ -196,8 +196,8 @@ fn main() {
         b.addr()
     );
 
-    // Memory first, while the proxies are fresh.
-    let mut memory: Vec<ProxyMemory> = Vec::new();
+    // Fresh RSS first; the rest of the memory figures once the load runs are over.
+    let mut fresh: Vec<(Sys, Result<u64, String>)> = Vec::new();
     if let Some(n) = connections {
         let soft = nofile.unwrap_or(0);
         // The bench's own descriptors besides the connections: servers' pipes, logs, probes.
@@ -217,23 +217,12 @@ fn main() {
             * 2;
         for ep in &endpoints {
             let Some(pid) = ep.cpu_pid else { continue };
-            let m = measure_idle(ep, pid, n, sessions);
-            match &m {
-                Ok(m) => println!(
-                    "  memory {:<10} fresh {} KiB, {} idle connections {} KiB ({} KiB each){}",
-                    ep.sys.label(),
-                    m.fresh_kib,
-                    m.opened,
-                    m.idle_kib,
-                    fmt_cpu(m.kib_per_connection()),
-                    m.short
-                        .as_ref()
-                        .map(|s| format!("; stopped: {s}"))
-                        .unwrap_or_default()
-                ),
+            let f = measure_fresh(ep, pid, sessions);
+            match &f {
+                Ok(kib) => println!("  memory {:<10} fresh {kib} KiB", ep.sys.label()),
                 Err(e) => println!("  memory {}: {e}", ep.sys.label()),
             }
-            memory.push((ep.sys, m));
+            fresh.push((ep.sys, f));
         }
     }
 
@@ -381,12 +370,34 @@ fn main() {
         }
     }
 
-    // The proxies that served every run, now idle again.
-    for (sys, m) in &mut memory {
-        if let (Ok(m), Some(ep)) = (m, endpoints.iter().find(|e| e.sys == *sys))
-            && let Some(pid) = ep.cpu_pid
-        {
-            m.after_kib = rss(pid).ok();
+    // The proxies that served every run, now idle again; then many idle connections.
+    let mut memory: Vec<ProxyMemory> = Vec::new();
+    if let Some(n) = connections {
+        for (sys, f) in fresh {
+            let Some(ep) = endpoints.iter().find(|e| e.sys == sys) else {
+                continue;
+            };
+            let Some(pid) = ep.cpu_pid else { continue };
+            let m = f.and_then(|fresh_kib| measure_idle(ep, pid, n, fresh_kib));
+            match &m {
+                Ok(m) => println!(
+                    "  memory {:<10} fresh {} KiB, after the load {} KiB, {} idle connections \
+                     {} KiB ({} KiB each), closed {} KiB{}",
+                    ep.sys.label(),
+                    m.fresh_kib,
+                    m.after_kib,
+                    m.opened,
+                    m.idle_kib,
+                    fmt_cpu(m.kib_per_connection()),
+                    m.closed_kib.map_or("?".into(), |k| k.to_string()),
+                    m.short
+                        .as_ref()
+                        .map(|s| format!("; stopped: {s}"))
+                        .unwrap_or_default()
+                ),
+                Err(e) => println!("  memory {}: {e}", ep.sys.label()),
+            }
+            memory.push((sys, m));
         }
     }
 

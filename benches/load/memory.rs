@@ -1,5 +1,5 @@
-//! Memory of each proxy: its RSS fresh, with many idle client connections open, and after
-//! the load runs; and the file-descriptor limit that bounds how many connections the bench opens.
+//! Memory of each proxy: its RSS fresh, after the load runs, then with many idle client
+//! connections open and once they are closed; and the file-descriptor limit that bounds how many connections the bench opens.
 
 use super::*;
 
@@ -42,20 +42,32 @@ pub(crate) type ProxyMemory = (Sys, Result<Memory, String>);
 pub(crate) struct Memory {
     /// Fresh: started, connected to its backends, no client connected.
     pub(crate) fresh_kib: u64,
+    /// After every load run, their connections closed (before the idle connections).
+    pub(crate) after_kib: u64,
     /// With `opened` idle client connections open.
     pub(crate) idle_kib: u64,
     pub(crate) opened: usize,
     /// Why fewer connections than asked for were opened.
     pub(crate) short: Option<String>,
-    /// At the end of the bench, after every load run, its connections closed.
-    pub(crate) after_kib: Option<u64>,
+    /// Once the idle connections are closed again.
+    pub(crate) closed_kib: Option<u64>,
 }
 
 impl Memory {
-    /// KiB per idle connection: (RSS with them − RSS fresh) / connections.
+    /// KiB per idle connection: (RSS with them − RSS just before) / connections.
     pub(crate) fn kib_per_connection(&self) -> Option<f64> {
         (self.opened > 0)
-            .then(|| self.idle_kib.saturating_sub(self.fresh_kib) as f64 / self.opened as f64)
+            .then(|| self.idle_kib.saturating_sub(self.after_kib) as f64 / self.opened as f64)
+    }
+
+    /// What a new process would hold with the idle connections: fresh + what they added.
+    pub(crate) fn fresh_with_idle_kib(&self) -> u64 {
+        self.fresh_kib + self.idle_kib.saturating_sub(self.after_kib)
+    }
+
+    /// RSS after the load runs over RSS fresh.
+    pub(crate) fn after_ratio(&self) -> f64 {
+        self.after_kib as f64 / self.fresh_kib.max(1) as f64
     }
 }
 
@@ -156,36 +168,46 @@ pub(crate) fn open_idle(addr: SocketAddr, n: usize) -> (Vec<TcpStream>, Option<S
 /// The fresh and idle-connection figures of the proxy of `ep`: connects it to its backends,
 /// reads its RSS, opens `connections` idle connections, reads it again, closes them and
 /// waits (bounded) until the proxy has closed its side.
+pub(crate) fn measure_fresh(ep: &Endpoint, pid: u32, sessions: usize) -> Result<u64, String> {
+    touch_backends(ep.addr, sessions)?;
+    rss(pid)
+}
+
+/// Once the load runs are over: RSS now, then with `connections` idle client connections
+/// open, then once they are closed again.
 pub(crate) fn measure_idle(
     ep: &Endpoint,
     pid: u32,
     connections: usize,
-    sessions: usize,
+    fresh_kib: u64,
 ) -> Result<Memory, String> {
-    touch_backends(ep.addr, sessions)?;
-    let fds_fresh = fd_count(pid);
-    let fresh_kib = rss(pid)?;
+    let fds_before = fd_count(pid);
+    let settle = |what: &str| {
+        // Its sessions end when it reads the close.
+        if let Some(before) = fds_before
+            && !wait_until(Duration::from_secs(30), || {
+                fd_count(pid).is_some_and(|n| n <= before + 8)
+            })
+        {
+            println!(
+                "  memory {}: still {:?} descriptors open 30 s after {what} (before: {before})",
+                ep.sys.label(),
+                fd_count(pid)
+            );
+        }
+    };
+    let after_kib = rss(pid)?;
     let (conns, short) = open_idle(ep.addr, connections);
     let idle_kib = rss(pid)?;
     let opened = conns.len();
     drop(conns);
-    // Its sessions end when it reads the close; the runs that follow need its client slots.
-    if let Some(fresh) = fds_fresh
-        && !wait_until(Duration::from_secs(30), || {
-            fd_count(pid).is_some_and(|n| n <= fresh + 8)
-        })
-    {
-        println!(
-            "  memory {}: still {:?} descriptors open 30 s after closing (fresh: {fresh})",
-            ep.sys.label(),
-            fd_count(pid)
-        );
-    }
+    settle("closing the idle connections");
     Ok(Memory {
         fresh_kib,
+        after_kib,
         idle_kib,
         opened,
         short,
-        after_kib: None,
+        closed_kib: rss(pid).ok(),
     })
 }

@@ -401,7 +401,9 @@ pub(crate) fn render(
             .as_deref()
             .map(|v| v.trim_start_matches("This is "))
             .unwrap_or("twemproxy not run"),
-        m.workers.as_deref().unwrap_or("default (one per core)"),
+        m.workers
+            .as_deref()
+            .unwrap_or("default (half the cores, at least one)"),
         if m.one_worker {
             "run"
         } else {
@@ -465,15 +467,15 @@ fn memory_section(out: &mut String, n: usize, nofile: Option<u64>, memory: &[Pro
     let _ = writeln!(
         out,
         "\nMemory (VmRSS of /proc/<pid>/status): fresh = started and connected to its \
-         backends; idle = with {n} idle client connections open (each sent PING and read \
-         +PONG), KiB per connection = (idle − fresh) / connections; after the load = at the \
-         end of the bench, every run's connections closed; RLIMIT_NOFILE of the bench and \
-         the proxies: {}:\n",
+         backends; after the load = once every load run is over and its connections closed; \
+         then with {n} idle client connections open (each sent PING and read +PONG), KiB per \
+         connection = (with them − after the load) / connections; closed again = once they \
+         are closed; RLIMIT_NOFILE of the bench and the proxies: {}:\n",
         nofile.map_or("?".into(), |n| n.to_string())
     );
     let _ = writeln!(
         out,
-        "| proxy | fresh MiB | connections | idle MiB | KiB per connection | after the load MiB | after / idle | after / fresh |"
+        "| proxy | fresh MiB | after the load MiB | after / fresh | connections | with them MiB | KiB per connection | closed again MiB |"
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for (sys, m) in memory {
@@ -484,26 +486,21 @@ fn memory_section(out: &mut String, n: usize, nofile: Option<u64>, memory: &[Pro
                 continue;
             }
         };
-        let ratio = |base: u64| {
-            m.after_kib
-                .filter(|_| base > 0)
-                .map_or("—".into(), |a| format!("{:.2}", a as f64 / base as f64))
-        };
         let opened = match &m.short {
             Some(why) => format!("{} of {n} ({why})", m.opened),
             None => m.opened.to_string(),
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.2} | {} | {} | {} | {} |",
             sys.label(),
             fmt_mib(Some(m.fresh_kib)),
+            fmt_mib(Some(m.after_kib)),
+            m.after_ratio(),
             opened,
             fmt_mib(Some(m.idle_kib)),
             fmt_cpu(m.kib_per_connection()),
-            fmt_mib(m.after_kib),
-            ratio(m.idle_kib),
-            ratio(m.fresh_kib)
+            fmt_mib(m.closed_kib),
         );
     }
 }
@@ -574,26 +571,25 @@ fn summary_section(
                 .and_then(|(_, m)| m.as_ref().ok())
         };
         rows.push((
-            format!("RSS MiB, new process → {n} idle connections (KiB each)"),
+            format!("RSS MiB, new process → with {n} idle connections (KiB each)"),
             per_proxy(&|s| {
                 let m = mem(s)?;
                 Some(format!(
                     "{} → {} ({})",
                     fmt_mib(Some(m.fresh_kib)),
-                    fmt_mib(Some(m.idle_kib)),
+                    fmt_mib(Some(m.fresh_with_idle_kib())),
                     fmt_cpu(m.kib_per_connection())
                 ))
             }),
         ));
         rows.push((
-            "RSS MiB after the load runs (× idle)".into(),
+            "RSS MiB after the load runs (× fresh)".into(),
             per_proxy(&|s| {
                 let m = mem(s)?;
-                let after = m.after_kib?;
                 Some(format!(
                     "{} ({:.2}×)",
-                    fmt_mib(Some(after)),
-                    after as f64 / m.idle_kib.max(1) as f64
+                    fmt_mib(Some(m.after_kib)),
+                    m.after_ratio()
                 ))
             }),
         ));
@@ -741,11 +737,12 @@ fn targets_section(
                 ));
             }
             if n == TARGET_CONNECTIONS && m.opened >= n {
-                let ok = m.idle_kib <= MAX_IDLE_KIB;
+                let ok = m.fresh_with_idle_kib() <= MAX_IDLE_KIB;
                 lines.push(format!(
-                    "RSS with {n} idle connections ≤ {} MiB: {l} {} MiB: {}",
+                    "RSS of a new process with {n} idle connections (fresh + what they add) \
+                     ≤ {} MiB: {l} {} MiB: {}",
                     MAX_IDLE_KIB / 1024,
-                    fmt_mib(Some(m.idle_kib)),
+                    fmt_mib(Some(m.fresh_with_idle_kib())),
                     count(ok)
                 ));
             } else {
@@ -755,17 +752,15 @@ fn targets_section(
                     m.opened
                 ));
             }
-            if let Some(after) = m.after_kib {
-                let r = after as f64 / m.idle_kib.max(1) as f64;
-                let ok = r <= MAX_AFTER_LOAD_RATIO;
-                lines.push(format!(
-                    "RSS after the load ≤ {MAX_AFTER_LOAD_RATIO}× idle: {l} {} MiB / {} MiB = \
-                     {r:.2}: {}",
-                    fmt_mib(Some(after)),
-                    fmt_mib(Some(m.idle_kib)),
-                    count(ok)
-                ));
-            }
+            let r = m.after_ratio();
+            let ok = r <= MAX_AFTER_LOAD_RATIO;
+            lines.push(format!(
+                "RSS after the load ≤ {MAX_AFTER_LOAD_RATIO}× fresh: {l} {} MiB / {} MiB = \
+                 {r:.2}: {}",
+                fmt_mib(Some(m.after_kib)),
+                fmt_mib(Some(m.fresh_kib)),
+                count(ok)
+            ));
         }
     }
 
@@ -778,7 +773,7 @@ fn targets_section(
          command behind it no higher, case by case; one client: p50 added to direct and CPU \
          per request no higher than twemproxy's; memory: ≤ {MAX_KIB_PER_CONNECTION} KiB per \
          idle connection, ≤ {} MiB with {TARGET_CONNECTIONS} of them, after the load ≤ \
-         {MAX_AFTER_LOAD_RATIO}× the idle figure. Met: {met} of {total}.\n",
+         {MAX_AFTER_LOAD_RATIO}× fresh. Met: {met} of {total}.\n",
         MAX_IDLE_KIB / 1024
     );
     for l in lines {
