@@ -270,7 +270,8 @@ const REDIS_FIELDS: &str = "id addr laddr fd name age idle flags db sub psub ssu
 
 #[test]
 fn client_list_and_info_describe_every_proxy_session() {
-    let cl = cluster(&[]);
+    // Two workers: sessions on both of them.
+    let cl = cluster(&[("proxy.workers", "2")]);
     let mut a = cl.proxy.raw();
     let mut b = cl.proxy.raw();
     let mut others: Vec<RawConn> = (0..3).map(|_| cl.proxy.raw()).collect();
@@ -386,7 +387,8 @@ fn client_list_and_info_describe_every_proxy_session() {
 
 #[test]
 fn client_kill_closes_proxy_sessions_and_the_others_keep_working() {
-    let cl = cluster(&[]);
+    // Two workers: sessions on both of them.
+    let cl = cluster(&[("proxy.workers", "2")]);
     let mut a = cl.proxy.raw();
     let mut b = cl.proxy.raw();
     let mut c = cl.proxy.raw();

@@ -84,7 +84,8 @@ pub struct ProxyConfig {
     /// Where the admin HTTP API (`/api/model`, `/api/stats`, `/metrics`) listens:
     /// 127.0.0.1:19080 if the file leaves it out. `None` (no admin API) can only be set in code.
     pub admin_listen: Option<SocketAddr>,
-    /// Worker threads, each with its own event loop and backend connections. 0 = one per core.
+    /// Worker threads, each with its own event loop and backend connections. 0 = half the
+    /// cores, at least one.
     pub workers: usize,
     /// Password clients must send with AUTH. Empty: no authentication.
     pub password: String,
@@ -166,6 +167,11 @@ impl ProxyConfig {
             max_inline_len: self.max_inline_len,
         }
     }
+}
+
+/// The default worker count on a machine with `cores` cores.
+fn default_workers(cores: usize) -> usize {
+    (cores / 2).max(1)
 }
 
 impl Default for BackendConfig {
@@ -327,12 +333,15 @@ impl Config {
         Ok(slots)
     }
 
-    /// The number of worker threads to run.
+    /// The number of worker threads to run: `proxy.workers`, or by default half the cores
+    /// (at least one). Most of a command's cost through the proxy is the kernel's (the four
+    /// socket calls and TCP), on the same cores as the workers and whatever shares the
+    /// machine; docs/benchmarks.md has the measurements behind the default.
     pub fn worker_count(&self) -> usize {
         if self.proxy.workers > 0 {
             self.proxy.workers
         } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            default_workers(std::thread::available_parallelism().map_or(1, |n| n.get()))
         }
     }
 
@@ -359,6 +368,11 @@ fn range_error(e: SlotRangeError) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_worker_count_is_half_the_cores_and_at_least_one() {
+        assert_eq!([1, 2, 3, 4, 16].map(default_workers), [1, 1, 1, 2, 8]);
+    }
 
     const GOOD: &str = r#"
 [proxy]

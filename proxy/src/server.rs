@@ -1,4 +1,4 @@
-//! Starting and stopping a proxy: the listener, one worker thread per core (each its own
+//! Starting and stopping a proxy: the listener, the worker threads (each its own
 //! event loop, backend connections and sessions), and a control thread for accept and admin.
 
 use std::net::SocketAddr;
