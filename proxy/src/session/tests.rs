@@ -105,6 +105,25 @@ impl World {
         }
     }
 
+    /// Waits until `addr` has received the command `line`.
+    async fn until_sent(&self, addr: &str, line: &str) {
+        self.until(&format!("{addr} gets {line}"), |log| {
+            log.iter().any(
+                |e| matches!(e, Event::Command { addr: a, line: l, .. } if a == addr && l == line),
+            )
+        })
+        .await
+    }
+
+    /// Waits until `addr` has answered the command `line`.
+    async fn until_answered(&self, addr: &str, line: &str) {
+        self.until(&format!("{addr} answers {line}"), |log| {
+            log.iter()
+                .any(|e| matches!(e, Event::Replied { addr: a, line: l } if a == addr && l == line))
+        })
+        .await
+    }
+
     fn commands(&self, addr: &str) -> Vec<(usize, String)> {
         self.log
             .borrow()
@@ -285,20 +304,8 @@ async fn replies_come_back_in_request_order_when_backends_answer_in_reverse() {
             let worker = worker(&world, "");
             let mut c = client(&worker);
             send(&mut c, &[&["GET", "foo"], &["GET", "hello"]]).await;
-            world
-                .until("b:2 answers GET hello", |log| {
-                    log.iter().any(
-                        |e| matches!(e, Event::Replied { addr, line } if addr == "b:2" && line == "GET hello"),
-                    )
-                })
-                .await;
-            world
-                .until("a:1 holds GET foo", |log| {
-                    log.iter().any(
-                        |e| matches!(e, Event::Command { addr, line, .. } if addr == "a:1" && line == "GET foo"),
-                    )
-                })
-                .await;
+            world.until_answered("b:2", "GET hello").await;
+            world.until_sent("a:1", "GET foo").await;
             // The second reply is in the proxy's hands: it waits for the first.
             nothing_for(&mut c, Duration::from_millis(200)).await;
             world.set("a:1", Mode::Answer);
@@ -464,13 +471,7 @@ async fn a_command_on_a_migrating_slot_moves_its_keys_first_and_later_commands_w
             let mut c = client(&worker);
             // Routed under the table before the migration: to a:1, which holds it.
             send(&mut c, &[&["GET", "foo"]]).await;
-            world
-                .until("a:1 holds GET foo", |log| {
-                    log.iter().any(
-                        |e| matches!(e, Event::Command { addr, line, .. } if addr == "a:1" && line == "GET foo"),
-                    )
-                })
-                .await;
+            world.until_sent("a:1", "GET foo").await;
             migrate_foo(&worker, 1);
             assert!(
                 !worker.drain.drained(1),
@@ -610,13 +611,7 @@ async fn a_worker_reports_a_table_drained_only_once_commands_routed_by_the_earli
             let mut drained = worker.shared.drained.subscribe();
             let mut c = client(&worker);
             send(&mut c, &[&["GET", "foo"]]).await;
-            world
-                .until("a:1 holds GET foo", |log| {
-                    log.iter().any(
-                        |e| matches!(e, Event::Command { addr, line, .. } if addr == "a:1" && line == "GET foo"),
-                    )
-                })
-                .await;
+            world.until_sent("a:1", "GET foo").await;
             migrate_foo(&worker, 1);
             let early = tokio::time::timeout(Duration::from_millis(500), async {
                 loop {
@@ -655,23 +650,11 @@ async fn replies_for_a_client_that_left_never_reach_another_client() {
             let worker = worker(&world, "");
             let mut gone = client(&worker);
             send(&mut gone, &[&["GET", "foo"]]).await;
-            world
-                .until("a:1 holds GET foo", |log| {
-                    log.iter().any(
-                        |e| matches!(e, Event::Command { addr, line, .. } if addr == "a:1" && line == "GET foo"),
-                    )
-                })
-                .await;
+            world.until_sent("a:1", "GET foo").await;
             drop(gone);
             tokio::time::sleep(Duration::from_millis(10)).await;
             world.set("a:1", Mode::Answer);
-            world
-                .until("a:1 answers GET foo", |log| {
-                    log.iter().any(
-                        |e| matches!(e, Event::Replied { addr, line } if addr == "a:1" && line == "GET foo"),
-                    )
-                })
-                .await;
+            world.until_answered("a:1", "GET foo").await;
             tokio::time::sleep(Duration::from_millis(10)).await;
             let mut next = client(&worker);
             send(&mut next, &[&["GET", "hello"]]).await;
