@@ -652,10 +652,19 @@ async fn replies_for_a_client_that_left_never_reach_another_client() {
             send(&mut gone, &[&["GET", "foo"]]).await;
             world.until_sent("a:1", "GET foo").await;
             drop(gone);
-            tokio::time::sleep(Duration::from_millis(10)).await;
             world.set("a:1", Mode::Answer);
-            world.until_answered("a:1", "GET foo").await;
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            // The session ends once its write to the gone client fails.
+            let alive = || worker.shared.stats.sessions_alive.load(Relaxed);
+            let ended = tokio::time::timeout(BOUND, async {
+                while alive() > 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await;
+            assert!(
+                ended.is_ok(),
+                "the session of the gone client is still alive"
+            );
             let mut next = client(&worker);
             send(&mut next, &[&["GET", "hello"]]).await;
             expect(&mut next, "$9\r\nb:2/hello\r\n").await;
