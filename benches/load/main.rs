@@ -295,31 +295,23 @@ fn main() {
             for &i in &batch {
                 let w = &workloads[i];
                 let requests = (base * w.share.0 / w.share.1).max(1000);
-                for (ep, cell) in endpoints.iter().zip(cells[i].iter_mut()) {
-                    if cell.error.is_some() {
-                        continue;
-                    }
-                    match run_benchmark(ep, w, requests, CLIENTS, clk_tck, &servers) {
-                        Ok(r) => {
-                            println!(
-                                "  {:<18} rep {} {:<10} {:>12} ops/s  proxy CPU {} µs/op, \
-                                 Redis {} µs/op, all {} µs/op",
-                                w.name,
-                                rep + 1,
-                                ep.sys.label(),
-                                fmt_ops(Some(r.ops_per_sec)),
-                                fmt_cpu(r.cpu_us_per_op),
-                                fmt_cpu(r.redis_us_per_op),
-                                fmt_cpu(r.all_us_per_op)
-                            );
-                            cell.push(&r);
-                        }
-                        Err(e) => {
-                            println!("  {} rep {} {}: {e}", w.name, rep + 1, ep.sys.label());
-                            cell.error = Some(e);
-                        }
-                    }
-                }
+                let run = Run {
+                    w,
+                    rep,
+                    requests,
+                    clients: CLIENTS,
+                    clk_tck,
+                    servers: &servers,
+                };
+                run.each(&endpoints, &mut cells[i], |r| {
+                    format!(
+                        "{:>12} ops/s  proxy CPU {} µs/op, Redis {} µs/op, all {} µs/op",
+                        fmt_ops(Some(r.ops_per_sec)),
+                        fmt_cpu(r.cpu_us_per_op),
+                        fmt_cpu(r.redis_us_per_op),
+                        fmt_cpu(r.all_us_per_op)
+                    )
+                });
             }
         }
     }
@@ -341,32 +333,24 @@ fn main() {
             },
         };
         for rep in 0..reps {
-            for (ep, cell) in endpoints.iter().zip(single.iter_mut()) {
-                if cell.error.is_some() {
-                    continue;
-                }
-                match run_benchmark(ep, &w, n, 1, clk_tck, &servers) {
-                    Ok(r) => {
-                        println!(
-                            "  {} rep {} {:<10} {:>8} ops/s  mean {} ms, p50 {} ms, p99 {} ms, proxy CPU \
-                             {} µs/op",
-                            w.name,
-                            rep + 1,
-                            ep.sys.label(),
-                            fmt_ops(Some(r.ops_per_sec)),
-                            fmt_ms(r.avg_ms),
-                            fmt_ms(r.p50_ms),
-                            fmt_ms(r.p99_ms),
-                            fmt_cpu(r.cpu_us_per_op)
-                        );
-                        cell.push(&r);
-                    }
-                    Err(e) => {
-                        println!("  {} rep {} {}: {e}", w.name, rep + 1, ep.sys.label());
-                        cell.error = Some(e);
-                    }
-                }
-            }
+            let run = Run {
+                w: &w,
+                rep,
+                requests: n,
+                clients: 1,
+                clk_tck,
+                servers: &servers,
+            };
+            run.each(&endpoints, &mut single, |r| {
+                format!(
+                    "{:>8} ops/s  mean {} ms, p50 {} ms, p99 {} ms, proxy CPU {} µs/op",
+                    fmt_ops(Some(r.ops_per_sec)),
+                    fmt_ms(r.avg_ms),
+                    fmt_ms(r.p50_ms),
+                    fmt_ms(r.p99_ms),
+                    fmt_cpu(r.cpu_us_per_op)
+                )
+            });
         }
     }
 

@@ -30,6 +30,54 @@ pub(crate) fn children_cpu_us() -> Option<f64> {
     Some(us(ru.ru_utime) + us(ru.ru_stime))
 }
 
+/// One repetition of a workload, run against each endpoint in turn.
+pub(crate) struct Run<'a> {
+    pub(crate) w: &'a Workload,
+    /// Which repetition (from 0).
+    pub(crate) rep: usize,
+    pub(crate) requests: u64,
+    pub(crate) clients: u32,
+    pub(crate) clk_tck: f64,
+    pub(crate) servers: &'a [u32],
+}
+
+impl Run<'_> {
+    /// Runs against each endpoint whose cell has no error yet: a result is printed (its
+    /// figures as `figures` words them) and added to the cell, a failure printed and kept
+    /// in the cell, which then runs no more.
+    pub(crate) fn each(
+        &self,
+        endpoints: &[Endpoint],
+        cells: &mut [Cell],
+        figures: impl Fn(&RunResult) -> String,
+    ) {
+        let (w, rep) = (self.w, self.rep + 1);
+        for (ep, cell) in endpoints.iter().zip(cells.iter_mut()) {
+            if cell.error.is_some() {
+                continue;
+            }
+            let label = ep.sys.label();
+            match run_benchmark(
+                ep,
+                w,
+                self.requests,
+                self.clients,
+                self.clk_tck,
+                self.servers,
+            ) {
+                Ok(r) => {
+                    println!("  {:<18} rep {rep} {label:<10} {}", w.name, figures(&r));
+                    cell.push(&r);
+                }
+                Err(e) => {
+                    println!("  {} rep {rep} {label}: {e}", w.name);
+                    cell.error = Some(e);
+                }
+            }
+        }
+    }
+}
+
 /// One redis-benchmark run of `clients` connections against `ep`; `Err` if it failed, timed
 /// out or printed no rate.
 pub(crate) fn run_benchmark(
