@@ -273,25 +273,31 @@ fn command_filter_applies_per_user_rules_set_by_acl_auth() {
 // key-prefix
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn key_prefix_gives_each_tenant_its_namespace_on_the_backends() {
-    let r1 = RedisServer::start();
-    let r2 = RedisServer::start();
-    let servers = [&r1, &r2];
+/// Two groups behind a proxy with two workers, acl-auth and key-prefix: alice's keys live
+/// under `t1:`, bob's under `t2:`, carol (password `secret`) has no tenant.
+fn tenants(r1: &RedisServer, r2: &RedisServer) -> Proxy {
     let acl = acl_config(&[
         ("alice", SECRET_SHA, r#"["*"]"#, r#"["*"]"#),
         ("bob", BOBPW_SHA, r#"["*"]"#, r#"["*"]"#),
         ("carol", SECRET_SHA, r#"["*"]"#, r#"["*"]"#),
     ]);
     let prefix = r#"{"tenants": {"alice": "t1:", "bob": "t2:"}, "default": null}"#;
-    let proxy = start(
-        &[&[&r1], &[&r2]],
+    start(
+        &[&[r1], &[r2]],
         2,
         &[
             plugin("acl-auth", &acl_auth(), &acl, ""),
             plugin("key-prefix", &key_prefix(), prefix, ""),
         ],
-    );
+    )
+}
+
+#[test]
+fn key_prefix_gives_each_tenant_its_namespace_on_the_backends() {
+    let r1 = RedisServer::start();
+    let r2 = RedisServer::start();
+    let servers = [&r1, &r2];
+    let proxy = tenants(&r1, &r2);
     let on = |key: &str| servers[group_of_key(key.as_bytes(), 2) as usize - 1];
     let other = |key: &str| servers[2 - group_of_key(key.as_bytes(), 2) as usize];
 
@@ -359,20 +365,7 @@ fn key_prefix_gives_each_tenant_its_namespace_on_the_backends() {
 fn key_prefix_keeps_tenants_out_of_what_they_share() {
     let r1 = RedisServer::start();
     let r2 = RedisServer::start();
-    let acl = acl_config(&[
-        ("alice", SECRET_SHA, r#"["*"]"#, r#"["*"]"#),
-        ("bob", BOBPW_SHA, r#"["*"]"#, r#"["*"]"#),
-        ("carol", SECRET_SHA, r#"["*"]"#, r#"["*"]"#),
-    ]);
-    let prefix = r#"{"tenants": {"alice": "t1:", "bob": "t2:"}, "default": null}"#;
-    let proxy = start(
-        &[&[&r1], &[&r2]],
-        2,
-        &[
-            plugin("acl-auth", &acl_auth(), &acl, ""),
-            plugin("key-prefix", &key_prefix(), prefix, ""),
-        ],
-    );
+    let proxy = tenants(&r1, &r2);
     let mut alice = proxy.raw();
     auth(&mut alice, "alice", "secret");
     let mut bob = proxy.raw();
