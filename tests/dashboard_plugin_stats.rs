@@ -6,12 +6,13 @@
 
 use tessera_testkit as harness;
 
+mod in_process;
+
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use harness::{Proxy, RedisServer, TempDir, free_addr, http_request};
 use serde_json::{Value, json};
-use tessera_dashboard::DashboardArgs;
 
 const TOKEN: &str = "plugin-stats-token";
 const PRODUCT: &str = "pstats";
@@ -120,20 +121,7 @@ fn plugin_counters_are_each_proxys_own_summed_over_the_proxies_running_the_chain
     let redis = RedisServer::start();
     let store_dir = TempDir::new("plugin-stats-store");
     let coordinator = format!("file://{}", store_dir.path().display());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dashboard = rt
-        .block_on(tessera_dashboard::start(DashboardArgs {
-            coordinator: coordinator.clone(),
-            product: PRODUCT.to_string(),
-            listen: free_addr(),
-            admin_token: Some(TOKEN.to_string()),
-            lock_ttl: 10,
-        }))
-        .expect("the dashboard starts");
+    let (rt, dashboard) = in_process::dashboard(&coordinator, PRODUCT, TOKEN);
     let d = dashboard.addr();
     api_ok(d, "POST", "/api/groups", "{\"id\": 1}");
     let server = json!({ "addr": redis.addr() }).to_string();

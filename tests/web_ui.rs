@@ -5,6 +5,8 @@
 
 use tessera_testkit as harness;
 
+mod in_process;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,7 +21,6 @@ use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use harness::{ChildGuard, HttpResponse, Proxy, RedisServer, TempDir, free_addr, http_request};
 use serde_json::{Value, json};
-use tessera_dashboard::DashboardArgs;
 
 const TOKEN: &str = "web-ui-test-token";
 /// How long the page may take to show a change (it polls every 2 s).
@@ -333,20 +334,7 @@ fn web_ui_drives_the_cluster_and_shows_what_the_api_holds() {
     let store = TempDir::new("web-ui-store");
     let coordinator = format!("file://{}", store.path().display());
     let product = "webui";
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dashboard = rt
-        .block_on(tessera_dashboard::start(DashboardArgs {
-            coordinator: coordinator.clone(),
-            product: product.to_string(),
-            listen: free_addr(),
-            admin_token: Some(TOKEN.to_string()),
-            lock_ttl: 10,
-        }))
-        .expect("the dashboard starts");
+    let (rt, dashboard) = in_process::dashboard(&coordinator, product, TOKEN);
     let d = dashboard.addr();
     let base = format!("http://{d}");
     let proxy = Proxy::start_coordinator(&coordinator, product, 10)
@@ -875,20 +863,7 @@ fn web_ui_migrates_slots_cancels_and_rebalances() {
     let store_dir = TempDir::new("web-ui-migrate-store");
     let coordinator = format!("file://{}", store_dir.path().display());
     let product = "webmig";
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dashboard = rt
-        .block_on(tessera_dashboard::start(DashboardArgs {
-            coordinator: coordinator.clone(),
-            product: product.to_string(),
-            listen: free_addr(),
-            admin_token: Some(TOKEN.to_string()),
-            lock_ttl: 10,
-        }))
-        .expect("the dashboard starts");
+    let (rt, dashboard) = in_process::dashboard(&coordinator, product, TOKEN);
     let d = dashboard.addr();
     let base = format!("http://{d}");
     for (id, redis) in [(1, &r1), (2, &r2)] {
