@@ -12,7 +12,7 @@ use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -526,19 +526,8 @@ fn read_or_write<'a>(
 /// Writes as much of `wbuf` as the stream takes now, without waiting: what it does not take
 /// is written by [`read_or_write`] once the stream is ready.
 fn write_now(stream: &mut BoxStream, wbuf: &mut BytesMut) -> std::io::Result<()> {
-    // Polled once, without a task to wake: a stream that is not ready is polled again, with
-    // the connection task's waker, by `read_or_write` in the same turn of its loop.
-    let mut cx = Context::from_waker(Waker::noop());
-    while !wbuf.is_empty() {
-        match Pin::new(&mut *stream).poll_write(&mut cx, wbuf) {
-            Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Poll::Ready(Ok(n)) => {
-                let _ = wbuf.split_to(n);
-            }
-            Poll::Pending => break,
-            Poll::Ready(Err(e)) => return Err(e),
-        }
-    }
+    let n = crate::io::write_now(stream, wbuf)?;
+    let _ = wbuf.split_to(n);
     if wbuf.is_empty() {
         wbuf.clear();
     }

@@ -28,21 +28,21 @@ mod tests;
 use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use crate::backend::ReplyBatch;
 use crate::clients::{Client, Endpoint};
 use crate::command::{self, Class, CommandError, Lookup, Spec};
-use crate::io::BoxStream;
+use crate::io::{BoxStream, write_now};
 use crate::local_channel;
 use crate::resp::{Protocol, Request, RequestDecoder, encode};
 use crate::router::{BackendId, SlotTable};
@@ -637,41 +637,24 @@ async fn read_more(
     scratch: &RefCell<BytesMut>,
 ) -> std::io::Result<Read> {
     std::future::poll_fn(|cx| {
-        let n = if buf.is_empty() {
+        let (n, into) = if buf.is_empty() {
             let mut s = scratch.borrow_mut();
             if s.capacity() < 4096 {
                 s.reserve(READ_SCRATCH);
             }
             let n = ready!(pin!(stream.read_buf(&mut *s)).poll(cx))?;
             *buf = s.split_to(n);
-            if n == 0 {
-                return Poll::Ready(Ok(Read::Eof));
-            }
-            return Poll::Ready(Ok(Read::Scratch));
+            (n, Read::Scratch)
         } else {
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(OWN_READ_BUFFER);
             }
-            ready!(pin!(stream.read_buf(&mut *buf)).poll(cx))?
+            (
+                ready!(pin!(stream.read_buf(&mut *buf)).poll(cx))?,
+                Read::Own,
+            )
         };
-        Poll::Ready(Ok(if n == 0 { Read::Eof } else { Read::Own }))
+        Poll::Ready(Ok(if n == 0 { Read::Eof } else { into }))
     })
     .await
-}
-
-/// Writes as much of `data` as the stream takes now, without waiting; how much it took.
-fn write_now(stream: &mut BoxStream, data: &[u8]) -> std::io::Result<usize> {
-    // Polled without a task to wake: what is left is written by `write_all`, which polls
-    // with the session's waker.
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut written = 0;
-    while written < data.len() {
-        match Pin::new(&mut *stream).poll_write(&mut cx, &data[written..]) {
-            Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Poll::Ready(Ok(n)) => written += n,
-            Poll::Ready(Err(e)) => return Err(e),
-            Poll::Pending => break,
-        }
-    }
-    Ok(written)
 }
