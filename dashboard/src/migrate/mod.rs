@@ -10,6 +10,7 @@
 
 pub mod barrier;
 pub mod cli;
+mod index;
 pub mod libraries;
 pub mod mover;
 pub mod plan;
@@ -46,6 +47,7 @@ pub const DEFAULT_STEP_SLOTS: usize = 16;
 #[derive(Default)]
 pub struct Migrator {
     progress: Mutex<HashMap<u64, Arc<Progress>>>,
+    index: index::KeyIndex,
     wake: Notify,
     stop: Arc<AtomicBool>,
 }
@@ -228,7 +230,7 @@ async fn run_step(state: &AppState, id: u64) -> Result<(), DashboardError> {
     progress.lock().moving_since = Some(Instant::now());
     let mut wait = RETRY.0;
     loop {
-        match mover::move_keys(&job, &*progress).await {
+        match mover::move_keys(&job, &state.migrator.index, &*progress).await {
             Ok(_) => break,
             Err(e) => {
                 warn!(step = id, "moving keys: {e}; retrying in {wait:?}");
@@ -249,6 +251,15 @@ async fn run_step(state: &AppState, id: u64) -> Result<(), DashboardError> {
     svc.end_step(id, End::Finished, progress.keys_moved())
         .await?;
     state.migrator.forget(id);
+    let snap = svc.snapshot().await?;
+    if !snap
+        .migrations_doc()
+        .steps
+        .iter()
+        .any(|s| s.from == step.from)
+    {
+        state.migrator.index.forget(step.from);
+    }
     Ok(())
 }
 

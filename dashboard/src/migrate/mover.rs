@@ -1,7 +1,8 @@
 //! Moving a step's keys: walk the source master with SCAN in every db that holds keys
 //! (INFO keyspace), keep the keys of the step's slots, and send them to the destination in
 //! pipelined `MIGRATE host port "" db timeout REPLACE [AUTH pass] KEYS k1 k2 ...` batches,
-//! pass after pass, until a full pass finds none.
+//! pass after pass, until a full pass finds none. The keys an earlier walk saw in the step's
+//! slots ([`KeyIndex`]) go first, so that pass is usually the first.
 //!
 //! Once every proxy has applied the migrating revision, no write reaches the source for these
 //! slots (a proxy moves a key before it writes it, on the destination), so the source's set of
@@ -16,6 +17,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use super::index::{KeyIndex, SourceKeys};
 use super::plan::MoveOptions;
 use super::redis::{RedisConn, RedisError, Reply};
 
@@ -28,10 +30,14 @@ const MIGRATE_SLACK: Duration = Duration::from_secs(5);
 
 /// What one step moves, and where.
 pub struct MoveJob {
+    /// The source group (whose index the walks fill).
+    pub from: u32,
     pub from_addr: String,
     pub to_addr: String,
     pub password: String,
     pub slots: HashSet<u16>,
+    /// Slots of the source's steps still waiting: a walk keeps their keys in the index.
+    pub queued_slots: HashSet<u16>,
     pub options: MoveOptions,
 }
 
@@ -49,14 +55,39 @@ pub async fn source_keys(job: &MoveJob) -> Result<u64, RedisError> {
     Ok(keyspace(&mut conn).await?.iter().map(|(_, n)| n).sum())
 }
 
-/// Moves every key of the job's slots, pass after pass, until a pass finds none. Returns the
-/// number of keys moved (sent in batches Redis answered `OK`).
-pub async fn move_keys(job: &MoveJob, report: &dyn Report) -> Result<u64, RedisError> {
-    let (host, port) = split_addr(&job.to_addr);
+/// Moves every key of the job's slots: first those an earlier walk of the source saw (the
+/// index), then pass after pass over the source until a pass finds none. A completed pass
+/// leaves in the index the keys it saw of the source's steps still waiting. Returns the number
+/// of keys moved (sent in batches Redis answered `OK`).
+pub async fn move_keys(
+    job: &MoveJob,
+    index: &KeyIndex,
+    report: &dyn Report,
+) -> Result<u64, RedisError> {
+    let to = split_addr(&job.to_addr);
+    let to = (to.0.as_str(), to.1.as_str());
+    let round = job.options.batch_keys * job.options.pipeline;
     let mut total = 0;
+    let known = index.take(job.from, &job.slots);
+    if !known.is_empty() {
+        let mut conn = connect(job, &job.from_addr).await?;
+        for (db, keys) in known {
+            let db_text = db.to_string();
+            conn.call(&[b"SELECT", db_text.as_bytes()]).await?;
+            for chunk in keys.chunks(round) {
+                let mut pending = chunk.to_vec();
+                total += send_round(&mut conn, job, to, &db_text, &mut pending, report).await?;
+                if report.stop() {
+                    return Ok(total);
+                }
+            }
+        }
+    }
     loop {
         let mut conn = connect(job, &job.from_addr).await?;
         let mut found = 0;
+        let mut seen = SourceKeys::default();
+        let mut indexing = !job.queued_slots.is_empty();
         for (db, _) in keyspace(&mut conn).await? {
             if report.stop() {
                 return Ok(total);
@@ -72,21 +103,19 @@ pub async fn move_keys(job: &MoveJob, report: &dyn Report) -> Result<u64, RedisE
                     command: "SCAN".to_string(),
                     message: "unexpected reply".to_string(),
                 })?;
-                pending.extend(keys.into_iter().filter(|k| {
-                    job.slots
-                        .contains(&(tessera_topology::slot::slot(k) as u16))
-                }));
+                for key in keys {
+                    let slot = tessera_topology::slot::slot(&key) as u16;
+                    if job.slots.contains(&slot) {
+                        pending.push(key);
+                    } else if indexing && job.queued_slots.contains(&slot) {
+                        indexing = seen.add(db, slot, &key);
+                    }
+                }
                 cursor = next;
                 let last = cursor == b"0";
-                let round = job.options.batch_keys * job.options.pipeline;
                 if pending.len() >= round || (last && !pending.is_empty()) {
                     found += pending.len();
-                    let n = migrate(&mut conn, job, (&host, &port), &db_text, &mut pending).await?;
-                    total += n;
-                    report.moved(n);
-                    if job.options.pause_ms > 0 {
-                        tokio::time::sleep(Duration::from_millis(job.options.pause_ms)).await;
-                    }
+                    total += send_round(&mut conn, job, to, &db_text, &mut pending, report).await?;
                     if report.stop() {
                         return Ok(total);
                     }
@@ -96,10 +125,30 @@ pub async fn move_keys(job: &MoveJob, report: &dyn Report) -> Result<u64, RedisE
                 }
             }
         }
+        if !job.queued_slots.is_empty() {
+            index.replace(job.from, seen);
+        }
         if found == 0 {
             return Ok(total);
         }
     }
+}
+
+/// Sends one round of pipelined batches (emptying `keys`), reports it and pauses after it.
+async fn send_round(
+    conn: &mut RedisConn,
+    job: &MoveJob,
+    to: (&str, &str),
+    db: &str,
+    keys: &mut Vec<Vec<u8>>,
+    report: &dyn Report,
+) -> Result<u64, RedisError> {
+    let n = migrate(conn, job, to, db, keys).await?;
+    report.moved(n);
+    if job.options.pause_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(job.options.pause_ms)).await;
+    }
+    Ok(n)
 }
 
 async fn connect(job: &MoveJob, addr: &str) -> Result<RedisConn, RedisError> {
@@ -253,10 +302,12 @@ mod tests {
     async fn a_batch_of_slow_keys_gets_each_key_its_timeout() {
         let from = slow_source(Duration::from_millis(6500)).await;
         let job = MoveJob {
+            from: 1,
             from_addr: from.clone(),
             to_addr: "127.0.0.1:1".into(),
             password: String::new(),
             slots: HashSet::new(),
+            queued_slots: HashSet::new(),
             options: MoveOptions {
                 batch_keys: 4,
                 migrate_timeout_ms: 1000,
@@ -267,6 +318,160 @@ mod tests {
         let mut keys: Vec<Vec<u8>> = (0..4).map(|i| format!("big:{i}").into_bytes()).collect();
         let moved = migrate(&mut conn, &job, ("127.0.0.1", "1"), "0", &mut keys).await;
         assert_eq!(moved.unwrap(), 4);
+    }
+
+    struct Count(std::sync::atomic::AtomicU64);
+
+    impl Report for Count {
+        fn moved(&self, n: u64) {
+            self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn stop(&self) -> bool {
+            false
+        }
+    }
+
+    fn slots(range: std::ops::Range<u16>) -> HashSet<u16> {
+        range.collect()
+    }
+
+    fn stat(conn: &mut tessera_testkit::RawConn, command: &str) -> u64 {
+        let info = conn.cmd(&["INFO", "commandstats"]);
+        let text = String::from_utf8_lossy(info.bytes().unwrap()).to_string();
+        let prefix = format!("cmdstat_{command}:calls=");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    }
+
+    /// `(db, key)` of every key of `slots` on a server, over dbs 0 and 2.
+    fn keys_in(conn: &mut tessera_testkit::RawConn, slots: &HashSet<u16>) -> Vec<(u32, String)> {
+        let mut out = Vec::new();
+        for db in [0u32, 2] {
+            conn.cmd(&["SELECT", &db.to_string()]);
+            for key in conn.cmd(&["KEYS", "*"]).items().unwrap() {
+                let key = String::from_utf8(key.bytes().unwrap().to_vec()).unwrap();
+                if slots.contains(&(tessera_topology::slot::slot(key.as_bytes()) as u16)) {
+                    out.push((db, key));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Three steps off one source, one after another: the first one's walks keep the keys of
+    /// the two waiting steps, so each of those moves its keys before its walk, and that walk
+    /// (one pass) finds none; a key written after an index was made, in a slot of a waiting
+    /// step, is still found and moved, and a key deleted since costs nothing.
+    #[tokio::test]
+    async fn steps_move_the_keys_earlier_walks_saw_then_walk_once() {
+        let (a, b) = (
+            tessera_testkit::RedisServer::start(),
+            tessera_testkit::RedisServer::start(),
+        );
+        let mut src = a.raw();
+        let mut sets = Vec::new();
+        for i in 0..8000 {
+            let db = if i % 4 == 0 { "2" } else { "0" };
+            sets.extend(tessera_testkit::encode(&["SELECT", db]));
+            sets.extend(tessera_testkit::encode(&[
+                "SET",
+                &format!("k:{i}"),
+                &format!("v{i}"),
+            ]));
+        }
+        src.send(&sets);
+        for _ in 0..16000 {
+            assert!(!src.read().unwrap().is_error());
+        }
+        let (s1, s2, s3, rest) = (
+            slots(0..256),
+            slots(256..512),
+            slots(512..768),
+            slots(768..1024),
+        );
+        let before: Vec<_> = [&s1, &s2, &s3]
+            .iter()
+            .map(|s| keys_in(&mut src, s))
+            .collect();
+        let kept = keys_in(&mut src, &rest);
+        let index = KeyIndex::default();
+        let job = |slots: &HashSet<u16>, queued: HashSet<u16>| MoveJob {
+            from: 1,
+            from_addr: a.addr(),
+            to_addr: b.addr(),
+            password: String::new(),
+            slots: slots.clone(),
+            queued_slots: queued,
+            options: MoveOptions::default(),
+        };
+        let count = Count(Default::default());
+        let queued: HashSet<u16> = s2.union(&s3).copied().collect();
+        move_keys(&job(&s1, queued), &index, &count).await.unwrap();
+
+        // Written and deleted after the index was made, in the second step's slots.
+        src.cmd(&["SELECT", "0"]);
+        let late = tessera_testkit::find_key("late:", |k| {
+            s2.contains(&(tessera_topology::slot::slot(k) as u16))
+        });
+        assert_eq!(src.cmd(&["SET", &late, "new"]), tessera_testkit::Resp::ok());
+        let (gone_db, gone) = before[1][0].clone();
+        src.cmd(&["SELECT", &gone_db.to_string()]);
+        assert_eq!(src.cmd(&["DEL", &gone]).int(), Some(1));
+        move_keys(&job(&s2, s3.clone()), &index, &count)
+            .await
+            .unwrap();
+
+        src.cmd(&["CONFIG", "RESETSTAT"]);
+        move_keys(&job(&s3, HashSet::new()), &index, &count)
+            .await
+            .unwrap();
+        let scans = stat(&mut src, "scan");
+        let migrates = stat(&mut src, "migrate");
+        // One pass over what is left, counted the same way.
+        src.cmd(&["CONFIG", "RESETSTAT"]);
+        for db in ["0", "2"] {
+            src.cmd(&["SELECT", db]);
+            let mut cursor = "0".to_string();
+            loop {
+                let page = src.cmd(&["SCAN", &cursor, "COUNT", "1000"]);
+                cursor =
+                    String::from_utf8(page.items().unwrap()[0].bytes().unwrap().to_vec()).unwrap();
+                if cursor == "0" {
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            scans,
+            stat(&mut src, "scan"),
+            "the last step walked the source once"
+        );
+        let s3_by_db: Vec<usize> = [0, 2]
+            .iter()
+            .map(|d| before[2].iter().filter(|(db, _)| db == d).count())
+            .collect();
+        let batches: u64 = s3_by_db.iter().map(|n| n.div_ceil(100) as u64).sum();
+        assert_eq!(
+            migrates, batches,
+            "the last step's keys went in the index's batches only"
+        );
+
+        let mut dst = b.raw();
+        let all: HashSet<u16> = slots(0..768);
+        assert!(
+            keys_in(&mut src, &all).is_empty(),
+            "no key of the moved slots is left"
+        );
+        assert_eq!(keys_in(&mut src, &rest), kept);
+        let mut expected: Vec<(u32, String)> = before.concat();
+        expected.retain(|k| *k != (gone_db, gone.clone()));
+        expected.push((0, late.clone()));
+        expected.sort();
+        assert_eq!(keys_in(&mut dst, &all), expected);
+        dst.cmd(&["SELECT", "0"]);
+        assert_eq!(dst.cmd(&["GET", &late]).bytes(), Some(&b"new"[..]));
     }
 
     #[test]

@@ -395,7 +395,15 @@ impl Service {
         let step = snap
             .migration_step(id)
             .ok_or_else(|| DashboardError::NotFound(format!("migration step {id} is gone")))?;
+        let queued_slots = snap
+            .migrations_doc()
+            .steps
+            .iter()
+            .filter(|s| s.from == step.from && s.id != id && s.state != StepState::Moving)
+            .flat_map(|s| s.slots.iter().copied())
+            .collect();
         Ok(mover::MoveJob {
+            from: step.from,
             from_addr: snap.master(step.from)?,
             to_addr: snap.master(step.to)?,
             password: snap
@@ -404,6 +412,7 @@ impl Service {
                 .map(|p| p.value.backend_password.clone())
                 .unwrap_or_default(),
             slots: step.slots.iter().copied().collect(),
+            queued_slots,
             options: step.options,
         })
     }
