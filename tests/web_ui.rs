@@ -881,10 +881,15 @@ fn web_ui_migrates_slots_cancels_and_rebalances() {
         "/api/slots/assign",
         "{\"range\": \"0-1023\", \"group\": 1}",
     );
-    // 300 keys of slots 0-31 on group 1's master.
+    // Two default steps' worth of slots, 0-(2 × step - 1), with 300 keys on group 1's master.
+    let step = tessera_dashboard::migrate::DEFAULT_STEP_SLOTS;
+    let (first, second) = (
+        format!("0-{}", step - 1),
+        format!("{step}-{}", 2 * step - 1),
+    );
     let keys: Vec<String> = (0..)
         .map(|i| format!("mig:{i}"))
-        .filter(|k| harness::slot(k.as_bytes()) < 32)
+        .filter(|k| harness::slot(k.as_bytes()) < 2 * step)
         .take(300)
         .collect();
     let mut r1c = r1.client().get_connection().unwrap();
@@ -919,9 +924,9 @@ fn web_ui_migrates_slots_cancels_and_rebalances() {
         .await
         .unwrap();
 
-        // Slot map: slots 0-31 to group 2, after a confirmation.
+        // Slot map: the two steps' slots to group 2, after a confirmation.
         open_view(&c, &base, "slots").await;
-        select_slots(&c, 0, 31).await;
+        select_slots(&c, 0, 2 * step as u32 - 1).await;
         c.find(Locator::Id("assign-group"))
             .await
             .unwrap()
@@ -936,7 +941,10 @@ fn web_ui_migrates_slots_cancels_and_rebalances() {
         answer_dialog(&c, "confirm-dialog", "confirm-ok").await;
         let ok = message(&c, "ok").await;
         assert!(
-            ok.starts_with("slots 0-31 queued to move to group 2 in 2 steps"),
+            ok.starts_with(&format!(
+                "slots 0-{} queued to move to group 2 in 2 steps",
+                2 * step - 1
+            )),
             "{ok}"
         );
         // The first step waits at its barrier for the stand-in proxy: its slots are drawn
@@ -974,11 +982,11 @@ fn web_ui_migrates_slots_cancels_and_rebalances() {
         assert_eq!(
             steps,
             [
-                ("0-15".to_string(), "barrier".to_string()),
-                ("16-31".to_string(), "queued".to_string())
+                (first.clone(), "barrier".to_string()),
+                (second.clone(), "queued".to_string())
             ]
         );
-        let row = text(&c, "#migration-list tr[data-slots=\"0-15\"]").await;
+        let row = text(&c, &format!("#migration-list tr[data-slots=\"{first}\"]")).await;
         assert!(row.contains("barrier") && row.contains("1 2"), "{row}");
         screenshot(&c, "migrations").await;
         // Cancelling asks first; declined, nothing changes.
@@ -989,15 +997,18 @@ fn web_ui_migrates_slots_cancels_and_rebalances() {
         c.find(Locator::Id("cancel-range"))
             .await
             .unwrap()
-            .send_keys("16-31")
+            .send_keys(&second)
             .await
             .unwrap();
         clear_message(&c).await;
         click(&c, "#cancel-range-button").await;
         answer_dialog(&c, "confirm-dialog", "confirm-ok").await;
         let ok = message(&c, "ok").await;
-        assert!(ok.starts_with("queued slots 16-31 dropped"), "{ok}");
-        assert_eq!(api_steps(d), [("0-15".to_string(), "barrier".to_string())]);
+        assert!(
+            ok.starts_with(&format!("queued slots {second} dropped")),
+            "{ok}"
+        );
+        assert_eq!(api_steps(d), [(first.clone(), "barrier".to_string())]);
 
         // The stand-in proxy goes: nothing holds the step, the keys move to group 2.
         store
@@ -1010,7 +1021,7 @@ fn web_ui_migrates_slots_cancels_and_rebalances() {
         wait_text(&c, "#migration-list", |t| t == "no migrations").await;
         open_view(&c, &base, "slots").await;
         wait_slot_map(&c, d, |g| {
-            g[..16].iter().all(|g| *g == Some(2)) && g[16..].iter().all(|g| *g == Some(1))
+            g[..step].iter().all(|g| *g == Some(2)) && g[step..].iter().all(|g| *g == Some(1))
         })
         .await;
         for k in &keys {
@@ -1019,8 +1030,8 @@ fn web_ui_migrates_slots_cancels_and_rebalances() {
             assert_eq!(
                 (on1, on2),
                 (
-                    harness::slot(k.as_bytes()) >= 16,
-                    harness::slot(k.as_bytes()) < 16
+                    harness::slot(k.as_bytes()) >= step,
+                    harness::slot(k.as_bytes()) < step
                 ),
                 "{k}"
             );
@@ -1065,7 +1076,7 @@ fn web_ui_migrates_slots_cancels_and_rebalances() {
         answer_dialog(&c, "confirm-dialog", "confirm-ok").await;
         let ok = message(&c, "ok").await;
         assert!(ok.starts_with("rebalance queued"), "{ok}");
-        // 31 steps: the API first, then the page. Each step takes a few migrator ticks and
+        // The rest of 512 slots in steps: the API first, then the page. Each step takes a few migrator ticks and
         // store writes: on a busy 2-core machine 60 s was not always enough for all of them.
         let deadline = Instant::now() + Duration::from_secs(120);
         while !api_steps(d).is_empty() {

@@ -19,7 +19,7 @@ pub enum MigrationsCommand {
 /// How `slots migrate` and `rebalance` move keys (defaults: the dashboard's).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct QueueArgs {
-    /// The most slots one step moves (16).
+    /// The most slots one step moves (64).
     #[arg(long)]
     pub step_slots: Option<usize>,
     /// Steps run at once, for the whole queue (1; kept until changed).
@@ -28,7 +28,7 @@ pub struct QueueArgs {
     /// Keys per MIGRATE command (100).
     #[arg(long)]
     pub batch_keys: Option<usize>,
-    /// MIGRATE commands in flight at once (4).
+    /// MIGRATE commands in flight at once (1).
     #[arg(long)]
     pub pipeline: Option<usize>,
     /// Pause after each round of batches, milliseconds (0).

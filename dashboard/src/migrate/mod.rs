@@ -40,7 +40,7 @@ const TICK: Duration = Duration::from_millis(500);
 /// First and longest wait before moving keys again after a Redis error.
 const RETRY: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(10));
 /// The most slots one step takes by default.
-pub const DEFAULT_STEP_SLOTS: usize = 16;
+pub const DEFAULT_STEP_SLOTS: usize = 64;
 
 /// The migrator's state in this dashboard: progress of the steps it runs (not persisted:
 /// keys moved, keys/s and ETA are of this run), and its wake-up.

@@ -76,7 +76,7 @@ impl Default for MoveOptions {
     fn default() -> Self {
         MoveOptions {
             batch_keys: 100,
-            pipeline: 4,
+            pipeline: 1,
             pause_ms: 0,
             migrate_timeout_ms: 5000,
             barrier_timeout_ms: 30_000,
