@@ -14,6 +14,9 @@
 //! `TESSERA_BENCH_BATCH_KEYS`, `TESSERA_BENCH_PIPELINE` and `TESSERA_BENCH_PAUSE_MS` (unset:
 //! the dashboard's defaults). `TESSERA_BENCH_RUN_REQUESTS` (default 20000) is each run's
 //! request count per command, `TESSERA_BENCH_PHASE_RUNS` (default 3) the runs before and after.
+//! First, before any of that, it measures Redis's own MIGRATE rate on two scratch servers with
+//! nothing else running (`TESSERA_BENCH_CEILING_KEYS`, default 200000, moved in commands of
+//! the migrator's batch size, 300 and 1000 keys): the ceiling of any MIGRATE-based mover here.
 //! At the end it checks on the backends that group 2 holds every key (100 bytes each) and
 //! group 1 none. The table is printed and written to `target/bench-migration.md`, the
 //! dashboard's log (each step's transitions, timed) to `target/bench-migration-dashboard.log`.
@@ -389,6 +392,64 @@ fn phase_row(md: &mut String, name: &str, runs: &[Run], requests: u64) {
     );
 }
 
+/// Redis's own MIGRATE rate on this machine with nothing else running: two scratch servers,
+/// `n` keys of `VALUE_BYTES` (DEBUG POPULATE) moved in commands of `batch` keys, one in
+/// flight. The ceiling of any migrator that moves keys with MIGRATE, whatever it does around
+/// it. Returns (keys/s, mean ms a MIGRATE, longest ms).
+fn migrate_ceiling(n: u64, batch: usize) -> (f64, f64, f64) {
+    let (a, b) = (RedisServer::start(), RedisServer::start());
+    let mut ca = a.conn();
+    redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(n)
+        .arg("ceiling")
+        .arg(VALUE_BYTES)
+        .query::<()>(&mut ca)
+        .expect("DEBUG POPULATE");
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, page): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut ca)
+            .expect("SCAN");
+        keys.extend(page);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    let port = b.port.to_string();
+    let started = Instant::now();
+    let mut longest = Duration::ZERO;
+    for chunk in keys.chunks(batch) {
+        let one = Instant::now();
+        let reply: String = redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(&port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("REPLACE")
+            .arg("KEYS")
+            .arg(chunk)
+            .query(&mut ca)
+            .expect("MIGRATE");
+        assert_eq!(reply, "OK");
+        longest = longest.max(one.elapsed());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let commands = keys.len().div_ceil(batch) as f64;
+    assert_eq!(dbsize(&mut b.conn()), keys.len() as u64, "every key moved");
+    (
+        keys.len() as f64 / secs,
+        secs * 1000.0 / commands,
+        longest.as_secs_f64() * 1000.0,
+    )
+}
+
 fn mark(ok: bool) -> &'static str {
     if ok { "✓" } else { "✗" }
 }
@@ -411,6 +472,18 @@ fn main() {
         ("pause_ms", env_u64("TESSERA_BENCH_PAUSE_MS")),
     ];
     let load_before = load_avg();
+    let ceiling_keys = env_u64("TESSERA_BENCH_CEILING_KEYS")
+        .unwrap_or(200_000)
+        .max(1000);
+    let ceiling_batches = {
+        let mut b = vec![knobs[2].1.unwrap_or(100) as usize, 300, 1000];
+        b.dedup();
+        b
+    };
+    let ceiling: Vec<(usize, (f64, f64, f64))> = ceiling_batches
+        .iter()
+        .map(|&batch| (batch, migrate_ceiling(ceiling_keys, batch)))
+        .collect();
 
     let etcd = Etcd::start();
     let (r1, r2) = (RedisServer::start(), RedisServer::start());
@@ -569,7 +642,13 @@ fn main() {
     let during_p99 = max(during.iter().flat_map(|r| [r.set.p99, r.get.p99]));
     let settings =
         |v: &serde_json::Value, k: &str| v[k].as_u64().map_or("?".into(), |x| x.to_string());
-    let step_slots = knobs[0].1.unwrap_or(16);
+    let step_slots = queued["queued"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["slots"].as_array().map(Vec::len))
+        .max()
+        .unwrap_or(0);
 
     let mut md = String::new();
     let _ = writeln!(
@@ -633,6 +712,22 @@ fn main() {
         },
         mark(on_2 == n && left_on_1 == 0 && bytes_on_2 == n * VALUE_BYTES as u64)
     );
+    let _ = writeln!(
+        md,
+        "Redis's own MIGRATE on this machine before the run, nothing else running (two \
+         scratch redis-servers, {ceiling_keys} keys of {VALUE_BYTES} bytes, one MIGRATE in \
+         flight; the ceiling of a migrator that moves keys with MIGRATE, and how long one \
+         command keeps the source from every client):\n"
+    );
+    let _ = writeln!(
+        md,
+        "| keys per MIGRATE | keys/s | ms per MIGRATE (mean) | ms (longest) |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|");
+    for (batch, (rate, mean, longest)) in &ceiling {
+        let _ = writeln!(md, "| {batch} | {rate:.0} | {mean:.2} | {longest:.2} |");
+    }
+    let _ = writeln!(md);
     let _ = writeln!(
         md,
         "| client phase | runs | ops/s (SET+GET) | SET p99 ms (median) | SET p99 ms (worst) | GET p99 ms (median) | GET p99 ms (worst) | error replies |"
