@@ -531,6 +531,58 @@ mod tests {
         assert_eq!(dst.cmd(&["GET", &late]).bytes(), Some(&b"new"[..]));
     }
 
+    /// A step whose listed keys cannot be sent (the destination is down) fails and keeps
+    /// every key on the source; run again (as the migrator retries, with no index left), its
+    /// walk moves them all.
+    #[tokio::test]
+    async fn a_failed_sending_of_listed_keys_loses_none_and_a_retry_walks() {
+        let (a, b) = (
+            tessera_testkit::RedisServer::start(),
+            tessera_testkit::RedisServer::start(),
+        );
+        let mut src = a.raw();
+        let mut sets = Vec::new();
+        for i in 0..3000 {
+            sets.extend(tessera_testkit::encode(&["SET", &format!("k:{i}"), "v"]));
+        }
+        src.send(&sets);
+        for _ in 0..3000 {
+            assert!(!src.read().unwrap().is_error());
+        }
+        let (s1, s2) = (slots(0..256), slots(256..512));
+        let listed = keys_in(&mut src, &s2);
+        let index = KeyIndex::default();
+        let job = |slots: &HashSet<u16>, queued: HashSet<u16>, to: String| MoveJob {
+            from: 1,
+            from_addr: a.addr(),
+            to_addr: to,
+            password: String::new(),
+            slots: slots.clone(),
+            queued_slots: queued,
+            options: MoveOptions {
+                migrate_timeout_ms: 200,
+                ..MoveOptions::default()
+            },
+        };
+        let count = Count(Default::default());
+        move_keys(&job(&s1, s2.clone(), b.addr()), &index, &count)
+            .await
+            .unwrap();
+        let down = format!("127.0.0.1:{}", tessera_testkit::free_port());
+        let failed = move_keys(&job(&s2, HashSet::new(), down), &index, &count).await;
+        assert!(failed.is_err(), "{failed:?}");
+        assert_eq!(
+            keys_in(&mut src, &s2),
+            listed,
+            "every key is still on the source"
+        );
+        move_keys(&job(&s2, HashSet::new(), b.addr()), &index, &count)
+            .await
+            .unwrap();
+        assert!(keys_in(&mut src, &s2).is_empty());
+        assert_eq!(keys_in(&mut b.raw(), &s2), listed);
+    }
+
     #[test]
     fn keyspace_lines() {
         let text = "# Keyspace\r\ndb0:keys=10,expires=1,avg_ttl=0\r\ndb3:keys=2,expires=0,avg_ttl=0\r\ndb5:keys=0,expires=0,avg_ttl=0\r\n";
