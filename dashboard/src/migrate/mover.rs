@@ -396,6 +396,37 @@ mod tests {
             .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
     }
 
+    /// Two servers, the first holding `n` keys `k:<i>` (in db `db(i)`, 0 or 2), and a
+    /// connection to it.
+    fn source_and_destination(
+        n: usize,
+        db: impl Fn(usize) -> u32,
+    ) -> (
+        tessera_testkit::RedisServer,
+        tessera_testkit::RedisServer,
+        tessera_testkit::RawConn,
+    ) {
+        let (a, b) = (
+            tessera_testkit::RedisServer::start(),
+            tessera_testkit::RedisServer::start(),
+        );
+        let mut src = a.raw();
+        let mut sets = Vec::new();
+        for i in 0..n {
+            sets.extend(tessera_testkit::encode(&["SELECT", &db(i).to_string()]));
+            sets.extend(tessera_testkit::encode(&[
+                "SET",
+                &format!("k:{i}"),
+                &format!("v{i}"),
+            ]));
+        }
+        src.send(&sets);
+        for _ in 0..2 * n {
+            assert!(!src.read().unwrap().is_error());
+        }
+        (a, b, src)
+    }
+
     /// `(db, key)` of every key of `slots` on a server, over dbs 0 and 2.
     fn keys_in(conn: &mut tessera_testkit::RawConn, slots: &HashSet<u16>) -> Vec<(u32, String)> {
         let mut out = Vec::new();
@@ -418,25 +449,7 @@ mod tests {
     /// step, is still found and moved, and a key deleted since costs nothing.
     #[tokio::test]
     async fn steps_move_the_keys_earlier_walks_saw_then_walk_once() {
-        let (a, b) = (
-            tessera_testkit::RedisServer::start(),
-            tessera_testkit::RedisServer::start(),
-        );
-        let mut src = a.raw();
-        let mut sets = Vec::new();
-        for i in 0..8000 {
-            let db = if i % 4 == 0 { "2" } else { "0" };
-            sets.extend(tessera_testkit::encode(&["SELECT", db]));
-            sets.extend(tessera_testkit::encode(&[
-                "SET",
-                &format!("k:{i}"),
-                &format!("v{i}"),
-            ]));
-        }
-        src.send(&sets);
-        for _ in 0..16000 {
-            assert!(!src.read().unwrap().is_error());
-        }
+        let (a, b, mut src) = source_and_destination(8000, |i| if i % 4 == 0 { 2 } else { 0 });
         let (s1, s2, s3, rest) = (
             slots(0..256),
             slots(256..512),
@@ -536,19 +549,7 @@ mod tests {
     /// walk moves them all.
     #[tokio::test]
     async fn a_failed_sending_of_listed_keys_loses_none_and_a_retry_walks() {
-        let (a, b) = (
-            tessera_testkit::RedisServer::start(),
-            tessera_testkit::RedisServer::start(),
-        );
-        let mut src = a.raw();
-        let mut sets = Vec::new();
-        for i in 0..3000 {
-            sets.extend(tessera_testkit::encode(&["SET", &format!("k:{i}"), "v"]));
-        }
-        src.send(&sets);
-        for _ in 0..3000 {
-            assert!(!src.read().unwrap().is_error());
-        }
+        let (a, b, mut src) = source_and_destination(3000, |_| 0);
         let (s1, s2) = (slots(0..256), slots(256..512));
         let listed = keys_in(&mut src, &s2);
         let index = KeyIndex::default();
