@@ -477,6 +477,7 @@ fn main() {
         .max(1000);
     let ceiling_batches = {
         let mut b = vec![knobs[2].1.unwrap_or(100) as usize, 300, 1000];
+        b.sort();
         b.dedup();
         b
     };

@@ -32,10 +32,6 @@ impl SourceKeys {
         true
     }
 
-    pub fn len(&self) -> usize {
-        self.keys.values().map(Vec::len).sum()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -62,31 +58,25 @@ impl KeyIndex {
         }
     }
 
-    /// Takes out the keys of `slots` on `group`, by db (ascending).
-    pub fn take(&self, group: u32, slots: &HashSet<u16>) -> Vec<(u32, Vec<Vec<u8>>)> {
+    /// Takes out the keys of `slots` on `group`, by db.
+    pub fn take(&self, group: u32, slots: &HashSet<u16>) -> HashMap<u32, HashSet<Vec<u8>>> {
+        let mut taken: HashMap<u32, HashSet<Vec<u8>>> = HashMap::new();
         let mut sources = self.lock();
         let Some(source) = sources.get_mut(&group) else {
-            return Vec::new();
+            return taken;
         };
-        let wanted: Vec<(u32, u16)> = source
-            .keys
-            .keys()
-            .filter(|(_, slot)| slots.contains(slot))
-            .copied()
-            .collect();
-        let mut by_db: HashMap<u32, Vec<Vec<u8>>> = HashMap::new();
-        for k in wanted {
-            if let Some(keys) = source.keys.remove(&k) {
-                source.bytes -= keys.iter().map(|key| key.len() + PER_KEY).sum::<usize>();
-                by_db.entry(k.0).or_default().extend(keys);
+        source.keys.retain(|&(db, slot), keys| {
+            if !slots.contains(&slot) {
+                return true;
             }
-        }
+            source.bytes -= keys.iter().map(|key| key.len() + PER_KEY).sum::<usize>();
+            taken.entry(db).or_default().extend(std::mem::take(keys));
+            false
+        });
         if source.is_empty() {
             sources.remove(&group);
         }
-        let mut out: Vec<_> = by_db.into_iter().collect();
-        out.sort_by_key(|(db, _)| *db);
-        out
+        taken
     }
 
     /// Forgets `group`'s keys (no step from it is left).
@@ -99,11 +89,12 @@ impl KeyIndex {
 mod tests {
     use super::*;
 
-    fn sorted(mut taken: Vec<(u32, Vec<Vec<u8>>)>) -> Vec<(u32, Vec<Vec<u8>>)> {
-        for (_, keys) in &mut taken {
-            keys.sort();
+    fn by_db(keys: &[(u32, &[u8])]) -> HashMap<u32, HashSet<Vec<u8>>> {
+        let mut out: HashMap<u32, HashSet<Vec<u8>>> = HashMap::new();
+        for (db, key) in keys {
+            out.entry(*db).or_default().insert(key.to_vec());
         }
-        taken
+        out
     }
 
     #[test]
@@ -117,14 +108,11 @@ mod tests {
         index.replace(1, seen);
         let slots: HashSet<u16> = [5, 6].into();
         assert_eq!(
-            sorted(index.take(1, &slots)),
-            [
-                (0, vec![b"a".to_vec(), b"c".to_vec()]),
-                (2, vec![b"b".to_vec()])
-            ]
+            index.take(1, &slots),
+            by_db(&[(0, b"a"), (0, b"c"), (2, b"b")])
         );
         assert!(index.take(1, &slots).is_empty());
-        assert_eq!(index.take(1, &[7].into()), [(0, vec![b"d".to_vec()])]);
+        assert_eq!(index.take(1, &[7].into()), by_db(&[(0, b"d")]));
         assert!(index.take(2, &[7].into()).is_empty());
     }
 

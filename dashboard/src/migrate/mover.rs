@@ -68,11 +68,7 @@ pub async fn move_keys(
 ) -> Result<u64, RedisError> {
     let to = split_addr(&job.to_addr);
     let to = (to.0.as_str(), to.1.as_str());
-    let known: HashMap<u32, HashSet<Vec<u8>>> = index
-        .take(job.from, &job.slots)
-        .into_iter()
-        .map(|(db, keys)| (db, keys.into_iter().collect()))
-        .collect();
+    let known = index.take(job.from, &job.slots);
     let (sent, walked) = tokio::try_join!(
         send_known(job, &known, to, report),
         walk(job, index, &known, to, report)
