@@ -1,5 +1,6 @@
 //! Connections to Redis. Each is one task on a worker thread that owns the socket: sessions
-//! hand it batches of commands, it writes them in one go and returns each batch's replies.
+//! hand it batches of commands, it writes all those of one turn of the worker in one write
+//! and returns each batch's replies.
 //!
 //! A connection that fails or stops answering within the bound fails every command it holds
 //! with `-ERR backend <addr> unavailable: <reason>`, fails new ones at once while it waits to
@@ -363,6 +364,9 @@ impl ConnTask {
         let mut tick = tokio::time::interval(timeout.min(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut open = true;
+        // Batches are queued as they come and written once the turn that brought them ends.
+        let mut write_due = false;
+        let mut requeued = false;
         let failure = loop {
             if !open && pending.is_empty() && wbuf.is_empty() {
                 return None;
@@ -372,7 +376,7 @@ impl ConnTask {
             }
             tokio::select! {
                 biased;
-                io = read_or_write(&mut stream, &mut rbuf, &wbuf) => {
+                io = read_or_write(&mut stream, &mut rbuf, &wbuf, !write_due) => {
                     match io {
                         Io::Read(Ok(0)) => break "connection closed by the server".to_string(),
                         Io::Read(Ok(_)) => {
@@ -400,11 +404,16 @@ impl ConnTask {
                             while let Some(b) = self.rx.try_recv() {
                                 self.queue(b, now, &mut wbuf, &mut pending);
                             }
-                            if let Err(e) = write_now(&mut stream, &mut wbuf) {
-                                break e.to_string();
-                            }
+                            write_due = true;
                         }
                         None => open = false,
+                    }
+                }
+                _ = end_of_turn(&mut requeued), if write_due => {
+                    write_due = false;
+                    requeued = false;
+                    if let Err(e) = write_now(&mut stream, &mut wbuf) {
+                        break e.to_string();
                     }
                 }
                 _ = tick.tick(), if !pending.is_empty() => {
@@ -503,23 +512,42 @@ enum Io {
     Wrote(std::io::Result<usize>),
 }
 
-/// Waits until the stream has read something or, if `wbuf` holds anything, taken some of it.
-/// Reading comes first: replies free the sessions waiting for them.
+/// Waits until the stream has read something or, if `write` and `wbuf` holds anything, taken
+/// some of it. Reading comes first: replies free the sessions waiting for them.
 fn read_or_write<'a>(
     stream: &'a mut BoxStream,
     rbuf: &'a mut BytesMut,
     wbuf: &'a BytesMut,
+    write: bool,
 ) -> impl Future<Output = Io> + 'a {
     std::future::poll_fn(move |cx| {
         if let Poll::Ready(r) = pin!(stream.read_buf(&mut *rbuf)).poll(cx) {
             return Poll::Ready(Io::Read(r));
         }
-        if !wbuf.is_empty()
+        if write
+            && !wbuf.is_empty()
             && let Poll::Ready(r) = Pin::new(&mut *stream).poll_write(cx, wbuf)
         {
             return Poll::Ready(Io::Wrote(r));
         }
         Poll::Pending
+    })
+}
+
+/// Ready once the tasks the worker had ready to run when this was first polled have run:
+/// the first poll puts the task at the back of the worker's queue (`requeued` remembers it
+/// across the connection's loop). Sessions the same readiness event woke hand their batches
+/// over in that time, so Redis gets them in one write: on a busy worker the task is often
+/// woken by its replies while half the turn's sessions have still to run, and writing then
+/// split the turn's commands in two writes, which Redis reads, and is woken for, separately.
+fn end_of_turn(requeued: &mut bool) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| {
+        if std::mem::replace(requeued, true) {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
     })
 }
 

@@ -1,17 +1,18 @@
 //! Sessions and backend connections tested in-process: clients and Redis servers are in-memory
 //! pipes (`tokio::io::duplex`) and time is tokio's paused clock, so orders and delays are exact.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::sync::Notify;
 use tokio::task::LocalSet;
 use tokio::time::Instant;
@@ -247,14 +248,15 @@ fn worker(world: &Rc<World>, backend: &str) -> Rc<Worker> {
          [[group]]\nid = 1\nservers = [\"a:1\"]\n[[group]]\nid = 2\nservers = [\"b:2\"]\n\
          [[slots]]\nrange = \"0-511\"\ngroup = 1\n[[slots]]\nrange = \"512-1023\"\ngroup = 2\n"
     );
-    let config = Config::parse(&text, "test").expect("config");
+    worker_over(&text, Rc::new(InMemory(world.clone())))
+}
+
+/// A proxy worker with the config `text`, reaching its backends through `connector`.
+fn worker_over(text: &str, connector: Rc<dyn Connect>) -> Rc<Worker> {
+    let config = Config::parse(text, "test").expect("config");
     let plugins = PluginChain::load(&[], 1).expect("no plugins");
     let shared = Arc::new(Shared::new(config, plugins, 1));
-    Rc::new(Worker::with_connector(
-        0,
-        shared,
-        Rc::new(InMemory(world.clone())),
-    ))
+    Rc::new(Worker::with_connector(0, shared, connector))
 }
 
 /// A client connected to a new session of `worker`.
@@ -687,4 +689,159 @@ async fn a_sessions_task_holds_one_copy_of_the_session() {
         task < 2 * size,
         "the task of a {size}-byte session is {task} bytes"
     );
+}
+
+/// A Redis the test plays itself: the far end of each backend connection is handed to the
+/// test, and the proxy's writes to it are counted.
+#[derive(Default)]
+struct ByHand {
+    ends: RefCell<Vec<DuplexStream>>,
+    arrived: Notify,
+    writes: Rc<Cell<usize>>,
+}
+
+impl ByHand {
+    /// The far end of the next connection the proxy opens.
+    async fn next(&self) -> DuplexStream {
+        tokio::time::timeout(BOUND, async {
+            loop {
+                if let Some(end) = self.ends.borrow_mut().pop() {
+                    return end;
+                }
+                self.arrived.notified().await;
+            }
+        })
+        .await
+        .expect("the proxy connects to its backend")
+    }
+}
+
+impl Connect for ByHand {
+    fn connect<'a>(
+        &'a self,
+        _addr: &'a str,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<BoxStream>> + 'a>> {
+        Box::pin(async move {
+            let (proxy_side, redis_side) = tokio::io::duplex(64 * 1024);
+            self.ends.borrow_mut().push(redis_side);
+            self.arrived.notify_one();
+            Ok(Box::new(Counted {
+                inner: proxy_side,
+                writes: self.writes.clone(),
+            }) as BoxStream)
+        })
+    }
+}
+
+/// A stream that counts the writes that carried bytes.
+struct Counted {
+    inner: DuplexStream,
+    writes: Rc<Cell<usize>>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            self.writes.set(self.writes.get() + 1);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Reads the next `n` commands the proxy sends on `end`, as lines.
+async fn commands_on(end: &mut DuplexStream, buf: &mut BytesMut, n: usize) -> Vec<String> {
+    let mut decoder = RequestDecoder::new(Config::default().proxy.limits());
+    let mut lines = Vec::new();
+    while lines.len() < n {
+        match decoder.decode(buf).expect("the proxy sends valid requests") {
+            Some(req) => lines.push(
+                req.args
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            None => {
+                let read = tokio::time::timeout(BOUND, end.read_buf(buf)).await;
+                assert!(
+                    matches!(read, Ok(Ok(1..))),
+                    "waiting for {n} commands, got {lines:?} and then {read:?}"
+                );
+            }
+        }
+    }
+    lines
+}
+
+/// Commands that several sessions hand a backend connection in one turn of the worker go to
+/// Redis in one write, even when the connection also had replies to read in that turn: Redis
+/// then reads them at once instead of waking once per session.
+#[tokio::test(start_paused = true)]
+async fn commands_sessions_send_in_one_turn_reach_redis_in_one_write() {
+    LocalSet::new()
+        .run_until(async {
+            let hand = Rc::new(ByHand::default());
+            let worker = worker_over(
+                "[[group]]\nid = 1\nservers = [\"a:1\"]\n[[slots]]\nrange = \"0-1023\"\ngroup = 1\n",
+                hand.clone(),
+            );
+            let mut first = client(&worker);
+            let mut c1 = client(&worker);
+            let mut c2 = client(&worker);
+            for c in [&mut first, &mut c1, &mut c2] {
+                send(c, &[&["PING"]]).await;
+                expect(c, "+PONG\r\n").await;
+            }
+            send(&mut first, &[&["GET", "k0"]]).await;
+            let mut redis = hand.next().await;
+            let mut buf = BytesMut::new();
+            let setup = commands_on(&mut redis, &mut buf, 2).await;
+            assert_eq!(setup, ["HELLO 2", "CLIENT INFO"]);
+            let info = "id=1 addr=client:0\n";
+            let answer = format!("-ERR unknown command 'HELLO'\r\n${}\r\n{info}\r\n", info.len());
+            redis.write_all(answer.as_bytes()).await.unwrap();
+            assert_eq!(commands_on(&mut redis, &mut buf, 1).await, ["GET k0"]);
+
+            // In one turn: a request of c1, the reply to k0, a request of c2.
+            let before = hand.writes.get();
+            send(&mut c1, &[&["GET", "k1"]]).await;
+            redis.write_all(b"$2\r\nv0\r\n").await.unwrap();
+            send(&mut c2, &[&["GET", "k2"]]).await;
+            expect(&mut first, "$2\r\nv0\r\n").await;
+            assert_eq!(commands_on(&mut redis, &mut buf, 2).await, ["GET k1", "GET k2"]);
+            assert_eq!(
+                hand.writes.get() - before,
+                1,
+                "the two sessions' commands took more than one write"
+            );
+            redis.write_all(b"$2\r\nv1\r\n$2\r\nv2\r\n").await.unwrap();
+            expect(&mut c1, "$2\r\nv1\r\n").await;
+            expect(&mut c2, "$2\r\nv2\r\n").await;
+        })
+        .await;
 }
