@@ -13,7 +13,8 @@
 //! - `TESSERA_BENCH_CONNECTIONS` — idle client connections of the memory figures (default
 //!   10000; 0 skips them);
 //! - `TESSERA_BENCH_ONLY` — comma-separated parts of workload names: only those workloads run
-//!   (the one-client run is named `one client GET -P1`, the memory figures `memory`).
+//!   (a part ending in a digit does not match a longer number: `-P1` is not in `GET -P16`;
+//!   the one-client run is named `one client GET -P1`, the memory figures `memory`).
 //! - `TESSERA_BENCH_BASELINE` — the path of another `tessera` executable (e.g. a release build
 //!   of an earlier commit): it runs as a fourth system over the same servers, and the report
 //!   gets a table of this build against it.
@@ -107,11 +108,12 @@ fn main() {
     let one_worker = env_u64("TESSERA_BENCH_ONE_WORKER", 1) != 0;
     let clk_tck = clock_ticks_per_sec();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    // TESSERA_BENCH_ONLY=a,b: only the workloads whose names contain one of these.
+    // TESSERA_BENCH_ONLY=a,b: only the workloads whose names contain one of these (see
+    // `names_part`).
     let only: Vec<String> = std::env::var("TESSERA_BENCH_ONLY")
         .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
         .unwrap_or_default();
-    let selected = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+    let selected = |name: &str| only.is_empty() || only.iter().any(|o| names_part(name, o));
     let one_client = Some(env_u64("TESSERA_BENCH_ONE_CLIENT", 20_000))
         .filter(|&n| n > 0 && selected(ONE_CLIENT));
     let connections =
@@ -415,4 +417,13 @@ fn main() {
     drop(baseline);
     drop(tessera_one);
     drop(tessera);
+}
+
+/// Whether `part` occurs in the workload name `name`, not followed by a digit when it ends
+/// in one: `-P1` names the -P1 workloads, not the -P16 ones.
+fn names_part(name: &str, part: &str) -> bool {
+    let ends_in_digit = part.ends_with(|c: char| c.is_ascii_digit());
+    name.match_indices(part).any(|(at, _)| {
+        !ends_in_digit || !name[at + part.len()..].starts_with(|c: char| c.is_ascii_digit())
+    })
 }
