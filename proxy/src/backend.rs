@@ -28,6 +28,7 @@ use crate::config::BackendConfig;
 use crate::drain::Routed;
 use crate::io::BoxStream;
 use crate::local_channel::{self, Receiver, Sender};
+use crate::pacing::Pacing;
 use crate::resp::{Protocol, ReplyScanner, encode, is_push};
 use crate::router::BackendInfo;
 use crate::shared::Passwords;
@@ -364,9 +365,11 @@ impl ConnTask {
         let mut tick = tokio::time::interval(timeout.min(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut open = true;
-        // Batches are queued as they come and written once the turn that brought them ends.
+        // Batches are queued as they come and written once the turn that brought them ends,
+        // or later, as `pacing` says.
         let mut write_due = false;
         let mut requeued = false;
+        let mut pacing = Pacing::new(self.config.hold_in_flight);
         let failure = loop {
             if !open && pending.is_empty() && wbuf.is_empty() {
                 return None;
@@ -376,12 +379,21 @@ impl ConnTask {
             }
             tokio::select! {
                 biased;
-                io = read_or_write(&mut stream, &mut rbuf, &wbuf, !write_due) => {
+                io = read_or_write(&mut stream, &mut rbuf, &wbuf, !write_due && !pacing.holding()) => {
                     match io {
                         Io::Read(Ok(0)) => break "connection closed by the server".to_string(),
                         Io::Read(Ok(_)) => {
-                            if let Err(reason) = take_replies(&mut rbuf, &mut scanner, &mut pending) {
-                                break reason;
+                            match take_replies(&mut rbuf, &mut scanner, &mut pending) {
+                                // Held commands go at once, before the sessions the replies
+                                // wake have run: Redis, which has just written, may not
+                                // have gone to sleep yet.
+                                Ok(n) if pacing.replied(n) && pacing.write_now() => {
+                                    if let Err(e) = write_now(&mut stream, &mut wbuf) {
+                                        break e.to_string();
+                                    }
+                                }
+                                Ok(_) => {}
+                                Err(reason) => break reason,
                             }
                         }
                         Io::Wrote(Ok(0)) => {
@@ -400,11 +412,11 @@ impl ConnTask {
                     match batch {
                         Some(b) => {
                             let now = Instant::now();
-                            self.queue(b, now, &mut wbuf, &mut pending);
+                            let mut count = self.queue(b, now, &mut wbuf, &mut pending);
                             while let Some(b) = self.rx.try_recv() {
-                                self.queue(b, now, &mut wbuf, &mut pending);
+                                count += self.queue(b, now, &mut wbuf, &mut pending);
                             }
-                            write_due = true;
+                            write_due |= pacing.queue(count);
                         }
                         None => open = false,
                     }
@@ -412,6 +424,9 @@ impl ConnTask {
                 _ = end_of_turn(&mut requeued), if write_due => {
                     write_due = false;
                     requeued = false;
+                    if !pacing.write_now() {
+                        continue;
+                    }
                     if let Err(e) = write_now(&mut stream, &mut wbuf) {
                         break e.to_string();
                     }
@@ -431,11 +446,20 @@ impl ConnTask {
         Some((failure, unanswered))
     }
 
-    fn queue(&self, b: Batch, now: Instant, wbuf: &mut BytesMut, pending: &mut VecDeque<InFlight>) {
+    /// Appends a batch to what is to be written; returns its command count.
+    fn queue(
+        &self,
+        b: Batch,
+        now: Instant,
+        wbuf: &mut BytesMut,
+        pending: &mut VecDeque<InFlight>,
+    ) -> usize {
         wbuf.extend_from_slice(&b.data);
         let mut f = in_flight(b);
         f.sent = now;
+        let count = f.count as usize;
         pending.push_back(f);
+        count
     }
 }
 
@@ -562,12 +586,14 @@ fn write_now(stream: &mut BoxStream, wbuf: &mut BytesMut) -> std::io::Result<()>
     Ok(())
 }
 
-/// Hands every complete reply in `rbuf` to its batch, and each finished batch to its session.
+/// Hands every complete reply in `rbuf` to its batch, and each finished batch to its session;
+/// returns how many replies it handed over.
 fn take_replies(
     rbuf: &mut BytesMut,
     scanner: &mut ReplyScanner,
     pending: &mut VecDeque<InFlight>,
-) -> Result<(), String> {
+) -> Result<usize, String> {
+    let mut taken = 0;
     while let Some(n) = scanner.scan(rbuf).map_err(|e| e.to_string())? {
         let reply = rbuf.split_to(n).freeze();
         if is_push(&reply) {
@@ -580,6 +606,7 @@ fn take_replies(
             return Err("reply without a request (protocol out of step)".to_string());
         };
         front.replies.push(reply);
+        taken += 1;
         if front.replies.len() == front.count as usize {
             let done = pending.pop_front().expect("front exists");
             let _ = done.reply_to.send(ReplyBatch {
@@ -588,7 +615,7 @@ fn take_replies(
             });
         }
     }
-    Ok(())
+    Ok(taken)
 }
 
 fn unavailable_reply(addr: &str, reason: &str) -> Bytes {

@@ -152,6 +152,10 @@ pub struct BackendConfig {
     pub connect_timeout_ms: u64,
     /// Bound on waiting for a reply; past it the connection is reset and its commands fail.
     pub timeout_ms: u64,
+    /// While this many commands or more that a connection wrote are unanswered, it holds
+    /// the commands sessions hand it and writes them when a reply comes back, so that Redis
+    /// reads them at once instead of waking for each few. 0: it never holds.
+    pub hold_in_flight: usize,
     /// First reconnect delay after a failure; doubled up to `max_backoff_ms`.
     pub min_backoff_ms: u64,
     pub max_backoff_ms: u64,
@@ -181,6 +185,7 @@ impl Default for BackendConfig {
             connections: 1,
             connect_timeout_ms: 500,
             timeout_ms: 1000,
+            hold_in_flight: 2,
             min_backoff_ms: 50,
             max_backoff_ms: 1000,
         }

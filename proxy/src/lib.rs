@@ -50,6 +50,7 @@ pub mod stats;
 
 pub mod io;
 pub mod local_channel;
+mod pacing;
 pub mod shared;
 pub mod worker;
 

@@ -845,3 +845,77 @@ async fn commands_sessions_send_in_one_turn_reach_redis_in_one_write() {
         })
         .await;
 }
+
+/// While `backend.hold_in_flight` commands a connection wrote are unanswered, the commands
+/// sessions hand it wait, and go to Redis in one write when a reply comes back; with 0 they go
+/// at once.
+#[tokio::test(start_paused = true)]
+async fn commands_wait_for_a_reply_while_hold_in_flight_are_unanswered() {
+    for hold in [2, 0] {
+        LocalSet::new()
+            .run_until(async {
+                let hand = Rc::new(ByHand::default());
+                let worker = worker_over(
+                    &format!(
+                        "[backend]\nhold_in_flight = {hold}\n[[group]]\nid = 1\n\
+                         servers = [\"a:1\"]\n[[slots]]\nrange = \"0-1023\"\ngroup = 1\n"
+                    ),
+                    hand.clone(),
+                );
+                let mut clients: Vec<DuplexStream> = (0..4).map(|_| client(&worker)).collect();
+                for c in &mut clients {
+                    send(c, &[&["PING"]]).await;
+                    expect(c, "+PONG\r\n").await;
+                }
+                send(&mut clients[0], &[&["GET", "k0"]]).await;
+                let mut redis = hand.next().await;
+                let mut buf = BytesMut::new();
+                assert_eq!(
+                    commands_on(&mut redis, &mut buf, 2).await,
+                    ["HELLO 2", "CLIENT INFO"]
+                );
+                let info = "id=1 addr=client:0\n";
+                let answer = format!(
+                    "-ERR unknown command 'HELLO'\r\n${}\r\n{info}\r\n",
+                    info.len()
+                );
+                redis.write_all(answer.as_bytes()).await.unwrap();
+                assert_eq!(commands_on(&mut redis, &mut buf, 1).await, ["GET k0"]);
+                send(&mut clients[1], &[&["GET", "k1"]]).await;
+                assert_eq!(commands_on(&mut redis, &mut buf, 1).await, ["GET k1"]);
+
+                send(&mut clients[2], &[&["GET", "k2"]]).await;
+                send(&mut clients[3], &[&["GET", "k3"]]).await;
+                if hold == 2 {
+                    nothing_for(&mut redis, Duration::from_millis(50)).await;
+                    let before = hand.writes.get();
+                    redis.write_all(b"$2\r\nv0\r\n").await.unwrap();
+                    expect(&mut clients[0], "$2\r\nv0\r\n").await;
+                    assert_eq!(
+                        commands_on(&mut redis, &mut buf, 2).await,
+                        ["GET k2", "GET k3"]
+                    );
+                    assert_eq!(
+                        hand.writes.get() - before,
+                        1,
+                        "the held commands took two writes"
+                    );
+                } else {
+                    assert_eq!(
+                        commands_on(&mut redis, &mut buf, 2).await,
+                        ["GET k2", "GET k3"]
+                    );
+                    redis.write_all(b"$2\r\nv0\r\n").await.unwrap();
+                    expect(&mut clients[0], "$2\r\nv0\r\n").await;
+                }
+                redis
+                    .write_all(b"$2\r\nv1\r\n$2\r\nv2\r\n$2\r\nv3\r\n")
+                    .await
+                    .unwrap();
+                for (i, c) in clients.iter_mut().enumerate().skip(1) {
+                    expect(c, &format!("$2\r\nv{i}\r\n")).await;
+                }
+            })
+            .await;
+    }
+}
