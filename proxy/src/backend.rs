@@ -412,11 +412,11 @@ impl ConnTask {
                     match batch {
                         Some(b) => {
                             let now = Instant::now();
-                            let mut count = self.queue(b, now, &mut wbuf, &mut pending);
+                            let mut due = pacing.queue(self.queue(b, now, &mut wbuf, &mut pending));
                             while let Some(b) = self.rx.try_recv() {
-                                count += self.queue(b, now, &mut wbuf, &mut pending);
+                                due = pacing.queue(self.queue(b, now, &mut wbuf, &mut pending));
                             }
-                            write_due |= pacing.queue(count);
+                            write_due |= due;
                         }
                         None => open = false,
                     }

@@ -7,14 +7,17 @@
 /// are unanswered and none of the latest write is: Redis has not got to that write yet, so
 /// the new commands wait for its first reply and then go, at once, with whatever else came
 /// meanwhile, for Redis to read in one go instead of being woken for each few (docs/
-/// benchmarks.md: with 50 clients, about half of Redis's CPU per command). Below `hold_at`
+/// benchmarks.md: with 50 clients, about half of Redis's CPU per command). Commands wait only
+/// while the batches queued average under 2 commands: pipelining clients already bring
+/// Redis enough to read, and holding theirs left Redis idle a round trip per write. Below `hold_at`
 /// commands in flight (a client or two) nothing waits, and a long pipeline keeps streaming
 /// because any reply to the latest write lets the next one go.
 #[derive(Debug)]
 pub(crate) struct Pacing {
     hold_at: u64,
-    /// Commands queued and not yet written.
+    /// Commands queued and not yet written, and the batches they came in.
     queued: u64,
+    queued_batches: u64,
     /// Commands written, ever.
     written: u64,
     /// `written` before the latest write.
@@ -33,6 +36,7 @@ impl Pacing {
                 n => n as u64,
             },
             queued: 0,
+            queued_batches: 0,
             written: 0,
             latest_from: 0,
             replied: 0,
@@ -40,10 +44,11 @@ impl Pacing {
         }
     }
 
-    /// `n` commands were queued; `true` if they are due at the end of the turn (`false`:
-    /// they join the held ones).
+    /// A batch of `n` commands was queued; `true` if it is due at the end of the turn
+    /// (`false`: it joins the held ones).
     pub(crate) fn queue(&mut self, n: usize) -> bool {
         self.queued += n as u64;
+        self.queued_batches += 1;
         !self.held
     }
 
@@ -57,6 +62,7 @@ impl Pacing {
         self.held = false;
         self.latest_from = self.written;
         self.written += std::mem::take(&mut self.queued);
+        self.queued_batches = 0;
         true
     }
 
@@ -67,7 +73,9 @@ impl Pacing {
     }
 
     fn may_write(&self) -> bool {
-        self.written - self.replied < self.hold_at || self.replied > self.latest_from
+        self.written - self.replied < self.hold_at
+            || self.replied > self.latest_from
+            || self.queued >= 2 * self.queued_batches
     }
 
     /// Whether commands are held (the stream must not write them on its own either).
@@ -95,7 +103,9 @@ mod tests {
     #[test]
     fn commands_wait_for_the_first_reply_to_the_latest_write() {
         let mut p = Pacing::new(2);
-        p.queue(3);
+        for _ in 0..3 {
+            p.queue(1);
+        }
         assert!(p.write_now());
         assert!(p.queue(1));
         assert!(!p.write_now(), "3 unanswered, none of the latest write");
@@ -117,6 +127,21 @@ mod tests {
             "2 unanswered (1 + 1), none of the latest write"
         );
         assert!(p.replied(1), "1 unanswered: below the threshold");
+    }
+
+    #[test]
+    fn pipelined_batches_are_not_held() {
+        let mut p = Pacing::new(2);
+        p.queue(1);
+        p.queue(1);
+        assert!(p.write_now());
+        p.queue(16);
+        assert!(
+            p.write_now(),
+            "a batch of a pipelining session brings enough to read"
+        );
+        p.queue(1);
+        assert!(!p.write_now(), "single commands wait");
     }
 
     #[test]
