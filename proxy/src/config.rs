@@ -152,9 +152,10 @@ pub struct BackendConfig {
     pub connect_timeout_ms: u64,
     /// Bound on waiting for a reply; past it the connection is reset and its commands fail.
     pub timeout_ms: u64,
-    /// While this many commands or more that a connection wrote are unanswered, it holds
-    /// the commands sessions hand it and writes them when a reply comes back, so that Redis
-    /// reads them at once instead of waking for each few. 0: it never holds.
+    /// While this many commands or more that a connection wrote are unanswered (and none of
+    /// its latest write is), it holds the single commands sessions hand it and writes them
+    /// when a reply comes back, so that Redis reads them at once instead of waking for each
+    /// few; pipelined batches are not held. 0: it never holds.
     pub hold_in_flight: usize,
     /// First reconnect delay after a failure; doubled up to `max_backoff_ms`.
     pub min_backoff_ms: u64,

@@ -714,6 +714,23 @@ impl ByHand {
         .await
         .expect("the proxy connects to its backend")
     }
+
+    /// The far end of the next connection, its setup (`HELLO 2`, `CLIENT INFO`) read and
+    /// answered as a Redis without HELLO would.
+    async fn next_set_up(&self, buf: &mut BytesMut) -> DuplexStream {
+        let mut redis = self.next().await;
+        assert_eq!(
+            commands_on(&mut redis, buf, 2).await,
+            ["HELLO 2", "CLIENT INFO"]
+        );
+        let info = "id=1 addr=client:0\n";
+        let answer = format!(
+            "-ERR unknown command 'HELLO'\r\n${}\r\n{info}\r\n",
+            info.len()
+        );
+        redis.write_all(answer.as_bytes()).await.unwrap();
+        redis
+    }
 }
 
 impl Connect for ByHand {
@@ -818,13 +835,8 @@ async fn commands_sessions_send_in_one_turn_reach_redis_in_one_write() {
                 expect(c, "+PONG\r\n").await;
             }
             send(&mut first, &[&["GET", "k0"]]).await;
-            let mut redis = hand.next().await;
             let mut buf = BytesMut::new();
-            let setup = commands_on(&mut redis, &mut buf, 2).await;
-            assert_eq!(setup, ["HELLO 2", "CLIENT INFO"]);
-            let info = "id=1 addr=client:0\n";
-            let answer = format!("-ERR unknown command 'HELLO'\r\n${}\r\n{info}\r\n", info.len());
-            redis.write_all(answer.as_bytes()).await.unwrap();
+            let mut redis = hand.next_set_up(&mut buf).await;
             assert_eq!(commands_on(&mut redis, &mut buf, 1).await, ["GET k0"]);
 
             // In one turn: a request of c1, the reply to k0, a request of c2.
@@ -868,18 +880,8 @@ async fn commands_wait_for_a_reply_while_hold_in_flight_are_unanswered() {
                     expect(c, "+PONG\r\n").await;
                 }
                 send(&mut clients[0], &[&["GET", "k0"]]).await;
-                let mut redis = hand.next().await;
                 let mut buf = BytesMut::new();
-                assert_eq!(
-                    commands_on(&mut redis, &mut buf, 2).await,
-                    ["HELLO 2", "CLIENT INFO"]
-                );
-                let info = "id=1 addr=client:0\n";
-                let answer = format!(
-                    "-ERR unknown command 'HELLO'\r\n${}\r\n{info}\r\n",
-                    info.len()
-                );
-                redis.write_all(answer.as_bytes()).await.unwrap();
+                let mut redis = hand.next_set_up(&mut buf).await;
                 assert_eq!(commands_on(&mut redis, &mut buf, 1).await, ["GET k0"]);
                 send(&mut clients[1], &[&["GET", "k1"]]).await;
                 assert_eq!(commands_on(&mut redis, &mut buf, 1).await, ["GET k1"]);
