@@ -45,11 +45,11 @@ impl Pacing {
     }
 
     /// A batch of `n` commands was queued; `true` if it is due at the end of the turn
-    /// (`false`: it joins the held ones).
+    /// (`false`: it joins the held ones, which wait for a reply).
     pub(crate) fn queue(&mut self, n: usize) -> bool {
         self.queued += n as u64;
         self.queued_batches += 1;
-        !self.held
+        !self.held || self.may_write()
     }
 
     /// At the end of a turn with commands queued: `true` if they are to be written now (and
@@ -142,6 +142,11 @@ mod tests {
         );
         p.queue(1);
         assert!(!p.write_now(), "single commands wait");
+        assert!(
+            p.queue(16),
+            "a pipelined batch joining held commands is due at the end of the turn"
+        );
+        assert!(p.write_now());
     }
 
     #[test]
