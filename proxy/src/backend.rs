@@ -368,7 +368,7 @@ impl ConnTask {
         // Batches are queued as they come and written once the turn that brought them ends,
         // or later, as `pacing` says.
         let mut write_due = false;
-        let mut requeued = false;
+        let mut turn = TurnWait::NotYet;
         let mut pacing = Pacing::new(self.config.hold_in_flight);
         let failure = loop {
             if !open && pending.is_empty() && wbuf.is_empty() {
@@ -421,9 +421,9 @@ impl ConnTask {
                         None => open = false,
                     }
                 }
-                _ = end_of_turn(&mut requeued), if write_due => {
+                _ = end_of_turn(&mut turn, pacing.one_more_poll()), if write_due => {
                     write_due = false;
-                    requeued = false;
+                    turn = TurnWait::NotYet;
                     if !pacing.write_now() {
                         continue;
                     }
@@ -558,20 +558,40 @@ fn read_or_write<'a>(
     })
 }
 
+/// How far a backend connection has got in waiting for the end of a turn (see
+/// [`end_of_turn`]); kept across the connection's loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum TurnWait {
+    #[default]
+    NotYet,
+    Requeued,
+    PollDeferred,
+}
+
 /// Ready once the tasks the worker had ready to run when this was first polled have run:
-/// the first poll puts the task at the back of the worker's queue (`requeued` remembers it
-/// across the connection's loop). Sessions the same readiness event woke hand their batches
-/// over in that time, so Redis gets them in one write: on a busy worker the task is often
-/// woken by its replies while half the turn's sessions have still to run, and writing then
-/// split the turn's commands in two writes, which Redis reads, and is woken for, separately.
-fn end_of_turn(requeued: &mut bool) -> impl Future<Output = ()> + '_ {
-    std::future::poll_fn(move |cx| {
-        if std::mem::replace(requeued, true) {
-            Poll::Ready(())
-        } else {
+/// the first poll puts the task at the back of the worker's queue. Sessions the same
+/// readiness event woke hand their batches over in that time, so Redis gets them in one
+/// write: on a busy worker the task is often woken by its replies while half the turn's
+/// sessions have still to run, and writing then split the turn's commands in two writes,
+/// which Redis reads, and is woken for, separately. With `one_more_poll` it then also waits
+/// for the runtime's next poll of `epoll` (without blocking: `yield_now` defers its wake to
+/// after it) and the sessions that poll wakes, so a busy turn's write takes in the commands
+/// that arrived while the turn ran, as twemproxy's one write per turn of its loop does.
+fn end_of_turn(wait: &mut TurnWait, one_more_poll: bool) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| match *wait {
+        TurnWait::NotYet => {
+            *wait = TurnWait::Requeued;
             cx.waker().wake_by_ref();
             Poll::Pending
         }
+        TurnWait::Requeued if one_more_poll => {
+            *wait = TurnWait::PollDeferred;
+            // The first poll of `yield_now` hands the waker to the runtime, to wake once its
+            // driver has been polled, and is pending.
+            let _ = pin!(tokio::task::yield_now()).poll(cx);
+            Poll::Pending
+        }
+        TurnWait::Requeued | TurnWait::PollDeferred => Poll::Ready(()),
     })
 }
 

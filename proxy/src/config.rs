@@ -155,7 +155,8 @@ pub struct BackendConfig {
     /// While this many commands or more that a connection wrote are unanswered (and none of
     /// its latest write is), it holds the single commands sessions hand it and writes them
     /// when a reply comes back, so that Redis reads them at once instead of waking for each
-    /// few; pipelined batches are not held. 0: it never holds.
+    /// few; pipelined batches are not held. A turn's commands from 2 or more sessions also
+    /// wait for the worker's next poll of `epoll`. 0: neither.
     pub hold_in_flight: usize,
     /// First reconnect delay after a failure; doubled up to `max_backoff_ms`.
     pub min_backoff_ms: u64,

@@ -72,6 +72,14 @@ impl Pacing {
         self.held && self.may_write()
     }
 
+    /// Whether the turn's write also waits for the worker's next poll of `epoll`: when the
+    /// turn brought commands of 2 or more sessions (a busy worker, whose clients will have
+    /// sent more by then). A lone command goes at once, and `hold_in_flight = 0` turns this
+    /// off too.
+    pub(crate) fn one_more_poll(&self) -> bool {
+        self.hold_at != u64::MAX && self.queued_batches >= 2
+    }
+
     fn may_write(&self) -> bool {
         self.written - self.replied < self.hold_at
             || self.replied > self.latest_from
@@ -154,7 +162,21 @@ mod tests {
         let mut p = Pacing::new(0);
         for _ in 0..10 {
             assert!(p.queue(100));
+            assert!(p.queue(1));
+            assert!(!p.one_more_poll());
             assert!(p.write_now());
         }
+    }
+
+    #[test]
+    fn a_busy_turn_waits_for_one_more_poll() {
+        let mut p = Pacing::new(2);
+        p.queue(1);
+        assert!(!p.one_more_poll(), "one session's command goes at once");
+        p.queue(1);
+        assert!(p.one_more_poll(), "two sessions' commands: a busy turn");
+        assert!(p.write_now());
+        p.queue(16);
+        assert!(!p.one_more_poll(), "counted afresh after a write");
     }
 }
