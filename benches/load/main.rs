@@ -158,7 +158,10 @@ fn main() {
         None => None,
     };
 
-    let servers = [a.pid(), b.pid()];
+    let servers = [&a, &b].map(|s| Server {
+        pid: s.pid(),
+        addr: s.socket_addr(),
+    });
     let mut endpoints = vec![
         Endpoint {
             sys: Sys::Direct,
@@ -311,10 +314,12 @@ fn main() {
                 };
                 run.each(&endpoints, &mut cells[i], |r| {
                     format!(
-                        "{:>12} ops/s  proxy CPU {} µs/op, Redis {} µs/op, all {} µs/op",
+                        "{:>12} ops/s  proxy CPU {} µs/op, Redis {} µs/op ({} reads/op), \
+                         all {} µs/op",
                         fmt_ops(Some(r.ops_per_sec)),
                         fmt_cpu(r.cpu_us_per_op),
                         fmt_cpu(r.redis_us_per_op),
+                        fmt_cpu(r.redis_reads_per_op),
                         fmt_cpu(r.all_us_per_op)
                     )
                 });

@@ -10,6 +10,9 @@ pub(crate) struct RunResult {
     pub(crate) cpu_us_per_op: Option<f64>,
     /// CPU per operation of the two redis-servers together.
     pub(crate) redis_us_per_op: Option<f64>,
+    /// Reads of client input the two redis-servers made, per operation (`total_reads_processed`
+    /// of `INFO stats`): how well the commands Redis gets are batched.
+    pub(crate) redis_reads_per_op: Option<f64>,
     /// Mean latency and percentiles redis-benchmark printed, in ms.
     pub(crate) avg_ms: Option<f64>,
     pub(crate) p50_ms: Option<f64>,
@@ -38,7 +41,28 @@ pub(crate) struct Run<'a> {
     pub(crate) requests: u64,
     pub(crate) clients: u32,
     pub(crate) clk_tck: f64,
-    pub(crate) servers: &'a [u32],
+    pub(crate) servers: &'a [Server],
+}
+
+/// A redis-server behind the proxies: its process, for CPU time, and its address, for
+/// `INFO stats`.
+#[derive(Clone, Copy)]
+pub(crate) struct Server {
+    pub(crate) pid: u32,
+    pub(crate) addr: SocketAddr,
+}
+
+/// `total_reads_processed` of the server at `addr`.
+fn reads_processed(addr: SocketAddr) -> Option<u64> {
+    let mut conn = RawConn::connect(addr);
+    conn.send(&harness::encode(&["INFO", "stats"]));
+    let Ok(Resp::Bulk(Some(info))) = conn.read() else {
+        return None;
+    };
+    String::from_utf8_lossy(&info)
+        .lines()
+        .find_map(|l| l.strip_prefix("total_reads_processed:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 impl Run<'_> {
@@ -86,9 +110,11 @@ pub(crate) fn run_benchmark(
     requests: u64,
     clients: u32,
     clk_tck: f64,
-    servers: &[u32],
+    servers: &[Server],
 ) -> Result<RunResult, String> {
-    let servers_ticks = || -> Option<u64> { servers.iter().map(|&p| cpu_ticks(p)).sum() };
+    let servers_ticks = || -> Option<u64> { servers.iter().map(|s| cpu_ticks(s.pid)).sum() };
+    let servers_reads = || -> Option<u64> { servers.iter().map(|s| reads_processed(s.addr)).sum() };
+    let reads_before = servers_reads();
     let cpu_before = ep.cpu_pid.and_then(cpu_ticks);
     let servers_before = servers_ticks();
     let client_before = children_cpu_us();
@@ -106,6 +132,7 @@ pub(crate) fn run_benchmark(
     let cpu_after = ep.cpu_pid.and_then(cpu_ticks);
     let servers_after = servers_ticks();
     let client_after = children_cpu_us();
+    let reads_after = servers_reads();
     let Some(status) = status else {
         return Err(format!("redis-benchmark killed after {RUN_TIMEOUT:?}"));
     };
@@ -131,10 +158,19 @@ pub(crate) fn run_benchmark(
         (Some(s), Some(c)) => Some(s + c + cpu_us_per_op.unwrap_or(0.0)),
         _ => None,
     };
+    let redis_reads_per_op = match (reads_before, reads_after) {
+        // Besides the run's: the later INFO's read and the earlier connection's end, per server.
+        (Some(b), Some(a)) => {
+            let probes = 2 * servers.len() as u64;
+            Some(a.saturating_sub(b + probes) as f64 / requests as f64)
+        }
+        _ => None,
+    };
     Ok(RunResult {
         ops_per_sec: rps,
         cpu_us_per_op,
         redis_us_per_op: servers_us,
+        redis_reads_per_op,
         avg_ms: field("avg_latency_ms"),
         p50_ms: field("p50_latency_ms"),
         p99_ms: field("p99_latency_ms"),
@@ -288,6 +324,11 @@ pub(crate) struct Cell {
     pub(crate) cpu: Vec<f64>,
     /// CPU per operation of the two redis-servers, each run.
     pub(crate) redis: Vec<f64>,
+    /// Reads the two redis-servers made per operation, each run.
+    pub(crate) reads: Vec<f64>,
+    /// Each run's proxy CPU, Redis CPU and Redis reads per operation, as measured (for the
+    /// table of raw runs).
+    pub(crate) raw: Vec<[Option<f64>; 3]>,
     /// Mean latency and percentiles of each run, in ms.
     pub(crate) avg: Vec<f64>,
     pub(crate) p50: Vec<f64>,
@@ -310,6 +351,9 @@ impl Cell {
     pub(crate) fn redis(&self) -> Option<f64> {
         median(&self.redis)
     }
+    pub(crate) fn reads(&self) -> Option<f64> {
+        median(&self.reads)
+    }
     pub(crate) fn avg(&self) -> Option<f64> {
         median(&self.avg)
     }
@@ -323,10 +367,13 @@ impl Cell {
     /// Adds a run's figures.
     pub(crate) fn push(&mut self, r: &RunResult) {
         self.ops.push(r.ops_per_sec);
+        self.raw
+            .push([r.cpu_us_per_op, r.redis_us_per_op, r.redis_reads_per_op]);
         let pairs = [
             (&mut self.cpu, r.cpu_us_per_op),
             (&mut self.all, r.all_us_per_op),
             (&mut self.redis, r.redis_us_per_op),
+            (&mut self.reads, r.redis_reads_per_op),
             (&mut self.avg, r.avg_ms),
             (&mut self.p50, r.p50_ms),
             (&mut self.p99, r.p99_ms),

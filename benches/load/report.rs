@@ -59,6 +59,14 @@ pub(crate) fn fmt_cpu(x: Option<f64>) -> String {
     x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "—".into())
 }
 
+/// Redis's CPU per operation and, in brackets, its reads per operation (medians).
+fn fmt_redis(c: &Cell) -> String {
+    match c.reads() {
+        Some(r) => format!("{} ({r:.2})", fmt_cpu(c.redis())),
+        None => fmt_cpu(c.redis()),
+    }
+}
+
 pub(crate) fn fmt_ms(x: Option<f64>) -> String {
     x.map(|x| format!("{x:.3}")).unwrap_or_else(|| "—".into())
 }
@@ -236,18 +244,20 @@ pub(crate) fn render(
         "Median of {} interleaved runs of `redis-benchmark -c {CLIENTS} -r {KEYSPACE}`; ratios \
          against direct Redis; proxy CPU = utime+stime of the proxy process per operation; \
          Redis CPU = utime+stime of the two redis-servers together per operation (direct: \
-         server A does the work).\n",
+         server A does the work), and in brackets the reads of client input they made per \
+         operation (`total_reads_processed` of `INFO stats`: the fewer, the more commands \
+         Redis found per read).\n",
         m.reps
     );
     let _ = write!(
         out,
-        "| workload | requests | direct ops/s | direct Redis µs/op |"
+        "| workload | requests | direct ops/s | direct Redis µs/op (reads) |"
     );
     for sys in &proxies {
         let l = sys.label();
         let _ = write!(
             out,
-            " {l} ops/s (ratio) | {l} CPU µs/op | {l} Redis µs/op |"
+            " {l} ops/s (ratio) | {l} CPU µs/op | {l} Redis µs/op (reads) |"
         );
     }
     let _ = writeln!(out, " target (tessera) |");
@@ -284,14 +294,14 @@ pub(crate) fn render(
                 Some(r) => format!("{} ({:.2})", fmt_ops(ops), (r * 100.0).floor() / 100.0),
                 None => fmt_ops(ops),
             };
-            (text, fmt_cpu(c.cpu()), fmt_cpu(c.redis()), ratio, c.cpu())
+            (text, fmt_cpu(c.cpu()), fmt_redis(c), ratio, c.cpu())
         };
         let (_, _, _, t_ratio, t_cpu_v) = cell_text(Sys::Tessera);
         let direct_text = match find(row, Sys::Direct) {
             Some(i) if row[i].ops.is_empty() => "error".into(),
             _ => fmt_ops(direct),
         };
-        let direct_redis = fmt_cpu(find(row, Sys::Direct).and_then(|i| row[i].redis()));
+        let direct_redis = find(row, Sys::Direct).map_or("—".into(), |i| fmt_redis(&row[i]));
         let mark = |ok: Option<bool>| match ok {
             Some(true) => " ✓",
             Some(false) => " ✗",
@@ -361,7 +371,11 @@ pub(crate) fn render(
         let _ = writeln!(out);
     }
 
-    let _ = writeln!(out, "\nRaw runs (ops/s; proxy CPU µs/op in brackets):\n");
+    let _ = writeln!(
+        out,
+        "\nRaw runs (ops/s; in brackets the proxy's CPU µs/op, then the two Redis's CPU µs/op \
+         and reads/op):\n"
+    );
     let _ = writeln!(out, "| workload | system | runs |");
     let _ = writeln!(out, "|---|---|---|");
     for (w, row) in workloads.iter().zip(cells) {
@@ -370,9 +384,9 @@ pub(crate) fn render(
                 .ops
                 .iter()
                 .enumerate()
-                .map(|(i, o)| match c.cpu.get(i) {
-                    Some(cpu) => format!("{} [{cpu:.2}]", fmt_ops(Some(*o))),
-                    None => fmt_ops(Some(*o)),
+                .map(|(i, o)| {
+                    let figures: Vec<String> = c.raw[i].iter().map(|x| fmt_cpu(*x)).collect();
+                    format!("{} [{}]", fmt_ops(Some(*o)), figures.join("; "))
                 })
                 .collect();
             if let Some(e) = &c.error {

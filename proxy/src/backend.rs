@@ -384,15 +384,16 @@ impl ConnTask {
                         Io::Read(Ok(0)) => break "connection closed by the server".to_string(),
                         Io::Read(Ok(_)) => {
                             match take_replies(&mut rbuf, &mut scanner, &mut pending) {
-                                // Held commands go at once, before the sessions the replies
-                                // wake have run: Redis, which has just written, may not
-                                // have gone to sleep yet.
-                                Ok(n) if pacing.replied(n) && pacing.write_now() => {
-                                    if let Err(e) = write_now(&mut stream, &mut wbuf) {
-                                        break e.to_string();
+                                // Held commands that a reply lets go are written at the
+                                // end of this turn, like any others, with what the turn's
+                                // sessions hand over meanwhile: Redis has gone back to
+                                // sleep by the time its reply is read (at -P1 it wakes
+                                // once per read), so writing them at once only split them.
+                                Ok(n) => {
+                                    if pacing.replied(n) {
+                                        write_due = true;
                                     }
                                 }
-                                Ok(_) => {}
                                 Err(reason) => break reason,
                             }
                         }

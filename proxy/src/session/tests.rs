@@ -921,3 +921,56 @@ async fn commands_wait_for_a_reply_while_hold_in_flight_are_unanswered() {
             .await;
     }
 }
+
+/// Held commands that a reply lets go are written at the end of that turn, together with the
+/// commands the turn's sessions hand over meanwhile: one write, not two (Redis, asleep by
+/// the time its reply is read, would be woken for each).
+#[tokio::test(start_paused = true)]
+async fn held_commands_go_with_the_commands_of_the_turn_a_reply_wakes() {
+    LocalSet::new()
+        .run_until(async {
+            let hand = Rc::new(ByHand::default());
+            let worker = worker_over(
+                "[backend]\nhold_in_flight = 2\n[[group]]\nid = 1\n\
+                 servers = [\"a:1\"]\n[[slots]]\nrange = \"0-1023\"\ngroup = 1\n",
+                hand.clone(),
+            );
+            let mut clients: Vec<DuplexStream> = (0..4).map(|_| client(&worker)).collect();
+            for c in &mut clients {
+                send(c, &[&["PING"]]).await;
+                expect(c, "+PONG\r\n").await;
+            }
+            send(&mut clients[0], &[&["GET", "k0"]]).await;
+            let mut buf = BytesMut::new();
+            let mut redis = hand.next_set_up(&mut buf).await;
+            assert_eq!(commands_on(&mut redis, &mut buf, 1).await, ["GET k0"]);
+            send(&mut clients[1], &[&["GET", "k1"]]).await;
+            assert_eq!(commands_on(&mut redis, &mut buf, 1).await, ["GET k1"]);
+            send(&mut clients[2], &[&["GET", "k2"]]).await;
+            nothing_for(&mut redis, Duration::from_millis(50)).await;
+
+            // The reply and a fourth session's command become ready in the same turn, the
+            // reply first.
+            let before = hand.writes.get();
+            redis.write_all(b"$2\r\nv0\r\n").await.unwrap();
+            send(&mut clients[3], &[&["GET", "k3"]]).await;
+            expect(&mut clients[0], "$2\r\nv0\r\n").await;
+            assert_eq!(
+                commands_on(&mut redis, &mut buf, 2).await,
+                ["GET k2", "GET k3"]
+            );
+            assert_eq!(
+                hand.writes.get() - before,
+                1,
+                "the held command and the turn's new one took two writes"
+            );
+            redis
+                .write_all(b"$2\r\nv1\r\n$2\r\nv2\r\n$2\r\nv3\r\n")
+                .await
+                .unwrap();
+            for (i, c) in clients.iter_mut().enumerate().skip(1) {
+                expect(c, &format!("$2\r\nv{i}\r\n")).await;
+            }
+        })
+        .await;
+}
