@@ -858,6 +858,32 @@ async fn commands_sessions_send_in_one_turn_reach_redis_in_one_write() {
         .await;
 }
 
+/// A worker with `hold_in_flight = hold` over one backend, four sessions, and two commands
+/// written to Redis and unanswered (`GET k0`, `GET k1` of sessions 0 and 1): the connection
+/// to Redis, its read buffer, the sessions' streams and the connector counting writes.
+async fn two_unanswered(hold: usize) -> (Rc<ByHand>, Vec<DuplexStream>, DuplexStream, BytesMut) {
+    let hand = Rc::new(ByHand::default());
+    let worker = worker_over(
+        &format!(
+            "[backend]\nhold_in_flight = {hold}\n[[group]]\nid = 1\n\
+             servers = [\"a:1\"]\n[[slots]]\nrange = \"0-1023\"\ngroup = 1\n"
+        ),
+        hand.clone(),
+    );
+    let mut clients: Vec<DuplexStream> = (0..4).map(|_| client(&worker)).collect();
+    for c in &mut clients {
+        send(c, &[&["PING"]]).await;
+        expect(c, "+PONG\r\n").await;
+    }
+    send(&mut clients[0], &[&["GET", "k0"]]).await;
+    let mut buf = BytesMut::new();
+    let mut redis = hand.next_set_up(&mut buf).await;
+    assert_eq!(commands_on(&mut redis, &mut buf, 1).await, ["GET k0"]);
+    send(&mut clients[1], &[&["GET", "k1"]]).await;
+    assert_eq!(commands_on(&mut redis, &mut buf, 1).await, ["GET k1"]);
+    (hand, clients, redis, buf)
+}
+
 /// While `backend.hold_in_flight` commands a connection wrote are unanswered, the commands
 /// sessions hand it wait, and go to Redis in one write when a reply comes back; with 0 they go
 /// at once.
@@ -866,25 +892,7 @@ async fn commands_wait_for_a_reply_while_hold_in_flight_are_unanswered() {
     for hold in [2, 0] {
         LocalSet::new()
             .run_until(async {
-                let hand = Rc::new(ByHand::default());
-                let worker = worker_over(
-                    &format!(
-                        "[backend]\nhold_in_flight = {hold}\n[[group]]\nid = 1\n\
-                         servers = [\"a:1\"]\n[[slots]]\nrange = \"0-1023\"\ngroup = 1\n"
-                    ),
-                    hand.clone(),
-                );
-                let mut clients: Vec<DuplexStream> = (0..4).map(|_| client(&worker)).collect();
-                for c in &mut clients {
-                    send(c, &[&["PING"]]).await;
-                    expect(c, "+PONG\r\n").await;
-                }
-                send(&mut clients[0], &[&["GET", "k0"]]).await;
-                let mut buf = BytesMut::new();
-                let mut redis = hand.next_set_up(&mut buf).await;
-                assert_eq!(commands_on(&mut redis, &mut buf, 1).await, ["GET k0"]);
-                send(&mut clients[1], &[&["GET", "k1"]]).await;
-                assert_eq!(commands_on(&mut redis, &mut buf, 1).await, ["GET k1"]);
+                let (hand, mut clients, mut redis, mut buf) = two_unanswered(hold).await;
 
                 send(&mut clients[2], &[&["GET", "k2"]]).await;
                 send(&mut clients[3], &[&["GET", "k3"]]).await;
@@ -929,23 +937,7 @@ async fn commands_wait_for_a_reply_while_hold_in_flight_are_unanswered() {
 async fn held_commands_go_with_the_commands_of_the_turn_a_reply_wakes() {
     LocalSet::new()
         .run_until(async {
-            let hand = Rc::new(ByHand::default());
-            let worker = worker_over(
-                "[backend]\nhold_in_flight = 2\n[[group]]\nid = 1\n\
-                 servers = [\"a:1\"]\n[[slots]]\nrange = \"0-1023\"\ngroup = 1\n",
-                hand.clone(),
-            );
-            let mut clients: Vec<DuplexStream> = (0..4).map(|_| client(&worker)).collect();
-            for c in &mut clients {
-                send(c, &[&["PING"]]).await;
-                expect(c, "+PONG\r\n").await;
-            }
-            send(&mut clients[0], &[&["GET", "k0"]]).await;
-            let mut buf = BytesMut::new();
-            let mut redis = hand.next_set_up(&mut buf).await;
-            assert_eq!(commands_on(&mut redis, &mut buf, 1).await, ["GET k0"]);
-            send(&mut clients[1], &[&["GET", "k1"]]).await;
-            assert_eq!(commands_on(&mut redis, &mut buf, 1).await, ["GET k1"]);
+            let (hand, mut clients, mut redis, mut buf) = two_unanswered(2).await;
             send(&mut clients[2], &[&["GET", "k2"]]).await;
             nothing_for(&mut redis, Duration::from_millis(50)).await;
 
