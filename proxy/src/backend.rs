@@ -389,11 +389,7 @@ impl ConnTask {
                                 // sessions hand over meanwhile: Redis has gone back to
                                 // sleep by the time its reply is read (at -P1 it wakes
                                 // once per read), so writing them at once only split them.
-                                Ok(n) => {
-                                    if pacing.replied(n) {
-                                        write_due = true;
-                                    }
-                                }
+                                Ok(n) => write_due |= pacing.replied(n),
                                 Err(reason) => break reason,
                             }
                         }

@@ -6,8 +6,8 @@
 /// A turn's commands are written at its end unless `hold_at` or more commands written before
 /// are unanswered and none of the latest write is: Redis has not got to that write yet, so
 /// the new commands wait for its first reply and then go at the end of that turn, with
-/// whatever else came meanwhile, for Redis to read in one go instead of being woken for each few (docs/
-/// benchmarks.md: with 50 clients, about half of Redis's CPU per command). Commands wait only
+/// whatever else came meanwhile, for Redis to read in one go instead of being woken for
+/// each few (docs/benchmarks.md: with 50 clients, about half of Redis's CPU per command). Commands wait only
 /// while the batches queued average under 2 commands: pipelining clients already bring
 /// Redis enough to read, and holding theirs left Redis idle a round trip per write. Below `hold_at`
 /// commands in flight (a client or two) nothing waits, and a long pipeline keeps streaming

@@ -884,6 +884,18 @@ async fn two_unanswered(hold: usize) -> (Rc<ByHand>, Vec<DuplexStream>, DuplexSt
     (hand, clients, redis, buf)
 }
 
+/// Redis answers `GET k1`, `GET k2`, `GET k3` (`v1`..`v3`) in one write, and sessions 1 to 3
+/// each get their own.
+async fn answer_k1_to_k3(redis: &mut DuplexStream, clients: &mut [DuplexStream]) {
+    redis
+        .write_all(b"$2\r\nv1\r\n$2\r\nv2\r\n$2\r\nv3\r\n")
+        .await
+        .unwrap();
+    for (i, c) in clients.iter_mut().enumerate().skip(1) {
+        expect(c, &format!("$2\r\nv{i}\r\n")).await;
+    }
+}
+
 /// While `backend.hold_in_flight` commands a connection wrote are unanswered, the commands
 /// sessions hand it wait, and go to Redis in one write when a reply comes back; with 0 they go
 /// at once.
@@ -918,13 +930,7 @@ async fn commands_wait_for_a_reply_while_hold_in_flight_are_unanswered() {
                     redis.write_all(b"$2\r\nv0\r\n").await.unwrap();
                     expect(&mut clients[0], "$2\r\nv0\r\n").await;
                 }
-                redis
-                    .write_all(b"$2\r\nv1\r\n$2\r\nv2\r\n$2\r\nv3\r\n")
-                    .await
-                    .unwrap();
-                for (i, c) in clients.iter_mut().enumerate().skip(1) {
-                    expect(c, &format!("$2\r\nv{i}\r\n")).await;
-                }
+                answer_k1_to_k3(&mut redis, &mut clients).await;
             })
             .await;
     }
@@ -956,13 +962,7 @@ async fn held_commands_go_with_the_commands_of_the_turn_a_reply_wakes() {
                 1,
                 "the held command and the turn's new one took two writes"
             );
-            redis
-                .write_all(b"$2\r\nv1\r\n$2\r\nv2\r\n$2\r\nv3\r\n")
-                .await
-                .unwrap();
-            for (i, c) in clients.iter_mut().enumerate().skip(1) {
-                expect(c, &format!("$2\r\nv{i}\r\n")).await;
-            }
+            answer_k1_to_k3(&mut redis, &mut clients).await;
         })
         .await;
 }
