@@ -5,10 +5,12 @@
 //! Run: `cargo bench --bench load` (release profile). Environment:
 //! - `TESSERA_BENCH_REQUESTS` — requests of a `-P 16` single-key run (default 1000000); the
 //!   other workloads use a fixed fraction of it (the `requests` column);
-//! - `TESSERA_BENCH_REPS` — repetitions per workload and system (default 3; the median counts);
+//! - `TESSERA_BENCH_REPS` — repetitions per workload and system (default 3; the median counts;
+//!   at -P1 at least [`SHORT_RUN_MIN_REPS`]);
 //! - `TESSERA_BENCH_WORKERS` — the default Tessera's `proxy.workers` (default: the proxy's
 //!   own, half the cores, at least one);
-//! - `TESSERA_BENCH_ONE_WORKER` — 0 leaves out the system "Tessera, 1 worker" (default 1);
+//! - `TESSERA_BENCH_ONE_WORKER` — 1 runs the system "Tessera, 1 worker", 0 leaves it out
+//!   (default: run where the default system has more than one worker);
 //! - `TESSERA_BENCH_ONE_CLIENT` — GETs of the one-client run (default 20000; 0 skips it);
 //! - `TESSERA_BENCH_CONNECTIONS` — idle client connections of the memory figures (default
 //!   10000; 0 skips them);
@@ -59,10 +61,12 @@ const BIG_VALUE: usize = 1024;
 const HASH_FIELDS: usize = 10;
 /// Name of the one-client run (for `TESSERA_BENCH_ONLY`).
 const ONE_CLIENT: &str = "one client GET -P1";
-/// The one-client runs take a second or two each and swing 2–3× from run to run on a shared
-/// VM, while the proxies' p50s differ by one 8 µs step of redis-benchmark's histogram: at
-/// least this many, whatever `TESSERA_BENCH_REPS` says.
-const ONE_CLIENT_MIN_REPS: usize = 11;
+/// Runs at -P1 (50 clients or one) take a second or two each, and on a shared VM their
+/// figures swing from run to run by more than the proxies differ: Redis's reads per command
+/// 2× behind either proxy at -P1, one client's p50 2–3× while the proxies' differ by one
+/// 8 µs step of redis-benchmark's histogram. They run at least this many rounds, whatever
+/// `TESSERA_BENCH_REPS` says.
+const SHORT_RUN_MIN_REPS: usize = 11;
 /// Name of the memory figures (for `TESSERA_BENCH_ONLY`).
 const MEMORY: &str = "memory";
 
@@ -109,9 +113,15 @@ fn main() {
     let base = env_u64("TESSERA_BENCH_REQUESTS", 1_000_000).max(1000);
     let reps = env_u64("TESSERA_BENCH_REPS", 3).max(1) as usize;
     let workers = std::env::var("TESSERA_BENCH_WORKERS").ok();
-    let one_worker = env_u64("TESSERA_BENCH_ONE_WORKER", 1) != 0;
     let clk_tck = clock_ticks_per_sec();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // tessera-1w runs by default only where it differs from the default system.
+    let default_workers = workers
+        .as_deref()
+        .and_then(|w| w.parse::<usize>().ok())
+        .filter(|&w| w > 0)
+        .unwrap_or_else(|| tessera_proxy::config::default_workers(cores.max(1)));
+    let one_worker = env_u64("TESSERA_BENCH_ONE_WORKER", u64::from(default_workers != 1)) != 0;
     // TESSERA_BENCH_ONLY=a,b: only the workloads whose names contain one of these (see
     // `names_part`).
     let only: Vec<String> = std::env::var("TESSERA_BENCH_ONLY")
@@ -300,7 +310,12 @@ fn main() {
                 }
             }
         }
-        for rep in 0..reps {
+        let rounds = batch
+            .iter()
+            .map(|&i| rounds_of(&workloads[i], reps))
+            .max()
+            .unwrap_or(reps);
+        for rep in 0..rounds {
             for &i in &batch {
                 let w = &workloads[i];
                 let requests = (base * w.share.0 / w.share.1).max(1000);
@@ -343,7 +358,7 @@ fn main() {
                 max_cpu_us: None,
             },
         };
-        for rep in 0..reps.max(ONE_CLIENT_MIN_REPS) {
+        for rep in 0..reps.max(SHORT_RUN_MIN_REPS) {
             let run = Run {
                 w: &w,
                 rep,
@@ -426,6 +441,15 @@ fn main() {
     drop(baseline);
     drop(tessera_one);
     drop(tessera);
+}
+
+/// The rounds a workload runs: `reps`, and at -P1 at least [`SHORT_RUN_MIN_REPS`].
+fn rounds_of(w: &Workload, reps: usize) -> usize {
+    if w.pipeline == 1 {
+        reps.max(SHORT_RUN_MIN_REPS)
+    } else {
+        reps
+    }
 }
 
 /// Whether `part` occurs in the workload name `name`, not followed by a digit when it ends

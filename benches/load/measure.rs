@@ -91,7 +91,7 @@ impl Run<'_> {
             ) {
                 Ok(r) => {
                     println!("  {:<18} rep {rep} {label:<10} {}", w.name, figures(&r));
-                    cell.push(&r);
+                    cell.runs.push(r);
                 }
                 Err(e) => {
                     println!("  {} rep {rep} {label}: {e}", w.name);
@@ -317,71 +317,56 @@ pub(crate) fn median(xs: &[f64]) -> Option<f64> {
     })
 }
 
-/// The runs of one workload on one system.
+/// The runs of one workload on one system, in the order of the rounds (a failed run ends
+/// the cell's runs: run `i` is always round `i`).
 #[derive(Default)]
 pub(crate) struct Cell {
-    pub(crate) ops: Vec<f64>,
-    pub(crate) cpu: Vec<f64>,
-    /// CPU per operation of the two redis-servers, each run.
-    pub(crate) redis: Vec<f64>,
-    /// Reads the two redis-servers made per operation, each run.
-    pub(crate) reads: Vec<f64>,
-    /// Each run's proxy CPU, Redis CPU and Redis reads per operation, as measured (for the
-    /// table of raw runs).
-    pub(crate) raw: Vec<[Option<f64>; 3]>,
-    /// Mean latency and percentiles of each run, in ms.
-    pub(crate) avg: Vec<f64>,
-    pub(crate) p50: Vec<f64>,
-    pub(crate) p99: Vec<f64>,
-    /// Whole-system CPU per operation of each run (see [`RunResult::all_us_per_op`]).
-    pub(crate) all: Vec<f64>,
+    pub(crate) runs: Vec<RunResult>,
     pub(crate) error: Option<String>,
 }
 
 impl Cell {
+    /// The median of a figure over the runs that have it.
+    fn median_of(&self, figure: impl Fn(&RunResult) -> Option<f64>) -> Option<f64> {
+        let xs: Vec<f64> = self.runs.iter().filter_map(figure).collect();
+        median(&xs)
+    }
     pub(crate) fn ops(&self) -> Option<f64> {
-        median(&self.ops)
+        self.median_of(|r| Some(r.ops_per_sec))
     }
     pub(crate) fn cpu(&self) -> Option<f64> {
-        median(&self.cpu)
+        self.median_of(|r| r.cpu_us_per_op)
     }
     pub(crate) fn all(&self) -> Option<f64> {
-        median(&self.all)
+        self.median_of(|r| r.all_us_per_op)
     }
     pub(crate) fn redis(&self) -> Option<f64> {
-        median(&self.redis)
+        self.median_of(|r| r.redis_us_per_op)
     }
     pub(crate) fn reads(&self) -> Option<f64> {
-        median(&self.reads)
+        self.median_of(|r| r.redis_reads_per_op)
     }
     pub(crate) fn avg(&self) -> Option<f64> {
-        median(&self.avg)
+        self.median_of(|r| r.avg_ms)
     }
     pub(crate) fn p50(&self) -> Option<f64> {
-        median(&self.p50)
+        self.median_of(|r| r.p50_ms)
     }
     pub(crate) fn p99(&self) -> Option<f64> {
-        median(&self.p99)
+        self.median_of(|r| r.p99_ms)
     }
+}
 
-    /// Adds a run's figures.
-    pub(crate) fn push(&mut self, r: &RunResult) {
-        self.ops.push(r.ops_per_sec);
-        self.raw
-            .push([r.cpu_us_per_op, r.redis_us_per_op, r.redis_reads_per_op]);
-        let pairs = [
-            (&mut self.cpu, r.cpu_us_per_op),
-            (&mut self.all, r.all_us_per_op),
-            (&mut self.redis, r.redis_us_per_op),
-            (&mut self.reads, r.redis_reads_per_op),
-            (&mut self.avg, r.avg_ms),
-            (&mut self.p50, r.p50_ms),
-            (&mut self.p99, r.p99_ms),
-        ];
-        for (runs, value) in pairs {
-            if let Some(v) = value {
-                runs.push(v);
-            }
-        }
-    }
+/// In how many of the rounds both cells ran `better(a's run, b's run)` holds: (rounds won,
+/// rounds compared).
+pub(crate) fn rounds_won(
+    a: &Cell,
+    b: &Cell,
+    better: impl Fn(&RunResult, &RunResult) -> Option<bool>,
+) -> (usize, usize) {
+    a.runs
+        .iter()
+        .zip(&b.runs)
+        .filter_map(|(x, y)| better(x, y))
+        .fold((0, 0), |(won, all), w| (won + usize::from(w), all + 1))
 }

@@ -155,9 +155,10 @@ pub(crate) fn baseline_section(
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---|---|");
     let spread = |c: &Cell| {
-        let lo = c.ops.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = c.ops.iter().copied().fold(0.0, f64::max);
-        if c.ops.is_empty() {
+        let ops = c.runs.iter().map(|r| r.ops_per_sec);
+        let lo = ops.clone().fold(f64::INFINITY, f64::min);
+        let hi = ops.fold(0.0, f64::max);
+        if c.runs.is_empty() {
             "—".to_string()
         } else {
             format!("{}–{}", fmt_ops(Some(lo)), fmt_ops(Some(hi)))
@@ -241,7 +242,8 @@ pub(crate) fn render(
     let main_table = out.len();
     let _ = writeln!(
         out,
-        "Median of {} interleaved runs of `redis-benchmark -c {CLIENTS} -r {KEYSPACE}`; ratios \
+        "Median of {} interleaved runs (at -P1 at least {SHORT_RUN_MIN_REPS}) of \
+         `redis-benchmark -c {CLIENTS} -r {KEYSPACE}`; ratios \
          against direct Redis; proxy CPU = utime+stime of the proxy process per operation; \
          Redis CPU = utime+stime of the two redis-servers together per operation (direct: \
          server A does the work), and in brackets the reads of client input they made per \
@@ -274,7 +276,7 @@ pub(crate) fn render(
                 return ("skipped".into(), "—".into(), "—".into(), None, None);
             };
             let c = &row[i];
-            if let (Some(e), true) = (&c.error, c.ops.is_empty()) {
+            if let (Some(e), true) = (&c.error, c.runs.is_empty()) {
                 let short: String = e.chars().take(60).collect();
                 return (
                     format!("error: {short}"),
@@ -298,7 +300,7 @@ pub(crate) fn render(
         };
         let (_, _, _, t_ratio, t_cpu_v) = cell_text(Sys::Tessera);
         let direct_text = match find(row, Sys::Direct) {
-            Some(i) if row[i].ops.is_empty() => "error".into(),
+            Some(i) if row[i].runs.is_empty() => "error".into(),
             _ => fmt_ops(direct),
         };
         let direct_redis = find(row, Sys::Direct).map_or("—".into(), |i| fmt_redis(&row[i]));
@@ -381,12 +383,12 @@ pub(crate) fn render(
     for (w, row) in workloads.iter().zip(cells) {
         for (ep, c) in endpoints.iter().zip(row) {
             let mut runs: Vec<String> = c
-                .ops
+                .runs
                 .iter()
-                .enumerate()
-                .map(|(i, o)| {
-                    let figures: Vec<String> = c.raw[i].iter().map(|x| fmt_cpu(*x)).collect();
-                    format!("{} [{}]", fmt_ops(Some(*o)), figures.join("; "))
+                .map(|r| {
+                    let figures =
+                        [r.cpu_us_per_op, r.redis_us_per_op, r.redis_reads_per_op].map(fmt_cpu);
+                    format!("{} [{}]", fmt_ops(Some(r.ops_per_sec)), figures.join("; "))
                 })
                 .collect();
             if let Some(e) = &c.error {
@@ -421,7 +423,8 @@ pub(crate) fn render(
         if m.one_worker {
             "run"
         } else {
-            "not run (`TESSERA_BENCH_ONE_WORKER=0`)"
+            "not run (`TESSERA_BENCH_ONE_WORKER=0`, its default where the default system \
+             has one worker too)"
         },
         m.base,
         m.load.0,
@@ -454,7 +457,7 @@ fn one_client_section(out: &mut String, endpoints: &[Endpoint], n: u64, single: 
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for (ep, c) in endpoints.iter().zip(single) {
-        if let (Some(e), true) = (&c.error, c.ops.is_empty()) {
+        if let (Some(e), true) = (&c.error, c.runs.is_empty()) {
             let _ = writeln!(out, "| {} | error: {e} | | | | | | |", ep.sys.label());
             continue;
         }
@@ -653,16 +656,27 @@ fn targets_section(
             continue;
         }
         let twem_ratio = ratio_of(endpoints, row, Sys::Twemproxy);
-        let twem_redis = idx(Sys::Twemproxy).and_then(|i| row[i].redis());
+        let twem = idx(Sys::Twemproxy).map(|i| &row[i]);
+        let twem_redis = twem.and_then(Cell::redis);
         for &t in &tesseras {
             let l = t.label();
+            let cell = idx(t).map(|i| &row[i]);
+            // The rounds each proxy came out ahead in, the same round's runs compared.
+            let rounds = |better: fn(&RunResult, &RunResult) -> Option<bool>| match (cell, twem) {
+                (Some(a), Some(b)) => {
+                    let (won, of) = rounds_won(a, b, better);
+                    format!(" (ahead or even in {won} of {of} rounds)")
+                }
+                _ => String::new(),
+            };
             match (ratio_of(endpoints, row, t), twem_ratio) {
                 (Some(a), Some(b)) => {
                     let ok = a >= b;
                     let cmp = if ok { "≥" } else { "<" };
                     lines.push(format!(
-                        "{}, ratio to direct: {l} {a:.3} {cmp} twemproxy {b:.3}: {}",
+                        "{}, ratio to direct: {l} {a:.3} {cmp} twemproxy {b:.3}{}: {}",
                         w.name,
+                        rounds(|a, b| Some(a.ops_per_sec >= b.ops_per_sec)),
                         count(ok)
                     ));
                 }
@@ -671,14 +685,15 @@ fn targets_section(
                     w.name
                 )),
             }
-            match (idx(t).and_then(|i| row[i].redis()), twem_redis) {
+            match (cell.and_then(Cell::redis), twem_redis) {
                 (Some(a), Some(b)) => {
                     let ok = a <= b;
                     let cmp = if ok { "≤" } else { ">" };
                     lines.push(format!(
                         "{}, Redis CPU per command: behind {l} {a:.2} µs {cmp} behind twemproxy \
-                         {b:.2} µs: {}",
+                         {b:.2} µs{}: {}",
                         w.name,
+                        rounds(|a, b| Some(a.redis_us_per_op? <= b.redis_us_per_op?)),
                         count(ok)
                     ));
                 }

@@ -176,7 +176,7 @@ impl ProxyConfig {
 }
 
 /// The default worker count on a machine with `cores` cores.
-fn default_workers(cores: usize) -> usize {
+pub fn default_workers(cores: usize) -> usize {
     (cores / 2).max(1)
 }
 
