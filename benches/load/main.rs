@@ -17,6 +17,8 @@
 //! - `TESSERA_BENCH_ONLY` — comma-separated parts of workload names: only those workloads run
 //!   (a part ending in a digit does not match a longer number: `-P1` is not in `GET -P16`;
 //!   the one-client run is named `one client GET -P1`, the memory figures `memory`).
+//! - `TESSERA_BENCH_PIN` — 1 pins redis-benchmark to CPU 0 and the servers and proxies to the
+//!   other CPUs (default 0: the scheduler places them, which at -P1 decides much of a run);
 //! - `TESSERA_BENCH_BASELINE` — the path of another `tessera` executable (e.g. a release build
 //!   of an earlier commit): it runs as a fourth system over the same servers, and the report
 //!   gets a table of this build against it.
@@ -168,6 +170,23 @@ fn main() {
         None => None,
     };
 
+    // TESSERA_BENCH_PIN=1: redis-benchmark on CPU 0, the servers and proxies on the others.
+    let client_cpus = if env_u64("TESSERA_BENCH_PIN", 0) != 0 {
+        let mut pids = vec![a.pid(), b.pid(), tessera.pid()];
+        pids.extend(tessera_one.as_ref().map(|p| p.pid()));
+        pids.extend(baseline.as_ref().map(|p| p.pid()));
+        pids.extend(twemproxy.as_ref().map(|t| t.pid()));
+        match pin(&pids, cores) {
+            Ok(()) => Some("0".to_string()),
+            Err(e) => {
+                println!("load bench: not pinned: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     let servers = [&a, &b].map(|s| Server {
         pid: s.pid(),
         addr: s.socket_addr(),
@@ -260,7 +279,15 @@ fn main() {
         },
     };
     for ep in &endpoints {
-        if let Err(e) = run_benchmark(ep, &warm, 20_000, CLIENTS, clk_tck, &servers) {
+        if let Err(e) = run_benchmark(
+            ep,
+            &warm,
+            20_000,
+            CLIENTS,
+            clk_tck,
+            &servers,
+            client_cpus.as_deref(),
+        ) {
             println!("  warm-up {}: {e}", ep.sys.label());
         }
     }
@@ -326,6 +353,7 @@ fn main() {
                     clients: CLIENTS,
                     clk_tck,
                     servers: &servers,
+                    client_cpus: client_cpus.as_deref(),
                 };
                 run.each(&endpoints, &mut cells[i], |r| {
                     format!(
@@ -366,6 +394,7 @@ fn main() {
                 clients: 1,
                 clk_tck,
                 servers: &servers,
+                client_cpus: client_cpus.as_deref(),
             };
             run.each(&endpoints, &mut single, |r| {
                 format!(
@@ -428,6 +457,7 @@ fn main() {
             redis_benchmark: rb_version,
             nutcracker: twemproxy.as_ref().and(nc_version.clone()),
             load: (load_before, load_average()),
+            pinned: client_cpus.is_some(),
             elapsed: started.elapsed(),
         },
     );
@@ -441,6 +471,30 @@ fn main() {
     drop(baseline);
     drop(tessera_one);
     drop(tessera);
+}
+
+/// Pins every thread of each of `pids` to CPUs 1.. (`taskset`): redis-benchmark gets CPU 0
+/// to itself.
+fn pin(pids: &[u32], cores: usize) -> Result<(), String> {
+    if cores < 2 {
+        return Err(format!(
+            "{cores} core(s): nothing to keep redis-benchmark apart on"
+        ));
+    }
+    let others = format!("1-{}", cores - 1);
+    for pid in pids {
+        let out = Command::new("taskset")
+            .args(["-a", "-p", "-c", &others, &pid.to_string()])
+            .output()
+            .map_err(|e| format!("cannot run taskset: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "taskset -a -p -c {others} {pid}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The rounds a workload runs: `reps`, and at -P1 at least [`SHORT_RUN_MIN_REPS`].

@@ -42,6 +42,8 @@ pub(crate) struct Run<'a> {
     pub(crate) clients: u32,
     pub(crate) clk_tck: f64,
     pub(crate) servers: &'a [Server],
+    /// The CPUs redis-benchmark is pinned to (`TESSERA_BENCH_PIN`), if any.
+    pub(crate) client_cpus: Option<&'a str>,
 }
 
 /// A redis-server behind the proxies: its process, for CPU time, and its address, for
@@ -88,6 +90,7 @@ impl Run<'_> {
                 self.clients,
                 self.clk_tck,
                 self.servers,
+                self.client_cpus,
             ) {
                 Ok(r) => {
                     println!("  {:<18} rep {rep} {label:<10} {}", w.name, figures(&r));
@@ -102,8 +105,8 @@ impl Run<'_> {
     }
 }
 
-/// One redis-benchmark run of `clients` connections against `ep`; `Err` if it failed, timed
-/// out or printed no rate.
+/// One redis-benchmark run of `clients` connections against `ep` (on `client_cpus`, if
+/// given); `Err` if it failed, timed out or printed no rate.
 pub(crate) fn run_benchmark(
     ep: &Endpoint,
     w: &Workload,
@@ -111,6 +114,7 @@ pub(crate) fn run_benchmark(
     clients: u32,
     clk_tck: f64,
     servers: &[Server],
+    client_cpus: Option<&str>,
 ) -> Result<RunResult, String> {
     let servers_ticks = || -> Option<u64> { servers.iter().map(|s| cpu_ticks(s.pid)).sum() };
     let servers_reads = || -> Option<u64> { servers.iter().map(|s| reads_processed(s.addr)).sum() };
@@ -118,7 +122,14 @@ pub(crate) fn run_benchmark(
     let cpu_before = ep.cpu_pid.and_then(cpu_ticks);
     let servers_before = servers_ticks();
     let client_before = children_cpu_us();
-    let mut cmd = Command::new("redis-benchmark");
+    let mut cmd = match client_cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus, "redis-benchmark"]);
+            c
+        }
+        None => Command::new("redis-benchmark"),
+    };
     cmd.args(["-h", "127.0.0.1", "-p", &ep.addr.port().to_string()])
         .args(["-c", &clients.to_string(), "-n", &requests.to_string()])
         .args(["-r", &KEYSPACE.to_string(), "-P", &w.pipeline.to_string()])

@@ -199,6 +199,8 @@ pub(crate) struct Meta {
     pub(crate) nutcracker: Option<String>,
     /// 1-minute load average before and after the runs.
     pub(crate) load: (String, String),
+    /// `TESSERA_BENCH_PIN` took effect.
+    pub(crate) pinned: bool,
     pub(crate) elapsed: Duration,
 }
 
@@ -409,8 +411,8 @@ pub(crate) fn render(
     let _ = writeln!(
         out,
         "\nSetup: {} cores shared by the client, the proxy and the servers; {}; {}; Tessera \
-         workers: {}; Tessera 1 worker: {}; base requests {} (`TESSERA_BENCH_REQUESTS`); load \
-         average {} before, {} after; took {:.0} s.",
+         workers: {}; Tessera 1 worker: {}; {}; base requests {} (`TESSERA_BENCH_REQUESTS`); \
+         load average {} before, {} after; took {:.0} s.",
         m.cores,
         m.redis_benchmark,
         m.nutcracker
@@ -425,6 +427,15 @@ pub(crate) fn render(
         } else {
             "not run (`TESSERA_BENCH_ONE_WORKER=0`, its default where the default system \
              has one worker too)"
+        },
+        if m.pinned {
+            format!(
+                "pinned (`TESSERA_BENCH_PIN=1`): redis-benchmark on CPU 0, the servers and \
+                 proxies on CPUs 1–{}",
+                m.cores - 1
+            )
+        } else {
+            "not pinned (the scheduler places every process)".to_string()
         },
         m.base,
         m.load.0,
