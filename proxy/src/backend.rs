@@ -12,8 +12,9 @@ use std::future::Future;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::Poll;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -418,7 +419,7 @@ impl ConnTask {
                         None => open = false,
                     }
                 }
-                _ = end_of_turn(&mut turn, pacing.one_more_poll()), if write_due => {
+                _ = end_of_turn(&mut turn, &pacing), if write_due => {
                     write_due = false;
                     turn = TurnWait::NotYet;
                     if !pacing.write_now() {
@@ -557,12 +558,49 @@ fn read_or_write<'a>(
 
 /// How far a backend connection has got in waiting for the end of a turn (see
 /// [`end_of_turn`]); kept across the connection's loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 enum TurnWait {
     #[default]
     NotYet,
     Requeued,
-    PollDeferred,
+    /// Waiting for the runtime's poll of `epoll` number `polls`, deferred when `batches`
+    /// were queued.
+    Polling {
+        polled: Arc<Polled>,
+        polls: u32,
+        batches: u64,
+    },
+}
+
+/// The waker a backend connection defers to the runtime's next poll of `epoll`: it notes
+/// that the poll happened and wakes the connection's task.
+#[derive(Debug)]
+struct Polled {
+    done: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for Polled {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.done.store(true, Relaxed);
+        self.task.wake_by_ref();
+    }
+}
+
+/// Has the task woken after the runtime's next poll of `epoll` (without blocking:
+/// `yield_now` hands its waker to the runtime, to wake once its driver has been polled).
+fn defer_to_next_poll(cx: &Context<'_>) -> Arc<Polled> {
+    let polled = Arc::new(Polled {
+        done: AtomicBool::new(false),
+        task: cx.waker().clone(),
+    });
+    let waker = Waker::from(polled.clone());
+    let _ = pin!(tokio::task::yield_now()).poll(&mut Context::from_waker(&waker));
+    polled
 }
 
 /// Ready once the tasks the worker had ready to run when this was first polled have run:
@@ -571,24 +609,45 @@ enum TurnWait {
 /// write: on a busy worker the task is often woken by its replies while half the turn's
 /// sessions have still to run, and writing then split the turn's commands in two writes,
 /// which Redis reads, and is woken for, separately. With `one_more_poll` it then also waits
-/// for the runtime's next poll of `epoll` (without blocking: `yield_now` defers its wake to
-/// after it) and the sessions that poll wakes, so a busy turn's write takes in the commands
-/// that arrived while the turn ran, as twemproxy's one write per turn of its loop does.
-fn end_of_turn(wait: &mut TurnWait, one_more_poll: bool) -> impl Future<Output = ()> + '_ {
-    std::future::poll_fn(move |cx| match *wait {
+/// for the runtime's next poll of `epoll` and the sessions that poll wakes, and for more
+/// polls while each brings more batches ([`Pacing::poll_again`]), so a busy turn's write
+/// takes in the commands of clients that send one after another, as twemproxy's one write
+/// per turn of its loop does. A batch handed over before the poll does not end the wait:
+/// only the runtime's wake after its poll does.
+fn end_of_turn<'a>(wait: &'a mut TurnWait, pacing: &'a Pacing) -> impl Future<Output = ()> + 'a {
+    std::future::poll_fn(move |cx| match wait {
         TurnWait::NotYet => {
             *wait = TurnWait::Requeued;
             cx.waker().wake_by_ref();
             Poll::Pending
         }
-        TurnWait::Requeued if one_more_poll => {
-            *wait = TurnWait::PollDeferred;
-            // The first poll of `yield_now` hands the waker to the runtime, to wake once its
-            // driver has been polled, and is pending.
-            let _ = pin!(tokio::task::yield_now()).poll(cx);
+        TurnWait::Requeued if pacing.one_more_poll() => {
+            *wait = TurnWait::Polling {
+                polled: defer_to_next_poll(cx),
+                polls: 1,
+                batches: pacing.batches(),
+            };
             Poll::Pending
         }
-        TurnWait::Requeued | TurnWait::PollDeferred => Poll::Ready(()),
+        TurnWait::Requeued => Poll::Ready(()),
+        TurnWait::Polling {
+            polled,
+            polls,
+            batches,
+        } => {
+            if !polled.done.load(Relaxed) {
+                return Poll::Pending;
+            }
+            if pacing.poll_again(*polls, *batches) {
+                *wait = TurnWait::Polling {
+                    polled: defer_to_next_poll(cx),
+                    polls: *polls + 1,
+                    batches: pacing.batches(),
+                };
+                return Poll::Pending;
+            }
+            Poll::Ready(())
+        }
     })
 }
 

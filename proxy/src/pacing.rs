@@ -1,6 +1,9 @@
 //! When a backend connection writes the commands sessions hand it: once per turn of the
 //! worker, and not while Redis has yet to read what the connection wrote before.
 
+/// The most polls of `epoll` a busy turn's write waits for (see [`Pacing::poll_again`]).
+pub(crate) const MAX_POLLS: u32 = 16;
+
 /// The count of a backend connection's commands, and whether to write them now.
 ///
 /// A turn's commands are written at its end unless `hold_at` or more commands written before
@@ -78,6 +81,18 @@ impl Pacing {
     /// off too.
     pub(crate) fn one_more_poll(&self) -> bool {
         self.hold_at != u64::MAX && self.queued_batches >= 2
+    }
+
+    /// Batches queued since the last write.
+    pub(crate) fn batches(&self) -> u64 {
+        self.queued_batches
+    }
+
+    /// After `polls` polls of `epoll` for a busy turn's write, the last of which began with
+    /// `before` batches queued: whether to wait for one more. As long as each poll brings
+    /// more (clients answered together send again one after another), up to [`MAX_POLLS`].
+    pub(crate) fn poll_again(&self, polls: u32, before: u64) -> bool {
+        polls < MAX_POLLS && self.queued_batches > before
     }
 
     fn may_write(&self) -> bool {
@@ -166,6 +181,26 @@ mod tests {
             assert!(!p.one_more_poll());
             assert!(p.write_now());
         }
+    }
+
+    #[test]
+    fn a_busy_turns_write_waits_for_polls_while_they_bring_more() {
+        let mut p = Pacing::new(2);
+        p.queue(1);
+        p.queue(1);
+        assert!(p.one_more_poll());
+        let before = p.batches();
+        assert!(!p.poll_again(1, before), "the poll brought nothing: write");
+        p.queue(1);
+        assert!(p.poll_again(1, before), "it brought a batch: one more");
+        let before = p.batches();
+        p.queue(1);
+        assert!(
+            !p.poll_again(super::MAX_POLLS, before),
+            "never more than MAX_POLLS"
+        );
+        assert!(p.write_now());
+        assert_eq!(p.batches(), 0, "counted afresh after a write");
     }
 
     #[test]
