@@ -591,16 +591,23 @@ impl Wake for Polled {
     }
 }
 
-/// Has the task woken after the runtime's next poll of `epoll` (without blocking:
-/// `yield_now` hands its waker to the runtime, to wake once its driver has been polled).
-fn defer_to_next_poll(cx: &Context<'_>) -> Arc<Polled> {
-    let polled = Arc::new(Polled {
-        done: AtomicBool::new(false),
-        task: cx.waker().clone(),
-    });
-    let waker = Waker::from(polled.clone());
-    let _ = pin!(tokio::task::yield_now()).poll(&mut Context::from_waker(&waker));
-    polled
+impl TurnWait {
+    /// Has the task woken after the runtime's next poll of `epoll` (without blocking:
+    /// `yield_now` hands its waker to the runtime, to wake once its driver has been polled),
+    /// poll number `polls` of this turn's write.
+    fn poll(cx: &Context<'_>, polls: u32, pacing: &Pacing) -> TurnWait {
+        let polled = Arc::new(Polled {
+            done: AtomicBool::new(false),
+            task: cx.waker().clone(),
+        });
+        let waker = Waker::from(polled.clone());
+        let _ = pin!(tokio::task::yield_now()).poll(&mut Context::from_waker(&waker));
+        TurnWait::Polling {
+            polled,
+            polls,
+            batches: pacing.batches(),
+        }
+    }
 }
 
 /// Ready once the tasks the worker had ready to run when this was first polled have run:
@@ -622,11 +629,7 @@ fn end_of_turn<'a>(wait: &'a mut TurnWait, pacing: &'a Pacing) -> impl Future<Ou
             Poll::Pending
         }
         TurnWait::Requeued if pacing.one_more_poll() => {
-            *wait = TurnWait::Polling {
-                polled: defer_to_next_poll(cx),
-                polls: 1,
-                batches: pacing.batches(),
-            };
+            *wait = TurnWait::poll(cx, 1, pacing);
             Poll::Pending
         }
         TurnWait::Requeued => Poll::Ready(()),
@@ -639,11 +642,7 @@ fn end_of_turn<'a>(wait: &'a mut TurnWait, pacing: &'a Pacing) -> impl Future<Ou
                 return Poll::Pending;
             }
             if pacing.poll_again(*polls, *batches) {
-                *wait = TurnWait::Polling {
-                    polled: defer_to_next_poll(cx),
-                    polls: *polls + 1,
-                    batches: pacing.batches(),
-                };
+                *wait = TurnWait::poll(cx, *polls + 1, pacing);
                 return Poll::Pending;
             }
             Poll::Ready(())

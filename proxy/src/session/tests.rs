@@ -896,6 +896,19 @@ async fn answer_k1_to_k3(redis: &mut DuplexStream, clients: &mut [DuplexStream])
     }
 }
 
+/// `GET k2` and `GET k3` reach Redis in one write, the only one since `before` writes
+/// (`why`: what a second write would mean).
+async fn k2_and_k3_in_one_write(
+    hand: &ByHand,
+    redis: &mut DuplexStream,
+    buf: &mut BytesMut,
+    before: usize,
+    why: &str,
+) {
+    assert_eq!(commands_on(redis, buf, 2).await, ["GET k2", "GET k3"]);
+    assert_eq!(hand.writes.get() - before, 1, "{why}");
+}
+
 /// While `backend.hold_in_flight` commands a connection wrote are unanswered, the commands
 /// sessions hand it wait, and go to Redis in one write when a reply comes back; with 0 they go
 /// at once.
@@ -913,15 +926,14 @@ async fn commands_wait_for_a_reply_while_hold_in_flight_are_unanswered() {
                     let before = hand.writes.get();
                     redis.write_all(b"$2\r\nv0\r\n").await.unwrap();
                     expect(&mut clients[0], "$2\r\nv0\r\n").await;
-                    assert_eq!(
-                        commands_on(&mut redis, &mut buf, 2).await,
-                        ["GET k2", "GET k3"]
-                    );
-                    assert_eq!(
-                        hand.writes.get() - before,
-                        1,
-                        "the held commands took two writes"
-                    );
+                    k2_and_k3_in_one_write(
+                        &hand,
+                        &mut redis,
+                        &mut buf,
+                        before,
+                        "the held commands took two writes",
+                    )
+                    .await;
                 } else {
                     assert_eq!(
                         commands_on(&mut redis, &mut buf, 2).await,
@@ -953,15 +965,14 @@ async fn held_commands_go_with_the_commands_of_the_turn_a_reply_wakes() {
             redis.write_all(b"$2\r\nv0\r\n").await.unwrap();
             send(&mut clients[3], &[&["GET", "k3"]]).await;
             expect(&mut clients[0], "$2\r\nv0\r\n").await;
-            assert_eq!(
-                commands_on(&mut redis, &mut buf, 2).await,
-                ["GET k2", "GET k3"]
-            );
-            assert_eq!(
-                hand.writes.get() - before,
-                1,
-                "the held command and the turn's new one took two writes"
-            );
+            k2_and_k3_in_one_write(
+                &hand,
+                &mut redis,
+                &mut buf,
+                before,
+                "the held command and the turn's new one took two writes",
+            )
+            .await;
             answer_k1_to_k3(&mut redis, &mut clients).await;
         })
         .await;
