@@ -187,10 +187,14 @@ fn main() {
         None
     };
 
-    let servers = [&a, &b].map(|s| Server {
-        pid: s.pid(),
-        addr: s.socket_addr(),
-    });
+    let setup = Setup {
+        clk_tck,
+        servers: [&a, &b].map(|s| Server {
+            pid: s.pid(),
+            addr: s.socket_addr(),
+        }),
+        client_cpus,
+    };
     let mut endpoints = vec![
         Endpoint {
             sys: Sys::Direct,
@@ -279,15 +283,7 @@ fn main() {
         },
     };
     for ep in &endpoints {
-        if let Err(e) = run_benchmark(
-            ep,
-            &warm,
-            20_000,
-            CLIENTS,
-            clk_tck,
-            &servers,
-            client_cpus.as_deref(),
-        ) {
+        if let Err(e) = run_benchmark(ep, &warm, 20_000, CLIENTS, &setup) {
             println!("  warm-up {}: {e}", ep.sys.label());
         }
     }
@@ -351,9 +347,7 @@ fn main() {
                     rep,
                     requests,
                     clients: CLIENTS,
-                    clk_tck,
-                    servers: &servers,
-                    client_cpus: client_cpus.as_deref(),
+                    setup: &setup,
                 };
                 run.each(&endpoints, &mut cells[i], |r| {
                     format!(
@@ -392,9 +386,7 @@ fn main() {
                 rep,
                 requests: n,
                 clients: 1,
-                clk_tck,
-                servers: &servers,
-                client_cpus: client_cpus.as_deref(),
+                setup: &setup,
             };
             run.each(&endpoints, &mut single, |r| {
                 format!(
@@ -457,7 +449,7 @@ fn main() {
             redis_benchmark: rb_version,
             nutcracker: twemproxy.as_ref().and(nc_version.clone()),
             load: (load_before, load_average()),
-            pinned: client_cpus.is_some(),
+            pinned: setup.client_cpus.is_some(),
             elapsed: started.elapsed(),
         },
     );

@@ -40,10 +40,16 @@ pub(crate) struct Run<'a> {
     pub(crate) rep: usize,
     pub(crate) requests: u64,
     pub(crate) clients: u32,
+    pub(crate) setup: &'a Setup,
+}
+
+/// What every run of the bench measures with and where its client runs.
+pub(crate) struct Setup {
+    /// Clock ticks per second of `/proc/<pid>/stat`.
     pub(crate) clk_tck: f64,
-    pub(crate) servers: &'a [Server],
+    pub(crate) servers: [Server; 2],
     /// The CPUs redis-benchmark is pinned to (`TESSERA_BENCH_PIN`), if any.
-    pub(crate) client_cpus: Option<&'a str>,
+    pub(crate) client_cpus: Option<String>,
 }
 
 /// A redis-server behind the proxies: its process, for CPU time, and its address, for
@@ -83,15 +89,7 @@ impl Run<'_> {
                 continue;
             }
             let label = ep.sys.label();
-            match run_benchmark(
-                ep,
-                w,
-                self.requests,
-                self.clients,
-                self.clk_tck,
-                self.servers,
-                self.client_cpus,
-            ) {
+            match run_benchmark(ep, w, self.requests, self.clients, self.setup) {
                 Ok(r) => {
                     println!("  {:<18} rep {rep} {label:<10} {}", w.name, figures(&r));
                     cell.runs.push(r);
@@ -105,24 +103,23 @@ impl Run<'_> {
     }
 }
 
-/// One redis-benchmark run of `clients` connections against `ep` (on `client_cpus`, if
-/// given); `Err` if it failed, timed out or printed no rate.
+/// One redis-benchmark run of `clients` connections against `ep` (on the setup's client
+/// CPUs, if any); `Err` if it failed, timed out or printed no rate.
 pub(crate) fn run_benchmark(
     ep: &Endpoint,
     w: &Workload,
     requests: u64,
     clients: u32,
-    clk_tck: f64,
-    servers: &[Server],
-    client_cpus: Option<&str>,
+    setup: &Setup,
 ) -> Result<RunResult, String> {
+    let (clk_tck, servers) = (setup.clk_tck, &setup.servers);
     let servers_ticks = || -> Option<u64> { servers.iter().map(|s| cpu_ticks(s.pid)).sum() };
     let servers_reads = || -> Option<u64> { servers.iter().map(|s| reads_processed(s.addr)).sum() };
     let reads_before = servers_reads();
     let cpu_before = ep.cpu_pid.and_then(cpu_ticks);
     let servers_before = servers_ticks();
     let client_before = children_cpu_us();
-    let mut cmd = match client_cpus {
+    let mut cmd = match &setup.client_cpus {
         Some(cpus) => {
             let mut c = Command::new("taskset");
             c.args(["-c", cpus, "redis-benchmark"]);
