@@ -24,6 +24,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use arc_swap::ArcSwap;
 
+use crate::busy_poll::Activity;
 use crate::command::CommandError;
 use crate::config::BackendConfig;
 use crate::drain::Routed;
@@ -97,7 +98,8 @@ pub struct BackendConn {
 
 impl BackendConn {
     /// Starts the connection task for `info.addr`, database `db`, speaking `protocol`, on the
-    /// current `LocalSet`; it connects through `connector`.
+    /// current `LocalSet`; it connects through `connector` and counts its reads in the
+    /// worker's `activity`.
     pub fn spawn(
         info: Arc<BackendInfo>,
         db: u32,
@@ -105,6 +107,7 @@ impl BackendConn {
         config: &BackendConfig,
         passwords: Arc<ArcSwap<Passwords>>,
         connector: Rc<dyn Connect>,
+        activity: Rc<Activity>,
     ) -> BackendConn {
         let (tx, rx) = local_channel::channel();
         let state = Rc::new(Cell::new(ConnState::Connecting));
@@ -116,6 +119,7 @@ impl BackendConn {
             config: config.clone(),
             passwords,
             connector,
+            activity,
             rx,
             state: state.clone(),
             down_reply: down_reply.clone(),
@@ -181,6 +185,7 @@ struct ConnTask {
     config: BackendConfig,
     passwords: Arc<ArcSwap<Passwords>>,
     connector: Rc<dyn Connect>,
+    activity: Rc<Activity>,
     rx: Receiver<Batch>,
     state: Rc<Cell<ConnState>>,
     down_reply: Rc<Cell<Option<Bytes>>>,
@@ -370,7 +375,7 @@ impl ConnTask {
         // or later, as `pacing` says.
         let mut write_due = false;
         let mut turn = TurnWait::NotYet;
-        let mut pacing = Pacing::new(self.config.hold_in_flight);
+        let mut pacing = Pacing::new(self.config.hold_in_flight, self.config.batch_wait());
         let failure = loop {
             if !open && pending.is_empty() && wbuf.is_empty() {
                 return None;
@@ -384,6 +389,7 @@ impl ConnTask {
                     match io {
                         Io::Read(Ok(0)) => break "connection closed by the server".to_string(),
                         Io::Read(Ok(_)) => {
+                            self.activity.read();
                             match take_replies(&mut rbuf, &mut scanner, &mut pending) {
                                 // Held commands that a reply lets go are written at the
                                 // end of this turn, like any others, with what the turn's
@@ -419,7 +425,7 @@ impl ConnTask {
                         None => open = false,
                     }
                 }
-                _ = end_of_turn(&mut turn, &pacing), if write_due => {
+                _ = end_of_turn(&mut turn, &pacing, &self.activity), if write_due => {
                     write_due = false;
                     turn = TurnWait::NotYet;
                     if !pacing.write_now() {
@@ -564,11 +570,12 @@ enum TurnWait {
     NotYet,
     Requeued,
     /// Waiting for the runtime's poll of `epoll` number `polls`, deferred when `batches`
-    /// were queued.
+    /// were queued; the first was deferred at `since`.
     Polling {
         polled: Arc<Polled>,
         polls: u32,
         batches: u64,
+        since: std::time::Instant,
     },
 }
 
@@ -594,8 +601,9 @@ impl Wake for Polled {
 impl TurnWait {
     /// Has the task woken after the runtime's next poll of `epoll` (without blocking:
     /// `yield_now` hands its waker to the runtime, to wake once its driver has been polled),
-    /// poll number `polls` of this turn's write.
-    fn poll(cx: &Context<'_>, polls: u32, pacing: &Pacing) -> TurnWait {
+    /// poll number `polls` of this turn's write, the first of which was deferred at `since`
+    /// (the clock of the machine, not tokio's: time paused in a test does not stop the wait).
+    fn poll(cx: &Context<'_>, polls: u32, pacing: &Pacing, since: std::time::Instant) -> TurnWait {
         let polled = Arc::new(Polled {
             done: AtomicBool::new(false),
             task: cx.waker().clone(),
@@ -606,6 +614,7 @@ impl TurnWait {
             polled,
             polls,
             batches: pacing.batches(),
+            since,
         }
     }
 }
@@ -617,19 +626,24 @@ impl TurnWait {
 /// sessions have still to run, and writing then split the turn's commands in two writes,
 /// which Redis reads, and is woken for, separately. With `one_more_poll` it then also waits
 /// for the runtime's next poll of `epoll` and the sessions that poll wakes, and for more
-/// polls while each brings more batches ([`Pacing::poll_again`]), so a busy turn's write
+/// polls while each brings more batches, or, for a lone batch on a busy worker, until a
+/// second comes or `batch_wait_us` passes ([`Pacing::poll_again`]), so a busy turn's write
 /// takes in the commands of clients that send one after another, as twemproxy's one write
 /// per turn of its loop does. A batch handed over before the poll does not end the wait:
 /// only the runtime's wake after its poll does.
-fn end_of_turn<'a>(wait: &'a mut TurnWait, pacing: &'a Pacing) -> impl Future<Output = ()> + 'a {
+fn end_of_turn<'a>(
+    wait: &'a mut TurnWait,
+    pacing: &'a Pacing,
+    activity: &'a Activity,
+) -> impl Future<Output = ()> + 'a {
     std::future::poll_fn(move |cx| match wait {
         TurnWait::NotYet => {
             *wait = TurnWait::Requeued;
             cx.waker().wake_by_ref();
             Poll::Pending
         }
-        TurnWait::Requeued if pacing.one_more_poll() => {
-            *wait = TurnWait::poll(cx, 1, pacing);
+        TurnWait::Requeued if pacing.one_more_poll(activity.busy()) => {
+            *wait = TurnWait::poll(cx, 1, pacing, std::time::Instant::now());
             Poll::Pending
         }
         TurnWait::Requeued => Poll::Ready(()),
@@ -637,12 +651,13 @@ fn end_of_turn<'a>(wait: &'a mut TurnWait, pacing: &'a Pacing) -> impl Future<Ou
             polled,
             polls,
             batches,
+            since,
         } => {
             if !polled.done.load(Relaxed) {
                 return Poll::Pending;
             }
-            if pacing.poll_again(*polls, *batches) {
-                *wait = TurnWait::poll(cx, *polls + 1, pacing);
+            if pacing.poll_again(*polls, *batches, since.elapsed(), activity.busy()) {
+                *wait = TurnWait::poll(cx, *polls + 1, pacing, *since);
                 return Poll::Pending;
             }
             Poll::Ready(())

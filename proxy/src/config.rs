@@ -112,6 +112,10 @@ pub struct ProxyConfig {
     /// Whether clients may FLUSHALL (every database of every group). On by default, as in
     /// Redis; off, FLUSHALL answers an error naming this setting.
     pub allow_flushall: bool,
+    /// How long a busy worker (reads microseconds apart) keeps polling for more after a read
+    /// instead of sleeping, yielding its core to any other thread that wants it; 0: it
+    /// sleeps at once. Costs the proxy CPU; saves its clients and Redis waking it.
+    pub busy_poll_us: u64,
     /// Whether clients may CONFIG SET and CONFIG RESETSTAT (sent to every group's master).
     /// Off by default: one client would change every Redis of the cluster; off, they answer
     /// an error naming this setting. CONFIG GET is always served.
@@ -136,6 +140,7 @@ impl Default for ProxyConfig {
             allow_flushdb: true,
             allow_flushall: true,
             allow_config_set: false,
+            busy_poll_us: 20,
         }
     }
 }
@@ -156,14 +161,23 @@ pub struct BackendConfig {
     /// its latest write is), it holds the single commands sessions hand it and writes them
     /// when a reply comes back, so that Redis reads them at once instead of waking for each
     /// few; pipelined batches are not held. A turn's commands from 2 or more sessions also
-    /// wait for the worker's next poll of `epoll`. 0: neither.
+    /// wait for the worker's next poll of `epoll`, and a lone one on a busy worker for up to
+    /// `batch_wait_us`. 0: none of these.
     pub hold_in_flight: usize,
+    /// On a busy worker (reads microseconds apart), how long one session's commands wait,
+    /// the worker polling meanwhile, for another's to go to Redis in the same write. 0: they
+    /// go at the end of the turn.
+    pub batch_wait_us: u64,
     /// First reconnect delay after a failure; doubled up to `max_backoff_ms`.
     pub min_backoff_ms: u64,
     pub max_backoff_ms: u64,
 }
 
 impl ProxyConfig {
+    pub fn busy_poll(&self) -> Duration {
+        Duration::from_micros(self.busy_poll_us)
+    }
+
     /// The bounds of a client's command: the decoder checks requests against them, and
     /// plugin rewrites are held to them.
     pub fn limits(&self) -> crate::resp::Limits {
@@ -174,6 +188,10 @@ impl ProxyConfig {
         }
     }
 }
+
+/// The most microseconds `busy_poll_us` and `batch_wait_us` may be: a worker spends them
+/// polling, not sleeping.
+pub const MAX_POLL_WAIT_US: u64 = 1000;
 
 /// The default worker count on a machine with `cores` cores.
 pub fn default_workers(cores: usize) -> usize {
@@ -188,6 +206,7 @@ impl Default for BackendConfig {
             connect_timeout_ms: 500,
             timeout_ms: 1000,
             hold_in_flight: 2,
+            batch_wait_us: 25,
             min_backoff_ms: 50,
             max_backoff_ms: 1000,
         }
@@ -200,6 +219,9 @@ impl BackendConfig {
     }
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+    pub fn batch_wait(&self) -> Duration {
+        Duration::from_micros(self.batch_wait_us)
     }
 }
 
@@ -309,6 +331,12 @@ impl Config {
             return invalid(
                 "backend.min_backoff_ms must be at least 1 and at most max_backoff_ms".into(),
             );
+        }
+        if self.proxy.busy_poll_us > MAX_POLL_WAIT_US || b.batch_wait_us > MAX_POLL_WAIT_US {
+            return invalid(format!(
+                "proxy.busy_poll_us and backend.batch_wait_us must be at most {MAX_POLL_WAIT_US} \
+                 (microseconds: the worker polls without sleeping meanwhile)"
+            ));
         }
         Ok(())
     }
@@ -434,5 +462,8 @@ group = 2
         );
         let e = Config::parse(&GOOD.replace("127.0.0.1:6379", "nowhere"), "t").unwrap_err();
         assert!(e.to_string().contains("host:port"), "{e}");
+        let e =
+            Config::parse(&format!("[backend]\nbatch_wait_us = 5000\n{GOOD}"), "t").unwrap_err();
+        assert!(e.to_string().contains("at most 1000"), "{e}");
     }
 }

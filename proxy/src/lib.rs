@@ -38,6 +38,7 @@
 pub mod admin;
 pub mod backend;
 pub mod barriers;
+pub mod busy_poll;
 pub mod clients;
 pub mod config;
 pub mod coordinator;

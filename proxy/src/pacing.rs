@@ -1,6 +1,8 @@
 //! When a backend connection writes the commands sessions hand it: once per turn of the
 //! worker, and not while Redis has yet to read what the connection wrote before.
 
+use std::time::Duration;
+
 /// The most polls of `epoll` a busy turn's write waits for (see [`Pacing::poll_again`]).
 pub(crate) const MAX_POLLS: u32 = 16;
 
@@ -28,11 +30,14 @@ pub(crate) struct Pacing {
     /// Replies read, ever.
     replied: u64,
     held: bool,
+    /// How long a lone batch on a busy worker waits for a second (`batch_wait_us`).
+    batch_wait: Duration,
 }
 
 impl Pacing {
-    /// `hold_in_flight` as configured: 0 never holds.
-    pub(crate) fn new(hold_in_flight: usize) -> Pacing {
+    /// `hold_in_flight` and `batch_wait` as configured: a `hold_in_flight` of 0 never holds
+    /// nor waits.
+    pub(crate) fn new(hold_in_flight: usize, batch_wait: Duration) -> Pacing {
         Pacing {
             hold_at: match hold_in_flight {
                 0 => u64::MAX,
@@ -44,6 +49,7 @@ impl Pacing {
             latest_from: 0,
             replied: 0,
             held: false,
+            batch_wait,
         }
     }
 
@@ -76,11 +82,13 @@ impl Pacing {
     }
 
     /// Whether the turn's write also waits for the worker's next poll of `epoll`: when the
-    /// turn brought commands of 2 or more sessions (a busy worker, whose clients will have
-    /// sent more by then). A lone command goes at once, and `hold_in_flight = 0` turns this
-    /// off too.
-    pub(crate) fn one_more_poll(&self) -> bool {
-        self.hold_at != u64::MAX && self.queued_batches >= 2
+    /// turn brought commands of 2 or more sessions (whose clients will have sent more by
+    /// then), or one session's on a `busy` worker (whose reads come microseconds apart: a
+    /// second batch is due soon; see [`Pacing::poll_again`]). A lone command of a worker
+    /// that is not busy goes at once, and `hold_in_flight = 0` turns this off too.
+    pub(crate) fn one_more_poll(&self, busy: bool) -> bool {
+        self.hold_at != u64::MAX
+            && (self.queued_batches >= 2 || (busy && !self.batch_wait.is_zero()))
     }
 
     /// Batches queued since the last write.
@@ -88,10 +96,15 @@ impl Pacing {
         self.queued_batches
     }
 
-    /// After `polls` polls of `epoll` for a busy turn's write, the last of which began with
-    /// `before` batches queued: whether to wait for one more. As long as each poll brings
-    /// more (clients answered together send again one after another), up to [`MAX_POLLS`].
-    pub(crate) fn poll_again(&self, polls: u32, before: u64) -> bool {
+    /// After `polls` polls of `epoll` for a turn's write, `waited` since the first, the
+    /// last of which began with `before` batches queued: whether to wait for one more. A
+    /// lone batch waits while the worker is `busy`, for at most `batch_wait`, for a second
+    /// one; 2 or more wait as long as each poll brings more (clients answered together send
+    /// again one after another), up to [`MAX_POLLS`].
+    pub(crate) fn poll_again(&self, polls: u32, before: u64, waited: Duration, busy: bool) -> bool {
+        if self.queued_batches < 2 {
+            return busy && waited < self.batch_wait;
+        }
         polls < MAX_POLLS && self.queued_batches > before
     }
 
@@ -110,10 +123,13 @@ impl Pacing {
 #[cfg(test)]
 mod tests {
     use super::Pacing;
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_micros(25);
 
     #[test]
     fn below_the_threshold_nothing_waits() {
-        let mut p = Pacing::new(2);
+        let mut p = Pacing::new(2, WAIT);
         assert!(p.queue(1));
         assert!(p.write_now());
         assert!(p.queue(1));
@@ -125,7 +141,7 @@ mod tests {
 
     #[test]
     fn commands_wait_for_the_first_reply_to_the_latest_write() {
-        let mut p = Pacing::new(2);
+        let mut p = Pacing::new(2, WAIT);
         for _ in 0..3 {
             p.queue(1);
         }
@@ -154,7 +170,7 @@ mod tests {
 
     #[test]
     fn pipelined_batches_are_not_held() {
-        let mut p = Pacing::new(2);
+        let mut p = Pacing::new(2, WAIT);
         p.queue(1);
         p.queue(1);
         assert!(p.write_now());
@@ -174,29 +190,35 @@ mod tests {
 
     #[test]
     fn zero_never_holds() {
-        let mut p = Pacing::new(0);
+        let mut p = Pacing::new(0, WAIT);
         for _ in 0..10 {
             assert!(p.queue(100));
             assert!(p.queue(1));
-            assert!(!p.one_more_poll());
+            assert!(!p.one_more_poll(true));
             assert!(p.write_now());
         }
     }
 
     #[test]
     fn a_busy_turns_write_waits_for_polls_while_they_bring_more() {
-        let mut p = Pacing::new(2);
+        let mut p = Pacing::new(2, WAIT);
         p.queue(1);
         p.queue(1);
-        assert!(p.one_more_poll());
+        assert!(p.one_more_poll(false));
         let before = p.batches();
-        assert!(!p.poll_again(1, before), "the poll brought nothing: write");
+        assert!(
+            !p.poll_again(1, before, Duration::ZERO, true),
+            "the poll brought nothing: write"
+        );
         p.queue(1);
-        assert!(p.poll_again(1, before), "it brought a batch: one more");
+        assert!(
+            p.poll_again(1, before, Duration::ZERO, false),
+            "it brought a batch: one more"
+        );
         let before = p.batches();
         p.queue(1);
         assert!(
-            !p.poll_again(super::MAX_POLLS, before),
+            !p.poll_again(super::MAX_POLLS, before, Duration::ZERO, true),
             "never more than MAX_POLLS"
         );
         assert!(p.write_now());
@@ -205,13 +227,51 @@ mod tests {
 
     #[test]
     fn a_busy_turn_waits_for_one_more_poll() {
-        let mut p = Pacing::new(2);
+        let mut p = Pacing::new(2, WAIT);
         p.queue(1);
-        assert!(!p.one_more_poll(), "one session's command goes at once");
+        assert!(
+            !p.one_more_poll(false),
+            "one session's command on a worker that is not busy goes at once"
+        );
         p.queue(1);
-        assert!(p.one_more_poll(), "two sessions' commands: a busy turn");
+        assert!(
+            p.one_more_poll(false),
+            "two sessions' commands: a busy turn"
+        );
         assert!(p.write_now());
         p.queue(16);
-        assert!(!p.one_more_poll(), "counted afresh after a write");
+        assert!(!p.one_more_poll(false), "counted afresh after a write");
+    }
+
+    #[test]
+    fn a_lone_batch_on_a_busy_worker_waits_a_bounded_time_for_a_second() {
+        let mut p = Pacing::new(2, WAIT);
+        p.queue(1);
+        assert!(
+            p.one_more_poll(true),
+            "a busy worker: a second batch is due"
+        );
+        let before = p.batches();
+        assert!(p.poll_again(1, before, Duration::from_micros(5), true));
+        assert!(
+            !p.poll_again(40, before, WAIT, true),
+            "no longer than the bound"
+        );
+        assert!(
+            !p.poll_again(2, before, Duration::from_micros(5), false),
+            "nor once the worker is no longer busy"
+        );
+        p.queue(1);
+        assert!(
+            !p.poll_again(2, p.batches(), Duration::from_micros(5), true),
+            "a second batch came: from here on, polls go on only while they bring more"
+        );
+        for (mut p, why) in [
+            (Pacing::new(2, Duration::ZERO), "a zero bound: no wait"),
+            (Pacing::new(0, WAIT), "hold_in_flight = 0: no wait"),
+        ] {
+            p.queue(1);
+            assert!(!p.one_more_poll(true), "{why}");
+        }
     }
 }

@@ -238,6 +238,7 @@ impl WorkerSeed {
                 worker.conn(master, 0, Protocol::Resp2, 0);
             }
             tokio::task::spawn_local(worker.clone().report_drained());
+            tokio::task::spawn_local(worker.activity.clone().poll_while_busy());
             loop {
                 tokio::select! {
                     stream = inbox.recv() => {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use crate::backend::{BackendConn, Connect, TcpConnect};
+use crate::busy_poll::Activity;
 use crate::drain::Drain;
 use crate::plugin::WorkerChain;
 use crate::resp::Protocol;
@@ -34,6 +35,8 @@ pub struct Worker {
     connector: Rc<dyn Connect>,
     /// What its sessions read into and write from (see [`Scratch`]).
     pub scratch: Scratch,
+    /// How close together its sockets' reads come.
+    pub activity: Rc<Activity>,
 }
 
 /// Buffers a worker's sessions share, so that a session holds none while it idles: a read
@@ -56,6 +59,7 @@ impl Worker {
     pub fn with_connector(index: usize, shared: Arc<Shared>, connector: Rc<dyn Connect>) -> Worker {
         let limits = shared.config.proxy.limits();
         let chain = RefCell::new(WorkerChain::new(&shared.plugins.load(), limits));
+        let activity = Rc::new(Activity::new(shared.config.proxy.busy_poll()));
         Worker {
             index,
             chain,
@@ -65,6 +69,7 @@ impl Worker {
             drain: Rc::new(Drain::default()),
             connector,
             scratch: Scratch::default(),
+            activity,
         }
     }
 
@@ -101,6 +106,7 @@ impl Worker {
                         cfg,
                         passwords.clone(),
                         self.connector.clone(),
+                        self.activity.clone(),
                     )
                 })
                 .collect()
@@ -122,6 +128,7 @@ impl Worker {
                     &self.shared.config.backend,
                     self.shared.passwords.clone(),
                     self.connector.clone(),
+                    self.activity.clone(),
                 )
             })
             .clone()

@@ -181,6 +181,7 @@ impl Session {
                     match read {
                         Ok(Read::Eof) | Err(_) => eof = true,
                         Ok(read) => {
+                            self.worker.activity.read();
                             last_read = Instant::now();
                             self.on_input(last_read);
                             self.keep_unread(read);
