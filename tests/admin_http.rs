@@ -132,6 +132,8 @@ fn stats_count_commands_sessions_and_backends() {
     let proxy = Proxy::start(&[&[&r1], &[&r2]]);
     let before = get_json(&proxy, "/api/stats");
     assert!(before["uptime_secs"].is_number(), "{before}");
+    num(&before, "/busy_poll/spells");
+    num(&before, "/busy_poll/usecs");
     let ops_before = num(&before, "/ops/total");
     let errors_before = num(&before, "/ops/errors");
     let gets_before = command_entry(&before, "get")
@@ -273,6 +275,13 @@ fn metrics_are_prometheus_text_with_counters_that_grow() {
             .any(|l| l.starts_with("tessera_command_errors_total{command=")),
         "no tessera_command_errors_total:\n{body}"
     );
+    for name in [
+        "tessera_busy_poll_spells_total",
+        "tessera_busy_poll_seconds_total",
+    ] {
+        let v = metric(body, name).unwrap_or_else(|| panic!("no {name}:\n{body}"));
+        assert!(v >= 0.0, "{name} {v}");
+    }
     let alive = metric(body, "tessera_sessions_alive").expect("tessera_sessions_alive");
     assert!(alive >= 1.0, "sessions alive {alive}");
     for s in [&r1, &r2] {

@@ -201,6 +201,16 @@ fn metrics(shared: &Shared) -> String {
     let _ = writeln!(out, "tessera_sessions_alive {}", snap.sessions.alive);
     let _ = writeln!(out, "tessera_sessions_total {}", snap.sessions.total);
     let _ = writeln!(out, "tessera_uptime_seconds {}", snap.uptime_secs);
+    let _ = writeln!(
+        out,
+        "# HELP tessera_busy_poll_spells_total Spells of polling on a busy worker instead of sleeping (proxy.busy_poll_us).\n# TYPE tessera_busy_poll_spells_total counter\ntessera_busy_poll_spells_total {}",
+        snap.busy_poll.spells
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tessera_busy_poll_seconds_total Time busy workers spent in those spells.\n# TYPE tessera_busy_poll_seconds_total counter\ntessera_busy_poll_seconds_total {}",
+        snap.busy_poll.usecs as f64 / 1e6
+    );
 
     let commands = &snap.commands;
     family(

@@ -81,7 +81,8 @@ impl Activity {
     /// it at each round (`sched_yield`). A worker that sleeps between reads that come a few
     /// microseconds apart is woken for each, and the waking costs the client or the Redis
     /// that writes to it more than the polling costs the proxy (docs/benchmarks.md).
-    pub async fn poll_while_busy(self: Rc<Self>) {
+    /// `spelled` is told how long each spell lasted.
+    pub async fn poll_while_busy(self: Rc<Self>, spelled: impl Fn(Duration)) {
         if self.window.is_zero() {
             return;
         }
@@ -96,7 +97,8 @@ impl Activity {
             })
             .await;
             let mut reads = self.reads.get();
-            let mut last = Instant::now();
+            let began = Instant::now();
+            let mut last = began;
             loop {
                 tokio::task::yield_now().await;
                 std::thread::yield_now();
@@ -105,6 +107,7 @@ impl Activity {
                     reads = self.reads.get();
                     last = now;
                 } else if now.saturating_duration_since(last) >= self.window {
+                    spelled(now.saturating_duration_since(began));
                     break;
                 }
             }
@@ -169,10 +172,15 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn the_poller_sleeps_until_busy_reads_and_again_a_window_after_the_last() {
         let a = Rc::new(Activity::new(WINDOW));
+        let spells = Rc::new(std::cell::RefCell::new(Vec::new()));
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async {
-                let poller = tokio::task::spawn_local(a.clone().poll_while_busy());
+                let told = spells.clone();
+                let poller = tokio::task::spawn_local(
+                    a.clone()
+                        .poll_while_busy(move |spell| told.borrow_mut().push(spell)),
+                );
                 tokio::task::yield_now().await;
                 assert!(a.asleep(), "no reads yet");
                 let start = Instant::now();
@@ -189,6 +197,12 @@ mod tests {
                     tokio::task::yield_now().await;
                 }
                 assert!(start.elapsed() >= WINDOW, "it polled for a window");
+                let spells = spells.borrow().clone();
+                assert_eq!(spells.len(), 1, "one spell");
+                assert!(
+                    spells[0] >= WINDOW && spells[0] <= start.elapsed(),
+                    "the spell lasted at least a window: {spells:?}"
+                );
                 poller.abort();
             })
             .await;

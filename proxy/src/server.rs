@@ -238,7 +238,14 @@ impl WorkerSeed {
                 worker.conn(master, 0, Protocol::Resp2, 0);
             }
             tokio::task::spawn_local(worker.clone().report_drained());
-            tokio::task::spawn_local(worker.activity.clone().poll_while_busy());
+            let shared = worker.shared.clone();
+            let index = worker.index;
+            tokio::task::spawn_local(
+                worker
+                    .activity
+                    .clone()
+                    .poll_while_busy(move |spell| shared.stats.worker(index).polled(spell)),
+            );
             loop {
                 tokio::select! {
                     stream = inbox.recv() => {

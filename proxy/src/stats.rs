@@ -44,6 +44,9 @@ pub struct WorkerStats {
     errors: Counter,
     buckets: [Counter; BUCKETS_US.len() + 1],
     usecs_total: Counter,
+    /// Spells of polling `epoll` on a busy worker, and the time they took ([`crate::busy_poll`]).
+    poll_spells: Counter,
+    poll_usecs: Counter,
 }
 
 impl Default for WorkerStats {
@@ -56,6 +59,8 @@ impl Default for WorkerStats {
             errors: Counter::default(),
             buckets: Default::default(),
             usecs_total: Counter::default(),
+            poll_spells: Counter::default(),
+            poll_usecs: Counter::default(),
         }
     }
 }
@@ -83,6 +88,14 @@ impl WorkerStats {
                 c.errors.add(1);
             }
         }
+    }
+}
+
+impl WorkerStats {
+    /// Records one spell of polling on a busy worker that lasted `spell`.
+    pub fn polled(&self, spell: Duration) {
+        self.poll_spells.add(1);
+        self.poll_usecs.add(spell.as_micros() as u64);
     }
 }
 
@@ -156,6 +169,10 @@ impl Stats {
                 .map(|i| sum(&|w| w.buckets[i].get()))
                 .collect(),
             latency_usecs_total: sum(&|w| w.usecs_total.get()),
+            busy_poll: BusyPollSnapshot {
+                spells: sum(&|w| w.poll_spells.get()),
+                usecs: sum(&|w| w.poll_usecs.get()),
+            },
         }
     }
 }
@@ -171,6 +188,14 @@ pub struct Snapshot {
     pub latency_buckets: Vec<u64>,
     #[serde(skip)]
     pub latency_usecs_total: u64,
+    pub busy_poll: BusyPollSnapshot,
+}
+
+/// How often and how long busy workers polled `epoll` instead of sleeping.
+#[derive(Debug, Serialize)]
+pub struct BusyPollSnapshot {
+    pub spells: u64,
+    pub usecs: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -218,5 +243,9 @@ mod tests {
         assert_eq!(s.latency_buckets[0], 1);
         assert_eq!(s.latency_buckets[5], 1);
         assert_eq!(s.latency_buckets[BUCKETS_US.len()], 1);
+        stats.worker(0).polled(Duration::from_micros(40));
+        stats.worker(1).polled(Duration::from_micros(2));
+        let p = stats.snapshot().busy_poll;
+        assert_eq!((p.spells, p.usecs), (2, 42));
     }
 }
