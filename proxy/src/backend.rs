@@ -16,6 +16,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
+/// The machine's clock: the batch wait runs on it, so that time paused in a test does not
+/// stop the wait (tokio's `Instant` is the one the rest of the connection uses).
+use std::time::Instant as MachineInstant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -30,7 +33,7 @@ use crate::config::BackendConfig;
 use crate::drain::Routed;
 use crate::io::BoxStream;
 use crate::local_channel::{self, Receiver, Sender};
-use crate::pacing::Pacing;
+use crate::pacing::{Pacing, Waited, WorkerState};
 use crate::resp::{Protocol, ReplyScanner, encode, is_push};
 use crate::router::BackendInfo;
 use crate::shared::Passwords;
@@ -375,7 +378,11 @@ impl ConnTask {
         // or later, as `pacing` says.
         let mut write_due = false;
         let mut turn = TurnWait::NotYet;
-        let mut pacing = Pacing::new(self.config.hold_in_flight, self.config.batch_wait());
+        let mut pacing = Pacing::new(
+            self.config.hold_in_flight,
+            self.config.batch_wait(),
+            self.config.batch_gap(),
+        );
         let failure = loop {
             if !open && pending.is_empty() && wbuf.is_empty() {
                 return None;
@@ -570,12 +577,14 @@ enum TurnWait {
     NotYet,
     Requeued,
     /// Waiting for the runtime's poll of `epoll` number `polls`, deferred when `batches`
-    /// were queued; the first was deferred at `since`.
+    /// were queued; the first was deferred at `since`, the latest that brought a batch
+    /// began at `brought`.
     Polling {
         polled: Arc<Polled>,
         polls: u32,
         batches: u64,
-        since: std::time::Instant,
+        since: MachineInstant,
+        brought: MachineInstant,
     },
 }
 
@@ -603,7 +612,13 @@ impl TurnWait {
     /// `yield_now` hands its waker to the runtime, to wake once its driver has been polled),
     /// poll number `polls` of this turn's write, the first of which was deferred at `since`
     /// (the clock of the machine, not tokio's: time paused in a test does not stop the wait).
-    fn poll(cx: &Context<'_>, polls: u32, pacing: &Pacing, since: std::time::Instant) -> TurnWait {
+    fn poll(
+        cx: &Context<'_>,
+        polls: u32,
+        pacing: &Pacing,
+        since: MachineInstant,
+        brought: MachineInstant,
+    ) -> TurnWait {
         let polled = Arc::new(Polled {
             done: AtomicBool::new(false),
             task: cx.waker().clone(),
@@ -615,6 +630,7 @@ impl TurnWait {
             polls,
             batches: pacing.batches(),
             since,
+            brought,
         }
     }
 }
@@ -643,7 +659,8 @@ fn end_of_turn<'a>(
             Poll::Pending
         }
         TurnWait::Requeued if pacing.one_more_poll(activity.busy()) => {
-            *wait = TurnWait::poll(cx, 1, pacing, std::time::Instant::now());
+            let now = MachineInstant::now();
+            *wait = TurnWait::poll(cx, 1, pacing, now, now);
             Poll::Pending
         }
         TurnWait::Requeued => Poll::Ready(()),
@@ -652,12 +669,29 @@ fn end_of_turn<'a>(
             polls,
             batches,
             since,
+            brought,
         } => {
             if !polled.done.load(Relaxed) {
                 return Poll::Pending;
             }
-            if pacing.poll_again(*polls, *batches, since.elapsed(), activity.busy()) {
-                *wait = TurnWait::poll(cx, *polls + 1, pacing, *since);
+            let now = MachineInstant::now();
+            let brought = if pacing.batches() > *batches {
+                now
+            } else {
+                *brought
+            };
+            let waited = Waited {
+                polls: *polls,
+                before: *batches,
+                total: now.saturating_duration_since(*since),
+                quiet: now.saturating_duration_since(brought),
+            };
+            let worker = WorkerState {
+                busy: activity.busy(),
+                expects_more: activity.expects_more(now),
+            };
+            if pacing.poll_again(waited, worker) {
+                *wait = TurnWait::poll(cx, *polls + 1, pacing, *since, brought);
                 return Poll::Pending;
             }
             Poll::Ready(())

@@ -27,7 +27,16 @@ pub struct Activity {
     mean_gap: Cell<Duration>,
     /// The polling task, while it sleeps.
     sleeper: Cell<Option<Waker>>,
+    /// Sessions answered lately that have not sent again, counted by the period of
+    /// [`EXPECTED_FOR`] they were answered in (even and odd periods), and the current period
+    /// with when it began: see [`Activity::expects_more`].
+    expected: [Cell<u32>; 2],
+    period: Cell<u64>,
+    period_began: Cell<Instant>,
 }
+
+/// How long a session answered is expected to send again: between one and two of these.
+pub const EXPECTED_FOR: Duration = Duration::from_millis(1);
 
 impl Activity {
     /// A worker's activity; a busy worker polls for `window` after its last read.
@@ -39,7 +48,66 @@ impl Activity {
             gap: Cell::new(LONGEST_GAP),
             mean_gap: Cell::new(LONGEST_GAP),
             sleeper: Cell::new(None),
+            expected: Default::default(),
+            period: Cell::new(0),
+            period_began: Cell::new(Instant::now()),
         }
+    }
+
+    /// A session's client got every reply it waited for: it is expected to send again soon.
+    /// Returns the token to give [`Activity::sent_again`].
+    pub fn answered(&self) -> u64 {
+        self.answered_at(Instant::now())
+    }
+
+    fn answered_at(&self, now: Instant) -> u64 {
+        let period = self.advance(now);
+        let n = &self.expected[(period % 2) as usize];
+        n.set(n.get() + 1);
+        period
+    }
+
+    /// The session answered with `token` sent again (or ended): no longer expected.
+    pub fn sent_again(&self, token: u64) {
+        self.sent_again_at(token, Instant::now());
+    }
+
+    fn sent_again_at(&self, token: u64, now: Instant) {
+        let period = self.advance(now);
+        if token + 1 >= period {
+            let n = &self.expected[(token % 2) as usize];
+            n.set(n.get().saturating_sub(1));
+        }
+    }
+
+    /// Whether some session answered in the last [`EXPECTED_FOR`] (up to twice that) has
+    /// not sent again: one whose client waits for each reply will send soon. Sessions idle
+    /// for longer (a pool's spare connections) are not waited for.
+    pub fn expects_more(&self, now: Instant) -> bool {
+        self.advance(now);
+        self.expected[0].get() + self.expected[1].get() > 0
+    }
+
+    /// Moves to the period `now` is in, forgetting the sessions answered two periods or more
+    /// before it; returns the period.
+    fn advance(&self, now: Instant) -> u64 {
+        let periods = (now
+            .saturating_duration_since(self.period_began.get())
+            .as_micros()
+            / EXPECTED_FOR.as_micros()) as u64;
+        let period = self.period.get();
+        if periods == 0 {
+            return period;
+        }
+        if periods >= 2 {
+            self.expected[0].set(0);
+            self.expected[1].set(0);
+        } else {
+            self.expected[((period + 1) % 2) as usize].set(0);
+        }
+        self.period.set(period + periods);
+        self.period_began.set(now);
+        period + periods
     }
 
     /// A socket of the worker was read.
@@ -167,6 +235,38 @@ mod tests {
         reads_apart(&a, Instant::now(), Duration::from_micros(1), 40);
         assert!(a.busy());
         assert!(!a.polls_now());
+    }
+
+    #[test]
+    fn sessions_answered_lately_are_expected_until_they_send_again() {
+        let a = Activity::new(WINDOW);
+        let t = Instant::now() + EXPECTED_FOR;
+        assert!(!a.expects_more(t), "nobody answered yet");
+        let one = a.answered_at(t);
+        let two = a.answered_at(t);
+        assert!(a.expects_more(t));
+        a.sent_again_at(one, t + Duration::from_micros(10));
+        assert!(a.expects_more(t + Duration::from_micros(10)), "one left");
+        a.sent_again_at(two, t + EXPECTED_FOR + Duration::from_micros(10));
+        assert!(
+            !a.expects_more(t + EXPECTED_FOR + Duration::from_micros(10)),
+            "both sent again, in the next period"
+        );
+        a.answered_at(t + 2 * EXPECTED_FOR);
+        assert!(a.expects_more(t + 3 * EXPECTED_FOR - Duration::from_micros(1)));
+        assert!(
+            !a.expects_more(t + 4 * EXPECTED_FOR + Duration::from_micros(1)),
+            "a session idle for two periods is no longer waited for"
+        );
+        let late = a.answered_at(t + 5 * EXPECTED_FOR);
+        a.sent_again_at(late, t + 9 * EXPECTED_FOR);
+        let again = a.answered_at(t + 9 * EXPECTED_FOR);
+        assert!(
+            a.expects_more(t + 9 * EXPECTED_FOR),
+            "a session forgotten does not cancel another's expectation"
+        );
+        a.sent_again_at(again, t + 9 * EXPECTED_FOR);
+        assert!(!a.expects_more(t + 9 * EXPECTED_FOR));
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -164,10 +164,12 @@ pub struct BackendConfig {
     /// wait for the worker's next poll of `epoll`, and a lone one on a busy worker for up to
     /// `batch_wait_us`. 0: none of these.
     pub hold_in_flight: usize,
-    /// On a busy worker (reads microseconds apart), how long one session's commands wait,
-    /// the worker polling meanwhile, for another's to go to Redis in the same write. 0: they
-    /// go at the end of the turn.
+    /// On a busy worker (reads microseconds apart), how long single commands (of clients
+    /// that wait for each reply) wait at most, the worker polling meanwhile, for other
+    /// sessions' to go to Redis in the same write. 0: they go at the end of the turn.
     pub batch_wait_us: u64,
+    /// ... and how long they wait for the next session's once none has come.
+    pub batch_gap_us: u64,
     /// First reconnect delay after a failure; doubled up to `max_backoff_ms`.
     pub min_backoff_ms: u64,
     pub max_backoff_ms: u64,
@@ -206,7 +208,8 @@ impl Default for BackendConfig {
             connect_timeout_ms: 500,
             timeout_ms: 1000,
             hold_in_flight: 2,
-            batch_wait_us: 25,
+            batch_wait_us: 200,
+            batch_gap_us: 60,
             min_backoff_ms: 50,
             max_backoff_ms: 1000,
         }
@@ -222,6 +225,9 @@ impl BackendConfig {
     }
     pub fn batch_wait(&self) -> Duration {
         Duration::from_micros(self.batch_wait_us)
+    }
+    pub fn batch_gap(&self) -> Duration {
+        Duration::from_micros(self.batch_gap_us)
     }
 }
 
@@ -332,11 +338,17 @@ impl Config {
                 "backend.min_backoff_ms must be at least 1 and at most max_backoff_ms".into(),
             );
         }
-        if self.proxy.busy_poll_us > MAX_POLL_WAIT_US || b.batch_wait_us > MAX_POLL_WAIT_US {
-            return invalid(format!(
-                "proxy.busy_poll_us and backend.batch_wait_us must be at most {MAX_POLL_WAIT_US} \
-                 (microseconds: the worker polls without sleeping meanwhile)"
-            ));
+        for (name, us) in [
+            ("proxy.busy_poll_us", self.proxy.busy_poll_us),
+            ("backend.batch_wait_us", b.batch_wait_us),
+            ("backend.batch_gap_us", b.batch_gap_us),
+        ] {
+            if us > MAX_POLL_WAIT_US {
+                return invalid(format!(
+                    "{name} must be at most {MAX_POLL_WAIT_US} (microseconds: the worker polls \
+                     without sleeping meanwhile), not {us}"
+                ));
+            }
         }
         Ok(())
     }
@@ -464,6 +476,16 @@ group = 2
         assert!(e.to_string().contains("host:port"), "{e}");
         let e =
             Config::parse(&format!("[backend]\nbatch_wait_us = 5000\n{GOOD}"), "t").unwrap_err();
-        assert!(e.to_string().contains("at most 1000"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("backend.batch_wait_us must be at most 1000"),
+            "{e}"
+        );
+        let e = Config::parse(&format!("[backend]\nbatch_gap_us = 1001\n{GOOD}"), "t").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("backend.batch_gap_us must be at most 1000"),
+            "{e}"
+        );
     }
 }

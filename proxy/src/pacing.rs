@@ -30,14 +30,39 @@ pub(crate) struct Pacing {
     /// Replies read, ever.
     replied: u64,
     held: bool,
-    /// How long a lone batch on a busy worker waits for a second (`batch_wait_us`).
+    /// How long single commands on a busy worker wait for more (`batch_wait_us`), and for
+    /// how long without a new batch (`batch_gap_us`).
     batch_wait: Duration,
+    batch_gap: Duration,
+}
+
+/// How long a turn's write has waited (see [`Pacing::poll_again`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Waited {
+    /// Polls of `epoll` so far.
+    pub(crate) polls: u32,
+    /// Batches queued when the latest poll began.
+    pub(crate) before: u64,
+    /// Since the first poll.
+    pub(crate) total: Duration,
+    /// Since the latest poll that brought a batch (or the first poll).
+    pub(crate) quiet: Duration,
+}
+
+/// What a turn's write needs to know of its worker.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WorkerState {
+    /// Its reads come microseconds apart ([`crate::busy_poll::Activity::busy`]).
+    pub(crate) busy: bool,
+    /// Some session answered lately has yet to send again
+    /// ([`crate::busy_poll::Activity::expects_more`]).
+    pub(crate) expects_more: bool,
 }
 
 impl Pacing {
-    /// `hold_in_flight` and `batch_wait` as configured: a `hold_in_flight` of 0 never holds
-    /// nor waits.
-    pub(crate) fn new(hold_in_flight: usize, batch_wait: Duration) -> Pacing {
+    /// `hold_in_flight`, `batch_wait` and `batch_gap` as configured: a `hold_in_flight` of 0
+    /// never holds nor waits.
+    pub(crate) fn new(hold_in_flight: usize, batch_wait: Duration, batch_gap: Duration) -> Pacing {
         Pacing {
             hold_at: match hold_in_flight {
                 0 => u64::MAX,
@@ -50,6 +75,7 @@ impl Pacing {
             replied: 0,
             held: false,
             batch_wait,
+            batch_gap,
         }
     }
 
@@ -96,16 +122,19 @@ impl Pacing {
         self.queued_batches
     }
 
-    /// After `polls` polls of `epoll` for a turn's write, `waited` since the first, the
-    /// last of which began with `before` batches queued: whether to wait for one more. A
-    /// lone batch waits while the worker is `busy`, for at most `batch_wait`, for a second
-    /// one; 2 or more wait as long as each poll brings more (clients answered together send
-    /// again one after another), up to [`MAX_POLLS`].
-    pub(crate) fn poll_again(&self, polls: u32, before: u64, waited: Duration, busy: bool) -> bool {
-        if self.queued_batches < 2 {
-            return busy && waited < self.batch_wait;
+    /// Whether a turn's write that has `waited` waits for one more poll of `epoll`. On a
+    /// busy worker, single commands (batches averaging under 2: clients that wait for each
+    /// reply) wait for more while some session of the worker answered lately has yet to send
+    /// again, until no batch has come for `batch_gap` or `batch_wait` has passed: each write Redis then reads takes in the commands of clients that send one
+    /// after another, instead of waking Redis for each few. Otherwise 2 or more batches
+    /// wait as long as each poll brings more, up to [`MAX_POLLS`], and a lone one goes.
+    pub(crate) fn poll_again(&self, waited: Waited, worker: WorkerState) -> bool {
+        if worker.busy && self.queued < 2 * self.queued_batches {
+            return worker.expects_more
+                && waited.total < self.batch_wait
+                && waited.quiet < self.batch_gap;
         }
-        polls < MAX_POLLS && self.queued_batches > before
+        self.queued_batches >= 2 && waited.polls < MAX_POLLS && self.queued_batches > waited.before
     }
 
     fn may_write(&self) -> bool {
@@ -122,14 +151,38 @@ impl Pacing {
 
 #[cfg(test)]
 mod tests {
-    use super::Pacing;
+    use super::{Pacing, Waited, WorkerState};
     use std::time::Duration;
 
-    const WAIT: Duration = Duration::from_micros(25);
+    const WAIT: Duration = Duration::from_micros(200);
+    const GAP: Duration = Duration::from_micros(60);
+    const US: Duration = Duration::from_micros(1);
+
+    fn pacing(hold_in_flight: usize) -> Pacing {
+        Pacing::new(hold_in_flight, WAIT, GAP)
+    }
+
+    fn waited(polls: u32, before: u64, total: Duration, quiet: Duration) -> Waited {
+        Waited {
+            polls,
+            before,
+            total,
+            quiet,
+        }
+    }
+
+    const IDLE: WorkerState = WorkerState {
+        busy: false,
+        expects_more: true,
+    };
+    const BUSY: WorkerState = WorkerState {
+        busy: true,
+        expects_more: true,
+    };
 
     #[test]
     fn below_the_threshold_nothing_waits() {
-        let mut p = Pacing::new(2, WAIT);
+        let mut p = pacing(2);
         assert!(p.queue(1));
         assert!(p.write_now());
         assert!(p.queue(1));
@@ -141,7 +194,7 @@ mod tests {
 
     #[test]
     fn commands_wait_for_the_first_reply_to_the_latest_write() {
-        let mut p = Pacing::new(2, WAIT);
+        let mut p = pacing(2);
         for _ in 0..3 {
             p.queue(1);
         }
@@ -170,7 +223,7 @@ mod tests {
 
     #[test]
     fn pipelined_batches_are_not_held() {
-        let mut p = Pacing::new(2, WAIT);
+        let mut p = pacing(2);
         p.queue(1);
         p.queue(1);
         assert!(p.write_now());
@@ -190,7 +243,7 @@ mod tests {
 
     #[test]
     fn zero_never_holds() {
-        let mut p = Pacing::new(0, WAIT);
+        let mut p = pacing(0);
         for _ in 0..10 {
             assert!(p.queue(100));
             assert!(p.queue(1));
@@ -200,25 +253,25 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_turns_write_waits_for_polls_while_they_bring_more() {
-        let mut p = Pacing::new(2, WAIT);
+    fn a_turns_write_waits_for_polls_while_they_bring_more() {
+        let mut p = pacing(2);
         p.queue(1);
         p.queue(1);
         assert!(p.one_more_poll(false));
         let before = p.batches();
         assert!(
-            !p.poll_again(1, before, Duration::ZERO, true),
+            !p.poll_again(waited(1, before, US, US), IDLE),
             "the poll brought nothing: write"
         );
         p.queue(1);
         assert!(
-            p.poll_again(1, before, Duration::ZERO, false),
+            p.poll_again(waited(1, before, US, US), IDLE),
             "it brought a batch: one more"
         );
         let before = p.batches();
         p.queue(1);
         assert!(
-            !p.poll_again(super::MAX_POLLS, before, Duration::ZERO, true),
+            !p.poll_again(waited(super::MAX_POLLS, before, US, US), IDLE),
             "never more than MAX_POLLS"
         );
         assert!(p.write_now());
@@ -227,7 +280,7 @@ mod tests {
 
     #[test]
     fn a_busy_turn_waits_for_one_more_poll() {
-        let mut p = Pacing::new(2, WAIT);
+        let mut p = pacing(2);
         p.queue(1);
         assert!(
             !p.one_more_poll(false),
@@ -244,31 +297,54 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_batch_on_a_busy_worker_waits_a_bounded_time_for_a_second() {
-        let mut p = Pacing::new(2, WAIT);
+    fn single_commands_on_a_busy_worker_wait_while_more_may_come() {
+        let mut p = pacing(2);
         p.queue(1);
         assert!(
             p.one_more_poll(true),
-            "a busy worker: a second batch is due"
+            "a busy worker: another session's command is due"
         );
         let before = p.batches();
-        assert!(p.poll_again(1, before, Duration::from_micros(5), true));
-        assert!(
-            !p.poll_again(40, before, WAIT, true),
-            "no longer than the bound"
-        );
-        assert!(
-            !p.poll_again(2, before, Duration::from_micros(5), false),
-            "nor once the worker is no longer busy"
-        );
+        assert!(p.poll_again(waited(1, before, 5 * US, 5 * US), BUSY));
+        p.queue(1);
         p.queue(1);
         assert!(
-            !p.poll_again(2, p.batches(), Duration::from_micros(5), true),
-            "a second batch came: from here on, polls go on only while they bring more"
+            p.poll_again(waited(30, before, 150 * US, US), BUSY),
+            "polls that bring nothing do not end the wait"
+        );
+        assert!(
+            !p.poll_again(waited(40, before, WAIT, US), BUSY),
+            "no longer than batch_wait in all"
+        );
+        assert!(
+            !p.poll_again(waited(40, before, 100 * US, GAP), BUSY),
+            "nor once batch_gap has passed without a batch"
+        );
+        assert!(
+            !p.poll_again(
+                waited(2, before, 5 * US, US),
+                WorkerState {
+                    busy: true,
+                    expects_more: false
+                }
+            ),
+            "nor once every session answered lately has sent again: none is due"
+        );
+        assert!(
+            !p.poll_again(waited(2, p.batches(), 5 * US, US), IDLE),
+            "nor once the worker is no longer busy (and the last poll brought nothing)"
+        );
+        p.queue(32);
+        assert!(
+            !p.poll_again(waited(2, p.batches(), 5 * US, US), BUSY),
+            "pipelined batches do not wait for time, only while polls bring more"
         );
         for (mut p, why) in [
-            (Pacing::new(2, Duration::ZERO), "a zero bound: no wait"),
-            (Pacing::new(0, WAIT), "hold_in_flight = 0: no wait"),
+            (
+                Pacing::new(2, Duration::ZERO, GAP),
+                "a zero batch_wait: no wait",
+            ),
+            (pacing(0), "hold_in_flight = 0: no wait"),
         ] {
             p.queue(1);
             assert!(!p.one_more_poll(true), "{why}");

@@ -91,6 +91,10 @@ pub struct Session {
     writing: bool,
     /// A command waiting for its keys to move out of a migrating slot, and those behind it.
     migrating: migrating::Migrating,
+    /// Whether commands of the client wait for replies, and, since its last were answered,
+    /// the token of its being expected to send again (`Activity::answered`).
+    waits: bool,
+    answered: Option<u64>,
 }
 
 impl Session {
@@ -123,6 +127,8 @@ impl Session {
             plugins: Default::default(),
             writing: false,
             migrating: Default::default(),
+            waits: false,
+            answered: None,
         }
     }
 
@@ -153,6 +159,15 @@ impl Session {
         loop {
             if self.write_replies().await.is_err() {
                 break;
+            }
+            let waits = !self.queue.is_empty();
+            if waits != self.waits {
+                self.waits = waits;
+                if !waits {
+                    self.answered = Some(self.worker.activity.answered());
+                } else if let Some(token) = self.answered.take() {
+                    self.worker.activity.sent_again(token);
+                }
             }
             if self.client.closed(self.queue.head()) || (eof && self.queue.is_empty()) {
                 break;
@@ -608,6 +623,9 @@ impl Drop for Session {
         let shared = &self.worker.shared;
         shared.stats.sessions_alive.fetch_sub(1, Relaxed);
         shared.clients.fetch_sub(1, Relaxed);
+        if let Some(token) = self.answered {
+            self.worker.activity.sent_again(token);
+        }
         shared.sessions.unregister(self.id);
     }
 }

@@ -675,6 +675,53 @@ async fn replies_for_a_client_that_left_never_reach_another_client() {
         .await;
 }
 
+/// The worker expects a session answered lately to send again until it has (then a busy
+/// turn's write stops waiting for more).
+#[tokio::test(start_paused = true)]
+async fn a_session_answered_is_expected_to_send_again_until_it_does() {
+    LocalSet::new()
+        .run_until(async {
+            let world = Rc::new(World::default());
+            world.set("a:1", Mode::Hold);
+            let worker = worker(&world, "");
+            let mut first = client(&worker);
+            let mut second = client(&worker);
+            let expects = || worker.activity.expects_more(std::time::Instant::now());
+            assert!(!expects(), "no session answered yet");
+            send(&mut first, &[&["GET", "foo"]]).await;
+            send(&mut second, &[&["GET", "foo"]]).await;
+            world.until_sent("a:1", "GET foo").await;
+            assert!(!expects(), "both wait for replies");
+            world.set("a:1", Mode::Answer);
+            expect(&mut first, "$7\r\na:1/foo\r\n").await;
+            expect(&mut second, "$7\r\na:1/foo\r\n").await;
+            world.set("a:1", Mode::Hold);
+            send(&mut first, &[&["GET", "foo"]]).await;
+            send(&mut second, &[&["GET", "foo"]]).await;
+            let sent = tokio::time::timeout(BOUND, async {
+                while expects() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await;
+            assert!(sent.is_ok(), "both answered sent again: none is expected");
+            world.set("a:1", Mode::Answer);
+            expect(&mut first, "$7\r\na:1/foo\r\n").await;
+            drop(first);
+            expect(&mut second, "$7\r\na:1/foo\r\n").await;
+            drop(second);
+            let gone = tokio::time::timeout(BOUND, async {
+                while worker.shared.stats.sessions_alive.load(Relaxed) > 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await;
+            assert!(gone.is_ok(), "the sessions ended");
+            assert!(!expects(), "sessions that ended are not expected");
+        })
+        .await;
+}
+
 /// Every connection's task holds its session's future: one copy of the session and the
 /// state of one wait, not two copies (as an `async fn run(self)` would keep).
 #[tokio::test(flavor = "current_thread")]
