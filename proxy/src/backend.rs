@@ -642,10 +642,10 @@ impl TurnWait {
 /// sessions have still to run, and writing then split the turn's commands in two writes,
 /// which Redis reads, and is woken for, separately. With `one_more_poll` it then also waits
 /// for the runtime's next poll of `epoll` and the sessions that poll wakes, and for more
-/// polls while each brings more batches, or, for a lone batch on a busy worker, until a
-/// second comes or `batch_wait_us` passes ([`Pacing::poll_again`]), so a busy turn's write
-/// takes in the commands of clients that send one after another, as twemproxy's one write
-/// per turn of its loop does. A batch handed over before the poll does not end the wait:
+/// polls as [`Pacing::poll_again`] says — on a busy worker, for single commands, until no
+/// session answered lately is left to send (or `batch_gap_us` passes without one, or
+/// `batch_wait_us` in all) — so a busy turn's write takes in the commands of clients that
+/// send one after another, for Redis to read in one go. A batch handed over before the poll does not end the wait:
 /// only the runtime's wake after its poll does.
 fn end_of_turn<'a>(
     wait: &'a mut TurnWait,

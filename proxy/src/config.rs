@@ -161,8 +161,8 @@ pub struct BackendConfig {
     /// its latest write is), it holds the single commands sessions hand it and writes them
     /// when a reply comes back, so that Redis reads them at once instead of waking for each
     /// few; pipelined batches are not held. A turn's commands from 2 or more sessions also
-    /// wait for the worker's next poll of `epoll`, and a lone one on a busy worker for up to
-    /// `batch_wait_us`. 0: none of these.
+    /// wait for the worker's next poll of `epoll`, and single commands on a busy worker as
+    /// `batch_wait_us` and `batch_gap_us` say. 0: none of these.
     pub hold_in_flight: usize,
     /// On a busy worker (reads microseconds apart), how long single commands (of clients
     /// that wait for each reply) wait at most, the worker polling meanwhile, for other

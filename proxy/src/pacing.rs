@@ -109,9 +109,10 @@ impl Pacing {
 
     /// Whether the turn's write also waits for the worker's next poll of `epoll`: when the
     /// turn brought commands of 2 or more sessions (whose clients will have sent more by
-    /// then), or one session's on a `busy` worker (whose reads come microseconds apart: a
-    /// second batch is due soon; see [`Pacing::poll_again`]). A lone command of a worker
-    /// that is not busy goes at once, and `hold_in_flight = 0` turns this off too.
+    /// then), or one session's on a `busy` worker (whose reads come microseconds apart:
+    /// more are due soon; see [`Pacing::poll_again`]). A lone command of a worker that is
+    /// not busy goes at once, and `hold_in_flight = 0` or `batch_wait_us = 0` turn this off
+    /// for a busy worker's.
     pub(crate) fn one_more_poll(&self, busy: bool) -> bool {
         self.hold_at != u64::MAX
             && (self.queued_batches >= 2 || (busy && !self.batch_wait.is_zero()))
