@@ -196,6 +196,16 @@ fn metrics(shared: &Shared) -> String {
         "gauge",
         "Seconds since the proxy started.",
     );
+    metric(
+        "tessera_busy_poll_spells_total",
+        "counter",
+        "Spells of polling on a busy worker instead of sleeping (proxy.busy_poll_us).",
+    );
+    metric(
+        "tessera_busy_poll_seconds_total",
+        "counter",
+        "Time busy workers spent in those spells.",
+    );
     let _ = writeln!(out, "tessera_ops_total {}", snap.ops.total);
     let _ = writeln!(out, "tessera_ops_errors_total {}", snap.ops.errors);
     let _ = writeln!(out, "tessera_sessions_alive {}", snap.sessions.alive);
@@ -203,12 +213,12 @@ fn metrics(shared: &Shared) -> String {
     let _ = writeln!(out, "tessera_uptime_seconds {}", snap.uptime_secs);
     let _ = writeln!(
         out,
-        "# HELP tessera_busy_poll_spells_total Spells of polling on a busy worker instead of sleeping (proxy.busy_poll_us).\n# TYPE tessera_busy_poll_spells_total counter\ntessera_busy_poll_spells_total {}",
+        "tessera_busy_poll_spells_total {}",
         snap.busy_poll.spells
     );
     let _ = writeln!(
         out,
-        "# HELP tessera_busy_poll_seconds_total Time busy workers spent in those spells.\n# TYPE tessera_busy_poll_seconds_total counter\ntessera_busy_poll_seconds_total {}",
+        "tessera_busy_poll_seconds_total {}",
         snap.busy_poll.usecs as f64 / 1e6
     );
 

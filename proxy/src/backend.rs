@@ -645,8 +645,8 @@ impl TurnWait {
 /// polls as [`Pacing::poll_again`] says — on a busy worker, for single commands, until no
 /// session answered lately is left to send (or `batch_gap_us` passes without one, or
 /// `batch_wait_us` in all) — so a busy turn's write takes in the commands of clients that
-/// send one after another, for Redis to read in one go. A batch handed over before the poll does not end the wait:
-/// only the runtime's wake after its poll does.
+/// send one after another, for Redis to read in one go. A batch handed over before the
+/// poll does not end the wait: only the runtime's wake after its poll does.
 fn end_of_turn<'a>(
     wait: &'a mut TurnWait,
     pacing: &'a Pacing,

@@ -191,8 +191,8 @@ impl ProxyConfig {
     }
 }
 
-/// The most microseconds `busy_poll_us` and `batch_wait_us` may be: a worker spends them
-/// polling, not sleeping.
+/// The most microseconds `busy_poll_us`, `batch_wait_us` and `batch_gap_us` may be: a
+/// worker spends them polling, not sleeping.
 pub const MAX_POLL_WAIT_US: u64 = 1000;
 
 /// The default worker count on a machine with `cores` cores.

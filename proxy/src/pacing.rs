@@ -124,13 +124,14 @@ impl Pacing {
     }
 
     /// Whether a turn's write that has `waited` waits for one more poll of `epoll`. On a
-    /// busy worker, single commands (batches averaging under 2: clients that wait for each
-    /// reply) wait for more while some session of the worker answered lately has yet to send
-    /// again, until no batch has come for `batch_gap` or `batch_wait` has passed: each write Redis then reads takes in the commands of clients that send one
-    /// after another, instead of waking Redis for each few. Otherwise 2 or more batches
-    /// wait as long as each poll brings more, up to [`MAX_POLLS`], and a lone one goes.
+    /// busy worker, single commands (not [`Pacing::pipelined`]: clients that wait for each
+    /// reply) wait for more while some session of the worker answered lately has yet to
+    /// send again, until no batch has come for `batch_gap` or `batch_wait` has passed: each
+    /// write Redis then reads takes in the commands of clients that send one after another,
+    /// instead of waking Redis for each few. Otherwise 2 or more batches wait as long as
+    /// each poll brings more, up to [`MAX_POLLS`], and a lone one goes.
     pub(crate) fn poll_again(&self, waited: Waited, worker: WorkerState) -> bool {
-        if worker.busy && self.queued < 2 * self.queued_batches {
+        if worker.busy && !self.pipelined() {
             return worker.expects_more
                 && waited.total < self.batch_wait
                 && waited.quiet < self.batch_gap;
@@ -141,7 +142,13 @@ impl Pacing {
     fn may_write(&self) -> bool {
         self.written - self.replied < self.hold_at
             || self.replied > self.latest_from
-            || self.queued >= 2 * self.queued_batches
+            || self.pipelined()
+    }
+
+    /// Whether the batches queued average 2 commands or more: pipelining clients, whose
+    /// commands are neither held nor wait for time.
+    fn pipelined(&self) -> bool {
+        self.queued >= 2 * self.queued_batches
     }
 
     /// Whether commands are held (the stream must not write them on its own either).

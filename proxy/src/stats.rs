@@ -89,9 +89,7 @@ impl WorkerStats {
             }
         }
     }
-}
 
-impl WorkerStats {
     /// Records one spell of polling on a busy worker that lasted `spell`.
     pub fn polled(&self, spell: Duration) {
         self.poll_spells.add(1);

@@ -289,6 +289,18 @@ async fn expect(c: &mut DuplexStream, want: &str) {
     }
 }
 
+/// Checks `done` every millisecond (of the test's clock) until it holds; panics with `what`
+/// past the bound.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let held = tokio::time::timeout(BOUND, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert!(held.is_ok(), "{what}");
+}
+
 /// Nothing arrives for `wait`.
 async fn nothing_for(c: &mut DuplexStream, wait: Duration) {
     let mut byte = [0; 1];
@@ -657,16 +669,10 @@ async fn replies_for_a_client_that_left_never_reach_another_client() {
             world.set("a:1", Mode::Answer);
             // The session ends once its write to the gone client fails.
             let alive = || worker.shared.stats.sessions_alive.load(Relaxed);
-            let ended = tokio::time::timeout(BOUND, async {
-                while alive() > 0 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
+            eventually("the session of the gone client is still alive", || {
+                alive() <= 0
             })
             .await;
-            assert!(
-                ended.is_ok(),
-                "the session of the gone client is still alive"
-            );
             let mut next = client(&worker);
             send(&mut next, &[&["GET", "hello"]]).await;
             expect(&mut next, "$9\r\nb:2/hello\r\n").await;
@@ -698,25 +704,16 @@ async fn a_session_answered_is_expected_to_send_again_until_it_does() {
             world.set("a:1", Mode::Hold);
             send(&mut first, &[&["GET", "foo"]]).await;
             send(&mut second, &[&["GET", "foo"]]).await;
-            let sent = tokio::time::timeout(BOUND, async {
-                while expects() {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            })
-            .await;
-            assert!(sent.is_ok(), "both answered sent again: none is expected");
+            eventually("both answered sent again: none is expected", || !expects()).await;
             world.set("a:1", Mode::Answer);
             expect(&mut first, "$7\r\na:1/foo\r\n").await;
             drop(first);
             expect(&mut second, "$7\r\na:1/foo\r\n").await;
             drop(second);
-            let gone = tokio::time::timeout(BOUND, async {
-                while worker.shared.stats.sessions_alive.load(Relaxed) > 0 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
+            eventually("the sessions ended", || {
+                worker.shared.stats.sessions_alive.load(Relaxed) <= 0
             })
             .await;
-            assert!(gone.is_ok(), "the sessions ended");
             assert!(!expects(), "sessions that ended are not expected");
         })
         .await;
